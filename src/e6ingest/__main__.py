@@ -1,0 +1,3 @@
+from e6ingest.cli import main
+
+raise SystemExit(main())

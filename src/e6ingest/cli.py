@@ -1,0 +1,167 @@
+"""The ``e6ingest`` command: thin wrappers that parse flags and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from e6ingest import __version__
+from e6ingest.config import ConfigError, make_config, merge, read_toml
+from e6ingest.demo import build_demo, demo_mirror
+from e6ingest.manifests import ManifestError, available_datasets
+from e6ingest.metadata import SchemaError
+from e6ingest.pipeline import OutputConflict, pull
+from e6ingest.query import QueryError
+from e6ingest.sources import MirrorError
+
+USER_ERRORS = (ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict)
+
+# Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
+CONFIG_FLAGS = {
+    "dataset": (None, "dataset"),
+    "rating": (None, "ratings"),
+    "query": (None, "query"),
+    "include_deleted": (None, "include_deleted"),
+    "shard_size": (None, "shard_size"),
+    "max_pixels": ("image", "max_pixels"),
+    "max_source_pixels": ("image", "max_source_pixels"),
+    "quality": ("image", "quality"),
+    "method": ("image", "method"),
+    "lossless": ("image", "lossless"),
+    "keep_alpha": ("image", "keep_alpha"),
+    "verify_images": ("image", "verify"),
+    "separator": ("caption", "separator"),
+    "bucket_resolution": ("buckets", "resolution"),
+    "bucket_min": ("buckets", "min_side"),
+    "bucket_max": ("buckets", "max_side"),
+    "bucket_step": ("buckets", "step"),
+}
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--mirror", metavar="DIR", help="local mirror (folders named owner/name)")
+    where.add_argument(
+        "--demo", action="store_true", help="use the built-in demo mirror (built once, cached)"
+    )
+
+
+def _pull_parser(sub) -> None:
+    p = sub.add_parser("pull", help="select posts and write webdataset shards")
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same options")
+    p.add_argument(
+        "--dataset", help=f"dataset name or manifest TOML (default e621; bundled: "
+        f"{', '.join(available_datasets())})"
+    )
+    _add_source_flags(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--rating", metavar="LIST", help="ratings to keep, e.g. e,q,s")
+    p.add_argument("--query", metavar="TEXT", help="booru search, e.g. 'solo -comic score:>=50'")
+    p.add_argument("--include-deleted", action="store_true", default=None)
+    p.add_argument("--shard-size", type=int, metavar="N", help="samples per shard (1000)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
+    img = p.add_argument_group("images")
+    img.add_argument("--max-pixels", type=int, metavar="N", help="pixel budget (2048*2048)")
+    img.add_argument("--max-source-pixels", type=int, metavar="N", help="refuse larger sources")
+    img.add_argument("--quality", type=int, metavar="Q", help="WebP quality (90)")
+    img.add_argument("--method", type=int, metavar="M", help="WebP method 0-6 (4)")
+    img.add_argument("--lossless", action="store_true", default=None)
+    img.add_argument("--keep-alpha", action="store_true", default=None)
+    img.add_argument("--verify", dest="verify_images", choices=("decode", "header"))
+    cap = p.add_argument_group("captions")
+    cap.add_argument("--separator", help="between tags (', ')")
+    buckets = p.add_argument_group("aspect-ratio buckets (sd-scripts rule)")
+    buckets.add_argument("--bucket-resolution", type=int, metavar="N")
+    buckets.add_argument("--bucket-min", type=int, metavar="N")
+    buckets.add_argument("--bucket-max", type=int, metavar="N")
+    buckets.add_argument("--bucket-step", type=int, metavar="N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``e6ingest`` command."""
+    parser = argparse.ArgumentParser(
+        prog="e6ingest", description="Public booru datasets to training-ready webdataset shards."
+    )
+    parser.add_argument("--version", action="version", version=f"e6ingest {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="write the synthetic demo mirror")
+    demo.add_argument("--out", required=True, metavar="DIR")
+    demo.add_argument("--posts", type=int, default=1000, metavar="N", help="posts per site")
+    demo.add_argument("--seed", type=int, default=0, metavar="S")
+    _pull_parser(sub)
+    return parser
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config options given as flags, nested like the TOML file."""
+    values: dict[str, Any] = {}
+    for dest, (table, name) in CONFIG_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if table is None:
+            values[name] = value
+        else:
+            values.setdefault(table, {})[name] = value
+    return values
+
+
+def _mirror(args: argparse.Namespace) -> Path:
+    if args.demo:
+        print("using the demo mirror (built on first use)", file=sys.stderr)
+        return demo_mirror()
+    if args.mirror:
+        return Path(args.mirror)
+    raise ConfigError("pull needs --mirror DIR (a local copy of the repositories) or --demo")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    summary = build_demo(args.out, posts=args.posts, seed=args.seed)
+    for name in summary.posts:
+        print(f"{name}: {summary.posts[name]} posts, {summary.images[name]} images")
+    print(f"demo mirror written to {summary.out}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    base = read_toml(args.config) if args.config else {}
+    config = make_config(merge(base, config_values(args)), where=args.config or "flags")
+    mirror = _mirror(args)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="shards", unit="shard", file=sys.stderr)
+
+    def progress(stats: dict, done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(1)
+
+    try:
+        summary = pull(config, args.out, mirror, workers=args.workers,
+                       overwrite=args.overwrite, progress=progress)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed.get("unavailable") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handlers = {"demo": cmd_demo, "pull": cmd_pull}
+    try:
+        return handlers[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"e6ingest {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"e6ingest {args.command}: error: {exc}", file=sys.stderr)
+        return 2

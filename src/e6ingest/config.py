@@ -1,0 +1,128 @@
+"""One configuration model for a pull, shared by the CLI flags and a TOML file.
+
+A TOML file holds the same names as the flags (with underscores), the image, caption and
+bucket options in their own tables::
+
+    dataset = "e621"
+    ratings = ["e", "q", "s"]
+    shard_size = 1000
+    [image]
+    quality = 90
+    [caption]
+    separator = ", "
+    [buckets]
+    resolution = 1024
+
+Flags given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from e6ingest.buckets import BucketSpec
+from e6ingest.captions import CaptionSpec
+from e6ingest.imaging import ImagePolicy
+from e6ingest.manifests import tomllib
+
+RATING_NAMES = {
+    "g": "g", "general": "g",
+    "s": "s", "safe": "s", "sensitive": "s",
+    "q": "q", "questionable": "q",
+    "e": "e", "explicit": "e",
+}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A configuration value or flag is invalid; the message names it."""
+
+
+def parse_ratings(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``"e,q,s"`` (or names such as ``explicit``) as the tuple ``("e", "q", "s")``."""
+    if text is None:
+        return ()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in (i.strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in RATING_NAMES:
+            raise ConfigError(
+                f"--rating: unknown rating {item!r} (use g, s, q, e or general, safe, "
+                "sensitive, questionable, explicit)"
+            )
+        if RATING_NAMES[item] not in out:
+            out.append(RATING_NAMES[item])
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    """Everything that decides what a pull writes."""
+
+    dataset: str = "e621"
+    ratings: tuple[str, ...] = ()
+    query: str = ""
+    include_deleted: bool = False
+    shard_size: int = 1000
+    image: ImagePolicy = field(default_factory=ImagePolicy)
+    caption: CaptionSpec = field(default_factory=CaptionSpec)
+    buckets: BucketSpec = field(default_factory=BucketSpec)
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ConfigError(f"--shard-size must be at least 1, not {self.shard_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+_NESTED = {"image": ImagePolicy, "caption": CaptionSpec, "buckets": BucketSpec}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown} (known: {sorted(known)})")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
+    """A :class:`PullConfig` from a flat-or-nested mapping (TOML file merged with flags)."""
+    values = dict(values)
+    nested = {
+        name: _build(cls, dict(values.pop(name, {}) or {}), f"{where} [{name}]")
+        for name, cls in _NESTED.items()
+    }
+    if "ratings" in values:
+        values["ratings"] = parse_ratings(values["ratings"])
+    return _build(PullConfig, {**values, **nested}, where)
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML config file as a mapping; errors name the file."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``, one level deep for the nested tables."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            out[key] = value
+    return out

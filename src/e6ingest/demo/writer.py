@@ -1,0 +1,203 @@
+"""Write the demo mirror: a synthetic, deterministic copy of every repository the bundled
+datasets use, laid out exactly as on the Hub (one folder per ``owner/name``)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import shutil
+import tarfile
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from e6ingest.demo.images import DemoImage, choose_image, render
+from e6ingest.demo.tables import (
+    DemoPost,
+    danbooru_table,
+    e621_2024_table,
+    e621_newest_table,
+)
+from e6ingest.demo.vocab import post_tags, vocabulary
+from e6ingest.manifests import DatasetManifest, ImageRepo, load_manifest
+from e6ingest.pipeline.executor import default_workers
+
+DEMO_DATASETS = ("danbooru2024", "e621")
+TABLE_WRITERS = {
+    "danbooru2024": danbooru_table,
+    "e621_2024": e621_2024_table,
+    "e621_newest": e621_newest_table,
+}
+RATING_SHARES = {
+    # e621: the real counts of the combined metadata (e 3.07M, s 1.18M, q 0.94M).
+    "e621": {"e": 3_072_274, "s": 1_177_482, "q": 938_021},
+    # danbooru2024: approximate shares of general, sensitive, questionable, explicit.
+    "danbooru": {"g": 0.34, "s": 0.36, "q": 0.14, "e": 0.16},
+}
+ID_RANGE = {"danbooru": (1, 8_200_000), "e621": (1, 5_217_944)}
+EPOCH = {"danbooru": datetime(2005, 5, 24, tzinfo=timezone.utc),
+         "e621": datetime(2007, 2, 10, tzinfo=timezone.utc)}  # fmt: skip
+LAST = datetime(2024, 10, 31, tzinfo=timezone.utc)
+E621_2024_LAST_ID = 4_700_000  # posts after this id are only in the newest repositories
+TAR_MTIME = 1_700_000_000
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What the demo wrote, per dataset: posts in metadata and images in shards."""
+
+    out: Path
+    posts: dict[str, int]
+    images: dict[str, int]
+
+
+def _posts(site: str, count: int, seed: int) -> list[tuple[DemoPost, DemoImage, str]]:
+    rng = random.Random(f"posts-{site}-{seed}")
+    vocab = vocabulary(site, seed)
+    lo, hi = ID_RANGE[site]
+    ids = sorted(rng.sample(range(lo, hi + 1), count))
+    shares = RATING_SHARES[site]
+    span = (LAST - EPOCH[site]).total_seconds()
+    out = []
+    for post_id in ids:
+        image = choose_image(rng)
+        score = int(rng.paretovariate(1.3) * 4) - 3
+        post = DemoPost(
+            id=post_id,
+            rating=rng.choices(list(shares), weights=list(shares.values()))[0],
+            tags=post_tags(vocab, site, rng),
+            width=image.width,
+            height=image.height,
+            file_ext=image.file_ext,
+            file_size=0,
+            md5="",
+            score=score,
+            fav_count=max(0, int(score * 1.3) + rng.randint(0, 5)),
+            created_at=EPOCH[site] + timedelta(seconds=int(span * (post_id - lo) / (hi - lo))),
+            parent_id=rng.randint(lo, post_id) if rng.random() < 0.05 else None,
+            is_deleted=site == "e621" and rng.random() < 0.02,
+        )
+        out.append((post, image, f"{site}-{seed}-{post_id}"))
+    return out
+
+
+def _render_all(jobs: list[tuple[DemoImage, str]], workers: int) -> list[bytes | None]:
+    if workers <= 1:
+        return [render(image, seed) for image, seed in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(render, *zip(*jobs, strict=True), chunksize=32))
+
+
+def _write_shard(root: Path, repo: ImageRepo, shard: int, files: list[tuple[int, str, bytes, bool]]):
+    """One tar and its hfutils-format index; ``files`` is (id, ext, data, break_hash)."""
+    buf = io.BytesIO()
+    index: dict[str, dict] = {}
+    prefix = "./" if repo.index_repo else ""  # the 2024 e621 tars carry ./ member names
+    flips: list[int] = []
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for post_id, ext, data, break_hash in files:
+            info = tarfile.TarInfo(f"{prefix}{post_id}.{ext}")
+            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
+            tar.addfile(info, io.BytesIO(data))
+            offset = tar.offset - (-(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+            index[info.name] = {
+                "offset": offset,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            if break_hash and data:
+                flips.append(offset + len(data) // 2)
+    blob = bytearray(buf.getvalue() if files else bytes(2 * tarfile.BLOCKSIZE))
+    for position in flips:  # bytes that no longer match the index: a corrupt upload
+        blob[position] ^= 0xFF
+    blob = bytes(blob)
+    tar_path = root / repo.repo / repo.tar_path(shard)
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    tar_path.write_bytes(blob)
+    git_sha1 = hashlib.sha1(f"blob {len(blob)}\0".encode() + blob).hexdigest()
+    document = {
+        "filesize": len(blob),
+        "hash": git_sha1,
+        "hash_lfs": hashlib.sha256(blob).hexdigest(),
+        "files": index,
+    }
+    index_path = root / repo.index_repo_id / repo.index_path(shard)
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    index_path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def _metadata_part(manifest: DatasetManifest, post: DemoPost) -> list[int]:
+    """Which metadata entries (and so image repos) hold ``post``."""
+    if len(manifest.metadata) == 1:
+        return [0]
+    if post.id > E621_2024_LAST_ID:
+        return [1]
+    # A few older posts were re-published in the newest table (which wins on combination).
+    return [0, 1] if post.id % 37 == 0 else [0]
+
+
+def write_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int, workers: int):
+    """Write every repository of one dataset; returns (posts in metadata, images in shards)."""
+    generated = _posts(manifest.site, posts, seed)
+    blobs = _render_all([(image, s) for _, image, s in generated], workers)
+    tables: dict[int, list[DemoPost]] = defaultdict(list)
+    shards: dict[tuple[int, int], list] = defaultdict(list)
+    for (post, image, _), data in zip(generated, blobs, strict=True):
+        digest = hashlib.md5(data if data else str(post.id).encode()).hexdigest()
+        size = len(data) if data is not None else 50_000 + post.id % 9999
+        post = DemoPost(**{**post.__dict__, "md5": digest, "file_size": size})
+        parts = _metadata_part(manifest, post)
+        for part in parts:
+            tables[part].append(post)
+        if data is not None:
+            repo = manifest.images[min(parts[0], len(manifest.images) - 1)]
+            shards[(parts[0], repo.shard_of(post.id))].append(
+                (post.id, post.file_ext, data, image.kind == "hash_mismatch")
+            )
+    # Every repository has all its shards, as on the Hub; most demo shards hold few files.
+    for part, repo in enumerate(manifest.images):
+        for shard in range(repo.shards):
+            _write_shard(root, repo, shard, shards.get((part, shard), []))
+    for part, entry in enumerate(manifest.metadata):
+        path = root / entry.repo / entry.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = TABLE_WRITERS[entry.schema](tables[part])
+        pq.write_table(table, path, row_group_size=max(1, posts // 4))
+    return posts, sum(len(f) for f in shards.values())
+
+
+def build_demo(
+    out: str | Path, posts: int = 1000, seed: int = 0, workers: int | None = None
+) -> DemoSummary:
+    """Write the demo mirror of every bundled dataset into ``out`` (which must be empty).
+
+    The mirror is built in a temporary folder beside ``out`` and renamed into place, so an
+    interrupted build never leaves a half-written mirror behind.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; the demo mirror needs an empty folder")
+    if posts < 1:
+        raise ValueError(f"--posts must be at least 1, not {posts}")
+    workers = workers or default_workers()
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    counts, images = {}, {}
+    for name in DEMO_DATASETS:
+        counts[name], images[name] = write_dataset(tmp, load_manifest(name), posts, seed, workers)
+    (tmp / "DEMO.json").write_text(
+        json.dumps({"posts": posts, "seed": seed, "datasets": list(DEMO_DATASETS)}),
+        encoding="utf-8",
+    )
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return DemoSummary(out, counts, images)

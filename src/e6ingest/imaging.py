@@ -1,0 +1,233 @@
+"""Imaging: any real-world image to a clean WebP within a pixel budget.
+
+``normalize(data, policy)`` is a pure bytes-in, bytes-out function. It decodes, applies the
+EXIF orientation, converts colour (ICC to sRGB, every Pillow mode to RGB or RGBA), composites
+alpha onto a background unless alpha is kept, fits the image to the pixel budget (never
+upscaling, each side at most the WebP limit) and encodes WebP; or passes already-compliant
+WebP through byte for byte. Refusals are :class:`PostFailure` with stage ``image``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from e6ingest.sources.base import FailureKind, PostFailure
+
+WEBP_MAX_SIDE = 16383
+DEFAULT_MAX_PIXELS = 2048 * 2048
+DEFAULT_MAX_SOURCE_PIXELS = 16384 * 16384
+LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP", "TIFF"})
+_SRGB = ImageCms.createProfile("sRGB")
+_SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How images are normalised. Defaults suit SDXL-class training data."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = WEBP_MAX_SIDE
+    quality: int = 90
+    method: int = 4
+    lossless: bool = False  # encode lossless when the source was lossless
+    keep_alpha: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+    max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
+    allow_animation: bool = True  # animations give their first frame
+    verify: str = "decode"  # how pass-through WebP is checked: "decode" or "header"
+
+    def __post_init__(self) -> None:
+        if self.verify not in ("decode", "header"):
+            raise ValueError(f"verify must be 'decode' or 'header', not {self.verify!r}")
+        if not 0 <= self.quality <= 100:
+            raise ValueError(f"quality must be within 0..100, not {self.quality}")
+        if not 0 <= self.method <= 6:
+            raise ValueError(f"method must be within 0..6, not {self.method}")
+        if self.max_pixels < 1 or not 1 <= self.max_side <= WEBP_MAX_SIDE:
+            raise ValueError("max_pixels must be positive and max_side within 1..16383")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What ``normalize`` did to one image."""
+
+    source_format: str
+    source_width: int
+    source_height: int
+    width: int
+    height: int
+    reencoded: bool
+    seconds: float
+
+
+def fit_size(width: int, height: int, max_pixels: int, max_side: int = WEBP_MAX_SIDE):
+    """The largest size with the same aspect ratio within ``max_pixels`` and ``max_side``.
+
+    Never upscales; each side is at least 1 px.
+    """
+    scale = min(1.0, math.sqrt(max_pixels / (width * height)), max_side / max(width, height))
+    if scale >= 1.0:
+        return width, height
+    new_w = max(1, min(max_side, math.floor(width * scale)))
+    new_h = max(1, min(max_side, math.floor(height * scale)))
+    while new_w * new_h > max_pixels:  # floor rounding can leave one row too many
+        if new_w >= new_h:
+            new_w -= 1
+        else:
+            new_h -= 1
+    return new_w, new_h
+
+
+def _refuse(kind: FailureKind, message: str) -> PostFailure:
+    return PostFailure(kind, message, stage="image")
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise _refuse(FailureKind.UNDECODABLE, "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise _refuse(FailureKind.TOO_LARGE, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise _refuse(FailureKind.UNDECODABLE, "not an image Pillow can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise _refuse(FailureKind.UNDECODABLE, f"cannot open image: {exc}") from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not lose the image
+        return 1
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    )
+
+
+def _can_pass_through(im: Image.Image, policy: ImagePolicy, orientation: int) -> bool:
+    w, h = im.size
+    return (
+        im.format == "WEBP"
+        and not getattr(im, "is_animated", False)
+        and (im.mode == "RGB" or (im.mode == "RGBA" and policy.keep_alpha))
+        and w * h <= policy.max_pixels
+        and max(w, h) <= policy.max_side
+        and orientation == 1
+        and not im.info.get("icc_profile")
+    )
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(im, source, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im  # an unusable profile: fall back to a plain conversion
+
+
+def _high_bit_depth_to_l(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale (I;16*, I, F) scaled into 8-bit L."""
+    if im.mode == "F":
+        lo, hi = im.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 1.0
+        return im.point(lambda v: (v - lo) * scale).convert("L")
+    im = im.convert("I") if im.mode != "I" else im
+    _, hi = im.getextrema()
+    return im.point(lambda v: v / 256).convert("L") if hi > 255 else im.convert("L")
+
+
+def _to_rgb(im: Image.Image, policy: ImagePolicy) -> Image.Image:
+    """Every Pillow mode to RGB, or RGBA when alpha is present and kept."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _high_bit_depth_to_l(im)
+    im = _to_srgb(im)
+    if _has_alpha(im):
+        im = im.convert("RGBA")
+        if policy.keep_alpha:
+            return im
+        canvas = Image.new("RGB", im.size, policy.background)
+        canvas.paste(im, mask=im.getchannel("A"))
+        return canvas
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _decode_frame(im: Image.Image, target: tuple[int, int], swapped: bool) -> Image.Image:
+    if im.format == "JPEG":
+        # Draft decoding scales by 1/2, 1/4 or 1/8 while staying at or above the target.
+        draft_size = (target[1], target[0]) if swapped else target
+        im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else None, draft_size)
+    try:
+        im.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _refuse(FailureKind.UNDECODABLE, f"cannot decode image: {exc}") from exc
+    return im
+
+
+def _encode(im: Image.Image, policy: ImagePolicy, lossless: bool) -> bytes:
+    out = io.BytesIO()
+    im.save(out, "WEBP", quality=policy.quality, method=policy.method, lossless=lossless)
+    return out.getvalue()
+
+
+def normalize(data: bytes, policy: ImagePolicy = ImagePolicy()) -> tuple[bytes, ImageRecord]:
+    """One image as WebP bytes within the policy, and a record of what was done.
+
+    Raises :class:`PostFailure` (stage ``image``) for zero bytes, non-images, truncated or
+    corrupt data, sources over ``policy.max_source_pixels`` (refused before decoding) and
+    animations when the policy forbids them.
+    """
+    start = time.perf_counter()
+    im = _open(data)
+    src_format = im.format or "unknown"
+    src_w, src_h = im.size
+    if src_w * src_h > policy.max_source_pixels:
+        raise _refuse(
+            FailureKind.TOO_LARGE,
+            f"{src_w}x{src_h} = {src_w * src_h} px is over the source limit "
+            f"{policy.max_source_pixels}",
+        )
+    animated = getattr(im, "is_animated", False)
+    if animated and not policy.allow_animation:
+        raise _refuse(FailureKind.UNSUPPORTED, f"animated {src_format} refused by the policy")
+    orientation = _orientation(im)
+    if _can_pass_through(im, policy, orientation):
+        if policy.verify == "decode":
+            _decode_frame(im, im.size, False)
+        record = ImageRecord(
+            src_format, src_w, src_h, src_w, src_h, False, time.perf_counter() - start
+        )
+        return data, record
+    swapped = orientation in _SWAPPED_ORIENTATIONS
+    oriented = (src_h, src_w) if swapped else (src_w, src_h)
+    target = fit_size(*oriented, policy.max_pixels, policy.max_side)
+    im = _decode_frame(im, target, swapped)
+    try:
+        im = ImageOps.exif_transpose(im) if orientation != 1 else im
+        im = _to_rgb(im, policy)
+        if im.size != target:
+            im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except (OSError, ValueError) as exc:
+        raise _refuse(FailureKind.UNDECODABLE, f"cannot convert image: {exc}") from exc
+    lossless = policy.lossless and src_format in LOSSLESS_FORMATS
+    encoded = _encode(im, policy, lossless)
+    record = ImageRecord(
+        src_format, src_w, src_h, im.width, im.height, True, time.perf_counter() - start
+    )
+    return encoded, record

@@ -1,0 +1,63 @@
+"""Metadata: read each dataset's parquet files into one canonical polars LazyFrame."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.metadata.schemas import (
+    CANONICAL_COLUMNS,
+    SCHEMAS,
+    TAG_CATEGORIES,
+    TAG_COLUMNS,
+    SchemaError,
+    detect_schema,
+    scan_file,
+    split_tags,
+)
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "SCHEMAS",
+    "TAG_CATEGORIES",
+    "TAG_COLUMNS",
+    "SchemaError",
+    "combine",
+    "detect_schema",
+    "scan_file",
+    "scan_files",
+    "split_tags",
+]
+
+
+def combine(frames: Sequence[pl.LazyFrame], include_deleted: bool = False) -> pl.LazyFrame:
+    """Several canonical frames of one site as one: a later frame wins for a repeated id.
+
+    Deleted posts are dropped unless ``include_deleted``. The combination is an anti-join
+    on ids, so it streams instead of holding every row to deduplicate.
+    """
+    if not frames:
+        raise ValueError("no metadata frames to combine")
+    parts: list[pl.LazyFrame] = []
+    for i, frame in enumerate(frames):
+        later = frames[i + 1 :]
+        for newer in later:
+            frame = frame.join(newer.select("id"), on="id", how="anti")
+        parts.append(frame)
+    combined = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+    if not include_deleted:
+        combined = combined.filter(~pl.col("is_deleted"))
+    return combined
+
+
+def scan_files(
+    paths: Sequence[str | Path],
+    schemas: Sequence[str | None] | None = None,
+    include_deleted: bool = False,
+) -> pl.LazyFrame:
+    """Metadata files (each in a supported schema) as one canonical lazy frame."""
+    schemas = list(schemas) if schemas is not None else [None] * len(paths)
+    frames = [scan_file(p, s) for p, s in zip(paths, schemas, strict=True)]
+    return combine(frames, include_deleted=include_deleted)

@@ -1,0 +1,233 @@
+"""Schema adapters: each real metadata parquet schema to one canonical lazy frame.
+
+The canonical frame has these columns (see ``CANONICAL_COLUMNS``):
+
+- ``id`` (Int64), ``site`` (str), ``rating`` (one of g/s/q/e);
+- ``tags``: every tag of the post as one space-separated string (what queries match on,
+  read straight from the source without building lists when the source has such a column);
+- ``tags_<category>`` (list[str]) for general, artist, character, copyright, species, meta,
+  lore, invalid; a source without categories puts every tag in ``tags_general``;
+- ``width``, ``height``, ``score``, ``fav_count``, ``parent_id`` (Int64), ``file_ext``, ``md5``,
+  ``created_at`` (UTC datetime), ``is_deleted`` (bool).
+
+Everything is lazy and column-projected: polars only reads the source columns that the
+requested canonical columns need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+TAG_CATEGORIES = (
+    "general",
+    "artist",
+    "character",
+    "copyright",
+    "species",
+    "meta",
+    "lore",
+    "invalid",
+)
+TAG_COLUMNS = tuple(f"tags_{c}" for c in TAG_CATEGORIES)
+CANONICAL_COLUMNS = (
+    "id",
+    "site",
+    "rating",
+    "tags",
+    *TAG_COLUMNS,
+    "width",
+    "height",
+    "file_ext",
+    "score",
+    "fav_count",
+    "created_at",
+    "md5",
+    "parent_id",
+    "is_deleted",
+)
+EMPTY_TAGS = pl.lit([], dtype=pl.List(pl.String))
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+class SchemaError(ValueError):
+    """A metadata file is in no supported schema, or lacks a column its schema needs."""
+
+
+def split_tags(column: str | pl.Expr) -> pl.Expr:
+    """A space-separated tag string as a list of tags (empty and null give ``[]``)."""
+    expr = pl.col(column) if isinstance(column, str) else column
+    return expr.fill_null("").str.split(" ").list.filter(pl.element() != "")
+
+
+def _iso_to_utc(column: str) -> pl.Expr:
+    return pl.col(column).str.to_datetime(ISO_FORMAT, time_zone="UTC", strict=False)
+
+
+def _flag(column: str) -> pl.Expr:
+    """A boolean flag stored as a real boolean or as the strings 't'/'f'."""
+    return pl.col(column).cast(pl.String).is_in(["t", "true", "True"]).fill_null(False)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One supported source schema: the columns that identify it and its adapter."""
+
+    name: str
+    site: str
+    required: frozenset[str]
+    adapt: Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
+    per_category = {
+        "tags_general": split_tags("tag_string_general"),
+        "tags_artist": split_tags("tag_string_artist"),
+        "tags_character": split_tags("tag_string_character"),
+        "tags_copyright": split_tags("tag_string_copyright"),
+        "tags_meta": split_tags("tag_string_meta"),
+    }
+    return lf.select(
+        pl.col("id").cast(pl.Int64),
+        pl.lit("danbooru").alias("site"),
+        pl.col("rating").cast(pl.String),
+        pl.col("tag_string").fill_null("").alias("tags"),
+        *(per_category.get(c, EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
+        pl.col("image_width").cast(pl.Int64).alias("width"),
+        pl.col("image_height").cast(pl.Int64).alias("height"),
+        pl.col("file_ext").cast(pl.String),
+        pl.col("score").cast(pl.Int64),
+        pl.col("fav_count").cast(pl.Int64),
+        _iso_to_utc("created_at").alias("created_at"),
+        pl.col("md5").cast(pl.String),
+        pl.col("parent_id").cast(pl.Int64, strict=False),
+        _flag("is_deleted").alias("is_deleted"),
+    )
+
+
+def _e621_common(lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at: pl.Expr):
+    return lf.select(
+        pl.col("id").cast(pl.Int64),
+        pl.lit("e621").alias("site"),
+        pl.col("rating").cast(pl.String),
+        tags.alias("tags"),
+        *(
+            (tag_list if c == "tags_general" else EMPTY_TAGS).alias(c)
+            for c in TAG_COLUMNS
+        ),
+        pl.col("width").cast(pl.Int64),
+        pl.col("height").cast(pl.Int64),
+        pl.col("file_ext").cast(pl.String),
+        pl.col("score").cast(pl.Int64),
+        pl.col("fav_count").cast(pl.Int64),
+        created_at.alias("created_at"),
+        pl.col("md5").cast(pl.String),
+        pl.col("parent_id").cast(pl.Int64, strict=False),
+        _flag("is_deleted").alias("is_deleted"),
+    )
+
+
+def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
+    lf = lf.rename({"image_width": "width", "image_height": "height"})
+    created = pl.col("created_at").cast(pl.Datetime("us", "UTC"))
+    return _e621_common(
+        lf, pl.col("tag_string").fill_null(""), split_tags("tag_string"), created
+    )
+
+
+def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:
+    tags = pl.col("tags").fill_null([]).list.join(" ")
+    return _e621_common(lf, tags, pl.col("tags").fill_null([]), _iso_to_utc("created_at"))
+
+
+SCHEMAS: dict[str, Schema] = {
+    s.name: s
+    for s in (
+        Schema(
+            "danbooru2024",
+            "danbooru",
+            frozenset(
+                {
+                    "id", "rating", "tag_string", "tag_string_general", "tag_string_artist",
+                    "tag_string_character", "tag_string_copyright", "tag_string_meta",
+                    "image_width", "image_height", "file_ext", "score", "fav_count",
+                    "created_at", "md5", "parent_id", "is_deleted",
+                }
+            ),
+            _danbooru2024,
+        ),
+        Schema(
+            "e621_2024",
+            "e621",
+            frozenset(
+                {
+                    "id", "rating", "tag_string", "image_width", "image_height", "file_ext",
+                    "score", "fav_count", "created_at", "md5", "parent_id", "is_deleted",
+                    "change_seq",
+                }
+            ),
+            _e621_2024,
+        ),
+        Schema(
+            "e621_newest",
+            "e621",
+            frozenset(
+                {
+                    "id", "rating", "tags", "width", "height", "file_ext", "score",
+                    "fav_count", "created_at", "md5", "parent_id", "is_deleted",
+                }
+            ),
+            _e621_newest,
+        ),
+    )
+}  # fmt: skip
+
+
+def file_columns(path: str | Path) -> list[str]:
+    """Column names of a parquet file, read from its footer only."""
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"{path}: not a readable parquet file ({exc})") from exc
+
+
+def detect_schema(path: str | Path) -> Schema:
+    """The supported schema of a parquet file, recognised from its columns."""
+    columns = set(file_columns(path))
+    # The most specific schema first: danbooru2024 has every column e621_2024 would need but one.
+    for schema in sorted(SCHEMAS.values(), key=lambda s: -len(s.required)):
+        if schema.required <= columns:
+            return schema
+    closest = min(SCHEMAS.values(), key=lambda s: len(s.required - columns))
+    missing = sorted(closest.required - columns)
+    raise SchemaError(
+        f"{path}: not in a supported metadata schema; closest is {closest.name!r}, "
+        f"which needs columns {missing} that the file lacks "
+        f"(found {len(columns)} columns: {sorted(columns)[:12]}...)"
+    )
+
+
+def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
+    """One metadata parquet file as a canonical lazy frame.
+
+    ``schema`` names the expected schema (as in a dataset manifest); without it the schema
+    is recognised from the file's columns. A file lacking a needed column fails here with
+    the file name, the schema and the missing columns.
+    """
+    if schema is None:
+        found = detect_schema(path)
+    else:
+        if schema not in SCHEMAS:
+            raise SchemaError(f"{path}: unknown schema {schema!r} (known: {sorted(SCHEMAS)})")
+        found = SCHEMAS[schema]
+        columns = set(file_columns(path))
+        missing = sorted(found.required - columns)
+        if missing:
+            raise SchemaError(
+                f"{path}: schema {schema!r} needs columns {missing}, which the file lacks"
+            )
+    return found.adapt(pl.scan_parquet(path))

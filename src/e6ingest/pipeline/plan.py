@@ -1,0 +1,82 @@
+"""The plan: which selected post goes to which output shard, fixed at the start of a run."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.metadata import TAG_COLUMNS
+from e6ingest.query import Query
+from e6ingest.shards import write_atomic
+
+PLAN_FILE = "plan.parquet"
+PLAN_COLUMNS = (
+    "id",
+    "site",
+    "rating",
+    *TAG_COLUMNS,
+    "width",
+    "height",
+    "file_ext",
+    "score",
+    "created_at",
+)
+
+
+def make_plan(
+    metadata: pl.LazyFrame, query: Query, shard_size: int, source_shards: int = 1000
+) -> pl.DataFrame:
+    """The selected posts, each with its output ``shard`` and its ``position`` in it.
+
+    Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
+    reads from as few source shards as possible, and the order is the same on every run.
+    """
+    selected = query.apply(metadata).select(PLAN_COLUMNS)
+    return (
+        selected.sort((pl.col("id") % source_shards), pl.col("id"))
+        .with_row_index("row")
+        .with_columns(
+            (pl.col("row") // shard_size).cast(pl.Int32).alias("shard"),
+            (pl.col("row") % shard_size).cast(pl.Int32).alias("position"),
+        )
+        .drop("row")
+        .collect()
+    )
+
+
+def save_plan(plan: pl.DataFrame, out: Path, fingerprint: dict) -> None:
+    """Write ``plan.parquet`` atomically, with the config fingerprint in its metadata."""
+    buf = io.BytesIO()
+    plan.write_parquet(
+        buf,
+        row_group_size=65536,
+        metadata={"e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True)},
+    )
+    write_atomic(out / PLAN_FILE, buf.getvalue())
+
+
+def plan_fingerprint(path: Path) -> dict | None:
+    """The config fingerprint a saved plan was made with, or None when there is no plan."""
+    if not path.is_file():
+        return None
+    meta = pl.read_parquet_metadata(path)
+    return json.loads(meta.get("e6ingest.fingerprint", "null"))
+
+
+def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:
+    """The plan rows of one output shard, in order."""
+    return (
+        pl.scan_parquet(plan_path)
+        .filter(pl.col("shard") == shard)
+        .sort("position")
+        .collect()
+    )
+
+
+def shard_numbers(plan_path: str | Path) -> list[int]:
+    """Every output shard number of a saved plan."""
+    shards = pl.scan_parquet(plan_path).select(pl.col("shard").unique().sort()).collect()
+    return shards["shard"].to_list()

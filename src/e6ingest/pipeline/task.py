@@ -1,0 +1,130 @@
+"""One task = one output shard: fetch, normalise, caption and write its samples.
+
+A task is a plain, picklable description; ``run_task`` can run in any process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from e6ingest.buckets import BucketSpec, choose_bucket
+from e6ingest.captions import CaptionSpec, build_tags
+from e6ingest.imaging import ImagePolicy, ImageRecord, normalize
+from e6ingest.metadata import TAG_CATEGORIES
+from e6ingest.pipeline.plan import shard_rows
+from e6ingest.shards import Sample, ShardWriter
+from e6ingest.sources import FailureKind, PostFailure, SourceSpec, open_source
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one worker needs to produce output shard ``number``."""
+
+    number: int
+    plan_path: str
+    shards_dir: str
+    source: SourceSpec
+    image: ImagePolicy
+    caption: CaptionSpec
+    buckets: BucketSpec
+
+
+def sample_key(site: str, post_id: int) -> str:
+    """The webdataset key of a post: ``{site}/{id}``, never containing a dot."""
+    return f"{site}/{post_id}"
+
+
+def _tags_by_category(row: dict) -> dict[str, list[str]]:
+    return {c: list(row[f"tags_{c}"] or []) for c in TAG_CATEGORIES if row[f"tags_{c}"]}
+
+
+def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
+    """The output sample of one post: image, caption text and JSON record."""
+    tags = _tags_by_category(row)
+    caption = build_tags(row["site"], tags, task.caption)
+    meta = {
+        "id": row["id"],
+        "site": row["site"],
+        "key": sample_key(row["site"], row["id"]),
+        "rating": row["rating"],
+        "score": row["score"],
+        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
+        "tags": tags,
+        "caption": {"tags": caption, "nl": None},
+        "source_format": record.source_format,
+        "original_size": [record.source_width, record.source_height],
+        "size": [record.width, record.height],
+        "reencoded": record.reencoded,
+        "bucket": list(choose_bucket(record.width, record.height, task.buckets)),
+    }
+    return Sample(meta["key"], webp, caption, meta)
+
+
+def _failure(row: dict, exc: PostFailure) -> dict:
+    return {
+        "id": row["id"],
+        "site": row["site"],
+        "stage": exc.stage,
+        "kind": exc.kind.value,
+        "message": exc.message,
+    }
+
+
+def process_post(row: dict, source, task: ShardTask) -> tuple[Sample, float]:
+    """One post through fetch, imaging and captions; raises PostFailure when it fails."""
+    ext = (row["file_ext"] or "").lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise PostFailure(
+            FailureKind.UNSUPPORTED, f"post {row['id']} is a {ext or 'unknown'} file", "select"
+        )
+    fetched = source.fetch(row["id"])
+    try:
+        webp, record = normalize(fetched.data, task.image)
+    except PostFailure:
+        raise
+    except Exception as exc:  # one bad image must never end the run
+        raise PostFailure(
+            FailureKind.UNDECODABLE, f"{fetched.location}: {type(exc).__name__}: {exc}", "image"
+        ) from exc
+    return build_sample(row, webp, record, task), record.seconds
+
+
+def run_task(task: ShardTask) -> dict:
+    """Produce output shard ``task.number`` and return its stats (as written)."""
+    start = time.perf_counter()
+    rows = shard_rows(task.plan_path, task.number).to_dicts()
+    writer = ShardWriter(Path(task.shards_dir), task.number)
+    outcomes: Counter[str] = Counter()
+    failures: list[dict] = []
+    image_seconds = 0.0
+    reencoded = 0
+    try:
+        with open_source(task.source) as source:
+            for row in rows:
+                try:
+                    sample, seconds = process_post(row, source, task)
+                except PostFailure as exc:
+                    outcomes[exc.kind.value] += 1
+                    failures.append(_failure(row, exc))
+                    continue
+                writer.add(sample)
+                outcomes["written"] += 1
+                image_seconds += seconds
+                reencoded += sample.meta["reencoded"]
+    except BaseException:
+        writer.abort()
+        raise
+    stats = {
+        "selected": len(rows),
+        "outcomes": dict(sorted(outcomes.items())),
+        "reencoded": reencoded,
+        "failures": failures,
+        "image_seconds": round(image_seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return writer.finish(stats)

@@ -1,0 +1,188 @@
+"""Shards: one output webdataset tar written atomically and deterministically.
+
+A shard ``NNNNN`` is three files in the shards folder: ``NNNNN.tar`` (samples), ``NNNNN.parquet``
+(one index row per sample) and ``NNNNN.stats.json`` (counts, failures, bytes, seconds). Each is
+written under a temporary name, flushed, fsynced and renamed; the stats file comes last, so a
+shard is complete exactly when its stats file exists beside the other two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+# Fixed member metadata: identical inputs give byte-identical tars.
+TAR_MTIME = 1_700_000_000
+TAR_MODE = 0o444
+MEMBER_ORDER = ("webp", "txt", "json")
+INDEX_SCHEMA = {
+    "key": pl.String,
+    "id": pl.Int64,
+    "site": pl.String,
+    "rating": pl.String,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "bucket_width": pl.Int32,
+    "bucket_height": pl.Int32,
+    "bytes": pl.Int64,
+    "sha256": pl.String,
+    "offset": pl.Int64,
+}
+
+
+def shard_name(number: int) -> str:
+    """``00042`` for shard 42."""
+    return f"{number:05d}"
+
+
+def shard_paths(directory: Path, number: int) -> dict[str, Path]:
+    """The tar, index and stats paths of shard ``number``."""
+    name = shard_name(number)
+    return {
+        "tar": directory / f"{name}.tar",
+        "index": directory / f"{name}.parquet",
+        "stats": directory / f"{name}.stats.json",
+    }
+
+
+def shard_complete(directory: Path, number: int) -> bool:
+    """Whether all three files of shard ``number`` exist."""
+    return all(p.is_file() for p in shard_paths(directory, number).values())
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.raw.write(data)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One output sample: the image, its caption and its JSON record."""
+
+    key: str
+    webp: bytes
+    caption: str
+    meta: dict
+
+
+class ShardWriter:
+    """Writes one shard's tar and index; ``finish`` makes them visible atomically."""
+
+    def __init__(self, directory: Path, number: int):
+        self.directory = Path(directory)
+        self.number = number
+        self.paths = shard_paths(self.directory, number)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._tmp_tar = self.paths["tar"].with_name(f".{self.paths['tar'].name}.tmp")
+        self._raw = self._tmp_tar.open("wb")
+        self._hashing = _HashingFile(self._raw)
+        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
+        self._rows: list[dict] = []
+
+    def _add_member(self, name: str, data: bytes) -> int:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = TAR_MTIME
+        info.mode = TAR_MODE
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+        # The data ends where the tar now stands, before its padding to 512 bytes.
+        return self._tar.offset - (-(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+
+    def add(self, sample: Sample) -> None:
+        """Append one sample; its members are written together in a fixed order."""
+        if "." in sample.key:
+            raise ValueError(f"sample key {sample.key!r} contains a dot")
+        meta_bytes = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False).encode()
+        payload = {
+            "webp": sample.webp,
+            "txt": sample.caption.encode("utf-8"),
+            "json": meta_bytes,
+        }
+        offsets = {ext: self._add_member(f"{sample.key}.{ext}", payload[ext]) for ext in MEMBER_ORDER}
+        size = sample.meta.get("size") or [None, None]
+        bucket = sample.meta.get("bucket") or [None, None]
+        self._rows.append(
+            {
+                "key": sample.key,
+                "id": sample.meta.get("id"),
+                "site": sample.meta.get("site"),
+                "rating": sample.meta.get("rating"),
+                "width": size[0],
+                "height": size[1],
+                "bucket_width": bucket[0],
+                "bucket_height": bucket[1],
+                "bytes": len(sample.webp),
+                "sha256": hashlib.sha256(sample.webp).hexdigest(),
+                "offset": offsets["webp"],
+            }
+        )
+
+    def finish(self, stats: dict) -> dict:
+        """Close, fsync and rename the tar, then write the index and the stats (last).
+
+        Returns the stats as written, with the tar's sha256 and size added.
+        """
+        self._tar.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self._tmp_tar, self.paths["tar"])
+        index = io.BytesIO()
+        pl.DataFrame(self._rows, schema=INDEX_SCHEMA).write_parquet(index, statistics=False)
+        write_atomic(self.paths["index"], index.getvalue())
+        stats = {
+            **stats,
+            "shard": shard_name(self.number),
+            "samples": len(self._rows),
+            "tar_bytes": self.paths["tar"].stat().st_size,
+            "tar_sha256": self._hashing.sha256.hexdigest(),
+        }
+        write_atomic(self.paths["stats"], json.dumps(stats, indent=1, sort_keys=True).encode())
+        return stats
+
+    def abort(self) -> None:
+        """Drop the unfinished tar."""
+        self._tar.close()
+        self._raw.close()
+        self._tmp_tar.unlink(missing_ok=True)

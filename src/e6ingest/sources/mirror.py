@@ -1,0 +1,113 @@
+"""A local mirror: a folder holding one sub-folder per Hub repository (``owner/name``)."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import BinaryIO
+
+from e6ingest.manifests import DatasetManifest, ImageRepo, MetadataFile
+from e6ingest.sources.base import (
+    FailureKind,
+    Fetched,
+    PostFailure,
+    Source,
+    TarIndex,
+    verify,
+)
+
+
+class MirrorError(FileNotFoundError):
+    """The mirror lacks a file the dataset needs."""
+
+
+class MirrorSource(Source):
+    """Reads posts from indexed tar shards in a local copy of the dataset's repositories.
+
+    For each post the shard ``id % shards`` of each image repository is looked up in the
+    order the manifest lists them; the file is read by seeking to the offset the index gives
+    and checked against the index's size and sha256.
+    """
+
+    def __init__(self, root: str | Path, manifest: DatasetManifest, open_files: int = 8):
+        self.root = Path(root)
+        self.manifest = manifest
+        self._indexes: OrderedDict[tuple[str, int], TarIndex] = OrderedDict()
+        self._files: OrderedDict[Path, BinaryIO] = OrderedDict()
+        self._open_files = open_files
+
+    def metadata_file(self, entry: MetadataFile) -> Path:
+        """Local path of a metadata file; raises MirrorError naming it when absent."""
+        path = self.root / entry.repo / entry.path
+        if not path.is_file():
+            raise MirrorError(f"mirror {self.root} lacks metadata file {entry.repo}/{entry.path}")
+        return path
+
+    def _index(self, repo: ImageRepo, shard: int) -> TarIndex:
+        key = (repo.repo, shard)
+        if key in self._indexes:
+            self._indexes.move_to_end(key)
+            return self._indexes[key]
+        path = self.root / repo.index_repo_id / repo.index_path(shard)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise PostFailure(
+                FailureKind.UNAVAILABLE, f"mirror lacks index {path}"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise PostFailure(FailureKind.UNAVAILABLE, f"unreadable index {path}: {exc}") from exc
+        index = TarIndex(data, str(path))
+        self._indexes[key] = index
+        if len(self._indexes) > self._open_files:
+            self._indexes.popitem(last=False)
+        return index
+
+    def _tar(self, path: Path) -> BinaryIO:
+        handle = self._files.get(path)
+        if handle is not None:
+            self._files.move_to_end(path)
+            return handle
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise PostFailure(FailureKind.UNAVAILABLE, f"cannot open {path}: {exc}") from exc
+        self._files[path] = handle
+        if len(self._files) > self._open_files:
+            _, oldest = self._files.popitem(last=False)
+            oldest.close()
+        return handle
+
+    def fetch(self, post_id: int) -> Fetched:
+        """Verified bytes of ``post_id``; PostFailure(missing/corrupt/unavailable) otherwise."""
+        unavailable: PostFailure | None = None
+        for repo in self.manifest.images:
+            shard = repo.shard_of(post_id)
+            try:
+                entry = self._index(repo, shard).lookup(post_id)
+            except PostFailure as exc:
+                unavailable = exc
+                continue
+            if entry is None:
+                continue
+            tar_path = self.root / repo.repo / repo.tar_path(shard)
+            handle = self._tar(tar_path)
+            try:
+                handle.seek(entry.offset)
+                data = handle.read(entry.size)
+            except OSError as exc:
+                raise PostFailure(FailureKind.UNAVAILABLE, f"{tar_path}: {exc}") from exc
+            where = f"{repo.repo}/{repo.tar_path(shard)}"
+            return Fetched(post_id, verify(entry, data, where), f"{where}:{entry.member}")
+        if unavailable is not None:
+            # An index we could not read is never taken to mean "no such post".
+            raise unavailable
+        shards = ", ".join(f"{r.repo}/{r.tar_path(r.shard_of(post_id))}" for r in self.manifest.images)
+        raise PostFailure(FailureKind.MISSING, f"post {post_id} is not in {shards}")
+
+    def close(self) -> None:
+        """Close the open tar files."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
