@@ -114,6 +114,7 @@ def _danbooru_row(post: DemoPost) -> dict:
             "file_url": _cdn(post, "original", post.file_ext),
             "large_file_url": _cdn(post, "original", post.file_ext),
             "preview_file_url": _cdn(post, "180x180", "jpg"),
+            "id": post.id,
         }
     )  # fmt: skip
     for i, (variant, side) in enumerate((("180x180", 180), ("360x360", 360), ("720x720", 720))):

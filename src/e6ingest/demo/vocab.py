@@ -20,14 +20,14 @@ _POSES = (
 
 GENERAL_HEAD = {
     "danbooru": (
-        "1girl solo long_hair highres breasts looking_at_viewer blush smile short_hair "
+        "1girl solo long_hair breasts looking_at_viewer blush smile short_hair "
         "open_mouth bangs simple_background white_background multiple_girls 1boy skirt "
         "thighhighs ^_^ :3 >_< o_o solo_focus comic monochrome greyscale animal_ears"
     ).split(),
     "e621": (
-        "anthro solo male female fur hi_res clothing simple_background digital_media_(artwork) "
-        "tail duo looking_at_viewer smile text biped standing absurd_res nude open_mouth "
-        "english_text feral :3 ^_^ solo_focus comic monochrome"
+        "anthro solo male female fur clothing simple_background "
+        "tail duo looking_at_viewer smile text biped standing nude open_mouth "
+        "feral :3 ^_^ solo_focus monochrome"
     ).split(),
 }
 SPECIES = (
@@ -152,7 +152,10 @@ TAG_COUNTS = {
 
 def post_tags(vocab: dict[str, Category], site: str, rng: random.Random) -> dict[str, list[str]]:
     """A random post's tags by category."""
-    return {
-        category: sorted(vocab[category].sample(rng, rng.randint(lo, hi)))
-        for category, (lo, hi) in TAG_COUNTS[site].items()
-    }
+    seen: set[str] = set()
+    tags: dict[str, list[str]] = {}
+    for category, (lo, hi) in TAG_COUNTS[site].items():
+        picked = [t for t in vocab[category].sample(rng, rng.randint(lo, hi)) if t not in seen]
+        seen.update(picked)
+        tags[category] = sorted(picked)
+    return tags

@@ -77,11 +77,13 @@ class PullSummary:
 
 
 def _fingerprint(config, manifest: DatasetManifest) -> dict:
-    return {
+    """What decides a run's output, in the JSON form it is saved in."""
+    document = {
         "format_version": FORMAT_VERSION,
         "dataset": manifest.name,
         "config": config.to_dict(),
     }
+    return json.loads(json.dumps(document))
 
 
 def _prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:

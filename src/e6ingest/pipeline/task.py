@@ -85,8 +85,8 @@ def process_post(row: dict, source, task: ShardTask) -> tuple[Sample, float]:
     fetched = source.fetch(row["id"])
     try:
         webp, record = normalize(fetched.data, task.image)
-    except PostFailure:
-        raise
+    except PostFailure as exc:  # name the file at fault
+        raise PostFailure(exc.kind, f"{fetched.location}: {exc.message}", exc.stage) from exc
     except Exception as exc:  # one bad image must never end the run
         raise PostFailure(
             FailureKind.UNDECODABLE, f"{fetched.location}: {type(exc).__name__}: {exc}", "image"
