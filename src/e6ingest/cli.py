@@ -52,8 +52,9 @@ def _pull_parser(sub) -> None:
     p = sub.add_parser("pull", help="select posts and write webdataset shards")
     p.add_argument("--config", metavar="FILE", help="TOML file with the same options")
     p.add_argument(
-        "--dataset", help=f"dataset name or manifest TOML (default e621; bundled: "
-        f"{', '.join(available_datasets())})"
+        "--dataset",
+        help=f"dataset name or manifest TOML (default e621; bundled: "
+        f"{', '.join(available_datasets())})",
     )
     _add_source_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")

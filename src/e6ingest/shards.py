@@ -115,7 +115,9 @@ class ShardWriter:
         self._tmp_tar = self.paths["tar"].with_name(f".{self.paths['tar'].name}.tmp")
         self._raw = self._tmp_tar.open("wb")
         self._hashing = _HashingFile(self._raw)
-        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(  # noqa: SIM115 - closed in finish() or abort()
+            fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT
+        )
         self._rows: list[dict] = []
 
     def _add_member(self, name: str, data: bytes) -> int:
@@ -139,7 +141,9 @@ class ShardWriter:
             "txt": sample.caption.encode("utf-8"),
             "json": meta_bytes,
         }
-        offsets = {ext: self._add_member(f"{sample.key}.{ext}", payload[ext]) for ext in MEMBER_ORDER}
+        offsets = {
+            ext: self._add_member(f"{sample.key}.{ext}", payload[ext]) for ext in MEMBER_ORDER
+        }
         size = sample.meta.get("size") or [None, None]
         bucket = sample.meta.get("bucket") or [None, None]
         self._rows.append(

@@ -64,7 +64,9 @@ def test_pull_demo_mirror_end_to_end(dataset, demo_root, tmp_path, capsys):
     assert len(keys) == len(samples)
     # Large sources were scaled down; compliant WebP passed through untouched.
     metas = [json.loads(s["json"]) for s in samples]
-    assert any(m["reencoded"] and m["original_size"][0] * m["original_size"][1] > MAX_PIXELS for m in metas)
+    assert any(
+        m["reencoded"] and m["original_size"][0] * m["original_size"][1] > MAX_PIXELS for m in metas
+    )
     assert any(not m["reencoded"] for m in metas)
     assert set(failures["id"]).isdisjoint(int(k.split("/")[1]) for k in keys)
 

@@ -6,73 +6,288 @@ import random
 from dataclasses import dataclass
 from itertools import accumulate
 
-_COLOURS = "black white red blue green yellow pink purple orange brown grey aqua".split()
-_PARTS = "hair eyes fur body skin tail ears wings nose horns sclera clothing".split()
-_ITEMS = (
-    "shirt skirt dress thighhighs gloves boots hat ribbon bow collar jacket scarf "
-    "sweater shorts pants socks necklace earrings bracelet belt cape hoodie"
-).split()
-_POSES = (
-    "standing sitting lying kneeling looking_at_viewer looking_back smile open_mouth blush "
-    "closed_eyes one_eye_closed tongue_out hand_on_hip arms_up from_side from_behind "
-    "upper_body full_body cowboy_shot portrait close-up"
-).split()
+_COLOURS = [
+    "black",
+    "white",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "pink",
+    "purple",
+    "orange",
+    "brown",
+    "grey",
+    "aqua",
+]
+_PARTS = [
+    "hair",
+    "eyes",
+    "fur",
+    "body",
+    "skin",
+    "tail",
+    "ears",
+    "wings",
+    "nose",
+    "horns",
+    "sclera",
+    "clothing",
+]
+_ITEMS = [
+    "shirt",
+    "skirt",
+    "dress",
+    "thighhighs",
+    "gloves",
+    "boots",
+    "hat",
+    "ribbon",
+    "bow",
+    "collar",
+    "jacket",
+    "scarf",
+    "sweater",
+    "shorts",
+    "pants",
+    "socks",
+    "necklace",
+    "earrings",
+    "bracelet",
+    "belt",
+    "cape",
+    "hoodie",
+]
+_POSES = [
+    "standing",
+    "sitting",
+    "lying",
+    "kneeling",
+    "looking_at_viewer",
+    "looking_back",
+    "smile",
+    "open_mouth",
+    "blush",
+    "closed_eyes",
+    "one_eye_closed",
+    "tongue_out",
+    "hand_on_hip",
+    "arms_up",
+    "from_side",
+    "from_behind",
+    "upper_body",
+    "full_body",
+    "cowboy_shot",
+    "portrait",
+    "close-up",
+]
 
 GENERAL_HEAD = {
-    "danbooru": (
-        "1girl solo long_hair breasts looking_at_viewer blush smile short_hair "
-        "open_mouth bangs simple_background white_background multiple_girls 1boy skirt "
-        "thighhighs ^_^ :3 >_< o_o solo_focus comic monochrome greyscale animal_ears"
-    ).split(),
-    "e621": (
-        "anthro solo male female fur clothing simple_background "
-        "tail duo looking_at_viewer smile text biped standing nude open_mouth "
-        "feral :3 ^_^ solo_focus monochrome"
-    ).split(),
+    "danbooru": [
+        "1girl",
+        "solo",
+        "long_hair",
+        "breasts",
+        "looking_at_viewer",
+        "blush",
+        "smile",
+        "short_hair",
+        "open_mouth",
+        "bangs",
+        "simple_background",
+        "white_background",
+        "multiple_girls",
+        "1boy",
+        "skirt",
+        "thighhighs",
+        "^_^",
+        ":3",
+        ">_<",
+        "o_o",
+        "solo_focus",
+        "comic",
+        "monochrome",
+        "greyscale",
+        "animal_ears",
+    ],
+    "e621": [
+        "anthro",
+        "solo",
+        "male",
+        "female",
+        "fur",
+        "clothing",
+        "simple_background",
+        "tail",
+        "duo",
+        "looking_at_viewer",
+        "smile",
+        "text",
+        "biped",
+        "standing",
+        "nude",
+        "open_mouth",
+        "feral",
+        ":3",
+        "^_^",
+        "solo_focus",
+        "monochrome",
+    ],
 }
-SPECIES = (
-    "mammal canid canine fox wolf domestic_dog felid feline domestic_cat dragon scalie "
-    "reptile avian bird lagomorph rabbit equid horse mustelid otter ursid bear procyonid "
-    "raccoon ailurid red_panda hyena bovid goat deer pokemon_(species) eeveelution "
-    "sergal protogen hybrid"
-).split()
+SPECIES = [
+    "mammal",
+    "canid",
+    "canine",
+    "fox",
+    "wolf",
+    "domestic_dog",
+    "felid",
+    "feline",
+    "domestic_cat",
+    "dragon",
+    "scalie",
+    "reptile",
+    "avian",
+    "bird",
+    "lagomorph",
+    "rabbit",
+    "equid",
+    "horse",
+    "mustelid",
+    "otter",
+    "ursid",
+    "bear",
+    "procyonid",
+    "raccoon",
+    "ailurid",
+    "red_panda",
+    "hyena",
+    "bovid",
+    "goat",
+    "deer",
+    "pokemon_(species)",
+    "eeveelution",
+    "sergal",
+    "protogen",
+    "hybrid",
+]
 COPYRIGHT = {
-    "danbooru": (
-        "original touhou fate_(series) fate/grand_order kantai_collection hololive "
-        "genshin_impact blue_archive idolmaster pokemon arknights azur_lane "
-        "to_heart_(series) vocaloid umamusume"
-    ).split(),
-    "e621": (
-        "nintendo pokemon sonic_the_hedgehog_(series) disney my_little_pony "
-        "five_nights_at_freddy's undertale warcraft blizzard_entertainment zootopia "
-        "helluva_boss mythology patreon"
-    ).split(),
+    "danbooru": [
+        "original",
+        "touhou",
+        "fate_(series)",
+        "fate/grand_order",
+        "kantai_collection",
+        "hololive",
+        "genshin_impact",
+        "blue_archive",
+        "idolmaster",
+        "pokemon",
+        "arknights",
+        "azur_lane",
+        "to_heart_(series)",
+        "vocaloid",
+        "umamusume",
+    ],
+    "e621": [
+        "nintendo",
+        "pokemon",
+        "sonic_the_hedgehog_(series)",
+        "disney",
+        "my_little_pony",
+        "five_nights_at_freddy's",
+        "undertale",
+        "warcraft",
+        "blizzard_entertainment",
+        "zootopia",
+        "helluva_boss",
+        "mythology",
+        "patreon",
+    ],
 }
 CHARACTER = {
-    "danbooru": (
-        "hatsune_miku hakurei_reimu kirisame_marisa astolfo_(fate) artoria_pendragon_(fate) "
-        "saber_(fate) gawr_gura kousaka_tamaki remilia_scarlet flandre_scarlet "
-        "izayoi_sakuya frieren admiral_(kancolle) producer_(idolmaster) "
-        "yuzuhara_konomi"
-    ).split(),
-    "e621": (
-        "judy_hopps nick_wilde lucario sonic_the_hedgehog tails_(sonic) krystal_(star_fox) "
-        "fox_mccloud legoshi_(beastars) loona_(helluva_boss) toriel sans_(undertale) "
-        "twilight_sparkle_(mlp) fleurfurr renamon"
-    ).split(),
+    "danbooru": [
+        "hatsune_miku",
+        "hakurei_reimu",
+        "kirisame_marisa",
+        "astolfo_(fate)",
+        "artoria_pendragon_(fate)",
+        "saber_(fate)",
+        "gawr_gura",
+        "kousaka_tamaki",
+        "remilia_scarlet",
+        "flandre_scarlet",
+        "izayoi_sakuya",
+        "frieren",
+        "admiral_(kancolle)",
+        "producer_(idolmaster)",
+        "yuzuhara_konomi",
+    ],
+    "e621": [
+        "judy_hopps",
+        "nick_wilde",
+        "lucario",
+        "sonic_the_hedgehog",
+        "tails_(sonic)",
+        "krystal_(star_fox)",
+        "fox_mccloud",
+        "legoshi_(beastars)",
+        "loona_(helluva_boss)",
+        "toriel",
+        "sans_(undertale)",
+        "twilight_sparkle_(mlp)",
+        "fleurfurr",
+        "renamon",
+    ],
 }
 META = {
-    "danbooru": (
-        "highres absurdres commentary bad_id bad_link translated commentary_request "
-        "lowres official_art jpeg_artifacts tagme"
-    ).split(),
-    "e621": (
-        "hi_res absurd_res digital_media_(artwork) 2023 2024 2022 watermark signature "
-        "comic english_text sketch"
-    ).split(),
+    "danbooru": [
+        "highres",
+        "absurdres",
+        "commentary",
+        "bad_id",
+        "bad_link",
+        "translated",
+        "commentary_request",
+        "lowres",
+        "official_art",
+        "jpeg_artifacts",
+        "tagme",
+    ],
+    "e621": [
+        "hi_res",
+        "absurd_res",
+        "digital_media_(artwork)",
+        "2023",
+        "2024",
+        "2022",
+        "watermark",
+        "signature",
+        "comic",
+        "english_text",
+        "sketch",
+    ],
 }
-LORE = "gay_(lore) lesbian_(lore) trans_woman_(lore) male_(lore) female_(lore)".split()
-_SYLLABLES = "ka ri no to mi sa ya shi ru ne ko ha ta zu ki ro mo".split()
+LORE = ["gay_(lore)", "lesbian_(lore)", "trans_woman_(lore)", "male_(lore)", "female_(lore)"]
+_SYLLABLES = [
+    "ka",
+    "ri",
+    "no",
+    "to",
+    "mi",
+    "sa",
+    "ya",
+    "shi",
+    "ru",
+    "ne",
+    "ko",
+    "ha",
+    "ta",
+    "zu",
+    "ki",
+    "ro",
+    "mo",
+]
 
 
 def _generated_general(rng: random.Random, count: int) -> list[str]:

@@ -95,7 +95,9 @@ def _render_all(jobs: list[tuple[DemoImage, str]], workers: int) -> list[bytes |
         return list(pool.map(render, *zip(*jobs, strict=True), chunksize=32))
 
 
-def _write_shard(root: Path, repo: ImageRepo, shard: int, files: list[tuple[int, str, bytes, bool]]):
+def _write_shard(
+    root: Path, repo: ImageRepo, shard: int, files: list[tuple[int, str, bytes, bool]]
+):
     """One tar and its hfutils-format index; ``files`` is (id, ext, data, break_hash)."""
     buf = io.BytesIO()
     index: dict[str, dict] = {}

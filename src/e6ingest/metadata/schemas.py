@@ -115,10 +115,7 @@ def _e621_common(lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at:
         pl.lit("e621").alias("site"),
         pl.col("rating").cast(pl.String),
         tags.alias("tags"),
-        *(
-            (tag_list if c == "tags_general" else EMPTY_TAGS).alias(c)
-            for c in TAG_COLUMNS
-        ),
+        *((tag_list if c == "tags_general" else EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
         pl.col("width").cast(pl.Int64),
         pl.col("height").cast(pl.Int64),
         pl.col("file_ext").cast(pl.String),
@@ -134,9 +131,7 @@ def _e621_common(lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at:
 def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     lf = lf.rename({"image_width": "width", "image_height": "height"})
     created = pl.col("created_at").cast(pl.Datetime("us", "UTC"))
-    return _e621_common(
-        lf, pl.col("tag_string").fill_null(""), split_tags("tag_string"), created
-    )
+    return _e621_common(lf, pl.col("tag_string").fill_null(""), split_tags("tag_string"), created)
 
 
 def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:

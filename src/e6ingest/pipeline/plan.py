@@ -68,12 +68,7 @@ def plan_fingerprint(path: Path) -> dict | None:
 
 def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:
     """The plan rows of one output shard, in order."""
-    return (
-        pl.scan_parquet(plan_path)
-        .filter(pl.col("shard") == shard)
-        .sort("position")
-        .collect()
-    )
+    return pl.scan_parquet(plan_path).filter(pl.col("shard") == shard).sort("position").collect()
 
 
 def shard_numbers(plan_path: str | Path) -> list[int]:

@@ -104,8 +104,7 @@ def _prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
 
 def _collect_stats(shards_dir: Path, numbers: list[int]) -> list[dict]:
     return [
-        json.loads(shard_paths(shards_dir, n)["stats"].read_text(encoding="utf-8"))
-        for n in numbers
+        json.loads(shard_paths(shards_dir, n)["stats"].read_text(encoding="utf-8")) for n in numbers
     ]
 
 

@@ -53,9 +53,7 @@ class MirrorSource(Source):
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError as exc:
-            raise PostFailure(
-                FailureKind.UNAVAILABLE, f"mirror lacks index {path}"
-            ) from exc
+            raise PostFailure(FailureKind.UNAVAILABLE, f"mirror lacks index {path}") from exc
         except (OSError, ValueError) as exc:
             raise PostFailure(FailureKind.UNAVAILABLE, f"unreadable index {path}: {exc}") from exc
         index = TarIndex(data, str(path))
@@ -103,7 +101,9 @@ class MirrorSource(Source):
         if unavailable is not None:
             # An index we could not read is never taken to mean "no such post".
             raise unavailable
-        shards = ", ".join(f"{r.repo}/{r.tar_path(r.shard_of(post_id))}" for r in self.manifest.images)
+        shards = ", ".join(
+            f"{r.repo}/{r.tar_path(r.shard_of(post_id))}" for r in self.manifest.images
+        )
         raise PostFailure(FailureKind.MISSING, f"post {post_id} is not in {shards}")
 
     def close(self) -> None:
