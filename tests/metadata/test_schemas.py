@@ -1,0 +1,96 @@
+"""Each real schema becomes the canonical frame; bad files fail naming what is wrong."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from e6ingest.metadata import (
+    CANONICAL_COLUMNS,
+    SchemaError,
+    detect_schema,
+    scan_file,
+    scan_files,
+)
+
+
+def test_danbooru2024_real_rows(danbooru_sample):
+    assert detect_schema(danbooru_sample).name == "danbooru2024"
+    frame = scan_file(danbooru_sample).collect()
+    assert tuple(frame.columns) == CANONICAL_COLUMNS
+    post = frame.filter(pl.col("id") == 1).row(0, named=True)
+    assert post["site"] == "danbooru" and post["rating"] == "s"
+    assert post["tags_artist"] == ["kyogoku_shin"]
+    assert post["tags_character"] == ["kousaka_tamaki"]
+    assert post["tags_copyright"] == ["to_heart_(series)", "to_heart_2"]
+    assert post["tags_meta"] == ["bad_id", "bad_link", "commentary"]
+    assert post["tags_general"][:3] == ["1girl", "2000s_(style)", ";p"]
+    assert len(post["tags_general"]) == 61  # tag_count_general of the real row
+    assert post["tags_species"] == [] and post["tags_lore"] == []
+    assert (post["width"], post["height"], post["score"], post["fav_count"]) == (
+        459,
+        650,
+        1519,
+        1833,
+    )
+    assert post["parent_id"] == 57501 and post["is_deleted"] is False
+    assert post["created_at"] == datetime(2005, 5, 24, 3, 35, 31, tzinfo=timezone.utc)
+    assert " solo " in f" {post['tags']} "
+
+
+def test_e621_2024_export(e621_2024_sample):
+    assert detect_schema(e621_2024_sample).name == "e621_2024"
+    frame = scan_file(e621_2024_sample).collect()
+    post = frame.filter(pl.col("id") == 14).row(0, named=True)
+    assert post["site"] == "e621" and post["rating"] == "e"
+    assert "dragon" in post["tags_general"] and post["tags_artist"] == []  # no categories
+    assert post["is_deleted"] is False
+    assert frame.filter(pl.col("id") == 15)["is_deleted"].item() is True  # 't' flag
+    assert post["created_at"].year == 2007 and post["width"] == 581
+
+
+def test_e621_newest_table(e621_newest_sample):
+    assert detect_schema(e621_newest_sample).name == "e621_newest"
+    post = scan_file(e621_newest_sample).collect().row(0, named=True)
+    assert post["id"] == 4999999 and post["tags_general"][-1] == "watermark"
+    assert post["tags"].startswith("anthro blep solo")
+    assert post["created_at"] == datetime(2024, 8, 21, 10, 10, 49, 344000, tzinfo=timezone.utc)
+
+
+def test_e621_combination_newest_wins_and_deleted_dropped(e621_2024_sample, e621_newest_sample):
+    frame = scan_files([e621_2024_sample, e621_newest_sample]).collect()
+    assert sorted(frame["id"]) == [14, 4999999]  # 15 is deleted
+    post = frame.filter(pl.col("id") == 14).row(0, named=True)
+    assert post["tags_general"] == ["dragon", "retagged"] and post["rating"] == "q"
+    everything = scan_files([e621_2024_sample, e621_newest_sample], include_deleted=True)
+    assert sorted(everything.collect()["id"]) == [14, 15, 4999999]
+
+
+def test_unknown_schema_names_file_expected_and_found(tmp_path):
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"id": [1], "rating": ["s"], "caption": ["x"]}), path)
+    with pytest.raises(SchemaError) as info:
+        detect_schema(path)
+    message = str(info.value)
+    assert str(path) in message and "needs columns" in message and "caption" in message
+
+
+def test_declared_schema_missing_a_column(e621_newest_sample):
+    with pytest.raises(SchemaError, match=r"table.parquet: schema 'e621_2024' needs columns"):
+        scan_file(e621_newest_sample, "e621_2024")
+
+
+def test_not_a_parquet_file(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(SchemaError, match="broken.parquet: not a readable parquet"):
+        scan_file(path)
+
+
+def test_projection_reads_only_needed_columns(danbooru_sample):
+    plan = scan_file(danbooru_sample).select("id", "rating", "tags").explain()
+    assert "tag_string_general" not in plan and "media_asset" not in plan
