@@ -87,7 +87,7 @@ def test_declared_schema_missing_a_column(e621_newest_sample):
 def test_not_a_parquet_file(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"not parquet at all")
-    with pytest.raises(SchemaError, match="broken.parquet: not a readable parquet"):
+    with pytest.raises(SchemaError, match=r"broken\.parquet: not a readable parquet"):
         scan_file(path)
 
 

@@ -1,0 +1,28 @@
+"""Aspect-ratio buckets follow sd-scripts' make_bucket_resolutions and nearest-ratio choice."""
+
+from e6ingest.buckets import BucketSpec, bucket_resolutions, choose_bucket
+
+
+def test_sdxl_buckets():
+    resos = bucket_resolutions(BucketSpec())
+    assert (1024, 1024) in resos
+    # Each bucket fits the 1024² area, sides are multiples of 64 within [512, 2048].
+    for w, h in resos:
+        assert w * h <= 1024 * 1024 and w % 64 == 0 and h % 64 == 0
+        assert 512 <= w <= 2048 and 512 <= h <= 2048
+        assert (h, w) in resos
+    assert (512, 2048) in resos and (2048, 512) in resos
+    assert (832, 1216) in resos and (1216, 832) in resos
+
+
+def test_nearest_aspect_ratio():
+    assert choose_bucket(1000, 1000) == (1024, 1024)
+    assert choose_bucket(2000, 1000) == (1408, 704)
+    assert choose_bucket(800, 20000) == (512, 2048)  # strip comics go to the tallest
+    assert choose_bucket(832, 1216) == (832, 1216)
+
+
+def test_other_parameters():
+    spec = BucketSpec(resolution=512, min_side=256, max_side=1024, step=32)
+    assert (512, 512) in bucket_resolutions(spec)
+    assert all(w * h <= 512 * 512 for w, h in bucket_resolutions(spec))
