@@ -1,0 +1,80 @@
+"""Restore e621 tag categories from a tags table (``id,name,category,post_count``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.metadata.schemas import TAG_COLUMNS, SchemaError
+
+# e621 category numbers (as in the e621 database export) to canonical columns.
+E621_CATEGORIES = {
+    0: "tags_general",
+    1: "tags_artist",
+    2: "tags_general",  # contributor
+    3: "tags_copyright",
+    4: "tags_character",
+    5: "tags_species",
+    6: "tags_invalid",
+    7: "tags_meta",
+    8: "tags_lore",
+}
+TAG_TABLE_COLUMNS = ("name", "category")
+
+
+def read_tag_table(path: str | Path) -> pl.DataFrame:
+    """A tags table (CSV or parquet) as ``name -> column``; a bad row is named in the error."""
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_csv(path, infer_schema_length=0)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SchemaError(f"{path}: cannot read tag table: {exc}") from exc
+    missing = [c for c in TAG_TABLE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"{path}: tag table needs columns {list(TAG_TABLE_COLUMNS)}, lacks {missing} "
+            f"(found {frame.columns})"
+        )
+    frame = frame.with_row_index("row").with_columns(
+        pl.col("category").cast(pl.Int64, strict=False).alias("number")
+    )
+    bad = frame.filter(~pl.col("number").is_in(list(E621_CATEGORIES)) | pl.col("name").is_null())
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise SchemaError(
+            f"{path}: row {first['row'] + 1} (tag {first['name']!r}) has category "
+            f"{first['category']!r}; expected one of {sorted(E621_CATEGORIES)}"
+            f" ({bad.height} bad rows in all)"
+        )
+    mapping = pl.DataFrame(
+        {"number": list(E621_CATEGORIES), "column": list(E621_CATEGORIES.values())},
+        schema={"number": pl.Int64, "column": pl.String},
+    )
+    return frame.join(mapping, on="number").select(pl.col("name").cast(pl.String), "column")
+
+
+def apply_tag_table(frame: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
+    """Split every post's ``tags_general`` into categories by the table.
+
+    Tags the table does not know stay general. Only posts that reach this step are
+    exploded, so apply it after filtering for large datasets.
+    """
+    exploded = (
+        frame.select("id", pl.col("tags_general").alias("tag"))
+        .explode("tag")
+        .join(table.lazy(), left_on="tag", right_on="name", how="left")
+        .with_columns(pl.col("column").fill_null("tags_general"))
+    )
+    grouped = exploded.group_by("id", maintain_order=True).agg(
+        [
+            pl.col("tag").filter((pl.col("column") == c) & pl.col("tag").is_not_null()).alias(c)
+            for c in TAG_COLUMNS
+        ]
+    )
+    columns = frame.collect_schema().names()
+    joined = frame.drop(TAG_COLUMNS).join(grouped, on="id", how="left", maintain_order="left")
+    return joined.select(columns)
