@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from e6ingest import __version__
-from e6ingest.config import ConfigError, make_config, merge, read_toml
+from e6ingest.config import ConfigError, make_config, merge, parse_ratings, read_toml
 from e6ingest.demo import build_demo, demo_mirror
 from e6ingest.manifests import ManifestError, available_datasets
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import OutputConflict, pull
-from e6ingest.query import QueryError
+from e6ingest.query import QueryError, selection_query
 from e6ingest.sources import MirrorError
 
 USER_ERRORS = (ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict)
@@ -82,6 +83,23 @@ def _pull_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _inspect_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="count and describe a selection of the metadata")
+    p.add_argument("--dataset", default="e621", help="dataset name or manifest TOML (e621)")
+    _add_source_flags(p)
+    p.add_argument(
+        "--metadata", nargs="+", metavar="FILE", help="parquet files in any supported schema"
+    )
+    p.add_argument("--rating", metavar="LIST", help="ratings to keep, e.g. e,q,s")
+    p.add_argument("--query", metavar="TEXT", default="", help="booru search syntax")
+    p.add_argument("--include-deleted", action="store_true")
+    p.add_argument("--tag-table", metavar="FILE", help="e621 tags table restoring categories")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="top tags per category")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON document")
+    out.add_argument("--count", action="store_true", help="print only the number selected")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``e6ingest`` command."""
     parser = argparse.ArgumentParser(
@@ -94,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--posts", type=int, default=1000, metavar="N", help="posts per site")
     demo.add_argument("--seed", type=int, default=0, metavar="S")
     _pull_parser(sub)
+    _inspect_parser(sub)
     return parser
 
 
@@ -128,6 +147,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(info: dict) -> None:
+    total = info["posts"]
+    print(f"posts: {total}")
+    print("ratings:")
+    for rating, n in info["ratings"].items():
+        print(f"  {rating}  {n:>10}  {n / total:6.1%}" if total else f"  {rating}  {n:>10}")
+    print("posts per year:")
+    for year, n in info["years"].items():
+        print(f"  {year}  {n:>10}")
+    for category, tags in info["top_tags"].items():
+        print(f"top {category} tags:")
+        for tag, n in tags.items():
+            print(f"  {n:>10}  {tag}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from e6ingest import dataset
+
+    ratings = parse_ratings(args.rating)
+    selection_query(args.query, ratings)  # a malformed query fails before any data is read
+    if args.metadata:
+        posts = dataset.load_metadata(files=args.metadata, include_deleted=args.include_deleted)
+    else:
+        posts = dataset.load_metadata(
+            args.dataset, mirror=_mirror(args), include_deleted=args.include_deleted
+        )
+    selected = dataset.select(posts, args.query, ratings)
+    if args.count:
+        print(dataset.count(selected))
+        return 0
+    if args.tag_table:
+        selected = dataset.select(selected, tag_table=args.tag_table)
+    info = dataset.summary(selected, top=args.top)
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        _print_summary(info)
+    return 0
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     base = read_toml(args.config) if args.config else {}
     config = make_config(merge(base, config_values(args)), where=args.config or "flags")
@@ -157,12 +216,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {"demo": cmd_demo, "pull": cmd_pull}
+    handlers = {"demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect}
     try:
         return handlers[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"e6ingest {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FileExistsError as exc:
-        print(f"e6ingest {args.command}: error: {exc}", file=sys.stderr)
+    except (*USER_ERRORS, FileExistsError) as exc:
+        text = str(exc)
+        sep = "\n" if "\n" in text else " "  # keep a multi-line message's columns aligned
+        print(f"e6ingest {args.command}: error:{sep}{text}", file=sys.stderr)
         return 2

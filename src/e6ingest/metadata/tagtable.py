@@ -42,7 +42,8 @@ def read_tag_table(path: str | Path) -> pl.DataFrame:
     frame = frame.with_row_index("row").with_columns(
         pl.col("category").cast(pl.Int64, strict=False).alias("number")
     )
-    bad = frame.filter(~pl.col("number").is_in(list(E621_CATEGORIES)) | pl.col("name").is_null())
+    known = pl.col("number").is_in(list(E621_CATEGORIES)).fill_null(False)
+    bad = frame.filter(~known | pl.col("name").is_null())
     if bad.height:
         first = bad.row(0, named=True)
         raise SchemaError(
@@ -66,7 +67,7 @@ def apply_tag_table(frame: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
     exploded = (
         frame.select("id", pl.col("tags_general").alias("tag"))
         .explode("tag")
-        .join(table.lazy(), left_on="tag", right_on="name", how="left")
+        .join(table.lazy(), left_on="tag", right_on="name", how="left", maintain_order="left")
         .with_columns(pl.col("column").fill_null("tags_general"))
     )
     grouped = exploded.group_by("id", maintain_order=True).agg(

@@ -1,0 +1,129 @@
+"""The Python API for notebooks and scripts: load a dataset's metadata, select, count.
+
+>>> from e6ingest import dataset
+>>> posts = dataset.load_metadata("e621", demo=True)
+>>> selected = dataset.select(posts, "solo -comic", ratings=("e", "q", "s"))
+>>> dataset.rating_counts(selected)          # a polars DataFrame; .to_pandas() on request
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.config import parse_ratings
+from e6ingest.manifests import load_manifest
+from e6ingest.metadata import TAG_CATEGORIES, scan_files
+from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
+from e6ingest.query import selection_query
+from e6ingest.sources import MirrorSource
+
+RATING_ORDER = ("g", "s", "q", "e")
+
+
+def metadata_files(dataset: str, mirror: str | Path) -> tuple[list[Path], list[str]]:
+    """Local metadata files of ``dataset`` in ``mirror`` and the schema of each."""
+    manifest = load_manifest(dataset)
+    source = MirrorSource(mirror, manifest)
+    return [source.metadata_file(m) for m in manifest.metadata], [
+        m.schema for m in manifest.metadata
+    ]
+
+
+def load_metadata(
+    dataset: str = "e621",
+    mirror: str | Path | None = None,
+    demo: bool = False,
+    files: Sequence[str | Path] | None = None,
+    include_deleted: bool = False,
+) -> pl.LazyFrame:
+    """A dataset's metadata as one canonical polars LazyFrame.
+
+    Give ``mirror`` (a local copy of the repositories), ``demo=True`` (the built-in demo), or
+    ``files`` (parquet files in any supported schema, recognised from their columns).
+    """
+    if files:
+        return scan_files(list(files), include_deleted=include_deleted)
+    if demo:
+        from e6ingest.demo import demo_mirror
+
+        mirror = demo_mirror()
+    if mirror is None:
+        raise ValueError("load_metadata needs mirror=DIR, demo=True or files=[...]")
+    paths, schemas = metadata_files(dataset, mirror)
+    return scan_files(paths, schemas, include_deleted=include_deleted)
+
+
+def select(
+    posts: pl.LazyFrame,
+    query: str = "",
+    ratings: str | Sequence[str] = (),
+    tag_table: str | Path | None = None,
+) -> pl.LazyFrame:
+    """The posts matching booru search ``query`` and ``ratings`` (AND), lazily.
+
+    With ``tag_table`` (e621 ``id,name,category,post_count``), tag categories are restored
+    on the selected posts.
+    """
+    selected = selection_query(query, parse_ratings(ratings)).apply(posts)
+    if tag_table is not None:
+        selected = apply_tag_table(selected, read_tag_table(tag_table))
+    return selected
+
+
+def count(posts: pl.LazyFrame) -> int:
+    """The number of posts (reads only the ``id`` column)."""
+    return posts.select(pl.len()).collect().item()
+
+
+def rating_counts(posts: pl.LazyFrame) -> pl.DataFrame:
+    """Posts per rating, in g, s, q, e order, with each rating's share."""
+    counts = posts.group_by("rating").agg(pl.len().alias("posts")).collect()
+    order = pl.DataFrame({"rating": RATING_ORDER, "order": range(len(RATING_ORDER))})
+    return (
+        counts.join(order, on="rating", how="left")
+        .sort("order", nulls_last=True)
+        .drop("order")
+        .with_columns((pl.col("posts") / pl.col("posts").sum()).alias("share"))
+    )
+
+
+def posts_per_year(posts: pl.LazyFrame) -> pl.DataFrame:
+    """Posts per year of ``created_at``."""
+    return (
+        posts.group_by(pl.col("created_at").dt.year().alias("year"))
+        .agg(pl.len().alias("posts"))
+        .sort("year")
+        .collect()
+    )
+
+
+def top_tags(posts: pl.LazyFrame, category: str = "general", n: int = 10) -> pl.DataFrame:
+    """The ``n`` most frequent tags of one category, with their post counts."""
+    if category not in TAG_CATEGORIES:
+        raise ValueError(f"unknown category {category!r} (known: {TAG_CATEGORIES})")
+    column = f"tags_{category}"
+    return (
+        posts.select(pl.col(column).alias("tag"))
+        .explode("tag")
+        .drop_nulls()
+        .group_by("tag")
+        .agg(pl.len().alias("posts"))
+        .sort(["posts", "tag"], descending=[True, False])
+        .head(n)
+        .collect()
+    )
+
+
+def summary(posts: pl.LazyFrame, top: int = 10) -> dict:
+    """Everything ``e6ingest inspect`` shows, as plain data."""
+    ratings = rating_counts(posts)
+    tags = {c: dict(top_tags(posts, c, top).iter_rows()) for c in TAG_CATEGORIES}
+    return {
+        "posts": int(ratings["posts"].sum()),
+        "ratings": dict(zip(ratings["rating"], ratings["posts"], strict=True)),
+        "years": {str(y): n for y, n in posts_per_year(posts).iter_rows()},
+        "top_tags": {c: t for c, t in tags.items() if t},
+    }

@@ -1,0 +1,104 @@
+"""The notebook API and `e6ingest inspect`."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from e6ingest import dataset
+from e6ingest.cli import main
+from e6ingest.metadata import SchemaError
+
+
+def _truth(small_demo, dataset_name):
+    """Ratings of non-deleted posts, counted straight from the raw parquet files."""
+    from e6ingest.manifests import load_manifest
+
+    manifest = load_manifest(dataset_name)
+    rows = {}
+    for entry in manifest.metadata:  # later files win for a repeated id
+        frame = pl.read_parquet(small_demo / entry.repo / entry.path)
+        deleted = frame["is_deleted"].cast(pl.String).is_in(["t", "true"])
+        for post_id, rating, gone in zip(frame["id"], frame["rating"], deleted, strict=True):
+            rows[post_id] = (rating, gone)
+    counts: dict[str, int] = {}
+    for rating, gone in rows.values():
+        if not gone:
+            counts[rating] = counts.get(rating, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("name", ["e621", "danbooru2024"])
+def test_rating_counts_match_the_raw_files(small_demo, name):
+    posts = dataset.load_metadata(name, mirror=small_demo)
+    counts = dataset.rating_counts(posts)
+    assert dict(counts.select("rating", "posts").iter_rows()) == _truth(small_demo, name)
+    assert abs(counts["share"].sum() - 1) < 1e-9
+    assert counts["rating"].to_list() == [r for r in "gsqe" if r in counts["rating"].to_list()]
+    assert list(counts.to_pandas().columns) == ["rating", "posts", "share"]
+
+
+def test_inspect_json_and_count(small_demo, capsys):
+    args = ["inspect", "--mirror", str(small_demo), "--dataset", "danbooru2024"]
+    assert main([*args, "--json", "--rating", "e,q"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    truth = _truth(small_demo, "danbooru2024")
+    assert info["ratings"] == {r: truth[r] for r in ("q", "e") if r in truth}
+    assert info["posts"] == sum(info["ratings"].values()) == sum(info["years"].values())
+    assert set(info["top_tags"]) >= {"general", "artist"}
+    assert main([*args, "--count", "--query", "rating:e,q"]) == 0
+    assert capsys.readouterr().out.strip() == str(info["posts"])
+    assert main([*args]) == 0
+    text = capsys.readouterr().out
+    assert "ratings:" in text and "top general tags:" in text
+
+
+def test_inspect_metadata_files_directly(small_demo, capsys):
+    path = small_demo / "deepghs/e621_newest/table.parquet"
+    assert main(["inspect", "--metadata", str(path), "--count", "--include-deleted"]) == 0
+    assert int(capsys.readouterr().out) == pl.read_parquet(path).height
+
+
+def test_inspect_bad_query_fails_before_reading(tmp_path, capsys):
+    missing = tmp_path / "nope.parquet"
+    assert main(["inspect", "--metadata", str(missing), "--query", "score:>>1"]) == 2
+    assert "bad term 'score:>>1'" in capsys.readouterr().err
+
+
+def test_inspect_unknown_schema_names_file(tmp_path, capsys):
+    path = tmp_path / "x.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(path)
+    assert main(["inspect", "--metadata", str(path), "--count"]) == 2
+    assert "x.parquet: not in a supported metadata schema" in capsys.readouterr().err
+
+
+def test_tag_table_restores_e621_categories(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.metadata.conftest import E621_NEWEST_ROWS
+
+    path = tmp_path / "table.parquet"
+    pq.write_table(pa.Table.from_pylist(E621_NEWEST_ROWS), path)
+    table = tmp_path / "tags.csv"
+    table.write_text(
+        "id,name,category,post_count\n1,fleurfurr,1,10\n2,red_panda,5,99\n3,hi_res,7,9\n"
+        "4,ailurid,5,5\n5,mammal,5,1000\n"
+    )
+    posts = dataset.select(dataset.load_metadata(files=[path]), "id:4999999", tag_table=table)
+    post = posts.collect().row(0, named=True)
+    assert post["tags_artist"] == ["fleurfurr"]
+    assert post["tags_species"] == ["ailurid", "mammal", "red_panda"]
+    assert post["tags_meta"] == ["hi_res"]
+    assert "anthro" in post["tags_general"] and "red_panda" not in post["tags_general"]
+
+
+def test_tag_table_bad_category_names_the_row(tmp_path):
+    table = tmp_path / "tags.csv"
+    table.write_text("id,name,category,post_count\n1,solo,0,5\n2,broken,banana,1\n")
+    from e6ingest.metadata.tagtable import read_tag_table
+
+    with pytest.raises(SchemaError, match=r"row 2 \(tag 'broken'\) has category 'banana'"):
+        read_tag_table(table)
