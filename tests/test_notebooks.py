@@ -1,0 +1,21 @@
+"""The notebooks run top to bottom without error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
+    monkeypatch.setenv("E6INGEST_MIRROR", str(demo_root))
+    notebook = nbformat.read(NOTEBOOKS / "inspect_ratings.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "posts in e621" in text and "'solo -comic score:>=0' with ratings e,q,s" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the bar chart
+    assert not [o for o in outputs if o.output_type == "error"]
