@@ -173,10 +173,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         posts = dataset.load_metadata(
             args.dataset, mirror=_mirror(args), include_deleted=args.include_deleted
         )
-    selected = dataset.select(posts, args.query, ratings)
     if args.count:
-        print(dataset.count(selected))
+        print(dataset.count(posts, args.query, ratings))
         return 0
+    selected = dataset.select(posts, args.query, ratings)
     if args.tag_table:
         selected = dataset.select(selected, tag_table=args.tag_table)
     info = dataset.summary(selected, top=args.top)

@@ -73,9 +73,13 @@ def select(
     return selected
 
 
-def count(posts: pl.LazyFrame) -> int:
-    """The number of posts (reads only the ``id`` column)."""
-    return posts.select(pl.len()).collect().item()
+def count(posts: pl.LazyFrame, query: str = "", ratings: str | Sequence[str] = ()) -> int:
+    """The number of posts matching ``query`` and ``ratings`` (everything by default).
+
+    The fast path for "how many match?": streamed, reading the tag column once, with the
+    rest of the query run only on the posts that have the query's rarest-looking tag.
+    """
+    return selection_query(query, parse_ratings(ratings)).count(posts)
 
 
 def rating_counts(posts: pl.LazyFrame) -> pl.DataFrame:

@@ -57,12 +57,12 @@ def tag_pattern(tag: str) -> str:
 
 
 def has_tag(tag: str, column: str = "tags") -> pl.Expr:
-    """True where the space-separated ``column`` holds ``tag`` as a whole tag."""
-    if "*" not in tag:
-        # A literal substring test first is cheap and rules out most rows.
-        literal = pl.col(column).str.contains(tag, literal=True)
-        return literal & pl.col(column).str.contains(tag_pattern(tag))
-    return pl.col(column).str.contains(tag_pattern(tag))
+    """True where the space-separated ``column`` holds ``tag`` as a whole tag (False on null).
+
+    One regex per tag: the regex engine finds the tag's literal text first, and a single
+    string predicate per scan is what polars can evaluate while decoding parquet pages.
+    """
+    return pl.col(column).str.contains(tag_pattern(tag)).fill_null(False)
 
 
 def _number(text: str, parse):
@@ -134,9 +134,14 @@ def _metatag(name: str, value: str) -> pl.Expr:
     return pl.col("file_ext").is_in([v.lower().lstrip(".") for v in value.split(",")])
 
 
+def _is_metatag(text: str) -> bool:
+    name, sep, _ = text.partition(":")
+    return bool(sep) and name.lower() in (*NUMERIC_METATAGS, *OTHER_METATAGS)
+
+
 def _term(text: str) -> pl.Expr:
-    name, sep, value = text.partition(":")
-    if sep and name.lower() in (*NUMERIC_METATAGS, *OTHER_METATAGS):
+    if _is_metatag(text):
+        name, _, value = text.partition(":")
         return _metatag(name.lower(), value)
     if text.strip("*") == "":
         raise _TermError("a wildcard needs some text besides *")
@@ -145,14 +150,38 @@ def _term(text: str) -> pl.Expr:
 
 @dataclass(frozen=True)
 class Query:
-    """A parsed query: its text and the polars expression it stands for."""
+    """A parsed query: its text, the polars expression it stands for, and its anchors
+    (plain tags every selected post must have)."""
 
     text: str
     expr: pl.Expr | None  # None: the query selects everything
+    anchors: tuple[str, ...] = ()
 
     def apply(self, frame):
         """``frame`` filtered by the query (lazy or eager)."""
         return frame if self.expr is None else frame.filter(self.expr)
+
+    def collect(self, frame: pl.LazyFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
+        """The selected rows' ``columns``, read in two passes when the query has an anchor.
+
+        The first pass streams the metadata with one predicate, the anchor tag with the
+        longest name (usually the rarest), which polars evaluates on each row group as it
+        decodes it; only those candidates are read. The whole query then runs on them.
+        Without an anchor the whole query runs in one streaming pass.
+        """
+        columns = list(columns)
+        if self.expr is None or not self.anchors:
+            return self.apply(frame).select(columns).collect(engine="streaming")
+        anchor = max(self.anchors, key=len)
+        needed = list(dict.fromkeys([*columns, *self.expr.meta.root_names()]))
+        # The bare regex (no null handling) is the form polars evaluates while decoding.
+        first = pl.col("tags").str.contains(tag_pattern(anchor))
+        candidates = frame.filter(first).select(needed).collect(engine="streaming")
+        return candidates.lazy().filter(self.expr).select(columns).collect()
+
+    def count(self, frame: pl.LazyFrame) -> int:
+        """The number of selected rows, by the same two passes as :meth:`collect`."""
+        return self.collect(frame, ["id"]).height
 
 
 def parse_query(text: str | None) -> Query:
@@ -160,6 +189,7 @@ def parse_query(text: str | None) -> Query:
     text = text or ""
     required: list[pl.Expr] = []
     any_of: list[pl.Expr] = []
+    anchors: list[str] = []
     for match in re.finditer(r"\S+", text):
         raw = match.group()
         term = raw
@@ -174,11 +204,14 @@ def parse_query(text: str | None) -> Query:
             raise QueryError(text, match.start(), raw, str(exc)) from None
         expr = ~expr if negate else expr
         (any_of if optional else required).append(expr)
+        if not (negate or optional or "*" in term or _is_metatag(term)):
+            anchors.append(term)
     if any_of:
         required.append(pl.any_horizontal(any_of))
     if not required:
         return Query(text, None)
-    return Query(text, pl.all_horizontal(required) if len(required) > 1 else required[0])
+    combined = pl.all_horizontal(required) if len(required) > 1 else required[0]
+    return Query(text, combined, tuple(anchors))
 
 
 def ratings_query(ratings: tuple[str, ...]) -> str:

@@ -3,8 +3,8 @@
 The canonical frame has these columns (see ``CANONICAL_COLUMNS``):
 
 - ``id`` (Int64), ``site`` (str), ``rating`` (one of g/s/q/e);
-- ``tags``: every tag of the post as one space-separated string (what queries match on,
-  read straight from the source without building lists when the source has such a column);
+- ``tags``: every tag of the post as one space-separated string or null (what queries match
+  on, read straight from the source without a copy when the source has such a column);
 - ``tags_<category>`` (list[str]) for general, artist, character, copyright, species, meta,
   lore, invalid; a source without categories puts every tag in ``tags_general``;
 - ``width``, ``height``, ``score``, ``fav_count``, ``parent_id`` (Int64), ``file_ext``, ``md5``,
@@ -95,7 +95,7 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("id").cast(pl.Int64),
         pl.lit("danbooru").alias("site"),
         pl.col("rating").cast(pl.String),
-        pl.col("tag_string").fill_null("").alias("tags"),
+        pl.col("tag_string").alias("tags"),
         *(per_category.get(c, EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
         pl.col("image_width").cast(pl.Int64).alias("width"),
         pl.col("image_height").cast(pl.Int64).alias("height"),

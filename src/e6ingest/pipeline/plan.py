@@ -34,7 +34,7 @@ def make_plan(
     Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
     reads from as few source shards as possible, and the order is the same on every run.
     """
-    selected = query.apply(metadata).select(PLAN_COLUMNS)
+    selected = query.collect(metadata, PLAN_COLUMNS)
     return (
         selected.sort((pl.col("id") % source_shards), pl.col("id"))
         .with_row_index("row")
@@ -43,7 +43,6 @@ def make_plan(
             (pl.col("row") % shard_size).cast(pl.Int32).alias("position"),
         )
         .drop("row")
-        .collect()
     )
 
 
