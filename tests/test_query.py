@@ -120,3 +120,26 @@ def test_malformed_terms_point_at_the_term(query, term, reason):
     _first, pointer = message.splitlines()[:2]
     start = query.index(term) + len("query: ")
     assert pointer[start : start + len(term)] == "^" * len(term)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["astolfo_(fate) solo -comic", "solo rating:e", "-solo", "~comic ~long_hair", "astolfo*", ""],
+)
+def test_two_pass_collect_equals_one_pass(query):
+    frame = POSTS.vstack(
+        POSTS.head(1).with_columns(id=pl.lit(6, pl.Int64), tags=pl.lit(None, pl.String))
+    )
+    q = parse_query(query)
+    expected = q.apply(frame)["id"].to_list()
+    assert q.collect(frame.lazy(), ["id"])["id"].to_list() == expected
+    assert q.count(frame.lazy()) == len(expected)
+    assert (6 in expected) == (query in ("-solo", ""))  # a post without tags matches negations
+
+
+def test_anchors_are_required_plain_tags():
+    assert parse_query("astolfo_(fate) solo -comic ~a ~b x* rating:e re:zero").anchors == (
+        "astolfo_(fate)",
+        "solo",
+        "re:zero",
+    )
