@@ -15,9 +15,11 @@ from e6ingest.manifests import ManifestError, available_datasets
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import OutputConflict, pull
 from e6ingest.query import QueryError, selection_query
-from e6ingest.sources import MirrorError
+from e6ingest.sources import HubError, HubOptions, MirrorError
 
-USER_ERRORS = (ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict)
+USER_ERRORS = (
+    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict, HubError
+)  # fmt: skip
 
 # Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
 CONFIG_FLAGS = {
@@ -80,6 +82,20 @@ def _pull_parser(sub) -> None:
     buckets.add_argument("--bucket-min", type=int, metavar="N")
     buckets.add_argument("--bucket-max", type=int, metavar="N")
     buckets.add_argument("--bucket-step", type=int, metavar="N")
+    hub = p.add_argument_group("Hugging Face Hub (without --mirror)")
+    hub.add_argument("--cache-dir", metavar="DIR", help="download cache (the Hub cache)")
+    hub.add_argument(
+        "--io-workers", type=int, default=16, metavar="N", help="concurrent requests (16)"
+    )
+    hub.add_argument("--attempts", type=int, default=6, metavar="N", help="tries per request (6)")
+    hub.add_argument(
+        "--whole-shard-share", type=float, default=0.25, metavar="F",
+        help="download a shard whole when the plan wants this share of it (0.25)",
+    )  # fmt: skip
+    hub.add_argument(
+        "--delete-shards-after-use", action="store_true",
+        help="delete downloaded shards once read, bounding disk use",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -130,13 +146,22 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _mirror(args: argparse.Namespace) -> Path:
+def _mirror(args: argparse.Namespace) -> Path | None:
+    """The local mirror the flags name, or None for the Hub."""
     if args.demo:
         print("using the demo mirror (built on first use)", file=sys.stderr)
         return demo_mirror()
-    if args.mirror:
-        return Path(args.mirror)
-    raise ConfigError("pull needs --mirror DIR (a local copy of the repositories) or --demo")
+    return Path(args.mirror) if args.mirror else None
+
+
+def _hub_options(args: argparse.Namespace) -> HubOptions:
+    return HubOptions(
+        cache_dir=args.cache_dir,
+        io_workers=args.io_workers,
+        attempts=args.attempts,
+        whole_shard_share=args.whole_shard_share,
+        delete_shards_after_use=args.delete_shards_after_use,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -203,14 +228,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
             bar.update(1)
 
     try:
-        summary = pull(config, args.out, mirror, workers=args.workers,
-                       overwrite=args.overwrite, progress=progress)  # fmt: skip
+        summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
+                       progress=progress, hub=_hub_options(args))  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     for line in summary.lines():
         print(line)
-    return 1 if summary.failed.get("unavailable") else 0
+    return 1 if summary.unavailable else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,19 +17,22 @@ from e6ingest.config import parse_ratings
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
+from e6ingest.pipeline.sourcing import metadata_source
 from e6ingest.query import selection_query
-from e6ingest.sources import MirrorSource
+from e6ingest.sources import HubOptions
 
 RATING_ORDER = ("g", "s", "q", "e")
 
 
-def metadata_files(dataset: str, mirror: str | Path) -> tuple[list[Path], list[str]]:
-    """Local metadata files of ``dataset`` in ``mirror`` and the schema of each."""
+def metadata_files(
+    dataset: str, mirror: str | Path | None = None, hub: HubOptions | None = None
+) -> tuple[list[Path], list[str]]:
+    """Local metadata files of ``dataset`` (from ``mirror``, else downloaded from the Hub
+    into its cache) and the schema of each."""
     manifest = load_manifest(dataset)
-    source = MirrorSource(mirror, manifest)
-    return [source.metadata_file(m) for m in manifest.metadata], [
-        m.schema for m in manifest.metadata
-    ]
+    with metadata_source(manifest, mirror, hub or HubOptions()) as source:
+        paths = [source.metadata_file(m) for m in manifest.metadata]
+    return paths, [m.schema for m in manifest.metadata]
 
 
 def load_metadata(
@@ -41,8 +44,9 @@ def load_metadata(
 ) -> pl.LazyFrame:
     """A dataset's metadata as one canonical polars LazyFrame.
 
-    Give ``mirror`` (a local copy of the repositories), ``demo=True`` (the built-in demo), or
-    ``files`` (parquet files in any supported schema, recognised from their columns).
+    Give ``mirror`` (a local copy of the repositories), ``demo=True`` (the built-in demo),
+    ``files`` (parquet files in any supported schema, recognised from their columns), or
+    nothing: the metadata is then downloaded from the Hub (and cached).
     """
     if files:
         return scan_files(list(files), include_deleted=include_deleted)
@@ -50,8 +54,6 @@ def load_metadata(
         from e6ingest.demo import demo_mirror
 
         mirror = demo_mirror()
-    if mirror is None:
-        raise ValueError("load_metadata needs mirror=DIR, demo=True or files=[...]")
     paths, schemas = metadata_files(dataset, mirror)
     return scan_files(paths, schemas, include_deleted=include_deleted)
 

@@ -23,10 +23,11 @@ from e6ingest.pipeline.plan import (
     save_plan,
     shard_numbers,
 )
+from e6ingest.pipeline.sourcing import ShardJanitor, metadata_source, whole_shards
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import selection_query
 from e6ingest.shards import shard_complete, shard_paths, write_atomic
-from e6ingest.sources import MirrorSource, SourceSpec
+from e6ingest.sources import HubOptions, HubSource, SourceSpec
 
 FORMAT_VERSION = 1
 SHARDS_DIR = "shards"
@@ -57,6 +58,7 @@ class PullSummary:
     shards_skipped: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    unavailable: list[str] = field(default_factory=list)  # shards left for a rerun
 
     @property
     def samples_per_second(self) -> float:
@@ -73,7 +75,13 @@ class PullSummary:
             f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s, "
             f"{self.samples_per_second:.1f} samples/s",
             f"output: {self.out}",
-        ]
+            *(
+                [f"{len(self.unavailable)} shards could not be completed (their source was "
+                 "unavailable); rerun the same command to continue:"]
+                + [f"  {line}" for line in self.unavailable]
+                if self.unavailable else []
+            ),
+        ]  # fmt: skip
 
 
 def _fingerprint(config, manifest: DatasetManifest) -> dict:
@@ -151,50 +159,61 @@ def _write_results(out: Path, manifest: DatasetManifest, fingerprint: dict, stat
 def pull(
     config,
     out: str | Path,
-    mirror: str | Path,
+    mirror: str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: Callable[[dict, int, int], None] | None = None,
+    hub: HubOptions | None = None,
 ) -> PullSummary:
-    """Run a pull from a local mirror into ``out`` and return its summary.
+    """Run a pull into ``out`` from a local ``mirror``, or from the Hub when it is None.
 
     A rerun of the same config on the same ``out`` continues the saved plan, skipping
     shards that are complete; a different config on a non-empty ``out`` raises
     :class:`OutputConflict` unless ``overwrite``. ``progress(stats, done, total)`` is
-    called as each shard completes.
+    called as each shard completes. Shards whose source was unavailable are left for a
+    rerun and listed in the summary's ``unavailable``.
     """
     start = time.perf_counter()
     out = Path(out)
+    hub = hub or HubOptions()
     manifest = load_manifest(config.dataset)
     query = selection_query(config.query, config.ratings)  # fails before any work
-    source = MirrorSource(mirror, manifest)
-    files = [source.metadata_file(m) for m in manifest.metadata]
+    with metadata_source(manifest, mirror, hub) as source:
+        files = [source.metadata_file(m) for m in manifest.metadata]
+    metadata = scan_files(files, [m.schema for m in manifest.metadata], config.include_deleted)
     fingerprint = _fingerprint(config, manifest)
+    plan_path = out / PLAN_FILE
     if not _prepare_output(out, fingerprint, overwrite):
-        metadata = scan_files(files, [m.schema for m in manifest.metadata], config.include_deleted)
-        plan = make_plan(metadata, query, config.shard_size, manifest.images[0].shards)
-        save_plan(plan, out, fingerprint)
+        save_plan(make_plan(metadata, query, config.shard_size, manifest.images[0].shards),
+                  out, fingerprint)  # fmt: skip
     shards_dir = out / SHARDS_DIR
-    numbers = shard_numbers(out / PLAN_FILE)
-    spec = SourceSpec(manifest=manifest.source_file, mirror=str(Path(mirror).resolve()))
+    numbers = shard_numbers(plan_path)
     todo = [n for n in numbers if not shard_complete(shards_dir, n)]
+    if mirror is not None:
+        spec = SourceSpec(manifest.source_file, mirror=str(Path(mirror).resolve()))
+    else:
+        whole = whole_shards(metadata, plan_path, manifest.images[0].shards,
+                             hub.whole_shard_share)  # fmt: skip
+        spec = SourceSpec(manifest.source_file, hub=hub, whole_shards=whole)
     tasks = [
         ShardTask(
-            n,
-            str(out / PLAN_FILE),
-            str(shards_dir),
-            spec,
-            config.image,
-            config.caption,
-            config.buckets,
+            n, str(plan_path), str(shards_dir), spec, config.image, config.caption, config.buckets
         )
         for n in todo
     ]
+    janitor = None
+    if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
+        janitor = ShardJanitor(HubSource(manifest, hub), plan_path, todo, spec.whole_shards)
+    unavailable: list[str] = []
     for done, stats in enumerate(LocalExecutor(workers).run(run_task, tasks), 1):
+        if not stats["complete"]:
+            unavailable.append(f"shard {stats['shard']:05d}: {stats['unavailable'][0]}")
+        if janitor is not None:
+            janitor.task_done(int(stats["shard"]))
         if progress is not None:
             progress(stats, done, len(tasks))
-    all_stats = _collect_stats(shards_dir, numbers)
-    document = _write_results(out, manifest, fingerprint, all_stats)
+    complete = [n for n in numbers if shard_complete(shards_dir, n)]
+    document = _write_results(out, manifest, fingerprint, _collect_stats(shards_dir, complete))
     totals = document["totals"]
     return PullSummary(
         out=out,
@@ -205,4 +224,5 @@ def pull(
         shards_skipped=len(numbers) - len(todo),
         bytes=totals["bytes"],
         seconds=time.perf_counter() - start,
+        unavailable=unavailable,
     )

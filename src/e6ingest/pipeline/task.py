@@ -16,7 +16,7 @@ from e6ingest.imaging import ImagePolicy, ImageRecord, normalize
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.plan import shard_rows
 from e6ingest.shards import Sample, ShardWriter
-from e6ingest.sources import FailureKind, PostFailure, SourceSpec, open_source
+from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
 
@@ -75,14 +75,17 @@ def _failure(row: dict, exc: PostFailure) -> dict:
     }
 
 
-def process_post(row: dict, source, task: ShardTask) -> tuple[Sample, float]:
-    """One post through fetch, imaging and captions; raises PostFailure when it fails."""
+def check_extension(row: dict) -> None:
+    """Refuse posts whose file is not an image (videos, flash): they have no WebP."""
     ext = (row["file_ext"] or "").lower()
     if ext not in IMAGE_EXTENSIONS:
         raise PostFailure(
             FailureKind.UNSUPPORTED, f"post {row['id']} is a {ext or 'unknown'} file", "select"
         )
-    fetched = source.fetch(row["id"])
+
+
+def make_sample(row: dict, fetched: Fetched, task: ShardTask) -> tuple[Sample, float]:
+    """One fetched post through imaging and captions; raises PostFailure when it fails."""
     try:
         webp, record = normalize(fetched.data, task.image)
     except PostFailure as exc:  # name the file at fault
@@ -95,7 +98,11 @@ def process_post(row: dict, source, task: ShardTask) -> tuple[Sample, float]:
 
 
 def run_task(task: ShardTask) -> dict:
-    """Produce output shard ``task.number`` and return its stats (as written)."""
+    """Produce output shard ``task.number`` and return its stats (as written).
+
+    When a post's source is unavailable (after retries), the shard is not written: its
+    stats come back with ``complete`` false and the reasons, and a rerun tries it again.
+    """
     start = time.perf_counter()
     rows = shard_rows(task.plan_path, task.number).to_dicts()
     writer = ShardWriter(Path(task.shards_dir), task.number)
@@ -103,14 +110,28 @@ def run_task(task: ShardTask) -> dict:
     failures: list[dict] = []
     image_seconds = 0.0
     reencoded = 0
+
+    def fail(row: dict, exc: PostFailure) -> None:
+        outcomes[exc.kind.value] += 1
+        failures.append(_failure(row, exc))
+
     try:
+        fetchable = []
+        for row in rows:
+            try:
+                check_extension(row)
+                fetchable.append(row)
+            except PostFailure as exc:
+                fail(row, exc)
         with open_source(task.source) as source:
-            for row in rows:
+            fetched_all = source.fetch_many(row["id"] for row in fetchable)
+            for row, fetched in zip(fetchable, fetched_all, strict=True):
                 try:
-                    sample, seconds = process_post(row, source, task)
+                    if isinstance(fetched, PostFailure):
+                        raise fetched
+                    sample, seconds = make_sample(row, fetched, task)
                 except PostFailure as exc:
-                    outcomes[exc.kind.value] += 1
-                    failures.append(_failure(row, exc))
+                    fail(row, exc)
                     continue
                 writer.add(sample)
                 outcomes["written"] += 1
@@ -119,6 +140,10 @@ def run_task(task: ShardTask) -> dict:
     except BaseException:
         writer.abort()
         raise
+    unavailable = [f["message"] for f in failures if f["kind"] == FailureKind.UNAVAILABLE.value]
+    if unavailable:
+        writer.abort()
+        return {"shard": task.number, "complete": False, "unavailable": unavailable}
     stats = {
         "selected": len(rows),
         "outcomes": dict(sorted(outcomes.items())),
@@ -127,4 +152,4 @@ def run_task(task: ShardTask) -> dict:
         "image_seconds": round(image_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return writer.finish(stats)
+    return {**writer.finish(stats), "complete": True}

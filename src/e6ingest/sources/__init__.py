@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from e6ingest.manifests import load_manifest
 from e6ingest.sources.base import (
@@ -15,11 +15,15 @@ from e6ingest.sources.base import (
     member_stem,
     verify,
 )
+from e6ingest.sources.hub import HubError, HubOptions, HubSource
 from e6ingest.sources.mirror import MirrorError, MirrorSource
 
 __all__ = [
     "FailureKind",
     "Fetched",
+    "HubError",
+    "HubOptions",
+    "HubSource",
     "IndexEntry",
     "MirrorError",
     "MirrorSource",
@@ -35,12 +39,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A plain, picklable description of a source, so any worker can open its own."""
+    """A plain, picklable description of a source, so any worker can open its own.
+
+    With ``mirror`` set, a local mirror; otherwise the Hub, with ``hub`` options and the
+    source shards to download whole.
+    """
 
     manifest: str  # bundled dataset name or path of a manifest TOML
-    mirror: str  # root folder of a local mirror
+    mirror: str | None = None  # root folder of a local mirror
+    hub: HubOptions = field(default_factory=HubOptions)
+    whole_shards: frozenset[int] = frozenset()
 
 
 def open_source(spec: SourceSpec) -> Source:
     """Open the source a spec describes."""
-    return MirrorSource(spec.mirror, load_manifest(spec.manifest))
+    manifest = load_manifest(spec.manifest)
+    if spec.mirror is not None:
+        return MirrorSource(spec.mirror, manifest)
+    return HubSource(manifest, spec.hub, spec.whole_shards)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
@@ -109,6 +110,14 @@ class Source(ABC):
     @abstractmethod
     def fetch(self, post_id: int) -> Fetched:
         """Verified image bytes of ``post_id``; raises :class:`PostFailure` otherwise."""
+
+    def fetch_many(self, post_ids: Iterable[int]) -> Iterator[Fetched | PostFailure]:
+        """Fetch each id in order, yielding its bytes or its failure."""
+        for post_id in post_ids:
+            try:
+                yield self.fetch(post_id)
+            except PostFailure as exc:
+                yield exc
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open files or connections."""

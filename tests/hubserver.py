@@ -1,0 +1,202 @@
+"""A local server speaking the Hugging Face Hub's HTTP protocol over a mirror folder.
+
+The real huggingface_hub client works against it unmodified (``endpoint=`` or
+``HF_ENDPOINT=http://127.0.0.1:PORT``). It serves dataset repositories from a folder laid out
+as ``ROOT/owner/name/path`` and can inject faults: 5xx answers, 429 with Retry-After,
+dropped connections, truncated bodies, wrong bytes, slow answers, paths that always fail,
+and gated repositories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+API_REPO = re.compile(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
+API_TREE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
+
+
+@dataclass
+class Faults:
+    """What goes wrong, as a share of requests (drawn from a seeded generator)."""
+
+    error_5xx: float = 0.0
+    rate_limit: float = 0.0  # 429 with Retry-After
+    drop: float = 0.0  # close the connection without an answer
+    truncate: float = 0.0  # send half the body, then close
+    corrupt: float = 0.0  # flip a byte of the body
+    latency: float = 0.0  # seconds added to every request
+    always_fail: tuple[str, ...] = ()  # path regexes answered 500 every time
+    gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
+    only_ranges: bool = False  # faults only on Range GETs (leave metadata and indexes be)
+    seed: int = 0
+    _rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def draw(self) -> str | None:
+        """The fault for one request, or None."""
+        with self._lock:
+            if self._rng is None:
+                self._rng = random.Random(self.seed)
+            roll = self._rng.random()
+        for name in ("error_5xx", "rate_limit", "drop", "truncate", "corrupt"):
+            share = getattr(self, name)
+            if roll < share:
+                return name
+            roll -= share
+        return None
+
+
+class HubServer:
+    """Serve ``root`` on 127.0.0.1; use as a context manager or call start/stop."""
+
+    def __init__(self, root: Path, faults: Faults | None = None):
+        self.root = Path(root)
+        self.faults = faults or Faults()
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, fault
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HubServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes = b"", headers: dict | None = None):
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, str(value))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _error(self, status: int, code: str, message: str) -> None:
+                body = json.dumps({"error": message}).encode()
+                self._send(status, body, {"X-Error-Code": code, "X-Error-Message": message,
+                                          "Content-Type": "application/json"})  # fmt: skip
+
+            def _fault(self, path: str) -> str | None:
+                faults = hub.faults
+                if faults.latency:
+                    time.sleep(faults.latency)
+                if any(re.search(p, path) for p in faults.always_fail):
+                    return "always_fail"
+                if faults.only_ranges and "Range" not in self.headers:
+                    return None
+                return faults.draw()
+
+            def _resolve(self, repo: str, path: str) -> None:
+                fault = self._fault(path)
+                hub.requests.append((self.command, self.path, fault))
+                if fault in ("always_fail", "error_5xx"):
+                    return self._error(503 if fault == "error_5xx" else 500, "Internal", "boom")
+                if fault == "rate_limit":
+                    return self._send(429, b"slow down", {"Retry-After": "1"})
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return None
+                if repo in hub.faults.gated and self.headers.get("Authorization") != (
+                    "Bearer good-token"
+                ):
+                    return self._error(403 if self.headers.get("Authorization") else 401,
+                                       "GatedRepo", f"Access to dataset {repo} is restricted")  # fmt: skip
+                file = hub.root / repo / path
+                if not file.is_file():
+                    return self._error(404, "EntryNotFound", f"{path} does not exist")
+                data = file.read_bytes()
+                etag = hashlib.sha256(data).hexdigest()
+                headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"',
+                           "Accept-Ranges": "bytes"}  # fmt: skip
+                status, body = 200, data
+                match = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if match and self.command == "GET":
+                    start = int(match[1])
+                    end = int(match[2]) if match[2] else len(data) - 1
+                    body = data[start : end + 1]
+                    status = 206
+                    headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
+                if self.command == "HEAD":
+                    return self._send(200, b"", {**headers, "X-Linked-Size": len(data)}) or None
+                if fault == "corrupt" and body:
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                if fault == "truncate" and len(body) > 1:
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return None
+                return self._send(status, body, headers)
+
+            def _api(self) -> None:
+                path = unquote(self.path.split("?", 1)[0])
+                hub.requests.append((self.command, self.path, None))
+                tree = API_TREE.match(path)
+                if tree:
+                    base = hub.root / tree[1] / (tree[3] or "")
+                    entries = [
+                        {"type": "file" if p.is_file() else "directory",
+                         "path": str(p.relative_to(hub.root / tree[1])),
+                         "size": p.stat().st_size if p.is_file() else 0, "oid": COMMIT}
+                        for p in sorted(base.iterdir())
+                    ] if base.is_dir() else []  # fmt: skip
+                    return self._send(200, json.dumps(entries).encode(),
+                                      {"Content-Type": "application/json"})  # fmt: skip
+                repo = API_REPO.match(path)
+                if repo and (hub.root / repo[1]).is_dir():
+                    body = json.dumps({"id": repo[1], "sha": COMMIT, "siblings": []}).encode()
+                    return self._send(200, body, {"Content-Type": "application/json"})
+                return self._error(404, "RepoNotFound", f"{path} not found")
+
+            def _dispatch(self) -> None:
+                path = unquote(self.path.split("?", 1)[0])
+                match = RESOLVE.match(path)
+                if match:
+                    return self._resolve(match[1], match[3])
+                if path.startswith("/api/"):
+                    return self._api()
+                return self._error(404, "NotFound", path)
+
+            do_GET = _dispatch
+            do_HEAD = _dispatch
+
+        return Handler
