@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+CDN = re.compile(r"^/cdn/([^/]+/[^/]+)/(.+)$")
 API_REPO = re.compile(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
 API_TREE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
 
@@ -34,14 +35,16 @@ class Faults:
     rate_limit: float = 0.0  # 429 with Retry-After
     drop: float = 0.0  # close the connection without an answer
     truncate: float = 0.0  # send half the body, then close
-    corrupt: float = 0.0  # flip a byte of the body
+    corrupt: float = 0.0  # flip a byte of a ranged body, the first time that range is asked
+    corrupt_always: tuple[str, ...] = ()  # path regexes whose ranged bodies are always wrong
     latency: float = 0.0  # seconds added to every request
-    always_fail: tuple[str, ...] = ()  # path regexes answered 500 every time
+    always_fail: tuple[str, ...] = ()  # URL path regexes answered 500 every time
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
     only_ranges: bool = False  # faults only on Range GETs (leave metadata and indexes be)
     seed: int = 0
     _rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _seen: set = field(default_factory=set, repr=False)
 
     def draw(self) -> str | None:
         """The fault for one request, or None."""
@@ -114,14 +117,27 @@ class HubServer:
                 faults = hub.faults
                 if faults.latency:
                     time.sleep(faults.latency)
-                if any(re.search(p, path) for p in faults.always_fail):
+                if any(re.search(p, unquote(self.path)) for p in faults.always_fail):
                     return "always_fail"
                 if faults.only_ranges and "Range" not in self.headers:
                     return None
                 return faults.draw()
 
-            def _resolve(self, repo: str, path: str) -> None:
+            def _resolve(self, repo: str, path: str, cdn: bool = False) -> None:
+                if path.endswith(".tar") and self.command == "GET" and not cdn:
+                    # Large files live on a CDN, as on the Hub: the client follows a redirect.
+                    hub.requests.append((self.command, self.path, None))
+                    location = f"/cdn/{repo}/{path}"
+                    return self._send(302, b"", {"Location": location, "X-Repo-Commit": COMMIT})
                 fault = self._fault(path)
+                ranged = self.headers.get("Range")
+                if fault == "corrupt":  # in transit: only where the client can check, once
+                    key = (path, ranged)
+                    with hub.faults._lock:
+                        fault = None if ranged is None or key in hub.faults._seen else fault
+                        hub.faults._seen.add(key)
+                if ranged and any(re.search(p, path) for p in hub.faults.corrupt_always):
+                    fault = "corrupt"
                 hub.requests.append((self.command, self.path, fault))
                 if fault in ("always_fail", "error_5xx"):
                     return self._error(503 if fault == "error_5xx" else 500, "Internal", "boom")
@@ -134,8 +150,8 @@ class HubServer:
                 if repo in hub.faults.gated and self.headers.get("Authorization") != (
                     "Bearer good-token"
                 ):
-                    return self._error(403 if self.headers.get("Authorization") else 401,
-                                       "GatedRepo", f"Access to dataset {repo} is restricted")  # fmt: skip
+                    status = 403 if self.headers.get("Authorization") else 401
+                    return self._error(status, "GatedRepo", f"Access to {repo} is restricted")
                 file = hub.root / repo / path
                 if not file.is_file():
                     return self._error(404, "EntryNotFound", f"{path} does not exist")
@@ -192,6 +208,9 @@ class HubServer:
                 match = RESOLVE.match(path)
                 if match:
                     return self._resolve(match[1], match[3])
+                cdn = CDN.match(path)
+                if cdn:
+                    return self._resolve(cdn[1], cdn[2], cdn=True)
                 if path.startswith("/api/"):
                     return self._api()
                 return self._error(404, "NotFound", path)

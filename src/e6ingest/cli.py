@@ -83,14 +83,20 @@ def _pull_parser(sub) -> None:
     buckets.add_argument("--bucket-max", type=int, metavar="N")
     buckets.add_argument("--bucket-step", type=int, metavar="N")
     hub = p.add_argument_group("Hugging Face Hub (without --mirror)")
+    defaults = HubOptions()
     hub.add_argument("--cache-dir", metavar="DIR", help="download cache (the Hub cache)")
     hub.add_argument(
-        "--io-workers", type=int, default=16, metavar="N", help="concurrent requests (16)"
-    )
-    hub.add_argument("--attempts", type=int, default=6, metavar="N", help="tries per request (6)")
+        "--io-workers", type=int, default=defaults.io_workers, metavar="N",
+        help=f"concurrent requests per worker ({defaults.io_workers})",
+    )  # fmt: skip
     hub.add_argument(
-        "--whole-shard-share", type=float, default=0.25, metavar="F",
-        help="download a shard whole when the plan wants this share of it (0.25)",
+        "--attempts", type=int, default=defaults.attempts, metavar="N",
+        help=f"tries per request ({defaults.attempts})",
+    )  # fmt: skip
+    hub.add_argument(
+        "--whole-shard-share", type=float, default=defaults.whole_shard_share, metavar="F",
+        help="download a source shard whole when the run wants this share of its posts "
+        f"({defaults.whole_shard_share}; above 1: never)",
     )  # fmt: skip
     hub.add_argument(
         "--delete-shards-after-use", action="store_true",
@@ -217,15 +223,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     config = make_config(merge(base, config_values(args)), where=args.config or "flags")
     mirror = _mirror(args)
     bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="shards", unit="shard", file=sys.stderr)
 
     def progress(stats: dict, done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(1)
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(desc="shards", unit="shard", total=total, file=sys.stderr)
+        bar.update(1)
 
     try:
         summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,

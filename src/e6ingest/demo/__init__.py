@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from e6ingest.cache import cache_dir
 from e6ingest.demo.writer import DEMO_DATASETS, DemoSummary, build_demo
 
 __all__ = ["DEMO_DATASETS", "DemoSummary", "build_demo", "cache_dir", "demo_mirror"]
 
 DEMO_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """e6ingest's cache folder: ``$E6INGEST_CACHE``, else ``$XDG_CACHE_HOME/e6ingest``."""
-    if os.environ.get("E6INGEST_CACHE"):
-        return Path(os.environ["E6INGEST_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "e6ingest"
 
 
 def demo_mirror(posts: int = 1000, seed: int = 0) -> Path:

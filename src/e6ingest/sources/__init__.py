@@ -15,8 +15,9 @@ from e6ingest.sources.base import (
     member_stem,
     verify,
 )
-from e6ingest.sources.hub import HubError, HubOptions, HubSource
+from e6ingest.sources.hub import HubOptions, HubSource
 from e6ingest.sources.mirror import MirrorError, MirrorSource
+from e6ingest.sources.retry import HubError
 
 __all__ = [
     "FailureKind",

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,20 +18,22 @@ from pathlib import Path
 from typing import TypeVar
 
 from huggingface_hub import get_session, hf_hub_download, hf_hub_url
-from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from e6ingest.cache import cache_dir
 from e6ingest.manifests import REPO_TYPE, DatasetManifest, ImageRepo, MetadataFile
 from e6ingest.sources.base import FailureKind, Fetched, PostFailure, Source, TarIndex, verify
+from e6ingest.sources.retry import (
+    BadBytes,
+    HubError,
+    Retrier,
+    ShortRead,
+    access_error,
+    offline,
+    reachable,
+)
 
 T = TypeVar("T")
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-BAD_BYTES_ATTEMPTS = 3  # bytes that keep failing the sha256 are corrupt upstream
-_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
-
-
-class HubError(RuntimeError):
-    """The Hub cannot serve this run at all (offline, no access to a gated repository)."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,13 @@ class HubOptions:
     endpoint: str | None = None  # None: HF_ENDPOINT, else the Hub
     cache_dir: str | None = None  # None: the Hugging Face cache
     io_workers: int = 16
-    attempts: int = 6
+    attempts: int = 8
     backoff: float = 0.5  # first retry delay in seconds, doubled each attempt
     max_backoff: float = 30.0
     timeout: float = 60.0
     whole_shard_share: float = 0.25
     delete_shards_after_use: bool = False
+    index_cache: str | None = None  # None: <e6ingest cache>/indexes
     token: str | None = field(default=None, repr=False)  # None: HF_TOKEN / hf auth login
 
     def resolved_endpoint(self) -> str:
@@ -58,118 +58,16 @@ class HubOptions:
 
         return (self.endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
-
-def redact(text: str) -> str:
-    """``text`` with anything shaped like a Hub token removed."""
-    return _TOKEN.sub("hf_***", text)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _BadBytes(Exception):
-    """Bytes that do not match the index: retried, CORRUPT when they never match."""
-
-
-def _access_error(exc: BaseException, repo: str) -> HubError | None:
-    for cause in _chain(exc):
-        if isinstance(cause, GatedRepoError) or _status(cause) in (401, 403):
-            return HubError(
-                f"no access to {repo}: it is gated or private. Accept its terms on the Hub "
-                f"(https://huggingface.co/datasets/{repo}) and log in with `hf auth login` "
-                "or set HF_TOKEN"
-            )
-        if isinstance(cause, RepositoryNotFoundError):
-            return HubError(f"repository {repo} was not found on the Hub (or needs a token)")
-    return None
-
-
-def _not_found(exc: BaseException) -> bool:
-    # Only a real 404 from the server: huggingface_hub also raises EntryNotFoundError
-    # subclasses for connection problems, which must be retried instead.
-    return any(_status(c) == 404 for c in _chain(exc))
-
-
-def _offline(exc: BaseException) -> bool:
-    names = {type(c).__name__ for c in _chain(exc)}
-    return bool(names & {"ConnectError", "OfflineModeIsEnabled", "gaierror"})
-
-
-class Retrier:
-    """Runs a call with exponential backoff and jitter on transient failures."""
-
-    def __init__(self, options: HubOptions, sleep: Callable[[float], None] = time.sleep):
-        self.options = options
-        self.sleep = sleep
-        self._rng = random.Random()
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        if retry_after is not None:
-            return min(self.options.max_backoff, retry_after)
-        base = min(self.options.max_backoff, self.options.backoff * 2**attempt)
-        return base * (0.5 + self._rng.random() / 2)
-
-    def __call__(self, call: Callable[[], T], what: str, repo: str) -> T:
-        """``call()``; raises HubError (no access) or PostFailure once retries run out."""
-        last: BaseException | None = None
-        attempts = self.options.attempts
-        for attempt in range(self.options.attempts):
-            try:
-                return call()
-            except _BadBytes as exc:
-                last = exc
-                attempts = min(attempts, BAD_BYTES_ATTEMPTS)
-                retry_after = self.options.backoff
-            except (PostFailure, HubError):
-                raise
-            except Exception as exc:
-                denied = _access_error(exc, repo)
-                if denied is not None:
-                    raise denied from None
-                if _not_found(exc):
-                    raise PostFailure(
-                        FailureKind.UNAVAILABLE, f"{what}: not found on the Hub"
-                    ) from None
-                statuses = [s for s in map(_status, _chain(exc)) if s is not None]
-                if statuses and statuses[0] not in TRANSIENT_STATUS:
-                    raise PostFailure(
-                        FailureKind.UNAVAILABLE, f"{what}: HTTP {statuses[0]}"
-                    ) from None
-                last = exc
-                retry_after = next(filter(None, map(_retry_after, _chain(exc))), None)
-            if attempt + 1 >= attempts:
-                break
-            self.sleep(self.delay(attempt, retry_after))
-        kind = FailureKind.CORRUPT if isinstance(last, _BadBytes) else FailureKind.UNAVAILABLE
-        detail = redact(f"{type(last).__name__}: {last}".splitlines()[0])
-        raise PostFailure(kind, f"{what}: gave up after {attempt + 1} attempts ({detail})")
+    def index_folder(self) -> Path:
+        """Where downloaded shard indexes are kept between runs."""
+        return Path(self.index_cache) if self.index_cache else cache_dir() / "indexes"
 
 
 class HubSource(Source):
     """Reads posts from the dataset's repositories on the Hub.
 
     Single files are fetched with one ranged GET each, located by the shard's index (itself
-    downloaded once into the Hugging Face cache). Shards listed in ``whole_shards`` are
+    downloaded once, kept in the index cache). Shards listed in ``whole_shards`` are
     downloaded whole (cached, reused) and read locally.
     """
 
@@ -186,6 +84,7 @@ class HubSource(Source):
         self.retry = Retrier(options)
         self._indexes: dict[tuple[str, int], Future] = {}
         self._tars: dict[tuple[str, int], Future] = {}
+        self._fetched: set[tuple[str, int]] = set()  # indexes downloaded by this run
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, options.io_workers), "e6ingest-io")
 
@@ -204,20 +103,23 @@ class HubSource(Source):
         )  # fmt: skip
 
     def metadata_file(self, entry: MetadataFile) -> Path:
-        """The local copy of a metadata file; HubError at once when the Hub is unreachable."""
+        """The local copy of a metadata file; HubError at once when the Hub is unreachable
+        (the cached copy is used then, if there is one)."""
+        online = reachable(self.endpoint)
         try:
             return Path(
                 hf_hub_download(
                     entry.repo, entry.path, repo_type=REPO_TYPE, revision=entry.revision,
                     cache_dir=self.options.cache_dir, endpoint=self.endpoint,
-                    token=self.options.token,
+                    token=self.options.token, local_files_only=not online,
                 )
             )  # fmt: skip
         except Exception as exc:
-            denied = _access_error(exc, entry.repo)
+            error = exc if online else ConnectionError(f"{self.endpoint} is unreachable")
+            denied = access_error(error, entry.repo)
             if denied is not None:
                 raise denied from None
-            if _offline(exc):
+            if offline(error):
                 raise HubError(
                     f"cannot reach the Hugging Face Hub at {self.endpoint} to get "
                     f"{entry.repo}/{entry.path}, and it is not in the cache. Without network, "
@@ -243,17 +145,42 @@ class HubSource(Source):
                     table.pop(key, None)
         return future.result()
 
-    def _index(self, repo: ImageRepo, shard: int) -> TarIndex:
-        def load() -> TarIndex:
-            path = self._download(repo.index_repo_id, repo.index_path(shard), repo.revision)
-            try:
-                return TarIndex(json.loads(path.read_bytes()), str(path))
-            except ValueError as exc:
-                raise PostFailure(
-                    FailureKind.UNAVAILABLE, f"{repo.index_repo_id}: bad index {path}: {exc}"
-                ) from exc
+    def _index(self, repo: ImageRepo, shard: int, fresh: bool = False) -> TarIndex:
+        """The shard's index: from this run, else the index cache, else one GET.
 
-        return self._once(self._indexes, (repo.repo, shard), load)
+        ``fresh`` refetches an index that came from the cache of an earlier run, in case the
+        repository moved on since (bytes that fail verification against it trigger this).
+        """
+        key = (repo.repo, shard)
+        if fresh and key not in self._fetched:
+            with self._lock:
+                self._indexes.pop(key, None)
+        what = f"{repo.index_repo_id}/{repo.index_path(shard)}"
+        cached = self.options.index_folder() / repo.index_repo_id / repo.revision
+        cached = cached / repo.index_path(shard)
+
+        def attempt() -> TarIndex:
+            data = self._get(repo.index_repo_id, repo.index_path(shard), repo.revision)
+            try:
+                index = TarIndex(json.loads(data), what)
+            except (ValueError, PostFailure) as exc:  # damaged in transit: fetch it again
+                raise BadBytes(f"unreadable index: {exc}") from None
+            _write_atomic(cached, data)
+            self._fetched.add(key)
+            return index
+
+        def load() -> TarIndex:
+            if not fresh and cached.is_file():
+                try:
+                    return TarIndex(json.loads(cached.read_bytes()), what)
+                except (ValueError, PostFailure):
+                    cached.unlink(missing_ok=True)
+            try:
+                return self.retry(attempt, what, repo.index_repo_id)
+            except PostFailure as exc:  # an index we cannot read never means "no such post"
+                raise PostFailure(FailureKind.UNAVAILABLE, exc.message) from None
+
+        return self._once(self._indexes, key, load)
 
     def _local_tar(self, repo: ImageRepo, shard: int) -> Path:
         return self._once(
@@ -262,33 +189,43 @@ class HubSource(Source):
             lambda: self._download(repo.repo, repo.tar_path(shard), repo.revision),
         )
 
-    def _range_get(self, repo: ImageRepo, shard: int, offset: int, size: int) -> bytes:
-        url = hf_hub_url(repo.repo, repo.tar_path(shard), repo_type=REPO_TYPE,
-                         revision=repo.revision, endpoint=self.endpoint)  # fmt: skip
+    def _get(self, repo_id: str, path: str, revision: str, span: tuple[int, int] | None = None):
+        """One GET of a file, or of ``span`` = (offset, size) of it; errors raise."""
+        url = hf_hub_url(repo_id, path, repo_type=REPO_TYPE, revision=revision,
+                         endpoint=self.endpoint)  # fmt: skip
         headers = build_hf_headers(token=self.options.token)
-        headers["Range"] = f"bytes={offset}-{offset + size - 1}"
+        if span is not None:
+            headers["Range"] = f"bytes={span[0]}-{span[0] + span[1] - 1}"
         response = get_session().get(url, headers=headers, timeout=self.options.timeout)
         if response.status_code >= 400:
             hf_raise_for_status(response)
         data = response.content
-        if response.status_code == 200 and len(data) > size:  # the server ignored Range
-            data = data[offset : offset + size]
+        if span is not None and response.status_code == 200:  # the server ignored Range
+            data = data[span[0] : span[0] + span[1]]
         return data
 
     def _read(self, repo: ImageRepo, shard: int, post_id: int, entry) -> bytes:
         where = f"{repo.repo}/{repo.tar_path(shard)}"
+        failed = False
 
         def attempt() -> bytes:
+            nonlocal entry, failed
+            if failed:  # the index may be older than the shard: make sure it is not
+                entry = self._index(repo, shard, fresh=True).lookup(post_id) or entry
             if shard in self.whole_shards:
                 with self._local_tar(repo, shard).open("rb") as f:
                     f.seek(entry.offset)
                     data = f.read(entry.size)
             else:
-                data = self._range_get(repo, shard, entry.offset, entry.size)
+                data = self._get(repo.repo, repo.tar_path(shard), repo.revision,
+                                 (entry.offset, entry.size))  # fmt: skip
+            if len(data) != entry.size and shard not in self.whole_shards:
+                raise ShortRead(f"{where}: {len(data)} of {entry.size} bytes arrived")
             try:
                 return verify(entry, data, where)
             except PostFailure as exc:
-                raise _BadBytes(exc.message) from None
+                failed = True
+                raise BadBytes(exc.message) from None
 
         return self.retry(attempt, f"{where}:{entry.member}", repo.repo)
 
@@ -346,8 +283,15 @@ class HubSource(Source):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
 def delete_cached_tar(path: Path) -> None:
-    """Remove a downloaded shard from the Hugging Face cache (snapshot link and blob)."""
+    """Remove a downloaded file from the Hugging Face cache (snapshot link and blob)."""
     blob = path.resolve()
     path.unlink(missing_ok=True)
     if blob != path:

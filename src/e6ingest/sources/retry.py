@@ -1,0 +1,151 @@
+"""Talking to the Hub reliably: retries with exponential backoff and jitter on timeouts,
+connection errors, 5xx and 429 (honouring Retry-After), and the classification of what
+went wrong (no access, not found, offline, wrong bytes)."""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+from e6ingest.sources.base import FailureKind, PostFailure
+
+if TYPE_CHECKING:
+    from e6ingest.sources.hub import HubOptions
+
+T = TypeVar("T")
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+BAD_BYTES_ATTEMPTS = 3  # bytes that keep failing the sha256 are corrupt upstream
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+class HubError(RuntimeError):
+    """The Hub cannot serve this run at all (offline, no access to a gated repository)."""
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a Hub token removed."""
+    return _TOKEN.sub("hf_***", text)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ShortRead(Exception):
+    """A response cut short in transit: retried like any transient error."""
+
+
+class BadBytes(Exception):
+    """Bytes that do not match the index: retried, CORRUPT when they never match."""
+
+
+def access_error(exc: BaseException, repo: str) -> HubError | None:
+    for cause in _chain(exc):
+        if isinstance(cause, GatedRepoError) or _status(cause) in (401, 403):
+            return HubError(
+                f"no access to {repo}: it is gated or private. Accept its terms on the Hub "
+                f"(https://huggingface.co/datasets/{repo}) and log in with `hf auth login` "
+                "or set HF_TOKEN"
+            )
+        if isinstance(cause, RepositoryNotFoundError):
+            return HubError(f"repository {repo} was not found on the Hub (or needs a token)")
+    return None
+
+
+def not_found(exc: BaseException) -> bool:
+    # Only a real 404 from the server: huggingface_hub also raises EntryNotFoundError
+    # subclasses for connection problems, which must be retried instead.
+    return any(_status(c) == 404 for c in _chain(exc))
+
+
+def offline(exc: BaseException) -> bool:
+    names = {type(c).__name__ for c in _chain(exc)}
+    return bool(names & {"ConnectError", "OfflineModeIsEnabled", "gaierror", "ConnectionError"})
+
+
+def reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the endpoint's host can be opened (a quick offline test,
+    instead of the client's own retries, which take half a minute to give up)."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Retrier:
+    """Runs a call with exponential backoff and jitter on transient failures."""
+
+    def __init__(self, options: HubOptions, sleep: Callable[[float], None] = time.sleep):
+        self.options = options
+        self.sleep = sleep
+        self._rng = random.Random()
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        if retry_after is not None:
+            return min(self.options.max_backoff, retry_after)
+        base = min(self.options.max_backoff, self.options.backoff * 2**attempt)
+        return base * (0.5 + self._rng.random() / 2)
+
+    def __call__(self, call: Callable[[], T], what: str, repo: str) -> T:
+        """``call()``; raises HubError (no access) or PostFailure once retries run out."""
+        last: BaseException | None = None
+        bad_bytes = 0
+        for attempt in range(self.options.attempts):
+            try:
+                return call()
+            except BadBytes as exc:
+                last = exc
+                bad_bytes += 1
+                retry_after = self.options.backoff
+            except (PostFailure, HubError):
+                raise
+            except Exception as exc:
+                denied = access_error(exc, repo)
+                if denied is not None:
+                    raise denied from None
+                if not_found(exc):
+                    raise PostFailure(
+                        FailureKind.UNAVAILABLE, f"{what}: not found on the Hub"
+                    ) from None
+                statuses = [s for s in map(_status, _chain(exc)) if s is not None]
+                if statuses and statuses[0] not in TRANSIENT_STATUS:
+                    raise PostFailure(
+                        FailureKind.UNAVAILABLE, f"{what}: HTTP {statuses[0]}"
+                    ) from None
+                last = exc
+                retry_after = next(filter(None, map(_retry_after, _chain(exc))), None)
+            if attempt + 1 >= self.options.attempts or bad_bytes >= BAD_BYTES_ATTEMPTS:
+                break
+            self.sleep(self.delay(attempt, retry_after))
+        kind = FailureKind.CORRUPT if isinstance(last, BadBytes) else FailureKind.UNAVAILABLE
+        detail = redact(f"{type(last).__name__}: {last}".splitlines()[0])
+        raise PostFailure(kind, f"{what}: gave up after {attempt + 1} attempts ({detail})")

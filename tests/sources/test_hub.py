@@ -1,0 +1,167 @@
+"""The Hub source through the real huggingface_hub client against a local Hub server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from e6ingest.config import make_config
+from e6ingest.manifests import load_manifest
+from e6ingest.pipeline import pull
+from e6ingest.sources import FailureKind, HubError, HubOptions, HubSource, MirrorSource
+from e6ingest.sources.base import PostFailure
+from tests.hubserver import Faults, HubServer
+
+
+def _options(hub: HubServer, tmp_path, **kw) -> HubOptions:
+    return HubOptions(endpoint=hub.endpoint, cache_dir=str(tmp_path / "cache"), backoff=0.02,
+                      max_backoff=0.2, index_cache=str(tmp_path / "indexes"), **kw)  # fmt: skip
+
+
+def _some_ids(root, n=25):
+    manifest = load_manifest("e621")
+    ids = []
+    with MirrorSource(root, manifest) as mirror:
+        for repo in manifest.images:
+            for path in sorted((root / repo.index_repo_id).rglob("*.json")):
+                files = json.loads(path.read_text())["files"]
+                ids += [int(name.split("/")[-1].split(".")[0]) for name in files]
+                if len(ids) >= n:
+                    break
+        good = []
+        for post_id in ids:
+            try:
+                good.append((post_id, mirror.fetch(post_id).data))
+            except PostFailure:
+                continue
+    return good[:n]
+
+
+def test_range_reads_match_the_mirror(small_demo, tmp_path):
+    expected = _some_ids(small_demo)
+    with (
+        HubServer(small_demo) as hub,
+        HubSource(load_manifest("e621"), _options(hub, tmp_path)) as source,
+    ):
+        results = list(source.fetch_many(post_id for post_id, _ in expected))
+        ranged = [r for r in hub.requests if r[1].startswith("/cdn/")]
+    assert [r.data for r in results] == [data for _, data in expected]
+    assert len(ranged) == len(expected)  # one GET per post, no whole tars
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults(error_5xx=0.15, drop=0.1, seed=4)])
+def test_whole_shards_are_downloaded_once_and_read_locally(small_demo, tmp_path, faults):
+    expected = _some_ids(small_demo, 10)
+    manifest = load_manifest("e621")
+    shards = frozenset(manifest.images[0].shard_of(i) for i, _ in expected)
+    with HubServer(small_demo, faults) as hub:
+        with HubSource(manifest, _options(hub, tmp_path), whole_shards=shards) as source:
+            assert [source.fetch(i).data for i, _ in expected] == [d for _, d in expected]
+        tar_gets = [r for r in hub.requests if r[1].startswith("/cdn/") and not r[2]]
+    assert 0 < len(tar_gets) <= len(shards) * 2
+
+
+def test_transient_faults_are_retried(small_demo, tmp_path):
+    expected = _some_ids(small_demo)
+    faults = Faults(error_5xx=0.1, drop=0.05, truncate=0.05, corrupt=0.1, seed=1)
+    with (
+        HubServer(small_demo, faults) as hub,
+        HubSource(load_manifest("e621"), _options(hub, tmp_path, io_workers=4)) as source,
+    ):
+        results = [source.fetch(i).data for i, _ in expected]
+        injected = [r for r in hub.requests if r[2]]
+    assert results == [d for _, d in expected]
+    assert len(injected) >= 5
+
+
+def test_rate_limit_honours_retry_after(small_demo, tmp_path):
+    post_id, data = _some_ids(small_demo, 1)[0]
+    sleeps = []
+    with HubServer(small_demo, Faults(rate_limit=0.5, seed=2, only_ranges=True)) as hub:
+        source = HubSource(load_manifest("e621"), _options(hub, tmp_path, attempts=20))
+        source.retry.sleep = sleeps.append
+        assert source.fetch(post_id).data == data
+        source.close()
+    assert 0.2 in sleeps or not sleeps  # Retry-After: 1, capped by max_backoff 0.2
+
+
+def test_index_that_always_fails_is_unavailable_never_missing(small_demo, tmp_path):
+    post_id, _ = _some_ids(small_demo, 1)[0]
+    with (
+        HubServer(small_demo, Faults(always_fail=(r"\.json$",))) as hub,
+        HubSource(load_manifest("e621"), _options(hub, tmp_path, attempts=3)) as source,
+        pytest.raises(PostFailure) as info,
+    ):
+        source.fetch(post_id)
+    assert info.value.kind is FailureKind.UNAVAILABLE
+    assert "gave up after 3 attempts" in info.value.message
+
+
+def test_wrong_bytes_never_pass(small_demo, tmp_path):
+    post_id, _data = _some_ids(small_demo, 1)[0]
+    with (
+        HubServer(small_demo, Faults(corrupt_always=(r"\.tar$",))) as hub,
+        HubSource(load_manifest("e621"), _options(hub, tmp_path)) as source,
+        pytest.raises(PostFailure) as info,
+    ):
+        source.fetch(post_id)
+    assert info.value.kind is FailureKind.CORRUPT
+
+
+def test_gated_repo_gives_one_clear_error(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretsecretsecret")
+    manifest = load_manifest("danbooru2024")
+    faults = Faults(gated=("deepghs/danbooru2024-webp-4Mpixel",))
+    with (
+        HubServer(small_demo, faults) as hub,
+        HubSource(manifest, _options(hub, tmp_path)) as source,
+        pytest.raises(HubError) as info,
+    ):
+        source.metadata_file(manifest.metadata[0])
+    message = str(info.value)
+    assert "gated" in message and "hf auth login" in message and "HF_TOKEN" in message
+    assert "secret" not in message
+
+
+def _tars(out):
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "shards").glob("*.tar")
+    }
+
+
+def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root, tmp_path):
+    config = make_config({"ratings": "e,q", "shard_size": 250})
+    faults = Faults(error_5xx=0.06, rate_limit=0.02, drop=0.04, truncate=0.04, corrupt=0.04, seed=5)
+    with HubServer(demo_root, faults) as hub:
+        options = _options(hub, tmp_path, io_workers=8, whole_shard_share=2.0)  # ranges only
+        faulty = pull(config, tmp_path / "hub", None, workers=2, hub=options)
+        injected = sum(1 for r in hub.requests if r[2])
+    mirror = pull(config, tmp_path / "mirror", demo_root, workers=2)
+    assert injected > 50
+    assert faulty.unavailable == []
+    assert (faulty.selected, faulty.written, faulty.failed) == (
+        mirror.selected,
+        mirror.written,
+        mirror.failed,
+    )
+    assert _tars(tmp_path / "hub") == _tars(tmp_path / "mirror")
+
+
+def test_unavailable_shard_ends_run_and_rerun_continues(small_demo, tmp_path):
+    out = tmp_path / "out"
+    manifest = load_manifest("e621")
+    # Every index of source shards 0-499 of the 2024 repository fails.
+    failing = (r"e621-2024-webp-4Mpixel_index/resolve/main/original/data-0[0-4]\d\d\.json$",)
+    config = make_config({"ratings": "e,q,s", "shard_size": 10})
+    with HubServer(small_demo, Faults(always_fail=failing)) as hub:
+        first = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, attempts=2))
+    assert first.unavailable and "0" in first.unavailable[0]
+    written = _tars(out)
+    assert written  # shards not touching the failing indexes are complete and kept
+    with HubServer(small_demo) as hub:
+        second = pull(config, out, None, workers=1, hub=_options(hub, tmp_path))
+    assert second.unavailable == [] and second.shards_skipped == len(written)
+    assert {k: v for k, v in _tars(out).items() if k in written} == written
+    assert manifest.name == "e621"
