@@ -28,6 +28,7 @@ from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import selection_query
 from e6ingest.shards import shard_complete, shard_paths, write_atomic
 from e6ingest.sources import HubOptions, HubSource, SourceSpec
+from e6ingest.sources.retry import require_reachable
 
 FORMAT_VERSION = 1
 SHARDS_DIR = "shards"
@@ -192,6 +193,8 @@ def pull(
     if mirror is not None:
         spec = SourceSpec(manifest.source_file, mirror=str(Path(mirror).resolve()))
     else:
+        if todo:
+            require_reachable(hub.resolved_endpoint(), "to fetch images")
         whole = whole_shards(metadata, plan_path, manifest.images[0].shards,
                              hub.whole_shard_share)  # fmt: skip
         spec = SourceSpec(manifest.source_file, hub=hub, whole_shards=whole)

@@ -25,12 +25,12 @@ from e6ingest.manifests import REPO_TYPE, DatasetManifest, ImageRepo, MetadataFi
 from e6ingest.sources.base import FailureKind, Fetched, PostFailure, Source, TarIndex, verify
 from e6ingest.sources.retry import (
     BadBytes,
-    HubError,
     Retrier,
     ShortRead,
     access_error,
     offline,
     reachable,
+    require_reachable,
 )
 
 T = TypeVar("T")
@@ -115,16 +115,13 @@ class HubSource(Source):
                 )
             )  # fmt: skip
         except Exception as exc:
-            error = exc if online else ConnectionError(f"{self.endpoint} is unreachable")
-            denied = access_error(error, entry.repo)
+            if not online:
+                require_reachable(self.endpoint, f"to get {entry.repo}/{entry.path} (not cached)")
+            denied = access_error(exc, entry.repo)
             if denied is not None:
                 raise denied from None
-            if offline(error):
-                raise HubError(
-                    f"cannot reach the Hugging Face Hub at {self.endpoint} to get "
-                    f"{entry.repo}/{entry.path}, and it is not in the cache. Without network, "
-                    "use --mirror DIR (a local copy of the repositories) or --demo"
-                ) from None
+            if offline(exc):
+                require_reachable(self.endpoint, f"to get {entry.repo}/{entry.path}")
         return self._download(entry.repo, entry.path, entry.revision)  # transient: retry
 
     def _once(self, table: dict, key, load: Callable[[], T]) -> T:

@@ -100,6 +100,15 @@ def reachable(endpoint: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def require_reachable(endpoint: str, purpose: str) -> None:
+    """Raise HubError at once, with the way out, when the Hub cannot be reached."""
+    if not reachable(endpoint):
+        raise HubError(
+            f"cannot reach the Hugging Face Hub at {endpoint} {purpose}. Without network, "
+            "use --mirror DIR (a local copy of the repositories) or --demo"
+        )
+
+
 class Retrier:
     """Runs a call with exponential backoff and jitter on transient failures."""
 
