@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,11 +45,12 @@ class HubOptions:
     cache_dir: str | None = None  # None: the Hugging Face cache
     io_workers: int = 16
     attempts: int = 8
-    backoff: float = 0.5  # first retry delay in seconds, doubled each attempt
+    backoff: float = 0.25  # first retry delay in seconds, doubled each attempt
     max_backoff: float = 30.0
     timeout: float = 60.0
     whole_shard_share: float = 0.25
     delete_shards_after_use: bool = False
+    read_ahead_mb: int = 256  # fetched images held ahead of the consumer, at most
     index_cache: str | None = None  # None: <e6ingest cache>/indexes
     token: str | None = field(default=None, repr=False)  # None: HF_TOKEN / hf auth login
 
@@ -81,12 +83,14 @@ class HubSource(Source):
         self.options = options
         self.whole_shards = whole_shards
         self.endpoint = options.resolved_endpoint()
-        self.retry = Retrier(options)
+        # ``io_workers`` requests at a time; more threads than that, so a post waiting out a
+        # backoff holds no request slot and never stalls the others.
+        self.retry = Retrier(options, slots=threading.Semaphore(max(1, options.io_workers)))
         self._indexes: dict[tuple[str, int], Future] = {}
         self._tars: dict[tuple[str, int], Future] = {}
         self._fetched: set[tuple[str, int]] = set()  # indexes downloaded by this run
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max(1, options.io_workers), "e6ingest-io")
+        self._pool = ThreadPoolExecutor(max(1, options.io_workers) * 4, "e6ingest-io")
 
     def _download(self, repo: str, path: str, revision: str) -> Path:
         """One file into the cache (reused when there), with retries."""
@@ -245,22 +249,41 @@ class HubSource(Source):
         raise PostFailure(FailureKind.MISSING, f"post {post_id} is in none of its shards")
 
     def fetch_many(self, post_ids: Iterable[int]) -> Iterator[Fetched | PostFailure]:
-        """Fetch concurrently (``io_workers`` at a time), yielding results in order."""
-        window = max(1, self.options.io_workers) * 2
-        pending: list[Future] = []
+        """Fetch concurrently (``io_workers`` requests at a time), yielding results in order.
 
-        def result(future: Future) -> Fetched | PostFailure:
+        Fetching runs ahead of the consumer by up to ``read_ahead_mb`` of fetched bytes (and
+        64 posts per I/O worker), so a post waiting out retries does not stall the others.
+        """
+        max_posts = max(1, self.options.io_workers) * 64
+        max_bytes = self.options.read_ahead_mb * 2**20
+        pending: deque[Future] = deque()
+        lock = threading.Lock()
+        ready = 0  # bytes fetched and not yet yielded
+
+        def fetched(future: Future) -> None:
+            nonlocal ready
+            if future.exception() is None:
+                with lock:
+                    ready += len(future.result().data)
+
+        def take() -> Fetched | PostFailure:
+            nonlocal ready
             try:
-                return future.result()
+                result = pending.popleft().result()
             except PostFailure as exc:
                 return exc
+            with lock:
+                ready -= len(result.data)
+            return result
 
         for post_id in post_ids:
-            pending.append(self._pool.submit(self.fetch, post_id))
-            if len(pending) >= window:
-                yield result(pending.pop(0))
+            while pending and (len(pending) >= max_posts or ready >= max_bytes):
+                yield take()
+            future = self._pool.submit(self.fetch, post_id)
+            future.add_done_callback(fetched)
+            pending.append(future)
         while pending:
-            yield result(pending.pop(0))
+            yield take()
 
     def cached_tar(self, repo: ImageRepo, shard: int) -> Path | None:
         """The cached copy of a whole shard, if it was downloaded."""

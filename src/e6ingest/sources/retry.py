@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -112,16 +113,37 @@ def require_reachable(endpoint: str, purpose: str) -> None:
 class Retrier:
     """Runs a call with exponential backoff and jitter on transient failures."""
 
-    def __init__(self, options: HubOptions, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        options: HubOptions,
+        sleep: Callable[[float], None] = time.sleep,
+        slots: threading.Semaphore | None = None,
+    ):
         self.options = options
         self.sleep = sleep
+        self.slots = slots or threading.Semaphore(max(1, options.io_workers))
+        self._held = threading.local()  # a retried call inside another keeps its slot
         self._rng = random.Random()
 
+    def _attempt(self, call: Callable[[], T]) -> T:
+        if getattr(self._held, "slot", False):
+            return call()
+        with self.slots:
+            self._held.slot = True
+            try:
+                return call()
+            finally:
+                self._held.slot = False
+
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
+        """Seconds to wait before attempt ``attempt + 1``: none after the first failure (one
+        dropped connection or 5xx from one CDN node should cost nothing), then exponential
+        with jitter; ``Retry-After`` when the server gives one."""
         if retry_after is not None:
             return min(self.options.max_backoff, retry_after)
-        base = min(self.options.max_backoff, self.options.backoff * 2**attempt)
+        if attempt == 0:
+            return 0.0
+        base = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
         return base * (0.5 + self._rng.random() / 2)
 
     def __call__(self, call: Callable[[], T], what: str, repo: str) -> T:
@@ -130,11 +152,11 @@ class Retrier:
         bad_bytes = 0
         for attempt in range(self.options.attempts):
             try:
-                return call()
-            except BadBytes as exc:
+                return self._attempt(call)  # a request slot, never held while backing off
+            except BadBytes as exc:  # not a sign of overload: read again at once
                 last = exc
                 bad_bytes += 1
-                retry_after = self.options.backoff
+                retry_after = 0.0
             except (PostFailure, HubError):
                 raise
             except Exception as exc:
