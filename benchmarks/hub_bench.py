@@ -13,7 +13,9 @@ Each side runs ``--repeat`` times (fresh caches, a new fault seed each run); the
 
 It prints posts/s for both and the ratio, once without faults and once with 10% of requests
 failing transiently (5xx, dropped connections, 429 with Retry-After), and how many posts each
-delivered intact (bytes equal to the mirror's) of the posts that exist.
+delivered intact (bytes equal to the mirror's) of the posts that exist, and how many requests
+went to ``/resolve/`` URLs, which the Hub rate-limits (3,000 per 5 minutes anonymous, 5,000
+logged in).
 
     python benchmarks/hub_bench.py [--posts 500] [--latency 0.02] [--threads 16]
 """
@@ -135,13 +137,15 @@ def main() -> None:
                     with HubServer(mirror, faults_now) as hub:
                         seconds = _run(name, hub, ids_file, work, args.threads)
                         requests = len(hub.requests)
-                    runs.append((seconds, _intact(work / "out", digests), requests))
-                seconds, intact, requests = sorted(runs)[len(runs) // 2]
+                        resolves = sum(1 for r in hub.requests if "/resolve/" in r[1])
+                    runs.append((seconds, _intact(work / "out", digests), requests, resolves))
+                seconds, intact, requests, resolves = sorted(runs)[len(runs) // 2]
                 rates[name] = len(ids) / seconds
                 print(f"[{label}] {name:>12}: {seconds:6.2f} s, {rates[name]:6.1f} posts/s, "
                       f"{intact}/{len(digests)} delivered intact, {requests} requests "
+                      f"({resolves} to /resolve/) "
                       f"(median of {args.repeat}; all runs: "
-                      f"{', '.join(f'{s:.2f} s {i} intact' for s, i, _ in runs)})")  # fmt: skip
+                      f"{', '.join(f'{s:.2f} s {i} intact' for s, i, _, _ in runs)})")  # fmt: skip
             ratio = rates["e6ingest"] / rates["cheesechaser"]
             print(f"[{label}] e6ingest / cheesechaser throughput: {ratio:.2f}x")
 

@@ -39,6 +39,7 @@ class Faults:
     corrupt_always: tuple[str, ...] = ()  # path regexes whose ranged bodies are always wrong
     latency: float = 0.0  # seconds added to every request
     always_fail: tuple[str, ...] = ()  # URL path regexes answered 500 every time
+    cdn_ttl: float = 3600.0  # seconds a CDN address stays valid (403 afterwards)
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
     only_ranges: bool = False  # faults only on Range GETs (leave metadata and indexes be)
     seed: int = 0
@@ -136,7 +137,7 @@ class HubServer:
                 if path.endswith(".tar") and self.command == "GET" and not cdn:
                     # Large files live on a CDN, as on the Hub: the client follows a redirect.
                     hub.requests.append((self.command, self.path, None))
-                    location = f"/cdn/{repo}/{path}"
+                    location = f"/cdn/{repo}/{path}?expires={time.time() + hub.faults.cdn_ttl}"
                     return self._send(302, b"", {"Location": location, "X-Repo-Commit": COMMIT})
                 fault = self._fault(path)
                 ranged = self.headers.get("Range")
@@ -220,6 +221,10 @@ class HubServer:
                     return self._resolve(match[1], match[3])
                 cdn = CDN.match(path)
                 if cdn:
+                    expires = re.search(r"expires=([\d.]+)", self.path)
+                    if expires is None or float(expires[1]) < time.time():
+                        hub.requests.append((self.command, self.path, "expired"))
+                        return self._error(403, "Expired", "Request has expired")
                     return self._resolve(cdn[1], cdn[2], cdn=True)
                 if path.startswith("/api/"):
                     return self._api()

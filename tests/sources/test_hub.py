@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -165,3 +166,22 @@ def test_unavailable_shard_ends_run_and_rerun_continues(small_demo, tmp_path):
     assert second.unavailable == [] and second.shards_skipped == len(written)
     assert {k: v for k, v in _tars(out).items() if k in written} == written
     assert manifest.name == "e621"
+
+
+@pytest.mark.parametrize("ttl", [3600.0, 0.3])
+def test_cdn_address_is_reused_until_it_expires(small_demo, tmp_path, ttl):
+    post_id, data = _some_ids(small_demo, 1)[0]
+    with (
+        HubServer(small_demo, Faults(cdn_ttl=ttl)) as hub,
+        HubSource(load_manifest("e621"), _options(hub, tmp_path)) as source,
+    ):
+        fetched = []
+        for _ in range(3):
+            fetched.append(source.fetch(post_id).data)
+            time.sleep(0.4 if ttl < 1 else 0)
+        assert fetched == [data] * 3
+        resolves = [r for r in hub.requests if "/resolve/" in r[1] and r[1].endswith(".tar")]
+        expired = [r for r in hub.requests if r[2] == "expired"]
+    # Fresh addresses: one resolve request (rate-limited on the Hub), then the CDN only.
+    # Expired ones: the CDN refuses, and the source goes back through resolve each time.
+    assert (len(resolves), len(expired)) == ((1, 0) if ttl > 1 else (3, 2))

@@ -89,6 +89,7 @@ class HubSource(Source):
         self._indexes: dict[tuple[str, int], Future] = {}
         self._tars: dict[tuple[str, int], Future] = {}
         self._fetched: set[tuple[str, int]] = set()  # indexes downloaded by this run
+        self._cdn: dict[tuple[str, str, str], str] = {}  # file -> its CDN address
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, options.io_workers) * 4, "e6ingest-io")
 
@@ -191,13 +192,30 @@ class HubSource(Source):
         )
 
     def _get(self, repo_id: str, path: str, revision: str, span: tuple[int, int] | None = None):
-        """One GET of a file, or of ``span`` = (offset, size) of it; errors raise."""
-        url = hf_hub_url(repo_id, path, repo_type=REPO_TYPE, revision=revision,
-                         endpoint=self.endpoint)  # fmt: skip
-        headers = build_hf_headers(token=self.options.token)
-        if span is not None:
-            headers["Range"] = f"bytes={span[0]}-{span[0] + span[1] - 1}"
-        response = get_session().get(url, headers=headers, timeout=self.options.timeout)
+        """One GET of a file, or of ``span`` = (offset, size) of it; errors raise.
+
+        The Hub answers a file's ``/resolve/`` URL with a redirect to its CDN, and rate-limits
+        resolve requests (a few thousand per 5 minutes). The CDN address is kept per file and
+        reused for the next ranges of the same shard until the CDN refuses it (expired).
+        """
+        key = (repo_id, path, revision)
+        ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
+        cdn = self._cdn.get(key)
+        response = None
+        if cdn is not None:  # no token to the CDN: its address carries its own signature
+            response = get_session().get(cdn, headers=ranged, timeout=self.options.timeout)
+            if response.status_code in (401, 403, 404, 410):
+                self._cdn.pop(key, None)
+                response = None
+        if response is None:
+            url = hf_hub_url(repo_id, path, repo_type=REPO_TYPE, revision=revision,
+                             endpoint=self.endpoint)  # fmt: skip
+            headers = {**build_hf_headers(token=self.options.token), **ranged}
+            response = get_session().get(url, headers=headers, timeout=self.options.timeout)
+            if response.history and response.status_code < 400:
+                self._cdn[key] = str(response.url)
+            elif response.history and response.status_code in (401, 403, 410):
+                raise ConnectionError(f"the CDN refused {path} (HTTP {response.status_code})")
         if response.status_code >= 400:
             hf_raise_for_status(response)
         data = response.content
