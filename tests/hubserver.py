@@ -27,6 +27,11 @@ API_REPO = re.compile(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
 API_TREE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many clients connect at once; the default 5 drops SYNs
+    daemon_threads = True
+
+
 @dataclass
 class Faults:
     """What goes wrong, as a share of requests (drawn from a seeded generator)."""
@@ -38,6 +43,7 @@ class Faults:
     corrupt: float = 0.0  # flip a byte of a ranged body, the first time that range is asked
     corrupt_always: tuple[str, ...] = ()  # path regexes whose ranged bodies are always wrong
     latency: float = 0.0  # seconds added to every request
+    bandwidth: float = 0.0  # bytes per second shared by all responses (0: unlimited)
     always_fail: tuple[str, ...] = ()  # URL path regexes answered 500 every time
     cdn_ttl: float = 3600.0  # seconds a CDN address stays valid (403 afterwards)
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
@@ -68,17 +74,16 @@ class HubServer:
         self.root = Path(root)
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, fault
-        self._etags: dict[str, str] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._bandwidth_lock = threading.Lock()
+        self._link_free = 0.0
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def etag(self, file: Path) -> str:
-        """The file's sha256, computed once per file."""
-        key = str(file)
-        if key not in self._etags:
-            self._etags[key] = hashlib.sha256(file.read_bytes()).hexdigest()
-        return self._etags[key]
+        """A content tag for the file (from its path, size and time: cheap on large tars)."""
+        stat = file.stat()
+        return hashlib.sha256(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
 
     @property
     def endpoint(self) -> str:
@@ -116,7 +121,20 @@ class HubServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command != "HEAD":
+                    self._write(body)
+
+            def _write(self, body: bytes) -> None:
+                rate, step = hub.faults.bandwidth, 1 << 16
+                if not rate:
                     self.wfile.write(body)
+                    return
+                for start in range(0, len(body), step):
+                    chunk = body[start : start + step]
+                    with hub._bandwidth_lock:  # one shared link: chunks take turns on it
+                        done = max(time.monotonic(), hub._link_free) + len(chunk) / rate
+                        hub._link_free = done
+                    time.sleep(max(0.0, done - time.monotonic()))
+                    self.wfile.write(chunk)
 
             def _error(self, status: int, code: str, message: str) -> None:
                 body = json.dumps({"error": message}).encode()

@@ -95,7 +95,7 @@ def _render_all(jobs: list[tuple[DemoImage, str]], workers: int) -> list[bytes |
         return list(pool.map(render, *zip(*jobs, strict=True), chunksize=32))
 
 
-def _write_shard(
+def write_indexed_tar(
     root: Path, repo: ImageRepo, shard: int, files: list[tuple[int, str, bytes, bool]]
 ):
     """One tar and its hfutils-format index; ``files`` is (id, ext, data, break_hash)."""
@@ -166,7 +166,7 @@ def write_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int, 
     # Every repository has all its shards, as on the Hub; most demo shards hold few files.
     for part, repo in enumerate(manifest.images):
         for shard in range(repo.shards):
-            _write_shard(root, repo, shard, shards.get((part, shard), []))
+            write_indexed_tar(root, repo, shard, shards.get((part, shard), []))
     for part, entry in enumerate(manifest.metadata):
         path = root / entry.repo / entry.path
         path.parent.mkdir(parents=True, exist_ok=True)

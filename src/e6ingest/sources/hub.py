@@ -48,7 +48,7 @@ class HubOptions:
     backoff: float = 0.25  # first retry delay in seconds, doubled each attempt
     max_backoff: float = 30.0
     timeout: float = 60.0
-    whole_shard_share: float = 0.25
+    whole_shard_share: float = 0.75  # benchmarks/whole_shard_bench.py, RESULTS.md
     delete_shards_after_use: bool = False
     read_ahead_mb: int = 256  # fetched images held ahead of the consumer, at most
     index_cache: str | None = None  # None: <e6ingest cache>/indexes
