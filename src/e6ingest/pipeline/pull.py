@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,8 @@ import polars as pl
 from e6ingest import __version__
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import scan_files
-from e6ingest.pipeline.executor import LocalExecutor
+from e6ingest.pipeline.executor import LocalExecutor, default_workers
+from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.plan import (
     PLAN_FILE,
     make_plan,
@@ -157,6 +158,18 @@ def _write_results(out: Path, manifest: DatasetManifest, fingerprint: dict, stat
     return document
 
 
+def run_tasks(tasks: list[ShardTask], workers: int | None) -> Iterator[dict]:
+    """Run the shard tasks on every core: one process per shard while there are at least as
+    many shards as cores, else shard by shard here with images normalised in a pool."""
+    workers = max(1, workers or default_workers())
+    if workers == 1 or len(tasks) >= workers or not tasks:
+        yield from LocalExecutor(workers).run(run_task, tasks)
+        return
+    with ImagePool(tasks[0].image, workers) as images:
+        for task in tasks:
+            yield run_task(task, images)
+
+
 def pull(
     config,
     out: str | Path,
@@ -208,7 +221,7 @@ def pull(
     if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
         janitor = ShardJanitor(HubSource(manifest, hub), plan_path, todo, spec.whole_shards)
     unavailable: list[str] = []
-    for done, stats in enumerate(LocalExecutor(workers).run(run_task, tasks), 1):
+    for done, stats in enumerate(run_tasks(tasks, workers), 1):
         if not stats["complete"]:
             unavailable.append(f"shard {stats['shard']:05d}: {stats['unavailable'][0]}")
         if janitor is not None:

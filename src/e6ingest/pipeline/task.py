@@ -6,14 +6,16 @@ A task is a plain, picklable description; ``run_task`` can run in any process.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from e6ingest.buckets import BucketSpec, choose_bucket
 from e6ingest.captions import CaptionSpec, build_tags
-from e6ingest.imaging import ImagePolicy, ImageRecord, normalize
+from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
+from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
 from e6ingest.pipeline.plan import shard_rows
 from e6ingest.shards import Sample, ShardWriter
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
@@ -84,21 +86,19 @@ def check_extension(row: dict) -> None:
         )
 
 
-def make_sample(row: dict, fetched: Fetched, task: ShardTask) -> tuple[Sample, float]:
-    """One fetched post through imaging and captions; raises PostFailure when it fails."""
-    try:
-        webp, record = normalize(fetched.data, task.image)
-    except PostFailure as exc:  # name the file at fault
-        raise PostFailure(exc.kind, f"{fetched.location}: {exc.message}", exc.stage) from exc
-    except Exception as exc:  # one bad image must never end the run
-        raise PostFailure(
-            FailureKind.UNDECODABLE, f"{fetched.location}: {type(exc).__name__}: {exc}", "image"
-        ) from exc
-    return build_sample(row, webp, record, task), record.seconds
+def make_sample(
+    row: dict, fetched: Fetched, normalized: Normalized | PostFailure, task: ShardTask
+) -> Sample:
+    """One fetched and normalised post as a sample; raises PostFailure naming the file."""
+    if isinstance(normalized, PostFailure):
+        raise PostFailure(normalized.kind, f"{fetched.location}: {normalized.message}", "image")
+    return build_sample(row, *normalized, task)
 
 
-def run_task(task: ShardTask) -> dict:
+def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
     """Produce output shard ``task.number`` and return its stats (as written).
+
+    Images are normalised through ``images`` when given (a pool on every core), else here.
 
     When a post's source is unavailable (after retries), the shard is not written: its
     stats come back with ``complete`` false and the reasons, and a rerun tries it again.
@@ -125,17 +125,26 @@ def run_task(task: ShardTask) -> dict:
                 fail(row, exc)
         with open_source(task.source) as source:
             fetched_all = source.fetch_many(row["id"] for row in fetchable)
-            for row, fetched in zip(fetchable, fetched_all, strict=True):
+            taken: deque[Fetched | PostFailure] = deque()
+
+            def image_bytes() -> Iterator[bytes | None]:
+                for fetched in fetched_all:
+                    taken.append(fetched)
+                    yield fetched.data if isinstance(fetched, Fetched) else None
+
+            normalized_all = normalize_all(image_bytes(), task.image, images)
+            for row, normalized in zip(fetchable, normalized_all, strict=True):
+                fetched = taken.popleft()
                 try:
                     if isinstance(fetched, PostFailure):
                         raise fetched
-                    sample, seconds = make_sample(row, fetched, task)
+                    sample = make_sample(row, fetched, normalized, task)
                 except PostFailure as exc:
                     fail(row, exc)
                     continue
                 writer.add(sample)
                 outcomes["written"] += 1
-                image_seconds += seconds
+                image_seconds += normalized[1].seconds
                 reencoded += sample.meta["reencoded"]
     except BaseException:
         writer.abort()
