@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
-import time
+import struct
+import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from e6ingest.imaging import ImagePolicy, fit_size, normalize
+from e6ingest.imaging import ImagePolicy, fit_size, normalize, parse_colour
 from e6ingest.sources import FailureKind, PostFailure
+from tests.iccprofiles import rgb_profile
 
 
 def encode(im: Image.Image, fmt: str, **options) -> bytes:
@@ -127,12 +129,179 @@ def test_truncated_jpeg_is_undecodable():
     assert info.value.kind is FailureKind.UNDECODABLE
 
 
-def test_decompression_bomb_refused_quickly_without_decoding():
-    # A 30000 x 30000 PNG header (900 MP) over a tiny body.
-    bomb = Image.new("1", (30000, 30000))
-    data = encode(bomb, "PNG", optimize=True)
-    start = time.perf_counter()
+@pytest.fixture
+def no_pixel_decoding(monkeypatch):
+    """Fail the test if any image's pixels are decoded."""
+
+    def refuse(self):
+        raise AssertionError(f"pixels of a {self.size} image were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.usefixtures("no_pixel_decoding")
+def test_decompression_bomb_refused_from_the_header():
+    # A 30000 x 30000 PNG (900 MP, ~1 GB decoded) in a body of a few hundred kilobytes.
+    data = encode(Image.new("1", (30000, 30000)), "PNG", optimize=True)
+    assert len(data) < 1_000_000
     with pytest.raises(PostFailure) as info:
         normalize(data)
     assert info.value.kind is FailureKind.TOO_LARGE
-    assert time.perf_counter() - start < 5  # refused from the header, nothing decoded
+
+
+def test_source_pixel_limit_refuses_before_decoding(monkeypatch):
+    data = encode(Image.new("RGB", (4000, 3000)), "PNG")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(PostFailure) as info:
+        normalize(data, ImagePolicy(max_source_pixels=10_000_000))
+    assert info.value.kind is FailureKind.TOO_LARGE and "10000000" in info.value.message
+
+
+def close(pixel, expected, tolerance):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("cmyk", "rgb"),
+    [((0, 255, 255, 0), (255, 0, 0)), ((255, 0, 255, 0), (0, 255, 0)), ((0, 0, 0, 255), (0, 0, 0))],
+)
+def test_cmyk_jpeg_colours(cmyk, rgb):
+    data = encode(Image.new("CMYK", (64, 64), cmyk), "JPEG", quality=95)
+    assert close(decode(normalize(data)[0]).getpixel((32, 32)), rgb, 12)
+
+
+def test_icc_profile_is_converted_to_srgb():
+    # Pixel value 128 in a linear-light profile is sRGB ~188; ignoring the profile leaves 128.
+    data = encode(Image.new("RGB", (64, 64), (128, 128, 128)), "PNG", icc_profile=rgb_profile(1.0))
+    out = decode(normalize(data)[0])
+    assert close(out.getpixel((32, 32)), (188, 188, 188), 4)
+    assert not out.info.get("icc_profile")
+
+
+def test_webp_with_foreign_profile_is_not_passed_through():
+    data = encode(Image.new("RGB", (64, 64), (128, 128, 128)), "WEBP", icc_profile=rgb_profile(1.0))
+    out, record = normalize(data)
+    assert record.reencoded and close(decode(out).getpixel((32, 32)), (188, 188, 188), 4)
+
+
+@pytest.mark.parametrize(
+    ("background", "expected"),
+    [("black", (0, 0, 0)), ("#00ff00", (0, 255, 0)), ("10,20,30", (10, 20, 30))],
+)
+def test_configurable_background(background, expected):
+    data = encode(Image.new("RGBA", (64, 64), (255, 0, 0, 0)), "PNG")
+    out = decode(normalize(data, ImagePolicy(background=background))[0])
+    assert close(out.getpixel((32, 32)), expected, 3)
+
+
+def test_half_transparent_pixel_is_blended():
+    data = encode(Image.new("RGBA", (64, 64), (0, 0, 0, 128)), "PNG")
+    assert close(decode(normalize(data)[0]).getpixel((32, 32)), (127, 127, 127), 4)
+
+
+@pytest.mark.parametrize("bad", ["nocolour", "1,2", "300,0,0"])
+def test_bad_background_is_named(bad):
+    with pytest.raises(ValueError, match="background"):
+        parse_colour(bad)
+
+
+def png16_rgb(width: int, height: int, rgb16: tuple[int, int, int]) -> bytes:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write these)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    row = b"\0" + struct.pack(">3H", *rgb16) * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    return png + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+
+
+def test_16_bit_rgb_png():
+    out = decode(normalize(png16_rgb(48, 32, (65535, 32768, 0)))[0])
+    assert out.size == (48, 32) and close(out.getpixel((10, 10)), (255, 128, 0), 4)
+
+
+def test_16_bit_greyscale_keeps_its_level():
+    data = encode(Image.new("I;16", (40, 30), 40000), "PNG")
+    assert close(decode(normalize(data)[0]).getpixel((5, 5)), (156, 156, 156), 3)
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_bmp_and_tiff(fmt):
+    data = encode(Image.new("RGB", (70, 50), (20, 40, 220)), fmt)
+    out, record = normalize(data)
+    assert record.source_format == fmt and close(decode(out).getpixel((35, 25)), (20, 40, 220), 6)
+
+
+def test_ycbcr_tiff():
+    data = encode(Image.new("RGB", (64, 64), (200, 30, 30)).convert("YCbCr"), "TIFF")
+    assert close(decode(normalize(data)[0]).getpixel((8, 8)), (200, 30, 30), 8)
+
+
+def test_animated_webp_gives_first_frame():
+    frames = [Image.new("RGB", (40, 40), c) for c in ((0, 0, 255), (0, 255, 0))]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    out, record = normalize(data)
+    assert record.reencoded and out != data
+    assert close(decode(out).getpixel((20, 20)), (0, 0, 255), 6)
+    assert not getattr(decode(out), "is_animated", False)
+
+
+def test_lossless_only_for_lossless_sources():
+    noise = Image.effect_noise((128, 128), 80).convert("RGB")
+    lossless = ImagePolicy(lossless=True)
+    out = decode(normalize(encode(noise, "PNG"), lossless)[0])
+    assert out.tobytes() == noise.tobytes()
+    jpeg_out, _ = normalize(encode(noise, "JPEG", quality=95), lossless)
+    assert jpeg_out[12:16] == b"VP8 "  # the lossy bitstream
+
+
+@pytest.mark.parametrize(("size", "budget"), [((300, 60000), 2048 * 2048), ((60000, 300), 10**6)])
+def test_extreme_aspect_ratio_within_budget_and_side(size, budget):
+    data = encode(Image.new("L", size, 90), "PNG")
+    out, record = normalize(data, ImagePolicy(max_pixels=budget, max_source_pixels=10**8))
+    im = decode(out)
+    assert im.size == (record.width, record.height)
+    assert im.width * im.height <= budget and max(im.size) <= 16383
+    assert abs(im.width / im.height - size[0] / size[1]) / (size[0] / size[1]) < 0.05
+
+
+def test_header_verification_passes_through_without_decoding(monkeypatch):
+    data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "WEBP")
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: loads.append(1) or real_load(self)
+    )
+    assert normalize(data, ImagePolicy(verify="header"))[0] == data and not loads
+    assert normalize(data, ImagePolicy(verify="decode"))[0] == data and loads
+
+
+def test_rgba_webp_passes_through_only_when_alpha_is_kept():
+    data = encode(Image.new("RGBA", (64, 64), (9, 9, 9, 100)), "WEBP", lossless=True)
+    assert normalize(data, ImagePolicy(keep_alpha=True))[0] == data
+    out, record = normalize(data)
+    assert record.reencoded and decode(out).mode == "RGB"
+
+
+def test_over_budget_webp_is_reencoded():
+    data = encode(Image.new("RGB", (2100, 2100), (5, 5, 5)), "WEBP")
+    out, record = normalize(data)
+    assert record.reencoded and decode(out).width * decode(out).height <= 2048 * 2048
+
+
+def test_record_times_the_work():
+    _, record = normalize(encode(Image.new("RGB", (500, 500)), "PNG"))
+    assert 0 < record.seconds < 60
+
+
+def test_background_from_config_file_and_flag():
+    from e6ingest.config import ConfigError, make_config
+
+    assert make_config({"image": {"background": [0, 0, 0]}}).image.background == (0, 0, 0)
+    assert make_config({"image": {"background": "#102030"}}).image.background == (16, 32, 48)
+    with pytest.raises(ConfigError, match=r"\[image\].*background"):
+        make_config({"image": {"background": "nope"}})

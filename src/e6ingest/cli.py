@@ -35,6 +35,8 @@ CONFIG_FLAGS = {
     "lossless": ("image", "lossless"),
     "keep_alpha": ("image", "keep_alpha"),
     "verify_images": ("image", "verify"),
+    "background": ("image", "background"),
+    "allow_animation": ("image", "allow_animation"),
     "separator": ("caption", "separator"),
     "bucket_resolution": ("buckets", "resolution"),
     "bucket_min": ("buckets", "min_side"),
@@ -75,6 +77,13 @@ def _pull_parser(sub) -> None:
     img.add_argument("--lossless", action="store_true", default=None)
     img.add_argument("--keep-alpha", action="store_true", default=None)
     img.add_argument("--verify", dest="verify_images", choices=("decode", "header"))
+    img.add_argument(
+        "--background", metavar="COLOUR", help="behind transparency: name, #rrggbb or r,g,b (white)"
+    )
+    img.add_argument(
+        "--no-animation", dest="allow_animation", action="store_false", default=None,
+        help="refuse animations instead of keeping their first frame",
+    )  # fmt: skip
     cap = p.add_argument_group("captions")
     cap.add_argument("--separator", help="between tags (', ')")
     buckets = p.add_argument_group("aspect-ratio buckets (sd-scripts rule)")

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageColor, ImageOps, UnidentifiedImageError
 
 from e6ingest.sources.base import FailureKind, PostFailure
 
@@ -38,12 +38,13 @@ class ImagePolicy:
     method: int = 4
     lossless: bool = False  # encode lossless when the source was lossless
     keep_alpha: bool = False
-    background: tuple[int, int, int] = (255, 255, 255)
+    background: tuple[int, int, int] | str = (255, 255, 255)  # also "#rrggbb" or a name
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     allow_animation: bool = True  # animations give their first frame
     verify: str = "decode"  # how pass-through WebP is checked: "decode" or "header"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "background", parse_colour(self.background))
         if self.verify not in ("decode", "header"):
             raise ValueError(f"verify must be 'decode' or 'header', not {self.verify!r}")
         if not 0 <= self.quality <= 100:
@@ -52,6 +53,23 @@ class ImagePolicy:
             raise ValueError(f"method must be within 0..6, not {self.method}")
         if self.max_pixels < 1 or not 1 <= self.max_side <= WEBP_MAX_SIDE:
             raise ValueError("max_pixels must be positive and max_side within 1..16383")
+
+
+def parse_colour(value: str | tuple[int, ...] | list[int]) -> tuple[int, int, int]:
+    """``"#ffffff"``, ``"white"``, ``"255,255,255"`` or a 3-sequence as an RGB tuple."""
+    try:
+        if isinstance(value, str):
+            parts = value.split(",")
+            rgb = ImageColor.getrgb(value) if len(parts) == 1 else tuple(map(int, parts))
+        else:
+            rgb = tuple(int(v) for v in value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"background: cannot read colour {value!r}") from exc
+    if len(rgb) == 4:
+        rgb = rgb[:3]
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"background: {value!r} is not an RGB colour (three values 0..255)")
+    return rgb
 
 
 @dataclass(frozen=True)
