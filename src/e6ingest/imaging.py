@@ -21,7 +21,9 @@ from e6ingest.sources.base import FailureKind, PostFailure
 
 WEBP_MAX_SIDE = 16383
 DEFAULT_MAX_PIXELS = 2048 * 2048
-DEFAULT_MAX_SOURCE_PIXELS = 16384 * 16384
+# Pillow's own decompression-bomb ceiling (2 x Image.MAX_IMAGE_PIXELS, about 13400 x 13400):
+# far above real posts, and about 540 MB decoded as RGB.
+DEFAULT_MAX_SOURCE_PIXELS = 178_956_970
 LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP", "TIFF"})
 _SRGB = ImageCms.createProfile("sRGB")
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
