@@ -68,6 +68,7 @@ class PullConfig:
     ratings: tuple[str, ...] = ()
     query: str = ""
     include_deleted: bool = False
+    tag_table: str = ""  # e621 tags table restoring tag categories
     shard_size: int = 1000
     image: ImagePolicy = field(default_factory=ImagePolicy)
     caption: CaptionSpec = field(default_factory=CaptionSpec)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.metadata import TAG_COLUMNS
+from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query
 from e6ingest.shards import write_atomic
 
@@ -27,14 +29,24 @@ PLAN_COLUMNS = (
 
 
 def make_plan(
-    metadata: pl.LazyFrame, query: Query, shard_size: int, source_shards: int = 1000
+    metadata: pl.LazyFrame,
+    query: Query,
+    shard_size: int,
+    source_shards: int = 1000,
+    caption: CaptionSpec | None = None,
+    tag_table: str = "",
 ) -> pl.DataFrame:
-    """The selected posts, each with its output ``shard`` and its ``position`` in it.
+    """The selected posts, each with its output ``shard``, its ``position`` in it and its
+    caption (``caption``, ``caption_tags``, ``caption_nl``, built for the whole selection).
 
     Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
     reads from as few source shards as possible, and the order is the same on every run.
+    With ``tag_table`` (e621 tags table), tag categories are restored first.
     """
     selected = query.collect(metadata, PLAN_COLUMNS)
+    if tag_table:
+        selected = apply_tag_table(selected.lazy(), read_tag_table(tag_table)).collect()
+    selected = caption_frame(selected, caption or CaptionSpec())
     return (
         selected.sort((pl.col("id") % source_shards), pl.col("id"))
         .with_row_index("row")

@@ -198,8 +198,9 @@ def pull(
     fingerprint = _fingerprint(config, manifest)
     plan_path = out / PLAN_FILE
     if not _prepare_output(out, fingerprint, overwrite):
-        save_plan(make_plan(metadata, query, config.shard_size, manifest.images[0].shards),
-                  out, fingerprint)  # fmt: skip
+        plan = make_plan(metadata, query, config.shard_size, manifest.images[0].shards,
+                         config.caption, config.tag_table)  # fmt: skip
+        save_plan(plan, out, fingerprint)
     shards_dir = out / SHARDS_DIR
     numbers = shard_numbers(plan_path)
     todo = [n for n in numbers if not shard_complete(shards_dir, n)]
@@ -212,9 +213,7 @@ def pull(
                              hub.whole_shard_share)  # fmt: skip
         spec = SourceSpec(manifest.source_file, hub=hub, whole_shards=whole)
     tasks = [
-        ShardTask(
-            n, str(plan_path), str(shards_dir), spec, config.image, config.caption, config.buckets
-        )
+        ShardTask(n, str(plan_path), str(shards_dir), spec, config.image, config.buckets)
         for n in todo
     ]
     janitor = None

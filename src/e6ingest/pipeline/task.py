@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e6ingest.buckets import BucketSpec, choose_bucket
-from e6ingest.captions import CaptionSpec, build_tags
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
@@ -32,7 +31,6 @@ class ShardTask:
     shards_dir: str
     source: SourceSpec
     image: ImagePolicy
-    caption: CaptionSpec
     buckets: BucketSpec
 
 
@@ -48,7 +46,6 @@ def _tags_by_category(row: dict) -> dict[str, list[str]]:
 def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
     """The output sample of one post: image, caption text and JSON record."""
     tags = _tags_by_category(row)
-    caption = build_tags(row["site"], tags, task.caption)
     meta = {
         "id": row["id"],
         "site": row["site"],
@@ -57,14 +54,18 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
         "score": row["score"],
         "created_at": row["created_at"].isoformat() if row["created_at"] else None,
         "tags": tags,
-        "caption": {"tags": caption, "nl": None},
+        "caption": {
+            "text": row["caption"],
+            "tags": row["caption_tags"],
+            "nl": list(row["caption_nl"] or []),
+        },
         "source_format": record.source_format,
         "original_size": [record.source_width, record.source_height],
         "size": [record.width, record.height],
         "reencoded": record.reencoded,
         "bucket": list(choose_bucket(record.width, record.height, task.buckets)),
     }
-    return Sample(meta["key"], webp, caption, meta)
+    return Sample(meta["key"], webp, row["caption"], meta)
 
 
 def _failure(row: dict, exc: PostFailure) -> dict:

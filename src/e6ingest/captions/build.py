@@ -1,0 +1,217 @@
+"""Captions for a whole frame of posts at once, as polars expressions (no loop per post).
+
+Input: canonical metadata columns (``id``, ``site``, ``rating``, ``tags_<category>`` lists,
+``score``, ``created_at``). Output columns: ``caption`` (the text a trainer reads),
+``caption_tags`` (the tag part) and ``caption_nl`` (the natural-language texts, a list).
+
+Per tag: alias, then drop (blacklist and meta filter, matched on the raw tag), then rewrite
+(underscores to spaces, parentheses escaped). Per post: people-count tags first when asked,
+categories in order (the fixed head before ``keep_tokens_separator``), extra tags (rating,
+quality, date) at the end or the front, duplicates removed, at most ``max_tags``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import polars as pl
+
+from e6ingest.captions.spec import CaptionSpec
+
+EMPTY = pl.lit([], pl.List(pl.String))
+# Tags giving the number of people: 1girl, 2boys, 6+others, solo, duo, multiple_girls...
+PEOPLE_PATTERN = (
+    r"^(?:\d+\+?(?:girl|boy|other)s?|solo|duo|trio|group|multiple_(?:girls|boys|others)"
+    r"|no_humans|zero_pictured)$"
+)
+# Tags kept as they are by the underscore rewrite: short ones and those without letters
+# (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
+EMOTICON_MAX_LEN = 3
+
+
+def glob_regex(patterns: tuple[str, ...]) -> str:
+    """One anchored regex matching any of the glob ``patterns`` (``*`` and ``?``)."""
+    parts = []
+    for pattern in patterns:
+        escaped = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+        parts.append(f"^{escaped}$")
+    return "|".join(parts)
+
+
+def _rewrite(spec: CaptionSpec) -> pl.Expr:
+    tag = pl.element()
+    if spec.underscores_to_spaces:
+        keep = (tag.str.len_chars() <= EMOTICON_MAX_LEN) | ~tag.str.contains("[A-Za-z]")
+        tag = pl.when(keep).then(tag).otherwise(tag.str.replace_all("_", " ", literal=True))
+    if spec.escape_parentheses:
+        tag = tag.str.replace_all("(", r"\(", literal=True).str.replace_all(
+            ")", r"\)", literal=True
+        )
+    return tag
+
+
+def _clean(tags: pl.Expr, aliases: Mapping[str, str], drop: str) -> pl.Expr:
+    if aliases:
+        tags = tags.list.eval(pl.element().replace(dict(aliases)))
+    if drop:
+        tags = tags.list.eval(pl.element().filter(~pl.element().str.contains(drop)))
+    return tags
+
+
+def _category_lists(categories: tuple[str, ...], names: set[str]) -> list[pl.Expr]:
+    return [pl.col(f"tags_{c}").fill_null(EMPTY) for c in categories if f"tags_{c}" in names]
+
+
+def _concat(lists: list[pl.Expr]) -> pl.Expr:
+    return pl.concat_list(lists) if lists else EMPTY
+
+
+def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> dict:
+    """Per rating, the score each quality tier starts at: percentiles over ``frame``."""
+    if not spec.quality_tag:
+        return {}
+    table = (
+        frame.lazy()
+        .group_by("rating")
+        .agg(
+            pl.col("score").quantile(p, "lower").alias(str(i))
+            for i, (_, p) in enumerate(spec.quality_tiers)
+        )  # fmt: skip
+        .collect()
+    )
+    return {
+        row["rating"]: [row[str(i)] for i in range(len(spec.quality_tiers))]
+        for row in table.to_dicts()
+    }
+
+
+def _quality_tag(spec: CaptionSpec, thresholds: Mapping[str, list]) -> pl.Expr:
+    tier = pl.lit(None, pl.String)
+    for i, (name, _) in reversed(list(enumerate(spec.quality_tiers))):
+        start = pl.col("rating").replace_strict(
+            {r: t[i] for r, t in thresholds.items()}, default=None, return_dtype=pl.Float64
+        )
+        tier = pl.when(pl.col("score") >= start).then(pl.lit(name)).otherwise(tier)
+    return tier
+
+
+def _date_tag(spec: CaptionSpec) -> pl.Expr:
+    year = pl.col("created_at").dt.year()
+    if spec.date_tag == "year":
+        return pl.lit("year ") + year.cast(pl.String)
+    tag = pl.lit(None, pl.String)
+    for name, first_year in spec.periods:
+        tag = pl.when(year >= first_year).then(pl.lit(name)).otherwise(tag)
+    return tag
+
+
+def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.Expr:
+    extras = []
+    if spec.rating_tag:
+        names = spec.ratings(site)
+        extras.append(pl.col("rating").replace_strict(names, default=None, return_dtype=pl.String))
+    if spec.quality_tag:
+        extras.append(_quality_tag(spec, thresholds))
+    if spec.date_tag != "none":
+        extras.append(_date_tag(spec))
+    return pl.concat_list(extras).list.drop_nulls() if extras else EMPTY
+
+
+def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, thresholds):
+    """(head, whole) tag lists: ``head`` is the part fixed before keep_tokens_separator."""
+    categories = spec.categories(site)
+    split = bool(spec.keep_tokens_separator)
+    fixed = tuple(c for c in categories if c in spec.fixed_categories) if split else categories
+    rest = tuple(c for c in categories if c not in fixed)
+    drop = glob_regex(spec.blacklist + spec.meta_filter)
+    head = _clean(_concat(_category_lists(fixed, names)), aliases, drop)
+    tail = _clean(_concat(_category_lists(rest, names)), aliases, drop)
+    front: list[pl.Expr] = []
+    if spec.people_first:
+        is_people = pl.element().str.contains(PEOPLE_PATTERN)
+        front.append(pl.concat_list([head, tail]).list.eval(pl.element().filter(is_people)))
+        head = head.list.eval(pl.element().filter(~is_people))
+        tail = tail.list.eval(pl.element().filter(~is_people))
+    rewrite = _rewrite(spec)
+    head_parts = [t.list.eval(rewrite) for t in (*front, head)]
+    tail_parts = [tail.list.eval(rewrite)]
+    extras = _extras(spec, site, thresholds)
+    if spec.extras_first:
+        head_parts.insert(len(front), extras)
+    else:
+        tail_parts.append(extras)
+    head_list, whole = _concat(head_parts), _concat(head_parts + tail_parts)
+    if spec.dedupe:
+        head_list = head_list.list.unique(maintain_order=True)
+        whole = whole.list.unique(maintain_order=True)
+    if spec.max_tags:
+        whole = whole.list.head(spec.max_tags)
+    return head_list, whole
+
+
+def _tags_text(spec: CaptionSpec, head: pl.Expr, whole: pl.Expr) -> pl.Expr:
+    if not spec.keep_tokens_separator:
+        return whole.list.join(spec.separator)
+    # dedupe keeps first occurrences, so the head's tags open ``whole``, in the same order
+    n_head = pl.min_horizontal(head.list.len(), whole.list.len())
+    return pl.concat_str(
+        whole.list.head(n_head).list.join(spec.separator),
+        pl.lit(f" {spec.keep_tokens_separator} "),
+        whole.list.slice(n_head).list.join(spec.separator),
+    ).str.strip_chars(" ")
+
+
+def _merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
+    has_nl = nl.list.len() > 0
+    mode = spec.merge_mode
+    if mode == "tags":
+        return tags
+    if mode == "nl":
+        return pl.when(has_nl).then(nl.list.join(" ")).otherwise(tags)
+    if mode == "tags+nl":
+        joined = pl.concat_str(tags, pl.lit(spec.separator), nl.list.join(" "))
+        return pl.when(has_nl).then(joined).otherwise(tags)
+    return pl.concat_list([tags, nl]).list.join("\n")  # alternatives: one line each
+
+
+def build_captions(
+    frame: pl.DataFrame,
+    spec: CaptionSpec,
+    nl: pl.DataFrame | None = None,
+    thresholds: Mapping[str, list] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
+
+    ``nl``: ``id`` and ``nl`` (list of texts), from :func:`read_nl_captions`.
+    ``thresholds``: from :func:`score_thresholds` over the whole selection (computed from
+    ``frame`` itself when quality tags are asked for and none are given).
+    ``aliases``: old -> new tag names, from :func:`read_aliases`.
+    """
+    if spec.quality_tag and thresholds is None:
+        thresholds = score_thresholds(frame, spec)
+    if nl is not None:
+        frame = frame.join(nl.rename({"nl": "caption_nl"}), on="id", how="left",
+                           maintain_order="left")  # fmt: skip
+    else:
+        frame = frame.with_columns(caption_nl=EMPTY)
+    frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
+    names = set(frame.columns)
+    parts = []
+    sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
+    if len(sites) > 1:
+        frame = frame.with_row_index("_order")
+    for site in sites:
+        part = frame.filter(pl.col("site") == site) if len(sites) > 1 else frame
+        head, whole = _tag_lists(spec, site, names, aliases or {}, thresholds or {})
+        tags = _tags_text(spec, head, whole).alias("caption_tags")
+        part = part.with_columns(tags)
+        parts.append(
+            part.with_columns(
+                _merged(spec, pl.col("caption_tags"), pl.col("caption_nl")).alias("caption")
+            )  # fmt: skip
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return pl.concat(parts).sort("_order").drop("_order")

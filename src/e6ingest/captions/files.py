@@ -1,0 +1,110 @@
+"""Caption inputs read from files: natural-language captions and tag aliases."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.captions.spec import CaptionSpec
+from e6ingest.manifests import tomllib
+
+FINISH_FIELD = "response_finish_reason"
+
+
+class CaptionInputError(ValueError):
+    """A natural-language captions or aliases file cannot be used; the message names it."""
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    if not path.is_file():
+        raise CaptionInputError(f"{path}: no such natural-language captions file")
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    if path.suffix in (".jsonl", ".ndjson", ".json"):
+        return pl.scan_ndjson(path, infer_schema_length=None)
+    raise CaptionInputError(f"{path}: natural-language captions must be .jsonl or .parquet")
+
+
+def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
+    """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
+    texts = [
+        pl.col(f).cast(pl.String).str.replace_all(r"[\r\n]+", " ").str.strip_chars()
+        for f in spec.nl_fields
+    ]
+    parts = pl.concat_list(texts).list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
+    if spec.nl_finished and FINISH_FIELD in names:
+        finished = pl.col(FINISH_FIELD).cast(pl.String) == spec.nl_finished
+        return pl.when(finished).then(parts).otherwise(pl.lit([], pl.List(pl.String)))
+    return parts
+
+
+def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.DataFrame | None:
+    """``id`` and ``nl`` (a list of texts) from the spec's files, by its selection rule.
+
+    Default rule (e621-captions): ``regular_summary`` and ``brief_summary`` when
+    ``response_finish_reason`` is ``STOP``, else nothing; newlines become spaces. A later
+    file wins for a repeated id. ``ids`` limits the rows kept to those posts.
+    """
+    if not spec.nl_captions:
+        return None
+    frames = []
+    for name in spec.nl_captions:
+        path = Path(name)
+        lf = _scan(path)
+        try:
+            names = lf.collect_schema().names()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise CaptionInputError(f"{path}: cannot read: {exc}") from exc
+        missing = [f for f in ("id", *spec.nl_fields) if f not in names]
+        if spec.nl_finished and FINISH_FIELD not in names:
+            missing.append(FINISH_FIELD)
+        if missing:
+            raise CaptionInputError(
+                f"{path}: missing field(s) {missing} (has {sorted(names)}); "
+                'set nl_fields, or nl_finished = "" to take every row'
+            )
+        lf = lf.select(pl.col("id").cast(pl.Int64), _nl_parts(spec, names).alias("nl"))
+        if ids is not None:
+            lf = lf.filter(pl.col("id").is_in(ids.implode()))
+        try:
+            frames.append(lf.collect())
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise CaptionInputError(f"{path}: cannot read: {exc}") from exc
+    return pl.concat(frames).unique("id", keep="last", maintain_order=True)
+
+
+def read_aliases(path: str | Path) -> dict[str, str]:
+    """Tag aliases (old -> new): a CSV/TSV of ``old,new`` lines (or the e621 ``tag_aliases``
+    export, active rows), or a JSON/TOML mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
+    try:
+        if path.suffix == ".json":
+            mapping = json.loads(text)
+        elif path.suffix == ".toml":
+            mapping = tomllib.loads(text)
+        else:
+            delimiter = "\t" if path.suffix == ".tsv" else ","
+            rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r]
+            if rows and "antecedent_name" in rows[0]:  # the e621 tag_aliases export
+                head = rows[0]
+                old, new = head.index("antecedent_name"), head.index("consequent_name")
+                status = head.index("status") if "status" in head else None
+                rows = [[r[old], r[new]] for r in rows[1:]
+                        if status is None or r[status] == "active"]  # fmt: skip
+            bad = [i for i, r in enumerate(rows, 1) if len(r) < 2]
+            if bad:
+                raise CaptionInputError(f"{path}: line {bad[0]}: expected old{delimiter}new")
+            mapping = {r[0].strip(): r[1].strip() for r in rows if not r[0].startswith("#")}
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise CaptionInputError(f"{path}: aliases must map tag names to tag names")
+    return mapping

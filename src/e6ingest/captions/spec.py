@@ -1,0 +1,123 @@
+"""The caption spec: one declarative description of how a post's tags and texts become the
+caption a trainer reads, the same for every dataset, with per-site defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_ORDER = {
+    "danbooru": ("artist", "character", "copyright", "general", "meta"),
+    "e621": ("artist", "copyright", "character", "species", "general", "lore", "meta"),
+}
+CATEGORIES = frozenset(
+    {"artist", "character", "copyright", "general", "meta", "species", "lore", "invalid"}
+)
+DEFAULT_RATING_NAMES = {
+    "danbooru": {"g": "safe", "s": "sensitive", "q": "nsfw", "e": "explicit"},
+    "e621": {"s": "safe", "q": "nsfw", "e": "explicit"},
+}
+# Tags that only describe the upload, never the picture (glob patterns on the raw tag).
+DEFAULT_META_FILTER = (
+    "*commentary*", "bad_id", "bad_*_id", "bad_link", "*_request", "tagme", "check_*",
+    "md5_mismatch", "duplicate", "translated", "partially_translated", "hard_translated",
+    "*_sample", "resized", "reupload", "image_sample", "third-party_edit",
+)  # fmt: skip
+# Score percentile (within the post's rating, over the selection) each quality tag starts at.
+DEFAULT_QUALITY_TIERS = (
+    ("masterpiece", 0.95), ("best quality", 0.85), ("good quality", 0.60),
+    ("normal quality", 0.30), ("worst quality", 0.0),
+)  # fmt: skip
+# First year of each period tag.
+DEFAULT_PERIODS = (
+    ("oldest", 0),
+    ("early", 2011),
+    ("mid", 2015),
+    ("recent", 2019),
+    ("newest", 2022),
+)
+MERGE_MODES = ("tags", "nl", "tags+nl", "alternatives")
+DATE_TAGS = ("none", "year", "period")
+
+
+def _pairs(value, kind) -> tuple:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(k), kind(v)) for k, v in items)
+
+
+@dataclass(frozen=True)
+class CaptionSpec:
+    """How one post's tags (by category) and natural-language texts become its caption.
+
+    Fields left at ``None`` or empty take the site's default (``order``, ``rating_names``).
+    Mappings in a TOML file (``[caption.rating_names]``) are accepted and kept as pairs.
+    """
+
+    order: tuple[str, ...] | None = None  # categories included, in caption order
+    underscores_to_spaces: bool = True  # long_hair -> long hair; emoticons such as ^_^ kept
+    escape_parentheses: bool = False  # to_heart_(series) -> to heart \(series\)
+    blacklist: tuple[str, ...] = ()  # raw tags or glob patterns dropped
+    meta_filter: tuple[str, ...] = DEFAULT_META_FILTER  # upload-only tags dropped
+    aliases: str = ""  # file of "old,new" lines (CSV/TSV) or a JSON/TOML mapping
+    dedupe: bool = True
+    max_tags: int = 0  # 0: no limit
+    people_first: bool = False  # 1girl, 2boys, solo, duo... at the very front
+    rating_tag: bool = False
+    rating_names: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
+    quality_tag: bool = False
+    quality_tiers: tuple[tuple[str, float], ...] | Mapping[str, float] = DEFAULT_QUALITY_TIERS
+    date_tag: str = "none"  # none, year ("year 2021") or period ("recent")
+    periods: tuple[tuple[str, int], ...] | Mapping[str, int] = DEFAULT_PERIODS
+    extras_first: bool = False  # rating/quality/date tags before the category tags
+    separator: str = ", "
+    keep_tokens_separator: str = ""  # e.g. "|||": fixed head, then the shufflable rest
+    fixed_categories: tuple[str, ...] = ("artist", "character", "copyright")
+    nl_captions: tuple[str, ...] = ()  # JSONL or parquet files with natural-language captions
+    nl_fields: tuple[str, ...] = ("regular_summary", "brief_summary")
+    nl_finished: str = "STOP"  # required response_finish_reason; "" takes every row
+    merge: str | None = None  # tags, nl, tags+nl, alternatives; None: tags+nl with NL files
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "rating_names", _pairs(self.rating_names, str))
+        set_(self, "quality_tiers", tuple(sorted(_pairs(self.quality_tiers, float),
+                                                 key=lambda t: -t[1])))  # fmt: skip
+        set_(self, "periods", tuple(sorted(_pairs(self.periods, int), key=lambda t: t[1])))
+        for name in ("order", "blacklist", "meta_filter", "fixed_categories", "nl_captions",
+                     "nl_fields"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            set_(self, name, None if value is None else tuple(value))
+        unknown = sorted(set(self.order or ()) - CATEGORIES)
+        if unknown:
+            raise ValueError(f"order: unknown categories {unknown} (known: {sorted(CATEGORIES)})")
+        if self.merge is not None and self.merge not in MERGE_MODES:
+            raise ValueError(f"merge must be one of {MERGE_MODES}, not {self.merge!r}")
+        if self.date_tag not in DATE_TAGS:
+            raise ValueError(f"date_tag must be one of {DATE_TAGS}, not {self.date_tag!r}")
+        if self.max_tags < 0:
+            raise ValueError(f"max_tags must be 0 (no limit) or more, not {self.max_tags}")
+        if not all(0.0 <= p <= 1.0 for _, p in self.quality_tiers):
+            raise ValueError("quality_tiers: each percentile must be within 0..1")
+        if not self.nl_fields:
+            raise ValueError("nl_fields: name at least one field")
+
+    def categories(self, site: str) -> tuple[str, ...]:
+        """The categories included, in caption order, for ``site``."""
+        if self.order is not None:
+            return self.order
+        return DEFAULT_ORDER.get(site, DEFAULT_ORDER["danbooru"])
+
+    def ratings(self, site: str) -> dict[str, str]:
+        """Rating letter -> rating tag for ``site``."""
+        return dict(self.rating_names) or DEFAULT_RATING_NAMES.get(
+            site, DEFAULT_RATING_NAMES["danbooru"]
+        )
+
+    @property
+    def merge_mode(self) -> str:
+        """The merge mode in effect: ``tags+nl`` when NL files are given and none is set."""
+        if self.merge is not None:
+            return self.merge
+        return "tags+nl" if self.nl_captions else "tags"
