@@ -77,7 +77,7 @@ def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> d
         .agg(
             pl.col("score").quantile(p, "lower").alias(str(i))
             for i, (_, p) in enumerate(spec.quality_tiers)
-        )  # fmt: skip
+        )
         .collect()
     )
     return {
@@ -210,7 +210,7 @@ def build_captions(
         parts.append(
             part.with_columns(
                 _merged(spec, pl.col("caption_tags"), pl.col("caption_nl")).alias("caption")
-            )  # fmt: skip
+            )
         )
     if len(parts) == 1:
         return parts[0]
