@@ -78,7 +78,7 @@ def test_tag_table_restores_e621_categories(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tests.metadata.conftest import E621_NEWEST_ROWS
+    from tests.conftest import E621_NEWEST_ROWS
 
     path = tmp_path / "table.parquet"
     pq.write_table(pa.Table.from_pylist(E621_NEWEST_ROWS), path)

@@ -8,17 +8,20 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.config import parse_ratings
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import metadata_source
 from e6ingest.query import selection_query
+from e6ingest.shards import write_atomic
 from e6ingest.sources import HubOptions
 
 RATING_ORDER = ("g", "s", "q", "e")
@@ -133,3 +136,30 @@ def summary(posts: pl.LazyFrame, top: int = 10) -> dict:
         "years": {str(y): n for y, n in posts_per_year(posts).iter_rows()},
         "top_tags": {c: t for c, t in tags.items() if t},
     }
+
+
+CAPTION_INPUTS = ("id", "site", "rating", "score", "created_at")
+
+
+def captions(posts: pl.LazyFrame, spec: CaptionSpec | None = None) -> pl.DataFrame:
+    """The captions of ``posts`` per ``spec``: ``id``, ``key``, ``caption``, ``tags`` (the
+    tag part) and ``nl`` (the natural-language texts), built for all posts at once."""
+    columns = [
+        *CAPTION_INPUTS,
+        *(c for c in posts.collect_schema().names() if c.startswith("tags_")),
+    ]
+    frame = caption_frame(posts.select(columns).collect(), spec or CaptionSpec())
+    return frame.select(
+        "id",
+        pl.concat_str("site", pl.lit("/"), pl.col("id").cast(pl.String)).alias("key"),
+        "caption",
+        pl.col("caption_tags").alias("tags"),
+        pl.col("caption_nl").alias("nl"),
+    )
+
+
+def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
+    """``frame`` (from :func:`captions`) as JSON lines, written atomically."""
+    buf = io.BytesIO()
+    frame.write_ndjson(buf)
+    write_atomic(Path(path), buf.getvalue())

@@ -75,7 +75,7 @@ def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> d
         frame.lazy()
         .group_by("rating")
         .agg(
-            pl.col("score").quantile(p, "lower").alias(str(i))
+            pl.col("score").quantile(p, "higher").alias(str(i))
             for i, (_, p) in enumerate(spec.quality_tiers)
         )
         .collect()
@@ -189,6 +189,8 @@ def build_captions(
     ``frame`` itself when quality tags are asked for and none are given).
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
     """
+    if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
+        frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     if spec.quality_tag and thresholds is None:
         thresholds = score_thresholds(frame, spec)
     if nl is not None:

@@ -1,27 +1,16 @@
-"""The ``e6ingest`` command: thin wrappers that parse flags and call the library."""
+"""The command line's flags: parsers of every command, and flags mapped onto the config."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from e6ingest import __version__
-from e6ingest.config import ConfigError, make_config, merge, parse_ratings, read_toml
-from e6ingest.demo import build_demo, demo_mirror
-from e6ingest.manifests import ManifestError, available_datasets
-from e6ingest.metadata import SchemaError
-from e6ingest.pipeline import OutputConflict, pull
-from e6ingest.query import QueryError, selection_query
-from e6ingest.sources import HubError, HubOptions, MirrorError
+from e6ingest.captions import MERGE_MODES
+from e6ingest.config import merge, read_toml
+from e6ingest.manifests import available_datasets
+from e6ingest.sources import HubOptions
 
-USER_ERRORS = (
-    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict, HubError
-)  # fmt: skip
-
-# Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
 CONFIG_FLAGS = {
     "dataset": (None, "dataset"),
     "rating": (None, "ratings"),
@@ -37,7 +26,23 @@ CONFIG_FLAGS = {
     "verify_images": ("image", "verify"),
     "background": ("image", "background"),
     "allow_animation": ("image", "allow_animation"),
+    "tag_table": (None, "tag_table"),
     "separator": ("caption", "separator"),
+    "merge": ("caption", "merge"),
+    "nl_captions": ("caption", "nl_captions"),
+    "order": ("caption", "order"),
+    "max_tags": ("caption", "max_tags"),
+    "rating_tag": ("caption", "rating_tag"),
+    "quality_tag": ("caption", "quality_tag"),
+    "date_tag": ("caption", "date_tag"),
+    "people_first": ("caption", "people_first"),
+    "extras_first": ("caption", "extras_first"),
+    "keep_tokens_separator": ("caption", "keep_tokens_separator"),
+    "escape_parentheses": ("caption", "escape_parentheses"),
+    "underscores_to_spaces": ("caption", "underscores_to_spaces"),
+    "blacklist": ("caption", "blacklist"),
+    "meta_filter": ("caption", "meta_filter"),
+    "aliases": ("caption", "aliases"),
     "bucket_resolution": ("buckets", "resolution"),
     "bucket_min": ("buckets", "min_side"),
     "bucket_max": ("buckets", "max_side"),
@@ -84,8 +89,8 @@ def _pull_parser(sub) -> None:
         "--no-animation", dest="allow_animation", action="store_false", default=None,
         help="refuse animations instead of keeping their first frame",
     )  # fmt: skip
-    cap = p.add_argument_group("captions")
-    cap.add_argument("--separator", help="between tags (', ')")
+    p.add_argument("--tag-table", metavar="FILE", help="e621 tags table restoring categories")
+    add_caption_flags(p)
     buckets = p.add_argument_group("aspect-ratio buckets (sd-scripts rule)")
     buckets.add_argument("--bucket-resolution", type=int, metavar="N")
     buckets.add_argument("--bucket-min", type=int, metavar="N")
@@ -114,6 +119,77 @@ def _pull_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_caption_flags(parser: argparse.ArgumentParser) -> None:
+    """The caption options (docs/CAPTIONS.md), shared by ``pull`` and ``captions``."""
+    cap = parser.add_argument_group("captions (docs/CAPTIONS.md)")
+    cap.add_argument("--caption-config", metavar="FILE", help="TOML file with the caption spec")
+    cap.add_argument(
+        "--merge",
+        choices=MERGE_MODES,
+        help="tags, nl, tags+nl (one line) or alternatives (a line each)",
+    )
+    cap.add_argument(
+        "--nl-captions",
+        nargs="+",
+        metavar="PATH",
+        help="JSONL or parquet natural-language captions (id, regular_summary, ...)",
+    )
+    cap.add_argument("--order", metavar="LIST", help="categories in order, e.g. artist,general")
+    cap.add_argument("--separator", help="between tags (', ')")
+    cap.add_argument("--max-tags", type=int, metavar="N", help="keep the first N tags (no limit)")
+    cap.add_argument("--rating-tag", action="store_true", default=None, help="add safe/nsfw/...")
+    cap.add_argument(
+        "--quality-tag",
+        action="store_true",
+        default=None,
+        help="add a quality tag from score percentiles per rating",
+    )
+    cap.add_argument("--date-tag", choices=("none", "year", "period"))
+    cap.add_argument(
+        "--people-first",
+        action="store_true",
+        default=None,
+        help="1girl, 2boys, solo... at the front",
+    )
+    cap.add_argument(
+        "--extras-first",
+        action="store_true",
+        default=None,
+        help="rating/quality/date tags before the others",
+    )
+    cap.add_argument(
+        "--keep-tokens-separator",
+        metavar="SEP",
+        help="e.g. '|||' between the fixed head and the shufflable tags",
+    )
+    cap.add_argument("--escape-parentheses", action="store_true", default=None)
+    cap.add_argument(
+        "--keep-underscores",
+        dest="underscores_to_spaces",
+        action="store_false",
+        default=None,
+        help="keep long_hair as is (default: long hair)",
+    )
+    cap.add_argument("--blacklist", metavar="LIST", help="tags or globs to drop, comma-separated")
+    cap.add_argument(
+        "--meta-filter", metavar="LIST", help="replace the default upload-meta filter ('' for none)"
+    )
+    cap.add_argument("--aliases", metavar="FILE", help="old,new tag aliases (CSV/TSV/JSON/TOML)")
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config a command's flags give: ``--config`` file, then ``--caption-config``,
+    then the flags themselves, nested like the TOML file."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values = read_toml(args.config)
+    if getattr(args, "caption_config", None):
+        caption = read_toml(args.caption_config)
+        caption = caption.get("caption", caption)
+        values = merge(values, {"caption": caption})
+    return merge(values, config_values(args))
+
+
 def _inspect_parser(sub) -> None:
     p = sub.add_parser("inspect", help="count and describe a selection of the metadata")
     p.add_argument("--dataset", default="e621", help="dataset name or manifest TOML (e621)")
@@ -131,6 +207,23 @@ def _inspect_parser(sub) -> None:
     out.add_argument("--count", action="store_true", help="print only the number selected")
 
 
+def _captions_parser(sub) -> None:
+    p = sub.add_parser("captions", help="write the captions of a selection, without images")
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same options as pull")
+    p.add_argument("--dataset", help="dataset name or manifest TOML (e621)")
+    _add_source_flags(p)
+    p.add_argument(
+        "--metadata", nargs="+", metavar="FILE", help="parquet files in any supported schema"
+    )
+    p.add_argument("--rating", metavar="LIST", help="ratings to keep, e.g. e,q,s")
+    p.add_argument("--query", metavar="TEXT", help="booru search syntax")
+    p.add_argument("--include-deleted", action="store_true", default=None)
+    p.add_argument("--tag-table", metavar="FILE", help="e621 tags table restoring categories")
+    p.add_argument("--out", metavar="FILE", help="JSONL: id, key, caption, tags, nl per line")
+    p.add_argument("--preview", type=int, default=0, metavar="N", help="print N examples")
+    add_caption_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``e6ingest`` command."""
     parser = argparse.ArgumentParser(
@@ -144,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, metavar="S")
     _pull_parser(sub)
     _inspect_parser(sub)
+    _captions_parser(sub)
     return parser
 
 
@@ -159,109 +253,3 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
         else:
             values.setdefault(table, {})[name] = value
     return values
-
-
-def _mirror(args: argparse.Namespace) -> Path | None:
-    """The local mirror the flags name, or None for the Hub."""
-    if args.demo:
-        print("using the demo mirror (built on first use)", file=sys.stderr)
-        return demo_mirror()
-    return Path(args.mirror) if args.mirror else None
-
-
-def _hub_options(args: argparse.Namespace) -> HubOptions:
-    return HubOptions(
-        cache_dir=args.cache_dir,
-        io_workers=args.io_workers,
-        attempts=args.attempts,
-        whole_shard_share=args.whole_shard_share,
-        delete_shards_after_use=args.delete_shards_after_use,
-    )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    summary = build_demo(args.out, posts=args.posts, seed=args.seed)
-    for name in summary.posts:
-        print(f"{name}: {summary.posts[name]} posts, {summary.images[name]} images")
-    print(f"demo mirror written to {summary.out}")
-    return 0
-
-
-def _print_summary(info: dict) -> None:
-    total = info["posts"]
-    print(f"posts: {total}")
-    print("ratings:")
-    for rating, n in info["ratings"].items():
-        print(f"  {rating}  {n:>10}  {n / total:6.1%}" if total else f"  {rating}  {n:>10}")
-    print("posts per year:")
-    for year, n in info["years"].items():
-        print(f"  {year}  {n:>10}")
-    for category, tags in info["top_tags"].items():
-        print(f"top {category} tags:")
-        for tag, n in tags.items():
-            print(f"  {n:>10}  {tag}")
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from e6ingest import dataset
-
-    ratings = parse_ratings(args.rating)
-    selection_query(args.query, ratings)  # a malformed query fails before any data is read
-    if args.metadata:
-        posts = dataset.load_metadata(files=args.metadata, include_deleted=args.include_deleted)
-    else:
-        posts = dataset.load_metadata(
-            args.dataset, mirror=_mirror(args), include_deleted=args.include_deleted
-        )
-    if args.count:
-        print(dataset.count(posts, args.query, ratings))
-        return 0
-    selected = dataset.select(posts, args.query, ratings)
-    if args.tag_table:
-        selected = dataset.select(selected, tag_table=args.tag_table)
-    info = dataset.summary(selected, top=args.top)
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        _print_summary(info)
-    return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    base = read_toml(args.config) if args.config else {}
-    config = make_config(merge(base, config_values(args)), where=args.config or "flags")
-    mirror = _mirror(args)
-    bar = None
-
-    def progress(stats: dict, done: int, total: int) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(desc="shards", unit="shard", total=total, file=sys.stderr)
-        bar.update(1)
-
-    try:
-        summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
-                       progress=progress, hub=_hub_options(args))  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
-    for line in summary.lines():
-        print(line)
-    return 1 if summary.unavailable else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    handlers = {"demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect}
-    try:
-        return handlers[args.command](args)
-    except (*USER_ERRORS, FileExistsError) as exc:
-        text = str(exc)
-        sep = "\n" if "\n" in text else " "  # keep a multi-line message's columns aligned
-        print(f"e6ingest {args.command}: error:{sep}{text}", file=sys.stderr)
-        return 2

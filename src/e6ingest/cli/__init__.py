@@ -1,0 +1,157 @@
+"""The ``e6ingest`` command: thin wrappers that parse flags and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from e6ingest.captions import CaptionInputError
+from e6ingest.cli.parsers import build_parser, flag_values
+from e6ingest.config import ConfigError, make_config, parse_ratings
+from e6ingest.demo import build_demo, demo_mirror
+from e6ingest.manifests import ManifestError
+from e6ingest.metadata import SchemaError
+from e6ingest.pipeline import OutputConflict, pull
+from e6ingest.query import QueryError, selection_query
+from e6ingest.sources import HubError, HubOptions, MirrorError
+
+USER_ERRORS = (
+    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict, HubError,
+    CaptionInputError,
+)  # fmt: skip
+
+# Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
+
+
+def _mirror(args: argparse.Namespace) -> Path | None:
+    """The local mirror the flags name, or None for the Hub."""
+    if args.demo:
+        print("using the demo mirror (built on first use)", file=sys.stderr)
+        return demo_mirror()
+    return Path(args.mirror) if args.mirror else None
+
+
+def _hub_options(args: argparse.Namespace) -> HubOptions:
+    return HubOptions(
+        cache_dir=args.cache_dir,
+        io_workers=args.io_workers,
+        attempts=args.attempts,
+        whole_shard_share=args.whole_shard_share,
+        delete_shards_after_use=args.delete_shards_after_use,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    summary = build_demo(args.out, posts=args.posts, seed=args.seed)
+    for name in summary.posts:
+        print(f"{name}: {summary.posts[name]} posts, {summary.images[name]} images")
+    print(f"demo mirror written to {summary.out}")
+    return 0
+
+
+def _print_summary(info: dict) -> None:
+    total = info["posts"]
+    print(f"posts: {total}")
+    print("ratings:")
+    for rating, n in info["ratings"].items():
+        print(f"  {rating}  {n:>10}  {n / total:6.1%}" if total else f"  {rating}  {n:>10}")
+    print("posts per year:")
+    for year, n in info["years"].items():
+        print(f"  {year}  {n:>10}")
+    for category, tags in info["top_tags"].items():
+        print(f"top {category} tags:")
+        for tag, n in tags.items():
+            print(f"  {n:>10}  {tag}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from e6ingest import dataset
+
+    ratings = parse_ratings(args.rating)
+    selection_query(args.query, ratings)  # a malformed query fails before any data is read
+    if args.metadata:
+        posts = dataset.load_metadata(files=args.metadata, include_deleted=args.include_deleted)
+    else:
+        posts = dataset.load_metadata(
+            args.dataset, mirror=_mirror(args), include_deleted=args.include_deleted
+        )
+    if args.count:
+        print(dataset.count(posts, args.query, ratings))
+        return 0
+    selected = dataset.select(posts, args.query, ratings)
+    if args.tag_table:
+        selected = dataset.select(selected, tag_table=args.tag_table)
+    info = dataset.summary(selected, top=args.top)
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        _print_summary(info)
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    config = make_config(flag_values(args), where=args.config or "flags")
+    mirror = _mirror(args)
+    bar = None
+
+    def progress(stats: dict, done: int, total: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(desc="shards", unit="shard", total=total, file=sys.stderr)
+        bar.update(1)
+
+    try:
+        summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
+                       progress=progress, hub=_hub_options(args))  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.unavailable else 0
+
+
+def cmd_captions(args: argparse.Namespace) -> int:
+    from e6ingest import dataset
+
+    if not args.out and not args.preview:
+        raise ConfigError("captions: give --out FILE, --preview N, or both")
+    config = make_config(flag_values(args), where=args.config or "flags")
+    selection_query(config.query, config.ratings)  # a malformed query fails before any data
+    if args.metadata:
+        posts = dataset.load_metadata(files=args.metadata, include_deleted=config.include_deleted)
+    else:
+        posts = dataset.load_metadata(
+            config.dataset, mirror=_mirror(args), include_deleted=config.include_deleted
+        )
+    selected = dataset.select(posts, config.query, config.ratings, config.tag_table or None)
+    captions = dataset.captions(selected, config.caption)
+    if args.out:
+        dataset.write_captions(captions, args.out)
+        print(f"{len(captions)} captions written to {args.out}", file=sys.stderr)
+    for row in captions.head(args.preview).iter_rows(named=True):
+        print(f"{row['key']}:")
+        for line in row["caption"].split("\n"):
+            print(f"  {line}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
+    }  # fmt: skip
+    try:
+        return handlers[args.command](args)
+    except (*USER_ERRORS, FileExistsError) as exc:
+        text = str(exc)
+        sep = "\n" if "\n" in text else " "  # keep a multi-line message's columns aligned
+        print(f"e6ingest {args.command}: error:{sep}{text}", file=sys.stderr)
+        return 2

@@ -1,0 +1,137 @@
+"""Natural-language captions and aliases from files, and the merge modes."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from e6ingest.captions import CaptionInputError, CaptionSpec, caption_frame, read_aliases
+from e6ingest.captions.files import read_nl_captions
+
+
+def nl_row(post_id, regular, brief, finish="STOP"):
+    return {"id": post_id, "regular_summary": regular, "brief_summary": brief,
+            "response_finish_reason": finish, "tags": ["ignored"]}  # fmt: skip
+
+
+NL_ROWS = [
+    nl_row(1, "A red panda sits on a log.\nIt is smiling.", "A smiling red panda.\r\n"),
+    nl_row(2, "An unfinished descrip", "", finish="MAX_TOKENS"),
+    nl_row(3, "", "   "),
+    nl_row(4, "Only the long one.", None),
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def nl_file(tmp_path):
+    return write_jsonl(tmp_path / "2024-04_grouped.jsonl", NL_ROWS)
+
+
+@pytest.fixture
+def posts():
+    rows = [
+        {"id": i, "site": "e621", "rating": "s", "score": 1, "created_at": None,
+         "tags_general": ["red_panda", "solo"]}
+        for i in (1, 2, 3, 4, 5)
+    ]  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_selection_rule(nl_file):
+    nl = read_nl_captions(CaptionSpec(nl_captions=(str(nl_file),)))
+    by_id = dict(zip(nl["id"], nl["nl"].to_list(), strict=True))
+    assert by_id[1] == ["A red panda sits on a log. It is smiling.", "A smiling red panda."]
+    assert by_id[2] == []  # the captioner did not finish
+    assert by_id[3] == []  # empty and blank summaries
+    assert by_id[4] == ["Only the long one."]
+    anything = read_nl_captions(CaptionSpec(nl_captions=(str(nl_file),), nl_finished=""))
+    assert dict(zip(anything["id"], anything["nl"].to_list(), strict=True))[2] == [
+        "An unfinished descrip"
+    ]
+    brief = read_nl_captions(CaptionSpec(nl_captions=(str(nl_file),), nl_fields=("brief_summary",)))
+    assert brief.filter(pl.col("id") == 1)["nl"].to_list() == [["A smiling red panda."]]
+
+
+@pytest.mark.parametrize(
+    ("merge", "expected_1", "expected_5"),
+    [
+        ("tags", "red panda, solo", "red panda, solo"),
+        ("nl", "A red panda sits on a log. It is smiling. A smiling red panda.", "red panda, solo"),
+        ("tags+nl",
+         "red panda, solo, A red panda sits on a log. It is smiling. A smiling red panda.",
+         "red panda, solo"),
+        ("alternatives",
+         "red panda, solo\nA red panda sits on a log. It is smiling.\nA smiling red panda.",
+         "red panda, solo"),
+    ],
+)  # fmt: skip
+def test_merge_modes(posts, nl_file, merge, expected_1, expected_5):
+    spec = CaptionSpec(nl_captions=(str(nl_file),), merge=merge)
+    out = caption_frame(posts, spec)
+    by_id = dict(zip(out["id"], out["caption"], strict=True))
+    assert by_id[1] == expected_1 and by_id[5] == expected_5
+    assert by_id[2] == "red panda, solo"  # unfinished: tags only, whatever the mode
+
+
+def test_alternatives_lines_exactly(posts, nl_file):
+    out = caption_frame(posts, CaptionSpec(nl_captions=(str(nl_file),), merge="alternatives"))
+    lines = {i: c.split("\n") for i, c in zip(out["id"], out["caption"], strict=True)}
+    assert lines[1] == [
+        "red panda, solo",
+        "A red panda sits on a log. It is smiling.",
+        "A smiling red panda.",
+    ]
+    assert lines[4] == ["red panda, solo", "Only the long one."]
+    assert lines[3] == ["red panda, solo"]
+
+
+def test_default_merge_with_nl_files_is_one_line(posts, nl_file):
+    out = caption_frame(posts, CaptionSpec(nl_captions=(str(nl_file),)))
+    assert all("\n" not in c for c in out["caption"])
+    assert out.filter(pl.col("id") == 4)["caption"][0] == "red panda, solo, Only the long one."
+
+
+def test_later_file_wins_and_parquet_is_read(tmp_path, posts, nl_file):
+    newer = tmp_path / "newer.parquet"
+    pl.DataFrame([nl_row(1, "Redone.", "")]).write_parquet(newer)
+    out = caption_frame(posts, CaptionSpec(nl_captions=(str(nl_file), str(newer)), merge="nl"))
+    assert out.filter(pl.col("id") == 1)["caption"][0] == "Redone."
+    assert out.filter(pl.col("id") == 4)["caption"][0] == "Only the long one."
+
+
+def test_nl_file_errors_name_the_file(tmp_path):
+    missing_field = write_jsonl(tmp_path / "x.jsonl", [{"id": 1, "regular_summary": "a"}])
+    with pytest.raises(CaptionInputError, match=r"x\.jsonl: missing field.*brief_summary"):
+        read_nl_captions(CaptionSpec(nl_captions=(str(missing_field),)))
+    with pytest.raises(CaptionInputError, match=r"nope\.jsonl"):
+        read_nl_captions(CaptionSpec(nl_captions=(str(tmp_path / "nope.jsonl"),)))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": 1, "regular_summary": "a", "brief_summary": "b", \n')
+    with pytest.raises(CaptionInputError, match=r"broken\.jsonl"):
+        read_nl_captions(CaptionSpec(nl_captions=(str(broken),), nl_finished=""))
+
+
+def test_aliases_files(tmp_path):
+    csv = tmp_path / "a.csv"
+    csv.write_text("# old,new\nlong_hair,very_long_hair\n")
+    assert read_aliases(csv) == {"long_hair": "very_long_hair"}
+    export = tmp_path / "tag_aliases.csv"
+    export.write_text(
+        "id,antecedent_name,consequent_name,created_at,status\n"
+        "1,kitty,cat,2020-01-01,active\n2,doggo,dog,2020-01-01,deleted\n"
+    )
+    assert read_aliases(export) == {"kitty": "cat"}
+    js = tmp_path / "a.json"
+    js.write_text('{"a": "b"}')
+    assert read_aliases(js) == {"a": "b"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ok\tfine\nlonely\n")
+    with pytest.raises(CaptionInputError, match=r"bad\.tsv: line 2"):
+        read_aliases(bad)
