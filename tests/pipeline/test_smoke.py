@@ -59,7 +59,7 @@ def test_pull_demo_mirror_end_to_end(dataset, demo_root, tmp_path, capsys):
         assert image.width * image.height <= MAX_PIXELS
         assert max(image.size) <= 16383
         assert list(image.size) == meta["size"]
-        assert sample["txt"].decode() == meta["caption"]["tags"]
+        assert sample["txt"].decode() == meta["caption"]["text"] == meta["caption"]["tags"]
         keys.add(sample["__key__"])
     assert len(keys) == len(samples)
     # Large sources were scaled down; compliant WebP passed through untouched.

@@ -1,0 +1,66 @@
+"""Captions per the spec in pulled shards, and the same captions from `e6ingest captions`."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import webdataset as wds
+
+from e6ingest.cli import main
+
+
+def test_pull_writes_captions_per_spec_and_captions_command_agrees(small_demo, tmp_path, capsys):
+    selection = ["--mirror", str(small_demo), "--rating", "e,q,s"]
+    first = tmp_path / "plain.jsonl"
+    assert main(["captions", *selection, "--out", str(first)]) == 0
+    ids = pl.read_ndjson(first)["id"].to_list()
+    nl_file = tmp_path / "nl.jsonl"
+    nl_rows = [
+        {"id": ids[0], "regular_summary": "A long\ndescription.", "brief_summary": "Short.",
+         "response_finish_reason": "STOP", "tags": []},
+        {"id": ids[1], "regular_summary": "Cut off", "brief_summary": "",
+         "response_finish_reason": "MAX_TOKENS", "tags": []},
+    ]  # fmt: skip
+    nl_file.write_text("".join(json.dumps(r) + "\n" for r in nl_rows))
+    spec_file = tmp_path / "caption.toml"
+    spec_file.write_text('merge = "alternatives"\nrating_tag = true\n')
+    spec = ["--caption-config", str(spec_file), "--nl-captions", str(nl_file), "--people-first"]
+
+    out = tmp_path / "out"
+    code = main(["pull", *selection, "--out", str(out), "--shard-size", "100", "--workers", "1",
+                 "--quiet", *spec])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    tars = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    samples = {s["__key__"]: s for s in wds.WebDataset(tars, shardshuffle=False)}
+    assert main(["captions", *selection, "--out", str(tmp_path / "c.jsonl"), *spec]) == 0
+    captions = {r["key"]: r for r in pl.read_ndjson(tmp_path / "c.jsonl").to_dicts()}
+
+    with_nl = f"e621/{ids[0]}"
+    lines = samples[with_nl]["txt"].decode().split("\n")
+    meta = json.loads(samples[with_nl]["json"])
+    assert lines == [meta["caption"]["tags"], "A long description.", "Short."]
+    assert meta["caption"]["nl"] == ["A long description.", "Short."]
+    assert meta["caption"]["tags"].split(", ")[-1] in ("safe", "nsfw", "explicit")
+    unfinished = samples.get(f"e621/{ids[1]}")
+    if unfinished is not None:
+        assert "\n" not in unfinished["txt"].decode()
+    for key, sample in samples.items():
+        assert sample["txt"].decode() == captions[key]["caption"], key
+        assert json.loads(sample["json"])["caption"]["tags"] == captions[key]["tags"]
+
+
+def test_captions_preview_and_errors(small_demo, tmp_path, capsys):
+    code = main(["captions", "--mirror", str(small_demo), "--query", "solo", "--preview", "2",
+                 "--order", "general", "--max-tags", "3"])  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(printed) == 4 and printed[0].startswith("e621/")
+    assert len(printed[1].strip().split(", ")) <= 3
+    assert main(["captions", "--mirror", str(small_demo)]) == 2
+    assert "--out FILE, --preview N" in capsys.readouterr().err
+    missing = tmp_path / "missing.jsonl"
+    code = main(["captions", "--mirror", str(small_demo), "--preview", "1",
+                 "--nl-captions", str(missing)])  # fmt: skip
+    assert code == 2 and "missing.jsonl" in capsys.readouterr().err
+    code = main(["captions", "--mirror", str(small_demo), "--preview", "1", "--order", "generl"])
+    assert code == 2 and "generl" in capsys.readouterr().err
