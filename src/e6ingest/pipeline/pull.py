@@ -31,7 +31,7 @@ from e6ingest.shards import shard_complete, shard_paths, write_atomic
 from e6ingest.sources import HubOptions, HubSource, SourceSpec
 from e6ingest.sources.retry import require_reachable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHARDS_DIR = "shards"
 FAILURES_FILE = "failures.parquet"
 MANIFEST_FILE = "manifest.json"
