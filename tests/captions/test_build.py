@@ -165,7 +165,8 @@ def test_missing_categories_and_empty_posts():
     assert caption(spec, row) == ["safe"]
 
 
-def test_sites_keep_their_own_defaults_and_row_order():
+@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
+def test_sites_keep_their_own_defaults_and_row_order(batch_rows):
     rows = [
         post(site="e621", rating="s", general=["x"]) | {"id": 3},
         post(site="danbooru", rating="s", general=["y"]) | {"id": 3},

@@ -28,6 +28,7 @@ PEOPLE_PATTERN = (
 # Tags kept as they are by the underscore rewrite: short ones and those without letters
 # (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
 EMOTICON_MAX_LEN = 3
+BATCH_ROWS = 200_000
 
 
 def glob_regex(patterns: tuple[str, ...]) -> str:
@@ -51,12 +52,20 @@ def _rewrite(spec: CaptionSpec) -> pl.Expr:
     return tag
 
 
-def _clean(tags: pl.Expr, aliases: Mapping[str, str], drop: str) -> pl.Expr:
+def _clean(tags: pl.Expr, aliases: Mapping[str, str], drop: tuple[str, ...]) -> pl.Expr:
+    """Aliases applied, then tags matching ``drop`` (names or globs) removed."""
+    tag = pl.element()
     if aliases:
-        tags = tags.list.eval(pl.element().replace(dict(aliases)))
-    if drop:
-        tags = tags.list.eval(pl.element().filter(~pl.element().str.contains(drop)))
-    return tags
+        tags = tags.list.eval(tag.replace(dict(aliases)))
+    names = [p for p in drop if "*" not in p and "?" not in p]
+    globs = tuple(p for p in drop if p not in names)
+    keep = None
+    if names:  # a hash lookup per tag, far cheaper than a regex
+        keep = ~tag.is_in(names)
+    if globs:
+        matches = ~tag.str.contains(glob_regex(globs))
+        keep = matches if keep is None else keep & matches
+    return tags if keep is None else tags.list.eval(tag.filter(keep))
 
 
 def _category_lists(categories: tuple[str, ...], names: set[str]) -> list[pl.Expr]:
@@ -124,7 +133,7 @@ def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, threshold
     split = bool(spec.keep_tokens_separator)
     fixed = tuple(c for c in categories if c in spec.fixed_categories) if split else categories
     rest = tuple(c for c in categories if c not in fixed)
-    drop = glob_regex(spec.blacklist + spec.meta_filter)
+    drop = spec.blacklist + spec.meta_filter
     head = _clean(_concat(_category_lists(fixed, names)), aliases, drop)
     tail = _clean(_concat(_category_lists(rest, names)), aliases, drop)
     front: list[pl.Expr] = []
@@ -181,6 +190,7 @@ def build_captions(
     nl: pl.DataFrame | None = None,
     thresholds: Mapping[str, list] | None = None,
     aliases: Mapping[str, str] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> pl.DataFrame:
     """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
 
@@ -188,32 +198,40 @@ def build_captions(
     ``thresholds``: from :func:`score_thresholds` over the whole selection (computed from
     ``frame`` itself when quality tags are asked for and none are given).
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
+    Rows are captioned ``batch_rows`` at a time, bounding the intermediate lists in memory.
     """
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     if spec.quality_tag and thresholds is None:
         thresholds = score_thresholds(frame, spec)
-    if nl is not None:
-        frame = frame.join(nl.rename({"nl": "caption_nl"}), on="id", how="left",
-                           maintain_order="left")  # fmt: skip
-    else:
-        frame = frame.with_columns(caption_nl=EMPTY)
-    frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
+    nl = nl.rename({"nl": "caption_nl"}) if nl is not None else None
     names = set(frame.columns)
-    parts = []
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
-    if len(sites) > 1:
-        frame = frame.with_row_index("_order")
+    captions: dict[str, list[pl.Expr]] = {}
     for site in sites:
-        part = frame.filter(pl.col("site") == site) if len(sites) > 1 else frame
         head, whole = _tag_lists(spec, site, names, aliases or {}, thresholds or {})
         tags = _tags_text(spec, head, whole).alias("caption_tags")
-        part = part.with_columns(tags)
-        parts.append(
-            part.with_columns(
-                _merged(spec, pl.col("caption_tags"), pl.col("caption_nl")).alias("caption")
-            )
-        )
-    if len(parts) == 1:
-        return parts[0]
+        merged = _merged(spec, pl.col("caption_tags"), pl.col("caption_nl")).alias("caption")
+        captions[site] = [tags, merged]
+    batches = [
+        _caption_batch(frame.slice(start, batch_rows), captions, nl)
+        for start in range(0, max(len(frame), 1), batch_rows)
+    ]
+    return pl.concat(batches) if len(batches) > 1 else batches[0]
+
+
+def _caption_batch(frame: pl.DataFrame, captions: dict, nl: pl.DataFrame | None):
+    if nl is not None:
+        frame = frame.join(nl, on="id", how="left", maintain_order="left")
+        frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
+    else:
+        frame = frame.with_columns(caption_nl=EMPTY)
+    if len(captions) == 1:
+        tags, merged = next(iter(captions.values()))
+        return frame.with_columns(tags).with_columns(merged)
+    frame = frame.with_row_index("_order")
+    parts = []
+    for site, (tags, merged) in captions.items():
+        part = frame.filter(pl.col("site") == site)
+        parts.append(part.with_columns(tags).with_columns(merged))
     return pl.concat(parts).sort("_order").drop("_order")

@@ -1,0 +1,192 @@
+"""Captions for millions of posts: e6ingest's bulk path against the per-row loop users write.
+
+Generates N synthetic e621-shaped posts (tags as space-separated strings per category, the
+way the e621 export reads once a tags table restored categories) and natural-language
+captions for 60% of them (e621-captions fields; 90% finished with "STOP", some with
+newlines or empty summaries), both as parquet. Then, each in its own process, from the same
+files:
+
+(a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
+    NL texts looked up in a dict built from the captions file;
+(b) e6ingest: the tags split into lists, ``read_nl_captions`` and ``build_captions`` with the
+    equivalent spec (e621 order, underscores to spaces keeping emoticons, a blacklist,
+    dedupe, ``tags+nl``).
+
+It prints both times, the ratio and each process's peak memory, and checks that both
+produce the same captions (sha256 over all of them, in order).
+
+    python benchmarks/captions_bench.py [--posts 5000000] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ORDER = ("artist", "copyright", "character", "species", "general", "lore", "meta")
+# (vocabulary size, min, max tags per post) per category, about e621's shape
+SHAPE = {
+    "artist": (20_000, 1, 2), "copyright": (5_000, 0, 2), "character": (30_000, 0, 3),
+    "species": (2_000, 1, 4), "general": (60_000, 15, 40), "lore": (50, 0, 1),
+    "meta": (200, 1, 3),
+}  # fmt: skip
+EMOTICONS = ["^_^", ":3", "o_o", ">_<", "^_^;", "2024", "3_toes"]
+BLACKLIST = ("general_tag_7", "meta_tag_0", "watermark")
+
+
+def _vocabulary(category: str, size: int, rng) -> list[str]:
+    words = [f"{category}_tag_{i}" for i in range(size)]
+    if category == "general":
+        words[: len(EMOTICONS)] = EMOTICONS
+        words[len(EMOTICONS)] = "watermark"
+    if category == "species":
+        words[:3] = ["red_panda", "mammal", "canis_(genus)"]
+    return words
+
+
+def generate(n: int, out: Path, seed: int = 0) -> None:
+    """posts.parquet and nl.parquet for ``n`` posts."""
+    rng = np.random.default_rng(seed)
+    columns = {"id": np.arange(1, n + 1, dtype=np.int64)}
+    for category, (size, lo, hi) in SHAPE.items():
+        vocab = pl.Series(_vocabulary(category, size, rng))
+        # Zipf-like popularity: a few tags are on many posts
+        picks = np.minimum((rng.pareto(1.2, n * hi) * size / 50).astype(np.int64), size - 1)
+        tags = vocab.gather(picks).reshape((n, hi)).arr.to_list()
+        lengths = pl.Series(rng.integers(lo, hi + 1, n))
+        frame = pl.DataFrame({"t": tags, "k": lengths})
+        columns[f"tag_string_{category}"] = frame.select(
+            pl.col("t").list.head(pl.col("k")).list.join(" ")
+        )["t"]
+    posts = pl.DataFrame(columns).with_columns(
+        pl.lit("e621").alias("site"),
+        pl.Series("rating", rng.choice(["s", "q", "e"], n)),
+        pl.Series("score", rng.integers(-10, 500, n)),
+    )
+    posts.write_parquet(out / "posts.parquet")
+    with_nl = np.sort(rng.choice(n, int(n * 0.6), replace=False)) + 1
+    m = len(with_nl)
+    sentences = pl.Series(["A character stands in a field.", "Two figures talk\nat night.",
+                           "A close-up portrait with soft light.", ""])  # fmt: skip
+    nl = pl.DataFrame({
+        "id": with_nl,
+        "regular_summary": sentences.gather(rng.integers(0, 4, m)),
+        "brief_summary": sentences.gather(rng.integers(0, 4, m)),
+        "response_finish_reason": np.where(rng.random(m) < 0.9, "STOP", "MAX_TOKENS"),
+    })  # fmt: skip
+    nl.write_parquet(out / "nl.parquet")
+
+
+def run_users(data: Path) -> list[str]:
+    """(a) The loop people write today."""
+    import re
+
+    import pandas as pd
+
+    letter = re.compile("[A-Za-z]")
+    newlines = re.compile(r"[\r\n]+")
+    blacklist = set(BLACKLIST)
+    nl_frame = pd.read_parquet(data / "nl.parquet")
+    nl_text = {}
+    for row in nl_frame.itertuples(index=False):
+        if row.response_finish_reason != "STOP":
+            continue
+        parts = [newlines.sub(" ", t).strip() for t in (row.regular_summary, row.brief_summary)]
+        parts = [p for p in parts if p]
+        if parts:
+            nl_text[row.id] = " ".join(parts)
+    posts = pd.read_parquet(data / "posts.parquet")
+    columns = [f"tag_string_{c}" for c in ORDER]
+    captions = []
+    for row in posts[["id", *columns]].itertuples(index=False):
+        seen, out = set(), []
+        for string in row[1:]:
+            if not string:
+                continue
+            for tag in string.split(" "):
+                if tag in blacklist:
+                    continue
+                if len(tag) > 3 and letter.search(tag):
+                    tag = tag.replace("_", " ")
+                if tag not in seen:
+                    seen.add(tag)
+                    out.append(tag)
+        text = ", ".join(out)
+        extra = nl_text.get(row.id)
+        captions.append(f"{text}, {extra}" if extra else text)
+    return captions
+
+
+def run_e6ingest(data: Path) -> list[str]:
+    """(b) e6ingest's bulk path with the equivalent spec."""
+    from e6ingest.captions import CaptionSpec, build_captions, read_nl_captions
+
+    spec = CaptionSpec(
+        blacklist=BLACKLIST, meta_filter=(), merge="tags+nl",
+        nl_captions=(str(data / "nl.parquet"),),
+    )  # fmt: skip
+    posts = pl.read_parquet(data / "posts.parquet").with_columns(
+        pl.col(f"tag_string_{c}").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+        .alias(f"tags_{c}")
+        for c in ORDER
+    ).drop(f"tag_string_{c}" for c in ORDER)  # fmt: skip
+    nl = read_nl_captions(spec)
+    return build_captions(posts, spec, nl=nl)["caption"].to_list()
+
+
+def child(which: str, data: Path) -> None:
+    start = time.perf_counter()
+    captions = run_users(data) if which == "a" else run_e6ingest(data)
+    seconds = time.perf_counter() - start
+    digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "sha256": digest, "n": len(captions),
+                      "peak_mb": peak, "example": captions[0]}))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--posts", type=int, default=5_000_000)
+    parser.add_argument("--data", help="folder for the generated files (default: a temp dir)")
+    parser.add_argument("--child", choices=("a", "b"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = Path(args.data or tempfile.mkdtemp(prefix="captions-bench-"))
+    if args.child:
+        child(args.child, data)
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / f"posts-{args.posts}.done").exists():
+        print(f"generating {args.posts:,} posts in {data} ...", flush=True)
+        generate(args.posts, data)
+        (data / f"posts-{args.posts}.done").touch()
+    results = {}
+    for which in ("b", "a"):
+        cmd = [sys.executable, __file__, "--child", which, "--data", str(data)]
+        results[which] = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                   text=True).stdout)  # fmt: skip
+    a, b = results["a"], results["b"]
+    print(f"posts: {args.posts:,}, NL captions for 60%")
+    print("| run | seconds | posts/s | peak memory |\n|---|---|---|---|")
+    for name, r in (("(a) pandas itertuples, per-row join", a), ("(b) e6ingest bulk", b)):
+        print(f"| {name} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | "
+              f"{r['peak_mb']:,.0f} MB |")  # fmt: skip
+    same = a["sha256"] == b["sha256"] and a["n"] == b["n"]
+    print(f"\nspeed-up (a)/(b): {a['seconds'] / b['seconds']:.1f}x (target 5x); "
+          f"same captions: {'yes' if same else 'NO'}")  # fmt: skip
+    if not same:
+        print(f"(a) first: {a['example']!r}\n(b) first: {b['example']!r}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
