@@ -8,6 +8,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from e6ingest.manifests import DatasetManifest, ImageRepo
 
 
 class FailureKind(str, Enum):
@@ -127,3 +131,38 @@ class Source(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class IndexedTarSource(Source):
+    """A source of indexed tar shards (the hfutils layout): each post is looked up in the
+    index of its shard in every image repository of ``self.manifest``, in order."""
+
+    manifest: DatasetManifest
+
+    @abstractmethod
+    def _index(self, repo: ImageRepo, shard: int) -> TarIndex:
+        """The index of ``shard`` of ``repo``; raises PostFailure when it cannot be read."""
+
+    @abstractmethod
+    def _read(self, repo: ImageRepo, shard: int, post_id: int, entry: IndexEntry) -> bytes:
+        """The verified bytes of ``entry``; raises PostFailure."""
+
+    def fetch(self, post_id: int) -> Fetched:
+        """Verified bytes of ``post_id``; PostFailure(missing/corrupt/unavailable) otherwise."""
+        unavailable: PostFailure | None = None
+        for repo in self.manifest.images:
+            shard = repo.shard_of(post_id)
+            try:
+                entry = self._index(repo, shard).lookup(post_id)
+            except PostFailure as exc:
+                unavailable = exc
+                continue
+            if entry is not None:
+                data = self._read(repo, shard, post_id, entry)
+                return Fetched(post_id, data, f"{repo.repo}/{repo.tar_path(shard)}:{entry.member}")
+        if unavailable is not None:  # an unreadable index never means "no such post"
+            raise unavailable
+        shards = ", ".join(
+            f"{r.repo}/{r.tar_path(r.shard_of(post_id))}" for r in self.manifest.images
+        )
+        raise PostFailure(FailureKind.MISSING, f"post {post_id} is not in {shards}")

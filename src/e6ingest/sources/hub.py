@@ -23,7 +23,14 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from e6ingest.cache import cache_dir
 from e6ingest.manifests import REPO_TYPE, DatasetManifest, ImageRepo, MetadataFile
-from e6ingest.sources.base import FailureKind, Fetched, PostFailure, Source, TarIndex, verify
+from e6ingest.sources.base import (
+    FailureKind,
+    Fetched,
+    IndexedTarSource,
+    PostFailure,
+    TarIndex,
+    verify,
+)
 from e6ingest.sources.retry import (
     BadBytes,
     Retrier,
@@ -65,7 +72,7 @@ class HubOptions:
         return Path(self.index_cache) if self.index_cache else cache_dir() / "indexes"
 
 
-class HubSource(Source):
+class HubSource(IndexedTarSource):
     """Reads posts from the dataset's repositories on the Hub.
 
     Single files are fetched with one ranged GET each, located by the shard's index (itself
@@ -247,24 +254,6 @@ class HubSource(Source):
                 raise BadBytes(exc.message) from None
 
         return self.retry(attempt, f"{where}:{entry.member}", repo.repo)
-
-    def fetch(self, post_id: int) -> Fetched:
-        """Verified bytes of ``post_id``; PostFailure(missing/corrupt/unavailable) otherwise."""
-        unavailable: PostFailure | None = None
-        for repo in self.manifest.images:
-            shard = repo.shard_of(post_id)
-            try:
-                entry = self._index(repo, shard).lookup(post_id)
-            except PostFailure as exc:
-                unavailable = exc
-                continue
-            if entry is not None:
-                data = self._read(repo, shard, post_id, entry)
-                location = f"{repo.repo}/{repo.tar_path(shard)}:{entry.member}"
-                return Fetched(post_id, data, location)
-        if unavailable is not None:  # never "no such post" when an index could not be read
-            raise unavailable
-        raise PostFailure(FailureKind.MISSING, f"post {post_id} is in none of its shards")
 
     def fetch_many(self, post_ids: Iterable[int]) -> Iterator[Fetched | PostFailure]:
         """Fetch concurrently (``io_workers`` requests at a time), yielding results in order.

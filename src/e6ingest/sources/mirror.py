@@ -10,9 +10,9 @@ from typing import BinaryIO
 from e6ingest.manifests import DatasetManifest, ImageRepo, MetadataFile
 from e6ingest.sources.base import (
     FailureKind,
-    Fetched,
+    IndexedTarSource,
+    IndexEntry,
     PostFailure,
-    Source,
     TarIndex,
     verify,
 )
@@ -22,7 +22,7 @@ class MirrorError(FileNotFoundError):
     """The mirror lacks a file the dataset needs."""
 
 
-class MirrorSource(Source):
+class MirrorSource(IndexedTarSource):
     """Reads posts from indexed tar shards in a local copy of the dataset's repositories.
 
     For each post the shard ``id % shards`` of each image repository is looked up in the
@@ -77,34 +77,15 @@ class MirrorSource(Source):
             oldest.close()
         return handle
 
-    def fetch(self, post_id: int) -> Fetched:
-        """Verified bytes of ``post_id``; PostFailure(missing/corrupt/unavailable) otherwise."""
-        unavailable: PostFailure | None = None
-        for repo in self.manifest.images:
-            shard = repo.shard_of(post_id)
-            try:
-                entry = self._index(repo, shard).lookup(post_id)
-            except PostFailure as exc:
-                unavailable = exc
-                continue
-            if entry is None:
-                continue
-            tar_path = self.root / repo.repo / repo.tar_path(shard)
-            handle = self._tar(tar_path)
-            try:
-                handle.seek(entry.offset)
-                data = handle.read(entry.size)
-            except OSError as exc:
-                raise PostFailure(FailureKind.UNAVAILABLE, f"{tar_path}: {exc}") from exc
-            where = f"{repo.repo}/{repo.tar_path(shard)}"
-            return Fetched(post_id, verify(entry, data, where), f"{where}:{entry.member}")
-        if unavailable is not None:
-            # An index we could not read is never taken to mean "no such post".
-            raise unavailable
-        shards = ", ".join(
-            f"{r.repo}/{r.tar_path(r.shard_of(post_id))}" for r in self.manifest.images
-        )
-        raise PostFailure(FailureKind.MISSING, f"post {post_id} is not in {shards}")
+    def _read(self, repo: ImageRepo, shard: int, post_id: int, entry: IndexEntry) -> bytes:
+        tar_path = self.root / repo.repo / repo.tar_path(shard)
+        handle = self._tar(tar_path)
+        try:
+            handle.seek(entry.offset)
+            data = handle.read(entry.size)
+        except OSError as exc:
+            raise PostFailure(FailureKind.UNAVAILABLE, f"{tar_path}: {exc}") from exc
+        return verify(entry, data, f"{repo.repo}/{repo.tar_path(shard)}")
 
     def close(self) -> None:
         """Close the open tar files."""
