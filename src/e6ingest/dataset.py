@@ -21,7 +21,7 @@ from e6ingest.metadata import TAG_CATEGORIES, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import metadata_source
 from e6ingest.query import selection_query
-from e6ingest.shards import write_atomic
+from e6ingest.shards import sample_key_expr, write_atomic
 from e6ingest.sources import HubOptions
 
 RATING_ORDER = ("g", "s", "q", "e")
@@ -151,7 +151,7 @@ def captions(posts: pl.LazyFrame, spec: CaptionSpec | None = None) -> pl.DataFra
     frame = caption_frame(posts.select(columns).collect(), spec or CaptionSpec())
     return frame.select(
         "id",
-        pl.concat_str("site", pl.lit("/"), pl.col("id").cast(pl.String)).alias("key"),
+        sample_key_expr().alias("key"),
         "caption",
         pl.col("caption_tags").alias("tags"),
         pl.col("caption_nl").alias("nl"),

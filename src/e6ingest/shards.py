@@ -37,6 +37,16 @@ INDEX_SCHEMA = {
 }
 
 
+def sample_key(site: str, post_id: int) -> str:
+    """The webdataset key of a post: ``{site}/{id}``, never containing a dot."""
+    return f"{site}/{post_id}"
+
+
+def sample_key_expr(site: str = "site", post_id: str = "id") -> pl.Expr:
+    """:func:`sample_key` over a frame's columns."""
+    return pl.concat_str(site, pl.lit("/"), pl.col(post_id).cast(pl.String))
+
+
 def shard_name(number: int) -> str:
     """``00042`` for shard 42."""
     return f"{number:05d}"

@@ -16,7 +16,7 @@ from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
 from e6ingest.pipeline.plan import shard_rows
-from e6ingest.shards import Sample, ShardWriter
+from e6ingest.shards import Sample, ShardWriter, sample_key
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
@@ -32,11 +32,6 @@ class ShardTask:
     source: SourceSpec
     image: ImagePolicy
     buckets: BucketSpec
-
-
-def sample_key(site: str, post_id: int) -> str:
-    """The webdataset key of a post: ``{site}/{id}``, never containing a dot."""
-    return f"{site}/{post_id}"
 
 
 def _tags_by_category(row: dict) -> dict[str, list[str]]:
