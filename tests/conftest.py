@@ -34,6 +34,17 @@ def small_demo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_pull(small_demo, tmp_path_factory) -> Path:
+    """A finished pull of the small demo (shards of 20); copy it before changing it."""
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    out = tmp_path_factory.mktemp("pulled") / "out"
+    pull(make_config({"ratings": "e,q,s", "shard_size": 20}), out, small_demo, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def reference() -> Path:
     """The folder of real format samples (``shared/reference`` beside the checkout)."""
     if not REFERENCE.is_dir():

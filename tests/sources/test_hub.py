@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 
+import polars as pl
 import pytest
 
 from e6ingest.config import make_config
@@ -141,7 +142,7 @@ def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root,
         injected = sum(1 for r in hub.requests if r[2])
     mirror = pull(config, tmp_path / "mirror", demo_root, workers=2)
     assert injected > 50
-    assert faulty.unavailable == []
+    assert faulty.retryable == 0
     assert (faulty.selected, faulty.written, faulty.failed) == (
         mirror.selected,
         mirror.written,
@@ -150,22 +151,33 @@ def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root,
     assert _tars(tmp_path / "hub") == _tars(tmp_path / "mirror")
 
 
-def test_unavailable_shard_ends_run_and_rerun_continues(small_demo, tmp_path):
+def test_unavailable_posts_are_retried_with_retry_failed(small_demo, tmp_path):
     out = tmp_path / "out"
-    manifest = load_manifest("e621")
     # Every index of source shards 0-499 of the 2024 repository fails.
     failing = (r"e621-2024-webp-4Mpixel_index/resolve/main/original/data-0[0-4]\d\d\.json$",)
     config = make_config({"ratings": "e,q,s", "shard_size": 10})
     with HubServer(small_demo, Faults(always_fail=failing)) as hub:
         first = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, attempts=2))
-    assert first.unavailable and "0" in first.unavailable[0]
-    written = _tars(out)
-    assert written  # shards not touching the failing indexes are complete and kept
+    failures = pl.read_parquet(out / "failures.parquet").filter(pl.col("kind") == "unavailable")
+    assert first.retryable == failures.height > 0
+    assert failures["message"].str.contains("data-0").all()
+    affected = _tars(out)
+    stats = {p.name: json.loads(p.read_text()) for p in (out / "shards").glob("*.stats.json")}
+    touched = {n.replace(".stats.json", ".tar") for n, s in stats.items()
+               if any(f["kind"] == "unavailable" for f in s["failures"])}  # fmt: skip
+    untouched = {k: v for k, v in affected.items() if k not in touched}
+    assert touched and untouched
+
     with HubServer(small_demo) as hub:
-        second = pull(config, out, None, workers=1, hub=_options(hub, tmp_path))
-    assert second.unavailable == [] and second.shards_skipped == len(written)
-    assert {k: v for k, v in _tars(out).items() if k in written} == written
-    assert manifest.name == "e621"
+        again = pull(config, out, None, workers=1, hub=_options(hub, tmp_path))
+        assert again.retryable == first.retryable  # a plain rerun keeps complete shards
+        retried = pull(config, out, None, workers=1, hub=_options(hub, tmp_path),
+                       retry_failed=True)  # fmt: skip
+    assert retried.retryable == 0
+    assert retried.shards_skipped == len(untouched)
+    clean = pull(config, tmp_path / "clean", small_demo, workers=1)
+    assert _tars(out) == _tars(tmp_path / "clean")
+    assert retried.written == clean.written
 
 
 @pytest.mark.parametrize("ttl", [3600.0, 0.3])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from e6ingest.captions import CaptionInputError
 from e6ingest.cli.parsers import build_parser, flag_values
+from e6ingest.cli.progress import BarReporter, JsonReporter
 from e6ingest.config import ConfigError, make_config, parse_ratings
 from e6ingest.demo import build_demo, demo_mirror
 from e6ingest.manifests import ManifestError
@@ -94,27 +95,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     config = make_config(flag_values(args), where=args.config or "flags")
     mirror = _mirror(args)
-    bar = None
-
-    def progress(stats: dict, done: int, total: int) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(desc="shards", unit="shard", total=total, file=sys.stderr)
-        bar.update(1)
-
+    reporter = None
+    if args.log_json:
+        reporter = JsonReporter()
+    elif not args.quiet:
+        reporter = BarReporter()
     try:
         summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
-                       progress=progress, hub=_hub_options(args))  # fmt: skip
+                       progress=reporter, hub=_hub_options(args),
+                       retry_failed=args.retry_failed)  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
-    for line in summary.lines():
-        print(line)
-    return 1 if summary.unavailable else 0
+        if reporter is not None:
+            reporter.close()
+    if args.log_json:
+        reporter("summary", summary.to_dict())
+    else:
+        for line in summary.lines():
+            print(line)
+    return 1 if summary.retryable else 0
 
 
 def cmd_captions(args: argparse.Namespace) -> int:
@@ -142,11 +140,26 @@ def cmd_captions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from e6ingest.shards.verify import verify_output
+
+    report = verify_output(args.out, deep=args.deep)
+    for problem in report.problems:
+        print(problem)
+    checked = f"{report.shards} shards, {report.samples} samples"
+    if report.ok:
+        print(f"ok: {checked}{' (images decoded)' if args.deep else ''}")
+        return 0
+    print(f"{len(report.problems)} problems ({checked} checked)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     handlers = {
         "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
+        "verify": cmd_verify,
     }  # fmt: skip
     try:
         return handlers[args.command](args)

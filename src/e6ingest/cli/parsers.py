@@ -116,7 +116,16 @@ def _pull_parser(sub) -> None:
         "--delete-shards-after-use", action="store_true",
         help="delete downloaded shards once read, bounding disk use",
     )  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--retry-failed", action="store_true",
+        help="also rewrite the shards holding posts that failed for a retryable reason",
+    )  # fmt: skip
+    report = p.add_mutually_exclusive_group()
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
+    report.add_argument(
+        "--log-json", action="store_true",
+        help="progress and summary as JSON lines on stdout, no bars",
+    )  # fmt: skip
 
 
 def add_caption_flags(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pull_parser(sub)
     _inspect_parser(sub)
     _captions_parser(sub)
+    verify = sub.add_parser("verify", help="check a pull's output against its manifest")
+    verify.add_argument("out", metavar="OUT", help="the --out folder of a pull")
+    verify.add_argument("--deep", action="store_true", help="also decode every image")
     return parser
 
 

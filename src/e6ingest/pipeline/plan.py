@@ -12,9 +12,8 @@ from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query
-from e6ingest.shards import write_atomic
+from e6ingest.shards import PLAN_FILE, write_atomic
 
-PLAN_FILE = "plan.parquet"
 PLAN_COLUMNS = (
     "id",
     "site",
@@ -82,7 +81,7 @@ def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:
     return pl.scan_parquet(plan_path).filter(pl.col("shard") == shard).sort("position").collect()
 
 
-def shard_numbers(plan_path: str | Path) -> list[int]:
-    """Every output shard number of a saved plan."""
-    shards = pl.scan_parquet(plan_path).select(pl.col("shard").unique().sort()).collect()
-    return shards["shard"].to_list()
+def shard_sizes(plan_path: str | Path) -> dict[int, int]:
+    """Every output shard number of a saved plan, with its number of posts."""
+    sizes = pl.scan_parquet(plan_path).group_by("shard").len().sort("shard").collect()
+    return dict(sizes.iter_rows())

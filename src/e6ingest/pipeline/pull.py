@@ -18,23 +18,27 @@ from e6ingest.metadata import scan_files
 from e6ingest.pipeline.executor import LocalExecutor, default_workers
 from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.plan import (
-    PLAN_FILE,
     make_plan,
     plan_fingerprint,
     save_plan,
-    shard_numbers,
+    shard_sizes,
 )
 from e6ingest.pipeline.sourcing import ShardJanitor, metadata_source, whole_shards
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import selection_query
-from e6ingest.shards import shard_complete, shard_paths, write_atomic
-from e6ingest.sources import HubOptions, HubSource, SourceSpec
+from e6ingest.shards import (
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    PLAN_FILE,
+    SHARDS_DIR,
+    shard_complete,
+    shard_paths,
+    write_atomic,
+)
+from e6ingest.sources import FailureKind, HubOptions, HubSource, SourceSpec
 from e6ingest.sources.retry import require_reachable
 
 FORMAT_VERSION = 2
-SHARDS_DIR = "shards"
-FAILURES_FILE = "failures.parquet"
-MANIFEST_FILE = "manifest.json"
 FAILURE_SCHEMA = {
     "id": pl.Int64,
     "site": pl.String,
@@ -42,6 +46,9 @@ FAILURE_SCHEMA = {
     "kind": pl.String,
     "message": pl.String,
 }
+
+
+Progress = Callable[[str, dict], None]
 
 
 class OutputConflict(RuntimeError):
@@ -60,12 +67,22 @@ class PullSummary:
     shards_skipped: int = 0
     bytes: int = 0
     seconds: float = 0.0
-    unavailable: list[str] = field(default_factory=list)  # shards left for a rerun
+    retryable: int = 0  # failed posts a rerun with retry_failed may still get
 
     @property
     def samples_per_second(self) -> float:
         """Written samples per second of wall time."""
         return self.written / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        """The summary as JSON-ready data."""
+        return {
+            "out": str(self.out), "selected": self.selected, "written": self.written,
+            "failed": self.failed, "retryable": self.retryable, "shards": self.shards,
+            "shards_skipped": self.shards_skipped, "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "samples_per_second": round(self.samples_per_second, 2),
+        }  # fmt: skip
 
     def lines(self) -> list[str]:
         """The summary as human-readable lines."""
@@ -78,10 +95,9 @@ class PullSummary:
             f"{self.samples_per_second:.1f} samples/s",
             f"output: {self.out}",
             *(
-                [f"{len(self.unavailable)} shards could not be completed (their source was "
-                 "unavailable); rerun the same command to continue:"]
-                + [f"  {line}" for line in self.unavailable]
-                if self.unavailable else []
+                [f"{self.retryable} posts failed for a reason that may pass (their source was "
+                 "unavailable); rerun the same command with --retry-failed to try them again"]
+                if self.retryable else []
             ),
         ]  # fmt: skip
 
@@ -170,28 +186,55 @@ def run_tasks(tasks: list[ShardTask], workers: int | None) -> Iterator[dict]:
             yield run_task(task, images)
 
 
+def _has_retryable(stats: dict) -> bool:
+    return any(FailureKind(f["kind"]).retryable for f in stats["failures"])
+
+
+def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> list[int]:
+    """The shards a run still has to write: incomplete ones, and with ``retry_failed`` the
+    complete ones holding retryable failures (made incomplete first, so a kill while one
+    is rewritten never leaves a stats file describing other bytes)."""
+    todo = []
+    for number in numbers:
+        if not shard_complete(shards_dir, number):
+            todo.append(number)
+        elif retry_failed and _has_retryable(_collect_stats(shards_dir, [number])[0]):
+            shard_paths(shards_dir, number)["stats"].unlink()
+            todo.append(number)
+    return todo
+
+
+def _notify(progress: Progress | None, event: str, **info) -> None:
+    if progress is not None:
+        progress(event, info)
+
+
 def pull(
     config,
     out: str | Path,
     mirror: str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
-    progress: Callable[[dict, int, int], None] | None = None,
+    progress: Progress | None = None,
     hub: HubOptions | None = None,
+    retry_failed: bool = False,
 ) -> PullSummary:
     """Run a pull into ``out`` from a local ``mirror``, or from the Hub when it is None.
 
     A rerun of the same config on the same ``out`` continues the saved plan, skipping
-    shards that are complete; a different config on a non-empty ``out`` raises
-    :class:`OutputConflict` unless ``overwrite``. ``progress(stats, done, total)`` is
-    called as each shard completes. Shards whose source was unavailable are left for a
-    rerun and listed in the summary's ``unavailable``.
+    shards that are complete; with ``retry_failed`` it also rewrites the shards holding
+    posts that failed for a retryable reason. A different config on a non-empty ``out``
+    raises :class:`OutputConflict` unless ``overwrite``.
+
+    ``progress(event, info)`` hears ``planning``, ``planned`` (selected, shards, todo,
+    posts_todo) and ``shard`` (a shard's stats) as they happen.
     """
     start = time.perf_counter()
     out = Path(out)
     hub = hub or HubOptions()
     manifest = load_manifest(config.dataset)
     query = selection_query(config.query, config.ratings)  # fails before any work
+    _notify(progress, "planning")
     with metadata_source(manifest, mirror, hub) as source:
         files = [source.metadata_file(m) for m in manifest.metadata]
     metadata = scan_files(files, [m.schema for m in manifest.metadata], config.include_deleted)
@@ -202,8 +245,11 @@ def pull(
                          config.caption, config.tag_table)  # fmt: skip
         save_plan(plan, out, fingerprint)
     shards_dir = out / SHARDS_DIR
-    numbers = shard_numbers(plan_path)
-    todo = [n for n in numbers if not shard_complete(shards_dir, n)]
+    sizes = shard_sizes(plan_path)
+    numbers = sorted(sizes)
+    todo = shards_to_run(shards_dir, numbers, retry_failed)
+    _notify(progress, "planned", selected=sum(sizes.values()), shards=len(numbers),
+            todo=len(todo), posts_todo=sum(sizes[n] for n in todo))  # fmt: skip
     if mirror is not None:
         spec = SourceSpec(manifest.source_file, mirror=str(Path(mirror).resolve()))
     else:
@@ -219,16 +265,13 @@ def pull(
     janitor = None
     if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
         janitor = ShardJanitor(HubSource(manifest, hub), plan_path, todo, spec.whole_shards)
-    unavailable: list[str] = []
-    for done, stats in enumerate(run_tasks(tasks, workers), 1):
-        if not stats["complete"]:
-            unavailable.append(f"shard {stats['shard']:05d}: {stats['unavailable'][0]}")
+    for stats in run_tasks(tasks, workers):
         if janitor is not None:
             janitor.task_done(int(stats["shard"]))
-        if progress is not None:
-            progress(stats, done, len(tasks))
+        _notify(progress, "shard", **stats)
     complete = [n for n in numbers if shard_complete(shards_dir, n)]
-    document = _write_results(out, manifest, fingerprint, _collect_stats(shards_dir, complete))
+    stats = _collect_stats(shards_dir, complete)
+    document = _write_results(out, manifest, fingerprint, stats)
     totals = document["totals"]
     return PullSummary(
         out=out,
@@ -239,5 +282,5 @@ def pull(
         shards_skipped=len(numbers) - len(todo),
         bytes=totals["bytes"],
         seconds=time.perf_counter() - start,
-        unavailable=unavailable,
+        retryable=sum(FailureKind(f["kind"]).retryable for s in stats for f in s["failures"]),
     )

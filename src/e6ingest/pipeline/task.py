@@ -96,8 +96,8 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
 
     Images are normalised through ``images`` when given (a pool on every core), else here.
 
-    When a post's source is unavailable (after retries), the shard is not written: its
-    stats come back with ``complete`` false and the reasons, and a rerun tries it again.
+    Posts whose source was unavailable (after retries) are recorded as failures of the
+    retryable kind; ``pull(..., retry_failed=True)`` rewrites the shards that hold some.
     """
     start = time.perf_counter()
     rows = shard_rows(task.plan_path, task.number).to_dicts()
@@ -145,10 +145,6 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
     except BaseException:
         writer.abort()
         raise
-    unavailable = [f["message"] for f in failures if f["kind"] == FailureKind.UNAVAILABLE.value]
-    if unavailable:
-        writer.abort()
-        return {"shard": task.number, "complete": False, "unavailable": unavailable}
     stats = {
         "selected": len(rows),
         "outcomes": dict(sorted(outcomes.items())),
@@ -157,4 +153,4 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
         "image_seconds": round(image_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return {**writer.finish(stats), "complete": True}
+    return writer.finish(stats)

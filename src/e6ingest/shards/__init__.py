@@ -1,0 +1,40 @@
+"""Shards: the output of a run, written (``writer``), checked (``verify``), read
+(``reader``) and exported for trainers (``kohya``)."""
+
+from e6ingest.shards.layout import (
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    PLAN_FILE,
+    SHARDS_DIR,
+    read_manifest,
+)
+from e6ingest.shards.writer import (
+    INDEX_SCHEMA,
+    MEMBER_ORDER,
+    Sample,
+    ShardWriter,
+    sample_key,
+    sample_key_expr,
+    shard_complete,
+    shard_name,
+    shard_paths,
+    write_atomic,
+)
+
+__all__ = [
+    "FAILURES_FILE",
+    "INDEX_SCHEMA",
+    "MANIFEST_FILE",
+    "MEMBER_ORDER",
+    "PLAN_FILE",
+    "SHARDS_DIR",
+    "Sample",
+    "ShardWriter",
+    "read_manifest",
+    "sample_key",
+    "sample_key_expr",
+    "shard_complete",
+    "shard_name",
+    "shard_paths",
+    "write_atomic",
+]

@@ -1,0 +1,208 @@
+"""``e6ingest verify``: check an output folder against its manifest and shard indexes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError, read_manifest
+from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
+
+SHARD_TAR = re.compile(r"^(\d{5})\.tar$")
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found: shards and samples checked, and every problem by name."""
+
+    out: Path
+    shards: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only file that hashes what is read through it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        self.sha256.update(memoryview(buffer)[:n])
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        """Read (and hash) what is left."""
+        while self.read(1 << 20):
+            pass
+
+
+def _members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    for member in tar:
+        handle = tar.extractfile(member) if member.isfile() else None
+        yield member, handle.read() if handle is not None else b""
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``e621/12.webp`` -> (``e621/12``, ``webp``): the key runs to the basename's first dot."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext
+
+
+def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) -> list[str]:
+    from PIL import Image
+
+    problems = []
+    try:
+        with Image.open(io.BytesIO(data["webp"])) as image:
+            image.load()
+            if image.format != "WEBP" or list(image.size) != [row["width"], row["height"]]:
+                problems.append(
+                    f"{where}: {key}.webp is {image.format} {image.size[0]}x{image.size[1]}, "
+                    f"the index says WEBP {row['width']}x{row['height']}"
+                )
+    except Exception as exc:
+        problems.append(f"{where}: {key}.webp does not decode: {exc}")
+    try:
+        meta = json.loads(data["json"])
+        text = data["txt"].decode("utf-8")
+        if meta.get("key") != key or meta.get("caption", {}).get("text") != text:
+            problems.append(f"{where}: {key}.json does not describe {key} and its caption")
+    except (ValueError, UnicodeDecodeError) as exc:
+        problems.append(f"{where}: {key}.json or {key}.txt is unreadable: {exc}")
+    return problems
+
+
+def _check_layout(where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: bool) -> list[str]:
+    """Members in index order, the members of a sample together and in the fixed order,
+    and each image where (and as) the index says."""
+    problems: list[str] = []
+    rows = index.iter_rows(named=True)
+    members = _members(tar)
+    for position, row in enumerate(rows):
+        key, data = row["key"], {}
+        for ext in MEMBER_ORDER:
+            member, payload = next(members, (None, b""))
+            if member is None:
+                return [*problems, f"{where}: ends before {key}.{ext} (sample {position})"]
+            if _split_name(member.name) != (key, ext):
+                return [*problems, f"{where}: member {member.name!r} where {key}.{ext} belongs"]
+            data[ext] = payload
+            if ext == "webp":
+                digest = hashlib.sha256(payload).hexdigest()
+                if (member.offset_data, member.size, digest) != (
+                    row["offset"], row["bytes"], row["sha256"]
+                ):  # fmt: skip
+                    problems.append(f"{where}: {key}.webp differs from its index row")
+        if deep:
+            problems += _check_sample_deep(where, key, data, row)
+    extra = next(members, None)
+    if extra is not None:
+        problems.append(f"{where}: member {extra[0].name!r} is not in the index")
+    return problems
+
+
+def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]:
+    """The problems of one shard listed in the manifest (``entry``: name, samples, bytes,
+    sha256); empty when it is whole."""
+    number = int(SHARD_TAR.match(Path(entry["name"]).name).group(1))
+    paths = shard_paths(shards_dir, number)
+    where = f"{SHARDS_DIR}/{paths['tar'].name}"
+    missing = [f"{SHARDS_DIR}/{p.name} is missing" for p in paths.values() if not p.is_file()]
+    if not paths["tar"].is_file() or not paths["index"].is_file():
+        return missing
+    try:
+        index = pl.read_parquet(paths["index"])
+    except Exception as exc:
+        return [*missing, f"{SHARDS_DIR}/{paths['index'].name} is unreadable: {exc}"]
+    problems = list(missing)
+    if index.height != entry["samples"]:
+        problems.append(
+            f"{where}: the index has {index.height} samples, the manifest {entry['samples']}"
+        )
+    with paths["tar"].open("rb") as raw:
+        reader = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                problems += _check_layout(where, tar, index, deep)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            problems.append(f"{where}: unreadable tar: {exc}")
+        reader.drain()
+    if reader.size != entry["bytes"]:
+        problems.append(f"{where}: {reader.size} bytes, the manifest says {entry['bytes']}")
+    if reader.sha256.hexdigest() != entry["sha256"]:
+        problems.append(f"{where}: sha256 differs from the manifest")
+    return problems
+
+
+def _stray_shards(shards_dir: Path, listed: set[str]) -> list[str]:
+    if not shards_dir.is_dir():
+        return []
+    return [
+        f"{SHARDS_DIR}/{p.name} is not in the manifest"
+        for p in sorted(shards_dir.iterdir())
+        if SHARD_TAR.match(p.name) and f"{SHARDS_DIR}/{p.name}" not in listed
+    ]
+
+
+def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
+    if not (out / PLAN_FILE).is_file():
+        return []
+    planned = pl.scan_parquet(out / PLAN_FILE).select(pl.col("shard").unique()).collect()
+    missing = sorted(
+        n for n in planned["shard"] if f"{SHARDS_DIR}/{shard_name(n)}.tar" not in listed
+    )
+    if not missing:
+        return []
+    names = ", ".join(shard_name(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return [f"{len(missing)} planned shards are not in the manifest ({names}): "
+            "the run is unfinished; rerun the same pull to complete it"]  # fmt: skip
+
+
+def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
+    """Check every shard of ``out`` against the manifest and its index (counts, size,
+    sha256, member layout); with ``deep``, also decode every image and record."""
+    out = Path(out)
+    report = VerifyReport(out)
+    try:
+        manifest = read_manifest(out)
+    except OutputError as exc:
+        report.problems.append(str(exc))
+        return report
+    shards_dir = out / SHARDS_DIR
+    entries = manifest.get("shards", [])
+    listed = {e["name"] for e in entries}
+    for entry in entries:
+        report.problems += verify_shard(shards_dir, entry, deep)
+        report.shards += 1
+        report.samples += entry["samples"]
+    report.problems += _stray_shards(shards_dir, listed)
+    report.problems += _unfinished_plan(out, listed)
+    totals = manifest.get("totals", {})
+    if totals.get("written") != report.samples:
+        report.problems.append(
+            f"manifest.json: totals say {totals.get('written')} written, "
+            f"its shards hold {report.samples}"
+        )
+    return report
