@@ -16,11 +16,12 @@ from e6ingest.manifests import ManifestError
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import OutputConflict, pull
 from e6ingest.query import QueryError, selection_query
+from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubError, HubOptions, MirrorError
 
 USER_ERRORS = (
     ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict, HubError,
-    CaptionInputError,
+    CaptionInputError, OutputError,
 )  # fmt: skip
 
 # Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
@@ -154,12 +155,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from e6ingest.shards.kohya import export_kohya
+    from e6ingest.shards.reader import open_shards
+
+    total = len(open_shards(args.out))
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="export", total=total, unit="sample", file=sys.stderr)
+    try:
+        summary = export_kohya(args.out, args.to, jsonl=args.jsonl,
+                               progress=bar.update if bar else None)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    for key in summary.refused:
+        print(f"refused sample {key!r}: not a site/id key, or members missing", file=sys.stderr)
+    print(f"{summary.exported} images written, {summary.kept} already there; "
+          f"metadata: {summary.metadata}")  # fmt: skip
+    return 1 if summary.refused else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     handlers = {
         "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
-        "verify": cmd_verify,
+        "verify": cmd_verify, "export": cmd_export,
     }  # fmt: skip
     try:
         return handlers[args.command](args)

@@ -250,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check a pull's output against its manifest")
     verify.add_argument("out", metavar="OUT", help="the --out folder of a pull")
     verify.add_argument("--deep", action="store_true", help="also decode every image")
+    export = sub.add_parser("export", help="extract a pull's output for a trainer")
+    export.add_argument("format", choices=("kohya",), help="kohya: sd-scripts fine-tuning layout")
+    export.add_argument("out", metavar="OUT", help="the --out folder of a pull")
+    export.add_argument("--to", required=True, metavar="DIR", help="folder to extract into")
+    export.add_argument(
+        "--jsonl", action="store_true", help="metadata.jsonl (image_path per line), not .json"
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

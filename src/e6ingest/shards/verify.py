@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError, read_manifest
+from e6ingest.shards.reader import split_name
 from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
 
 SHARD_TAR = re.compile(r"^(\d{5})\.tar$")
@@ -63,13 +64,6 @@ def _members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
         yield member, handle.read() if handle is not None else b""
 
 
-def _split_name(name: str) -> tuple[str, str]:
-    """``e621/12.webp`` -> (``e621/12``, ``webp``): the key runs to the basename's first dot."""
-    head, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{head}/{stem}" if head else stem), ext
-
-
 def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) -> list[str]:
     from PIL import Image
 
@@ -106,7 +100,7 @@ def _check_layout(where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: b
             member, payload = next(members, (None, b""))
             if member is None:
                 return [*problems, f"{where}: ends before {key}.{ext} (sample {position})"]
-            if _split_name(member.name) != (key, ext):
+            if split_name(member.name) != (key, ext):
                 return [*problems, f"{where}: member {member.name!r} where {key}.{ext} belongs"]
             data[ext] = payload
             if ext == "webp":
