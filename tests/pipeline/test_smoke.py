@@ -100,3 +100,24 @@ def test_pull_without_a_source_says_how_to_get_one(tmp_path, capsys):
     assert main(["pull", "--out", str(tmp_path / "o"), "--rating", "e"]) == 2
     err = capsys.readouterr().err
     assert "--mirror" in err and "--demo" in err
+
+
+def test_log_json_reports_every_shard_and_the_summary(small_demo, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["pull", "--mirror", str(small_demo), "--out", str(out), "--shard-size", "20",
+            "--log-json"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    assert captured.err == ""  # no bars
+    names = [e["event"] for e in events]
+    planned = events[names.index("planned")]
+    assert names == ["planning", "planned"] + ["shard"] * planned["todo"] + ["summary"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = events[-1]
+    assert summary["written"] == manifest["totals"]["written"] > 0
+    assert summary["selected"] == planned["selected"] == planned["posts_todo"]
+    assert summary["failed"] == manifest["totals"]["failed"]
+    assert summary["bytes"] == sum(s["bytes"] for s in manifest["shards"])
+    assert summary["samples_per_second"] > 0
+    assert sum(e["samples"] for e in events if e["event"] == "shard") == summary["written"]

@@ -117,7 +117,8 @@ def _prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
     saved = plan_fingerprint(out / PLAN_FILE)
     if saved == fingerprint:
         return True
-    if out.exists() and any(out.iterdir()):
+    leftovers = [p for p in out.iterdir() if not p.name.endswith(".tmp")] if out.exists() else []
+    if leftovers:  # temporary files alone are what a run killed while planning leaves
         if not overwrite:
             what = "a run with a different configuration" if saved else "other files"
             raise OutputConflict(
