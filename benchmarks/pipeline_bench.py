@@ -1,0 +1,206 @@
+"""A whole pull, end to end: scaling over workers, flat memory, and img2dataset.
+
+On a demo mirror of ``--posts`` e621 posts (built once into ``--cache``) it runs, each as
+its own process with the process tree's RSS sampled every 50 ms:
+
+(a) ``e6ingest pull --workers 1`` and (b) ``--workers 2``: samples/s and the ratio b/a;
+(c) the same pull on a 1,000-post demo mirror: peak RSS of (b) / peak RSS of (c);
+(d) img2dataset (its own virtual environment, ``--img2dataset``) turning the same source
+    images, extracted to files and served by a local HTTP server, into WebP webdataset
+    shards at the same quality with its closest size mode (``keep_ratio_largest``,
+    ``image_size 2048``, ``resize_only_if_bigger``): samples/s and the ratio b/d.
+
+    python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
+    python benchmarks/pipeline_bench.py [--posts 5000] [--img2dataset /tmp/i2d/bin/img2dataset]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.demo import build_demo
+from e6ingest.manifests import load_manifest
+from e6ingest.sources import Fetched, MirrorSource
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of process ``root`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+def measure(command: list[str], **kwargs) -> tuple[float, int, str]:
+    """Run ``command``; its wall seconds, the peak RSS of its process tree, its stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    peak = 0
+    done = threading.Event()
+    output: dict[str, bytes] = {}
+
+    def drain() -> None:
+        output["out"], output["err"] = proc.communicate()
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    while not done.wait(0.05):
+        peak = max(peak, _tree_rss(proc.pid))
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed:\n{output['err'].decode()[-3000:]}")
+    return seconds, peak, output["out"].decode()
+
+
+def demo(cache: Path, posts: int) -> Path:
+    """The demo mirror of ``posts`` posts per site, built once."""
+    root = cache / f"demo-{posts}"
+    if not root.exists():
+        print(f"building a demo mirror of {posts} posts in {root} ...", flush=True)
+        build_demo(root, posts=posts, seed=0)
+    return root
+
+
+def pull(mirror: Path, out: Path, workers: int) -> tuple[int, float, int]:
+    """``e6ingest pull`` of every post: (written, seconds, peak RSS)."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "e6ingest", "pull", "--mirror", str(mirror),
+               "--out", str(out), "--workers", str(workers), "--log-json"]  # fmt: skip
+    seconds, peak, stdout = measure(command)
+    summary = json.loads(stdout.splitlines()[-1])
+    return summary["written"], seconds, peak
+
+
+def extract_sources(mirror: Path, pulled: Path, to: Path) -> list[tuple[str, str]]:
+    """The source files of the posts the pull wrote, as files in ``to``: (name, caption)."""
+    index = pl.concat([pl.read_parquet(p) for p in sorted((pulled / "shards").glob("*.parquet"))])
+    captions = {}
+    for shard in sorted((pulled / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".txt"):
+                    captions[member.name[:-4]] = tar.extractfile(member).read().decode()
+    to.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with MirrorSource(mirror, load_manifest("e621")) as source:
+        for key, fetched in zip(index["key"], source.fetch_many(index["id"]), strict=True):
+            assert isinstance(fetched, Fetched), fetched
+            name = f"{key.split('/')[1]}{Path(fetched.location.rsplit(':', 1)[-1]).suffix}"
+            (to / name).write_bytes(fetched.data)
+            rows.append((name, captions[key]))
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def img2dataset(binary: str, files: Path, rows: list, out: Path, processes: int):
+    """img2dataset over the files served on 127.0.0.1: (successes, seconds, peak RSS)."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(files)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        urls = out.parent / "urls.csv"
+        with urls.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["url", "caption"])
+            writer.writerows((f"http://127.0.0.1:{port}/{name}", cap) for name, cap in rows)
+        shutil.rmtree(out, ignore_errors=True)
+        command = [
+            binary, "--url_list", str(urls), "--input_format", "csv", "--url_col", "url",
+            "--caption_col", "caption", "--output_format", "webdataset",
+            "--output_folder", str(out), "--processes_count", str(processes),
+            "--thread_count", "16", "--number_sample_per_shard", "1000",
+            "--image_size", "2048", "--resize_mode", "keep_ratio_largest",
+            "--resize_only_if_bigger", "True", "--encode_format", "webp",
+            "--encode_quality", "90", "--enable_wandb", "False",
+            "--distributor", "multiprocessing", "--retries", "0",
+        ]  # fmt: skip
+        env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+        seconds, peak, _ = measure(command, env=env)
+    finally:
+        server.terminate()
+        server.wait()
+    stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
+    return sum(s["successes"] for s in stats), seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=5000)
+    parser.add_argument("--small-posts", type=int, default=1000)
+    parser.add_argument("--img2dataset", default="/tmp/i2d/bin/img2dataset")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "e6bench")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    big, small = demo(args.cache, args.posts), demo(args.cache, args.small_posts)
+    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    try:
+        n1, s1, rss1 = pull(big, work / "w1", 1)
+        print(f"(a) workers 1: {n1} samples in {s1:.1f} s, {n1 / s1:.1f} samples/s, "
+              f"peak RSS {rss1 / 2**20:.0f} MiB", flush=True)  # fmt: skip
+        n2, s2, rss2 = pull(big, work / "w2", 2)
+        print(f"(b) workers 2: {n2} samples in {s2:.1f} s, {n2 / s2:.1f} samples/s, "
+              f"peak RSS {rss2 / 2**20:.0f} MiB", flush=True)  # fmt: skip
+        print(f"    scaling b/a: {(n2 / s2) / (n1 / s1):.2f}x (target >= 1.7)")
+        nc, sc, rssc = pull(small, work / "small", 2)
+        print(f"(c) {args.small_posts} posts, workers 2: {nc} samples in {sc:.1f} s, "
+              f"peak RSS {rssc / 2**20:.0f} MiB")  # fmt: skip
+        print(f"    peak RSS {n2} / {nc} samples: {rss2 / rssc:.2f}x (target <= 1.2)", flush=True)
+        if not Path(args.img2dataset).exists():
+            print(f"(d) skipped: {args.img2dataset} not found (see the module docstring)")
+            return
+        rows = extract_sources(big, work / "w2", work / "files")
+        nd, sd, rssd = img2dataset(args.img2dataset, work / "files", rows, work / "i2d", 2)
+        print(f"(d) img2dataset, 2 processes: {nd} samples in {sd:.1f} s, "
+              f"{nd / sd:.1f} samples/s, peak RSS {rssd / 2**20:.0f} MiB")  # fmt: skip
+        print(f"    e6ingest b/d: {(n2 / s2) / (nd / sd):.2f}x (target >= 1.5)")
+        size_e6 = sum(p.stat().st_size for p in (work / "w2" / "shards").glob("*.tar"))
+        size_i2d = sum(p.stat().st_size for p in (work / "i2d").glob("*.tar"))
+        print(f"    output bytes e6ingest / img2dataset: {size_e6 / size_i2d:.3f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
