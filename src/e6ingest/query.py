@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import polars as pl
 
@@ -178,6 +179,25 @@ class Query:
         first = pl.col("tags").str.contains(tag_pattern(anchor))
         candidates = frame.filter(first).select(needed).collect(engine="streaming")
         return candidates.lazy().filter(self.expr).select(columns).collect()
+
+    def sink(
+        self, frame: pl.LazyFrame, columns: list[str] | tuple[str, ...], path: str | Path
+    ) -> pl.LazyFrame:
+        """Stream what the selection needs into the parquet file ``path`` (little memory,
+        whatever the size), and return the selected rows' ``columns`` lazily from it.
+
+        With an anchor, ``path`` holds the anchor's candidates (first pass of
+        :meth:`collect`) and the whole query runs as the returned frame is read.
+        """
+        columns = list(columns)
+        if self.expr is None or not self.anchors:
+            self.apply(frame).select(columns).sink_parquet(path, engine="streaming")
+            return pl.scan_parquet(path)
+        anchor = max(self.anchors, key=len)
+        needed = list(dict.fromkeys([*columns, *self.expr.meta.root_names()]))
+        first = pl.col("tags").str.contains(tag_pattern(anchor))
+        frame.filter(first).select(needed).sink_parquet(path, engine="streaming")
+        return pl.scan_parquet(path).filter(self.expr).select(columns)
 
     def count(self, frame: pl.LazyFrame) -> int:
         """The number of selected rows, by the same two passes as :meth:`collect`."""

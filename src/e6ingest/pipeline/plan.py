@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import io
 import json
+import os
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from e6ingest.captions import CaptionSpec, caption_frame
+from e6ingest.captions import (
+    CaptionSpec,
+    build_captions,
+    read_aliases,
+    read_nl_captions,
+    score_thresholds,
+)
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query
-from e6ingest.shards import PLAN_FILE, write_atomic
 
+PLAN_BATCH_ROWS = 1_000_000
 PLAN_COLUMNS = (
     "id",
     "site",
@@ -27,28 +34,33 @@ PLAN_COLUMNS = (
 )
 
 
-def make_plan(
-    metadata: pl.LazyFrame,
-    query: Query,
-    shard_size: int,
-    source_shards: int = 1000,
-    caption: CaptionSpec | None = None,
-    tag_table: str = "",
-) -> pl.DataFrame:
-    """The selected posts, each with its output ``shard``, its ``position`` in it and its
-    caption (``caption``, ``caption_tags``, ``caption_nl``, built for the whole selection).
+def _source_ranges(ids: pl.Series, source_shards: int, batch_rows: int) -> list[tuple[int, int]]:
+    """Consecutive ranges [lo, hi) of source shards, each holding about ``batch_rows``
+    selected posts (one range when the selection is smaller)."""
+    if ids.is_empty():
+        return []
+    counts = (ids % source_shards).value_counts(name="n").sort(ids.name)
+    ranges, lo, rows = [], None, 0
+    for shard, n in counts.iter_rows():
+        lo = shard if lo is None else lo
+        rows += n
+        if rows >= batch_rows:
+            ranges.append((lo, shard + 1))
+            lo, rows = None, 0
+    if lo is not None:
+        ranges.append((lo, source_shards))
+    return ranges
 
-    Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
-    reads from as few source shards as possible, and the order is the same on every run.
-    With ``tag_table`` (e621 tags table), tag categories are restored first.
-    """
-    selected = query.collect(metadata, PLAN_COLUMNS)
-    if tag_table:
-        selected = apply_tag_table(selected.lazy(), read_tag_table(tag_table)).collect()
-    selected = caption_frame(selected, caption or CaptionSpec())
+
+def _plan_part(
+    part: pl.DataFrame, spec: CaptionSpec, captions: dict, offset: int, shard_size: int,
+    source_shards: int,
+) -> pl.DataFrame:  # fmt: skip
+    nl = read_nl_captions(spec, part["id"]) if spec.nl_captions else None
+    part = build_captions(part, spec, nl=nl, **captions)
     return (
-        selected.sort((pl.col("id") % source_shards), pl.col("id"))
-        .with_row_index("row")
+        part.sort((pl.col("id") % source_shards), pl.col("id"))
+        .with_row_index("row", offset)
         .with_columns(
             (pl.col("row") // shard_size).cast(pl.Int32).alias("shard"),
             (pl.col("row") % shard_size).cast(pl.Int32).alias("position"),
@@ -57,15 +69,63 @@ def make_plan(
     )
 
 
-def save_plan(plan: pl.DataFrame, out: Path, fingerprint: dict) -> None:
-    """Write ``plan.parquet`` atomically, with the config fingerprint in its metadata."""
-    buf = io.BytesIO()
-    plan.write_parquet(
-        buf,
-        row_group_size=65536,
-        metadata={"e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True)},
-    )
-    write_atomic(out / PLAN_FILE, buf.getvalue())
+def write_plan(
+    metadata: pl.LazyFrame,
+    query: Query,
+    path: Path,
+    fingerprint: dict,
+    shard_size: int,
+    source_shards: int = 1000,
+    caption: CaptionSpec | None = None,
+    tag_table: str = "",
+    batch_rows: int = PLAN_BATCH_ROWS,
+) -> int:
+    """Write the plan to ``path`` (atomically, with ``fingerprint`` in its parquet metadata)
+    and return its number of posts: the selected posts, each with its output ``shard``, its
+    ``position`` in it and its caption (``caption``, ``caption_tags``, ``caption_nl``).
+
+    Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
+    reads from as few source shards as possible, and the order is the same on every run.
+    With ``tag_table`` (e621 tags table), tag categories are restored first. The selection
+    is streamed to a temporary file and planned ``batch_rows`` posts at a time (ranges of
+    source shards), so memory does not grow with the selection; quality percentiles are
+    still taken over the whole selection.
+    """
+    spec = caption or CaptionSpec()
+    selection_file = path.with_name(f".{path.name}.selection.tmp")
+    plan_file = path.with_name(f".{path.name}.tmp")
+    try:
+        selection = query.sink(metadata, PLAN_COLUMNS, selection_file)
+        keys = selection.select("id", "rating", "score").collect()
+        captions = {
+            "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
+            "aliases": read_aliases(spec.aliases) if spec.aliases else None,
+        }
+        tags = read_tag_table(tag_table) if tag_table else None
+        ranges = _source_ranges(keys["id"], source_shards, batch_rows) or [(0, 0)]
+        writer, offset = None, 0
+        for lo, hi in ranges:
+            source_shard = pl.col("id") % source_shards
+            part = selection.filter(source_shard.is_between(lo, hi, closed="left")).collect()
+            if tags is not None:
+                part = apply_tag_table(part.lazy(), tags).collect()
+            part = _plan_part(part, spec, captions, offset, shard_size, source_shards)
+            table = part.to_arrow()
+            if writer is None:
+                schema = table.schema.with_metadata(
+                    {"e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True)}
+                )
+                writer = pq.ParquetWriter(plan_file, schema)
+            writer.write_table(table.cast(writer.schema), row_group_size=65536)
+            offset += part.height
+        writer.close()
+        with plan_file.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(plan_file, path)
+    finally:
+        selection_file.unlink(missing_ok=True)
+        plan_file.unlink(missing_ok=True)
+    return offset
 
 
 def plan_fingerprint(path: Path) -> dict | None:

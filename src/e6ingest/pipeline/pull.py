@@ -18,10 +18,9 @@ from e6ingest.metadata import scan_files
 from e6ingest.pipeline.executor import LocalExecutor, default_workers
 from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.plan import (
-    make_plan,
     plan_fingerprint,
-    save_plan,
     shard_sizes,
+    write_plan,
 )
 from e6ingest.pipeline.sourcing import ShardJanitor, metadata_source, whole_shards
 from e6ingest.pipeline.task import ShardTask, run_task
@@ -242,9 +241,8 @@ def pull(
     fingerprint = _fingerprint(config, manifest)
     plan_path = out / PLAN_FILE
     if not _prepare_output(out, fingerprint, overwrite):
-        plan = make_plan(metadata, query, config.shard_size, manifest.images[0].shards,
-                         config.caption, config.tag_table)  # fmt: skip
-        save_plan(plan, out, fingerprint)
+        write_plan(metadata, query, plan_path, fingerprint, config.shard_size,
+                   manifest.images[0].shards, config.caption, config.tag_table)  # fmt: skip
     shards_dir = out / SHARDS_DIR
     sizes = shard_sizes(plan_path)
     numbers = sorted(sizes)
