@@ -106,7 +106,8 @@ def write_plan(
         writer, offset = None, 0
         for lo, hi in ranges:
             source_shard = pl.col("id") % source_shards
-            part = selection.filter(source_shard.is_between(lo, hi, closed="left")).collect()
+            part = selection.filter(source_shard.is_between(lo, hi, closed="left"))
+            part = part.collect(engine="streaming")
             if tags is not None:
                 part = apply_tag_table(part.lazy(), tags).collect()
             part = _plan_part(part, spec, captions, offset, shard_size, source_shards)
