@@ -1,5 +1,5 @@
-"""Shared fixtures: the 1k-post demo mirror (built once per session), reference paths and
-metadata files shaped like the real sample rows in shared/reference."""
+"""Shared fixtures: the 1k-post demo mirror (built once per session), the real sample data
+in ``tests/data`` and metadata files shaped like the real sample rows."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from e6ingest.demo import build_demo
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +46,7 @@ def small_pull(small_demo, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    """The folder of real format samples (``shared/reference`` beside the checkout)."""
-    if not REFERENCE.is_dir():
-        pytest.fail(f"reference samples not found at {REFERENCE}; check out shared/ beside")
+    """The folder of real format samples of the public datasets (``tests/data``)."""
     return REFERENCE
 
 

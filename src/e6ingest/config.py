@@ -20,44 +20,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
+from e6ingest.core import RatingError
+from e6ingest.core import parse_ratings as core_parse_ratings
 from e6ingest.imaging import ImagePolicy
 from e6ingest.manifests import tomllib
-
-RATING_NAMES = {
-    "g": "g", "general": "g",
-    "s": "s", "safe": "s", "sensitive": "s",
-    "q": "q", "questionable": "q",
-    "e": "e", "explicit": "e",
-}  # fmt: skip
 
 
 class ConfigError(ValueError):
     """A configuration value or flag is invalid; the message names it."""
 
 
-def parse_ratings(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """``"e,q,s"`` (or names such as ``explicit``) as the tuple ``("e", "q", "s")``."""
-    if text is None:
-        return ()
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out: list[str] = []
-    for item in (i.strip().lower() for i in items):
-        if not item:
-            continue
-        if item not in RATING_NAMES:
-            raise ConfigError(
-                f"--rating: unknown rating {item!r} (use g, s, q, e or general, safe, "
-                "sensitive, questionable, explicit)"
-            )
-        if RATING_NAMES[item] not in out:
-            out.append(RATING_NAMES[item])
-    return tuple(out)
+def parse_ratings(text, site: str | None = None) -> tuple[str, ...]:
+    """``--rating`` as rating letters (see :func:`e6ingest.core.parse_ratings`)."""
+    try:
+        return core_parse_ratings(text, site)
+    except RatingError as exc:
+        raise ConfigError(f"--rating: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -73,10 +58,13 @@ class PullConfig:
     image: ImagePolicy = field(default_factory=ImagePolicy)
     caption: CaptionSpec = field(default_factory=CaptionSpec)
     buckets: BucketSpec = field(default_factory=BucketSpec)
+    revisions: tuple[tuple[str, str], ...] | Mapping[str, str] = ()  # repo -> pinned revision
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ConfigError(f"--shard-size must be at least 1, not {self.shard_size}")
+        pins = self.revisions.items() if isinstance(self.revisions, Mapping) else self.revisions
+        object.__setattr__(self, "revisions", tuple(sorted((str(k), str(v)) for k, v in pins)))
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-ready data."""

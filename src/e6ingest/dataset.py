@@ -16,15 +16,14 @@ import polars as pl
 
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.config import parse_ratings
+from e6ingest.core import RATING_ORDER, write_atomic
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import metadata_source
 from e6ingest.query import selection_query
-from e6ingest.shards import sample_key_expr, write_atomic
+from e6ingest.shards import sample_key_expr
 from e6ingest.sources import HubOptions
-
-RATING_ORDER = ("g", "s", "q", "e")
 
 
 def metadata_files(

@@ -9,15 +9,18 @@ WebP through byte for byte. Refusals are :class:`PostFailure` with stage ``image
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
+import struct
 import time
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageColor, ImageOps, UnidentifiedImageError
 
-from e6ingest.sources.base import FailureKind, PostFailure
+from e6ingest.core import FailureKind, PostFailure
 
 WEBP_MAX_SIDE = 16383
 DEFAULT_MAX_PIXELS = 2048 * 2048
@@ -28,6 +31,22 @@ LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP", "TIFF"})
 _SRGB = ImageCms.createProfile("sRGB")
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
+# Peak memory of decoding, converting and resizing, in bytes per (drafted) source pixel,
+# measured with Pillow 13 (benchmarks/RESULTS.md): 4.6 for RGB, 8.5 for JPEG at draft
+# size, 10.5 for 16-bit grey, 12.4 for RGBA, 15.3 for animated WebP; rounded up here.
+_COST_PER_PIXEL = {"plain": 6, "alpha": 14, "deep": 12, "animated": 18}
+_COST_OVERHEAD = 16 << 20
+
+
+class _NoBudget:
+    """No limit on the memory images may take while decoding."""
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int):
+        yield
+
+
+NO_BUDGET = _NoBudget()
 
 
 @dataclass(frozen=True)
@@ -188,11 +207,28 @@ def _to_rgb(im: Image.Image, policy: ImagePolicy) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def _decode_frame(im: Image.Image, target: tuple[int, int], swapped: bool) -> Image.Image:
+def decode_cost(im: Image.Image) -> int:
+    """Bytes that decoding, converting and resizing an opened image may take at peak,
+    estimated from its header (and JPEG draft size) before any pixel is decoded."""
+    if getattr(im, "is_animated", False):
+        kind = "animated"
+    elif im.mode.startswith("I") or im.mode == "F":
+        kind = "deep"
+    elif _has_alpha(im):
+        kind = "alpha"
+    else:
+        kind = "plain"
+    return im.width * im.height * _COST_PER_PIXEL[kind] + _COST_OVERHEAD
+
+
+def _draft(im: Image.Image, target: tuple[int, int], swapped: bool) -> None:
     if im.format == "JPEG":
         # Draft decoding scales by 1/2, 1/4 or 1/8 while staying at or above the target.
         draft_size = (target[1], target[0]) if swapped else target
         im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else None, draft_size)
+
+
+def _decode_frame(im: Image.Image) -> Image.Image:
     try:
         im.load()
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -206,12 +242,16 @@ def _encode(im: Image.Image, policy: ImagePolicy, lossless: bool) -> bytes:
     return out.getvalue()
 
 
-def normalize(data: bytes, policy: ImagePolicy = ImagePolicy()) -> tuple[bytes, ImageRecord]:
+def normalize(
+    data: bytes, policy: ImagePolicy = ImagePolicy(), budget=NO_BUDGET
+) -> tuple[bytes, ImageRecord]:
     """One image as WebP bytes within the policy, and a record of what was done.
 
     Raises :class:`PostFailure` (stage ``image``) for zero bytes, non-images, truncated or
     corrupt data, sources over ``policy.max_source_pixels`` (refused before decoding) and
-    animations when the policy forbids them.
+    animations when the policy forbids them. Pixels are decoded inside
+    ``budget.hold(decode_cost(...))``, so a shared budget bounds the memory that images
+    being decoded at once may take (the output does not depend on it).
     """
     start = time.perf_counter()
     im = _open(data)
@@ -229,7 +269,8 @@ def normalize(data: bytes, policy: ImagePolicy = ImagePolicy()) -> tuple[bytes, 
     orientation = _orientation(im)
     if _can_pass_through(im, policy, orientation):
         if policy.verify == "decode":
-            _decode_frame(im, im.size, False)
+            with budget.hold(decode_cost(im)):
+                _decode_frame(im)
         record = ImageRecord(
             src_format, src_w, src_h, src_w, src_h, False, time.perf_counter() - start
         )
@@ -237,17 +278,54 @@ def normalize(data: bytes, policy: ImagePolicy = ImagePolicy()) -> tuple[bytes, 
     swapped = orientation in _SWAPPED_ORIENTATIONS
     oriented = (src_h, src_w) if swapped else (src_w, src_h)
     target = fit_size(*oriented, policy.max_pixels, policy.max_side)
-    im = _decode_frame(im, target, swapped)
-    try:
-        im = ImageOps.exif_transpose(im) if orientation != 1 else im
-        im = _to_rgb(im, policy)
-        if im.size != target:
-            im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    except (OSError, ValueError) as exc:
-        raise _refuse(FailureKind.UNDECODABLE, f"cannot convert image: {exc}") from exc
-    lossless = policy.lossless and src_format in LOSSLESS_FORMATS
-    encoded = _encode(im, policy, lossless)
+    _draft(im, target, swapped)
+    with budget.hold(decode_cost(im)):
+        im = _decode_frame(im)
+        try:
+            im = ImageOps.exif_transpose(im) if orientation != 1 else im
+            im = _to_rgb(im, policy)
+            if im.size != target:
+                im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        except (OSError, ValueError) as exc:
+            raise _refuse(FailureKind.UNDECODABLE, f"cannot convert image: {exc}") from exc
+        lossless = policy.lossless and src_format in LOSSLESS_FORMATS
+        encoded = _encode(im, policy, lossless)
     record = ImageRecord(
         src_format, src_w, src_h, im.width, im.height, True, time.perf_counter() - start
     )
     return encoded, record
+
+
+# What Pillow raises on bad image data (beyond the errors refused above): an image's own
+# failure when raised inside Pillow; anywhere else, or of another type, a coding error.
+_IMAGE_DATA_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,
+    ZeroDivisionError, OverflowError, MemoryError, Image.DecompressionBombError,
+)  # fmt: skip
+_PIL_DIR = os.path.dirname(Image.__file__) + os.sep
+
+
+def _raised_in_pillow(exc: BaseException) -> bool:
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_PIL_DIR)
+
+
+def normalize_or_failure(
+    data: bytes, policy: ImagePolicy, budget=NO_BUDGET
+) -> tuple[bytes, ImageRecord] | PostFailure:
+    """:func:`normalize`, with this image's failure returned instead of raised.
+
+    Only what means "this image is bad" becomes a failure: refusals, and data errors
+    raised inside Pillow. Any other exception is a coding error and propagates, so a
+    bug stops the run instead of being recorded as thousands of bad images.
+    """
+    try:
+        return normalize(data, policy, budget)
+    except PostFailure as exc:
+        return exc
+    except _IMAGE_DATA_ERRORS as exc:
+        if not _raised_in_pillow(exc):
+            raise
+        return PostFailure(FailureKind.UNDECODABLE, f"{type(exc).__name__}: {exc}", "image")

@@ -8,8 +8,9 @@ folder of the project (packaged as ``e6ingest/manifests`` in the wheel).
 
 from __future__ import annotations
 
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -44,6 +45,7 @@ class ImageRepo:
     shards: int = 1000
     revision: str = "main"
     index_repo: str | None = None
+    index_revision: str | None = None  # None: ``revision``
 
     def shard_of(self, post_id: int) -> int:
         """The shard number that holds ``post_id``."""
@@ -61,6 +63,11 @@ class ImageRepo:
     def index_repo_id(self) -> str:
         """The repository holding the index JSON files (the image repo unless set)."""
         return self.index_repo or self.repo
+
+    @property
+    def index_repo_revision(self) -> str:
+        """The revision of :attr:`index_repo_id` to read."""
+        return self.index_revision or self.revision
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,31 @@ class DatasetManifest:
                 names.append(repo)
         return tuple(names)
 
+    def revisions(self) -> dict[str, str]:
+        """The revision each repository is read at."""
+        found: dict[str, str] = {}
+        for m in self.metadata:
+            found.setdefault(m.repo, m.revision)
+        for i in self.images:
+            found.setdefault(i.repo, i.revision)
+            found.setdefault(i.index_repo_id, i.index_repo_revision)
+        return found
+
+    def pinned(self, commits: dict[str, str]) -> DatasetManifest:
+        """This manifest with each repository read at ``commits[repo]`` (where given)."""
+        metadata = tuple(
+            replace(m, revision=commits.get(m.repo, m.revision)) for m in self.metadata
+        )
+        images = tuple(
+            replace(
+                i,
+                revision=commits.get(i.repo, i.revision),
+                index_revision=commits.get(i.index_repo_id, i.index_repo_revision),
+            )
+            for i in self.images
+        )
+        return replace(self, metadata=metadata, images=images)
+
 
 def bundled_manifest_dir() -> Path:
     """The folder holding the manifests shipped with e6ingest."""
@@ -104,46 +136,131 @@ def available_datasets() -> list[str]:
     return sorted(p.stem for p in bundled_manifest_dir().glob("*.toml"))
 
 
-def _require(table: dict, key: str, where: str) -> object:
-    if key not in table:
-        raise ManifestError(f"{where}: missing required key {key!r}")
-    return table[key]
+REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_NAME_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+SITES = ("danbooru", "e621")
+
+
+class _Table:
+    """Typed reads of one TOML table; every error names the file, table and key."""
+
+    def __init__(self, data, where: str):
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: expected a table, not {type(data).__name__}")
+        self.data, self.where = data, where
+
+    def get(self, key: str, kind: type, default=None, required: bool = False):
+        if key not in self.data:
+            if required:
+                raise ManifestError(f"{self.where}: missing required key {key!r}")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ManifestError(f"{self.where}: {key} must be a {kind.__name__}, not {value!r}")
+        return value
+
+    def relative_path(self, key: str) -> str:
+        value = self.get(key, str, required=True)
+        _check_relative(value, f"{self.where}: {key}")
+        return value
+
+    def repo(self, key: str, required: bool = True) -> str | None:
+        value = self.get(key, str, required=required)
+        if value is not None and (not REPO_NAME.match(value) or ".." in value):
+            raise ManifestError(
+                f"{self.where}: {key} {value!r} is not a repository name (owner/name)"
+            )
+        return value
+
+    def revision(self) -> str:
+        value = self.get("revision", str, "main")
+        parts = value.split("/")
+        if not all(_NAME_PART.match(p) and ".." not in p for p in parts):
+            raise ManifestError(f"{self.where}: revision {value!r} is not a branch, tag or commit")
+        return value
+
+
+def _check_relative(value: str, where: str) -> None:
+    parts = value.split("/")
+    bad = (
+        not value
+        or "\\" in value
+        or "\0" in value
+        or value.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+    )
+    if bad:
+        raise ManifestError(f"{where}: {value!r} must be a relative path without '..'")
+
+
+def _template(table: _Table, key: str, shards: int) -> str:
+    value = table.get(key, str, required=True)
+    try:
+        first, last = value.format(shard=0), value.format(shard=shards - 1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ManifestError(f"{table.where}: {key} {value!r} is not a template of {{shard}}: "
+                            f"{exc}") from None  # fmt: skip
+    if shards > 1 and first == last:
+        raise ManifestError(f"{table.where}: {key} {value!r} names one file for every shard")
+    for name in (first, last):
+        _check_relative(name, f"{table.where}: {key}")
+    return value
+
+
+def _image_repo(data, where: str) -> ImageRepo:
+    table = _Table(data, where)
+    shards = table.get("shards", int, 1000)
+    if shards < 1:
+        raise ManifestError(f"{where}: shards must be at least 1, not {shards}")
+    return ImageRepo(
+        repo=table.repo("repo"),
+        tar=_template(table, "tar", shards),
+        index=_template(table, "index", shards),
+        shards=shards,
+        revision=table.revision(),
+        index_repo=table.repo("index_repo", required=False),
+    )
+
+
+def _metadata_file(data, where: str) -> MetadataFile:
+    table = _Table(data, where)
+    return MetadataFile(
+        repo=table.repo("repo"),
+        path=table.relative_path("path"),
+        schema=table.get("schema", str, required=True),
+        revision=table.revision(),
+    )
 
 
 def parse_manifest(data: dict, where: str) -> DatasetManifest:
-    """Build a :class:`DatasetManifest` from a parsed TOML table; ``where`` names the source."""
+    """Build a :class:`DatasetManifest` from a parsed TOML table; ``where`` names the source.
+
+    Every value is checked: names of repositories, revisions and path templates that could
+    lead outside a mirror or cache (``..``, absolute paths) are refused, as are wrong types.
+    """
+    top = _Table(data, where)
     metadata = tuple(
-        MetadataFile(
-            repo=str(_require(m, "repo", f"{where} [[metadata]]")),
-            path=str(_require(m, "path", f"{where} [[metadata]]")),
-            schema=str(_require(m, "schema", f"{where} [[metadata]]")),
-            revision=str(m.get("revision", "main")),
-        )
-        for m in data.get("metadata", [])
+        _metadata_file(m, f"{where} [[metadata]]") for m in top.get("metadata", list, [])
     )
-    images = tuple(
-        ImageRepo(
-            repo=str(_require(i, "repo", f"{where} [[images]]")),
-            tar=str(_require(i, "tar", f"{where} [[images]]")),
-            index=str(_require(i, "index", f"{where} [[images]]")),
-            shards=int(i.get("shards", 1000)),
-            revision=str(i.get("revision", "main")),
-            index_repo=i.get("index_repo"),
-        )
-        for i in data.get("images", [])
-    )
+    images = tuple(_image_repo(i, f"{where} [[images]]") for i in top.get("images", list, []))
     if not metadata:
         raise ManifestError(f"{where}: no [[metadata]] entry")
     if not images:
         raise ManifestError(f"{where}: no [[images]] entry")
+    if len({i.shards for i in images}) > 1:
+        raise ManifestError(f"{where}: every [[images]] entry needs the same number of shards")
+    site = top.get("site", str, required=True)
+    if site not in SITES:
+        raise ManifestError(f"{where}: site {site!r} is not one of {list(SITES)}")
+    ratings = tuple(top.get("ratings", list, ["g", "s", "q", "e"]))
     return DatasetManifest(
-        name=str(_require(data, "name", where)),
-        site=str(_require(data, "site", where)),
+        name=top.get("name", str, required=True),
+        site=site,
         metadata=metadata,
         images=images,
-        ratings=tuple(data.get("ratings", ("g", "s", "q", "e"))),
-        description=str(data.get("description", "")),
-        gated=bool(data.get("gated", False)),
+        ratings=ratings,
+        description=top.get("description", str, ""),
+        gated=top.get("gated", bool, False),
         source_file=where,
     )
 
@@ -158,6 +275,6 @@ def load_manifest(name_or_path: str | Path) -> DatasetManifest:
             raise ManifestError(f"unknown dataset {str(name_or_path)!r} (known: {known})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
     return parse_manifest(data, str(path))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from e6ingest.config import RATING_NAMES
+from e6ingest.core import RatingError, parse_ratings
 
 NUMERIC_METATAGS = {
     "score": "score",
@@ -52,9 +52,9 @@ class _TermError(ValueError):
 
 
 def tag_pattern(tag: str) -> str:
-    """A regex matching ``tag`` as a whole tag in a space-separated tag string."""
-    body = ".*".join(re.escape(part) for part in tag.split("*")).replace(".*", "[^ ]*")
-    return f"(?:^| ){body}(?: |$)"
+    """A regex matching ``tag`` as a whole tag in a whitespace-separated tag string."""
+    body = r"\S*".join(re.escape(part) for part in tag.split("*"))
+    return rf"(?:^|\s){body}(?:\s|$)"
 
 
 def has_tag(tag: str, column: str = "tags") -> pl.Expr:
@@ -122,12 +122,13 @@ def _metatag(name: str, value: str) -> pl.Expr:
     if name in NUMERIC_METATAGS:
         return _range(NUMERIC_METATAGS[name], value, int)
     if name == "rating":
-        ratings = []
-        for item in value.lower().split(","):
-            if item not in RATING_NAMES:
-                raise _TermError(f"unknown rating {item!r} (g, s, q, e or their names)")
-            ratings.append(RATING_NAMES[item])
-        return pl.col("rating").is_in(ratings)
+        try:
+            ratings = parse_ratings(value)
+        except RatingError as exc:
+            raise _TermError(str(exc)) from None
+        if not ratings:
+            raise _TermError("rating: needs a rating such as e or e,q")
+        return pl.col("rating").is_in(list(ratings))
     if name == "date":
         return _date_term(value)
     if not value:

@@ -54,7 +54,8 @@ def _kill_when(mirror: Path, out: Path, ready, delay: float) -> None:
 def _tar_being_written(out: Path) -> bool:
     shards = out / "shards"
     return shards.is_dir() and any(
-        p.name.endswith(".tar.tmp") and p.stat().st_size > 0 for p in shards.iterdir()
+        ".tar." in p.name and p.name.endswith(".tmp") and p.stat().st_size > 0
+        for p in shards.iterdir()
     )
 
 

@@ -9,18 +9,22 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from e6ingest.cli import main
-from e6ingest.shards.kohya import export_kohya, metadata_entry, safe_paths
+from e6ingest.manifests import tomllib
+from e6ingest.shards.kohya import ExportError, export_kohya, metadata_entry, safe_paths
 from e6ingest.shards.reader import iter_samples
 
 
-def _sd_scripts_captions(metadata: dict, separator: str = ", ") -> dict[str, str]:
-    """What sd-scripts' fine-tuning dataset trains on for each image of a metadata dict."""
+def _sd_scripts_captions(metadata: dict, image_dir: Path, separator: str = ", ") -> dict[str, str]:
+    """What sd-scripts 0.10's fine-tuning dataset trains on for each image of a metadata
+    dict: a relative key is joined with the subset's image_dir and must name the file."""
     out = {}
     for image_key, md in metadata.items():
-        assert os.path.exists(image_key), image_key  # sd-scripts looks the key up as a path
+        path = image_key if os.path.isabs(image_key) else os.path.join(image_dir, image_key)
+        assert os.path.isfile(path), image_key
         caption, tags = md.get("caption"), md.get("tags")
         if caption is None:
             caption = tags
@@ -36,16 +40,16 @@ def test_export_layout_and_metadata_dict(small_pull, tmp_path, capsys):
     samples = dict(iter_samples(small_pull))
     metadata = json.loads((to / "metadata.json").read_text())
     assert len(metadata) == len(samples) > 20
-    trained = _sd_scripts_captions(metadata)
+    trained = _sd_scripts_captions(metadata, to)
     for key, members in samples.items():
         site, post_id = key.split("/")
         image = to / site / f"{post_id}.webp"
         assert image.read_bytes() == members["webp"]
         assert (to / site / f"{post_id}.txt").read_bytes() == members["txt"]
-        entry = metadata[str(image)]
+        entry = metadata[f"{site}/{post_id}.webp"]
         meta = json.loads(members["json"])
         assert entry["image_size"] == list(Image.open(image).size) == meta["size"]
-        assert trained[str(image)] == meta["caption"]["tags"]
+        assert trained[f"{site}/{post_id}.webp"] == meta["caption"]["tags"]
     assert f"{len(samples)} images written, 0 already there" in capsys.readouterr().out
 
 
@@ -55,12 +59,14 @@ def test_export_jsonl_and_resume(small_pull, tmp_path):
     lines = [json.loads(line) for line in (to / "metadata.jsonl").read_text().splitlines()]
     assert len(lines) == first.exported
     assert all({"image_path", "tags", "image_size"} <= set(line) for line in lines)
-    assert all(os.path.isfile(line["image_path"]) for line in lines)
+    assert all((to / line["image_path"]).is_file() for line in lines)
 
     # An export cut short: one image never written, another left as a temporary file.
-    gone, partial = (os.path.relpath(line["image_path"], to) for line in lines[:2])
+    gone, partial = (line["image_path"] for line in lines[:2])
     (to / gone).unlink()
-    (to / partial).rename(to / os.path.dirname(partial) / f".{os.path.basename(partial)}.tmp")
+    (to / partial).rename(
+        to / os.path.dirname(partial) / f".{os.path.basename(partial)}.1-0123456789ab.tmp"
+    )
     again = export_kohya(small_pull, to, jsonl=True)
     assert (again.exported, again.kept) == (2, first.exported - 2)
     assert (to / "metadata.jsonl").read_text().splitlines() == [
@@ -100,7 +106,9 @@ def test_unsafe_keys_are_refused_and_nothing_leaves_the_folder(tmp_path):
     assert summary.exported == 1
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert [w for w in written if not w.startswith("evil")] == [
-        "deep/kohya/e621/4.txt", "deep/kohya/e621/4.webp", "deep/kohya/metadata.json",
+        "deep/kohya/.e6ingest-export.json", "deep/kohya/.e6ingest-export.parquet",
+        "deep/kohya/dataset_config.toml", "deep/kohya/e621/4.txt", "deep/kohya/e621/4.webp",
+        "deep/kohya/metadata.json",
     ]  # fmt: skip
 
 
@@ -110,3 +118,96 @@ def test_safe_paths():
     )  # fmt: skip
     for key in ("..", "e621/..", "../1", "e621/1/2", "E621/1", "e621/-1", "e621/1.webp"):
         assert safe_paths(Path("/data"), key) is None, key
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_export_refuses_a_folder_that_is_not_its_own(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    (to / "e621").mkdir(parents=True)
+    (to / "metadata.json").write_text('{"mine": {"caption": "my own dataset"}}')
+    (to / "e621" / "1.txt").write_text("my hand-made caption")
+    before = _tree(to)
+    with pytest.raises(ExportError, match="did not write"):
+        export_kohya(small_pull, to)
+    assert _tree(to) == before
+    code = main(["export", "kohya", str(small_pull), "--to", str(to), "--quiet"])
+    assert code == 2 and _tree(to) == before
+
+
+def test_reexport_never_replaces_hand_edits(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    edited, reversed_ = sorted(to.glob("*/*.txt"))[:2]
+    edited.write_text("my own words")
+    original = reversed_.read_bytes()
+    reversed_.write_bytes(original[::-1])  # same size, other content
+    summary = export_kohya(small_pull, to)
+    assert edited.read_text() == "my own words"
+    assert reversed_.read_bytes() == original[::-1]
+    assert sorted(summary.changed) == sorted(
+        p.relative_to(to).as_posix() for p in (edited, reversed_)
+    )
+
+
+def test_reexport_of_a_new_pull_replaces_same_size_captions(small_demo, tmp_path):
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    plain = pull(make_config({"ratings": "e,q,s", "shard_size": 20}), tmp_path / "a", small_demo,
+                 workers=1).out  # fmt: skip
+    swapped = make_config({"ratings": "e,q,s", "shard_size": 20,
+                           "caption": {"order": ["general", "artist", "character", "copyright",
+                                                 "meta"]}})  # fmt: skip
+    other = pull(swapped, tmp_path / "b", small_demo, workers=1).out
+    to = tmp_path / "kohya"
+    export_kohya(plain, to)
+    export_kohya(other, to)
+    for key, members in iter_samples(other):
+        site, post_id = key.split("/")
+        assert (to / site / f"{post_id}.txt").read_bytes() == members["txt"]
+
+
+def test_export_never_writes_through_symlinks(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    first = next(to.glob("*/*.webp"))
+    (first.parent / "999999999.txt").symlink_to(victim)
+    with pytest.raises(ExportError, match="did not write"):
+        export_kohya(small_pull, to)
+    assert victim.read_text() == "precious"
+
+
+def test_moved_export_resolves_every_key_from_its_dataset_config(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to, jsonl=True)
+    moved = tmp_path / "elsewhere" / "mounted"
+    moved.parent.mkdir()
+    to.rename(moved)
+    config = tomllib.loads((moved / "dataset_config.toml").read_text())
+    subset = config["datasets"][0]["subsets"][0]
+    manifest = json.loads((small_pull / "manifest.json").read_text())
+    assert config["general"]["resolution"] == manifest["config"]["buckets"]["resolution"]
+    assert config["general"]["max_bucket_reso"] == manifest["config"]["buckets"]["max_side"]
+    # sd-scripts runs in the export folder: image_dir and metadata_file resolve from there.
+    metadata_file = moved / subset["metadata_file"]
+    lines = [json.loads(line) for line in metadata_file.read_text().splitlines()]
+    assert len(lines) == len(list(iter_samples(small_pull)))
+    for line in lines:
+        assert not os.path.isabs(line["image_path"]) and line["image_path"].endswith(".webp")
+        assert os.path.isfile(os.path.join(moved / subset["image_dir"], line["image_path"]))
+
+
+def test_absolute_keys_on_request(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to, absolute=True)
+    metadata = json.loads((to / "metadata.json").read_text())
+    assert all(os.path.isabs(key) and os.path.isfile(key) for key in metadata)

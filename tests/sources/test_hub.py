@@ -12,6 +12,7 @@ import pytest
 from e6ingest.config import make_config
 from e6ingest.manifests import load_manifest
 from e6ingest.pipeline import pull
+from e6ingest.shards.verify import verify_output
 from e6ingest.sources import FailureKind, HubError, HubOptions, HubSource, MirrorSource
 from e6ingest.sources.base import PostFailure
 from tests.hubserver import Faults, HubServer
@@ -19,7 +20,7 @@ from tests.hubserver import Faults, HubServer
 
 def _options(hub: HubServer, tmp_path, **kw) -> HubOptions:
     return HubOptions(endpoint=hub.endpoint, cache_dir=str(tmp_path / "cache"), backoff=0.02,
-                      max_backoff=0.2, index_cache=str(tmp_path / "indexes"), **kw)  # fmt: skip
+                      max_backoff=0.2, **kw)  # fmt: skip
 
 
 def _some_ids(root, n=25):
@@ -154,7 +155,7 @@ def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root,
 def test_unavailable_posts_are_retried_with_retry_failed(small_demo, tmp_path):
     out = tmp_path / "out"
     # Every index of source shards 0-499 of the 2024 repository fails.
-    failing = (r"e621-2024-webp-4Mpixel_index/resolve/main/original/data-0[0-4]\d\d\.json$",)
+    failing = (r"e621-2024-webp-4Mpixel_index/resolve/[^/]+/original/data-0[0-4]\d\d\.json$",)
     config = make_config({"ratings": "e,q,s", "shard_size": 10})
     with HubServer(small_demo, Faults(always_fail=failing)) as hub:
         first = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, attempts=2))
@@ -197,3 +198,20 @@ def test_cdn_address_is_reused_until_it_expires(small_demo, tmp_path, ttl):
     # Fresh addresses: one resolve request (rate-limited on the Hub), then the CDN only.
     # Expired ones: the CDN refuses, and the source goes back through resolve each time.
     assert (len(resolves), len(expired)) == ((1, 0) if ttl > 1 else (3, 2))
+
+
+def test_retry_failed_with_the_hub_gone_changes_nothing(small_demo, tmp_path):
+    out = tmp_path / "out"
+    failing = (r"e621-2024-webp-4Mpixel_index/resolve/[^/]+/original/data-0[0-4]\d\d\.json$",)
+    config = make_config({"ratings": "e,q,s", "shard_size": 10})
+    with HubServer(small_demo, Faults(always_fail=failing)) as hub:
+        options = _options(hub, tmp_path, attempts=2)
+        first = pull(config, out, None, workers=1, hub=options)
+    assert first.retryable > 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # The server is gone: the same retry must stop before it touches a finished shard.
+    with pytest.raises(HubError, match="cannot reach"):
+        pull(config, out, None, workers=1, hub=options, retry_failed=True)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert verify_output(out).ok

@@ -166,16 +166,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         bar = tqdm(desc="export", total=total, unit="sample", file=sys.stderr)
     try:
-        summary = export_kohya(args.out, args.to, jsonl=args.jsonl,
+        summary = export_kohya(args.out, args.to, jsonl=args.jsonl, absolute=args.absolute,
                                progress=bar.update if bar else None)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     for key in summary.refused:
         print(f"refused sample {key!r}: not a site/id key, or members missing", file=sys.stderr)
-    print(f"{summary.exported} images written, {summary.kept} already there; "
-          f"metadata: {summary.metadata}")  # fmt: skip
-    return 1 if summary.refused else 0
+    for name in summary.changed:
+        print(f"kept {summary.to / name}: changed since e6ingest wrote it", file=sys.stderr)
+    print(
+        f"{summary.exported} images written, {summary.kept} already there; "
+        f"metadata: {summary.metadata}; config: {summary.to / 'dataset_config.toml'}"
+    )
+    return 1 if summary.refused or summary.changed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -255,8 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", metavar="OUT", help="the --out folder of a pull")
     export.add_argument("--to", required=True, metavar="DIR", help="folder to extract into")
     export.add_argument(
-        "--jsonl", action="store_true", help="metadata.jsonl (image_path per line), not .json"
-    )
+        "--jsonl", action="store_true",
+        help="metadata.jsonl (image_path per line; sd-scripts >= 0.10 only), not metadata.json",
+    )  # fmt: skip
+    export.add_argument(
+        "--absolute", action="store_true",
+        help="absolute image paths in the metadata (default: relative to the export folder)",
+    )  # fmt: skip
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -10,10 +10,8 @@ import random
 import shutil
 import tarfile
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +25,7 @@ from e6ingest.demo.tables import (
 )
 from e6ingest.demo.vocab import post_tags, vocabulary
 from e6ingest.manifests import DatasetManifest, ImageRepo, load_manifest
-from e6ingest.pipeline.executor import default_workers
+from e6ingest.pipeline.executor import default_workers, process_pool
 
 DEMO_DATASETS = ("danbooru2024", "e621")
 TABLE_WRITERS = {
@@ -91,7 +89,7 @@ def _posts(site: str, count: int, seed: int) -> list[tuple[DemoPost, DemoImage, 
 def _render_all(jobs: list[tuple[DemoImage, str]], workers: int) -> list[bytes | None]:
     if workers <= 1:
         return [render(image, seed) for image, seed in jobs]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         return list(pool.map(render, *zip(*jobs, strict=True), chunksize=32))
 
 

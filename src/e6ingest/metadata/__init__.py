@@ -26,6 +26,7 @@ __all__ = [
     "SchemaError",
     "combine",
     "detect_schema",
+    "rows_without_id",
     "scan_file",
     "scan_files",
     "split_tags",
@@ -61,3 +62,21 @@ def scan_files(
     schemas = list(schemas) if schemas is not None else [None] * len(paths)
     frames = [scan_file(p, s) for p, s in zip(paths, schemas, strict=True)]
     return combine(frames, include_deleted=include_deleted)
+
+
+MAX_ROWS_NAMED = 1000  # rows without an id named one by one; the rest counted
+
+
+def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
+    """One message per row of a metadata file whose id is missing (such a row can never be
+    a post): its file and row number, the first :data:`MAX_ROWS_NAMED` named."""
+    rows = (
+        pl.scan_parquet(path)
+        .select(pl.col("id").is_null().arg_true().alias("row"))
+        .collect()["row"]
+    )
+    where = name or str(path)
+    named = [f"{where} row {row}: no id" for row in rows.head(MAX_ROWS_NAMED)]
+    if len(rows) > MAX_ROWS_NAMED:
+        named.append(f"{where}: {len(rows) - MAX_ROWS_NAMED} more rows with no id")
+    return named

@@ -59,9 +59,13 @@ class SchemaError(ValueError):
 
 
 def split_tags(column: str | pl.Expr) -> pl.Expr:
-    """A space-separated tag string as a list of tags (empty and null give ``[]``)."""
+    """A whitespace-separated tag string as a list of tags (empty and null give ``[]``).
+
+    Tags never hold whitespace on the sites: a newline, tab or carriage return inside a
+    tag string separates tags like a space (so a caption stays one line)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    return expr.fill_null("").str.split(" ").list.filter(pl.element() != "")
+    spaced = expr.fill_null("").str.replace_all(r"[\t\n\r\f\v]", " ")
+    return spaced.str.split(" ").list.filter(pl.element() != "")
 
 
 def _iso_to_utc(column: str) -> pl.Expr:
@@ -136,7 +140,7 @@ def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:
     tags = pl.col("tags").fill_null([]).list.join(" ")
-    return _e621_common(lf, tags, pl.col("tags").fill_null([]), _iso_to_utc("created_at"))
+    return _e621_common(lf, tags, split_tags(tags), _iso_to_utc("created_at"))
 
 
 SCHEMAS: dict[str, Schema] = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +15,7 @@ from e6ingest.captions import (
     read_nl_captions,
     score_thresholds,
 )
+from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query
@@ -56,6 +56,7 @@ def _plan_part(
     part: pl.DataFrame, spec: CaptionSpec, captions: dict, offset: int, shard_size: int,
     source_shards: int,
 ) -> pl.DataFrame:  # fmt: skip
+    part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
     nl = read_nl_captions(spec, part["id"]) if spec.nl_captions else None
     part = build_captions(part, spec, nl=nl, **captions)
     return (
@@ -79,6 +80,8 @@ def write_plan(
     caption: CaptionSpec | None = None,
     tag_table: str = "",
     batch_rows: int = PLAN_BATCH_ROWS,
+    commits: dict[str, str] | None = None,
+    rejected: list[dict] | None = None,
 ) -> int:
     """Write the plan to ``path`` (atomically, with ``fingerprint`` in its parquet metadata)
     and return its number of posts: the selected posts, each with its output ``shard``, its
@@ -89,52 +92,73 @@ def write_plan(
     With ``tag_table`` (e621 tags table), tag categories are restored first. The selection
     is streamed to a temporary file and planned ``batch_rows`` posts at a time (ranges of
     source shards), so memory does not grow with the selection; quality percentiles are
-    still taken over the whole selection.
+    still taken over the whole selection. A post id present in several rows is planned
+    once, from the last row. ``commits`` (repository -> commit read) is saved beside the
+    fingerprint, so a resume reads what the plan was made from; ``rejected`` (failure
+    records of metadata rows that cannot be posts) too, for the run's failures.
     """
     spec = caption or CaptionSpec()
-    selection_file = path.with_name(f".{path.name}.selection.tmp")
-    plan_file = path.with_name(f".{path.name}.tmp")
+    selection_file = temp_path(path.with_name("selection.parquet"))
     try:
-        selection = query.sink(metadata, PLAN_COLUMNS, selection_file)
-        keys = selection.select("id", "rating", "score").collect()
-        captions = {
-            "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
-            "aliases": read_aliases(spec.aliases) if spec.aliases else None,
-        }
-        tags = read_tag_table(tag_table) if tag_table else None
-        ranges = _source_ranges(keys["id"], source_shards, batch_rows) or [(0, 0)]
-        writer, offset = None, 0
-        for lo, hi in ranges:
-            source_shard = pl.col("id") % source_shards
-            part = selection.filter(source_shard.is_between(lo, hi, closed="left"))
-            part = part.collect(engine="streaming")
-            if tags is not None:
-                part = apply_tag_table(part.lazy(), tags).collect()
-            part = _plan_part(part, spec, captions, offset, shard_size, source_shards)
-            table = part.to_arrow()
-            if writer is None:
-                schema = table.schema.with_metadata(
-                    {"e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True)}
-                )
-                writer = pq.ParquetWriter(plan_file, schema)
-            writer.write_table(table.cast(writer.schema), row_group_size=65536)
-            offset += part.height
-        writer.close()
-        with plan_file.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(plan_file, path)
+        with atomic_path(path) as plan_file:
+            selection = query.sink(metadata, PLAN_COLUMNS, selection_file)
+            keys = (
+                selection.select("id", "rating", "score")
+                .drop_nulls("id")
+                .unique("id", keep="last", maintain_order=True)
+                .collect()
+            )
+            captions = {
+                "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
+                "aliases": read_aliases(spec.aliases) if spec.aliases else None,
+            }
+            tags = read_tag_table(tag_table) if tag_table else None
+            ranges = _source_ranges(keys["id"], source_shards, batch_rows) or [(0, 0)]
+            writer, offset = None, 0
+            for lo, hi in ranges:
+                source_shard = pl.col("id") % source_shards
+                part = selection.filter(source_shard.is_between(lo, hi, closed="left"))
+                part = part.collect(engine="streaming")
+                if tags is not None:
+                    part = apply_tag_table(part.lazy(), tags).collect()
+                part = _plan_part(part, spec, captions, offset, shard_size, source_shards)
+                table = part.to_arrow()
+                if writer is None:
+                    schema = table.schema.with_metadata(
+                        {
+                            "e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True),
+                            "e6ingest.commits": json.dumps(commits or {}, sort_keys=True),
+                            "e6ingest.rejected": json.dumps(rejected or []),
+                        }
+                    )
+                    writer = pq.ParquetWriter(plan_file, schema)
+                writer.write_table(table.cast(writer.schema), row_group_size=65536)
+                offset += part.height
+            writer.close()
     finally:
         selection_file.unlink(missing_ok=True)
-        plan_file.unlink(missing_ok=True)
     return offset
+
+
+def _plan_metadata(path: Path, key: str):
+    if not path.is_file():
+        return None
+    return json.loads(pl.read_parquet_metadata(path).get(key, "null"))
 
 
 def plan_fingerprint(path: Path) -> dict | None:
     """The config fingerprint a saved plan was made with, or None when there is no plan."""
-    if not path.is_file():
-        return None
-    meta = pl.read_parquet_metadata(path)
-    return json.loads(meta.get("e6ingest.fingerprint", "null"))
+    return _plan_metadata(path, "e6ingest.fingerprint")
+
+
+def plan_rejected(path: Path) -> list[dict]:
+    """Failure records of the metadata rows the plan could not use (rows without an id)."""
+    return _plan_metadata(path, "e6ingest.rejected") or []
+
+
+def plan_commits(path: Path) -> dict[str, str] | None:
+    """The commit of each repository a saved plan was made from (None if not recorded)."""
+    return _plan_metadata(path, "e6ingest.commits") or None
 
 
 def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:

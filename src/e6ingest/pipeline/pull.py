@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -13,16 +13,25 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest import __version__
+from e6ingest.core import atomic_path, is_temp_name, write_atomic
 from e6ingest.manifests import DatasetManifest, load_manifest
-from e6ingest.metadata import scan_files
+from e6ingest.metadata import rows_without_id, scan_files
+from e6ingest.pipeline.budget import MemoryBudget, default_budget_bytes, use_budget
 from e6ingest.pipeline.executor import LocalExecutor, default_workers
 from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.plan import (
+    plan_commits,
     plan_fingerprint,
+    plan_rejected,
     shard_sizes,
     write_plan,
 )
-from e6ingest.pipeline.sourcing import ShardJanitor, metadata_source, whole_shards
+from e6ingest.pipeline.sourcing import (
+    ShardJanitor,
+    metadata_source,
+    pin_commits,
+    whole_shards,
+)
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import selection_query
 from e6ingest.shards import (
@@ -31,9 +40,16 @@ from e6ingest.shards import (
     PLAN_FILE,
     SHARDS_DIR,
     shard_complete,
-    shard_paths,
-    write_atomic,
 )
+from e6ingest.shards.folder import (
+    OutputContents,
+    OutputLock,
+    foreign_error,
+    remove_ours,
+    scan_output,
+)
+from e6ingest.shards.layout import OutputError
+from e6ingest.shards.writer import read_stats
 from e6ingest.sources import FailureKind, HubOptions, HubSource, SourceSpec
 from e6ingest.sources.retry import require_reachable
 
@@ -111,35 +127,60 @@ def _fingerprint(config, manifest: DatasetManifest) -> dict:
     return json.loads(json.dumps(document))
 
 
-def _prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
-    """Make ``out`` ready; True when a saved plan of the same config is to be continued."""
+def _differences(saved: dict, new: dict, prefix: str = "") -> list[str]:
+    """The option names whose values differ between two configs (nested with dots)."""
+    names = []
+    for key in sorted(set(saved) | set(new)):
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return names
+
+
+def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
+    """Make ``out`` ready for a run (its lock held); True when a saved plan of the same
+    config is to be continued. Only files e6ingest wrote are ever removed: a folder
+    holding anything else is refused, naming one such file."""
+    contents = scan_output(out)
+    if contents.foreign:
+        raise foreign_error(contents)
     saved = plan_fingerprint(out / PLAN_FILE)
     if saved == fingerprint:
+        remove_ours(OutputContents(out, [p for p in contents.ours if is_temp_name(p.name)]))
         return True
-    leftovers = [p for p in out.iterdir() if not p.name.endswith(".tmp")] if out.exists() else []
-    if leftovers:  # temporary files alone are what a run killed while planning leaves
-        if not overwrite:
-            what = "a run with a different configuration" if saved else "other files"
+    if contents.has_run and not overwrite:
+        if saved is None:
             raise OutputConflict(
-                f"{out} holds {what}; use another --out, or --overwrite to start over"
+                f"{out} holds an earlier run whose plan is missing; "
+                "use another --out, or --overwrite to replace that run"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        changed = _differences(saved.get("config", {}), fingerprint["config"])
+        if saved.get("dataset") != fingerprint["dataset"]:
+            changed.insert(0, f"dataset ({saved.get('dataset')!r} -> {fingerprint['dataset']!r})")
+        raise OutputConflict(
+            f"{out} holds a run with a different configuration ({'; '.join(changed[:5])}"
+            f"{' ...' if len(changed) > 5 else ''}); use another --out, or --overwrite to "
+            "replace that run"
+        )  # fmt: skip
+    remove_ours(contents)
     return False
 
 
 def _collect_stats(shards_dir: Path, numbers: list[int]) -> list[dict]:
-    return [
-        json.loads(shard_paths(shards_dir, n)["stats"].read_text(encoding="utf-8")) for n in numbers
-    ]
+    return [read_stats(shards_dir, n) for n in numbers]
 
 
-def _write_results(out: Path, manifest: DatasetManifest, fingerprint: dict, stats: list[dict]):
-    failures = [f for s in stats for f in s["failures"]]
+def _write_results(
+    out: Path, manifest: DatasetManifest, fingerprint: dict, stats: list[dict], commits: dict
+):
+    rejected = plan_rejected(out / PLAN_FILE)
+    failures = [*rejected, *(f for s in stats for f in s["failures"])]
     frame = pl.DataFrame(failures, schema=FAILURE_SCHEMA)
-    frame.write_parquet(out / f".{FAILURES_FILE}.tmp")
-    (out / f".{FAILURES_FILE}.tmp").replace(out / FAILURES_FILE)
-    outcomes: Counter[str] = Counter()
+    with atomic_path(out / FAILURES_FILE) as tmp:
+        frame.write_parquet(tmp)
+    outcomes: Counter[str] = Counter(f["kind"] for f in rejected)
     for s in stats:
         outcomes.update(s["outcomes"])
     document = {
@@ -148,14 +189,11 @@ def _write_results(out: Path, manifest: DatasetManifest, fingerprint: dict, stat
         "dataset": {
             "name": manifest.name,
             "site": manifest.site,
-            "repos": {
-                **{m.repo: m.revision for m in manifest.metadata},
-                **{i.repo: i.revision for i in manifest.images},
-            },
+            "repos": dict(sorted(commits.items())),
         },
         "config": fingerprint["config"],
         "totals": {
-            "selected": sum(s["selected"] for s in stats),
+            "selected": sum(s["selected"] for s in stats) + len(rejected),
             "written": outcomes.pop("written", 0),
             "failed": dict(sorted(outcomes.items())),
             "bytes": sum(s["tar_bytes"] for s in stats),
@@ -174,14 +212,18 @@ def _write_results(out: Path, manifest: DatasetManifest, fingerprint: dict, stat
     return document
 
 
-def run_tasks(tasks: list[ShardTask], workers: int | None) -> Iterator[dict]:
+def run_tasks(
+    tasks: list[ShardTask], workers: int | None, budget: MemoryBudget | None = None
+) -> Iterator[dict]:
     """Run the shard tasks on every core: one process per shard while there are at least as
-    many shards as cores, else shard by shard here with images normalised in a pool."""
+    many shards as cores, else shard by shard here with images normalised in a pool. Image
+    decoding in every process shares ``budget`` (default: half of this machine's memory)."""
     workers = max(1, workers or default_workers())
+    budget = budget or MemoryBudget(default_budget_bytes())
     if workers == 1 or len(tasks) >= workers or not tasks:
-        yield from LocalExecutor(workers).run(run_task, tasks)
+        yield from LocalExecutor(workers, use_budget, (budget,)).run(run_task, tasks)
         return
-    with ImagePool(tasks[0].image, workers) as images:
+    with ImagePool(tasks[0].image, workers, budget=budget) as images:
         for task in tasks:
             yield run_task(task, images)
 
@@ -191,17 +233,17 @@ def _has_retryable(stats: dict) -> bool:
 
 
 def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> list[int]:
-    """The shards a run still has to write: incomplete ones, and with ``retry_failed`` the
-    complete ones holding retryable failures (made incomplete first, so a kill while one
-    is rewritten never leaves a stats file describing other bytes)."""
-    todo = []
-    for number in numbers:
-        if not shard_complete(shards_dir, number):
-            todo.append(number)
-        elif retry_failed and _has_retryable(_collect_stats(shards_dir, [number])[0]):
-            shard_paths(shards_dir, number)["stats"].unlink()
-            todo.append(number)
-    return todo
+    """The shards a run still has to write: those not complete (files missing, or a tar
+    whose size or sha256 is not what its stats say), and with ``retry_failed`` the complete
+    ones holding retryable failures. Nothing is changed here: a shard being rewritten
+    loses its stats only when its new tar is about to replace the old one."""
+
+    def redo(number: int) -> bool:
+        if not shard_complete(shards_dir, number, check_bytes=True):
+            return True
+        return retry_failed and _has_retryable(read_stats(shards_dir, number))
+
+    return [n for n in numbers if redo(n)]
 
 
 def _notify(progress: Progress | None, event: str, **info) -> None:
@@ -234,29 +276,62 @@ def pull(
     hub = hub or HubOptions()
     manifest = load_manifest(config.dataset)
     query = selection_query(config.query, config.ratings)  # fails before any work
+    make_output_folder(out)
+    with OutputLock(out):
+        return _pull_locked(config, manifest, query, out, mirror, workers, overwrite,
+                            progress, hub, retry_failed, start)  # fmt: skip
+
+
+def make_output_folder(out: Path) -> None:
+    """Create ``out`` (and its parents) or say why it cannot be an output folder."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not writable")
+
+
+def _pull_locked(config, manifest, query, out, mirror, workers, overwrite, progress, hub,
+                 retry_failed, start) -> PullSummary:  # fmt: skip
+    fingerprint = _fingerprint(config, manifest)
+    plan_path = out / PLAN_FILE
+    continued = prepare_output(out, fingerprint, overwrite)
     _notify(progress, "planning")
+    commits = plan_commits(plan_path) if continued else None
+    if commits is None:
+        commits = pin_commits(manifest, mirror, hub, dict(config.revisions))
+    if mirror is None:
+        manifest = manifest.pinned(commits)
     with metadata_source(manifest, mirror, hub) as source:
         files = [source.metadata_file(m) for m in manifest.metadata]
     metadata = scan_files(files, [m.schema for m in manifest.metadata], config.include_deleted)
-    fingerprint = _fingerprint(config, manifest)
-    plan_path = out / PLAN_FILE
-    if not _prepare_output(out, fingerprint, overwrite):
+    if not continued:
+        rejected = [
+            {"id": None, "site": manifest.site, "stage": "metadata", "kind": "invalid",
+             "message": message}
+            for path, entry in zip(files, manifest.metadata, strict=True)
+            for message in rows_without_id(path, f"{entry.repo}/{entry.path}")
+        ]  # fmt: skip
         write_plan(metadata, query, plan_path, fingerprint, config.shard_size,
-                   manifest.images[0].shards, config.caption, config.tag_table)  # fmt: skip
+                   manifest.images[0].shards, config.caption, config.tag_table,
+                   commits=commits, rejected=rejected)  # fmt: skip
     shards_dir = out / SHARDS_DIR
     sizes = shard_sizes(plan_path)
     numbers = sorted(sizes)
+    if mirror is None and numbers:  # before anything is decided from the shards on disk
+        require_reachable(hub.resolved_endpoint(), "to fetch images")
     todo = shards_to_run(shards_dir, numbers, retry_failed)
     _notify(progress, "planned", selected=sum(sizes.values()), shards=len(numbers),
             todo=len(todo), posts_todo=sum(sizes[n] for n in todo))  # fmt: skip
     if mirror is not None:
-        spec = SourceSpec(manifest.source_file, mirror=str(Path(mirror).resolve()))
+        spec = SourceSpec(manifest, mirror=str(Path(mirror).resolve()))
     else:
-        if todo:
-            require_reachable(hub.resolved_endpoint(), "to fetch images")
         whole = whole_shards(metadata, plan_path, manifest.images[0].shards,
                              hub.whole_shard_share)  # fmt: skip
-        spec = SourceSpec(manifest.source_file, hub=hub, whole_shards=whole)
+        spec = SourceSpec(manifest, hub=hub, whole_shards=whole)
     tasks = [
         ShardTask(n, str(plan_path), str(shards_dir), spec, config.image, config.buckets)
         for n in todo
@@ -270,7 +345,7 @@ def pull(
         _notify(progress, "shard", **stats)
     complete = [n for n in numbers if shard_complete(shards_dir, n)]
     stats = _collect_stats(shards_dir, complete)
-    document = _write_results(out, manifest, fingerprint, stats)
+    document = _write_results(out, manifest, fingerprint, stats, commits)
     totals = document["totals"]
     return PullSummary(
         out=out,

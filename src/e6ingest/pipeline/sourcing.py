@@ -7,14 +7,33 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.config import ConfigError
 from e6ingest.manifests import DatasetManifest
 from e6ingest.sources import HubOptions, HubSource, MirrorSource
-from e6ingest.sources.hub import delete_cached_tar
 
 
 def metadata_source(manifest: DatasetManifest, mirror: str | Path | None, hub: HubOptions):
     """The source that provides the metadata files: the mirror, or the Hub."""
     return MirrorSource(mirror, manifest) if mirror is not None else HubSource(manifest, hub)
+
+
+def pin_commits(
+    manifest: DatasetManifest, mirror, hub: HubOptions, pins: dict[str, str]
+) -> dict[str, str]:
+    """The commit each repository of the dataset is read at for a whole run: the revision
+    pinned in ``pins`` (``--revision``) or the manifest, resolved on the Hub now. A mirror
+    has no commits: ``"local"`` for each."""
+    unknown = sorted(set(pins) - set(manifest.repos))
+    if unknown:
+        raise ConfigError(
+            f"--revision: {unknown[0]} is not a repository of {manifest.name} "
+            f"(its repositories: {', '.join(manifest.repos)})"
+        )
+    if mirror is not None:
+        return dict.fromkeys(manifest.repos, "local")
+    revisions = {**manifest.revisions(), **pins}
+    with HubSource(manifest, hub) as source:
+        return {repo: source.commit(repo, revision) for repo, revision in revisions.items()}
 
 
 def whole_shards(
@@ -66,7 +85,6 @@ class ShardJanitor:
             if self.remaining[source_shard] == 0:
                 for repo in self.source.manifest.images:
                     path = self.source.cached_tar(repo, source_shard)
-                    if path is not None:
-                        delete_cached_tar(path)
+                    if path is not None and self.source.discard_tar(repo, source_shard):
                         deleted.append(path)
         return deleted

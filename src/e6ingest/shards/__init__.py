@@ -18,7 +18,6 @@ from e6ingest.shards.writer import (
     shard_complete,
     shard_name,
     shard_paths,
-    write_atomic,
 )
 
 __all__ = [
@@ -36,5 +35,4 @@ __all__ = [
     "shard_complete",
     "shard_name",
     "shard_paths",
-    "write_atomic",
 ]

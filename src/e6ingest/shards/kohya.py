@@ -1,19 +1,26 @@
 """``e6ingest export kohya``: a pull's output as the folder layout kohya-ss/sd-scripts
-fine-tuning reads: ``{site}/{id}.webp`` and ``{site}/{id}.txt``, with its metadata file.
+fine-tuning reads: ``{site}/{id}.webp`` and ``{site}/{id}.txt``, its metadata file and a
+``dataset_config.toml``.
 
-The metadata is a JSON object keyed by image path (``metadata.json``) or, with ``jsonl``,
-one object per line (``metadata.jsonl``) with ``image_path``. Each entry holds ``tags``
-(the caption's tag part), ``caption`` (the first natural-language caption; absent when
-there is none, so sd-scripts trains on the tags alone) and ``image_size`` [W, H].
-sd-scripts trains on ``caption + caption_separator + tags``.
+The metadata is a JSON object keyed by image path (``metadata.json``, read by sd-scripts
+0.9 and 0.10) or, with ``jsonl``, one object per line with ``image_path``
+(``metadata.jsonl``, sd-scripts >= 0.10 only). Each entry holds ``tags`` (the caption's tag
+part), ``caption`` (the first natural-language caption; absent when there is none, so
+sd-scripts trains on the tags alone) and ``image_size`` [W, H]. Image paths are relative to
+the export folder, with their extension (the sd-scripts 0.10 form, joined with the
+config's ``image_dir``), so the folder can be moved or mounted anywhere; ``absolute``
+writes absolute paths instead.
 
-Files are written to a temporary name and renamed, so an image that exists is whole; a
-rerun skips them and rewrites only the metadata file. Sample keys come from the tars, so
-they are checked (``site/digits``) before any path is made from them.
+The export writes only into an empty folder or one holding its own earlier export
+(marked by ``.e6ingest-export.json``, with the sha256 of every file it wrote in
+``.e6ingest-export.parquet``). A file is rewritten only when it still holds what e6ingest
+wrote; one changed since (a hand-edited caption) is left alone and reported. Nothing is
+written through a symlink.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,9 +28,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
+from e6ingest.core import atomic_file, atomic_path, is_temp_name, write_atomic
+from e6ingest.shards.layout import OutputError, read_manifest
 from e6ingest.shards.reader import iter_samples
 
 SAFE_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9]{1,20})$")
+SITE_DIR = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SAMPLE_FILE = re.compile(r"^[0-9]{1,20}\.(?:webp|txt)$")
+MARKER = ".e6ingest-export.json"
+RECORD = ".e6ingest-export.parquet"
+CONFIG_FILE = "dataset_config.toml"
+METADATA_FILES = ("metadata.json", "metadata.jsonl")
+TOP_FILES = frozenset({MARKER, RECORD, CONFIG_FILE, *METADATA_FILES})
+
+
+class ExportError(OutputError):
+    """The export folder cannot be written safely; the message names the file."""
 
 
 @dataclass
@@ -35,30 +57,19 @@ class ExportSummary:
     exported: int = 0  # images written now
     kept: int = 0  # images already there from an earlier export
     refused: list[str] = field(default_factory=list)  # keys unsafe or samples incomplete
+    changed: list[str] = field(default_factory=list)  # files changed by hand: left alone
+    removed: int = 0  # files of an earlier export that this one no longer has
 
 
 def safe_paths(to: Path, key: str) -> tuple[Path, Path] | None:
     """The image and caption paths of ``key`` inside ``to``, or None when the key is not
-    a plain ``site/id`` or would land outside ``to``."""
+    a plain ``site/id``."""
     match = SAFE_KEY.match(key)
     if match is None:
         return None
     site, post_id = match.groups()
     image = to / site / f"{post_id}.webp"
-    if not image.resolve().is_relative_to(to.resolve()):
-        return None
     return image, image.with_suffix(".txt")
-
-
-def _write_new(path: Path, data: bytes) -> bool:
-    """Write ``path`` through a temporary name unless it already holds ``len(data)`` bytes;
-    True when written."""
-    if path.is_file() and path.stat().st_size == len(data):
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return True
 
 
 def metadata_entry(meta: dict) -> dict:
@@ -71,51 +82,198 @@ def metadata_entry(meta: dict) -> dict:
     return entry
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _foreign(to: Path, path: Path) -> ExportError:
+    return ExportError(
+        f"--to {to} holds files e6ingest did not write ({path}); export kohya writes only "
+        "into an empty folder or one of its own exports: choose another folder"
+    )
+
+
+def _scan_target(to: Path) -> dict[str, str]:
+    """Check that ``to`` is empty or an earlier export of ours, following no symlink;
+    the sha256 e6ingest recorded for each file it wrote there (by relative path)."""
+    if not to.exists():
+        return {}
+    if to.is_symlink() or not to.is_dir():
+        raise ExportError(f"--to {to} is not a folder")
+    entries = sorted(os.scandir(to), key=lambda e: e.name)
+    if not entries:
+        return {}
+    if not (to / MARKER).is_file() or (to / MARKER).is_symlink():
+        raise _foreign(to, Path(entries[0].path))
+    for entry in entries:
+        if entry.is_symlink():
+            raise _foreign(to, Path(entry.path))
+        if entry.is_file() and is_temp_name(entry.name):
+            os.unlink(entry.path)  # a temporary of an interrupted export of ours
+            continue
+        if entry.is_file() and entry.name in TOP_FILES:
+            continue
+        if not (entry.is_dir() and SITE_DIR.match(entry.name)):
+            raise _foreign(to, Path(entry.path))
+        for item in os.scandir(entry.path):
+            ours = SAMPLE_FILE.match(item.name) or is_temp_name(item.name)
+            if item.is_symlink() or not item.is_file() or not ours:
+                raise _foreign(to, Path(item.path))
+            if is_temp_name(item.name):
+                os.unlink(item.path)  # a temporary of an interrupted export of ours
+    if not (to / RECORD).is_file():
+        return {}
+    record = pl.read_parquet(to / RECORD)
+    return dict(zip(record["path"], record["sha256"], strict=True))
+
+
+class _Files:
+    """Writes files under ``to``, rewriting one only if it still holds what e6ingest wrote."""
+
+    def __init__(self, to: Path, recorded: dict[str, str], summary: ExportSummary):
+        self.to, self.recorded, self.summary = to, recorded, summary
+        self.written: dict[str, str] = {}  # relative path -> sha256, this export
+
+    def put(self, path: Path, data: bytes) -> bool:
+        """Write ``data`` at ``path`` unless it is there already; True when written."""
+        rel = path.relative_to(self.to).as_posix()
+        digest = _sha256(data)
+        try:
+            current = _sha256(path.read_bytes()) if not path.is_symlink() else None
+        except FileNotFoundError:
+            current = ""
+        if current == digest:
+            self.written[rel] = digest
+            return False
+        if current and current != self.recorded.get(rel):
+            self.summary.changed.append(rel)  # changed by hand since: not ours to replace
+            return False
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, data, durable=False)
+        self.written[rel] = digest
+        return True
+
+    def check_unchanged(self, rel: str) -> None:
+        """Refuse to go on when a top-level file was changed since e6ingest wrote it."""
+        path = self.to / rel
+        if path.is_file() and _sha256(path.read_bytes()) != self.recorded.get(rel):
+            raise ExportError(
+                f"{path} was changed since e6ingest wrote it (or was never e6ingest's); "
+                "move it away to export here"
+            )
+
+    def remove_stale(self) -> None:
+        """Delete files an earlier export wrote that this one does not have, when they
+        still hold what e6ingest wrote."""
+        for rel, digest in self.recorded.items():
+            path = self.to / rel
+            if rel in self.written or rel in TOP_FILES or path.is_symlink():
+                continue
+            try:
+                if _sha256(path.read_bytes()) == digest:
+                    path.unlink()
+                    self.summary.removed += 1
+            except FileNotFoundError:
+                continue
+
+    def save_record(self, finished: bool) -> None:
+        """Record what e6ingest wrote: this export's files, and those of the earlier one
+        that this export has not reached (when it did not finish) or that stay beside it
+        (the other metadata form)."""
+        kept = self.recorded if not finished else {
+            rel: digest for rel, digest in self.recorded.items() if rel in TOP_FILES
+        }  # fmt: skip
+        entries = {**kept, **self.written}
+        frame = pl.DataFrame(
+            {"path": list(entries), "sha256": list(entries.values())},
+            schema={"path": pl.String, "sha256": pl.String},
+        )
+        with atomic_path(self.to / RECORD) as tmp:
+            frame.write_parquet(tmp)
+
+
 class _MetadataWriter:
     """Streams entries to the metadata file (under a temporary name until closed)."""
 
     def __init__(self, path: Path, jsonl: bool):
-        self.path, self.jsonl = path, jsonl
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        self.file = self.tmp.open("w", encoding="utf-8")
+        self.jsonl = jsonl
+        self._file = atomic_file(path, durable=False)
+        self.handle = self._file.__enter__()
+        self.digest = hashlib.sha256()
         self.count = 0
         if not jsonl:
-            self.file.write("{")
+            self._write("{")
 
-    def add(self, image: Path, entry: dict) -> None:
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.digest.update(data)
+        self.handle.write(data)
+
+    def add(self, image: str, entry: dict) -> None:
         if self.jsonl:
-            self.file.write(json.dumps({"image_path": str(image), **entry}, ensure_ascii=False))
-            self.file.write("\n")
+            self._write(json.dumps({"image_path": image, **entry}, ensure_ascii=False) + "\n")
         else:
-            self.file.write(",\n" if self.count else "\n")
-            self.file.write(f"{json.dumps(str(image))}: {json.dumps(entry, ensure_ascii=False)}")
+            self._write(",\n" if self.count else "\n")
+            self._write(f"{json.dumps(image)}: {json.dumps(entry, ensure_ascii=False)}")
         self.count += 1
 
     def close(self) -> None:
         if not self.jsonl:
-            self.file.write("\n}\n" if self.count else "}\n")
-        self.file.close()
-        os.replace(self.tmp, self.path)
+            self._write("\n}\n" if self.count else "}\n")
+        self._file.__exit__(None, None, None)
 
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+    def abort(self, exc: BaseException) -> None:
+        self._file.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def dataset_config(manifest: dict, metadata_name: str) -> str:
+    """sd-scripts' dataset config for an export: one fine-tuning subset (this folder and
+    its metadata file, relative to the folder sd-scripts runs in) and the run's buckets."""
+    config = manifest.get("config", {})
+    buckets = config.get("buckets", {})
+    caption = config.get("caption", {})
+    lines = [
+        "# sd-scripts dataset config (library/config_util.py), written by e6ingest export.",
+        "# Paths are relative to the folder sd-scripts runs in: run it from this folder,",
+        "# or make image_dir and metadata_file absolute.",
+        "[general]",
+        "enable_bucket = true",
+        f"resolution = {int(buckets.get('resolution', 1024))}",
+        f"min_bucket_reso = {int(buckets.get('min_side', 512))}",
+        f"max_bucket_reso = {int(buckets.get('max_side', 2048))}",
+        f"bucket_reso_steps = {int(buckets.get('step', 64))}",
+        f"caption_separator = {json.dumps((caption.get('separator') or ',').strip() or ',')}",
+    ]
+    if caption.get("keep_tokens_separator"):
+        lines.append(f"keep_tokens_separator = {json.dumps(caption['keep_tokens_separator'])}")
+    lines += ["", "[[datasets]]", "", "[[datasets.subsets]]", 'image_dir = "."',
+              f"metadata_file = {json.dumps(metadata_name)}", ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 def export_kohya(
     out: str | Path,
     to: str | Path,
     jsonl: bool = False,
+    absolute: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
     """Export the output folder ``out`` to ``to`` for sd-scripts fine-tuning (module doc).
 
-    ``progress(n)`` is called after each sample. Image paths in the metadata are absolute.
+    ``progress(n)`` is called after each sample.
     """
     to = Path(to).absolute()
-    to.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(out)
+    recorded = _scan_target(to)
     metadata = to / ("metadata.jsonl" if jsonl else "metadata.json")
     summary = ExportSummary(to, metadata)
+    files = _Files(to, recorded, summary)
+    for name in (metadata.name, CONFIG_FILE):
+        files.check_unchanged(name)
+    to.mkdir(parents=True, exist_ok=True)
+    if not (to / MARKER).is_file():
+        marker = {"e6ingest_export": "kohya", "source": str(Path(out).absolute())}
+        write_atomic(to / MARKER, json.dumps(marker).encode())
     writer = _MetadataWriter(metadata, jsonl)
     try:
         for key, members in iter_samples(out):
@@ -124,17 +282,24 @@ def export_kohya(
                 summary.refused.append(key)
                 continue
             image, text = paths
-            image.parent.mkdir(exist_ok=True)
-            _write_new(text, members["txt"])
-            if _write_new(image, members["webp"]):
+            files.put(text, members["txt"])
+            if files.put(image, members["webp"]):
                 summary.exported += 1
             else:
                 summary.kept += 1
-            writer.add(image, metadata_entry(json.loads(members["json"])))
+            name = str(image) if absolute else image.relative_to(to).as_posix()
+            writer.add(name, metadata_entry(json.loads(members["json"])))
             if progress is not None:
                 progress(1)
-    except BaseException:
-        writer.abort()
+    except BaseException as exc:
+        writer.abort(exc)
+        files.save_record(finished=False)
         raise
     writer.close()
+    files.written[metadata.name] = writer.digest.hexdigest()
+    config = dataset_config(manifest, metadata.name).encode()
+    files.written[CONFIG_FILE] = _sha256(config)
+    write_atomic(to / CONFIG_FILE, config, durable=False)
+    files.remove_stale()
+    files.save_record(finished=True)
     return summary

@@ -150,6 +150,30 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
     return problems
 
 
+def _repeated_keys(shards_dir: Path, entries: list[dict]) -> list[str]:
+    """A key must name one sample in the whole output (readers reject repeats)."""
+    indexes = [
+        shards_dir / Path(e["name"]).with_suffix(".parquet").name
+        for e in entries
+        if (shards_dir / Path(e["name"]).with_suffix(".parquet").name).is_file()
+    ]
+    if not indexes:
+        return []
+    keys = pl.scan_parquet(indexes, include_file_paths="index").select("key", "index")
+    repeated = (
+        keys.group_by("key")
+        .agg(pl.len().alias("n"), pl.col("index").first())
+        .filter(pl.col("n") > 1)
+        .sort("key")
+        .collect()
+    )
+    return [
+        f"key {row['key']} is in the output {row['n']} times (first in "
+        f"{SHARDS_DIR}/{Path(row['index']).with_suffix('.tar').name})"
+        for row in repeated.head(20).iter_rows(named=True)
+    ] + ([f"... {repeated.height - 20} more repeated keys"] if repeated.height > 20 else [])
+
+
 def _stray_shards(shards_dir: Path, listed: set[str]) -> list[str]:
     if not shards_dir.is_dir():
         return []
@@ -191,6 +215,7 @@ def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
         report.problems += verify_shard(shards_dir, entry, deep)
         report.shards += 1
         report.samples += entry["samples"]
+    report.problems += _repeated_keys(shards_dir, entries)
     report.problems += _stray_shards(shards_dir, listed)
     report.problems += _unfinished_plan(out, listed)
     totals = manifest.get("totals", {})

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.core import create_new, temp_path, write_atomic
+
 # Fixed member metadata: identical inputs give byte-identical tars.
 TAR_MTIME = 1_700_000_000
 TAR_MODE = 0o444
@@ -62,28 +64,38 @@ def shard_paths(directory: Path, number: int) -> dict[str, Path]:
     }
 
 
-def shard_complete(directory: Path, number: int) -> bool:
-    """Whether all three files of shard ``number`` exist."""
-    return all(p.is_file() for p in shard_paths(directory, number).values())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def read_stats(directory: Path, number: int) -> dict | None:
+    """The stats of shard ``number`` as written, or None when it has none (unfinished)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return json.loads(shard_paths(directory, number)["stats"].read_bytes())
+    except FileNotFoundError:
+        return None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> bool:
+    """Whether shard ``number`` is complete: all its files exist (the stats, written last,
+    among them); with ``check_bytes``, also its tar has the size and sha256 its stats give."""
+    paths = shard_paths(directory, number)
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    if not check_bytes:
+        return True
+    stats = read_stats(directory, number)
+    tar = paths["tar"]
+    return (
+        stats is not None
+        and tar.stat().st_size == stats.get("tar_bytes")
+        and file_sha256(tar) == stats.get("tar_sha256")
+    )
 
 
 class _HashingFile(io.RawIOBase):
@@ -122,8 +134,8 @@ class ShardWriter:
         self.number = number
         self.paths = shard_paths(self.directory, number)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._tmp_tar = self.paths["tar"].with_name(f".{self.paths['tar'].name}.tmp")
-        self._raw = self._tmp_tar.open("wb")
+        self._tmp_tar = temp_path(self.paths["tar"])
+        self._raw = create_new(self._tmp_tar)
         self._hashing = _HashingFile(self._raw)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in finish() or abort()
             fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT
@@ -175,8 +187,10 @@ class ShardWriter:
     def finish(self, stats: dict) -> dict:
         """Close, fsync and rename the tar, then write the index and the stats (last).
 
-        Returns the stats as written, with the tar's sha256 and size added.
+        Returns the stats as written, with the tar's sha256 and size added. An earlier stats
+        file of the shard goes first, so stats never describe other bytes than the tar's.
         """
+        self.paths["stats"].unlink(missing_ok=True)
         self._tar.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())

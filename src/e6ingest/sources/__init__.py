@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from e6ingest.manifests import load_manifest
+from e6ingest.manifests import DatasetManifest
 from e6ingest.sources.base import (
     FailureKind,
     Fetched,
@@ -46,7 +46,7 @@ class SourceSpec:
     source shards to download whole.
     """
 
-    manifest: str  # bundled dataset name or path of a manifest TOML
+    manifest: DatasetManifest  # the dataset, pinned to commits (carried by value)
     mirror: str | None = None  # root folder of a local mirror
     hub: HubOptions = field(default_factory=HubOptions)
     whole_shards: frozenset[int] = frozenset()
@@ -54,7 +54,6 @@ class SourceSpec:
 
 def open_source(spec: SourceSpec) -> Source:
     """Open the source a spec describes."""
-    manifest = load_manifest(spec.manifest)
     if spec.mirror is not None:
-        return MirrorSource(spec.mirror, manifest)
-    return HubSource(manifest, spec.hub, spec.whole_shards)
+        return MirrorSource(spec.mirror, spec.manifest)
+    return HubSource(spec.manifest, spec.hub, spec.whole_shards)

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from e6ingest.core import FailureKind, PostFailure
+
 if TYPE_CHECKING:
     from e6ingest.manifests import DatasetManifest, ImageRepo
-
-
-class FailureKind(str, Enum):
-    """Why a post did not make it into the output."""
-
-    MISSING = "missing"  # not in its shard (deleted, video, failed upstream)
-    CORRUPT = "corrupt"  # bytes do not match the index's size or sha256
-    UNAVAILABLE = "unavailable"  # the source could not be read (I/O, network, absent shard)
-    UNDECODABLE = "undecodable"  # not a readable image (truncated, empty, not an image)
-    TOO_LARGE = "too_large"  # over the source pixel safety limit
-    UNSUPPORTED = "unsupported"  # a post with no image (video, flash) or a refused animation
-
-    @property
-    def retryable(self) -> bool:
-        """Whether trying the same post again may succeed."""
-        return self is FailureKind.UNAVAILABLE
-
-
-class PostFailure(Exception):
-    """One post failed at one stage; the run records it and goes on."""
-
-    def __init__(self, kind: FailureKind, message: str, stage: str = "fetch"):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.stage = stage
 
 
 @dataclass(frozen=True)
@@ -56,33 +32,77 @@ def member_stem(name: str) -> str:
     return base.split(".", 1)[0]
 
 
+MAX_MEMBER_BYTES = 1 << 30  # no post image is near 1 GiB; a larger claim is a bad entry
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _count(value) -> int | None:
+    """``value`` when it is a non-negative integer (not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 class TarIndex:
-    """The index of one tar shard: ``{"files": {member: {offset, size, sha256}}, ...}``."""
+    """The index of one tar shard (hfutils format): ``{"filesize", "hash_lfs", "files":
+    {member: {offset, size, sha256}}}``, validated.
+
+    An index that is not of this shape raises PostFailure(UNAVAILABLE) for its shard. An
+    entry that is malformed (offset or size not a non-negative integer, beyond the tar's
+    ``filesize``, over 1 GiB, a sha256 that is not one) makes its post CORRUPT on lookup.
+    """
 
     def __init__(self, data: dict, where: str):
+        def unusable(reason: str) -> PostFailure:
+            return PostFailure(FailureKind.UNAVAILABLE, f"{where}: unusable index: {reason}")
+
+        if not isinstance(data, dict):
+            raise unusable(f"a JSON {type(data).__name__}, not an object")
         files = data.get("files")
         if not isinstance(files, dict):
-            raise PostFailure(
-                FailureKind.UNAVAILABLE, f"{where}: index has no 'files' table", "fetch"
-            )
+            raise unusable("no 'files' table")
         self.where = where
-        self.filesize = data.get("filesize")
+        self.filesize = _count(data.get("filesize"))
+        if "filesize" in data and self.filesize is None:
+            raise unusable(f"filesize {data['filesize']!r} is not a byte count")
+        hash_lfs = data.get("hash_lfs")
+        self.hash_lfs = hash_lfs if isinstance(hash_lfs, str) and _SHA256.match(hash_lfs) else None
         self._by_stem: dict[str, IndexEntry] = {}
+        self._bad: dict[str, str] = {}
         for name, info in files.items():
-            entry = IndexEntry(
-                member=name.removeprefix("./"),
-                offset=int(info["offset"]),
-                size=int(info["size"]),
-                sha256=info.get("sha256"),
-            )
-            self._by_stem.setdefault(member_stem(name), entry)
+            stem = member_stem(name)
+            try:
+                entry = self._entry(name, info)
+            except ValueError as exc:
+                self._bad.setdefault(stem, f"{where}: index entry {name!r} is unusable: {exc}")
+                continue
+            self._by_stem.setdefault(stem, entry)
+
+    def _entry(self, name: str, info) -> IndexEntry:
+        if not isinstance(info, dict):
+            raise ValueError(f"{type(info).__name__}, not an object")
+        offset, size = _count(info.get("offset")), _count(info.get("size"))
+        if offset is None or size is None:
+            raise ValueError(f"offset {info.get('offset')!r}, size {info.get('size')!r}")
+        if size > MAX_MEMBER_BYTES:
+            raise ValueError(f"size {size} is over {MAX_MEMBER_BYTES}")
+        if self.filesize is not None and offset + size > self.filesize:
+            raise ValueError(f"bytes {offset}..{offset + size} lie beyond the tar's end")
+        sha256 = info.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
+            raise ValueError(f"sha256 {sha256!r}")
+        return IndexEntry(name.removeprefix("./"), offset, size, sha256)
 
     def __len__(self) -> int:
         return len(self._by_stem)
 
     def lookup(self, post_id: int) -> IndexEntry | None:
-        """The entry of ``post_id`` in this shard, or None when the shard lacks it."""
-        return self._by_stem.get(str(post_id))
+        """The entry of ``post_id`` in this shard, or None when the shard lacks it;
+        PostFailure(CORRUPT) when its entry is malformed."""
+        entry = self._by_stem.get(str(post_id))
+        if entry is None and str(post_id) in self._bad:
+            raise PostFailure(FailureKind.CORRUPT, self._bad[str(post_id)])
+        return entry
 
 
 def verify(entry: IndexEntry, data: bytes, where: str) -> bytes:
@@ -153,10 +173,11 @@ class IndexedTarSource(Source):
         for repo in self.manifest.images:
             shard = repo.shard_of(post_id)
             try:
-                entry = self._index(repo, shard).lookup(post_id)
+                index = self._index(repo, shard)
             except PostFailure as exc:
                 unavailable = exc
                 continue
+            entry = index.lookup(post_id)  # CORRUPT when its entry is malformed
             if entry is not None:
                 data = self._read(repo, shard, post_id, entry)
                 return Fetched(post_id, data, f"{repo.repo}/{repo.tar_path(shard)}:{entry.member}")

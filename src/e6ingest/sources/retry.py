@@ -1,6 +1,9 @@
-"""Talking to the Hub reliably: retries with exponential backoff and jitter on timeouts,
-connection errors, 5xx and 429 (honouring Retry-After), and the classification of what
-went wrong (no access, not found, offline, wrong bytes)."""
+"""Talking to the Hub reliably: e6ingest's one retry layer (exponential backoff with jitter
+on timeouts, dropped connections, 5xx and 429, honouring Retry-After), and the
+classification of what went wrong (no access, not found, offline, wrong bytes, a bug).
+
+Only errors known to be about the network or the server are retried; anything else is a
+coding error and is raised as it is."""
 
 from __future__ import annotations
 
@@ -10,12 +13,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-from e6ingest.sources.base import FailureKind, PostFailure
+from e6ingest.core import FailureKind, PostFailure
 
 if TYPE_CHECKING:
     from e6ingest.sources.hub import HubOptions
@@ -24,6 +26,9 @@ T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BAD_BYTES_ATTEMPTS = 3  # bytes that keep failing the sha256 are corrupt upstream
 _TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+# Transport errors of the HTTP client (httpx or its successors), known by class name so
+# that no particular client version is imported here.
+_TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "NetworkError"})
 
 
 class HubError(RuntimeError):
@@ -35,6 +40,28 @@ def redact(text: str) -> str:
     return _TOKEN.sub("hf_***", text)
 
 
+@dataclass
+class HttpStatus(Exception):
+    """A response with an error status: its status, the Hub's error code, Retry-After."""
+
+    status: int
+    url: str
+    error_code: str = ""
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        code = f" {self.error_code}" if self.error_code else ""
+        return f"HTTP {self.status}{code}"
+
+
+class ShortRead(Exception):
+    """A response cut short, too long, or late: retried like any transient error."""
+
+
+class BadBytes(Exception):
+    """Bytes that do not match the index: retried, CORRUPT when they never match."""
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -43,55 +70,37 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class ShortRead(Exception):
-    """A response cut short in transit: retried like any transient error."""
-
-
-class BadBytes(Exception):
-    """Bytes that do not match the index: retried, CORRUPT when they never match."""
+def _transport(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or any(
+        cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__
+    )
 
 
 def access_error(exc: BaseException, repo: str) -> HubError | None:
-    for cause in _chain(exc):
-        if isinstance(cause, GatedRepoError) or _status(cause) in (401, 403):
-            return HubError(
-                f"no access to {repo}: it is gated or private. Accept its terms on the Hub "
-                f"(https://huggingface.co/datasets/{repo}) and log in with `hf auth login` "
-                "or set HF_TOKEN"
-            )
-        if isinstance(cause, RepositoryNotFoundError):
-            return HubError(f"repository {repo} was not found on the Hub (or needs a token)")
+    """The run-ending error an HTTP failure stands for (no access, no such repository)."""
+    if not isinstance(exc, HttpStatus):
+        return None
+    if exc.status in (401, 403) or exc.error_code == "GatedRepo":
+        return HubError(
+            f"no access to {repo}: it is gated or private. Accept its terms on the Hub "
+            f"(https://huggingface.co/datasets/{repo}) and log in with `hf auth login` "
+            "or set HF_TOKEN"
+        )
+    if exc.status == 404 and exc.error_code == "RepoNotFound":
+        return HubError(f"repository {repo} was not found on the Hub (or needs a token)")
     return None
 
 
-def not_found(exc: BaseException) -> bool:
-    # Only a real 404 from the server: huggingface_hub also raises EntryNotFoundError
-    # subclasses for connection problems, which must be retried instead.
-    return any(_status(c) == 404 for c in _chain(exc))
-
-
 def offline(exc: BaseException) -> bool:
-    names = {type(c).__name__ for c in _chain(exc)}
-    return bool(names & {"ConnectError", "OfflineModeIsEnabled", "gaierror", "ConnectionError"})
+    """Whether an error means the Hub could not be reached at all."""
+    return any(
+        type(c).__name__ in ("ConnectError", "gaierror", "ConnectionRefusedError")
+        for c in _chain(exc)
+    )
 
 
 def reachable(endpoint: str, timeout: float = 5.0) -> bool:
-    """Whether a TCP connection to the endpoint's host can be opened (a quick offline test,
-    instead of the client's own retries, which take half a minute to give up)."""
+    """Whether a TCP connection to the endpoint's host can be opened (a quick offline test)."""
     url = urlsplit(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -147,33 +156,35 @@ class Retrier:
         return base * (0.5 + self._rng.random() / 2)
 
     def __call__(self, call: Callable[[], T], what: str, repo: str) -> T:
-        """``call()``; raises HubError (no access) or PostFailure once retries run out."""
+        """``call()``; raises HubError (no access) or PostFailure once retries run out.
+        Errors that are not about the network or the server propagate unchanged."""
         last: BaseException | None = None
         bad_bytes = 0
         for attempt in range(self.options.attempts):
+            retry_after = None
             try:
                 return self._attempt(call)  # a request slot, never held while backing off
             except BadBytes as exc:  # not a sign of overload: read again at once
                 last = exc
                 bad_bytes += 1
                 retry_after = 0.0
-            except (PostFailure, HubError):
-                raise
-            except Exception as exc:
+            except HttpStatus as exc:
                 denied = access_error(exc, repo)
                 if denied is not None:
                     raise denied from None
-                if not_found(exc):
+                if exc.status == 404:
                     raise PostFailure(
                         FailureKind.UNAVAILABLE, f"{what}: not found on the Hub"
                     ) from None
-                statuses = [s for s in map(_status, _chain(exc)) if s is not None]
-                if statuses and statuses[0] not in TRANSIENT_STATUS:
-                    raise PostFailure(
-                        FailureKind.UNAVAILABLE, f"{what}: HTTP {statuses[0]}"
-                    ) from None
+                if exc.status not in TRANSIENT_STATUS:
+                    raise PostFailure(FailureKind.UNAVAILABLE, f"{what}: {exc}") from None
+                last, retry_after = exc, exc.retry_after
+            except ShortRead as exc:
                 last = exc
-                retry_after = next(filter(None, map(_retry_after, _chain(exc))), None)
+            except Exception as exc:
+                if not _transport(exc):
+                    raise  # a coding error, never a "failed post"
+                last = exc
             if attempt + 1 >= self.options.attempts or bad_bytes >= BAD_BYTES_ATTEMPTS:
                 break
             self.sleep(self.delay(attempt, retry_after))

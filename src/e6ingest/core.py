@@ -1,0 +1,176 @@
+"""What every stage shares, importing none of them: why a post failed (``FailureKind``,
+``PostFailure``), the ratings of each site, and the one way e6ingest writes a file
+(``atomic_file``: a temporary name of its own, fsync, rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+
+class FailureKind(str, Enum):
+    """Why a post did not make it into the output."""
+
+    MISSING = "missing"  # not in its shard (deleted, video, failed upstream)
+    CORRUPT = "corrupt"  # bytes do not match the index's size or sha256, or a bad index entry
+    UNAVAILABLE = "unavailable"  # the source could not be read (I/O, network, absent shard)
+    UNDECODABLE = "undecodable"  # not a readable image (truncated, empty, not an image)
+    TOO_LARGE = "too_large"  # over the source pixel limit or the decode memory budget
+    UNSUPPORTED = "unsupported"  # a post with no image (video, flash) or a refused animation
+    INVALID = "invalid"  # a metadata row that cannot be used (no id)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same post again may succeed."""
+        return self is FailureKind.UNAVAILABLE
+
+
+class PostFailure(Exception):
+    """One post failed at one stage; the run records it and goes on. Picklable, so it
+    crosses process (and machine) boundaries as it is."""
+
+    def __init__(self, kind: FailureKind | str, message: str, stage: str = "fetch"):
+        super().__init__(message)
+        self.kind = FailureKind(kind)
+        self.message = message
+        self.stage = stage
+
+    def __reduce__(self):
+        return (PostFailure, (self.kind.value, self.message, self.stage))
+
+    def __repr__(self) -> str:
+        return f"PostFailure({self.kind.value!r}, {self.message!r}, {self.stage!r})"
+
+
+# Rating letters of each site, with their names. danbooru's "s" is "sensitive" since 2022.
+SITE_RATINGS: dict[str, dict[str, str]] = {
+    "danbooru": {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"},
+    "e621": {"s": "safe", "q": "questionable", "e": "explicit"},
+}
+RATING_ORDER = ("g", "s", "q", "e")
+
+
+class RatingError(ValueError):
+    """A rating that the site does not have; the message lists the ones it has."""
+
+
+def parse_ratings(text: str | list[str] | tuple[str, ...] | None, site: str | None = None):
+    """``"e,q,s"`` (or names such as ``explicit``) as the tuple ``("e", "q", "s")``.
+
+    With ``site``, only that site's ratings are accepted: e621 has no ``g``, and on danbooru
+    ``safe`` is refused because its ``s`` means sensitive. Without it, any site's.
+    """
+    if text is None:
+        return ()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    sites = [site] if site in SITE_RATINGS else list(SITE_RATINGS)
+    names: dict[str, str] = {}
+    for name in sites:
+        for letter, word in SITE_RATINGS[name].items():
+            names.setdefault(letter, letter)
+            names.setdefault(word, letter)
+    out: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in names:
+            raise RatingError(_unknown_rating(item, site))
+        if names[item] not in out:
+            out.append(names[item])
+    return tuple(out)
+
+
+def _unknown_rating(item: str, site: str | None) -> str:
+    def listing(name: str) -> str:
+        return ", ".join(f"{k} ({v})" for k, v in SITE_RATINGS[name].items())
+
+    if site == "danbooru" and item == "safe":
+        return (
+            "danbooru has no rating 'safe': since 2022 its ratings are g (general) and "
+            "s (sensitive) where 'safe' used to be; use g, or g,s"
+        )
+    if site in SITE_RATINGS:
+        return f"unknown rating {item!r} for {site}; its ratings are {listing(site)}"
+    every = "; ".join(f"{name}: {listing(name)}" for name in SITE_RATINGS)
+    return f"unknown rating {item!r} (ratings are {every})"
+
+
+# Temporary files: ``.{name}.{pid}-{random}.tmp`` beside their target. The random part
+# makes two writers never share one, and the shape proves a leftover is e6ingest's.
+TEMP_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{12}\.tmp$")
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path``, unique to this writer."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of e6ingest's temporary names."""
+    return TEMP_NAME.match(name) is not None
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_new(path: Path) -> BinaryIO:
+    """Open ``path`` for writing only if nothing (not even a symlink) is there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, durable: bool = True) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temporary file that appears under its name only when the
+    block ends without error (flushed, fsynced and renamed; the folder fsynced too with
+    ``durable``). The temporary is created exclusively and never through a symlink, and
+    the rename replaces a symlink at ``path`` instead of following it."""
+    path = Path(path)
+    tmp = temp_path(path)
+    handle = create_new(tmp)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path, durable) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path for a writer that wants a file name (polars, pyarrow), renamed to
+    ``path`` when the block ends without error, removed otherwise."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)

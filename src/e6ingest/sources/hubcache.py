@@ -1,0 +1,80 @@
+"""e6ingest's cache of Hub files: ``ROOT/owner/name/COMMIT/path``, immutable per commit.
+
+Metadata files, shard indexes and whole shards downloaded from the Hub are kept here (the
+root is ``--cache-dir``, else ``$E6INGEST_CACHE/hub``), with ``ROOT/owner/name/refs/REV``
+holding the commit a branch pointed at when last seen, for runs without network. The root
+carries a marker file; e6ingest only removes files under a marked root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from e6ingest.core import write_atomic
+
+CACHE_MARKER = ".e6ingest-cache"
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class CacheError(OSError):
+    """The cache folder cannot be used; the message names it."""
+
+
+class HubCache:
+    """Files of Hub repositories at pinned commits, on local disk."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def ensure(self) -> HubCache:
+        """Create the root with its marker; refuse a non-empty folder that is not ours."""
+        marker = self.root / CACHE_MARKER
+        if marker.is_file():
+            return self
+        if self.root.is_dir():
+            stray = next(iter(sorted(self.root.iterdir())), None)
+            if stray is not None:
+                raise CacheError(
+                    f"cache folder {self.root} holds files e6ingest did not write ({stray}); "
+                    "give --cache-dir an empty or new folder"
+                )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            marker.write_text("e6ingest Hub cache: files of Hub repositories by commit\n")
+        except OSError as exc:
+            raise CacheError(f"cache folder {self.root}: {exc.strerror or exc}") from None
+        return self
+
+    def file(self, repo: str, commit: str, path: str) -> Path:
+        """Where ``repo``'s ``path`` at ``commit`` is kept."""
+        if not COMMIT.match(commit):
+            raise ValueError(f"{commit!r} is not a commit id")
+        return self.root / repo / commit / path
+
+    def ref(self, repo: str, revision: str) -> str | None:
+        """The commit ``revision`` of ``repo`` pointed at when last resolved, if known."""
+        try:
+            commit = (self.root / repo / "refs" / revision).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return commit if COMMIT.match(commit) else None
+
+    def set_ref(self, repo: str, revision: str, commit: str) -> None:
+        """Remember that ``revision`` of ``repo`` points at ``commit``."""
+        path = self.root / repo / "refs" / revision
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, commit.encode(), durable=False)
+
+    def remove(self, path: Path) -> bool:
+        """Delete a cached file (only under this marked root); True when it was there."""
+        if not (self.root / CACHE_MARKER).is_file():
+            return False
+        if not path.absolute().is_relative_to(self.root.absolute()) or path.is_symlink():
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

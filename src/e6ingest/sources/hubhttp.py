@@ -1,0 +1,153 @@
+"""One request to the Hub, bounded: what arrives is capped at what was asked for, every
+request has a total deadline, and a ranged request answered with the whole file is a
+fault. huggingface_hub supplies the session, URLs and token headers; e6ingest makes each
+request once here, and retries it (``retry.Retrier``) in one place only.
+
+The Hub answers a file's ``/resolve/`` URL with a redirect to its CDN and rate-limits
+resolve requests (a few thousand per 5 minutes), so the CDN address of each file is kept
+and reused for its next ranges until the CDN refuses it (expired).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from huggingface_hub import get_session, hf_hub_url
+from huggingface_hub.utils import build_hf_headers
+
+from e6ingest.core import atomic_file
+from e6ingest.manifests import REPO_TYPE
+from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
+
+CHUNK = 1 << 20
+ERROR_BODY_LIMIT = 1 << 20
+API_BODY_LIMIT = 64 << 20
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class HubHttp:
+    """Bounded single requests to one Hub endpoint (thread-safe)."""
+
+    def __init__(self, endpoint: str, token: str | None, timeout: float):
+        self.endpoint = endpoint
+        self.token = token
+        self.timeout = timeout
+        self._cdn: dict[tuple[str, str, str], str] = {}  # file -> its CDN address
+        self._lock = threading.Lock()
+
+    def _check(self, response, url: str) -> None:
+        if response.status_code < 400:
+            return
+        error = HttpStatus(
+            response.status_code,
+            url,
+            response.headers.get("X-Error-Code", ""),
+            _retry_after(response.headers.get("Retry-After")),
+        )
+        response.close()  # the body of an error is never read: it could be anything
+        raise error
+
+    def _receive(self, response, limit: int, deadline: float, sink: Callable) -> int:
+        """Pass the body to ``sink`` chunk by chunk; at most ``limit`` bytes, by ``deadline``."""
+        received = 0
+        for chunk in response.iter_bytes(CHUNK):
+            received += len(chunk)
+            if received > limit:
+                raise ShortRead(f"more than the {limit} bytes asked for arrived")
+            if time.monotonic() > deadline:
+                raise ShortRead(f"not complete after {self.timeout:.0f} s (--timeout)")
+            sink(chunk)
+        return received
+
+    def _stream(self, repo: str, path: str, revision: str, span, limit: int, sink, deadline):
+        key = (repo, path, revision)
+        ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
+        timeout = max(1.0, min(self.timeout, deadline - time.monotonic()))
+        with self._lock:
+            cdn = self._cdn.get(key)
+        if cdn is not None:  # no token to the CDN: its address carries its own signature
+            with get_session().stream("GET", cdn, headers=ranged, timeout=timeout) as response:
+                if response.status_code not in (401, 403, 404, 410):
+                    return self._body(response, cdn, span, limit, sink, deadline)
+            with self._lock:
+                self._cdn.pop(key, None)
+        url = hf_hub_url(repo, path, repo_type=REPO_TYPE, revision=revision,
+                         endpoint=self.endpoint)  # fmt: skip
+        headers = {**build_hf_headers(token=self.token), **ranged}
+        with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.history and response.status_code < 400:
+                with self._lock:
+                    self._cdn[key] = str(response.url)
+            elif response.history and response.status_code in (401, 403, 410):
+                raise ShortRead(f"the CDN refused {path} (HTTP {response.status_code})")
+            return self._body(response, url, span, limit, sink, deadline)
+
+    def _body(self, response, url: str, span, limit: int, sink, deadline: float) -> int:
+        self._check(response, url)
+        if span is not None and response.status_code != 206:
+            raise ShortRead(f"the server ignored the byte range (HTTP {response.status_code})")
+        return self._receive(response, limit, deadline, sink)
+
+    def read(self, repo: str, path: str, revision: str, span=None, limit=None) -> bytes:
+        """A file, or ``span`` = (offset, size) of it, in memory: one bounded request."""
+        parts: list[bytes] = []
+        limit = span[1] if span is not None else (limit or API_BODY_LIMIT)
+        deadline = time.monotonic() + self.timeout
+        got = self._stream(repo, path, revision, span, limit, parts.append, deadline)
+        if span is not None and got != span[1]:
+            raise ShortRead(f"{repo}/{path}: {got} of {span[1]} bytes arrived")
+        return b"".join(parts)
+
+    def download(
+        self, repo: str, path: str, revision: str, dest: Path, size: int | None = None,
+        sha256: str | None = None, min_rate: float = 1 << 20,
+    ) -> Path:  # fmt: skip
+        """A whole file to ``dest`` (through a temporary name): one request, checked
+        against ``size`` and ``sha256`` when known (BadBytes when they differ). The
+        deadline grows with the size: ``--timeout`` plus one second per ``min_rate`` bytes."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        seconds = self.timeout + (size or 0) / min_rate
+        deadline = time.monotonic() + seconds
+        limit = size if size is not None else 1 << 42
+        with atomic_file(dest, durable=False) as handle:
+
+            def sink(chunk: bytes) -> None:
+                digest.update(chunk)
+                handle.write(chunk)
+
+            got = self._stream(repo, path, revision, None, limit, sink, deadline)
+            if size is not None and got != size:
+                raise ShortRead(f"{repo}/{path}: {got} of {size} bytes arrived")
+            if sha256 and digest.hexdigest() != sha256:
+                raise BadBytes(f"{repo}/{path}: sha256 differs from the index's hash_lfs")
+        return dest
+
+    def revision_sha(self, repo: str, revision: str) -> str:
+        """The commit ``revision`` of a dataset repository points at, now."""
+        url = f"{self.endpoint}/api/{REPO_TYPE}s/{repo}/revision/{quote(revision, safe='')}"
+        parts: list[bytes] = []
+        deadline = time.monotonic() + self.timeout
+        headers = build_hf_headers(token=self.token)
+        with get_session().stream("GET", url, headers=headers, timeout=self.timeout) as response:
+            self._check(response, url)
+            self._receive(response, API_BODY_LIMIT, deadline, parts.append)
+        try:
+            sha = json.loads(b"".join(parts))["sha"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShortRead(f"{url}: no commit in the answer ({exc})") from None
+        if not isinstance(sha, str) or len(sha) != 40:
+            raise ShortRead(f"{url}: {sha!r} is not a commit id")
+        return sha

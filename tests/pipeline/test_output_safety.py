@@ -1,0 +1,223 @@
+"""An output folder is e6ingest's only where e6ingest can prove it: what it did not write is
+never removed, one run holds a folder at a time, and workers never outlive their run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e6ingest.cli import main
+from e6ingest.config import make_config
+from e6ingest.pipeline import pull
+from e6ingest.shards.folder import LOCK_FILE, OutputLock, OutputLocked
+from e6ingest.shards.layout import OutputError
+from e6ingest.shards.verify import verify_output
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _pull_args(mirror: Path, out: Path, *extra: str) -> list[str]:
+    return ["pull", "--mirror", str(mirror), "--out", str(out), "--shard-size", "20",
+            "--workers", "1", "--quiet", *extra]  # fmt: skip
+
+
+@pytest.fixture
+def output(small_pull, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(small_pull, out)
+    return out
+
+
+def test_overwrite_never_deletes_what_e6ingest_did_not_write(output, small_demo, capsys):
+    (output / "notes.txt").write_text("my notes")
+    (output / "sub").mkdir()
+    (output / "sub" / "a.png").write_bytes(b"png")
+    before = _files(output)
+    for extra in ([], ["--overwrite"], ["--rating", "e", "--overwrite"]):
+        assert main(_pull_args(small_demo, output, *extra)) == 2
+        err = capsys.readouterr().err
+        assert "did not write" in err and "notes.txt" in err
+        assert "--overwrite" not in err  # never suggested for a folder that is not ours
+        assert len(err.strip().splitlines()) == 1
+    assert _files(output) == before
+
+
+def test_overwrite_replaces_only_its_own_run(output, small_demo, capsys):
+    assert main(_pull_args(small_demo, output, "--rating", "e")) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "ratings" in err and "--overwrite" in err
+    assert main(_pull_args(small_demo, output, "--rating", "e", "--overwrite")) == 0
+    assert verify_output(output).ok
+    assert json.loads((output / "manifest.json").read_text())["config"]["ratings"] == ["e"]
+
+
+@pytest.mark.parametrize("planted", ["shards/notes.txt", "shards/00000.tar.bak", "plan.csv"])
+def test_a_foreign_file_anywhere_in_the_output_is_refused(output, small_demo, planted):
+    (output / planted).write_text("mine")
+    with pytest.raises(OutputError, match=planted.split("/")[-1].replace(".", r"\.")):
+        pull(make_config({"ratings": "e", "shard_size": 20}), output, small_demo,
+             workers=1, overwrite=True)  # fmt: skip
+    assert (output / planted).read_text() == "mine"
+
+
+def test_a_symlink_in_the_output_is_never_followed(output, small_demo, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "00000.tar").write_text("precious")
+    (output / "shards" / "linked").symlink_to(victim)
+    with pytest.raises(OutputError, match="linked"):
+        pull(make_config({"ratings": "e", "shard_size": 20}), output, small_demo,
+             workers=1, overwrite=True)  # fmt: skip
+    assert (victim / "00000.tar").read_text() == "precious"
+
+
+def test_a_plan_file_without_the_e6ingest_mark_is_not_ours(small_demo, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.parquet").write_bytes(b"PAR1 not ours")
+    with pytest.raises(OutputError, match=r"plan\.parquet"):
+        pull(make_config({"shard_size": 20}), out, small_demo, workers=1, overwrite=True)
+    assert (out / "plan.parquet").read_bytes() == b"PAR1 not ours"
+
+
+def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(output, small_demo):
+    with OutputLock(output), pytest.raises(OutputLocked, match=rf"pid {os.getpid()}"):
+        pull(make_config({"ratings": "e,q,s", "shard_size": 20}), output, small_demo,
+             workers=1)  # fmt: skip
+    assert not (output / LOCK_FILE).exists()  # released
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(output, small_demo):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from e6ingest.shards.folder import OutputLock;"
+         f"OutputLock({str(output)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(OutputLocked):
+        OutputLock(output).acquire()
+    holder.kill()
+    holder.wait()
+    assert (output / LOCK_FILE).exists()  # left behind by kill -9
+    summary = pull(make_config({"ratings": "e,q,s", "shard_size": 20}), output, small_demo,
+                   workers=1)  # fmt: skip
+    assert summary.shards_skipped == summary.shards
+
+
+def test_a_damaged_complete_shard_is_rewritten_not_skipped(output, small_demo):
+    tar = output / "shards" / "00001.tar"
+    good = tar.read_bytes()
+    middle = len(good) // 2
+    tar.write_bytes(good[:middle] + bytes(1024) + good[middle + 1024 :])  # same size
+    summary = pull(make_config({"ratings": "e,q,s", "shard_size": 20}), output, small_demo,
+                   workers=1)  # fmt: skip
+    assert summary.shards_skipped == summary.shards - 1
+    assert tar.read_bytes() == good
+    assert verify_output(output).ok
+
+
+def test_temporaries_are_unique_per_writer(small_demo, tmp_path):
+    from e6ingest.shards import ShardWriter
+
+    first, second = ShardWriter(tmp_path, 0), ShardWriter(tmp_path, 0)
+    assert first._tmp_tar != second._tmp_tar
+    first.abort()
+    second.abort()
+    assert not list(tmp_path.iterdir())
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (the pool workers, the resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_workers_exit_soon_after_their_parent_is_killed(demo_root, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e6ingest", "pull", "--mirror", str(demo_root), "--out", str(out),
+         "--workers", "2", "--quiet", "--shard-size", "50"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 3:  # 2 workers, 1 resource tracker
+        workers = _worker_pids(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 3, "the pull never started its workers"
+    proc.kill()  # kill -9 of the parent alone: the workers are not signalled
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = list(workers)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive(pid)]
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not alive, "workers outlived their parent by 10 seconds"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_coding_error_in_image_work_stops_the_run(small_demo, tmp_path, monkeypatch):
+    import e6ingest.imaging as imaging
+
+    def broken(im, policy):  # a bug in e6ingest's own code, not bad image data
+        raise AttributeError("'NoneType' object has no attribute 'convert'")
+
+    monkeypatch.setattr(imaging, "_to_rgb", broken)
+    config = make_config({"ratings": "e,q,s", "shard_size": 20})
+    with pytest.raises(AttributeError, match="convert"):
+        pull(config, tmp_path / "out", small_demo, workers=1)
+    assert not list((tmp_path / "out").glob("shards/*.stats.json"))
+    monkeypatch.undo()
+    summary = pull(config, tmp_path / "out", small_demo, workers=1)  # resumable
+    assert summary.written > 0 and verify_output(tmp_path / "out").ok
+
+
+def test_bad_image_data_raised_inside_pillow_is_a_failure():
+    from e6ingest.core import FailureKind, PostFailure
+    from e6ingest.imaging import ImagePolicy, normalize_or_failure
+
+    png_header = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\xff" * 30
+    result = normalize_or_failure(png_header, ImagePolicy())
+    assert isinstance(result, PostFailure) and result.kind is FailureKind.UNDECODABLE
+
+
+def test_post_failure_pickles():
+    import pickle
+
+    from e6ingest.core import FailureKind, PostFailure
+
+    failure = pickle.loads(pickle.dumps(PostFailure(FailureKind.CORRUPT, "bad bytes", "fetch")))
+    assert (failure.kind, failure.message, failure.stage) == (
+        FailureKind.CORRUPT, "bad bytes", "fetch",
+    )  # fmt: skip
