@@ -2,9 +2,10 @@
 
 The real huggingface_hub client works against it unmodified (``endpoint=`` or
 ``HF_ENDPOINT=http://127.0.0.1:PORT``). It serves dataset repositories from a folder laid out
-as ``ROOT/owner/name/path`` and can inject faults: 5xx answers, 429 with Retry-After,
-dropped connections, truncated bodies, wrong bytes, slow answers, paths that always fail,
-and gated repositories.
+as ``ROOT/owner/name/path`` (or several such folders, one per commit, with ``main`` moving
+between them) and can inject faults: 5xx answers, 429 with Retry-After, dropped connections,
+truncated bodies, wrong bytes, slow or dripping answers, ranges ignored, paths that always
+fail, and gated repositories.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import unquote
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
-CDN = re.compile(r"^/cdn/([^/]+/[^/]+)/(.+)$")
+CDN = re.compile(r"^/cdn/([^/]+/[^/]+)/([^/]+)/(.+)$")
 API_REPO = re.compile(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
 API_TREE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
 
@@ -46,6 +47,10 @@ class Faults:
     bandwidth: float = 0.0  # bytes per second shared by all responses (0: unlimited)
     always_fail: tuple[str, ...] = ()  # URL path regexes answered 500 every time
     cdn_ttl: float = 3600.0  # seconds a CDN address stays valid (403 afterwards)
+    ignore_range: bool = False  # answer ranged requests with 200 and the whole file
+    drip: float = 0.0  # seconds between the bytes of a body (a slow-drip server)
+    corrupt_whole_once: tuple[str, ...] = ()  # path regexes: flip a byte of the first whole GET
+    rate_limit_first: int = 0  # the first N ranged GETs are answered 429 with Retry-After
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
     only_ranges: bool = False  # faults only on Range GETs (leave metadata and indexes be)
     seed: int = 0
@@ -70,15 +75,35 @@ class Faults:
 class HubServer:
     """Serve ``root`` on 127.0.0.1; use as a context manager or call start/stop."""
 
-    def __init__(self, root: Path, faults: Faults | None = None):
-        self.root = Path(root)
+    def __init__(
+        self, root: Path, faults: Faults | None = None, commits: dict[str, Path] | None = None
+    ):
+        self.commits = {k: Path(v) for k, v in (commits or {COMMIT: root}).items()}
+        self.main = next(iter(self.commits)) if commits else COMMIT
+        self.root = self.commits[self.main]
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, fault
+        self.sent: list[int] = []  # body bytes written per answered GET (until the client left)
+        self._cdn_epoch = 0
         self._bandwidth_lock = threading.Lock()
         self._link_free = 0.0
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def move_main(self, commit: str) -> None:
+        """Point ``main`` at another commit (the repository moved on)."""
+        self.main, self.root = commit, self.commits[commit]
+
+    def expire_cdn(self) -> None:
+        """Make every CDN address given out so far expire (403 from now on)."""
+        self._cdn_epoch += 1
+
+    def root_for(self, revision: str) -> Path | None:
+        """The folder a revision serves: a known commit, or main."""
+        if revision == "main":
+            return self.root
+        return self.commits.get(revision)
 
     def etag(self, file: Path) -> str:
         """A content tag for the file (from its path, size and time: cheap on large tars)."""
@@ -124,10 +149,27 @@ class HubServer:
                     self._write(body)
 
             def _write(self, body: bytes) -> None:
+                sent = 0
+                try:
+                    if hub.faults.drip:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            sent += 1
+                            time.sleep(hub.faults.drip)
+                    else:
+                        sent = self._write_rated(body)
+                except OSError:  # the client hung up
+                    self.close_connection = True
+                finally:
+                    hub.sent.append(sent)
+
+            def _write_rated(self, body: bytes) -> int:
                 rate, step = hub.faults.bandwidth, 1 << 16
                 if not rate:
-                    self.wfile.write(body)
-                    return
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start : start + step])
+                    return len(body)
                 for start in range(0, len(body), step):
                     chunk = body[start : start + step]
                     with hub._bandwidth_lock:  # one shared link: chunks take turns on it
@@ -135,6 +177,7 @@ class HubServer:
                         hub._link_free = done
                     time.sleep(max(0.0, done - time.monotonic()))
                     self.wfile.write(chunk)
+                return len(body)
 
             def _error(self, status: int, code: str, message: str) -> None:
                 body = json.dumps({"error": message}).encode()
@@ -151,19 +194,33 @@ class HubServer:
                     return None
                 return faults.draw()
 
-            def _resolve(self, repo: str, path: str, cdn: bool = False) -> None:
+            def _resolve(self, repo: str, revision: str, path: str, cdn: bool = False) -> None:
+                root = hub.root_for(revision)
+                if root is None:
+                    hub.requests.append((self.command, self.path, None))
+                    return self._error(404, "RevisionNotFound", f"no revision {revision}")
                 if path.endswith(".tar") and self.command == "GET" and not cdn:
                     # Large files live on a CDN, as on the Hub: the client follows a redirect.
                     hub.requests.append((self.command, self.path, None))
-                    location = f"/cdn/{repo}/{path}?expires={time.time() + hub.faults.cdn_ttl}"
+                    expires = time.time() + hub.faults.cdn_ttl
+                    location = (f"/cdn/{repo}/{revision}/{path}?expires={expires}"
+                                f"&epoch={hub._cdn_epoch}")  # fmt: skip
                     return self._send(302, b"", {"Location": location, "X-Repo-Commit": COMMIT})
                 fault = self._fault(path)
                 ranged = self.headers.get("Range")
+                if ranged and hub.faults.rate_limit_first > 0:
+                    with hub.faults._lock:
+                        hub.faults.rate_limit_first -= 1
+                    fault = "rate_limit"
                 if fault == "corrupt":  # in transit: only where the client can check, once
                     key = (path, ranged)
                     with hub.faults._lock:
                         fault = None if ranged is None or key in hub.faults._seen else fault
                         hub.faults._seen.add(key)
+                if not ranged and any(re.search(p, path) for p in hub.faults.corrupt_whole_once):
+                    with hub.faults._lock:
+                        fault = None if path in hub.faults._seen else "corrupt"
+                        hub.faults._seen.add(path)
                 if ranged and any(re.search(p, path) for p in hub.faults.corrupt_always):
                     fault = "corrupt"
                 hub.requests.append((self.command, self.path, fault))
@@ -180,13 +237,14 @@ class HubServer:
                 ):
                     status = 403 if self.headers.get("Authorization") else 401
                     return self._error(status, "GatedRepo", f"Access to {repo} is restricted")
-                file = hub.root / repo / path
+                file = root / repo / path
                 if not file.is_file():
                     return self._error(404, "EntryNotFound", f"{path} does not exist")
                 size = file.stat().st_size
                 headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hub.etag(file)}"',
                            "Accept-Ranges": "bytes"}  # fmt: skip
                 match = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                match = None if hub.faults.ignore_range else match
                 if self.command == "HEAD":
                     return self._send(200, b"", {**headers, "X-Linked-Size": size}) or None
                 start, end, status = 0, size - 1, 200
@@ -227,8 +285,10 @@ class HubServer:
                     return self._send(200, json.dumps(entries).encode(),
                                       {"Content-Type": "application/json"})  # fmt: skip
                 repo = API_REPO.match(path)
-                if repo and (hub.root / repo[1]).is_dir():
-                    body = json.dumps({"id": repo[1], "sha": COMMIT, "siblings": []}).encode()
+                revision = (repo[2] or "main") if repo else "main"
+                sha = hub.main if revision == "main" else revision
+                if repo and sha in hub.commits and (hub.commits[sha] / repo[1]).is_dir():
+                    body = json.dumps({"id": repo[1], "sha": sha, "siblings": []}).encode()
                     return self._send(200, body, {"Content-Type": "application/json"})
                 return self._error(404, "RepoNotFound", f"{path} not found")
 
@@ -236,14 +296,18 @@ class HubServer:
                 path = unquote(self.path.split("?", 1)[0])
                 match = RESOLVE.match(path)
                 if match:
-                    return self._resolve(match[1], match[3])
+                    return self._resolve(match[1], match[2], match[3])
                 cdn = CDN.match(path)
                 if cdn:
-                    expires = re.search(r"expires=([\d.]+)", self.path)
-                    if expires is None or float(expires[1]) < time.time():
+                    expires = re.search(r"expires=([\d.]+)&epoch=(\d+)", self.path)
+                    if (
+                        expires is None
+                        or float(expires[1]) < time.time()
+                        or int(expires[2]) != hub._cdn_epoch
+                    ):
                         hub.requests.append((self.command, self.path, "expired"))
                         return self._error(403, "Expired", "Request has expired")
-                    return self._resolve(cdn[1], cdn[2], cdn=True)
+                    return self._resolve(cdn[1], cdn[2], cdn[3], cdn=True)
                 if path.startswith("/api/"):
                     return self._api()
                 return self._error(404, "NotFound", path)

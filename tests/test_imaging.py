@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageFile
 
+from e6ingest.core import FailureKind, PostFailure
 from e6ingest.imaging import ImagePolicy, fit_size, normalize, parse_colour
-from e6ingest.sources import FailureKind, PostFailure
 from tests.iccprofiles import rgb_profile
 
 
@@ -305,3 +307,65 @@ def test_background_from_config_file_and_flag():
     assert make_config({"image": {"background": "#102030"}}).image.background == (16, 32, 48)
     with pytest.raises(ConfigError, match=r"\[image\].*background"):
         make_config({"image": {"background": "nope"}})
+
+
+# -- memory: the decode cost known from the header, bounded by a shared budget -------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def _png_header(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    """A PNG claiming a size and mode, with no pixel data (Pillow opens it; decoding fails)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+
+
+@pytest.mark.parametrize(
+    ("make", "measured"),
+    [
+        # Peak memory measured with Pillow 13 (benchmarks/decode_memory_bench.py).
+        (lambda: (DATA / "animated-13000x13000.webp").read_bytes(), 2586 << 20),
+        (lambda: _png_header(9000, 9000, 16, 0), 852 << 20),
+        (lambda: _png_header(10000, 10000, 8, 6), 1243 << 20),
+        (lambda: _png_header(12000, 12000, 8, 2), 663 << 20),
+    ],
+)
+def test_decode_cost_covers_what_decoding_takes(make, measured):
+    from e6ingest.imaging import decode_cost
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(make()))
+    assert measured <= decode_cost(im) <= 2 * measured
+
+
+def test_a_shared_budget_bounds_decoding_across_workers():
+    from e6ingest.imaging import decode_cost
+    from e6ingest.pipeline.budget import MemoryBudget
+    from e6ingest.pipeline.imagepool import ImagePool
+
+    images = [encode(Image.new("RGB", (600 + i, 500), (i, 90, 200)), "PNG") for i in range(12)]
+    costs = [decode_cost(Image.open(io.BytesIO(data))) for data in images]
+    budget = MemoryBudget(int(max(costs) * 1.5))  # room for one image at a time
+    with ImagePool(ImagePolicy(), workers=2, budget=budget) as pool:
+        results = list(pool.map(images))
+    assert all(not isinstance(r, PostFailure) for r in results)
+    assert max(costs) <= budget.peak <= budget.total
+    roomy = MemoryBudget(sum(costs))
+    with ImagePool(ImagePolicy(), workers=2, budget=roomy) as pool:
+        assert [r[0] for r in pool.map(images)] == [r[0] for r in results]
+
+
+def test_an_image_over_the_whole_budget_still_decodes_alone():
+    from e6ingest.pipeline.budget import MemoryBudget
+
+    budget = MemoryBudget(1 << 20)  # far below one decode
+    _, record = normalize(encode(Image.new("RGB", (900, 700)), "PNG"), ImagePolicy(), budget)
+    assert (record.width, record.height) == (900, 700)
+    assert budget.peak == budget.total

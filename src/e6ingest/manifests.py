@@ -141,6 +141,9 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 SITES = ("danbooru", "e621")
 
 
+_KINDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+
+
 class _Table:
     """Typed reads of one TOML table; every error names the file, table and key."""
 
@@ -156,7 +159,7 @@ class _Table:
             return default
         value = self.data[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ManifestError(f"{self.where}: {key} must be a {kind.__name__}, not {value!r}")
+            raise ManifestError(f"{self.where}: {key} must be {_KINDS[kind]}, not {value!r}")
         return value
 
     def relative_path(self, key: str) -> str:

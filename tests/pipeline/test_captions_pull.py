@@ -16,11 +16,12 @@ def test_pull_writes_captions_per_spec_and_captions_command_agrees(small_demo, t
     assert main(["captions", *selection, "--out", str(first)]) == 0
     ids = pl.read_ndjson(first)["id"].to_list()
     nl_file = tmp_path / "nl.jsonl"
+    finished, unfinished = ids[0:20:2], ids[1:20:2]  # some posts of each have no image
     nl_rows = [
-        {"id": ids[0], "regular_summary": "A long\ndescription.", "brief_summary": "Short.",
-         "response_finish_reason": "STOP", "tags": []},
-        {"id": ids[1], "regular_summary": "Cut off", "brief_summary": "",
-         "response_finish_reason": "MAX_TOKENS", "tags": []},
+        *({"id": i, "regular_summary": "A long\ndescription.", "brief_summary": "Short.",
+           "response_finish_reason": "STOP", "tags": []} for i in finished),
+        *({"id": i, "regular_summary": "Cut off", "brief_summary": "",
+           "response_finish_reason": "MAX_TOKENS", "tags": []} for i in unfinished),
     ]  # fmt: skip
     nl_file.write_text("".join(json.dumps(r) + "\n" for r in nl_rows))
     spec_file = tmp_path / "caption.toml"
@@ -36,15 +37,18 @@ def test_pull_writes_captions_per_spec_and_captions_command_agrees(small_demo, t
     assert main(["captions", *selection, "--out", str(tmp_path / "c.jsonl"), *spec]) == 0
     captions = {r["key"]: r for r in pl.read_ndjson(tmp_path / "c.jsonl").to_dicts()}
 
-    with_nl = f"e621/{ids[0]}"
-    lines = samples[with_nl]["txt"].decode().split("\n")
-    meta = json.loads(samples[with_nl]["json"])
-    assert lines == [meta["caption"]["tags"], "A long description.", "Short."]
-    assert meta["caption"]["nl"] == ["A long description.", "Short."]
-    assert meta["caption"]["tags"].split(", ")[-1] in ("safe", "nsfw", "explicit")
-    unfinished = samples.get(f"e621/{ids[1]}")
-    if unfinished is not None:
-        assert "\n" not in unfinished["txt"].decode()
+    with_nl = [samples[f"e621/{i}"] for i in finished if f"e621/{i}" in samples]
+    cut_off = [samples[f"e621/{i}"] for i in unfinished if f"e621/{i}" in samples]
+    assert with_nl and cut_off
+    for sample in with_nl:
+        lines = sample["txt"].decode().split("\n")
+        meta = json.loads(sample["json"])
+        assert lines == [meta["caption"]["tags"], "A long description.", "Short."]
+        assert meta["caption"]["nl"] == ["A long description.", "Short."]
+        assert meta["caption"]["tags"].split(", ")[-1] in ("safe", "nsfw", "explicit")
+    for sample in cut_off:  # an unfinished summary is no caption
+        assert "\n" not in sample["txt"].decode()
+        assert json.loads(sample["json"])["caption"]["nl"] == []
     for key, sample in samples.items():
         assert sample["txt"].decode() == captions[key]["caption"], key
         assert json.loads(sample["json"])["caption"]["tags"] == captions[key]["tags"]

@@ -46,3 +46,62 @@ def test_empty_selection_gives_an_empty_plan(small_demo, tmp_path):
     assert write_plan(metadata, query, path, {}, 10) == 0
     assert shard_sizes(path) == {}
     assert {"id", "caption", "shard", "position"} <= set(pl.read_parquet(path).columns)
+
+
+def _newest_rows(rows: list[dict], path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import E621_NEWEST_ROWS
+
+    base = E621_NEWEST_ROWS[0]
+    pq.write_table(pa.Table.from_pylist([{**base, **row} for row in rows]), path)
+    return dataset.load_metadata(files=[path])
+
+
+def test_a_repeated_id_is_planned_once_from_its_last_row(tmp_path):
+    metadata = _newest_rows(
+        [{"id": 7, "tags": ["old", "solo"]}, {"id": 8, "tags": ["solo"]},
+         {"id": 7, "tags": ["new", "solo"]}],
+        tmp_path / "table.parquet",
+    )  # fmt: skip
+    path = tmp_path / "plan.parquet"
+    assert write_plan(metadata, selection_query("solo", ()), path, {}, 10) == 2
+    plan = pl.read_parquet(path)
+    assert sorted(plan["id"]) == [7, 8]
+    assert plan.filter(pl.col("id") == 7)["caption"][0] == "new, solo"
+
+
+def test_tags_holding_line_breaks_give_one_line_captions(tmp_path):
+    metadata = _newest_rows(
+        [{"id": 9, "tags": ["solo\nfocus", "red\r\nhair", "tab\tbed"]}], tmp_path / "t.parquet"
+    )
+    path = tmp_path / "plan.parquet"
+    write_plan(metadata, selection_query("focus", ()), path, {}, 10)
+    caption = pl.read_parquet(path)["caption"][0]
+    assert "\n" not in caption and "\r" not in caption and "\t" not in caption
+    assert caption == "solo, focus, red, hair, tab, bed"
+
+
+def test_a_row_without_an_id_is_recorded(small_demo, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(small_demo, mirror)
+    table_path = mirror / "deepghs/e621_newest/table.parquet"
+    table = pq.read_table(table_path)
+    ids = table.column("id").to_pylist()
+    ids[1] = None
+    table = table.set_column(table.schema.get_field_index("id"), "id", [ids])
+    pq.write_table(table, table_path)
+    out = tmp_path / "out"
+    summary = pull(make_config({"shard_size": 20}), out, mirror, workers=1)
+    failures = pl.read_parquet(out / "failures.parquet").filter(pl.col("kind") == "invalid")
+    assert failures.height == 1 == summary.failed["invalid"]
+    assert failures["message"][0] == "deepghs/e621_newest/table.parquet row 1: no id"
+    assert failures["id"][0] is None

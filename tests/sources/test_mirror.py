@@ -115,3 +115,73 @@ def test_demo_mirror_fetches_e621_from_both_image_repos(small_demo):
                 except PostFailure as exc:
                     assert exc.kind in (FailureKind.MISSING, FailureKind.CORRUPT)
             assert found and all(loc.startswith(repo) for loc in found)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"offset": "abc", "size": 1},
+        {"offset": 2**70, "size": 1},
+        {"offset": 0},
+        None,
+        {"offset": 0, "size": 2**40},
+        {"offset": 0, "size": -1},
+        {"offset": True, "size": 1},
+        {"offset": 0, "size": 1, "sha256": 12},
+    ],
+)
+def test_a_malformed_index_entry_is_corrupt_for_its_post_only(tmp_path, entry):
+    _write_shard(tmp_path, 3, {13: b"thirteen", 23: b"twenty-three"})
+    path = tmp_path / "o/images/images/0003.json"
+    index = json.loads(path.read_text())
+    index["files"]["13.webp"] = entry
+    path.write_text(json.dumps(index))
+    with MirrorSource(tmp_path, _manifest()) as source:
+        with pytest.raises(PostFailure) as info:
+            source.fetch(13)
+        assert source.fetch(23).data == b"twenty-three"
+    assert info.value.kind is FailureKind.CORRUPT
+    assert "0003.json" in info.value.message and "13.webp" in info.value.message
+
+
+def test_an_entry_claiming_bytes_past_the_tar_is_corrupt(tmp_path):
+    _write_shard(tmp_path, 3, {13: b"thirteen"})
+    path = tmp_path / "o/images/images/0003.json"
+    index = json.loads(path.read_text())
+    index["files"]["13.webp"]["size"] = index["filesize"]
+    path.write_text(json.dumps(index))
+    with pytest.raises(PostFailure) as info, MirrorSource(tmp_path, _manifest()) as source:
+        source.fetch(13)
+    assert info.value.kind is FailureKind.CORRUPT and "beyond the tar" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "document", [[], "text", {"files": []}, {"files": {}, "filesize": -5}, {"filesize": 1}]
+)
+def test_a_malformed_index_is_unavailable_for_its_shard(tmp_path, document):
+    _write_shard(tmp_path, 3, {13: b"thirteen"})
+    (tmp_path / "o/images/images/0003.json").write_text(json.dumps(document))
+    with pytest.raises(PostFailure) as info, MirrorSource(tmp_path, _manifest()) as source:
+        source.fetch(13)
+    assert info.value.kind is FailureKind.UNAVAILABLE and "0003.json" in info.value.message
+
+
+def test_a_pull_over_malformed_indexes_finishes_and_reruns(small_demo, tmp_path):
+    import shutil
+
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(small_demo, mirror)
+    indexes = sorted((mirror / "deepghs/e621-2024-webp-4Mpixel_index").rglob("*.json"))
+    with_files = [p for p in indexes if json.loads(p.read_text())["files"]][:3]
+    broken = json.loads(with_files[0].read_text())
+    broken["files"] = {name: {"offset": "abc"} for name in broken["files"]}
+    with_files[0].write_text(json.dumps(broken))
+    with_files[1].write_text("[1, 2, 3]")
+    config = make_config({"ratings": "e,q,s", "shard_size": 20})
+    for _ in range(2):  # a rerun works as well
+        summary = pull(config, tmp_path / "out", mirror, workers=1)
+        assert summary.failed.get("corrupt", 0) >= 1
+        assert summary.failed.get("unavailable", 0) >= 1

@@ -35,7 +35,14 @@ class MemoryBudget:
         context = multiprocessing.get_context("spawn")
         self.total = total
         self._free = context.Value("q", total, lock=False)
+        self._peak = context.Value("q", 0, lock=False)  # most bytes held at once
         self._changed = context.Condition()
+
+    @property
+    def peak(self) -> int:
+        """The most bytes held at once so far."""
+        with self._changed:
+            return self._peak.value
 
     @contextlib.contextmanager
     def hold(self, nbytes: int) -> Iterator[None]:
@@ -44,6 +51,7 @@ class MemoryBudget:
         with self._changed:
             self._changed.wait_for(lambda: self._free.value >= n)
             self._free.value -= n
+            self._peak.value = max(self._peak.value, self.total - self._free.value)
         try:
             yield
         finally:

@@ -25,7 +25,6 @@ from e6ingest.core import atomic_file
 from e6ingest.manifests import REPO_TYPE
 from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
 
-CHUNK = 1 << 20
 ERROR_BODY_LIMIT = 1 << 20
 API_BODY_LIMIT = 64 << 20
 
@@ -62,7 +61,7 @@ class HubHttp:
     def _receive(self, response, limit: int, deadline: float, sink: Callable) -> int:
         """Pass the body to ``sink`` chunk by chunk; at most ``limit`` bytes, by ``deadline``."""
         received = 0
-        for chunk in response.iter_bytes(CHUNK):
+        for chunk in response.iter_bytes():  # as it arrives, so deadlines are seen
             received += len(chunk)
             if received > limit:
                 raise ShortRead(f"more than the {limit} bytes asked for arrived")
