@@ -109,7 +109,7 @@ def test_rating_flag_and_query_combine_with_and():
         ("date:2022-13-01", "date:2022-13-01", "not a valid value"),
         ("solo *", "*", "wildcard"),
         ("--solo", "--solo", "one of - or ~"),
-        ("ext:", "ext:", "file extension"),
+        ("ext:", "ext:", "needs a value"),
     ],
 )
 def test_malformed_terms_point_at_the_term(query, term, reason):
@@ -143,3 +143,144 @@ def test_anchors_are_required_plain_tags():
         "solo",
         "re:zero",
     )
+
+
+# -- metatags, case, groups and the errors of issue-free queries ---------------------------
+
+RICH = POSTS.with_columns(
+    pl.Series("tags_general", [["a", "b"], ["c"], [], ["d", "e", "f"], ["g"]]),
+    pl.Series("tags_artist", [["x"], [], ["y"], [], []]),
+    pl.Series("md5", ["aa", "bb", "cc", "dd", "ee"]),
+    pl.Series("parent_id", [None, 1, 1, None, 3], dtype=pl.Int64),
+    pl.Series("is_deleted", [False, False, True, False, False]),
+)
+
+
+def rich(query: str, **kw) -> list[int]:
+    return parse_query(query, **kw).apply(RICH)["id"].to_list()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("tagcount:3", [1, 2, 3, 5]),
+        ("tagcount:<3", [4]),
+        ("gentags:>=2", [1, 4]),
+        ("arttags:1", [1, 3]),
+        ("mpixels:>=1", [2, 3, 4, 5]),
+        ("mpixels:0.4..0.6", [1]),
+        ("ratio:4:3", [1, 3, 5]),
+        ("ratio:<0.5", [4]),
+        ("md5:bb,ee", [2, 5]),
+        ("parent:1", [1, 2, 3]),
+        ("parent:none", [1, 4]),
+        ("parent:any", [2, 3, 5]),
+        ("status:active", [1, 2, 4, 5]),
+        ("status:any", [1, 2, 3, 4, 5]),
+        ("SOLO", [1, 3, 5]),
+        ("Astolfo_(Fate) Solo", [3, 5]),
+        ("( solo comic )", [5]),
+        ("~( solo comic ) ~1boy", [2, 5]),
+        ("-( solo comic )", [1, 2, 3, 4]),
+        ("(solo comic)", [5]),
+        ("-(solo ~comic ~long_hair) 1girl", [4]),
+        ("astolfo_(fate) ( solo -comic )", [3]),
+        ("RATING:E", [2, 5]),
+    ],
+)
+def test_metatags_case_and_groups(query, expected):
+    assert rich(query) == expected
+
+
+def test_status_deleted_needs_include_deleted():
+    assert rich("status:deleted", include_deleted=True) == [3]
+    with pytest.raises(QueryError, match="--include-deleted"):
+        parse_query("status:deleted")
+
+
+@pytest.mark.parametrize(
+    ("query", "order"),
+    [("order:score", ("score", True)), ("solo order:id_desc", ("id", True)),
+     ("order:favcount_asc", ("fav_count", False)), ("order:random", ("random", False)),
+     ("solo", None)],
+)  # fmt: skip
+def test_order(query, order):
+    assert parse_query(query).order == order
+
+
+@pytest.mark.parametrize(
+    ("query", "term", "reason"),
+    [
+        ("solo -", "-", "needs a tag or a group"),
+        ("~ solo", "~", "needs a tag or a group"),
+        ("( solo", "(", "never closed"),
+        ("solo )", ")", "no parenthesis to close"),
+        ("solo)", "solo)", "no parenthesis to close"),
+        ("( )", ")", "an empty group"),
+        ("user:albert", "user:albert", "cannot be answered from the metadata"),
+        ("limit:10", "limit:10", "--limit"),
+        ("order:rank", "order:rank", "order: takes"),
+        ("-order:score", "-order:score", "stands alone"),
+        ("rating:g", "rating:g", "its ratings are s (safe)"),
+        ("mpixels:x", "mpixels:x", "not a valid value"),
+    ],
+)
+def test_more_malformed_terms(query, term, reason):
+    with pytest.raises(QueryError) as info:
+        parse_query(query, site="e621")
+    message = str(info.value)
+    assert f"bad term {term!r}" in message and reason in message
+    pointer = message.splitlines()[1]
+    start = query.rindex(term) + len("query: ")
+    assert pointer[start : start + len(term)] == "^" * len(term)
+
+
+def test_ratings_are_per_site():
+    assert rich("rating:g", site="danbooru") == [4]
+    with pytest.raises(QueryError, match="general") as info:
+        parse_query("rating:safe", site="danbooru")
+    assert "sensitive" in str(info.value)
+    assert rich("rating:safe", site="e621") == [1]
+
+
+def test_smileys_with_parentheses_are_tags():
+    frame = pl.DataFrame({"tags": [":) solo", ";) x"], "id": [1, 2]})
+    assert parse_query(":)").apply(frame)["id"].to_list() == [1]
+    assert parse_query(";) x").apply(frame)["id"].to_list() == [2]
+
+
+def test_unknown_names_are_refused_unless_they_are_tags():
+    from e6ingest.query.vocabulary import check_tags, count_tags
+
+    frame = pl.DataFrame({"tags": ["re:zero solo", "solo solo_focus"], "id": [1, 2]})
+    vocabulary = count_tags(frame.lazy())
+    assert check_tags(parse_query("re:zero"), vocabulary) == []
+    for query in ("foo:bar", "tagcnt:>=3"):
+        with pytest.raises(QueryError, match="is no metatag") as info:
+            check_tags(parse_query(f"solo {query}"), vocabulary)
+        assert "tagcount:" in str(info.value)  # the supported ones are listed
+    warnings = check_tags(parse_query("solo_fcous"), vocabulary)
+    assert warnings == ["tag 'solo_fcous' is on no post of this dataset; did you mean solo_focus?"]
+
+
+def test_explain_empty_names_the_term():
+    query = parse_query("solo no_such_tag")
+    assert query.explain_empty(POSTS.lazy()) == "'no_such_tag' matches no post"
+    both = parse_query("long_hair comic")
+    assert "no post matches them all" in both.explain_empty(POSTS.lazy())
+
+
+def test_sample_is_deterministic_and_limit_follows_order():
+    from e6ingest.query import Subset
+
+    frame = pl.DataFrame({"id": range(1, 5001), "score": [i % 97 for i in range(1, 5001)]})
+    first = Subset(sample=100, seed=3).pick(frame.lazy()).collect()["id"].to_list()
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1).lazy()
+    again = Subset(sample=100, seed=3).pick(shuffled).collect()["id"].to_list()
+    other = Subset(sample=100, seed=4).pick(frame.lazy()).collect()["id"].to_list()
+    assert sorted(first) == sorted(again) and len(set(first)) == 100
+    assert set(first) != set(other)
+    assert 1500 < sum(first) / len(first) < 3500  # spread over the ids, not the first ones
+    top = Subset(limit=3).pick(frame.lazy(), ("score", True)).collect()
+    assert top["score"].to_list() == [96, 96, 96] and top["id"].to_list() == [96, 193, 290]
+    assert Subset(limit=2).pick(frame.lazy()).collect()["id"].to_list() == [1, 2]

@@ -63,12 +63,29 @@ class PullConfig:
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ConfigError(f"--shard-size must be at least 1, not {self.shard_size}")
-        pins = self.revisions.items() if isinstance(self.revisions, Mapping) else self.revisions
-        object.__setattr__(self, "revisions", tuple(sorted((str(k), str(v)) for k, v in pins)))
+        object.__setattr__(self, "revisions", _pins(self.revisions))
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-ready data."""
         return dataclasses.asdict(self)
+
+
+def _pins(value) -> tuple[tuple[str, str], ...]:
+    """``--revision REPO=REV`` flags, a TOML table or pairs, as sorted (repo, rev) pairs."""
+    if isinstance(value, Mapping):
+        value = value.items()
+    pairs = []
+    for item in value:
+        if isinstance(item, str):
+            repo, sep, revision = item.partition("=")
+            if not sep or not repo or not revision:
+                raise ConfigError(f"--revision: {item!r} is not REPO=REVISION")
+            item = (repo, revision)
+        repo, revision = item
+        if not isinstance(repo, str) or not isinstance(revision, str):
+            raise ConfigError(f"revisions: {item!r} is not a repository and a revision")
+        pairs.append((repo.strip(), revision.strip()))
+    return tuple(sorted(pairs))
 
 
 _NESTED = {"image": ImagePolicy, "caption": CaptionSpec, "buckets": BucketSpec}

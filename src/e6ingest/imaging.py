@@ -32,9 +32,9 @@ _SRGB = ImageCms.createProfile("sRGB")
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 # Peak memory of decoding, converting and resizing, in bytes per (drafted) source pixel,
-# measured with Pillow 13 (benchmarks/RESULTS.md): 4.6 for RGB, 8.5 for JPEG at draft
-# size, 10.5 for 16-bit grey, 12.4 for RGBA, 15.3 for animated WebP; rounded up here.
-_COST_PER_PIXEL = {"plain": 6, "alpha": 14, "deep": 12, "animated": 18}
+# measured with Pillow 13 (benchmarks/decode_memory_bench.py): 4.6 for RGB, 8.5 for JPEG at
+# draft size, 10.5 for 16-bit grey, 12.4 for RGBA, 15.3 for animated WebP; rounded up here.
+_COST_PER_PIXEL = {"plain": 6, "jpeg": 10, "alpha": 14, "deep": 12, "animated": 18}
 _COST_OVERHEAD = 16 << 20
 
 
@@ -217,8 +217,28 @@ def decode_cost(im: Image.Image) -> int:
     elif _has_alpha(im):
         kind = "alpha"
     else:
-        kind = "plain"
+        kind = "jpeg" if im.format == "JPEG" else "plain"
     return im.width * im.height * _COST_PER_PIXEL[kind] + _COST_OVERHEAD
+
+
+def _target(im: Image.Image, policy: ImagePolicy, orientation: int) -> tuple[int, int]:
+    """The output size of an image to re-encode; JPEG decoding is drafted towards it."""
+    swapped = orientation in _SWAPPED_ORIENTATIONS
+    oriented = (im.height, im.width) if swapped else im.size
+    target = fit_size(*oriented, policy.max_pixels, policy.max_side)
+    _draft(im, target, swapped)
+    return target
+
+
+def estimate_cost(data: bytes, policy: ImagePolicy = ImagePolicy()) -> int:
+    """:func:`decode_cost` of an image as :func:`normalize` would decode it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = _open(data)
+        orientation = _orientation(im)
+        if not _can_pass_through(im, policy, orientation):
+            _target(im, policy, orientation)
+        return decode_cost(im)
 
 
 def _draft(im: Image.Image, target: tuple[int, int], swapped: bool) -> None:
@@ -275,10 +295,7 @@ def normalize(
             src_format, src_w, src_h, src_w, src_h, False, time.perf_counter() - start
         )
         return data, record
-    swapped = orientation in _SWAPPED_ORIENTATIONS
-    oriented = (src_h, src_w) if swapped else (src_w, src_h)
-    target = fit_size(*oriented, policy.max_pixels, policy.max_side)
-    _draft(im, target, swapped)
+    target = _target(im, policy, orientation)
     with budget.hold(decode_cost(im)):
         im = _decode_frame(im)
         try:

@@ -40,6 +40,7 @@ def _hub_options(args: argparse.Namespace) -> HubOptions:
         cache_dir=args.cache_dir,
         io_workers=args.io_workers,
         attempts=args.attempts,
+        timeout=args.timeout,
         whole_shard_share=args.whole_shard_share,
         delete_shards_after_use=args.delete_shards_after_use,
     )
@@ -102,9 +103,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
     elif not args.quiet:
         reporter = BarReporter()
     try:
+        budget = args.memory_budget << 20 if args.memory_budget else None
         summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
                        progress=reporter, hub=_hub_options(args),
-                       retry_failed=args.retry_failed)  # fmt: skip
+                       retry_failed=args.retry_failed, memory_budget=budget)  # fmt: skip
     finally:
         if reporter is not None:
             reporter.close()

@@ -17,6 +17,7 @@ CONFIG_FLAGS = {
     "query": (None, "query"),
     "include_deleted": (None, "include_deleted"),
     "shard_size": (None, "shard_size"),
+    "revisions": (None, "revisions"),
     "max_pixels": ("image", "max_pixels"),
     "max_source_pixels": ("image", "max_source_pixels"),
     "quality": ("image", "quality"),
@@ -115,6 +116,21 @@ def _pull_parser(sub) -> None:
     hub.add_argument(
         "--delete-shards-after-use", action="store_true",
         help="delete downloaded shards once read, bounding disk use",
+    )  # fmt: skip
+    hub.add_argument(
+        "--timeout", type=float, default=defaults.timeout, metavar="S",
+        help=f"seconds one request may take in all ({defaults.timeout:g}; whole shards get "
+        "one more second per MB)",
+    )  # fmt: skip
+    hub.add_argument(
+        "--revision", action="append", metavar="REPO=REV", dest="revisions",
+        help="read REPO at this commit, branch or tag (repeatable; default: the manifest's, "
+        "resolved to a commit when the run is planned)",
+    )  # fmt: skip
+    p.add_argument(
+        "--memory-budget", type=int, metavar="MB",
+        help="memory images being decoded may take at once, over all workers "
+        "(default: half of this machine's memory)",
     )  # fmt: skip
     p.add_argument(
         "--retry-failed", action="store_true",

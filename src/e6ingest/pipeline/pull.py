@@ -260,13 +260,17 @@ def pull(
     progress: Progress | None = None,
     hub: HubOptions | None = None,
     retry_failed: bool = False,
+    memory_budget: int | None = None,
 ) -> PullSummary:
     """Run a pull into ``out`` from a local ``mirror``, or from the Hub when it is None.
 
     A rerun of the same config on the same ``out`` continues the saved plan, skipping
     shards that are complete; with ``retry_failed`` it also rewrites the shards holding
     posts that failed for a retryable reason. A different config on a non-empty ``out``
-    raises :class:`OutputConflict` unless ``overwrite``.
+    raises :class:`OutputConflict` unless ``overwrite``; a folder holding files e6ingest
+    did not write is refused. One run holds ``out`` at a time (``.e6ingest.lock``).
+    ``memory_budget`` bounds the bytes images being decoded may take at once, over every
+    worker (default: half of this machine's memory).
 
     ``progress(event, info)`` hears ``planning``, ``planned`` (selected, shards, todo,
     posts_todo) and ``shard`` (a shard's stats) as they happen.
@@ -278,8 +282,9 @@ def pull(
     query = selection_query(config.query, config.ratings)  # fails before any work
     make_output_folder(out)
     with OutputLock(out):
+        budget = MemoryBudget(memory_budget or default_budget_bytes())
         return _pull_locked(config, manifest, query, out, mirror, workers, overwrite,
-                            progress, hub, retry_failed, start)  # fmt: skip
+                            progress, hub, retry_failed, start, budget)  # fmt: skip
 
 
 def make_output_folder(out: Path) -> None:
@@ -295,7 +300,7 @@ def make_output_folder(out: Path) -> None:
 
 
 def _pull_locked(config, manifest, query, out, mirror, workers, overwrite, progress, hub,
-                 retry_failed, start) -> PullSummary:  # fmt: skip
+                 retry_failed, start, budget) -> PullSummary:  # fmt: skip
     fingerprint = _fingerprint(config, manifest)
     plan_path = out / PLAN_FILE
     continued = prepare_output(out, fingerprint, overwrite)
@@ -339,7 +344,7 @@ def _pull_locked(config, manifest, query, out, mirror, workers, overwrite, progr
     janitor = None
     if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
         janitor = ShardJanitor(HubSource(manifest, hub), plan_path, todo, spec.whole_shards)
-    for stats in run_tasks(tasks, workers):
+    for stats in run_tasks(tasks, workers, budget):
         if janitor is not None:
             janitor.task_done(int(stats["shard"]))
         _notify(progress, "shard", **stats)

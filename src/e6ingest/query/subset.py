@@ -1,0 +1,68 @@
+"""``--sample N [--seed S]`` and ``--limit N``: a deterministic part of a selection.
+
+``sample`` keeps the N posts with the lowest rank of a stable hash of their id and the seed:
+the same N posts for the same seed and metadata, whatever the row order, on any machine.
+``limit`` keeps the first N posts in the query's ``order:`` (by id without one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+_PRIME = 2_147_483_647  # 2**31 - 1: ids below it are ranked without collisions
+_MULTIPLIERS = (48_271, 1_103_515_245, 69_621)
+
+
+def stable_rank(seed: int, column: str = "id") -> pl.Expr:
+    """A pseudo-random rank of each id for ``seed``: a few rounds of a multiplicative hash
+    modulo a prime, in 64-bit integers (no overflow, the same on every platform)."""
+    rank = pl.col(column).cast(pl.Int64) % _PRIME
+    offset = seed % _PRIME
+    for multiplier in _MULTIPLIERS:
+        rank = (rank * multiplier + offset) % _PRIME
+        offset = (offset * 31 + 17) % _PRIME
+    return rank
+
+
+@dataclass(frozen=True)
+class Subset:
+    """How much of a selection to keep: ``sample`` random posts or the first ``limit``."""
+
+    sample: int = 0
+    limit: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("sample", "limit", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"--{name} must be a whole number, 0 or more, not {value!r}")
+        if self.sample and self.limit:
+            raise ValueError("--sample and --limit: give one of them")
+
+    def __bool__(self) -> bool:
+        return bool(self.sample or self.limit)
+
+    def columns(self, order: tuple[str, bool] | None) -> list[str]:
+        """The columns :meth:`pick` needs besides ``id``."""
+        if self.limit and order is not None and order[0] != "random":
+            return [order[0]]
+        return []
+
+    def pick(self, frame, order: tuple[str, bool] | None = None):
+        """The kept rows of ``frame`` (lazy or eager), in the order that chose them."""
+        if self.sample:
+            ranked = frame.with_columns(stable_rank(self.seed).alias("__rank"))
+            return ranked.sort("__rank").head(self.sample).drop("__rank")
+        if not self.limit:
+            return frame
+        column, descending = order or ("id", False)
+        if column == "random":
+            ranked = frame.with_columns(stable_rank(self.seed).alias("__rank"))
+            return ranked.sort("__rank").head(self.limit).drop("__rank")
+        by = [column] if column == "id" else [column, "id"]
+        return frame.sort(by, descending=[descending, False][: len(by)], nulls_last=True).head(
+            self.limit
+        )

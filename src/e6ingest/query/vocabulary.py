@@ -1,0 +1,88 @@
+"""The tags a dataset has: counted once per metadata file set and cached, so a query naming
+a tag no post has gets a warning with the closest real tags, and a ``name:value`` term that
+is neither a metatag nor a tag is refused."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from e6ingest.core import atomic_path
+from e6ingest.query.metatags import supported_list
+from e6ingest.query.parse import Query, QueryError
+
+VOCABULARY_VERSION = 1
+
+
+def count_tags(posts: pl.LazyFrame) -> pl.DataFrame:
+    """Every tag of ``posts`` with its number of posts, most used first (streamed)."""
+    return (
+        posts.select(pl.col("tags").str.split(" ").alias("tag"))
+        .explode("tag")
+        .filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
+        .group_by("tag")
+        .agg(pl.len().alias("posts"))
+        .sort(["posts", "tag"], descending=[True, False])
+        .collect(engine="streaming")
+    )
+
+
+def _identity(files: Sequence[str | os.PathLike]) -> str:
+    parts = []
+    for file in files:
+        stat = Path(file).stat()
+        parts.append([str(Path(file).resolve()), stat.st_size, stat.st_mtime_ns])
+    document = json.dumps({"version": VOCABULARY_VERSION, "files": parts})
+    return hashlib.sha256(document.encode()).hexdigest()[:32]
+
+
+def cached_vocabulary(
+    files: Sequence[str | os.PathLike], posts: pl.LazyFrame, folder: Path
+) -> pl.DataFrame:
+    """:func:`count_tags` of the metadata ``files`` (read as ``posts``), kept in ``folder``
+    under the files' identity (path, size, modification time): a changed file is counted
+    anew."""
+    path = folder / f"{_identity(files)}.parquet"
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError):
+        pass
+    vocabulary = count_tags(posts)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        vocabulary.write_parquet(tmp)
+    return vocabulary
+
+
+def closest_tags(tag: str, vocabulary: pl.DataFrame, n: int = 3) -> list[str]:
+    """The ``n`` tags of the vocabulary spelled most like ``tag`` (most used on a tie)."""
+    head = tag[:1]
+    candidates = vocabulary.filter(
+        pl.col("tag").str.starts_with(head) | (pl.col("tag").str.len_chars() - len(tag)).abs().le(1)
+    )["tag"].to_list()
+    return difflib.get_close_matches(tag, candidates, n=n, cutoff=0.6)
+
+
+def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
+    """Warnings for the tags of ``query`` that no post has, each with the closest tags;
+    raises :class:`QueryError` for a ``name:value`` term that is no tag either."""
+    known = set(vocabulary.filter(pl.col("tag").is_in([t.tag for t in query.tags]))["tag"])
+    warnings = []
+    for term in query.tags:
+        if term.tag in known:
+            continue
+        if term.colon:
+            name = term.tag.split(":", 1)[0]
+            raise QueryError(query.text, term.start, term.text,
+                             f"{name}: is no metatag and {term.tag!r} no tag of this dataset "
+                             f"(supported metatags: {supported_list()})")  # fmt: skip
+        near = closest_tags(term.tag, vocabulary)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        warnings.append(f"tag {term.tag!r} is on no post of this dataset{hint}")
+    return warnings
