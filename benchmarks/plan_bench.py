@@ -40,13 +40,14 @@ if not out.is_file():
 def child(metadata: str, out: str, batch_rows: int) -> None:
     from e6ingest.captions import CaptionSpec
     from e6ingest.metadata import scan_files
-    from e6ingest.pipeline.plan import write_plan
+    from e6ingest.pipeline.plan import PlanRequest, write_plan
     from e6ingest.query import selection_query
 
     frame = scan_files([metadata])
     query = selection_query("", ("e", "q", "s"))
     spec = CaptionSpec(quality_tag=True, rating_tag=True)
-    rows = write_plan(frame, query, Path(out), {}, 1000, 1000, spec, batch_rows=batch_rows)
+    request = PlanRequest(query, 1000, 1000, spec, batch_rows=batch_rows)
+    rows = write_plan(frame, request, Path(out))
     print(rows)
 
 

@@ -75,7 +75,7 @@ def test_gated_dataset_without_access_is_one_message(small_demo, tmp_path, hub_e
         args = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "hf"), "--quiet"]
         code = main(["pull", "--dataset", "danbooru2024", "--rating", "g", *args])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 3
     assert len(err.strip().splitlines()) == 1, err
     assert "gated" in err and "HF_TOKEN" in err and "notgoodenough" not in err
     assert not (tmp_path / "out" / "shards").exists()

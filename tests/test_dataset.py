@@ -52,7 +52,8 @@ def test_inspect_json_and_count(small_demo, capsys):
     assert capsys.readouterr().out.strip() == str(info["posts"])
     assert main([*args]) == 0
     text = capsys.readouterr().out
-    assert "ratings:" in text and "top general tags:" in text
+    assert "ratings (danbooru: g general, s sensitive, q questionable, e explicit):" in text
+    assert "top general tags:" in text
 
 
 def test_inspect_metadata_files_directly(small_demo, capsys):

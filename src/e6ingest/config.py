@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from e6ingest.core import RatingError
 from e6ingest.core import parse_ratings as core_parse_ratings
 from e6ingest.imaging import ImagePolicy
 from e6ingest.manifests import tomllib
+from e6ingest.query import Subset
 
 
 class ConfigError(ValueError):
@@ -59,11 +61,23 @@ class PullConfig:
     caption: CaptionSpec = field(default_factory=CaptionSpec)
     buckets: BucketSpec = field(default_factory=BucketSpec)
     revisions: tuple[tuple[str, str], ...] | Mapping[str, str] = ()  # repo -> pinned revision
+    sample: int = 0  # keep a deterministic random N posts of the selection (0: all)
+    limit: int = 0  # keep the first N posts in the query's order: (0: all)
+    seed: int = 0  # the seed of sample and order:random
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ConfigError(f"--shard-size must be at least 1, not {self.shard_size}")
         object.__setattr__(self, "revisions", _pins(self.revisions))
+        try:
+            Subset(self.sample, self.limit, self.seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def subset(self) -> Subset:
+        """The part of the selection kept (``--sample`` or ``--limit``)."""
+        return Subset(self.sample, self.limit, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-ready data."""
@@ -89,6 +103,45 @@ def _pins(value) -> tuple[tuple[str, str], ...]:
 
 
 _NESTED = {"image": ImagePolicy, "caption": CaptionSpec, "buckets": BucketSpec}
+# Options by their flag names (dashes as underscores): a TOML file may use these names at
+# its top level, as on the command line (``rating = "e,q,s"``, ``shard-size = 500``).
+FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
+    "dataset": (None, "dataset"), "rating": (None, "ratings"), "query": (None, "query"),
+    "include_deleted": (None, "include_deleted"), "shard_size": (None, "shard_size"),
+    "tag_table": (None, "tag_table"), "revision": (None, "revisions"),
+    "sample": (None, "sample"), "limit": (None, "limit"), "seed": (None, "seed"),
+    "max_pixels": ("image", "max_pixels"), "max_source_pixels": ("image", "max_source_pixels"),
+    "quality": ("image", "quality"), "method": ("image", "method"),
+    "lossless": ("image", "lossless"), "keep_alpha": ("image", "keep_alpha"),
+    "verify": ("image", "verify"), "background": ("image", "background"),
+    "separator": ("caption", "separator"), "merge": ("caption", "merge"),
+    "nl_captions": ("caption", "nl_captions"), "order": ("caption", "order"),
+    "max_tags": ("caption", "max_tags"), "rating_tag": ("caption", "rating_tag"),
+    "quality_tag": ("caption", "quality_tag"), "date_tag": ("caption", "date_tag"),
+    "people_first": ("caption", "people_first"), "extras_first": ("caption", "extras_first"),
+    "keep_tokens_separator": ("caption", "keep_tokens_separator"),
+    "escape_parentheses": ("caption", "escape_parentheses"),
+    "blacklist": ("caption", "blacklist"), "meta_filter": ("caption", "meta_filter"),
+    "aliases": ("caption", "aliases"),
+    "bucket_resolution": ("buckets", "resolution"), "bucket_min": ("buckets", "min_side"),
+    "bucket_max": ("buckets", "max_side"), "bucket_step": ("buckets", "step"),
+}  # fmt: skip
+_PRIMITIVES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _check_types(cls, values: dict[str, Any], where: str) -> None:
+    """Refuse values of the wrong type for the plain fields of ``cls`` (a TOML
+    ``include_deleted = "false"`` is a string, not false; ``shard_size = 1.5`` no count)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        expected = hints.get(name)
+        if expected not in _PRIMITIVES:
+            continue
+        ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+        if expected is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"{where}: {name} must be {_PRIMITIVES[expected]}, not {value!r}")
 
 
 def _build(cls, values: dict[str, Any], where: str):
@@ -96,6 +149,7 @@ def _build(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown} (known: {sorted(known)})")
+    _check_types(cls, values, where)
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
@@ -103,9 +157,29 @@ def _build(cls, values: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _by_option(values: dict[str, Any]) -> dict[str, Any]:
+    """Keys as option names: dashes to underscores, flag names to their tables."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in _NESTED and isinstance(value, dict):
+            table = out.setdefault(name, {})
+            table.update({str(k).replace("-", "_"): v for k, v in value.items()})
+            continue
+        table, option = FLAG_OPTIONS.get(name, (None, name))
+        if table is None:
+            out[option] = value
+        else:
+            out.setdefault(table, {})[option] = value
+    return out
+
+
 def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
-    """A :class:`PullConfig` from a flat-or-nested mapping (TOML file merged with flags)."""
-    values = dict(values)
+    """A :class:`PullConfig` from a flat-or-nested mapping (TOML file merged with flags).
+
+    Keys are option names (``ratings``, ``shard_size``, ``[image] quality``) or flag
+    names (``rating``, ``shard-size``, ``quality``)."""
+    values = _by_option(values)
     nested = {
         name: _build(cls, dict(values.pop(name, {}) or {}), f"{where} [{name}]")
         for name, cls in _NESTED.items()

@@ -9,21 +9,26 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.config import parse_ratings
 from e6ingest.core import RATING_ORDER, write_atomic
 from e6ingest.manifests import load_manifest
-from e6ingest.metadata import TAG_CATEGORIES, scan_files
+from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import metadata_source
-from e6ingest.query import selection_query
+from e6ingest.query import Query, Subset, selection_query
+from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import sample_key_expr
-from e6ingest.sources import HubOptions
+from e6ingest.shards.layout import OutputError
+from e6ingest.sources import HubOptions, MirrorError
 
 
 def metadata_files(
@@ -32,9 +37,85 @@ def metadata_files(
     """Local metadata files of ``dataset`` (from ``mirror``, else downloaded from the Hub
     into its cache) and the schema of each."""
     manifest = load_manifest(dataset)
+    if mirror is not None and not Path(mirror).is_dir():
+        raise MirrorError(f"--mirror {mirror} does not exist (or is not a folder)")
     with metadata_source(manifest, mirror, hub or HubOptions()) as source:
         paths = [source.metadata_file(m) for m in manifest.metadata]
     return paths, [m.schema for m in manifest.metadata]
+
+
+EVERYTHING = Subset()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset's metadata files, read as one canonical frame of posts (``posts``), with
+    queries checked against its site's ratings and its tags."""
+
+    files: tuple[Path, ...]
+    schemas: tuple[str | None, ...]
+    site: str | None = None  # None: files of any site (ratings of either accepted)
+    include_deleted: bool = False
+
+    @property
+    def posts(self) -> pl.LazyFrame:
+        """Every post, lazily (deleted ones only with ``include_deleted``)."""
+        return scan_files(list(self.files), list(self.schemas), self.include_deleted)
+
+    def query(self, query: str = "", ratings: str | Sequence[str] = ()) -> Query:
+        """``query`` and ``ratings`` parsed for this dataset's site."""
+        return selection_query(query, parse_ratings(ratings, self.site), self.site,
+                               self.include_deleted)  # fmt: skip
+
+    def vocabulary(self) -> pl.DataFrame:
+        """Every tag with its number of posts (counted once, cached by the files)."""
+        every = scan_files(list(self.files), list(self.schemas), include_deleted=True)
+        return cached_vocabulary(self.files, every, cache_dir() / "vocabulary")
+
+    def warnings(self, query: Query) -> list[str]:
+        """Tags of ``query`` no post has, with the closest ones; raises QueryError for a
+        ``name:value`` term that is neither a metatag nor a tag."""
+        return check_tags(query, self.vocabulary()) if query.tags else []
+
+    def select(self, query: Query, subset: Subset = EVERYTHING, tag_table=None) -> pl.LazyFrame:
+        """The posts ``query`` selects (the kept part with ``subset``), lazily; with
+        ``tag_table`` (e621 ``id,name,category,post_count``) tag categories restored."""
+        selected = subset.pick(query.apply(self.posts), query.order)
+        if tag_table:
+            selected = apply_tag_table(selected, read_tag_table(tag_table))
+        return selected
+
+    def count(self, query: Query, subset: Subset = EVERYTHING) -> int:
+        """How many posts ``query`` selects (streamed, the rarest tag first)."""
+        if subset:
+            return self.select(query, subset).select(pl.len()).collect().item()
+        return query.count(self.posts)
+
+
+def open_dataset(
+    dataset: str = "e621",
+    mirror: str | Path | None = None,
+    demo: bool = False,
+    files: Sequence[str | Path] | None = None,
+    include_deleted: bool = False,
+    hub: HubOptions | None = None,
+) -> Dataset:
+    """A dataset: ``files`` (parquet in any supported schema, recognised from their
+    columns), or the metadata of ``dataset`` from ``mirror``, the demo (``demo=True``) or
+    the Hub (downloaded once and cached)."""
+    if files:
+        missing = [str(f) for f in files if not Path(f).is_file()]
+        if missing:
+            raise SchemaError(f"{missing[0]}: no such metadata file")
+        return Dataset(tuple(Path(f) for f in files), (None,) * len(files), None,
+                       include_deleted)  # fmt: skip
+    if demo:
+        from e6ingest.demo import demo_mirror
+
+        mirror = demo_mirror()
+    paths, schemas = metadata_files(dataset, mirror, hub)
+    site = load_manifest(dataset).site
+    return Dataset(tuple(paths), tuple(schemas), site, include_deleted)
 
 
 def load_metadata(
@@ -50,14 +131,7 @@ def load_metadata(
     ``files`` (parquet files in any supported schema, recognised from their columns), or
     nothing: the metadata is then downloaded from the Hub (and cached).
     """
-    if files:
-        return scan_files(list(files), include_deleted=include_deleted)
-    if demo:
-        from e6ingest.demo import demo_mirror
-
-        mirror = demo_mirror()
-    paths, schemas = metadata_files(dataset, mirror)
-    return scan_files(paths, schemas, include_deleted=include_deleted)
+    return open_dataset(dataset, mirror, demo, files, include_deleted).posts
 
 
 def select(
@@ -65,13 +139,19 @@ def select(
     query: str = "",
     ratings: str | Sequence[str] = (),
     tag_table: str | Path | None = None,
+    sample: int = 0,
+    limit: int = 0,
+    seed: int = 0,
 ) -> pl.LazyFrame:
-    """The posts matching booru search ``query`` and ``ratings`` (AND), lazily.
+    """The posts matching booru search ``query`` and ``ratings`` (AND), lazily; with
+    ``sample`` a deterministic random N of them (``seed``), or the first ``limit`` in the
+    query's ``order:``.
 
     With ``tag_table`` (e621 ``id,name,category,post_count``), tag categories are restored
     on the selected posts.
     """
-    selected = selection_query(query, parse_ratings(ratings)).apply(posts)
+    parsed = selection_query(query, parse_ratings(ratings), include_deleted=True)
+    selected = Subset(sample, limit, seed).pick(parsed.apply(posts), parsed.order)
     if tag_table is not None:
         selected = apply_tag_table(selected, read_tag_table(tag_table))
     return selected
@@ -83,7 +163,7 @@ def count(posts: pl.LazyFrame, query: str = "", ratings: str | Sequence[str] = (
     The fast path for "how many match?": streamed, reading the tag column once, with the
     rest of the query run only on the posts that have the query's rarest-looking tag.
     """
-    return selection_query(query, parse_ratings(ratings)).count(posts)
+    return selection_query(query, parse_ratings(ratings), include_deleted=True).count(posts)
 
 
 def rating_counts(posts: pl.LazyFrame) -> pl.DataFrame:
@@ -157,8 +237,29 @@ def captions(posts: pl.LazyFrame, spec: CaptionSpec | None = None) -> pl.DataFra
     )
 
 
+CAPTION_FIELDS = {"id", "key", "caption", "tags", "nl"}
+
+
+def _captions_file_is_ours(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = f.readline()
+        return not first or set(json.loads(first)) == CAPTION_FIELDS
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
-    """``frame`` (from :func:`captions`) as JSON lines, written atomically."""
+    """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
+    file is replaced only when it is a captions file e6ingest wrote."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name, e.g. {path}/captions.jsonl")
+    if path.exists() and (path.is_symlink() or not _captions_file_is_ours(path)):
+        raise OutputError(f"--out {path} exists and is not a captions file e6ingest wrote; "
+                          "choose another file name")  # fmt: skip
+    if not path.parent.is_dir():
+        raise OutputError(f"--out {path}: the folder {path.parent} does not exist")
     buf = io.BytesIO()
     frame.write_ndjson(buf)
-    write_atomic(Path(path), buf.getvalue())
+    write_atomic(path, buf.getvalue())

@@ -13,6 +13,7 @@ from hfutils.index import tar_get_index_info
 
 from e6ingest.demo import build_demo
 from e6ingest.manifests import load_manifest
+from e6ingest.shards.layout import OutputError
 
 
 def _reference_columns(reference):
@@ -117,5 +118,5 @@ def test_demo_is_deterministic(tmp_path):
 def test_demo_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         build_demo(tmp_path / "x", posts=5)

@@ -7,7 +7,13 @@ import pytest
 
 from e6ingest import dataset
 from e6ingest.captions import CaptionSpec
-from e6ingest.pipeline.plan import _source_ranges, plan_fingerprint, shard_sizes, write_plan
+from e6ingest.pipeline.plan import (
+    PlanRequest,
+    _source_ranges,
+    plan_fingerprint,
+    shard_sizes,
+    write_plan,
+)
 from e6ingest.query import selection_query
 
 SOURCE_SHARDS = 1000
@@ -22,8 +28,8 @@ def test_plan_in_batches_equals_plan_in_one_pass(demo_root, tmp_path, query):
     for batch_rows in (10**9, 37):
         path = tmp_path / str(batch_rows) / "plan.parquet"
         path.parent.mkdir()
-        rows = write_plan(metadata, selection, path, {"run": batch_rows}, 50, SOURCE_SHARDS,
-                          spec, batch_rows=batch_rows)  # fmt: skip
+        request = PlanRequest(selection, 50, SOURCE_SHARDS, spec, batch_rows=batch_rows)
+        rows = write_plan(metadata, request, path, {"fingerprint": {"run": batch_rows}})
         assert plan_fingerprint(path) == {"run": batch_rows}
         assert [p.name for p in path.parent.iterdir()] == ["plan.parquet"]  # no temporaries
         plans[batch_rows] = pl.read_parquet(path)
@@ -43,7 +49,7 @@ def test_empty_selection_gives_an_empty_plan(small_demo, tmp_path):
     metadata = dataset.load_metadata("e621", mirror=small_demo)
     path = tmp_path / "plan.parquet"
     query = selection_query("no_such_tag_anywhere", ())
-    assert write_plan(metadata, query, path, {}, 10) == 0
+    assert write_plan(metadata, PlanRequest(query, 10), path) == 0
     assert shard_sizes(path) == {}
     assert {"id", "caption", "shard", "position"} <= set(pl.read_parquet(path).columns)
 
@@ -66,7 +72,7 @@ def test_a_repeated_id_is_planned_once_from_its_last_row(tmp_path):
         tmp_path / "table.parquet",
     )  # fmt: skip
     path = tmp_path / "plan.parquet"
-    assert write_plan(metadata, selection_query("solo", ()), path, {}, 10) == 2
+    assert write_plan(metadata, PlanRequest(selection_query("solo", ()), 10), path) == 2
     plan = pl.read_parquet(path)
     assert sorted(plan["id"]) == [7, 8]
     assert plan.filter(pl.col("id") == 7)["caption"][0] == "new, solo"
@@ -77,7 +83,7 @@ def test_tags_holding_line_breaks_give_one_line_captions(tmp_path):
         [{"id": 9, "tags": ["solo\nfocus", "red\r\nhair", "tab\tbed"]}], tmp_path / "t.parquet"
     )
     path = tmp_path / "plan.parquet"
-    write_plan(metadata, selection_query("focus", ()), path, {}, 10)
+    write_plan(metadata, PlanRequest(selection_query("focus", ()), 10), path)
     caption = pl.read_parquet(path)["caption"][0]
     assert "\n" not in caption and "\r" not in caption and "\t" not in caption
     assert caption == "solo, focus, red, hair, tab, bed"

@@ -87,17 +87,29 @@ def test_rerun_continues_and_other_config_is_refused(small_demo, tmp_path, capsy
     assert main([*args, "--rating", "e", "--overwrite"]) == 0
 
 
-def test_empty_selection_is_not_an_error(small_demo, tmp_path, capsys):
+def test_empty_selection_stops_unless_allowed(small_demo, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["pull", "--mirror", str(small_demo), "--out", str(out), "--quiet",
-                 "--query", "no_such_tag_anywhere"])  # fmt: skip
-    assert code == 0
+    args = ["pull", "--mirror", str(small_demo), "--out", str(out), "--quiet",
+            "--query", "solo no_such_tag_anywhere"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "warning: tag 'no_such_tag_anywhere' is on no post" in err
+    assert "the selection is empty: 'no_such_tag_anywhere' matches no post" in err
+    assert "--allow-empty" in err
+    assert not (out / "plan.parquet").exists()
+    assert main([*args, "--allow-empty"]) == 0
     assert "selected 0, written 0" in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["shards"] == []
 
 
-def test_pull_without_a_source_says_how_to_get_one(tmp_path, capsys):
-    assert main(["pull", "--out", str(tmp_path / "o"), "--rating", "e"]) == 2
+def test_pull_without_a_source_says_how_to_get_one(tmp_path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # no Hub here: a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    monkeypatch.setenv("E6INGEST_CACHE", str(tmp_path / "cache"))
+    assert main(["pull", "--out", str(tmp_path / "o"), "--rating", "e"]) == 3
     err = capsys.readouterr().err
     assert "--mirror" in err and "--demo" in err
 
@@ -110,9 +122,11 @@ def test_log_json_reports_every_shard_and_the_summary(small_demo, tmp_path, caps
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     assert captured.err == ""  # no bars
-    names = [e["event"] for e in events]
-    planned = events[names.index("planned")]
+    names = [e["event"] for e in events if e["event"] != "posts"]
+    planned = events[[e["event"] for e in events].index("planned")]
     assert names == ["planning", "planned"] + ["shard"] * planned["todo"] + ["summary"]
+    posts = [e for e in events if e["event"] == "posts"]
+    assert sum(e["written"] + e["failed"] for e in posts) == planned["posts_todo"]
     manifest = json.loads((out / "manifest.json").read_text())
     summary = events[-1]
     assert summary["written"] == manifest["totals"]["written"] > 0

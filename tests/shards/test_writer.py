@@ -9,13 +9,14 @@ import tarfile
 import polars as pl
 
 from e6ingest.shards import Sample, ShardWriter, shard_complete
+from e6ingest.shards.stats import ShardCounts
 
 
 def _write(directory, samples):
     writer = ShardWriter(directory, 7)
     for sample in samples:
         writer.add(sample)
-    return writer.finish({"selected": len(samples)})
+    return writer.finish(ShardCounts(selected=len(samples)), seconds=1.0)
 
 
 SAMPLES = [
@@ -30,7 +31,7 @@ def test_deterministic_and_indexed(tmp_path):
     b = _write(tmp_path / "b", SAMPLES)
     tar_a = (tmp_path / "a" / "00007.tar").read_bytes()
     assert tar_a == (tmp_path / "b" / "00007.tar").read_bytes()
-    assert a["tar_sha256"] == b["tar_sha256"] == hashlib.sha256(tar_a).hexdigest()
+    assert a.tar_sha256 == b.tar_sha256 == hashlib.sha256(tar_a).hexdigest()
     index = pl.read_parquet(tmp_path / "a" / "00007.parquet")
     assert index["key"].to_list() == ["e621/1", "e621/2", "e621/3"]
     for row in index.iter_rows(named=True):

@@ -1,121 +1,135 @@
-"""The ``e6ingest`` command: thin wrappers that parse flags and call the library."""
+"""The ``e6ingest`` command: thin wrappers that parse flags, call the library, and report in
+one line what went wrong (exit codes in ``parsers.EXIT_CODES``)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from e6ingest.captions import CaptionInputError
 from e6ingest.cli.parsers import build_parser, flag_values
 from e6ingest.cli.progress import BarReporter, JsonReporter
 from e6ingest.config import ConfigError, make_config, parse_ratings
-from e6ingest.demo import build_demo, demo_mirror
-from e6ingest.manifests import ManifestError
+from e6ingest.core import SITE_RATINGS, RatingError
+from e6ingest.manifests import ManifestError, load_manifest
 from e6ingest.metadata import SchemaError
-from e6ingest.pipeline import OutputConflict, pull
+from e6ingest.pipeline import EmptySelection
 from e6ingest.query import QueryError, selection_query
 from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubError, HubOptions, MirrorError
+from e6ingest.sources.hubcache import CacheError
 
-USER_ERRORS = (
-    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputConflict, HubError,
-    CaptionInputError, OutputError,
+USAGE_ERRORS = (
+    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputError,
+    CaptionInputError, EmptySelection, CacheError, RatingError,
 )  # fmt: skip
-
-# Flags of `pull` that map onto the config model: flag dest -> (table or None, option name).
+DEMO_NOTE = (
+    "synthetic posts laid out as the real repositories; some are broken on purpose "
+    "(missing, corrupt, undecodable, videos) to show how failures are recorded"
+)
 
 
 def _mirror(args: argparse.Namespace) -> Path | None:
     """The local mirror the flags name, or None for the Hub."""
     if args.demo:
-        print("using the demo mirror (built on first use)", file=sys.stderr)
-        return demo_mirror()
-    return Path(args.mirror) if args.mirror else None
+        from e6ingest.demo import demo_mirror
+
+        mirror = demo_mirror()
+        print(f"using the demo mirror at {mirror} ({DEMO_NOTE})", file=sys.stderr)
+        return mirror
+    if args.mirror is None:
+        return None
+    mirror = Path(args.mirror)
+    if not mirror.is_dir():
+        raise ConfigError(f"--mirror {mirror} does not exist (or is not a folder)")
+    return mirror
 
 
 def _hub_options(args: argparse.Namespace) -> HubOptions:
-    return HubOptions(
-        cache_dir=args.cache_dir,
-        io_workers=args.io_workers,
-        attempts=args.attempts,
-        timeout=args.timeout,
-        whole_shard_share=args.whole_shard_share,
-        delete_shards_after_use=args.delete_shards_after_use,
-    )
+    try:
+        return HubOptions(
+            cache_dir=args.cache_dir, io_workers=args.io_workers, attempts=args.attempts,
+            timeout=args.timeout, whole_shard_share=args.whole_shard_share,
+            delete_shards_after_use=args.delete_shards_after_use,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _open(args: argparse.Namespace, dataset_name: str, include_deleted: bool):
+    from e6ingest import dataset
+
+    if args.metadata:
+        return dataset.open_dataset(files=args.metadata, include_deleted=include_deleted)
+    return dataset.open_dataset(dataset_name, mirror=_mirror(args),
+                                include_deleted=include_deleted)  # fmt: skip
+
+
+def _warn(messages: list[str]) -> None:
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from e6ingest.demo import build_demo
+
     summary = build_demo(args.out, posts=args.posts, seed=args.seed)
     for name in summary.posts:
         print(f"{name}: {summary.posts[name]} posts, {summary.images[name]} images")
-    print(f"demo mirror written to {summary.out}")
+    print(f"demo mirror written to {summary.out} ({DEMO_NOTE})")
+    print(f"try: e6ingest pull --mirror {summary.out} --rating e,q,s --out out/")
     return 0
 
 
-def _print_summary(info: dict) -> None:
+def _print_summary(info: dict, site: str | None) -> None:
     total = info["posts"]
-    print(f"posts: {total}")
-    print("ratings:")
+    names = SITE_RATINGS.get(site, {}) if site else {}
+    print(f"posts: {total:,}")
+    listing = ", ".join(f"{k} {v}" for k, v in names.items())
+    print(f"ratings ({site}: {listing}):" if names else "ratings:")
     for rating, n in info["ratings"].items():
-        print(f"  {rating}  {n:>10}  {n / total:6.1%}" if total else f"  {rating}  {n:>10}")
+        share = f"  {n / total:6.1%}" if total else ""
+        print(f"  {rating}  {names.get(rating, ''):<13} {n:>10,}{share}")
     print("posts per year:")
     for year, n in info["years"].items():
-        print(f"  {year}  {n:>10}")
+        print(f"  {year}  {n:>10,}")
     for category, tags in info["top_tags"].items():
         print(f"top {category} tags:")
         for tag, n in tags.items():
-            print(f"  {n:>10}  {tag}")
+            print(f"  {n:>10,}  {tag}")
+
+
+def _selection(args: argparse.Namespace, config):
+    """The dataset, the parsed query (with its warnings printed) and the selection. A
+    malformed query, or a rating the site lacks, fails before any data is read."""
+    site = None if args.metadata else load_manifest(config.dataset).site
+    query = selection_query(config.query, parse_ratings(config.ratings, site), site,
+                            config.include_deleted)  # fmt: skip
+    data = _open(args, config.dataset, config.include_deleted)
+    _warn(data.warnings(query))
+    selected = data.select(query, config.subset, config.tag_table or None)
+    return data, query, selected
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
-    ratings = parse_ratings(args.rating)
-    selection_query(args.query, ratings)  # a malformed query fails before any data is read
-    if args.metadata:
-        posts = dataset.load_metadata(files=args.metadata, include_deleted=args.include_deleted)
-    else:
-        posts = dataset.load_metadata(
-            args.dataset, mirror=_mirror(args), include_deleted=args.include_deleted
-        )
+    config = make_config(flag_values(args), where="flags")
+    data, _query, selected = _selection(args, config)
     if args.count:
-        print(dataset.count(posts, args.query, ratings))
+        print(selected.select("id").collect(engine="streaming").height)
         return 0
-    selected = dataset.select(posts, args.query, ratings)
-    if args.tag_table:
-        selected = dataset.select(selected, tag_table=args.tag_table)
     info = dataset.summary(selected, top=args.top)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        _print_summary(info)
+        _print_summary(info, data.site)
     return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    config = make_config(flag_values(args), where=args.config or "flags")
-    mirror = _mirror(args)
-    reporter = None
-    if args.log_json:
-        reporter = JsonReporter()
-    elif not args.quiet:
-        reporter = BarReporter()
-    try:
-        budget = args.memory_budget << 20 if args.memory_budget else None
-        summary = pull(config, args.out, mirror, workers=args.workers, overwrite=args.overwrite,
-                       progress=reporter, hub=_hub_options(args),
-                       retry_failed=args.retry_failed, memory_budget=budget)  # fmt: skip
-    finally:
-        if reporter is not None:
-            reporter.close()
-    if args.log_json:
-        reporter("summary", summary.to_dict())
-    else:
-        for line in summary.lines():
-            print(line)
-    return 1 if summary.retryable else 0
 
 
 def cmd_captions(args: argparse.Namespace) -> int:
@@ -124,18 +138,16 @@ def cmd_captions(args: argparse.Namespace) -> int:
     if not args.out and not args.preview:
         raise ConfigError("captions: give --out FILE, --preview N, or both")
     config = make_config(flag_values(args), where=args.config or "flags")
-    selection_query(config.query, config.ratings)  # a malformed query fails before any data
-    if args.metadata:
-        posts = dataset.load_metadata(files=args.metadata, include_deleted=config.include_deleted)
-    else:
-        posts = dataset.load_metadata(
-            config.dataset, mirror=_mirror(args), include_deleted=config.include_deleted
-        )
-    selected = dataset.select(posts, config.query, config.ratings, config.tag_table or None)
+    data, query, selected = _selection(args, config)
     captions = dataset.captions(selected, config.caption)
+    if captions.is_empty() and not args.allow_empty:
+        raise EmptySelection(
+            f"the selection is empty: {query.explain_empty(data.posts)} "
+            "(--allow-empty to write an empty file)"
+        )
     if args.out:
         dataset.write_captions(captions, args.out)
-        print(f"{len(captions)} captions written to {args.out}", file=sys.stderr)
+        print(f"{len(captions):,} captions written to {args.out}", file=sys.stderr)
     for row in captions.head(args.preview).iter_rows(named=True):
         print(f"{row['key']}:")
         for line in row["caption"].split("\n"):
@@ -143,17 +155,42 @@ def cmd_captions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from e6ingest.pipeline import pull
+
+    config = make_config(flag_values(args), where=args.config or "flags")
+    hub = _hub_options(args)
+    mirror = _mirror(args)
+    reporter = JsonReporter() if args.log_json else BarReporter(quiet=args.quiet)
+    try:
+        summary = pull(
+            config, args.out, mirror, hub=hub, progress=reporter, workers=args.workers,
+            overwrite=args.overwrite, retry_failed=args.retry_failed,
+            memory_budget=args.memory_budget << 20 if args.memory_budget else None,
+            allow_empty=args.allow_empty,
+        )  # fmt: skip
+    finally:
+        reporter.close()
+    if args.log_json:
+        reporter("summary", summary.to_dict())
+    else:
+        for line in summary.lines():
+            print(line)
+    return 1 if summary.retryable else 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from e6ingest.pipeline.results import plural
     from e6ingest.shards.verify import verify_output
 
     report = verify_output(args.out, deep=args.deep)
     for problem in report.problems:
         print(problem)
-    checked = f"{report.shards} shards, {report.samples} samples"
+    checked = f"{plural(report.shards, 'shard')}, {plural(report.samples, 'sample')}"
     if report.ok:
         print(f"ok: {checked}{' (images decoded)' if args.deep else ''}")
         return 0
-    print(f"{len(report.problems)} problems ({checked} checked)", file=sys.stderr)
+    print(f"{plural(len(report.problems), 'problem')} ({checked} checked)", file=sys.stderr)
     return 1
 
 
@@ -178,23 +215,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     for name in summary.changed:
         print(f"kept {summary.to / name}: changed since e6ingest wrote it", file=sys.stderr)
     print(
-        f"{summary.exported} images written, {summary.kept} already there; "
+        f"{summary.exported:,} images written, {summary.kept:,} already there; "
         f"metadata: {summary.metadata}; config: {summary.to / 'dataset_config.toml'}"
     )
     return 1 if summary.refused or summary.changed else 0
 
 
+HANDLERS = {
+    "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
+    "verify": cmd_verify, "export": cmd_export,
+}  # fmt: skip
+
+
+def failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and one-line message of an error that is not a bug, else None."""
+    if isinstance(exc, USAGE_ERRORS):
+        return 2, str(exc)
+    if isinstance(exc, HubError):
+        return 3, str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = exc.filename or "the output folder"
+        return 4, f"disk full at {where}; free space and rerun the same command to continue"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return 4, f"cannot write {exc.filename or ''}: {exc.strerror}"
+    return None
+
+
+def _report(command: str, code: int, message: str, log_json: bool) -> None:
+    if log_json:
+        record = {"event": "error", "command": command, "exit_code": code, "message": message}
+        print(json.dumps(record), flush=True)
+        return
+    sep = "\n" if "\n" in message else " "  # keep a multi-line message's columns aligned
+    print(f"e6ingest {command}: error:{sep}{message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {
-        "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
-        "verify": cmd_verify, "export": cmd_export,
-    }  # fmt: skip
+    log_json = getattr(args, "log_json", False)
     try:
-        return handlers[args.command](args)
-    except (*USER_ERRORS, FileExistsError) as exc:
-        text = str(exc)
-        sep = "\n" if "\n" in text else " "  # keep a multi-line message's columns aligned
-        print(f"e6ingest {args.command}: error:{sep}{text}", file=sys.stderr)
-        return 2
+        return HANDLERS[args.command](args)
+    except KeyboardInterrupt:
+        _report(args.command, 130, "interrupted; rerun the same command to continue", log_json)
+        return 130
+    except BrokenPipeError:  # the reader left (| head): say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        known = failure(exc)
+        if known is None:
+            traceback.print_exc()
+            _report(args.command, 70, f"this is a bug in e6ingest ({type(exc).__name__}); "
+                    "please report it with the traceback above", log_json)  # fmt: skip
+            return 70
+        _report(args.command, *known, log_json)
+        return known[0]

@@ -1,23 +1,28 @@
 """How a pull reports as it goes: tqdm bars, nothing (``--quiet``) or JSON lines
-(``--log-json``)."""
+(``--log-json``). Events may come from the progress thread as well as the main one."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from dataclasses import asdict
 from typing import IO
 
 
 class BarReporter:
-    """tqdm bars on stderr: planning, then shards and samples with rate and ETA."""
+    """tqdm bars on stderr: planning, then shards and posts (rate and ETA from posts, which
+    advance as each post is done); warnings printed above the bars."""
 
     PLAN_STEPS = 2  # reading and selecting, then the saved plan
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False):
         self.stream = stream or sys.stderr
+        self.quiet = quiet
         self.bars: dict = {}
         self.written = self.failed = 0
+        self._lock = threading.Lock()
 
     def _bar(self, name: str, **kwargs):
         from tqdm import tqdm
@@ -26,30 +31,44 @@ class BarReporter:
         return self.bars[name]
 
     def __call__(self, event: str, info: dict) -> None:
-        if event == "planning":
-            self._bar("plan", desc="planning", total=self.PLAN_STEPS, unit="step").update(1)
-        elif event == "planned":
-            plan = self.bars.pop("plan", None)
-            if plan is not None:
-                plan.update(self.PLAN_STEPS - plan.n)
-                plan.set_postfix(selected=info["selected"], shards=info["shards"])
-                plan.close()
-            self._bar("shards", desc="shards", total=info["todo"], unit="shard")
-            self._bar("samples", desc="samples", total=info["posts_todo"], unit="post")
-        elif event == "shard":
-            self.bars["shards"].update(1)
-            samples = self.bars["samples"]
-            samples.update(info["selected"])
-            written = info["outcomes"].get("written", 0)
-            self.written += written
-            self.failed += info["selected"] - written
-            samples.set_postfix(written=self.written, failed=self.failed, refresh=False)
+        with self._lock:
+            if event == "warning":
+                self._warn(info["message"])
+            elif self.quiet:
+                return
+            elif event == "planning":
+                self._bar("plan", desc="planning", total=self.PLAN_STEPS, unit="step").update(1)
+            elif event == "planned":
+                self._planned(info)
+            elif event == "posts" and "posts" in self.bars:
+                self.written += info["written"]
+                self.failed += info["failed"]
+                bar = self.bars["posts"]
+                bar.set_postfix(written=self.written, failed=self.failed, refresh=False)
+                bar.update(info["written"] + info["failed"])
+            elif event == "shard" and "shards" in self.bars:
+                self.bars["shards"].update(1)
+
+    def _warn(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {message}", file=self.stream)
+
+    def _planned(self, info: dict) -> None:
+        plan = self.bars.pop("plan", None)
+        if plan is not None:
+            plan.update(self.PLAN_STEPS - plan.n)
+            plan.set_postfix(selected=info["selected"], shards=info["shards"])
+            plan.close()
+        self._bar("shards", desc="shards", total=info["todo"], unit="shard")
+        self._bar("posts", desc="posts", total=info["posts_todo"], unit="post")
 
     def close(self) -> None:
         """Close every open bar."""
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
+        with self._lock:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
 
 
 class JsonReporter:
@@ -57,13 +76,16 @@ class JsonReporter:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
 
     def __call__(self, event: str, info: dict) -> None:
-        if event == "shard":  # the per-post failures are in failures.parquet
-            info = {k: v for k, v in info.items() if k != "failures"}
+        stats = info.get("stats")
+        if stats is not None:  # a shard: its counts; the per-post failures are in failures.parquet
+            info = {k: v for k, v in asdict(stats).items() if k != "failures"}
         record = {"event": event, "time": round(time.time(), 3), **info}
-        self.stream.write(json.dumps(record, sort_keys=True) + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         """Nothing to close."""

@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import tarfile
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from e6ingest.demo.tables import (
 from e6ingest.demo.vocab import post_tags, vocabulary
 from e6ingest.manifests import DatasetManifest, ImageRepo, load_manifest
 from e6ingest.pipeline.executor import default_workers, process_pool
+from e6ingest.shards.layout import OutputError
 
 DEMO_DATASETS = ("danbooru2024", "e621")
 TABLE_WRITERS = {
@@ -182,22 +184,37 @@ def build_demo(
     interrupted build never leaves a half-written mirror behind.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; the demo mirror needs an empty folder")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; the demo mirror needs an empty folder")
+        raise OutputError(f"--out {out} is not empty; the demo mirror needs an empty folder")
     if posts < 1:
         raise ValueError(f"--posts must be at least 1, not {posts}")
     workers = workers or default_workers()
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        _write_all(tmp, posts, seed, workers)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # made by this call, above
+        raise
+    return _summary(out)
+
+
+def _write_all(tmp: Path, posts: int, seed: int, workers: int) -> None:
     counts, images = {}, {}
     for name in DEMO_DATASETS:
         counts[name], images[name] = write_dataset(tmp, load_manifest(name), posts, seed, workers)
     (tmp / "DEMO.json").write_text(
-        json.dumps({"posts": posts, "seed": seed, "datasets": list(DEMO_DATASETS)}),
+        json.dumps({"posts": posts, "seed": seed, "datasets": list(DEMO_DATASETS),
+                    "counts": counts, "images": images}),
         encoding="utf-8",
-    )
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    return DemoSummary(out, counts, images)
+    )  # fmt: skip
+
+
+def _summary(out: Path) -> DemoSummary:
+    info = json.loads((out / "DEMO.json").read_text(encoding="utf-8"))
+    return DemoSummary(out, info["counts"], info["images"])

@@ -1,18 +1,36 @@
-"""Executors run tasks; they know nothing of what a task does."""
+"""Executors run tasks and yield their results; they know nothing of what a task does.
+
+An executor gets a picklable function, the tasks (plain descriptions) and the run's worker
+context (handed to every worker process once, at its start), and yields each task's result
+as it finishes. ``LocalExecutor`` is a process pool on this machine; ``RayExecutor`` (in
+``ray_executor``) runs the same tasks on a Ray cluster. Worker processes never outlive the
+run: they die with their parent, and an interrupted run stops them at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 PARENT_POLL_SECONDS = 0.5
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -29,6 +47,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def _start_worker(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:
     die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     if initializer is not None:
         initializer(*initargs)
 
@@ -45,34 +64,54 @@ def process_pool(
     )
 
 
-def default_workers() -> int:
-    """The number of cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once: queued work dropped, running workers killed (an interrupted
+    run; their unfinished shards are temporary files the next run removes)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, AttributeError):
+            process.kill()
+    for process in processes:
+        process.join(5)
 
 
-class LocalExecutor:
+class Executor(ABC):
+    """Runs ``fn(task)`` for every task, yielding results as tasks finish."""
+
+    @abstractmethod
+    def run(
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        initializer: Callable[[Any], None] | None = None,
+        context: Any = None,
+    ) -> Iterator[R]:
+        """Each task's result, as it finishes; ``initializer(context)`` runs once in every
+        process that runs tasks. A task's exception ends the run."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the executor holds (a cluster connection)."""
+
+
+class LocalExecutor(Executor):
     """Runs tasks in a local process pool (or inline with one worker), yielding results
     as tasks finish. At most ``workers`` tasks are in flight, so memory stays flat."""
 
-    def __init__(
-        self, workers: int | None = None, initializer: Callable | None = None, initargs=()
-    ):
+    def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or default_workers())
-        self.initializer, self.initargs = initializer, tuple(initargs)
 
-    def run(self, fn: Callable[[T], dict], tasks: Sequence[T]) -> Iterator[dict]:
-        """Run ``fn(task)`` for every task; a task's exception ends the run."""
+    def run(self, fn, tasks, initializer=None, context=None):
         if self.workers == 1 or len(tasks) <= 1:
-            if self.initializer is not None:
-                self.initializer(*self.initargs)
+            if initializer is not None:
+                initializer(context)
             for task in tasks:
                 yield fn(task)
             return
+        init_args = (initializer, (context,)) if initializer is not None else (None, ())
+        pool = process_pool(self.workers, *init_args)
         pending = iter(tasks)
-        with process_pool(self.workers, self.initializer, self.initargs) as pool:
+        try:
             running: set[Future] = set()
             for task in pending:
                 running.add(pool.submit(fn, task))
@@ -86,3 +125,7 @@ class LocalExecutor:
                         running.add(pool.submit(fn, task))
                         break
                     yield result
+        except BaseException:
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)

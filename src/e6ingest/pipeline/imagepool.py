@@ -14,18 +14,19 @@ from concurrent.futures import Future
 
 from e6ingest.core import PostFailure
 from e6ingest.imaging import ImagePolicy, ImageRecord, normalize_or_failure
-from e6ingest.pipeline.budget import MemoryBudget, current_budget, use_budget
-from e6ingest.pipeline.executor import default_workers, process_pool
+from e6ingest.pipeline.budget import MemoryBudget, current_budget
+from e6ingest.pipeline.context import WorkerContext
+from e6ingest.pipeline.executor import default_workers, process_pool, stop_pool
 
 Normalized = tuple[bytes, ImageRecord]
 
 _policy: ImagePolicy | None = None  # set in each worker by _start
 
 
-def _start(policy: ImagePolicy, budget) -> None:
+def _start(policy: ImagePolicy, context: WorkerContext) -> None:
     global _policy
     _policy = policy
-    use_budget(budget)
+    context.enter()
 
 
 def normalize_here(data: bytes, policy: ImagePolicy) -> Normalized | PostFailure:
@@ -49,7 +50,7 @@ class ImagePool:
     ):
         self.workers = max(1, workers or default_workers())
         self.in_flight = in_flight or self.workers * 4
-        self._pool = process_pool(self.workers, _start, (policy, budget))
+        self._pool = process_pool(self.workers, _start, (policy, WorkerContext(budget)))
 
     def map(self, images: Iterable[bytes | None]) -> Iterator[Normalized | PostFailure | None]:
         """Each image's result in order; ``None`` in gives ``None`` out (nothing to do)."""
@@ -73,8 +74,11 @@ class ImagePool:
     def __enter__(self) -> ImagePool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.close()
+        else:  # an error or Ctrl-C: do not wait for images nobody will read
+            stop_pool(self._pool)
 
 
 def normalize_all(

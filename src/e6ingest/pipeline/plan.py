@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +19,7 @@ from e6ingest.captions import (
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
-from e6ingest.query import Query
+from e6ingest.query import Query, Subset
 
 PLAN_BATCH_ROWS = 1_000_000
 PLAN_COLUMNS = (
@@ -52,86 +53,105 @@ def _source_ranges(ids: pl.Series, source_shards: int, batch_rows: int) -> list[
     return ranges
 
 
-def _plan_part(
-    part: pl.DataFrame, spec: CaptionSpec, captions: dict, offset: int, shard_size: int,
-    source_shards: int,
-) -> pl.DataFrame:  # fmt: skip
+class EmptySelection(ValueError):
+    """The query selects no post; the message says which term removed everything."""
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a plan is made of: the query and the part of its selection kept, the output
+    shard size, the caption spec and the tags table restoring categories."""
+
+    query: Query
+    shard_size: int = 1000
+    source_shards: int = 1000
+    caption: CaptionSpec = field(default_factory=CaptionSpec)
+    tag_table: str = ""
+    subset: Subset = field(default_factory=Subset)
+    allow_empty: bool = True
+    batch_rows: int = PLAN_BATCH_ROWS
+
+
+def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int):
+    spec = request.caption
     part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
     nl = read_nl_captions(spec, part["id"]) if spec.nl_captions else None
     part = build_captions(part, spec, nl=nl, **captions)
     return (
-        part.sort((pl.col("id") % source_shards), pl.col("id"))
+        part.sort((pl.col("id") % request.source_shards), pl.col("id"))
         .with_row_index("row", offset)
         .with_columns(
-            (pl.col("row") // shard_size).cast(pl.Int32).alias("shard"),
-            (pl.col("row") % shard_size).cast(pl.Int32).alias("position"),
+            (pl.col("row") // request.shard_size).cast(pl.Int32).alias("shard"),
+            (pl.col("row") % request.shard_size).cast(pl.Int32).alias("position"),
         )
         .drop("row")
     )
 
 
+def _selected_keys(selection: pl.LazyFrame, request: PlanRequest) -> tuple[pl.DataFrame, pl.Series]:
+    """The selection's small columns (one row per id, the last), and the ids kept."""
+    order = request.query.order
+    extra = [c for c in request.subset.columns(order) if c not in ("id", "rating", "score")]
+    keys = (
+        selection.select("id", "rating", "score", *extra)
+        .drop_nulls("id")
+        .unique("id", keep="last", maintain_order=True)
+        .collect()
+    )
+    kept = request.subset.pick(keys, order)["id"] if request.subset else keys["id"]
+    return keys, kept
+
+
 def write_plan(
-    metadata: pl.LazyFrame,
-    query: Query,
-    path: Path,
-    fingerprint: dict,
-    shard_size: int,
-    source_shards: int = 1000,
-    caption: CaptionSpec | None = None,
-    tag_table: str = "",
-    batch_rows: int = PLAN_BATCH_ROWS,
-    commits: dict[str, str] | None = None,
-    rejected: list[dict] | None = None,
+    metadata: pl.LazyFrame, request: PlanRequest, path: Path, saved: dict | None = None
 ) -> int:
-    """Write the plan to ``path`` (atomically, with ``fingerprint`` in its parquet metadata)
-    and return its number of posts: the selected posts, each with its output ``shard``, its
-    ``position`` in it and its caption (``caption``, ``caption_tags``, ``caption_nl``).
+    """Write the plan to ``path`` (atomically, with ``saved`` in its parquet metadata:
+    ``fingerprint``, ``commits``, ``rejected``) and return its number of posts: the selected
+    posts (the kept part of them with ``--sample`` or ``--limit``), each with its output
+    ``shard``, its ``position`` in it and its caption (``caption``, ``caption_tags``,
+    ``caption_nl``). An empty selection raises :class:`EmptySelection` (and writes
+    nothing) unless ``request.allow_empty``.
 
     Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
     reads from as few source shards as possible, and the order is the same on every run.
-    With ``tag_table`` (e621 tags table), tag categories are restored first. The selection
-    is streamed to a temporary file and planned ``batch_rows`` posts at a time (ranges of
-    source shards), so memory does not grow with the selection; quality percentiles are
-    still taken over the whole selection. A post id present in several rows is planned
-    once, from the last row. ``commits`` (repository -> commit read) is saved beside the
-    fingerprint, so a resume reads what the plan was made from; ``rejected`` (failure
-    records of metadata rows that cannot be posts) too, for the run's failures.
+    With a tags table, tag categories are restored first. The selection is streamed to a
+    temporary file and planned ``batch_rows`` posts at a time (ranges of source shards), so
+    memory does not grow with the selection; quality percentiles are taken over the whole
+    selection (a sample's captions are those of a full run). A post id present in several
+    rows is planned once, from the last row.
     """
-    spec = caption or CaptionSpec()
+    spec = request.caption
     selection_file = temp_path(path.with_name("selection.parquet"))
     try:
         with atomic_path(path) as plan_file:
-            selection = query.sink(metadata, PLAN_COLUMNS, selection_file)
-            keys = (
-                selection.select("id", "rating", "score")
-                .drop_nulls("id")
-                .unique("id", keep="last", maintain_order=True)
-                .collect()
-            )
+            selection = request.query.sink(metadata, PLAN_COLUMNS, selection_file)
+            keys, kept = _selected_keys(selection, request)
+            if kept.is_empty() and not request.allow_empty:
+                raise EmptySelection(
+                    f"the selection is empty: {request.query.explain_empty(metadata)} "
+                    "(--allow-empty to write an empty output)"
+                )
+            if request.subset:
+                selection = selection.filter(pl.col("id").is_in(kept.implode()))
             captions = {
                 "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
                 "aliases": read_aliases(spec.aliases) if spec.aliases else None,
             }
-            tags = read_tag_table(tag_table) if tag_table else None
-            ranges = _source_ranges(keys["id"], source_shards, batch_rows) or [(0, 0)]
+            tags = read_tag_table(request.tag_table) if request.tag_table else None
+            ranges = _source_ranges(kept, request.source_shards, request.batch_rows)
             writer, offset = None, 0
-            for lo, hi in ranges:
-                source_shard = pl.col("id") % source_shards
+            for lo, hi in ranges or [(0, 0)]:
+                source_shard = pl.col("id") % request.source_shards
                 part = selection.filter(source_shard.is_between(lo, hi, closed="left"))
                 part = part.collect(engine="streaming")
                 if tags is not None:
                     part = apply_tag_table(part.lazy(), tags).collect()
-                part = _plan_part(part, spec, captions, offset, shard_size, source_shards)
+                part = _plan_part(part, request, captions, offset)
                 table = part.to_arrow()
                 if writer is None:
-                    schema = table.schema.with_metadata(
-                        {
-                            "e6ingest.fingerprint": json.dumps(fingerprint, sort_keys=True),
-                            "e6ingest.commits": json.dumps(commits or {}, sort_keys=True),
-                            "e6ingest.rejected": json.dumps(rejected or []),
-                        }
-                    )
-                    writer = pq.ParquetWriter(plan_file, schema)
+                    notes = {f"e6ingest.{k}": json.dumps(v, sort_keys=True)
+                             for k, v in (saved or {}).items()}  # fmt: skip
+                    writer = pq.ParquetWriter(plan_file, table.schema.with_metadata(notes))
                 writer.write_table(table.cast(writer.schema), row_group_size=65536)
                 offset += part.height
             writer.close()

@@ -1,12 +1,14 @@
 """One task = one output shard: fetch, normalise, caption and write its samples.
 
-A task is a plain, picklable description; ``run_task`` can run in any process.
+A task is a plain, picklable description carrying what it needs by value (the source, the
+image and bucket policy) and the output root; ``run_task`` can run in any process that sees
+the output root, and returns the shard's typed stats.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,9 @@ from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
 from e6ingest.pipeline.plan import shard_rows
-from e6ingest.shards import Sample, ShardWriter, sample_key
+from e6ingest.pipeline.progress import count_post, flush_posts
+from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key
+from e6ingest.shards.stats import FailureRecord, ShardCounts, ShardStats
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
@@ -27,11 +31,20 @@ class ShardTask:
     """Everything one worker needs to produce output shard ``number``."""
 
     number: int
-    plan_path: str
-    shards_dir: str
+    out: str  # the output root (its plan and shards folder)
     source: SourceSpec
     image: ImagePolicy
     buckets: BucketSpec
+
+    @property
+    def plan_path(self) -> Path:
+        """The run's plan."""
+        return Path(self.out) / PLAN_FILE
+
+    @property
+    def shards_dir(self) -> Path:
+        """Where the shard is written."""
+        return Path(self.out) / SHARDS_DIR
 
 
 def _tags_by_category(row: dict) -> dict[str, list[str]]:
@@ -63,16 +76,6 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
     return Sample(meta["key"], webp, row["caption"], meta)
 
 
-def _failure(row: dict, exc: PostFailure) -> dict:
-    return {
-        "id": row["id"],
-        "site": row["site"],
-        "stage": exc.stage,
-        "kind": exc.kind.value,
-        "message": exc.message,
-    }
-
-
 def check_extension(row: dict) -> None:
     """Refuse posts whose file is not an image (videos, flash): they have no WebP."""
     ext = (row["file_ext"] or "").lower()
@@ -91,25 +94,23 @@ def make_sample(
     return build_sample(row, *normalized, task)
 
 
-def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
+def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     """Produce output shard ``task.number`` and return its stats (as written).
 
     Images are normalised through ``images`` when given (a pool on every core), else here.
+    Each finished post is counted for progress as it is done.
 
     Posts whose source was unavailable (after retries) are recorded as failures of the
     retryable kind; ``pull(..., retry_failed=True)`` rewrites the shards that hold some.
     """
     start = time.perf_counter()
     rows = shard_rows(task.plan_path, task.number).to_dicts()
-    writer = ShardWriter(Path(task.shards_dir), task.number)
-    outcomes: Counter[str] = Counter()
-    failures: list[dict] = []
-    image_seconds = 0.0
-    reencoded = 0
+    writer = ShardWriter(task.shards_dir, task.number)
+    counts = ShardCounts(selected=len(rows))
 
     def fail(row: dict, exc: PostFailure) -> None:
-        outcomes[exc.kind.value] += 1
-        failures.append(_failure(row, exc))
+        counts.fail(FailureRecord.of(row["id"], row["site"], exc))
+        count_post(written=False)
 
     try:
         fetchable = []
@@ -139,18 +140,13 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> dict:
                     fail(row, exc)
                     continue
                 writer.add(sample)
-                outcomes["written"] += 1
-                image_seconds += normalized[1].seconds
-                reencoded += sample.meta["reencoded"]
+                counts.outcomes["written"] += 1
+                counts.image_seconds += normalized[1].seconds
+                counts.reencoded += sample.meta["reencoded"]
+                count_post(written=True)
     except BaseException:
         writer.abort()
         raise
-    stats = {
-        "selected": len(rows),
-        "outcomes": dict(sorted(outcomes.items())),
-        "reencoded": reencoded,
-        "failures": failures,
-        "image_seconds": round(image_seconds, 3),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    return writer.finish(stats)
+    stats = writer.finish(counts, time.perf_counter() - start)
+    flush_posts()
+    return stats

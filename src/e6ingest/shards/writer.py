@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import create_new, temp_path, write_atomic
+from e6ingest.shards.stats import ShardCounts, ShardStats
 
 # Fixed member metadata: identical inputs give byte-identical tars.
 TAR_MTIME = 1_700_000_000
@@ -64,12 +65,9 @@ def shard_paths(directory: Path, number: int) -> dict[str, Path]:
     }
 
 
-def read_stats(directory: Path, number: int) -> dict | None:
+def read_stats(directory: Path, number: int) -> ShardStats | None:
     """The stats of shard ``number`` as written, or None when it has none (unfinished)."""
-    try:
-        return json.loads(shard_paths(directory, number)["stats"].read_bytes())
-    except FileNotFoundError:
-        return None
+    return ShardStats.read(shard_paths(directory, number)["stats"])
 
 
 def file_sha256(path: Path) -> str:
@@ -93,8 +91,8 @@ def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> b
     tar = paths["tar"]
     return (
         stats is not None
-        and tar.stat().st_size == stats.get("tar_bytes")
-        and file_sha256(tar) == stats.get("tar_sha256")
+        and tar.stat().st_size == stats.tar_bytes
+        and file_sha256(tar) == stats.tar_sha256
     )
 
 
@@ -184,11 +182,12 @@ class ShardWriter:
             }
         )
 
-    def finish(self, stats: dict) -> dict:
+    def finish(self, counts: ShardCounts, seconds: float) -> ShardStats:
         """Close, fsync and rename the tar, then write the index and the stats (last).
 
-        Returns the stats as written, with the tar's sha256 and size added. An earlier stats
-        file of the shard goes first, so stats never describe other bytes than the tar's.
+        Returns the stats as written: the task's counts, with the tar's sha256 and size. An
+        earlier stats file of the shard goes first, so stats never describe other bytes
+        than the tar's.
         """
         self.paths["stats"].unlink(missing_ok=True)
         self._tar.close()
@@ -199,14 +198,19 @@ class ShardWriter:
         index = io.BytesIO()
         pl.DataFrame(self._rows, schema=INDEX_SCHEMA).write_parquet(index, statistics=False)
         write_atomic(self.paths["index"], index.getvalue())
-        stats = {
-            **stats,
-            "shard": shard_name(self.number),
-            "samples": len(self._rows),
-            "tar_bytes": self.paths["tar"].stat().st_size,
-            "tar_sha256": self._hashing.sha256.hexdigest(),
-        }
-        write_atomic(self.paths["stats"], json.dumps(stats, indent=1, sort_keys=True).encode())
+        stats = ShardStats(
+            shard=shard_name(self.number),
+            selected=counts.selected,
+            samples=len(self._rows),
+            outcomes=dict(sorted(counts.outcomes.items())),
+            failures=tuple(counts.failures),
+            reencoded=counts.reencoded,
+            image_seconds=round(counts.image_seconds, 3),
+            seconds=round(seconds, 3),
+            tar_bytes=self.paths["tar"].stat().st_size,
+            tar_sha256=self._hashing.sha256.hexdigest(),
+        )
+        write_atomic(self.paths["stats"], stats.to_json())
         return stats
 
     def abort(self) -> None:

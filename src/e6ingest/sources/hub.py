@@ -25,7 +25,14 @@ from e6ingest.manifests import DatasetManifest, ImageRepo, MetadataFile
 from e6ingest.sources.base import Fetched, IndexedTarSource, IndexEntry, TarIndex, verify
 from e6ingest.sources.hubcache import COMMIT, HubCache
 from e6ingest.sources.hubhttp import HubHttp
-from e6ingest.sources.retry import BadBytes, HubError, Retrier, reachable, require_reachable
+from e6ingest.sources.retry import (
+    BadBytes,
+    HubError,
+    Retrier,
+    reachable,
+    require_reachable,
+    unreachable,
+)
 
 T = TypeVar("T")
 
@@ -125,7 +132,7 @@ class HubSource(IndexedTarSource):
                 known = self.cache.ref(repo, revision)
                 if known is not None:
                     return known
-                require_reachable(self.endpoint, f"to find what {repo}@{revision} is")
+                raise unreachable(self.endpoint, f"to find what {repo}@{revision} is")
             try:
                 sha = self.retry(lambda: self.http.revision_sha(repo, revision),
                                  f"{repo}@{revision}", repo)  # fmt: skip

@@ -110,13 +110,18 @@ def reachable(endpoint: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def unreachable(endpoint: str, purpose: str) -> HubError:
+    """The error of a run that needs the Hub and cannot reach it, with the way out."""
+    return HubError(
+        f"cannot reach the Hugging Face Hub at {endpoint} {purpose}. Without network, "
+        "use --mirror DIR (a local copy of the repositories) or --demo"
+    )
+
+
 def require_reachable(endpoint: str, purpose: str) -> None:
-    """Raise HubError at once, with the way out, when the Hub cannot be reached."""
+    """Raise HubError at once when the Hub cannot be reached."""
     if not reachable(endpoint):
-        raise HubError(
-            f"cannot reach the Hugging Face Hub at {endpoint} {purpose}. Without network, "
-            "use --mirror DIR (a local copy of the repositories) or --demo"
-        )
+        raise unreachable(endpoint, purpose)
 
 
 class Retrier:

@@ -1,0 +1,85 @@
+"""The output folder of a run: made ready (only e6ingest's own files ever removed), and the
+shards still to write found."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from e6ingest.core import is_temp_name
+from e6ingest.pipeline.plan import plan_fingerprint
+from e6ingest.shards import PLAN_FILE, shard_complete
+from e6ingest.shards.folder import OutputContents, foreign_error, remove_ours, scan_output
+from e6ingest.shards.layout import OutputError
+from e6ingest.shards.writer import read_stats
+
+
+class OutputConflict(OutputError):
+    """The output folder holds a run made with a different configuration."""
+
+
+def make_output_folder(out: Path) -> None:
+    """Create ``out`` (and its parents) or say why it cannot be an output folder."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not writable")
+
+
+def differences(saved: dict, new: dict, prefix: str = "") -> list[str]:
+    """The option names whose values differ between two configs (nested with dots)."""
+    names = []
+    for key in sorted(set(saved) | set(new)):
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return names
+
+
+def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
+    """Make ``out`` ready for a run (its lock held); True when a saved plan of the same
+    config is to be continued. Only files e6ingest wrote are ever removed: a folder
+    holding anything else is refused, naming one such file."""
+    contents = scan_output(out)
+    if contents.foreign:
+        raise foreign_error(contents)
+    saved = plan_fingerprint(out / PLAN_FILE)
+    if saved == fingerprint:
+        remove_ours(OutputContents(out, [p for p in contents.ours if is_temp_name(p.name)]))
+        return True
+    if contents.has_run and not overwrite:
+        if saved is None:
+            raise OutputConflict(
+                f"{out} holds an earlier run whose plan is missing; "
+                "use another --out, or --overwrite to replace that run"
+            )
+        changed = differences(saved.get("config", {}), fingerprint["config"])
+        if saved.get("dataset") != fingerprint["dataset"]:
+            changed.insert(0, f"dataset ({saved.get('dataset')!r} -> {fingerprint['dataset']!r})")
+        raise OutputConflict(
+            f"{out} holds a run with a different configuration ({'; '.join(changed[:5])}"
+            f"{' ...' if len(changed) > 5 else ''}); use another --out, or --overwrite to "
+            "replace that run"
+        )  # fmt: skip
+    remove_ours(contents)
+    return False
+
+
+def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> list[int]:
+    """The shards a run still has to write: those not complete (files missing, or a tar
+    whose size or sha256 is not what its stats say), and with ``retry_failed`` the complete
+    ones holding retryable failures. Nothing is changed here: a shard being rewritten
+    loses its stats only when its new tar is about to replace the old one."""
+
+    def redo(number: int) -> bool:
+        if not shard_complete(shards_dir, number, check_bytes=True):
+            return True
+        return retry_failed and read_stats(shards_dir, number).retryable > 0
+
+    return [n for n in numbers if redo(n)]
