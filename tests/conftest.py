@@ -17,6 +17,15 @@ from e6ingest.demo import build_demo
 REFERENCE = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """e6ingest's cache (Hub files, tag vocabularies, the demo) in a folder of the tests,
+    never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("E6INGEST_CACHE", str(tmp_path_factory.mktemp("e6ingest-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A demo mirror of 1000 posts per site, as users get from `e6ingest demo`."""

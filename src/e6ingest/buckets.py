@@ -40,3 +40,29 @@ def choose_bucket(width: int, height: int, spec: BucketSpec = BucketSpec()) -> t
     """The bucket whose aspect ratio is nearest to ``width / height`` (first on a tie)."""
     ratio = width / height
     return min(bucket_resolutions(spec), key=lambda r: abs(r[0] / r[1] - ratio))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How sd-scripts fits an image into its bucket: the size it is resized to (then
+    center-cropped to the bucket) and the ``crop_ltrb`` its latent files record."""
+
+    resized: tuple[int, int]
+    crop_ltrb: tuple[float, float, float, float]
+
+
+def fit_to_bucket(width: int, height: int, bucket: tuple[int, int]) -> Fit:
+    """sd-scripts' rule (``BucketManager.select_bucket`` and ``get_crop_ltrb``): scale so the
+    image covers the bucket (the side that is relatively shorter matches, rounded half up),
+    crop the excess equally from both ends; ``crop_ltrb`` is where an image of the original
+    aspect would lie inside the bucket, as SDXL conditioning takes it."""
+    bucket_w, bucket_h = bucket
+    ratio = width / height
+    scale = bucket_h / height if ratio > bucket_w / bucket_h else bucket_w / width
+    resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+    if bucket_w / bucket_h > ratio:
+        placed_w, placed_h = bucket_h * ratio, bucket_h
+    else:
+        placed_w, placed_h = bucket_w, bucket_w / ratio
+    left, top = (bucket_w - placed_w) // 2, (bucket_h - placed_h) // 2
+    return Fit(resized, (left, top, left + placed_w, top + placed_h))

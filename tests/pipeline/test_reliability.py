@@ -53,10 +53,16 @@ def _kill_when(mirror: Path, out: Path, ready, delay: float) -> None:
 
 def _tar_being_written(out: Path) -> bool:
     shards = out / "shards"
-    return shards.is_dir() and any(
-        ".tar." in p.name and p.name.endswith(".tmp") and p.stat().st_size > 0
-        for p in shards.iterdir()
-    )
+    if not shards.is_dir():
+        return False
+    for path in shards.iterdir():
+        if ".tar." in path.name and path.name.endswith(".tmp"):
+            try:
+                if path.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:  # renamed into place meanwhile
+                continue
+    return False
 
 
 def _some_shard_complete(out: Path) -> bool:

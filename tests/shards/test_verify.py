@@ -91,6 +91,10 @@ def test_deep_finds_an_image_that_does_not_decode(output, capsys):
     manifest = json.loads((output / "manifest.json").read_text())
     manifest["shards"][0]["sha256"] = hashlib.sha256(data).hexdigest()
     (output / "manifest.json").write_text(json.dumps(manifest))
+    tar_index = json.loads((output / "shards" / "00000.json").read_text())
+    tar_index["hash_lfs"] = hashlib.sha256(data).hexdigest()
+    tar_index["files"][f"{first['key']}.webp"]["sha256"] = hashlib.sha256(webp).hexdigest()
+    (output / "shards" / "00000.json").write_text(json.dumps(tar_index))
     assert tarfile.is_tarfile(tar)
 
     assert _verify(output, capsys)[0] == 0
@@ -112,3 +116,30 @@ def test_unfinished_run_and_missing_manifest(output, capsys):
     (output / "manifest.json").unlink()
     code, text = _verify(output, capsys)
     assert code == 1 and "no manifest" in text
+
+
+def test_repeated_keys_are_refused(output, capsys):
+    import polars as pl
+
+    index = output / "shards" / "00001.parquet"
+    first = pl.read_parquet(output / "shards" / "00000.parquet")["key"][0]
+    frame = pl.read_parquet(index)
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(first))
+                               .otherwise(pl.col("key")).alias("key"))  # fmt: skip
+    frame.write_parquet(index)
+    code, text = _verify(output, capsys)
+    assert code == 1
+    assert f"key {first} is in the output 2 times" in text
+
+
+def test_the_indexed_tar_json_is_checked(output, capsys):
+    path = output / "shards" / "00001.json"
+    document = json.loads(path.read_text())
+    name = next(iter(document["files"]))
+    document["files"][name]["offset"] += 512
+    path.write_text(json.dumps(document))
+    code, text = _verify(output, capsys)
+    assert code == 1 and f"shards/00001.tar: {name} differs from its indexed-tar JSON" in text
+    path.unlink()
+    code, text = _verify(output, capsys)
+    assert code == 1 and "shards/00001.json is missing" in text

@@ -60,8 +60,9 @@ def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
                 "use another --out, or --overwrite to replace that run"
             )
         changed = differences(saved.get("config", {}), fingerprint["config"])
-        if saved.get("dataset") != fingerprint["dataset"]:
-            changed.insert(0, f"dataset ({saved.get('dataset')!r} -> {fingerprint['dataset']!r})")
+        for key in ("format_version", "dataset"):
+            if saved.get(key) != fingerprint[key]:
+                changed.insert(0, f"{key} ({saved.get(key)!r} -> {fingerprint[key]!r})")
         raise OutputConflict(
             f"{out} holds a run with a different configuration ({'; '.join(changed[:5])}"
             f"{' ...' if len(changed) > 5 else ''}); use another --out, or --overwrite to "

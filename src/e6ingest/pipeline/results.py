@@ -17,9 +17,10 @@ from e6ingest import __version__
 from e6ingest.core import atomic_path, write_atomic
 from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
+from e6ingest.shards.card import write_card
 from e6ingest.shards.stats import FailureRecord, ShardStats
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: indexed-tar JSON per shard, dataset card, LAION size keys
 FAILURE_SCHEMA = pa.schema(
     [("id", pa.int64()), ("site", pa.string()), ("stage", pa.string()), ("kind", pa.string()),
      ("message", pa.string())]
@@ -151,4 +152,5 @@ def finalise(
         "shards": entries,
     }
     write_atomic(out / MANIFEST_FILE, json.dumps(document, indent=1).encode())
+    write_card(out, document)
     return document, summary

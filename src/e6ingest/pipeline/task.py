@@ -48,7 +48,8 @@ class ShardTask:
 
 
 def _tags_by_category(row: dict) -> dict[str, list[str]]:
-    return {c: list(row[f"tags_{c}"] or []) for c in TAG_CATEGORIES if row[f"tags_{c}"]}
+    """Every category, empty ones too: readers that declare a schema find each key."""
+    return {c: list(row[f"tags_{c}"] or []) for c in TAG_CATEGORIES}
 
 
 def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
@@ -70,6 +71,11 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
         "source_format": record.source_format,
         "original_size": [record.source_width, record.source_height],
         "size": [record.width, record.height],
+        # The LAION / img2dataset names, read by diffusers' webdataset scripts.
+        "width": record.width,
+        "height": record.height,
+        "original_width": record.source_width,
+        "original_height": record.source_height,
         "reencoded": record.reencoded,
         "bucket": list(choose_bucket(record.width, record.height, task.buckets)),
     }

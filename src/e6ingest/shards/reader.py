@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.shards.layout import read_manifest
+from e6ingest.shards.training import current_part, iter_batches, iter_part
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -62,8 +63,14 @@ def iter_samples(out: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 @dataclass
 class ShardSet:
-    """A pull's output opened for reading: ``dataset`` is a webdataset pipeline over the
-    shards in order, ``index`` the shard indexes (size, bucket, offset of every sample)."""
+    """A pull's output opened for reading (docs/TRAINERS.md):
+
+    - ``index``: the shard indexes, one row per sample (size, bucket, offset), polars;
+    - ``samples()``: every sample once per epoch across ranks and DataLoader workers,
+      optionally shuffled; ``batches()``: batches of one aspect bucket, resized and
+      center-cropped as sd-scripts does, for latent caching;
+    - ``dataset``: a ``webdataset.WebDataset`` split by node and worker.
+    """
 
     out: Path
     urls: list[str]
@@ -81,12 +88,44 @@ class ShardSet:
 
     @property
     def dataset(self):
-        """A fresh ``webdataset.WebDataset`` over the shards (no shuffling), decoded with
-        ``decode`` (``"pil"`` images, ``json`` as dicts, ``txt`` as str) unless None."""
+        """A fresh ``webdataset.WebDataset`` over the shards (no shuffling), split by node
+        (``RANK``/``WORLD_SIZE``) and DataLoader worker, decoded with ``decode`` (``"pil"``
+        images, ``json`` as dicts, ``txt`` as str) unless None. Splitting is by shard: with
+        fewer shards than ranks x workers, use :meth:`samples`, which splits by sample."""
         import webdataset as wds
 
-        pipeline = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False)
+        pipeline = wds.WebDataset(
+            self.urls, shardshuffle=False, empty_check=False,
+            nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
+        )  # fmt: skip
         return pipeline.decode(self.decode) if self.decode else pipeline
+
+    def samples(
+        self, rank: int | None = None, world_size: int | None = None, worker: int | None = None,
+        num_workers: int | None = None, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+    ) -> Iterator[dict]:  # fmt: skip
+        """This process's samples of one epoch (``__key__``, ``webp``, ``txt``, ``json``),
+        decoded unless the set was opened with ``decode=None``. Ranks default to
+        ``RANK``/``WORLD_SIZE``, workers to the torch DataLoader worker; across all of them
+        every sample comes exactly once (by shard, or by sample when shards are fewer than
+        parts). ``shuffle`` orders them by ``seed`` and ``epoch``."""
+        part = current_part(rank, world_size, worker, num_workers)
+        return iter_part(self.out, self.index, part, shuffle, seed, epoch,
+                            decode=self.decode is not None)  # fmt: skip
+
+    def batches(
+        self, batch_size: int, rank: int | None = None, world_size: int | None = None,
+        worker: int | None = None, num_workers: int | None = None, shuffle: bool = False,
+        seed: int = 0, epoch: int = 0, drop_last: bool = False, as_numpy: bool = True,
+    ) -> Iterator[dict]:  # fmt: skip
+        """Batches of this process's samples, each of one aspect bucket: ``images``
+        resized and center-cropped to the ``bucket`` as sd-scripts does (a uint8 array
+        [B, H, W, 3], or PIL images), with ``keys``, ``captions``, ``original_size``
+        [(W, H)] and ``crop_ltrb`` (what sd-scripts' latent files record) and ``json``.
+        Parts as in :meth:`samples`."""
+        part = current_part(rank, world_size, worker, num_workers)
+        return iter_batches(self.out, self.index, part, batch_size, shuffle, seed, epoch,
+                            drop_last, as_numpy)  # fmt: skip
 
     def __len__(self) -> int:
         return sum(entry["samples"] for entry in self.manifest["shards"])
@@ -96,8 +135,10 @@ def open_shards(out: str | Path, decode: str | None = "pil") -> ShardSet:
     """Open the output folder of a pull for a trainer::
 
     shards = e6ingest.open_shards("out")
-    for sample in shards.dataset:   # {"__key__", "webp", "txt", "json"}
+    for sample in shards.samples(shuffle=True, seed=0):   # {"__key__", "webp", "txt", "json"}
         ...
+    for batch in shards.batches(16):                     # one aspect bucket per batch
+        batch["images"], batch["original_size"], batch["crop_ltrb"]
     shards.index.group_by("bucket_width", "bucket_height").len()
     """
     out = Path(out)

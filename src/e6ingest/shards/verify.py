@@ -88,9 +88,23 @@ def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) 
     return problems
 
 
-def _check_layout(where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: bool) -> list[str]:
+def _check_listed(where: str, listed: dict, member: tarfile.TarInfo, payload: bytes) -> list[str]:
+    """A member as the indexed-tar JSON lists it (offset, size, sha256)."""
+    entry = listed.pop(member.name, None)
+    if not isinstance(entry, dict):
+        return [f"{where}: {member.name} is not in its indexed-tar JSON"]
+    found = (member.offset_data, member.size, hashlib.sha256(payload).hexdigest())
+    if (entry.get("offset"), entry.get("size"), entry.get("sha256")) != found:
+        return [f"{where}: {member.name} differs from its indexed-tar JSON entry"]
+    return []
+
+
+def _check_layout(
+    where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: bool, listed: dict
+) -> list[str]:
     """Members in index order, the members of a sample together and in the fixed order,
-    and each image where (and as) the index says."""
+    each image where (and as) the index says, and each member as the indexed-tar JSON
+    (``listed``, emptied as members are found) says."""
     problems: list[str] = []
     rows = index.iter_rows(named=True)
     members = _members(tar)
@@ -103,6 +117,7 @@ def _check_layout(where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: b
             if split_name(member.name) != (key, ext):
                 return [*problems, f"{where}: member {member.name!r} where {key}.{ext} belongs"]
             data[ext] = payload
+            problems += _check_listed(where, listed, member, payload)
             if ext == "webp":
                 digest = hashlib.sha256(payload).hexdigest()
                 if (member.offset_data, member.size, digest) != (
@@ -131,6 +146,11 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
     except Exception as exc:
         return [*missing, f"{SHARDS_DIR}/{paths['index'].name} is unreadable: {exc}"]
     problems = list(missing)
+    listed, tar_index = {}, _read_tar_index(paths["tarindex"])
+    if isinstance(tar_index, str):
+        problems.append(f"{SHARDS_DIR}/{paths['tarindex'].name} {tar_index}")
+        tar_index = {}
+    listed = dict(tar_index.get("files") or {})
     if index.height != entry["samples"]:
         problems.append(
             f"{where}: the index has {index.height} samples, the manifest {entry['samples']}"
@@ -139,7 +159,7 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
         reader = _HashingReader(raw)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
-                problems += _check_layout(where, tar, index, deep)
+                problems += _check_layout(where, tar, index, deep, listed)
         except (tarfile.TarError, EOFError, OSError) as exc:
             problems.append(f"{where}: unreadable tar: {exc}")
         reader.drain()
@@ -147,7 +167,27 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
         problems.append(f"{where}: {reader.size} bytes, the manifest says {entry['bytes']}")
     if reader.sha256.hexdigest() != entry["sha256"]:
         problems.append(f"{where}: sha256 differs from the manifest")
+    if tar_index:
+        json_name = f"{SHARDS_DIR}/{paths['tarindex'].name}"
+        if (tar_index.get("filesize"), tar_index.get("hash_lfs")) != (
+            reader.size, reader.sha256.hexdigest()
+        ):  # fmt: skip
+            problems.append(f"{json_name}: filesize or hash_lfs is not the tar's")
+        problems += [f"{json_name}: lists {name}, which the tar lacks" for name in listed]
     return problems
+
+
+def _read_tar_index(path: Path) -> dict | str:
+    """The indexed-tar JSON of a shard, or what is wrong with it."""
+    if not path.is_file():
+        return {}  # reported as missing with the shard's other files
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"is unreadable: {exc}"
+    if not isinstance(document, dict) or not isinstance(document.get("files"), dict):
+        return "is not an indexed-tar JSON (no 'files' table)"
+    return document
 
 
 def _repeated_keys(shards_dir: Path, entries: list[dict]) -> list[str]:

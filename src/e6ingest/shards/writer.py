@@ -1,9 +1,10 @@
 """Shards: one output webdataset tar written atomically and deterministically.
 
-A shard ``NNNNN`` is three files in the shards folder: ``NNNNN.tar`` (samples), ``NNNNN.parquet``
-(one index row per sample) and ``NNNNN.stats.json`` (counts, failures, bytes, seconds). Each is
-written under a temporary name, flushed, fsynced and renamed; the stats file comes last, so a
-shard is complete exactly when its stats file exists beside the other two.
+A shard ``NNNNN`` is four files in the shards folder: ``NNNNN.tar`` (samples), ``NNNNN.parquet``
+(one index row per sample), ``NNNNN.json`` (the hfutils indexed-tar JSON, ``tarindex``) and
+``NNNNN.stats.json`` (counts, failures, bytes, seconds). Each is written under a temporary
+name, flushed, fsynced and renamed; the stats file comes last, so a shard is complete exactly
+when its stats file exists beside the other three.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import polars as pl
 
 from e6ingest.core import create_new, temp_path, write_atomic
 from e6ingest.shards.stats import ShardCounts, ShardStats
+from e6ingest.shards.tarindex import Member, image_fields, tar_index, write_tar_index
 
 # Fixed member metadata: identical inputs give byte-identical tars.
 TAR_MTIME = 1_700_000_000
@@ -56,11 +58,12 @@ def shard_name(number: int) -> str:
 
 
 def shard_paths(directory: Path, number: int) -> dict[str, Path]:
-    """The tar, index and stats paths of shard ``number``."""
+    """The tar, index (parquet), indexed-tar JSON and stats paths of shard ``number``."""
     name = shard_name(number)
     return {
         "tar": directory / f"{name}.tar",
         "index": directory / f"{name}.parquet",
+        "tarindex": directory / f"{name}.json",
         "stats": directory / f"{name}.stats.json",
     }
 
@@ -139,8 +142,9 @@ class ShardWriter:
             fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT
         )
         self._rows: list[dict] = []
+        self._members: list[Member] = []
 
-    def _add_member(self, name: str, data: bytes) -> int:
+    def _add_member(self, name: str, data: bytes, extra: dict | None = None) -> int:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = TAR_MTIME
@@ -149,7 +153,10 @@ class ShardWriter:
         info.uname = info.gname = ""
         self._tar.addfile(info, io.BytesIO(data))
         # The data ends where the tar now stands, before its padding to 512 bytes.
-        return self._tar.offset - (-(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        offset = self._tar.offset - (-(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        digest = hashlib.sha256(data).hexdigest()
+        self._members.append(Member(name, offset, len(data), digest, extra or {}))
+        return offset
 
     def add(self, sample: Sample) -> None:
         """Append one sample; its members are written together in a fixed order."""
@@ -161,11 +168,14 @@ class ShardWriter:
             "txt": sample.caption.encode("utf-8"),
             "json": meta_bytes,
         }
-        offsets = {
-            ext: self._add_member(f"{sample.key}.{ext}", payload[ext]) for ext in MEMBER_ORDER
-        }
         size = sample.meta.get("size") or [None, None]
         bucket = sample.meta.get("bucket") or [None, None]
+        image = image_fields(*size, sample.caption) if size[0] and size[1] else {}
+        extras = {"webp": image}
+        offsets = {
+            ext: self._add_member(f"{sample.key}.{ext}", payload[ext], extras.get(ext))
+            for ext in MEMBER_ORDER
+        }
         self._rows.append(
             {
                 "key": sample.key,
@@ -177,7 +187,7 @@ class ShardWriter:
                 "bucket_width": bucket[0],
                 "bucket_height": bucket[1],
                 "bytes": len(sample.webp),
-                "sha256": hashlib.sha256(sample.webp).hexdigest(),
+                "sha256": self._members[-len(MEMBER_ORDER)].sha256,
                 "offset": offsets["webp"],
             }
         )
@@ -198,6 +208,8 @@ class ShardWriter:
         index = io.BytesIO()
         pl.DataFrame(self._rows, schema=INDEX_SCHEMA).write_parquet(index, statistics=False)
         write_atomic(self.paths["index"], index.getvalue())
+        sha256 = self._hashing.sha256.hexdigest()
+        write_tar_index(self.paths["tarindex"], tar_index(self.paths["tar"], sha256, self._members))
         stats = ShardStats(
             shard=shard_name(self.number),
             selected=counts.selected,
@@ -208,7 +220,7 @@ class ShardWriter:
             image_seconds=round(counts.image_seconds, 3),
             seconds=round(seconds, 3),
             tar_bytes=self.paths["tar"].stat().st_size,
-            tar_sha256=self._hashing.sha256.hexdigest(),
+            tar_sha256=sha256,
         )
         write_atomic(self.paths["stats"], stats.to_json())
         return stats

@@ -1,0 +1,126 @@
+"""The dataset card ``OUT/README.md``: what Hugging Face ``datasets`` (and the Hub's viewer,
+after an upload) read to open the output as a webdataset with declared features, and what a
+person reads to know how it was made.
+
+Without it, ``load_dataset(OUT)`` takes the folder for parquet (the plan, failures and shard
+indexes outnumber the tars); with a card that declares no features, it infers the json
+member from the first 5 samples and drops keys or fails on types that appear later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e6ingest.core import write_atomic
+from e6ingest.metadata import TAG_CATEGORIES
+from e6ingest.shards.layout import CARD_FILE, CARD_MARKER, SHARDS_DIR
+
+# The json member of a sample (docs/FORMAT.md), as datasets feature declarations.
+JSON_FEATURES: list[tuple[str, object]] = [
+    ("id", "int64"),
+    ("site", "string"),
+    ("key", "string"),
+    ("rating", "string"),
+    ("score", "int64"),
+    ("created_at", "string"),
+    ("tags", [(category, "sequence: string") for category in TAG_CATEGORIES]),
+    ("caption", [("text", "string"), ("tags", "string"), ("nl", "sequence: string")]),
+    ("source_format", "string"),
+    ("original_size", "sequence: int64"),
+    ("size", "sequence: int64"),
+    ("bucket", "sequence: int64"),
+    ("reencoded", "bool"),
+    ("width", "int64"),
+    ("height", "int64"),
+    ("original_width", "int64"),
+    ("original_height", "int64"),
+]
+SAMPLE_FEATURES: list[tuple[str, object]] = [
+    ("__key__", "string"),
+    ("__url__", "string"),
+    ("webp", "image"),
+    ("txt", "string"),
+    ("json", JSON_FEATURES),
+]
+
+
+def _feature_yaml(features: list[tuple[str, object]], indent: int) -> list[str]:
+    pad = " " * indent
+    lines = []
+    for name, kind in features:
+        lines.append(f"{pad}- name: {name}")
+        if isinstance(kind, list):
+            lines.append(f"{pad}  struct:")
+            lines += _feature_yaml(kind, indent + 2)
+        elif kind.startswith("sequence: "):
+            lines.append(f"{pad}  {kind}")
+        else:
+            lines.append(f"{pad}  dtype: {kind}")
+    return lines
+
+
+def card_front_matter() -> str:
+    """The YAML front matter: the tars as the one config, and the declared features."""
+    lines = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        f"    path: {SHARDS_DIR}/*.tar",
+        "dataset_info:",
+        "  features:",
+        *_feature_yaml(SAMPLE_FEATURES, 2),
+        "tags:",
+        "- webdataset",
+        "- e6ingest",
+        "---",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _describe(manifest: dict) -> list[str]:
+    config = manifest["config"]
+    totals = manifest["totals"]
+    dataset = manifest["dataset"]
+    failed = sum(totals["failed"].values())
+    repos = "\n".join(f"  - `{repo}` at `{commit}`" for repo, commit in dataset["repos"].items())
+    query = " ".join(filter(None, [config.get("query", ""), "rating:" + ",".join(
+        config["ratings"]) if config.get("ratings") else ""])) or "(everything)"  # fmt: skip
+    image, caption, buckets = config["image"], config["caption"], config["buckets"]
+    subset = (f"a sample of {config['sample']} (seed {config['seed']})" if config.get("sample")
+              else f"the first {config['limit']}" if config.get("limit") else "all")  # fmt: skip
+    lossless = ", lossless sources kept lossless" if image["lossless"] else ""
+    order = ",".join(caption["order"]) if caption.get("order") else "the site's"
+    return [
+        f"# {dataset['name']}: {totals['written']:,} samples",
+        "",
+        f"Made with e6ingest {manifest['e6ingest_version']} (output format "
+        f"{manifest['format_version']}) from the {dataset['name']} dataset ({dataset['site']}):",
+        repos,
+        "",
+        f"- **Selection**: `{query}`, {subset} of the selected posts; "
+        f"{totals['selected']:,} posts planned, {totals['written']:,} written, {failed:,} "
+        "failed (one row each, with why, in `failures.parquet`).",
+        f"- **Images**: WebP of at most {image['max_pixels']:,} pixels (quality "
+        f"{image['quality']}, method {image['method']}{lossless}), EXIF orientation applied, "
+        "colour in sRGB.",
+        f"- **Captions** (`{{key}}.txt`, and `caption` in `{{key}}.json`): merge "
+        f"`{caption.get('merge') or 'tags'}`, separator `{caption['separator']!r}`, "
+        f"category order {order}.",
+        f"- **Buckets** (sd-scripts rule): resolution {buckets['resolution']}, sides "
+        f"{buckets['min_side']}..{buckets['max_side']} in steps of {buckets['step']}.",
+        f"- **Shards**: {len(manifest['shards']):,} webdataset tars in `shards/`, each with "
+        "its sample index (`.parquet`) and indexed-tar JSON (`.json`, the hfutils format).",
+        "",
+        'Open it with `datasets.load_dataset("<this folder or repo>", split="train")`, '
+        "webdataset, webshart, or `e6ingest.open_shards`; each sample is `webp`, `txt` and "
+        "`json` under the key `{site}/{id}`.",
+        "",
+    ]
+
+
+def write_card(out: Path, manifest: dict) -> None:
+    """Write ``OUT/README.md`` for a finished run (marked as e6ingest's)."""
+    text = card_front_matter() + CARD_MARKER + "\n" + "\n".join(_describe(manifest))
+    write_atomic(out / CARD_FILE, text.encode("utf-8"))

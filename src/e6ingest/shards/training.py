@@ -1,0 +1,209 @@
+"""Reading an output for training, without torch: every sample exactly once per epoch across
+ranks (``RANK``/``WORLD_SIZE``) and DataLoader workers, optionally shuffled with a seed, and
+batches of one aspect bucket each, resized and center-cropped as sd-scripts does, for a
+latent-caching stage. Samples are read by offset (the shard indexes say where), so no
+image is decoded to learn its size or bucket."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import polars as pl
+
+from e6ingest.buckets import fit_to_bucket
+
+
+@dataclass(frozen=True)
+class Part:
+    """Which share of an epoch one process reads: its rank among ``world_size`` processes
+    and its DataLoader worker among ``num_workers``."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.rank < self.world_size and 0 <= self.worker < self.num_workers):
+            raise ValueError(f"no such part: {self}")
+
+    @property
+    def index(self) -> int:
+        """This part's number among all of them."""
+        return self.rank * self.num_workers + self.worker
+
+    @property
+    def total(self) -> int:
+        """How many parts an epoch is split into."""
+        return self.world_size * self.num_workers
+
+
+def current_part(
+    rank: int | None = None,
+    world_size: int | None = None,
+    worker: int | None = None,
+    num_workers: int | None = None,
+) -> Part:
+    """The part of the calling process: arguments, else ``RANK``/``WORLD_SIZE`` (as set by
+    torchrun and accelerate) and the torch DataLoader worker when torch is in use."""
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0"))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if worker is None or num_workers is None:
+        info = None
+        if "torch" in sys.modules:  # torch users only; never imported here
+            info = sys.modules["torch"].utils.data.get_worker_info()
+        worker = worker if worker is not None else (info.id if info else 0)
+        num_workers = num_workers if num_workers is not None else (info.num_workers if info else 1)
+    return Part(rank, world_size, worker, num_workers)
+
+
+def assign(index: pl.DataFrame, part: Part) -> pl.DataFrame:
+    """The rows of ``index`` (every sample, in shard order) that ``part`` reads: whole
+    shards when there are at least as many shards as parts, else every n-th sample."""
+    shards = index["shard"].unique(maintain_order=True).to_list()
+    if len(shards) >= part.total:
+        mine = shards[part.index :: part.total]
+        return index.filter(pl.col("shard").is_in(mine))
+    return (
+        index.with_row_index("_row").filter(pl.col("_row") % part.total == part.index).drop("_row")
+    )
+
+
+class _Files:
+    """Open shard tars (a few at a time) and their indexed-tar JSON, for reads by offset."""
+
+    def __init__(self, out: Path, keep: int = 8):
+        self.out, self.keep = out, keep
+        self._handles: OrderedDict[str, BinaryIO] = OrderedDict()
+        self._members: OrderedDict[str, dict] = OrderedDict()
+
+    def read(self, shard: str, offset: int, size: int) -> bytes:
+        handle = self._handles.pop(shard, None) or (self.out / shard).open("rb")
+        self._handles[shard] = handle
+        if len(self._handles) > self.keep:
+            self._handles.popitem(last=False)[1].close()
+        handle.seek(offset)
+        return handle.read(size)
+
+    def member(self, shard: str, name: str) -> bytes:
+        files = self._members.pop(shard, None)
+        if files is None:
+            path = (self.out / shard).with_suffix(".json")
+            files = json.loads(path.read_bytes())["files"]
+        self._members[shard] = files
+        if len(self._members) > self.keep:
+            self._members.popitem(last=False)
+        entry = files[name]
+        return self.read(shard, entry["offset"], entry["size"])
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+def _order(rows: pl.DataFrame, shuffle: bool, seed: int, epoch: int) -> pl.DataFrame:
+    if not shuffle:
+        return rows
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(rows.height))
+    rng.shuffle(order)
+    return rows[order]
+
+
+def iter_part(
+    out: Path, index: pl.DataFrame, part: Part, shuffle: bool, seed: int, epoch: int,
+    decode: bool,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The samples of ``part``, in the webdataset shape (``__key__``, ``webp``, ``txt``,
+    ``json``), decoded (PIL image, str, dict) unless ``decode`` is false."""
+    files = _Files(out)
+    try:
+        for row in _order(assign(index, part), shuffle, seed, epoch).iter_rows(named=True):
+            webp = files.read(row["shard"], row["offset"], row["bytes"])
+            txt = files.member(row["shard"], f"{row['key']}.txt")
+            meta = files.member(row["shard"], f"{row['key']}.json")
+            if decode:
+                from PIL import Image
+
+                webp, txt, meta = Image.open(io.BytesIO(webp)), txt.decode(), json.loads(meta)
+            yield {"__key__": row["key"], "webp": webp, "txt": txt, "json": meta}
+    finally:
+        files.close()
+
+
+def _fitted(data: bytes, bucket: tuple[int, int]):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+        original = image.size
+        fit = fit_to_bucket(*original, bucket)
+        if image.size != fit.resized:
+            image = image.resize(fit.resized, Image.Resampling.LANCZOS)
+        left = (fit.resized[0] - bucket[0]) // 2
+        top = (fit.resized[1] - bucket[1]) // 2
+        image = image.crop((left, top, left + bucket[0], top + bucket[1]))
+    return image, original, fit.crop_ltrb
+
+
+def iter_batches(
+    out: Path, index: pl.DataFrame, part: Part, batch_size: int, shuffle: bool, seed: int,
+    epoch: int, drop_last: bool, as_numpy: bool,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Batches of ``part``'s samples, each of one aspect bucket (module doc)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    rows = _order(assign(index, part), shuffle, seed, epoch)
+    plans = []
+    for (width, height), group in rows.group_by(
+        "bucket_width", "bucket_height", maintain_order=True
+    ):
+        for start in range(0, group.height, batch_size):
+            chunk = group.slice(start, batch_size)
+            if chunk.height == batch_size or not drop_last:
+                plans.append(((width, height), chunk))
+    if shuffle:
+        random.Random(f"{seed}:{epoch}:batches").shuffle(plans)
+    files = _Files(out)
+    try:
+        for bucket, chunk in plans:
+            yield _batch(files, bucket, chunk, as_numpy)
+    finally:
+        files.close()
+
+
+def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy: bool) -> dict:
+    images, originals, crops, captions, metas = [], [], [], [], []
+    for row in chunk.iter_rows(named=True):
+        image, original, crop = _fitted(files.read(row["shard"], row["offset"], row["bytes"]),
+                                        bucket)  # fmt: skip
+        images.append(image)
+        originals.append(original)
+        crops.append(crop)
+        captions.append(files.member(row["shard"], f"{row['key']}.txt").decode())
+        metas.append(json.loads(files.member(row["shard"], f"{row['key']}.json")))
+    if as_numpy:
+        import numpy as np
+
+        images = np.stack([np.asarray(image) for image in images])
+    return {
+        "keys": chunk["key"].to_list(),
+        "bucket": bucket,
+        "images": images,
+        "captions": captions,
+        "original_size": originals,
+        "crop_ltrb": crops,
+        "json": metas,
+    }

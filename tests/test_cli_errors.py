@@ -1,0 +1,340 @@
+"""Ordinary mistakes get one clear line and an exit code that means something; nothing
+succeeds at nothing; a subset for CI is one flag; progress and summaries read well."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e6ingest.cli import main
+from e6ingest.cli.parsers import build_parser
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if not line.startswith("using the demo")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def mirror_args(small_demo):
+    return ["--mirror", str(small_demo)]
+
+
+def test_out_is_a_file(mirror_args, tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    code, _, err = _run(capsys, "pull", *mirror_args, "--out", str(target), "--quiet")
+    assert code == 2 and "is a file" in _one_line(err)
+    code, _, err = _run(capsys, "pull", *mirror_args, "--out", str(target / "sub"), "--quiet")
+    assert code == 2 and "cannot create" in _one_line(err)
+
+
+def test_mirror_that_does_not_exist(tmp_path, capsys):
+    code, _, err = _run(capsys, "pull", "--mirror", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and "does not exist" in _one_line(err) and "nope" in err
+    code, _, err = _run(capsys, "inspect", "--mirror", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in _one_line(err)
+
+
+def test_captions_out_is_a_folder(mirror_args, tmp_path, capsys):
+    code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(tmp_path))
+    assert code == 2 and "is a folder" in _one_line(err)
+
+
+def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_path, capsys):
+    mine = tmp_path / "notes.jsonl"
+    mine.write_text('{"my": "notes"}\n')
+    code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(mine))
+    assert code == 2 and "not a captions file" in _one_line(err)
+    assert mine.read_text() == '{"my": "notes"}\n'
+    ours = tmp_path / "captions.jsonl"
+    assert _run(capsys, "captions", *mirror_args, "--out", str(ours))[0] == 0
+    assert _run(capsys, "captions", *mirror_args, "--out", str(ours), "--rating", "e")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["demo", "--posts", "0", "--out", "x"], "--posts: must be at least 1"),
+        (["pull", "--workers", "0", "--out", "x"], "--workers: must be at least 1"),
+        (["pull", "--workers", "-2", "--out", "x"], "--workers: must be at least 1"),
+        (["pull", "--attempts", "0", "--out", "x"], "--attempts: must be at least 1"),
+        (["pull", "--bucket-resolution", "0", "--out", "x"], "--bucket-resolution: must be"),
+        (["pull", "--shard-size", "1.5", "--out", "x"], "'1.5' is not a whole number"),
+        (["pull", "--sample", "10", "--limit", "5", "MIRROR", "--out", "x"], "one of them"),
+        (["pull", "--out", "x", "MIRROR", "--rating", "g"], "its ratings are s (safe)"),
+        (["inspect", "--dataset", "danbooru2024", "MIRROR", "--query", "rating:safe"],
+         "g (general) and s (sensitive)"),
+        (["inspect", "MIRROR", "--query", "order:score order:id"], "stands alone"),
+        (["inspect", "MIRROR", "--dataset", "nope"], "unknown dataset 'nope'"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        a for arg in argv for a in (["--mirror", str(small_demo)] if arg == "MIRROR" else [arg])
+    ]
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own checks
+        code = main(argv)
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    line = _one_line(err) if "\n" not in err.strip() else err
+    assert says in line, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ('include_deleted = "false"', "include_deleted must be true or false"),
+        ("shard_size = 1.5", "shard_size must be a whole number"),
+        ("[image]\nquality = true", "quality must be a whole number"),
+        ("shard-size = 0", "--shard-size must be at least 1"),
+        ("unknown_option = 1", "unknown option"),
+        ("this is not toml", "cannot read config"),
+    ],
+)
+def test_config_file_types_are_checked(toml, says, mirror_args, tmp_path, capsys):
+    config = tmp_path / "pull.toml"
+    config.write_text(toml)
+    code, _, err = _run(capsys, "pull", *mirror_args, "--config", str(config), "--out",
+                        str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and says in err and "pull.toml" in err
+    assert "Traceback" not in err
+
+
+def test_config_file_takes_the_flag_names(mirror_args, tmp_path, capsys):
+    config = tmp_path / "pull.toml"
+    config.write_text('rating = "e"\nshard-size = 7\nquality = 80\n')
+    out = tmp_path / "out"
+    code, _, _ = _run(capsys, "pull", *mirror_args, "--config", str(config), "--out", str(out),
+                      "--quiet", "--workers", "1")  # fmt: skip
+    assert code == 0
+    saved = json.loads((out / "manifest.json").read_text())["config"]
+    assert (saved["ratings"], saved["shard_size"], saved["image"]["quality"]) == (["e"], 7, 80)
+
+
+def test_manifest_with_wrong_types(mirror_args, tmp_path, capsys):
+    manifest = tmp_path / "mine.toml"
+    manifest.write_text(
+        'name = "x"\nsite = "e621"\ngated = "false"\n[[metadata]]\nrepo = "o/m"\n'
+        'path = "m.parquet"\nschema = "e621_newest"\n[[images]]\nrepo = "o/i"\n'
+        'tar = "{shard}.tar"\nindex = "{shard}.json"\n'
+    )
+    code, _, err = _run(capsys, "pull", *mirror_args, "--dataset", str(manifest), "--out",
+                        str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and "gated must be true or false" in _one_line(err)
+
+
+def test_a_hub_500_on_the_metadata_file_is_exit_3(small_demo, tmp_path, capsys, monkeypatch):
+    from tests.hubserver import Faults, HubServer
+
+    monkeypatch.setenv("E6INGEST_CACHE", str(tmp_path / "cache"))
+    with HubServer(small_demo, Faults(always_fail=(r"\.parquet$",))) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        code, _, err = _run(capsys, "pull", "--out", str(tmp_path / "out"), "--attempts", "2",
+                            "--quiet")  # fmt: skip
+    assert code == 3 and "metadata file" in _one_line(err) and "HTTP 500" in err
+
+
+def test_disk_full_is_one_line_and_the_rerun_continues(mirror_args, tmp_path, capsys,
+                                                       monkeypatch):  # fmt: skip
+    from e6ingest.shards import writer
+
+    out = tmp_path / "out"
+    real_add = writer.ShardWriter.add
+    calls = {"n": 0}
+
+    def full(self, sample):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self._tmp_tar))
+        return real_add(self, sample)
+
+    monkeypatch.setattr(writer.ShardWriter, "add", full)
+    args = ["pull", *mirror_args, "--out", str(out), "--quiet", "--workers", "1",
+            "--shard-size", "10"]  # fmt: skip
+    code, _, err = _run(capsys, *args)
+    line = _one_line(err)
+    assert code == 4 and line.startswith("e6ingest pull: error: disk full at ")
+    assert "free space and rerun the same command to continue" in line
+    monkeypatch.setattr(writer.ShardWriter, "add", real_add)
+    code, out_text, _ = _run(capsys, *args)
+    assert code == 0 and "already complete" in out_text
+
+
+def test_log_json_reports_errors(mirror_args, tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    code, out, err = _run(capsys, "pull", *mirror_args, "--out", str(target), "--log-json")
+    assert code == 2 and err == ""
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["exit_code"] == 2 and "is a file" in event["message"]
+
+
+def _e6ingest(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "e6ingest", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+
+
+def test_output_piped_to_head(demo_root):
+    proc = _e6ingest("captions", "--mirror", str(demo_root), "--preview", "1000")
+    proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_finishes(demo_root, tmp_path):
+    out = tmp_path / "out"
+    args = ["pull", "--mirror", str(demo_root), "--out", str(out), "--quiet", "--workers", "2",
+            "--shard-size", "50"]  # fmt: skip
+    proc = _e6ingest(*args, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("shards/*.stats.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the pull ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert _one_line(err) == "e6ingest pull: error: interrupted; rerun the same command to continue"
+    done = subprocess.run([sys.executable, "-m", "e6ingest", *args], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "already complete" in done.stdout
+
+
+# -- --sample and --limit: the CI smoke test on a subset ----------------------------------
+
+
+def test_sample_is_the_same_posts_for_the_same_seed(mirror_args, tmp_path, capsys):
+    def keys(out: Path, *extra: str) -> list[str]:
+        code, _, _ = _run(capsys, "pull", *mirror_args, "--rating", "e,q,s", "--sample", "20",
+                          "--out", str(out), "--quiet", "--workers", "1", *extra)  # fmt: skip
+        assert code == 0
+        import polars as pl
+
+        return sorted(pl.read_parquet(out / "plan.parquet")["id"].to_list())
+
+    first, again = keys(tmp_path / "a"), keys(tmp_path / "b")
+    other = keys(tmp_path / "c", "--seed", "1")
+    assert len(first) == 20 and first == again and first != other
+    code, out, _ = _run(capsys, "inspect", *mirror_args, "--rating", "e,q,s", "--sample", "20",
+                        "--count")  # fmt: skip
+    assert code == 0 and out.strip() == "20"
+
+
+def test_limit_follows_the_query_order(mirror_args, capsys):
+    code, out, _ = _run(capsys, "captions", *mirror_args, "--query", "order:id_desc",
+                        "--limit", "3", "--preview", "3")  # fmt: skip
+    keys = [line.rstrip(":") for line in out.splitlines() if not line.startswith(" ")]
+    ids = [int(key.split("/")[1]) for key in keys]
+    assert code == 0 and len(ids) == 3 and ids == sorted(ids, reverse=True)
+
+
+# -- progress and summaries ----------------------------------------------------------------
+
+
+def test_progress_moves_per_post_before_the_shard_ends(small_demo, tmp_path):
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import progress, pull
+
+    events = []
+    slow = progress.SEND_EVERY_SECONDS
+    progress.SEND_EVERY_SECONDS = 0.0  # every post sent: what the bar's counter shows
+    try:
+        pull(make_config({"ratings": "e,q,s", "shard_size": 1000}), tmp_path / "out",
+             small_demo, workers=1, progress=lambda e, i: events.append((e, i)))  # fmt: skip
+    finally:
+        progress.SEND_EVERY_SECONDS = slow
+    names = [e for e, _ in events]
+    posts = [i for e, i in events if e == "posts"]
+    planned = next(i for e, i in events if e == "planned")
+    assert len(posts) == planned["posts_todo"]  # one event per post
+    assert names.index("posts") < names.index("shard")
+
+
+def test_bar_counts_posts(capsys):
+    import io
+
+    from e6ingest.cli.progress import BarReporter
+
+    stream = io.StringIO()
+    bars = BarReporter(stream)
+    bars("planning", {})
+    bars("planned", {"selected": 5, "shards": 1, "todo": 1, "posts_todo": 5})
+    bars("posts", {"written": 2, "failed": 1})
+    assert bars.bars["posts"].n == 3 and bars.bars["shards"].n == 0
+    bars.close()
+
+
+def test_summary_points_at_failures_and_counts_this_run(mirror_args, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["pull", *mirror_args, "--out", str(out), "--quiet", "--workers", "1",
+            "--shard-size", "100"]  # fmt: skip
+    code, text, _ = _run(capsys, *args)
+    assert code == 0
+    assert f"failures: {out / 'failures.parquet'}" in text
+    assert "  e.g. " in text and "1 shard (0 already complete)" in text
+    code, text, _ = _run(capsys, *args)
+    assert "this run: 0 samples in" in text and "0.0 samples/s" in text
+
+
+def test_demo_says_where_it_is_and_that_it_breaks_posts(tmp_path, capsys):
+    code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"), "--posts", "5")
+    assert code == 0 and str(tmp_path / "demo") in out and "broken on purpose" in out
+
+
+# -- help and the public API ----------------------------------------------------------------
+
+
+def test_every_flag_has_help_with_its_default_and_every_command_examples():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == {"pull", "inspect", "captions", "verify", "export", "demo"}
+    for name, sub in commands.items():
+        assert "examples:" in sub.epilog and "exit codes:" in sub.epilog, name
+        for action in sub._actions:
+            if action.dest == "help" or not action.option_strings:
+                continue
+            text = action.help or ""
+            assert (
+                "default" in text or "required" in text or action.required or ("an empty" in text)
+            ), f"{name} {action.option_strings}: {text!r}"
+
+
+def test_readme_lists_every_command_and_the_exit_codes():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for command in ("pull", "inspect", "captions", "verify", "export kohya", "demo"):
+        assert f"e6ingest {command}" in readme
+    for code in ("130", "141", "| 3 |"):
+        assert code in readme
+    assert 'rating = "e,q,s"' in readme and "shard-size" in readme
+
+
+def test_the_public_api_is_listed_and_documented():
+    import e6ingest
+
+    for name in ("pull", "dataset", "open_shards", "make_config", "verify_output"):
+        assert name in dir(e6ingest) and name in e6ingest.__doc__
+        assert getattr(e6ingest, name).__doc__
