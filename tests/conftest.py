@@ -126,3 +126,10 @@ def e621_newest_sample(tmp_path):
     path = tmp_path / "table.parquet"
     pq.write_table(pa.Table.from_pylist(E621_NEWEST_ROWS), path)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the 1k-post demo are end-to-end runs: slow (``-m "not slow"`` skips them)."""
+    for item in items:
+        if "demo_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -24,6 +24,7 @@ def hub_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["e621", "danbooru2024"])
 def test_pull_from_the_hub_writes_what_the_mirror_pull_writes(
     dataset, small_demo, tmp_path, hub_env, capsys

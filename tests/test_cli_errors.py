@@ -121,6 +121,7 @@ def test_config_file_types_are_checked(toml, says, mirror_args, tmp_path, capsys
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_config_file_takes_the_flag_names(mirror_args, tmp_path, capsys):
     config = tmp_path / "pull.toml"
     config.write_text('rating = "e"\nshard-size = 7\nquality = 80\n')
@@ -155,6 +156,7 @@ def test_a_hub_500_on_the_metadata_file_is_exit_3(small_demo, tmp_path, capsys, 
     assert code == 3 and "metadata file" in _one_line(err) and "HTTP 500" in err
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_the_rerun_continues(mirror_args, tmp_path, capsys,
                                                        monkeypatch):  # fmt: skip
     from e6ingest.shards import writer
@@ -227,6 +229,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_finishes(demo_root, tmp_path)
 # -- --sample and --limit: the CI smoke test on a subset ----------------------------------
 
 
+@pytest.mark.slow
 def test_sample_is_the_same_posts_for_the_same_seed(mirror_args, tmp_path, capsys):
     def keys(out: Path, *extra: str) -> list[str]:
         code, _, _ = _run(capsys, "pull", *mirror_args, "--rating", "e,q,s", "--sample", "20",
@@ -255,6 +258,7 @@ def test_limit_follows_the_query_order(mirror_args, capsys):
 # -- progress and summaries ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_progress_moves_per_post_before_the_shard_ends(small_demo, tmp_path):
     from e6ingest.config import make_config
     from e6ingest.pipeline import progress, pull
@@ -288,6 +292,7 @@ def test_bar_counts_posts(capsys):
     bars.close()
 
 
+@pytest.mark.slow
 def test_summary_points_at_failures_and_counts_this_run(mirror_args, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["pull", *mirror_args, "--out", str(out), "--quiet", "--workers", "1",

@@ -141,6 +141,7 @@ def no_pixel_decoding(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_pixel_decoding")
 def test_decompression_bomb_refused_from_the_header():
     # A 30000 x 30000 PNG (900 MP, ~1 GB decoded) in a body of a few hundred kilobytes.

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+@pytest.mark.slow
 def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
     monkeypatch.setenv("E6INGEST_MIRROR", str(demo_root))
     notebook = nbformat.read(NOTEBOOKS / "inspect_ratings.ipynb", as_version=4)

@@ -24,6 +24,7 @@ def _reference_columns(reference):
     return [(names[i], types[i]) for i in sorted(types, key=int)]
 
 
+@pytest.mark.slow
 def test_every_repository_of_both_datasets_is_there(small_demo):
     for name in ("e621", "danbooru2024"):
         manifest = load_manifest(name)
@@ -89,6 +90,7 @@ def test_e621_metadata_schemas(small_demo):
     )
 
 
+@pytest.mark.slow
 def test_demo_content_is_realistic(demo_root):
     frame = pd.read_parquet(demo_root / "deepghs/danbooru2024-webp-4Mpixel/metadata.parquet")
     shares = frame["rating"].value_counts(normalize=True)
@@ -105,6 +107,7 @@ def test_demo_content_is_realistic(demo_root):
     assert {"webp", "jpg", "png", "gif", "avif"} <= kinds
 
 
+@pytest.mark.slow
 def test_demo_is_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     build_demo(a, posts=15, seed=7, workers=1)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 import webdataset as wds
 
 from e6ingest.cli import main
 
 
+@pytest.mark.slow
 def test_pull_writes_captions_per_spec_and_captions_command_agrees(small_demo, tmp_path, capsys):
     selection = ["--mirror", str(small_demo), "--rating", "e,q,s"]
     first = tmp_path / "plain.jsonl"

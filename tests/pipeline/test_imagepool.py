@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image
 
 from e6ingest.config import make_config
@@ -38,6 +39,7 @@ def test_pool_results_equal_normalize_in_order_with_failures():
             assert (got[1].width, got[1].height) == (90, 45)
 
 
+@pytest.mark.slow
 def test_pull_through_the_pool_writes_what_one_process_writes(small_demo, tmp_path):
     config = make_config({"ratings": "e,q,s", "shard_size": 1000})  # one shard: the pool runs
     pooled = pull(config, tmp_path / "pool", small_demo, workers=2)

@@ -43,6 +43,7 @@ def output(small_pull, tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_overwrite_never_deletes_what_e6ingest_did_not_write(output, small_demo, capsys):
     (output / "notes.txt").write_text("my notes")
     (output / "sub").mkdir()
@@ -57,6 +58,7 @@ def test_overwrite_never_deletes_what_e6ingest_did_not_write(output, small_demo,
     assert _files(output) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_only_its_own_run(output, small_demo, capsys):
     assert main(_pull_args(small_demo, output, "--rating", "e")) == 2
     err = capsys.readouterr().err
@@ -187,6 +189,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_coding_error_in_image_work_stops_the_run(small_demo, tmp_path, monkeypatch):
     import e6ingest.imaging as imaging
 

@@ -89,6 +89,7 @@ def test_tags_holding_line_breaks_give_one_line_captions(tmp_path):
     assert caption == "solo, focus, red, hair, tab, bed"
 
 
+@pytest.mark.slow
 def test_a_row_without_an_id_is_recorded(small_demo, tmp_path):
     import shutil
 

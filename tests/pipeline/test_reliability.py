@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from e6ingest.shards.reader import iter_samples
 
@@ -69,6 +70,7 @@ def _some_shard_complete(out: Path) -> bool:
     return (out / "shards").is_dir() and any((out / "shards").glob("*.stats.json"))
 
 
+@pytest.mark.slow
 def test_killed_runs_finish_with_the_bytes_of_an_uninterrupted_run(small_demo, tmp_path):
     reference = tmp_path / "reference"
     _run(small_demo, reference)
@@ -96,6 +98,7 @@ def test_killed_runs_finish_with_the_bytes_of_an_uninterrupted_run(small_demo, t
     assert not [p for p in out.rglob("*.tmp")]  # every temporary file was replaced
 
 
+@pytest.mark.slow
 def test_two_clean_runs_are_byte_identical(small_demo, tmp_path):
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull

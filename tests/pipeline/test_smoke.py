@@ -22,6 +22,7 @@ def _read_samples(out):
     return list(dataset)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["e621", "danbooru2024"])
 def test_pull_demo_mirror_end_to_end(dataset, demo_root, tmp_path, capsys):
     out = tmp_path / "out"
@@ -71,6 +72,7 @@ def test_pull_demo_mirror_end_to_end(dataset, demo_root, tmp_path, capsys):
     assert set(failures["id"]).isdisjoint(int(k.split("/")[1]) for k in keys)
 
 
+@pytest.mark.slow
 def test_rerun_continues_and_other_config_is_refused(small_demo, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["pull", "--mirror", str(small_demo), "--out", str(out), "--shard-size", "20", "--quiet"]
@@ -114,6 +116,7 @@ def test_pull_without_a_source_says_how_to_get_one(tmp_path, capsys, monkeypatch
     assert "--mirror" in err and "--demo" in err
 
 
+@pytest.mark.slow
 def test_log_json_reports_every_shard_and_the_summary(small_demo, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["pull", "--mirror", str(small_demo), "--out", str(out), "--shard-size", "20",

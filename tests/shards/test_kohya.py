@@ -156,6 +156,7 @@ def test_reexport_never_replaces_hand_edits(small_pull, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_reexport_of_a_new_pull_replaces_same_size_captions(small_demo, tmp_path):
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull

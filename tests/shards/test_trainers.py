@@ -197,6 +197,7 @@ def test_onetrainer_concept_folder_from_the_kohya_export(small_pull, tmp_path):
 # -- e6ingest's reader: ranks x workers, buckets, sd-scripts crops --------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shard_size", [20, 4])  # fewer shards than parts, and more
 def test_ranks_and_workers_read_every_sample_once(small_demo, tmp_path, shard_size):
     from e6ingest.config import make_config
@@ -219,6 +220,7 @@ def test_ranks_and_workers_read_every_sample_once(small_demo, tmp_path, shard_si
     assert shuffled != shards.index["key"].to_list()
 
 
+@pytest.mark.slow
 def test_batches_are_one_bucket_cropped_as_sd_scripts_does(small_pull):
     shards = e6ingest.open_shards(small_pull)
     index = {row["key"]: row for row in shards.index.iter_rows(named=True)}

@@ -63,6 +63,7 @@ def _one_repo(root: Path, files: dict[int, bytes], padding: int = 0):
 # -- whole shards: verified after download, re-read by range when their bytes fail --------
 
 
+@pytest.mark.slow
 def test_a_whole_shard_damaged_in_transit_loses_no_post(small_demo, tmp_path):
     config = make_config({"ratings": "e,q,s", "shard_size": 20})
     faults = Faults(corrupt_whole_once=(r"\.tar$",))
@@ -113,6 +114,7 @@ def test_a_server_ignoring_ranges_costs_no_more_than_the_span(tmp_path):
     assert max(tar_answers, default=0) < 16 << 20  # never the 40 MB file
 
 
+@pytest.mark.slow
 def test_a_slow_drip_server_cannot_hang_a_run(tmp_path):
     manifest = _one_repo(tmp_path / "root", {1: b"x" * 1000}).pinned({"o/images": COMMIT})
     start = time.monotonic()
@@ -163,6 +165,7 @@ def moved_demo(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_resume_reads_the_commits_its_plan_pinned(small_demo, moved_demo, tmp_path):
     config = make_config({"ratings": "e,q,s", "shard_size": 20})
     out = tmp_path / "out"
@@ -185,6 +188,7 @@ def test_a_resume_reads_the_commits_its_plan_pinned(small_demo, moved_demo, tmp_
     assert not resolved  # the plan's commits, not main's
 
 
+@pytest.mark.slow
 def test_revision_flag_pins_a_commit(small_demo, moved_demo, tmp_path):
     repos = load_manifest("e621").repos
     with HubServer(small_demo, commits={COMMIT: small_demo, COMMIT_B: moved_demo}) as hub:
@@ -206,6 +210,7 @@ def test_a_mirror_run_records_local(small_pull):
 # -- whole shards deleted once used, and nothing else ---------------------------------------
 
 
+@pytest.mark.slow
 def test_delete_shards_after_use_deletes_only_the_shards_it_downloaded(small_demo, tmp_path):
     config = make_config({"ratings": "e,q,s", "shard_size": 20})
     with HubServer(small_demo) as hub:

@@ -122,6 +122,7 @@ def _tars(out):
     }
 
 
+@pytest.mark.slow
 def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root, tmp_path):
     config = make_config({"ratings": "e,q", "shard_size": 250})
     faults = Faults(error_5xx=0.06, rate_limit=0.02, drop=0.04, truncate=0.04, corrupt=0.04, seed=5)
@@ -140,6 +141,7 @@ def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root,
     assert _tars(tmp_path / "hub") == _tars(tmp_path / "mirror")
 
 
+@pytest.mark.slow
 def test_unavailable_posts_are_retried_with_retry_failed(small_demo, tmp_path):
     out = tmp_path / "out"
     # Every index of source shards 0-499 of the 2024 repository fails.
@@ -189,6 +191,7 @@ def test_cdn_address_is_reused_until_it_expires(small_demo, tmp_path, expire):
     assert (len(resolves), len(expired)) == ((3, 2) if expire else (1, 0))
 
 
+@pytest.mark.slow
 def test_retry_failed_with_the_hub_gone_changes_nothing(small_demo, tmp_path):
     out = tmp_path / "out"
     failing = (r"e621-2024-webp-4Mpixel_index/resolve/[^/]+/original/data-0[0-4]\d\d\.json$",)

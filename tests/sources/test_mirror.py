@@ -166,6 +166,7 @@ def test_a_malformed_index_is_unavailable_for_its_shard(tmp_path, document):
     assert info.value.kind is FailureKind.UNAVAILABLE and "0003.json" in info.value.message
 
 
+@pytest.mark.slow
 def test_a_pull_over_malformed_indexes_finishes_and_reruns(small_demo, tmp_path):
     import shutil
 
