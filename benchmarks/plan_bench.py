@@ -3,16 +3,19 @@
 On the danbooru-shaped parquet of ``metadata_bench.py`` (``--rows`` rows, built once, its
 tags copied into ``tag_string_general`` so every post has a tag list to caption), it
 plans every post rated e, q or s with quality and rating tags, each as its own process, (a)
-in one pass (the whole selection with its tag lists and captions in memory at once), and
-(b) in batches of ``--batch-rows`` posts, and prints time, peak RSS, their ratios, and
-a hash of each plan's rows (equal when the plans are).
+in one pass (the whole selection with its tag lists and captions in memory at once; left
+out with ``--batched-only``, as it needs tens of GB at 12M rows), (b) in batches of
+``--batch-rows`` posts, and (c) as ``e6ingest pull`` plans it (the dataset danbooru2024 from a
+mirror holding the file; stopped once planned), and prints time, peak RSS, their ratios,
+and a hash of each plan's rows (equal when the plans are).
 
-    python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000]
+    python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000] [--batched-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,37 @@ if not out.is_file():
 """
 
 
+class Planned(Exception):
+    """Raised to stop a pull once its plan is written."""
+
+
+def pull_child(metadata: str, out: str) -> None:
+    import os
+
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    mirror = Path(out).with_suffix(".mirror")
+    repo = mirror / "deepghs" / "danbooru2024-webp-4Mpixel"
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / "metadata.parquet").exists():
+        os.symlink(metadata, repo / "metadata.parquet")
+    config = make_config({"dataset": "danbooru2024", "rating": "e,q,s", "shard_size": 1000,
+                          "caption": {"quality_tag": True, "rating_tag": True}})  # fmt: skip
+    planned = {}
+
+    def stop(event: str, info: dict) -> None:
+        if event == "planned":
+            planned.update(info)
+            raise Planned
+
+    with contextlib.suppress(Planned):
+        pull(config, Path(out).with_suffix(".out"), mirror, progress=stop, workers=1)
+    plan = Path(out).with_suffix(".out") / "plan.parquet"
+    plan.rename(out)
+    print(planned["selected"])
+
+
 def child(metadata: str, out: str, batch_rows: int) -> None:
     from e6ingest.captions import CaptionSpec
     from e6ingest.metadata import scan_files
@@ -55,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--batch-rows", type=int, default=250_000)
+    parser.add_argument("--batched-only", action="store_true")
     args = parser.parse_args()
     # Built in its own process: a child forked from a big parent would report its RSS.
     metadata = CACHE / f"danbooru-shaped-{args.rows}-general.parquet"
@@ -62,21 +97,26 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", PREPARE, here, str(args.rows), str(metadata)], check=True)
     work = Path(tempfile.mkdtemp(prefix="plan-bench-"))
     results = {}
-    for name, batch in (("one pass", 10**12), ("batched", args.batch_rows)):
-        out = work / f"{batch}.parquet"
-        command = [sys.executable, __file__, "--child", str(metadata), str(out), str(batch)]
+    runs = [("one pass", str(10**12)), ("batched", str(args.batch_rows)), ("pull", "pull")]
+    for name, batch in runs[1:] if args.batched_only else runs:
+        out = work / f"{name.replace(' ', '-')}.parquet"
+        command = [sys.executable, __file__, "--child", str(metadata), str(out), batch]
         seconds, rss, rows = measure(command)
-        digest = pl.read_parquet(out).hash_rows().sum()
+        plan = pl.read_parquet(out).drop("shard", "position")
+        digest = plan.select(sorted(plan.columns)).hash_rows().sum()
         results[name] = (seconds, rss)
-        print(f"{name:>9}: {rows} posts planned in {seconds:.1f} s, peak RSS {rss:.0f} MB, "
-              f"plan rows hash {digest}", flush=True)  # fmt: skip
+        print(f"{name:>9}: {rows} posts planned in {seconds:.1f} s, peak RSS {rss:.0f} MB "
+              f"({rss / 1024:.2f} GiB), plan rows hash {digest}", flush=True)  # fmt: skip
         out.unlink()
-    (s1, m1), (s2, m2) = results.values()
-    print(f"batched / one pass: time {s2 / s1:.2f}x, peak RSS {m2 / m1:.2f}x")
+    if "one pass" in results:
+        (s1, m1), (s2, m2) = results["one pass"], results["batched"]
+        print(f"batched / one pass: time {s2 / s1:.2f}x, peak RSS {m2 / m1:.2f}x")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child" and sys.argv[4] == "pull":
+        pull_child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()

@@ -28,7 +28,7 @@ PEOPLE_PATTERN = (
 # Tags kept as they are by the underscore rewrite: short ones and those without letters
 # (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
 EMOTICON_MAX_LEN = 3
-BATCH_ROWS = 200_000
+BATCH_ROWS = 50_000
 
 
 def glob_regex(patterns: tuple[str, ...]) -> str:

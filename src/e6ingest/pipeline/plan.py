@@ -6,7 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from e6ingest.captions import (
@@ -21,7 +24,7 @@ from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query, Subset
 
-PLAN_BATCH_ROWS = 1_000_000
+PLAN_BATCH_ROWS = 250_000  # posts captioned at once: about 1 GB (benchmarks/RESULTS.md)
 PLAN_COLUMNS = (
     "id",
     "site",
@@ -122,42 +125,85 @@ def write_plan(
     """
     spec = request.caption
     selection_file = temp_path(path.with_name("selection.parquet"))
+    parts: list[Path] = []
     try:
         with atomic_path(path) as plan_file:
-            selection = request.query.sink(metadata, PLAN_COLUMNS, selection_file)
+            request.query.sink(metadata, PLAN_COLUMNS, selection_file)
+            selection = pl.scan_parquet(selection_file)
             keys, kept = _selected_keys(selection, request)
             if kept.is_empty() and not request.allow_empty:
                 raise EmptySelection(
                     f"the selection is empty: {request.query.explain_empty(metadata)} "
                     "(--allow-empty to write an empty output)"
                 )
-            if request.subset:
-                selection = selection.filter(pl.col("id").is_in(kept.implode()))
             captions = {
                 "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
                 "aliases": read_aliases(spec.aliases) if spec.aliases else None,
             }
-            tags = read_tag_table(request.tag_table) if request.tag_table else None
+            del keys
             ranges = _source_ranges(kept, request.source_shards, request.batch_rows)
+            only = kept if request.subset else None
+            parts = partition(selection_file, ranges, request.source_shards, only)
+            selection_file.unlink()
+            pa.default_memory_pool().release_unused()  # what reading the selection kept
+            tags = read_tag_table(request.tag_table) if request.tag_table else None
+            notes = {
+                f"e6ingest.{k}": json.dumps(v, sort_keys=True) for k, v in (saved or {}).items()
+            }
             writer, offset = None, 0
-            for lo, hi in ranges or [(0, 0)]:
-                source_shard = pl.col("id") % request.source_shards
-                part = selection.filter(source_shard.is_between(lo, hi, closed="left"))
-                part = part.collect(engine="streaming")
+            for part_file in parts or [None]:
+                part = pl.read_parquet(part_file) if part_file else _empty(selection)
                 if tags is not None:
                     part = apply_tag_table(part.lazy(), tags).collect()
-                part = _plan_part(part, request, captions, offset)
-                table = part.to_arrow()
+                part = _plan_part(part, request, captions, offset).to_arrow()
                 if writer is None:
-                    notes = {f"e6ingest.{k}": json.dumps(v, sort_keys=True)
-                             for k, v in (saved or {}).items()}  # fmt: skip
-                    writer = pq.ParquetWriter(plan_file, table.schema.with_metadata(notes))
-                writer.write_table(table.cast(writer.schema), row_group_size=65536)
-                offset += part.height
+                    writer = pq.ParquetWriter(plan_file, part.schema.with_metadata(notes))
+                writer.write_table(part.cast(writer.schema), row_group_size=65536)
+                offset += part.num_rows
+                del part
+                pa.default_memory_pool().release_unused()
+                if part_file:
+                    part_file.unlink()
             writer.close()
     finally:
-        selection_file.unlink(missing_ok=True)
+        for leftover in (selection_file, *parts):
+            leftover.unlink(missing_ok=True)
     return offset
+
+
+def _empty(selection: pl.LazyFrame) -> pl.DataFrame:
+    return selection.head(0).collect()
+
+
+def partition(
+    selection: Path, ranges: list[tuple[int, int]], source_shards: int, only: pl.Series | None
+) -> list[Path]:
+    """Split the selection file into one file per range of source shards, in one pass
+    over it (a row group at a time), rows in their order; with ``only``, just those ids.
+    Each batch of the plan then reads its own file, not the whole selection again."""
+    if not ranges:
+        return []
+    ends = np.array([hi for _, hi in ranges])
+    keep = pa.array(only.to_numpy()) if only is not None else None
+    files = [temp_path(selection.with_name(f"part{i}.parquet")) for i in range(len(ranges))]
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for batch in pq.ParquetFile(selection).iter_batches(batch_size=65_536):
+            table = pa.Table.from_batches([batch])
+            table = table.filter(pc.is_valid(table["id"]))
+            if keep is not None:
+                table = table.filter(pc.is_in(table["id"], keep))
+            shard = table["id"].to_numpy() % source_shards
+            which = np.searchsorted(ends, shard, side="right")
+            for number in np.unique(which):
+                rows = table.filter(pa.array(which == number))
+                if number not in writers:
+                    writers[number] = pq.ParquetWriter(files[number], table.schema)
+                writers[number].write_table(rows)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [files[n] for n in sorted(writers)]
 
 
 def _plan_metadata(path: Path, key: str):

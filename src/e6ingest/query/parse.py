@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
+from e6ingest.core import temp_path
 from e6ingest.query.metatags import (
     SUPPORTED,
     UNANSWERABLE,
@@ -33,6 +35,8 @@ from e6ingest.query.metatags import (
     order,
     supported_list,
 )
+
+SINK_ROW_GROUP = 65_536  # rows per row group of a sunk selection: read back a group at a time
 
 
 class QueryError(ValueError):
@@ -110,14 +114,22 @@ class Query:
         read = first.collect(engine="streaming")
         return read.lazy().filter(self.expr).select(columns).collect() if rest else read
 
-    def sink(self, frame: pl.LazyFrame, columns: list[str] | tuple[str, ...], path) -> pl.LazyFrame:
-        """Stream what the selection needs into the parquet file ``path`` (little memory,
-        whatever the size), and return the selected rows' ``columns`` lazily from it, by
-        the same passes as :meth:`collect`."""
+    def sink(self, frame: pl.LazyFrame, columns: list[str] | tuple[str, ...], path: Path) -> None:
+        """Stream the selected rows' ``columns`` into the parquet file ``path`` (little
+        memory, whatever the size; row groups of ``SINK_ROW_GROUP`` rows), by the same
+        passes as :meth:`collect`: with an anchor, its candidates go to a temporary file
+        first and the whole query runs on them in a second streaming pass."""
         first, rest = self._candidates(frame, list(columns))
-        first.sink_parquet(path, engine="streaming")
-        read = pl.scan_parquet(path)
-        return read.filter(self.expr).select(list(columns)) if rest else read
+        if not rest:
+            first.sink_parquet(path, engine="streaming", row_group_size=SINK_ROW_GROUP)
+            return
+        candidates = temp_path(path)
+        try:
+            first.sink_parquet(candidates, engine="streaming")
+            selected = pl.scan_parquet(candidates).filter(self.expr).select(list(columns))
+            selected.sink_parquet(path, engine="streaming", row_group_size=SINK_ROW_GROUP)
+        finally:
+            candidates.unlink(missing_ok=True)
 
     def count(self, frame: pl.LazyFrame) -> int:
         """The number of selected rows, by the same two passes as :meth:`collect`."""
