@@ -5,8 +5,9 @@ tags copied into ``tag_string_general`` so every post has a tag list to caption)
 plans every post rated e, q or s with quality and rating tags, each as its own process, (a)
 in one pass (the whole selection with its tag lists and captions in memory at once; left
 out with ``--batched-only``, as it needs tens of GB at 12M rows), (b) in batches of
-``--batch-rows`` posts, and (c) as ``e6ingest pull`` plans it (the dataset danbooru2024 from a
-mirror holding the file; stopped once planned), and prints time, peak RSS, their ratios,
+``--batch-rows`` posts, and (c) as ``e6ingest pull`` plans it (the dataset danbooru2024
+from a mirror holding the file; stopped once planned). It prints time, peak RSS (VmHWM,
+reset when each child starts: a child inherits its parent's peak at fork), their ratios,
 and a hash of each plan's rows (equal when the plans are).
 
     python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000] [--batched-only]
@@ -40,6 +41,19 @@ if not out.is_file():
 """
 
 
+def reset_peak() -> None:
+    """Start this process's peak RSS afresh: a child inherits its parent's at fork."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_mb() -> float:
+    """This process's peak RSS (VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class Planned(Exception):
     """Raised to stop a pull once its plan is written."""
 
@@ -47,6 +61,7 @@ class Planned(Exception):
 def pull_child(metadata: str, out: str) -> None:
     import os
 
+    reset_peak()
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
 
@@ -68,10 +83,11 @@ def pull_child(metadata: str, out: str) -> None:
         pull(config, Path(out).with_suffix(".out"), mirror, progress=stop, workers=1)
     plan = Path(out).with_suffix(".out") / "plan.parquet"
     plan.rename(out)
-    print(planned["selected"])
+    print(planned["selected"], peak_mb())
 
 
 def child(metadata: str, out: str, batch_rows: int) -> None:
+    reset_peak()
     from e6ingest.captions import CaptionSpec
     from e6ingest.metadata import scan_files
     from e6ingest.pipeline.plan import PlanRequest, write_plan
@@ -82,7 +98,7 @@ def child(metadata: str, out: str, batch_rows: int) -> None:
     spec = CaptionSpec(quality_tag=True, rating_tag=True)
     request = PlanRequest(query, 1000, 1000, spec, batch_rows=batch_rows)
     rows = write_plan(frame, request, Path(out))
-    print(rows)
+    print(rows, peak_mb())
 
 
 def main() -> None:
@@ -101,7 +117,9 @@ def main() -> None:
     for name, batch in runs[1:] if args.batched_only else runs:
         out = work / f"{name.replace(' ', '-')}.parquet"
         command = [sys.executable, __file__, "--child", str(metadata), str(out), batch]
-        seconds, rss, rows = measure(command)
+        seconds, _, printed = measure(command)
+        rows, rss = printed.split()
+        rss = float(rss)
         plan = pl.read_parquet(out).drop("shard", "position")
         digest = plan.select(sorted(plan.columns)).hash_rows().sum()
         results[name] = (seconds, rss)

@@ -4,6 +4,7 @@ in ``tests/data`` and metadata files shaped like the real sample rows."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import pytest
 from e6ingest.demo import build_demo
 
 REFERENCE = Path(__file__).resolve().parent / "data"
+# Ray reads this when it is imported: without it, it turns 127.0.0.1 into the machine's other
+# address. Test traffic stays on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)

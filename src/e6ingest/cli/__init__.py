@@ -161,16 +161,23 @@ def cmd_pull(args: argparse.Namespace) -> int:
     config = make_config(flag_values(args), where=args.config or "flags")
     hub = _hub_options(args)
     mirror = _mirror(args)
+    executor = None
+    if args.executor == "ray":
+        from e6ingest.pipeline.ray_executor import RayExecutor
+
+        executor = RayExecutor(args.ray_address, num_cpus=args.workers)
     reporter = JsonReporter() if args.log_json else BarReporter(quiet=args.quiet)
     try:
         summary = pull(
             config, args.out, mirror, hub=hub, progress=reporter, workers=args.workers,
             overwrite=args.overwrite, retry_failed=args.retry_failed,
             memory_budget=args.memory_budget << 20 if args.memory_budget else None,
-            allow_empty=args.allow_empty,
+            allow_empty=args.allow_empty, executor=executor,
         )  # fmt: skip
     finally:
         reporter.close()
+        if executor is not None:
+            executor.close()
     if args.log_json:
         reporter("summary", summary.to_dict())
     else:

@@ -79,6 +79,9 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
 class Executor(ABC):
     """Runs ``fn(task)`` for every task, yielding results as tasks finish."""
 
+    local = True  # runs on this machine: its processes may share a memory budget and queue
+    live_progress = True  # tasks report posts as they finish them
+
     @abstractmethod
     def run(
         self,
@@ -89,6 +92,10 @@ class Executor(ABC):
     ) -> Iterator[R]:
         """Each task's result, as it finishes; ``initializer(context)`` runs once in every
         process that runs tasks. A task's exception ends the run."""
+
+    def on_every_node(self, fn: Callable, *args) -> list:
+        """``fn(*args)`` once on every machine that runs tasks (here: this one)."""
+        return [fn(*args)]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the executor holds (a cluster connection)."""

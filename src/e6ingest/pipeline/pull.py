@@ -28,7 +28,13 @@ from e6ingest.pipeline.plan import (
 )
 from e6ingest.pipeline.progress import ProgressChannel
 from e6ingest.pipeline.results import FORMAT_VERSION, PullSummary, finalise
-from e6ingest.pipeline.sourcing import ShardJanitor, metadata_source, pin_commits, whole_shards
+from e6ingest.pipeline.sourcing import (
+    ShardJanitor,
+    discard_source_shard,
+    metadata_source,
+    pin_commits,
+    whole_shards,
+)
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
@@ -36,7 +42,7 @@ from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.folder import OutputLock
 from e6ingest.shards.stats import FailureRecord, ShardStats
 from e6ingest.shards.writer import read_stats
-from e6ingest.sources import HubOptions, HubSource, SourceSpec
+from e6ingest.sources import HubOptions, SourceSpec
 from e6ingest.sources.retry import require_reachable
 
 Progress = Callable[[str, dict], None]
@@ -221,22 +227,32 @@ class _Run:
             spec = SourceSpec(manifest, hub=hub, whole_shards=whole)
         tasks = [ShardTask(n, str(self.out), spec, self.config.image, self.config.buckets)
                  for n in todo]  # fmt: skip
+        executor = self.options.executor or LocalExecutor(self.options.workers)
         janitor = None
         if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
-            janitor = ShardJanitor(HubSource(manifest, hub), plan_path, todo, spec.whole_shards)
-        budget = MemoryBudget(self.options.memory_budget or default_budget_bytes())
+            janitor = ShardJanitor(
+                plan_path, todo, spec.whole_shards, manifest.images[0].shards,
+                lambda shard: executor.on_every_node(discard_source_shard, manifest, hub, shard),
+            )  # fmt: skip
         summary = PullSummary(self.out, shards=len(numbers),
                               shards_skipped=len(numbers) - len(todo))  # fmt: skip
         with contextlib.ExitStack() as stack:
-            queue = None
-            if self.progress is not None:
-                channel = ProgressChannel(lambda w, f: self.notify("posts", written=w, failed=f))
-                queue = stack.enter_context(channel).queue
-            context = WorkerContext(budget, queue)
-            workers, executor = self.options.workers, self.options.executor
-            for stats in run_tasks(tasks, workers, context, executor):
+            context = WorkerContext()  # a cluster's processes share nothing of this machine
+            if executor.local:
+                budget = MemoryBudget(self.options.memory_budget or default_budget_bytes())
+                queue = None
+                if self.progress is not None and executor.live_progress:
+                    channel = ProgressChannel(
+                        lambda w, f: self.notify("posts", written=w, failed=f)
+                    )
+                    queue = stack.enter_context(channel).queue
+                context = WorkerContext(budget, queue)
+            for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
                 if janitor is not None:
                     janitor.task_done(stats.number)
                 summary.written_now += stats.written
+                if not executor.live_progress:
+                    self.notify("posts", written=stats.written,
+                                failed=stats.selected - stats.written)  # fmt: skip
                 self.notify("shard", stats=stats)
         return summary

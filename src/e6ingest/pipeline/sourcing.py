@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -55,15 +56,23 @@ def whole_shards(
     return frozenset(shards["source_shard"].to_list())
 
 
+def discard_source_shard(manifest: DatasetManifest, hub: HubOptions, shard: int) -> int:
+    """Delete this machine's cached copies of one source shard (every image repository);
+    how many there were. Runs on each node of a cluster (its own cache)."""
+    with HubSource(manifest, hub) as source:
+        return sum(source.discard_tar(repo, shard) for repo in manifest.images)
+
+
 class ShardJanitor:
     """Deletes each downloaded source shard once every task that reads it is done, so a
-    run of several TB never holds more than the shards in use on disk."""
+    run of several TB never holds more than the shards in use on disk. ``discard(shard)``
+    deletes it wherever it was downloaded (on every node of a cluster)."""
 
     def __init__(
-        self, source: HubSource, plan_path: Path, numbers: list[int], shards: frozenset[int]
-    ):
-        self.source = source
-        modulus = source.manifest.images[0].shards
+        self, plan_path: Path, numbers: list[int], shards: frozenset[int], modulus: int,
+        discard: Callable[[int], object],
+    ):  # fmt: skip
+        self.discard = discard
         uses = (
             pl.scan_parquet(plan_path)
             .filter(pl.col("shard").is_in(numbers))
@@ -77,14 +86,13 @@ class ShardJanitor:
                 self.by_task.setdefault(task, []).append(source_shard)
         self.remaining = Counter(s for shards in self.by_task.values() for s in shards)
 
-    def task_done(self, number: int) -> list[Path]:
-        """Record that task ``number`` finished; delete and return shards no longer needed."""
-        deleted = []
+    def task_done(self, number: int) -> list[int]:
+        """Record that task ``number`` finished; discard and return the source shards no
+        task still needs."""
+        done = []
         for source_shard in self.by_task.pop(number, []):
             self.remaining[source_shard] -= 1
             if self.remaining[source_shard] == 0:
-                for repo in self.source.manifest.images:
-                    path = self.source.cached_tar(repo, source_shard)
-                    if path is not None and self.source.discard_tar(repo, source_shard):
-                        deleted.append(path)
-        return deleted
+                self.discard(source_shard)
+                done.append(source_shard)
+        return done

@@ -1,0 +1,128 @@
+"""The same shard tasks on a Ray cluster: one Ray task per output shard.
+
+Ray is an optional extra (``pip install "e6ingest[ray]"``) imported only here, when used.
+The cluster is the one at ``address`` (default: ``RAY_ADDRESS``), or a local Ray started for
+the run. Every node must see the output folder at the same path (a shared mount) and have
+e6ingest installed; each node downloads the source shards its tasks read into its own cache.
+
+Ray runs a task again when the worker or node running it is lost (``max_retries``), so a
+task can run twice: a shard is written under a temporary name of its own and renamed into
+place, the same bytes whichever run finishes, so a retry is harmless. An exception inside a
+task (a coding error) is not retried: it ends the run like on the local executor. Tasks
+owned by a driver that dies are stopped by Ray with their owner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from e6ingest.config import ConfigError
+from e6ingest.pipeline.executor import Executor
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('the Ray executor needs Ray: pip install "e6ingest[ray]"') from None
+    return ray
+
+
+def _run(fn: Callable, task: Any, initializer: Callable | None, context: Any):
+    if initializer is not None:
+        initializer(context)
+    return fn(task)
+
+
+def _call(fn: Callable, *args):
+    return fn(*args)
+
+
+class RayExecutor(Executor):
+    """Runs each task as a Ray task (one CPU each), at most ``in_flight`` at a time
+    (default: the cluster's CPUs), yielding results as they finish."""
+
+    local = False
+    live_progress = False  # posts are counted when a shard's task returns
+
+    def __init__(
+        self,
+        address: str | None = None,
+        max_retries: int = 3,
+        in_flight: int | None = None,
+        num_cpus: int | None = None,
+        node_ip_address: str | None = None,
+    ):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.max_retries = max_retries
+        self.in_flight = in_flight
+        self.num_cpus = num_cpus  # of a local Ray started for the run
+        self.node_ip_address = node_ip_address  # this machine's address on the cluster
+        self._started = False
+
+    def _connect(self):
+        ray = _ray()
+        if not ray.is_initialized():
+            options: dict = {"log_to_driver": False}
+            if self.node_ip_address:
+                options["_node_ip_address"] = self.node_ip_address
+            if self.address is None:
+                options.update(num_cpus=self.num_cpus, include_dashboard=False)
+            ray.init(address=self.address, **options)
+            self._started = True
+        return ray
+
+    def run(
+        self,
+        fn: Callable,
+        tasks: Sequence,
+        initializer: Callable | None = None,
+        context: Any = None,
+    ) -> Iterator:
+        if not tasks:
+            return
+        ray = self._connect()
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
+        run = remote(_run)
+        limit = self.in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending = iter(tasks)
+        running: list = []
+        try:
+            for task in pending:
+                running.append(run.remote(fn, task, initializer, context))
+                if len(running) >= limit:
+                    break
+            while running:
+                done, running = ray.wait(running, num_returns=1)
+                result = ray.get(done[0])
+                for task in pending:
+                    running.append(run.remote(fn, task, initializer, context))
+                    break
+                yield result
+        except BaseException:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            raise
+
+    def on_every_node(self, fn: Callable, *args) -> list:
+        """``fn(*args)`` once on every alive node of the cluster."""
+        ray = self._connect()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote = ray.remote(num_cpus=0, max_retries=self.max_retries)(_call)
+        refs = [
+            remote.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(fn, *args)
+            for node in ray.nodes()
+            if node.get("Alive")
+        ]
+        return ray.get(refs)
+
+    def close(self) -> None:
+        """Disconnect from the cluster (and stop a local Ray started for the run)."""
+        if self._started:
+            _ray().shutdown()
+            self._started = False
