@@ -8,10 +8,14 @@ its own process with the process tree's RSS sampled every 50 ms:
 (d) img2dataset (its own virtual environment, ``--img2dataset``) turning the same source
     images, extracted to files and served by a local HTTP server, into WebP webdataset
     shards at the same quality with its closest size mode (``keep_ratio_largest``,
-    ``image_size 2048``, ``resize_only_if_bigger``): samples/s and the ratio b/d.
+    ``image_size 2048``, ``resize_only_if_bigger``): samples/s and the ratio b/d;
+(e) with ``--ray``: the same pull as (b) with ``--executor ray`` on a one-node Ray cluster
+    of 2 CPUs started here on 127.0.0.1: samples/s and the ratio e/b (the overhead of Ray on
+    the same two cores), and the output bytes compared with (b). ``--ray-only`` runs (b), (e).
 
     python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
     python benchmarks/pipeline_bench.py [--posts 5000] [--img2dataset /tmp/i2d/bin/img2dataset]
+                                        [--ray | --ray-only]
 """
 
 from __future__ import annotations
@@ -90,12 +94,12 @@ def demo(cache: Path, posts: int) -> Path:
     return root
 
 
-def pull(mirror: Path, out: Path, workers: int) -> tuple[int, float, int]:
+def pull(mirror: Path, out: Path, workers: int, *extra: str) -> tuple[int, float, int]:
     """``e6ingest pull`` of every post: (written, seconds, peak RSS)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "e6ingest", "pull", "--mirror", str(mirror),
-               "--out", str(out), "--workers", str(workers), "--log-json"]  # fmt: skip
-    seconds, peak, stdout = measure(command)
+               "--out", str(out), "--workers", str(workers), "--log-json", *extra]  # fmt: skip
+    seconds, peak, stdout = measure(command, env={**os.environ, **RAY_ENV})
     summary = json.loads(stdout.splitlines()[-1])
     return summary["written"], seconds, peak
 
@@ -118,6 +122,33 @@ def extract_sources(mirror: Path, pulled: Path, to: Path) -> list[tuple[str, str
             (to / name).write_bytes(fetched.data)
             rows.append((name, captions[key]))
     return rows
+
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def ray_cluster(work: Path, cpus: int) -> str:
+    """Start a one-node Ray cluster on 127.0.0.1; its address."""
+    port = _free_port()
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
+               "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
+               "--include-dashboard=false", "--disable-usage-stats",
+               f"--temp-dir={work / 'ray'}"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **RAY_ENV})
+    return f"127.0.0.1:{port}"
+
+
+def ray_stop() -> None:
+    command = [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"]
+    subprocess.run(command, capture_output=True, env={**os.environ, **RAY_ENV})
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """Whether two outputs hold byte-identical shards."""
+    names = sorted(p.name for p in (a / "shards").glob("*.tar"))
+    return names == sorted(p.name for p in (b / "shards").glob("*.tar")) and all(
+        (a / "shards" / n).read_bytes() == (b / "shards" / n).read_bytes() for n in names
+    )
 
 
 def _free_port() -> int:
@@ -165,17 +196,36 @@ def img2dataset(binary: str, files: Path, rows: list, out: Path, processes: int)
     return sum(s["successes"] for s in stats), seconds, peak
 
 
+def run_ray(mirror: Path, work: Path, n2: int, s2: float) -> None:
+    """(e): the pull of (b) on a one-node Ray cluster of 2 CPUs."""
+    address = ray_cluster(work, 2)
+    try:
+        ne, se, _ = pull(mirror, work / "ray", 2, "--executor", "ray", "--ray-address", address)
+    finally:
+        ray_stop()
+    print(f"(e) Ray, one node, 2 CPUs: {ne} samples in {se:.1f} s, {ne / se:.1f} samples/s")
+    print(f"    Ray e/b: {(ne / se) / (n2 / s2):.2f}x (target >= 0.85); "
+          f"shards identical to (b): {same_bytes(work / 'ray', work / 'w2')}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--posts", type=int, default=5000)
     parser.add_argument("--small-posts", type=int, default=1000)
     parser.add_argument("--img2dataset", default="/tmp/i2d/bin/img2dataset")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "e6bench")
+    parser.add_argument("--ray", action="store_true", help="also (e), on Ray")
+    parser.add_argument("--ray-only", action="store_true", help="only (b) and (e)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     big, small = demo(args.cache, args.posts), demo(args.cache, args.small_posts)
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     try:
+        if args.ray_only:
+            n2, s2, _ = pull(big, work / "w2", 2)
+            print(f"(b) workers 2: {n2} samples in {s2:.1f} s, {n2 / s2:.1f} samples/s")
+            run_ray(big, work, n2, s2)
+            return
         n1, s1, rss1 = pull(big, work / "w1", 1)
         print(f"(a) workers 1: {n1} samples in {s1:.1f} s, {n1 / s1:.1f} samples/s, "
               f"peak RSS {rss1 / 2**20:.0f} MiB", flush=True)  # fmt: skip
@@ -187,6 +237,8 @@ def main() -> None:
         print(f"(c) {args.small_posts} posts, workers 2: {nc} samples in {sc:.1f} s, "
               f"peak RSS {rssc / 2**20:.0f} MiB")  # fmt: skip
         print(f"    peak RSS {n2} / {nc} samples: {rss2 / rssc:.2f}x (target <= 1.2)", flush=True)
+        if args.ray:
+            run_ray(big, work, n2, s2)
         if not Path(args.img2dataset).exists():
             print(f"(d) skipped: {args.img2dataset} not found (see the module docstring)")
             return
