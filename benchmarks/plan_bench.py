@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def main() -> None:
         print(f"{name:>9}: {rows} posts planned in {seconds:.1f} s, peak RSS {rss:.0f} MB "
               f"({rss / 1024:.2f} GiB), plan rows hash {digest}", flush=True)  # fmt: skip
         out.unlink()
+    shutil.rmtree(work, ignore_errors=True)
     if "one pass" in results:
         (s1, m1), (s2, m2) = results["one pass"], results["batched"]
         print(f"batched / one pass: time {s2 / s1:.2f}x, peak RSS {m2 / m1:.2f}x")

@@ -123,6 +123,9 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
     "escape_parentheses": ("caption", "escape_parentheses"),
     "blacklist": ("caption", "blacklist"), "meta_filter": ("caption", "meta_filter"),
     "aliases": ("caption", "aliases"),
+    "max_tokens": ("caption", "max_tokens"), "token_priority": ("caption", "token_priority"),
+    "prune_implied": ("caption", "prune_implied"), "implications": ("caption", "implications"),
+    "nl_position": ("caption", "nl_position"),
     "bucket_resolution": ("buckets", "resolution"), "bucket_min": ("buckets", "min_side"),
     "bucket_max": ("buckets", "max_side"), "bucket_step": ("buckets", "step"),
 }  # fmt: skip

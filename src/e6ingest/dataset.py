@@ -23,7 +23,7 @@ from e6ingest.core import RATING_ORDER, write_atomic
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
-from e6ingest.pipeline.sourcing import metadata_source
+from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_source
 from e6ingest.query import Query, Subset, selection_query
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import sample_key_expr
@@ -32,16 +32,19 @@ from e6ingest.sources import HubOptions, MirrorError
 
 
 def metadata_files(
-    dataset: str, mirror: str | Path | None = None, hub: HubOptions | None = None
-) -> tuple[list[Path], list[str]]:
+    dataset: str, mirror: str | Path | None = None, hub: HubOptions | None = None,
+    caption: CaptionSpec | None = None, tag_table: str = "", warn=None,
+) -> tuple[list[Path], list[str], CaptionTables]:  # fmt: skip
     """Local metadata files of ``dataset`` (from ``mirror``, else downloaded from the Hub
-    into its cache) and the schema of each."""
+    into its cache), the schema of each, and the tag tables its captions use."""
     manifest = load_manifest(dataset)
     if mirror is not None and not Path(mirror).is_dir():
         raise MirrorError(f"--mirror {mirror} does not exist (or is not a folder)")
     with metadata_source(manifest, mirror, hub or HubOptions()) as source:
         paths = [source.metadata_file(m) for m in manifest.metadata]
-    return paths, [m.schema for m in manifest.metadata]
+        tables = caption_tables(caption or CaptionSpec(), tag_table, manifest, source, paths,
+                                warn or (lambda message: None))  # fmt: skip
+    return paths, [m.schema for m in manifest.metadata], tables
 
 
 EVERYTHING = Subset()
@@ -56,6 +59,7 @@ class Dataset:
     schemas: tuple[str | None, ...]
     site: str | None = None  # None: files of any site (ratings of either accepted)
     include_deleted: bool = False
+    tables: CaptionTables | None = None  # tags table, implications, tag rarity
 
     @property
     def posts(self) -> pl.LazyFrame:
@@ -78,9 +82,11 @@ class Dataset:
         return check_tags(query, self.vocabulary()) if query.tags else []
 
     def select(self, query: Query, subset: Subset = EVERYTHING, tag_table=None) -> pl.LazyFrame:
-        """The posts ``query`` selects (the kept part with ``subset``), lazily; with
-        ``tag_table`` (e621 ``id,name,category,post_count``) tag categories restored."""
+        """The posts ``query`` selects (the kept part with ``subset``), lazily, with their
+        tag categories restored by ``tag_table`` (e621 ``id,name,category,post_count``;
+        default: the dataset's tags table, if it has one)."""
         selected = subset.pick(query.apply(self.posts), query.order)
+        tag_table = tag_table or (self.tables.tag_table if self.tables else "")
         if tag_table:
             selected = apply_tag_table(selected, read_tag_table(tag_table))
         return selected
@@ -99,23 +105,29 @@ def open_dataset(
     files: Sequence[str | Path] | None = None,
     include_deleted: bool = False,
     hub: HubOptions | None = None,
+    caption: CaptionSpec | None = None,
+    tag_table: str = "",
+    warn=None,
 ) -> Dataset:
     """A dataset: ``files`` (parquet in any supported schema, recognised from their
     columns), or the metadata of ``dataset`` from ``mirror``, the demo (``demo=True``) or
-    the Hub (downloaded once and cached)."""
+    the Hub (downloaded once and cached), with the tag tables its captions use (``caption``
+    says which; ``warn(message)`` hears of a missing one)."""
+    caption = caption or CaptionSpec()
     if files:
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
-        return Dataset(tuple(Path(f) for f in files), (None,) * len(files), None,
-                       include_deleted)  # fmt: skip
+        paths = tuple(Path(f) for f in files)
+        tables = CaptionTables(caption, tag_table, caption.implications, paths)
+        return Dataset(paths, (None,) * len(files), None, include_deleted, tables)
     if demo:
         from e6ingest.demo import demo_mirror
 
         mirror = demo_mirror()
-    paths, schemas = metadata_files(dataset, mirror, hub)
+    paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
-    return Dataset(tuple(paths), tuple(schemas), site, include_deleted)
+    return Dataset(tuple(paths), tuple(schemas), site, include_deleted, tables)
 
 
 def load_metadata(
@@ -220,14 +232,20 @@ def summary(posts: pl.LazyFrame, top: int = 10) -> dict:
 CAPTION_INPUTS = ("id", "site", "rating", "score", "created_at")
 
 
-def captions(posts: pl.LazyFrame, spec: CaptionSpec | None = None) -> pl.DataFrame:
+def captions(
+    posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
+) -> pl.DataFrame:
     """The captions of ``posts`` per ``spec``: ``id``, ``key``, ``caption``, ``tags`` (the
-    tag part) and ``nl`` (the natural-language texts), built for all posts at once."""
+    tag part) and ``nl`` (the natural-language texts), built for all posts at once, with
+    ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
     columns = [
         *CAPTION_INPUTS,
         *(c for c in posts.collect_schema().names() if c.startswith("tags_")),
     ]
-    frame = caption_frame(posts.select(columns).collect(), spec or CaptionSpec())
+    spec = spec or CaptionSpec()
+    rarity = tables.rarity() if tables is not None else None
+    implied = tables.implied() if tables is not None else None
+    frame = caption_frame(posts.select(columns).collect(), spec, rarity, implied)
     return frame.select(
         "id",
         sample_key_expr().alias("key"),

@@ -82,6 +82,13 @@ class DatasetManifest:
     description: str = ""
     gated: bool = False
     source_file: str = ""
+    tags: MetadataFile | None = None  # the site's tags table (categories), when posts lack them
+    implications: MetadataFile | None = None  # the site's tag implications table
+
+    @property
+    def tables(self) -> tuple[MetadataFile, ...]:
+        """The tag tables the manifest names."""
+        return tuple(t for t in (self.tags, self.implications) if t is not None)
 
     @property
     def repos(self) -> tuple[str, ...]:
@@ -91,6 +98,7 @@ class DatasetManifest:
             *(m.repo for m in self.metadata),
             *(i.repo for i in self.images),
             *(i.index_repo_id for i in self.images),
+            *(t.repo for t in self.tables),
         ):
             if repo not in names:
                 names.append(repo)
@@ -99,7 +107,7 @@ class DatasetManifest:
     def revisions(self) -> dict[str, str]:
         """The revision each repository is read at."""
         found: dict[str, str] = {}
-        for m in self.metadata:
+        for m in (*self.metadata, *self.tables):
             found.setdefault(m.repo, m.revision)
         for i in self.images:
             found.setdefault(i.repo, i.revision)
@@ -108,9 +116,11 @@ class DatasetManifest:
 
     def pinned(self, commits: dict[str, str]) -> DatasetManifest:
         """This manifest with each repository read at ``commits[repo]`` (where given)."""
-        metadata = tuple(
-            replace(m, revision=commits.get(m.repo, m.revision)) for m in self.metadata
-        )
+
+        def pin(entry: MetadataFile | None) -> MetadataFile | None:
+            return entry and replace(entry, revision=commits.get(entry.repo, entry.revision))
+
+        metadata = tuple(pin(m) for m in self.metadata)
         images = tuple(
             replace(
                 i,
@@ -119,7 +129,8 @@ class DatasetManifest:
             )
             for i in self.images
         )
-        return replace(self, metadata=metadata, images=images)
+        return replace(self, metadata=metadata, images=images, tags=pin(self.tags),
+                       implications=pin(self.implications))  # fmt: skip
 
 
 def bundled_manifest_dir() -> Path:
@@ -225,12 +236,12 @@ def _image_repo(data, where: str) -> ImageRepo:
     )
 
 
-def _metadata_file(data, where: str) -> MetadataFile:
+def _metadata_file(data, where: str, schema: str | None = None) -> MetadataFile:
     table = _Table(data, where)
     return MetadataFile(
         repo=table.repo("repo"),
         path=table.relative_path("path"),
-        schema=table.get("schema", str, required=True),
+        schema=schema or table.get("schema", str, required=True),
         revision=table.revision(),
     )
 
@@ -256,6 +267,11 @@ def parse_manifest(data: dict, where: str) -> DatasetManifest:
     if site not in SITES:
         raise ManifestError(f"{where}: site {site!r} is not one of {list(SITES)}")
     ratings = tuple(top.get("ratings", list, ["g", "s", "q", "e"]))
+    tables = {
+        name: _metadata_file(top.data[name], f"{where} [{name}]", schema=name)
+        for name in ("tags", "implications")
+        if top.get(name, dict) is not None
+    }
     return DatasetManifest(
         name=top.get("name", str, required=True),
         site=site,
@@ -265,6 +281,7 @@ def parse_manifest(data: dict, where: str) -> DatasetManifest:
         description=top.get("description", str, ""),
         gated=top.get("gated", bool, False),
         source_file=where,
+        **tables,
     )
 
 

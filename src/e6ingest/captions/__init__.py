@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from e6ingest.captions.build import build_captions, glob_regex, score_thresholds
+from e6ingest.captions.build import build_captions, caption_rarity, glob_regex, score_thresholds
 from e6ingest.captions.files import CaptionInputError, read_aliases, read_nl_captions
+from e6ingest.captions.implications import read_implications
 from e6ingest.captions.spec import DEFAULT_ORDER, MERGE_MODES, CaptionSpec
 
 __all__ = [
@@ -19,19 +20,29 @@ __all__ = [
     "CaptionSpec",
     "build_captions",
     "caption_frame",
+    "caption_rarity",
     "glob_regex",
     "read_aliases",
+    "read_implications",
     "read_nl_captions",
     "score_thresholds",
 ]
 
 
-def caption_frame(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
+def caption_frame(
+    frame: pl.DataFrame,
+    spec: CaptionSpec,
+    rarity: pl.DataFrame | None = None,
+    implied: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """``frame`` (a selection of canonical posts) with its captions, per ``spec``.
 
-    Reads the spec's natural-language captions (for these posts only) and aliases file;
-    quality percentiles are taken over ``frame``.
+    Reads the spec's natural-language captions (for these posts only), aliases and
+    implications files (``implied`` when given instead); quality percentiles are taken over
+    ``frame``. ``rarity`` (``tag``, ``posts``) orders what a token budget keeps.
     """
     nl = read_nl_captions(spec, frame["id"]) if spec.nl_captions else None
     aliases = read_aliases(spec.aliases) if spec.aliases else None
-    return build_captions(frame, spec, nl=nl, aliases=aliases)
+    if implied is None and spec.prune_implied and spec.implications:
+        implied = read_implications(spec.implications)
+    return build_captions(frame, spec, nl=nl, aliases=aliases, rarity=rarity, implied=implied)

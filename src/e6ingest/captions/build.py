@@ -17,6 +17,9 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from e6ingest.captions.budget import fit_budget
+from e6ingest.captions.implications import prune_implied
+from e6ingest.captions.render import render
 from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
@@ -128,7 +131,10 @@ def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.
 
 
 def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, thresholds):
-    """(head, whole) tag lists: ``head`` is the part fixed before keep_tokens_separator."""
+    """The caption's lists, as expressions: ``_head`` (the part fixed before the
+    keep-tokens separator), ``_whole`` (every tag, in order), ``_keep`` (what a token budget
+    keeps first: people-count tags, artist/character/copyright, the extra tags asked for)
+    and ``_meta`` (meta tags, which a budget drops first)."""
     categories = spec.categories(site)
     split = bool(spec.keep_tokens_separator)
     fixed = tuple(c for c in categories if c in spec.fixed_categories) if split else categories
@@ -137,8 +143,8 @@ def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, threshold
     head = _clean(_concat(_category_lists(fixed, names)), aliases, drop)
     tail = _clean(_concat(_category_lists(rest, names)), aliases, drop)
     front: list[pl.Expr] = []
+    is_people = pl.element().str.contains(PEOPLE_PATTERN)
     if spec.people_first:
-        is_people = pl.element().str.contains(PEOPLE_PATTERN)
         front.append(pl.concat_list([head, tail]).list.eval(pl.element().filter(is_people)))
         head = head.list.eval(pl.element().filter(~is_people))
         tail = tail.list.eval(pl.element().filter(~is_people))
@@ -156,32 +162,16 @@ def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, threshold
         whole = whole.list.unique(maintain_order=True)
     if spec.max_tags:
         whole = whole.list.head(spec.max_tags)
-    return head_list, whole
-
-
-def _tags_text(spec: CaptionSpec, head: pl.Expr, whole: pl.Expr) -> pl.Expr:
-    if not spec.keep_tokens_separator:
-        return whole.list.join(spec.separator)
-    # dedupe keeps first occurrences, so the head's tags open ``whole``, in the same order
-    n_head = pl.min_horizontal(head.list.len(), whole.list.len())
-    return pl.concat_str(
-        whole.list.head(n_head).list.join(spec.separator),
-        pl.lit(f" {spec.keep_tokens_separator} "),
-        whole.list.slice(n_head).list.join(spec.separator),
-    ).str.strip_chars(" ")
-
-
-def _merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
-    has_nl = nl.list.len() > 0
-    mode = spec.merge_mode
-    if mode == "tags":
-        return tags
-    if mode == "nl":
-        return pl.when(has_nl).then(nl.list.join(" ")).otherwise(tags)
-    if mode == "tags+nl":
-        joined = pl.concat_str(tags, pl.lit(spec.separator), nl.list.join(" "))
-        return pl.when(has_nl).then(joined).otherwise(tags)
-    return pl.concat_list([tags, nl]).list.join("\n")  # alternatives: one line each
+    lists = {"_head": head_list, "_whole": whole}
+    if spec.max_tokens:
+        named = [c for c in categories if c in spec.fixed_categories]
+        people = pl.concat_list([head, tail]).list.eval(pl.element().filter(is_people))
+        kept = _clean(_concat(_category_lists(tuple(named), names)), aliases, drop)
+        lists["_keep"] = _concat([people.list.eval(rewrite), kept.list.eval(rewrite), extras])
+        meta = _clean(_concat(_category_lists(("meta",) if "meta" in categories else (), names)),
+                      aliases, drop)  # fmt: skip
+        lists["_meta"] = meta.list.eval(rewrite)
+    return lists
 
 
 def build_captions(
@@ -191,6 +181,8 @@ def build_captions(
     thresholds: Mapping[str, list] | None = None,
     aliases: Mapping[str, str] | None = None,
     batch_rows: int = BATCH_ROWS,
+    rarity: pl.DataFrame | None = None,
+    implied: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
 
@@ -198,6 +190,8 @@ def build_captions(
     ``thresholds``: from :func:`score_thresholds` over the whole selection (computed from
     ``frame`` itself when quality tags are asked for and none are given).
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
+    ``rarity``: ``tag`` (as in captions), ``posts``, for a token budget's priority.
+    ``implied``: ``antecedent``, ``implied`` pairs (closed), for ``prune_implied``.
     Rows are captioned ``batch_rows`` at a time, bounding the intermediate lists in memory.
     """
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
@@ -207,31 +201,37 @@ def build_captions(
     nl = nl.rename({"nl": "caption_nl"}) if nl is not None else None
     names = set(frame.columns)
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
-    captions: dict[str, list[pl.Expr]] = {}
-    for site in sites:
-        head, whole = _tag_lists(spec, site, names, aliases or {}, thresholds or {})
-        tags = _tags_text(spec, head, whole).alias("caption_tags")
-        merged = _merged(spec, pl.col("caption_tags"), pl.col("caption_nl")).alias("caption")
-        captions[site] = [tags, merged]
+    lists = {site: _tag_lists(spec, site, names, aliases or {}, thresholds or {})
+             for site in sites}  # fmt: skip
+    context = (spec, lists, nl, rarity, implied if spec.prune_implied else None)
     batches = [
-        _caption_batch(frame.slice(start, batch_rows), captions, nl)
+        _caption_batch(frame.slice(start, batch_rows), *context)
         for start in range(0, max(len(frame), 1), batch_rows)
     ]
     return pl.concat(batches) if len(batches) > 1 else batches[0]
 
 
-def _caption_batch(frame: pl.DataFrame, captions: dict, nl: pl.DataFrame | None):
+def _caption_batch(frame, spec, lists, nl, rarity, implied) -> pl.DataFrame:
+    if implied is not None:
+        frame = prune_implied(frame, implied)
     if nl is not None:
         frame = frame.join(nl, on="id", how="left", maintain_order="left")
         frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
     else:
         frame = frame.with_columns(caption_nl=EMPTY)
-    if len(captions) == 1:
-        tags, merged = next(iter(captions.values()))
-        return frame.with_columns(tags).with_columns(merged)
-    frame = frame.with_row_index("_order")
-    parts = []
-    for site, (tags, merged) in captions.items():
-        part = frame.filter(pl.col("site") == site)
-        parts.append(part.with_columns(tags).with_columns(merged))
-    return pl.concat(parts).sort("_order").drop("_order")
+    if len(lists) == 1:
+        frame = frame.with_columns(**next(iter(lists.values())))
+    else:
+        frame = frame.with_row_index("_order")
+        parts = [frame.filter(pl.col("site") == site).with_columns(**exprs)
+                 for site, exprs in lists.items()]  # fmt: skip
+        frame = pl.concat(parts).sort("_order").drop("_order")
+    frame = fit_budget(frame, spec, rarity) if spec.max_tokens else render(frame, spec)
+    return frame.drop(c for c in ("_head", "_whole", "_keep", "_meta") if c in frame.columns)
+
+
+def caption_rarity(vocabulary: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
+    """``tag`` as captions write it, and on how many ``posts`` of the dataset it is: the
+    priority of a token budget (``vocabulary``: ``tag``, ``posts``, as the dataset has it)."""
+    rewritten = pl.concat_list("tag").list.eval(_rewrite(spec)).list.first().alias("tag")
+    return vocabulary.select(rewritten, "posts").group_by("tag").agg(pl.col("posts").sum())

@@ -38,6 +38,8 @@ DEFAULT_PERIODS = (
 )
 MERGE_MODES = ("tags", "nl", "tags+nl", "alternatives")
 DATE_TAGS = ("none", "year", "period")
+TOKEN_PRIORITIES = ("rare", "common", "order")  # which general tags a token budget keeps first
+NL_POSITIONS = ("end", "head")
 
 
 def _pairs(value, kind) -> tuple:
@@ -76,6 +78,11 @@ class CaptionSpec:
     nl_fields: tuple[str, ...] = ("regular_summary", "brief_summary")
     nl_finished: str = "STOP"  # required response_finish_reason; "" takes every row
     merge: str | None = None  # tags, nl, tags+nl, alternatives; None: tags+nl with NL files
+    nl_position: str = "end"  # tags+nl: NL after the tags, or "head": before the separator
+    max_tokens: int = 0  # 0: no budget; else every caption fits this many CLIP tokens
+    token_priority: str = "rare"  # general tags kept first under a budget: rare, common, order
+    prune_implied: bool = False  # drop a tag another tag of the post implies
+    implications: str = ""  # tag implications file (default: the dataset's, if it has one)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -102,6 +109,14 @@ class CaptionSpec:
             raise ValueError("quality_tiers: each percentile must be within 0..1")
         if not self.nl_fields:
             raise ValueError("nl_fields: name at least one field")
+        if self.max_tokens < 0 or 0 < self.max_tokens < 8:
+            raise ValueError(
+                f"max_tokens must be 0 (no budget) or at least 8, not {self.max_tokens}"
+            )
+        if self.token_priority not in TOKEN_PRIORITIES:
+            raise ValueError(f"token_priority must be one of {TOKEN_PRIORITIES}")
+        if self.nl_position not in NL_POSITIONS:
+            raise ValueError(f"nl_position must be one of {NL_POSITIONS}")
 
     def categories(self, site: str) -> tuple[str, ...]:
         """The categories included, in caption order, for ``site``."""

@@ -61,13 +61,14 @@ def _hub_options(args: argparse.Namespace) -> HubOptions:
         raise ConfigError(str(exc)) from None
 
 
-def _open(args: argparse.Namespace, dataset_name: str, include_deleted: bool):
+def _open(args: argparse.Namespace, config):
     from e6ingest import dataset
 
+    options = {"include_deleted": config.include_deleted, "caption": config.caption,
+               "tag_table": config.tag_table, "warn": lambda m: _warn([m])}  # fmt: skip
     if args.metadata:
-        return dataset.open_dataset(files=args.metadata, include_deleted=include_deleted)
-    return dataset.open_dataset(dataset_name, mirror=_mirror(args),
-                                include_deleted=include_deleted)  # fmt: skip
+        return dataset.open_dataset(files=args.metadata, **options)
+    return dataset.open_dataset(config.dataset, mirror=_mirror(args), **options)
 
 
 def _warn(messages: list[str]) -> None:
@@ -110,10 +111,9 @@ def _selection(args: argparse.Namespace, config):
     site = None if args.metadata else load_manifest(config.dataset).site
     query = selection_query(config.query, parse_ratings(config.ratings, site), site,
                             config.include_deleted)  # fmt: skip
-    data = _open(args, config.dataset, config.include_deleted)
+    data = _open(args, config)
     _warn(data.warnings(query))
-    selected = data.select(query, config.subset, config.tag_table or None)
-    return data, query, selected
+    return data, query, data.select(query, config.subset)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -139,7 +139,7 @@ def cmd_captions(args: argparse.Namespace) -> int:
         raise ConfigError("captions: give --out FILE, --preview N, or both")
     config = make_config(flag_values(args), where=args.config or "flags")
     data, query, selected = _selection(args, config)
-    captions = dataset.captions(selected, config.caption)
+    captions = dataset.captions(selected, config.caption, data.tables)
     if captions.is_empty() and not args.allow_empty:
         raise EmptySelection(
             f"the selection is empty: {query.explain_empty(data.posts)} "

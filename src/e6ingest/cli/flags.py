@@ -201,6 +201,25 @@ def add_caption_flags(parser: argparse.ArgumentParser) -> None:
     cap.add_argument(
         "--aliases", metavar="FILE", help="old,new tag aliases (CSV/TSV/JSON/TOML) (default: none)"
     )
+    cap.add_argument("--max-tokens", type=count, metavar="N",
+                     help="fit every caption in N CLIP tokens, dropping tags by priority: "
+                     "75 (SDXL's 77-token window), 150 or 225 (sd-scripts --max_token_length) "
+                     "(default: no budget)")  # fmt: skip
+    cap.add_argument("--token-priority", choices=("rare", "common", "order"),
+                     help="which tags a budget keeps after the head: the rarest first, the "
+                     "commonest, or caption order (default: rare)")  # fmt: skip
+    cap.add_argument("--prune-implied", action="store_true", default=None,
+                     help="drop tags another tag of the post implies (fox implies canine) "
+                     "(default: keep them)")  # fmt: skip
+    cap.add_argument("--implications", metavar="FILE",
+                     help="tag implications (the e621 tag_implications export) (default: the "
+                     "dataset's)")  # fmt: skip
+    cap.add_argument(
+        "--nl-position",
+        choices=("end", "head"),
+        help="with tags+nl: the text after the tags, or in the fixed head, before "
+        "--keep-tokens-separator, where shuffling keeps it whole (default: end)",
+    )
 
 
 def bucket_flags(p: argparse.ArgumentParser) -> None:

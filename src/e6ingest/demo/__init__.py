@@ -9,7 +9,7 @@ from e6ingest.demo.writer import DEMO_DATASETS, DemoSummary, build_demo
 
 __all__ = ["DEMO_DATASETS", "DemoSummary", "build_demo", "cache_dir", "demo_mirror"]
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: tag tables, implied species
 
 
 def demo_mirror(posts: int = 1000, seed: int = 0) -> Path:

@@ -171,6 +171,32 @@ SPECIES = [
     "protogen",
     "hybrid",
 ]
+# Species implications, as e621 has them: a post tagged fox is tagged canine, canid, mammal.
+IMPLIES = {
+    "canid": "mammal", "canine": "canid", "fox": "canine", "wolf": "canine",
+    "domestic_dog": "canine", "felid": "mammal", "feline": "felid", "domestic_cat": "feline",
+    "dragon": "scalie", "reptile": "scalie", "bird": "avian", "lagomorph": "mammal",
+    "rabbit": "lagomorph", "equid": "mammal", "horse": "equid", "mustelid": "mammal",
+    "otter": "mustelid", "ursid": "mammal", "bear": "ursid", "procyonid": "mammal",
+    "raccoon": "procyonid", "ailurid": "mammal", "red_panda": "ailurid", "hyena": "mammal",
+    "bovid": "mammal", "goat": "bovid", "deer": "mammal", "eeveelution": "pokemon_(species)",
+}  # fmt: skip
+# e621's tag category numbers (its database export), by e6ingest's category name.
+E621_CATEGORY_NUMBERS = {"general": 0, "artist": 1, "copyright": 3, "character": 4,
+                         "species": 5, "meta": 7, "lore": 8}  # fmt: skip
+
+
+def implied(tags: list[str]) -> list[str]:
+    """``tags`` with every tag they imply (transitively), as the sites add them."""
+    out = list(tags)
+    for tag in tags:
+        while tag in IMPLIES:
+            tag = IMPLIES[tag]
+            if tag not in out:
+                out.append(tag)
+    return sorted(out)
+
+
 COPYRIGHT = {
     "danbooru": [
         "original",
@@ -371,6 +397,8 @@ def post_tags(vocab: dict[str, Category], site: str, rng: random.Random) -> dict
     tags: dict[str, list[str]] = {}
     for category, (lo, hi) in TAG_COUNTS[site].items():
         picked = [t for t in vocab[category].sample(rng, rng.randint(lo, hi)) if t not in seen]
+        if category == "species":
+            picked = [t for t in implied(picked) if t not in seen]
         seen.update(picked)
         tags[category] = sorted(picked)
     return tags

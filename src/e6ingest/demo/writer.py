@@ -3,6 +3,8 @@ datasets use, laid out exactly as on the Hub (one folder per ``owner/name``)."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import io
 import json
@@ -24,7 +26,7 @@ from e6ingest.demo.tables import (
     e621_2024_table,
     e621_newest_table,
 )
-from e6ingest.demo.vocab import post_tags, vocabulary
+from e6ingest.demo.vocab import E621_CATEGORY_NUMBERS, IMPLIES, post_tags, vocabulary
 from e6ingest.manifests import DatasetManifest, ImageRepo, load_manifest
 from e6ingest.pipeline.executor import default_workers, process_pool
 from e6ingest.shards.layout import OutputError
@@ -172,7 +174,36 @@ def write_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int, 
         path.parent.mkdir(parents=True, exist_ok=True)
         table = TABLE_WRITERS[entry.schema](tables[part])
         pq.write_table(table, path, row_group_size=max(1, posts // 4))
+    write_tag_tables(root, manifest, [post for post, _, _ in generated])
     return posts, sum(len(f) for f in shards.values())
+
+
+def _write_csv_gz(path: Path, header: list[str], rows: list[tuple]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(buffer.getvalue().encode(), mtime=0))
+
+
+def write_tag_tables(root: Path, manifest: DatasetManifest, posts: list[DemoPost]) -> None:
+    """The tags and implications tables the manifest names, as the e621 export has them
+    (``id,name,category,post_count``; ``id,antecedent_name,consequent_name,status``)."""
+    if manifest.tags is not None:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for post in posts:
+            for category, tags in post.tags.items():
+                for tag in tags:
+                    counts[(tag, category)] += 1
+        rows = [(i, tag, E621_CATEGORY_NUMBERS[category], n)
+                for i, ((tag, category), n) in enumerate(sorted(counts.items()), 1)]  # fmt: skip
+        _write_csv_gz(root / manifest.tags.repo / manifest.tags.path,
+                      ["id", "name", "category", "post_count"], rows)  # fmt: skip
+    if manifest.implications is not None:
+        rows = [(i, a, c, "active") for i, (a, c) in enumerate(sorted(IMPLIES.items()), 1)]
+        _write_csv_gz(root / manifest.implications.repo / manifest.implications.path,
+                      ["id", "antecedent_name", "consequent_name", "status"], rows)  # fmt: skip
 
 
 def build_demo(

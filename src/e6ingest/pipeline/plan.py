@@ -73,13 +73,16 @@ class PlanRequest:
     subset: Subset = field(default_factory=Subset)
     allow_empty: bool = True
     batch_rows: int = PLAN_BATCH_ROWS
+    rarity: pl.DataFrame | None = None  # tag -> posts, for a token budget's priority
+    implied: pl.DataFrame | None = None  # closed implications, for prune_implied
 
 
 def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int):
     spec = request.caption
     part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
     nl = read_nl_captions(spec, part["id"]) if spec.nl_captions else None
-    part = build_captions(part, spec, nl=nl, **captions)
+    part = build_captions(part, spec, nl=nl, rarity=request.rarity, implied=request.implied,
+                          **captions)  # fmt: skip
     return (
         part.sort((pl.col("id") % request.source_shards), pl.col("id"))
         .with_row_index("row", offset)

@@ -30,6 +30,7 @@ from e6ingest.pipeline.progress import ProgressChannel
 from e6ingest.pipeline.results import FORMAT_VERSION, PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     ShardJanitor,
+    caption_tables,
     discard_source_shard,
     metadata_source,
     pin_commits,
@@ -160,6 +161,9 @@ class _Run:
         if self.progress is not None:
             self.progress(event, info)
 
+    def warn(self, message: str) -> None:
+        self.notify("warning", message=message)
+
     def __call__(self) -> PullSummary:
         config = self.config
         manifest = load_manifest(config.dataset)
@@ -178,10 +182,12 @@ class _Run:
                 manifest = manifest.pinned(commits)
             with metadata_source(manifest, self.mirror, self.hub) as source:
                 files = [source.metadata_file(m) for m in manifest.metadata]
+                tables = caption_tables(config.caption, config.tag_table, manifest, source,
+                                        files, self.warn)  # fmt: skip
             schemas = [m.schema for m in manifest.metadata]
             metadata = scan_files(files, schemas, config.include_deleted)
             if not continued:
-                self.plan(manifest, query, files, metadata, fingerprint, commits)
+                self.plan(manifest, query, files, metadata, fingerprint, commits, tables)
             summary = self.execute(manifest, metadata)
             rejected = [FailureRecord(**r) for r in plan_rejected(self.out / PLAN_FILE)]
             complete = [n for n in sorted(shard_sizes(self.out / PLAN_FILE))
@@ -193,7 +199,7 @@ class _Run:
         totals.seconds = time.perf_counter() - self.start
         return totals
 
-    def plan(self, manifest, query, files, metadata, fingerprint, commits) -> None:
+    def plan(self, manifest, query, files, metadata, fingerprint, commits, tables) -> None:
         """Check the query against the dataset's tags and write the plan."""
         check_query(query, files, metadata, self.progress)
         rejected = [
@@ -203,8 +209,9 @@ class _Run:
         ]
         config = self.config
         request = PlanRequest(query, config.shard_size, manifest.images[0].shards,
-                              config.caption, config.tag_table, config.subset,
-                              self.options.allow_empty)  # fmt: skip
+                              config.caption, tables.tag_table, config.subset,
+                              self.options.allow_empty, rarity=tables.rarity(),
+                              implied=tables.implied())  # fmt: skip
         saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected}
         write_plan(metadata, request, self.out / PLAN_FILE, saved)
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from e6ingest.cache import cache_dir
+from e6ingest.captions import CaptionSpec, caption_rarity, read_implications
 from e6ingest.config import ConfigError
-from e6ingest.manifests import DatasetManifest
-from e6ingest.sources import HubOptions, HubSource, MirrorSource
+from e6ingest.manifests import DatasetManifest, MetadataFile
+from e6ingest.metadata import scan_files
+from e6ingest.query.vocabulary import cached_vocabulary
+from e6ingest.sources import HubError, HubOptions, HubSource, MirrorError, MirrorSource
 
 
 def metadata_source(manifest: DatasetManifest, mirror: str | Path | None, hub: HubOptions):
@@ -33,8 +38,36 @@ def pin_commits(
     if mirror is not None:
         return dict.fromkeys(manifest.repos, "local")
     revisions = {**manifest.revisions(), **pins}
+    optional = {t.repo for t in manifest.tables} - {m.repo for m in manifest.metadata}
+    commits = {}
     with HubSource(manifest, hub) as source:
-        return {repo: source.commit(repo, revision) for repo, revision in revisions.items()}
+        for repo, revision in revisions.items():
+            try:
+                commits[repo] = source.commit(repo, revision)
+            except HubError:
+                if repo not in optional:
+                    raise  # a tag table's repository may be gone: the run goes on without
+    return commits
+
+
+TABLE_COSTS = {
+    "tags": ("tags stay uncategorised: every tag counts as general, artists and characters "
+             "do not lead the captions, and meta tags such as hi_res stay", "--tag-table"),
+    "implications": ("--prune-implied has nothing to prune with", "--implications"),
+}  # fmt: skip
+
+
+def table_file(source, entry: MetadataFile | None, warn: Callable[[str], object]):
+    """The local copy of one of the manifest's tag tables, or None (with a warning that says
+    what its absence costs) when the source lacks it."""
+    if entry is None:
+        return None
+    try:
+        return source.metadata_file(entry)
+    except (MirrorError, HubError) as exc:
+        cost, flag = TABLE_COSTS[entry.schema]
+        warn(f"no {entry.schema} table ({exc}); {cost}. Give one with {flag} FILE")
+        return None
 
 
 def whole_shards(
@@ -96,3 +129,40 @@ class ShardJanitor:
                 self.discard(source_shard)
                 done.append(source_shard)
         return done
+
+
+@dataclass(frozen=True)
+class CaptionTables:
+    """What captions need from the dataset beyond the posts: the tags table restoring
+    categories, the implications, and (lazily) how many posts each tag is on."""
+
+    spec: CaptionSpec
+    tag_table: str = ""
+    implications: str = ""
+    files: tuple[Path, ...] = ()
+
+    def implied(self) -> pl.DataFrame | None:
+        """The closed implications when the spec prunes implied tags."""
+        if not (self.spec.prune_implied and self.implications):
+            return None
+        return read_implications(self.implications)
+
+    def rarity(self) -> pl.DataFrame | None:
+        """Posts per tag (as captions write tags) when a token budget orders by it."""
+        if not self.spec.max_tokens or self.spec.token_priority == "order":
+            return None
+        every = scan_files(list(self.files), include_deleted=True)
+        vocabulary = cached_vocabulary(self.files, every, cache_dir() / "vocabulary")
+        return caption_rarity(vocabulary, self.spec)
+
+
+def caption_tables(
+    spec: CaptionSpec, tag_table: str, manifest, source, files, warn
+) -> CaptionTables:
+    """The tag tables captions use: ``tag_table`` and the spec's implications when given,
+    else the dataset's (a missing one is a warning saying what it costs)."""
+    tag_table = tag_table or table_file(source, manifest.tags, warn)
+    implications = spec.implications
+    if spec.prune_implied and not implications:
+        implications = table_file(source, manifest.implications, warn)
+    return CaptionTables(spec, str(tag_table or ""), str(implications or ""), tuple(files))

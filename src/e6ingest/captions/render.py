@@ -1,0 +1,60 @@
+"""Captions as text: the tag part (with the keep-tokens separator) and the merge of tags and
+natural-language text, from a frame's ``_head``, ``_whole`` and ``caption_nl`` columns."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from e6ingest.captions.spec import CaptionSpec
+
+
+def tags_text(spec: CaptionSpec, head: pl.Expr, whole: pl.Expr, nl: pl.Expr | None = None):
+    """The tag part as text; with ``nl`` (``nl_position = "head"``), the NL text goes at the
+    end of the fixed head (before the keep-tokens separator), else first."""
+    joined = whole.list.join(spec.separator)
+    if not spec.keep_tokens_separator:
+        if nl is None:
+            return joined
+        return pl.concat_str(nl, pl.lit(spec.separator), joined).str.strip_chars(" ,")
+    # dedupe keeps first occurrences, so the head's tags open ``whole``, in the same order
+    n_head = pl.min_horizontal(head.list.len(), whole.list.len())
+    fixed = whole.list.head(n_head).list.join(spec.separator)
+    if nl is not None:
+        fixed = pl.when(nl != "").then(
+            pl.concat_str(fixed, pl.lit(spec.separator), nl).str.strip_chars(" ,")
+        ).otherwise(fixed)  # fmt: skip
+    return pl.concat_str(
+        fixed,
+        pl.lit(f" {spec.keep_tokens_separator} "),
+        whole.list.slice(n_head).list.join(spec.separator),
+    ).str.strip_chars(" ")
+
+
+def merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
+    has_nl = nl.list.len() > 0
+    mode = spec.merge_mode
+    if mode == "tags":
+        return tags
+    if mode == "nl":
+        return pl.when(has_nl).then(nl.list.join(" ")).otherwise(tags)
+    if mode == "tags+nl":
+        joined = pl.concat_str(tags, pl.lit(spec.separator), nl.list.join(" "))
+        return pl.when(has_nl).then(joined).otherwise(tags)
+    return pl.concat_list([tags, nl]).list.join("\n")  # alternatives: one line each
+
+
+def nl_in_head(spec: CaptionSpec) -> bool:
+    """Whether the NL text goes into the fixed head of the line (``nl_position = "head"``)."""
+    return spec.merge_mode == "tags+nl" and spec.nl_position == "head"
+
+
+def render(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
+    """``frame`` with ``caption_tags`` (the tag part) and ``caption`` (what a trainer reads)."""
+    head, whole, nl = pl.col("_head"), pl.col("_whole"), pl.col("caption_nl")
+    frame = frame.with_columns(tags_text(spec, head, whole).alias("caption_tags"))
+    if nl_in_head(spec):
+        with_nl = tags_text(spec, head, whole, nl.list.join(" "))
+        caption = pl.when(nl.list.len() > 0).then(with_nl).otherwise(pl.col("caption_tags"))
+    else:
+        caption = merged(spec, pl.col("caption_tags"), nl)
+    return frame.with_columns(caption.alias("caption"))

@@ -1,0 +1,84 @@
+"""CLIP token counts, as SD/SDXL trainers count a caption against their window.
+
+The text encoders of SD and SDXL share OpenAI CLIP's byte-level BPE (49,408 entries). Its
+vocabulary file, ``clip/bpe_simple_vocab_16e6.txt.gz`` (MIT licence, ``clip/LICENSE``), is
+shipped with e6ingest and turned into a ``tokenizers`` BPE the way CLIP reads it: text
+unescaped (HTML entities), whitespace collapsed, NFC, lower case; split with CLIP's pattern
+(contractions, runs of letters, single digits, runs of other symbols), bytes mapped to
+characters, ``</w>`` closing each word. No torch.
+
+Counts exclude the start and end tokens: a 77-token window holds 75 of a caption's tokens.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+VOCAB_FILE = Path(__file__).parent / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+MERGES = 49152 - 256 - 2  # merges CLIP uses of the file
+PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+WINDOWS = (75, 150, 225)  # 77-token encoders; sd-scripts --max_token_length 150 and 225
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The printable character standing for each byte (the GPT-2/CLIP byte alphabet)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer():
+    """The CLIP BPE as a ``tokenizers.Tokenizer`` (built once per process)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    lines = gzip.decompress(VOCAB_FILE.read_bytes()).decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : MERGES + 1]]
+    alphabet = list(_bytes_to_unicode().values())
+    vocab = [*alphabet, *(c + "</w>" for c in alphabet), *("".join(m) for m in merges)]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    model = models.BPE(
+        {token: i for i, token in enumerate(vocab)}, merges,
+        end_of_word_suffix="</w>", continuing_subword_prefix="", unk_token="<|endoftext|>",
+    )  # fmt: skip
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PATTERN), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _clean(text: str) -> str:
+    return html.unescape(html.unescape(text)).strip()
+
+
+def token_ids(text: str) -> list[int]:
+    """The CLIP token ids of ``text`` (no start or end token)."""
+    return clip_tokenizer().encode(_clean(text), add_special_tokens=False).ids
+
+
+def count_tokens(texts: Sequence[str]) -> list[int]:
+    """The CLIP token count of each text (no start or end token), in parallel."""
+    if not texts:
+        return []
+    encodings = clip_tokenizer().encode_batch([_clean(t) for t in texts],
+                                              add_special_tokens=False)  # fmt: skip
+    return [len(e.ids) for e in encodings]

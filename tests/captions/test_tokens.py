@@ -1,0 +1,169 @@
+"""Captions that fit: CLIP token counts as trainers count them, a budget that drops tags by
+priority, implied-tag pruning, and the e621 tags table used without being asked for."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+from itertools import pairwise
+
+import polars as pl
+import pytest
+
+from e6ingest.captions import CaptionSpec, build_captions
+from e6ingest.captions.implications import close_transitively, prune_implied
+from e6ingest.captions.tokens import VOCAB_FILE, count_tokens, token_ids
+from e6ingest.metadata import TAG_COLUMNS
+
+# -- the tokenizer -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _reference_bpe():
+    """CLIP's published BPE, restated plainly: merges by rank over each word's characters
+    (bytes mapped to printable characters), ``</w>`` on the last."""
+    lines = gzip.decompress(VOCAB_FILE.read_bytes()).decode().split("\n")[1 : 49152 - 256 - 2 + 1]
+    ranks = {tuple(line.split()): i for i, line in enumerate(lines)}
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars, n = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    byte_char = {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+    base = list(byte_char.values())
+    vocab = base + [c + "</w>" for c in base] + ["".join(m) for m in ranks]
+    return ranks, byte_char, {token: i for i, token in enumerate(vocab)}
+
+
+def _reference_ids(text: str) -> list[int]:
+    ranks, byte_char, encoder = _reference_bpe()
+    text = re.sub(r"\s+", " ", text).strip().lower()
+    pieces = re.findall(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", text)
+    ids = []
+    for piece in pieces:
+        word = [byte_char[b] for b in piece.encode()]
+        word[-1] += "</w>"
+        while len(word) > 1:
+            pairs = [(ranks.get(pair, 1 << 30), i) for i, pair in enumerate(pairwise(word))]
+            rank, i = min(pairs)
+            if rank == 1 << 30:
+                break
+            word[i : i + 2] = [word[i] + word[i + 1]]
+        ids += [encoder[w] for w in word]
+    return ids
+
+
+def test_known_ids():
+    assert token_ids("a photo of a cat") == [320, 1125, 539, 320, 2368]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1girl, long hair, blue eyes, smile", "astolfo (fate), fate/grand order",
+     "A fox sitting in the snow. It looks up!", "absurd res, hi res, 2024, :3, ^_^",
+     "red panda, ailurid, mammal, feral, solo", "gay (lore), anthro, 5 fingers"],
+)  # fmt: skip
+def test_ids_equal_the_published_bpe(text):
+    assert token_ids(text) == _reference_ids(text)
+
+
+def test_counts_exclude_start_and_end():
+    assert count_tokens(["a photo of a cat", ""]) == [5, 0]
+
+
+# -- the budget ----------------------------------------------------------------------------
+
+
+def _post(**tags) -> dict:
+    row = {"id": 1, "site": "e621", "rating": "e", "score": 3,
+           "created_at": datetime(2021, 5, 1, tzinfo=timezone.utc)}  # fmt: skip
+    row.update({c: [] for c in TAG_COLUMNS})
+    row.update({f"tags_{k}": v for k, v in tags.items()})
+    return row
+
+
+GENERAL = [f"{colour}_{part}" for colour in ("red", "blue", "green", "black", "white", "pink")
+           for part in ("hair", "eyes", "fur", "tail", "ears")]  # fmt: skip
+POST = _post(artist=["some_artist"], character=["judy_hopps"], copyright=["zootopia"],
+             species=["rabbit"], general=["solo", *GENERAL],
+             meta=["hi_res", "absurd_res"])  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [75, 40, 20])
+def test_every_caption_fits_and_the_head_comes_first(budget):
+    spec = CaptionSpec(max_tokens=budget, rating_tag=True, date_tag="year")
+    caption = build_captions(pl.DataFrame([POST]), spec)["caption"][0]
+    assert count_tokens([caption])[0] <= budget
+    tags = caption.split(", ")
+    assert tags[:3] == ["some artist", "zootopia", "judy hopps"]  # e621 order, all kept
+    assert "solo" in tags and "explicit" in tags and "year 2021" in tags
+    assert "hi res" not in tags  # meta goes first
+    full = build_captions(pl.DataFrame([POST]), CaptionSpec(rating_tag=True, date_tag="year"))
+    order = full["caption"][0].split(", ")
+    assert tags == [t for t in order if t in tags]  # caption order kept
+
+
+def test_priority_keeps_the_rarest_tags_first():
+    rarity = pl.DataFrame({"tag": [t.replace("_", " ") for t in GENERAL],
+                           "posts": list(range(len(GENERAL), 0, -1))})  # fmt: skip
+    spec = CaptionSpec(max_tokens=30)
+    rare = build_captions(pl.DataFrame([POST]), spec, rarity=rarity)["caption"][0]
+    common = build_captions(pl.DataFrame([POST]), CaptionSpec(max_tokens=30,
+                            token_priority="common"), rarity=rarity)["caption"][0]  # fmt: skip
+    assert "pink ears" in rare and "red hair" not in rare  # the fewest posts win
+    assert "red hair" in common and "pink ears" not in common
+
+
+def test_natural_language_shares_the_budget():
+    nl = pl.DataFrame({"id": [1], "nl": [["A rabbit officer stands in the city, smiling "
+                                          "at the camera with her ears up."]]})  # fmt: skip
+    for merge in ("tags+nl", "alternatives", "nl"):
+        spec = CaptionSpec(max_tokens=24, merge=merge, nl_captions=("x",))
+        caption = build_captions(pl.DataFrame([POST]), spec, nl=nl)["caption"][0]
+        assert all(n <= 24 for n in count_tokens(caption.split("\n"))), (merge, caption)
+    line = build_captions(pl.DataFrame([POST]), CaptionSpec(max_tokens=40, merge="tags+nl",
+                          nl_captions=("x",)), nl=nl)["caption"][0]  # fmt: skip
+    assert line.startswith("some artist, zootopia, judy hopps") and "A rabbit officer" in line
+
+
+def test_natural_language_before_the_keep_tokens_separator():
+    nl = pl.DataFrame({"id": [1], "nl": [["A rabbit, smiling."]]})
+    spec = CaptionSpec(merge="tags+nl", nl_captions=("x",), keep_tokens_separator="|||",
+                       nl_position="head")  # fmt: skip
+    caption = build_captions(pl.DataFrame([POST]), spec, nl=nl)["caption"][0]
+    head, tail = caption.split(" ||| ")
+    assert head == "some artist, zootopia, judy hopps, A rabbit, smiling."
+    assert "rabbit" in tail and "A rabbit" not in tail
+
+
+# -- implied tags ----------------------------------------------------------------------------
+
+
+GRAPH = pl.DataFrame({"antecedent": ["fox", "canine", "canid", "red_panda", "ailurid"],
+                      "implied": ["canine", "canid", "mammal", "ailurid", "mammal"]})  # fmt: skip
+
+
+def test_closure_follows_chains():
+    closure = close_transitively(GRAPH)
+    implied_by_fox = sorted(closure.filter(pl.col("antecedent") == "fox")["implied"])
+    assert implied_by_fox == ["canid", "canine", "mammal"]
+
+
+def test_pruning_keeps_only_the_most_specific():
+    frame = pl.DataFrame([_post(species=["canid", "canine", "fox", "mammal"],
+                                general=["solo", "mammal_focus"]),
+                          _post(species=["ailurid", "mammal"], general=["canine"])])  # fmt: skip
+    pruned = prune_implied(frame, close_transitively(GRAPH))
+    assert pruned["tags_species"].to_list() == [["fox"], ["ailurid"]]
+    assert pruned["tags_general"].to_list() == [["solo", "mammal_focus"], ["canine"]]
+
+
+def test_prune_implied_in_captions():
+    spec = CaptionSpec(prune_implied=True)
+    frame = pl.DataFrame([_post(species=["canid", "canine", "fox", "mammal"], general=["solo"])])
+    caption = build_captions(frame, spec, implied=close_transitively(GRAPH))["caption"][0]
+    assert caption == "fox, solo"
