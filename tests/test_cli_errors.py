@@ -250,7 +250,7 @@ def test_sample_is_the_same_posts_for_the_same_seed(mirror_args, tmp_path, capsy
 def test_limit_follows_the_query_order(mirror_args, capsys):
     code, out, _ = _run(capsys, "captions", *mirror_args, "--query", "order:id_desc",
                         "--limit", "3", "--preview", "3")  # fmt: skip
-    keys = [line.rstrip(":") for line in out.splitlines() if not line.startswith(" ")]
+    keys = [line.rstrip(":") for line in out.splitlines() if line.startswith("e621/")]
     ids = [int(key.split("/")[1]) for key in keys]
     assert code == 0 and len(ids) == 3 and ids == sorted(ids, reverse=True)
 

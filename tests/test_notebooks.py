@@ -19,5 +19,7 @@ def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "posts in e621" in text and "'solo -comic score:>=0' with ratings e,q,s" in text
-    assert any("image/png" in o.get("data", {}) for o in outputs)  # the bar chart
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the ratings bar chart and the token histogram
+    assert "with --max-tokens 75: max" in text
     assert not [o for o in outputs if o.output_type == "error"]

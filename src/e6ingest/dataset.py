@@ -255,6 +255,24 @@ def captions(
     )
 
 
+def caption_token_stats(
+    posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
+) -> dict:
+    """CLIP token lengths of the captions of ``posts`` (a deterministic sample of at most
+    10,000 of them): median, p90, share over 75/150/225 tokens."""
+    from e6ingest.captions.tokens import STATS_SAMPLE, token_stats
+
+    sample = Subset(sample=STATS_SAMPLE).pick(posts)
+    return token_stats(captions(sample, spec, tables)["caption"].to_list())
+
+
+def caption_token_lengths(captions_: pl.DataFrame) -> pl.Series:
+    """The CLIP token count of each caption of a :func:`captions` frame (for a histogram)."""
+    from e6ingest.captions.tokens import count_tokens
+
+    return pl.Series("tokens", count_tokens(captions_["caption"].to_list()))
+
+
 CAPTION_FIELDS = {"id", "key", "caption", "tags", "nl"}
 
 

@@ -60,7 +60,8 @@ def test_captions_preview_and_errors(small_demo, tmp_path, capsys):
     code = main(["captions", "--mirror", str(small_demo), "--query", "solo", "--preview", "2",
                  "--order", "general", "--max-tags", "3"])  # fmt: skip
     printed = capsys.readouterr().out.splitlines()
-    assert code == 0 and len(printed) == 4 and printed[0].startswith("e621/")
+    assert code == 0 and len(printed) == 5 and printed[0].startswith("e621/")
+    assert printed[-1].startswith("caption tokens (CLIP, ")
     assert len(printed[1].strip().split(", ")) <= 3
     assert main(["captions", "--mirror", str(small_demo)]) == 2
     assert "--out FILE, --preview N" in capsys.readouterr().err
@@ -70,3 +71,48 @@ def test_captions_preview_and_errors(small_demo, tmp_path, capsys):
     assert code == 2 and "missing.jsonl" in capsys.readouterr().err
     code = main(["captions", "--mirror", str(small_demo), "--preview", "1", "--order", "generl"])
     assert code == 2 and "generl" in capsys.readouterr().err
+
+
+def test_e621_captions_have_categories_in_order_without_any_flag(small_pull):
+    from e6ingest.shards.reader import iter_samples
+
+    order = ("artist", "copyright", "character", "species", "general", "lore", "meta")
+    with_artist = 0
+    for _, members in iter_samples(small_pull):
+        meta = json.loads(members["json"])
+        tags = meta["tags"]
+        with_artist += bool(tags["artist"])
+        expected = [t.replace("_", " ") if len(t) > 3 else t for c in order for t in tags[c]]
+        caption = members["txt"].decode().split(", ")
+        assert caption == [t for t in expected if t in caption]  # the site's category order
+        assert not {"hi res", "absurd res"} & set(caption[: len(caption) // 2])  # meta last
+    assert with_artist > 10
+
+
+@pytest.mark.slow
+def test_a_token_budget_holds_for_every_pulled_caption(small_demo, tmp_path):
+    from e6ingest.captions.tokens import count_tokens
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+    from e6ingest.shards.reader import iter_samples
+
+    config = make_config({"rating": "e,q,s", "max-tokens": 75, "people-first": True})
+    out = pull(config, tmp_path / "out", small_demo, workers=1).out
+    captions = [m["txt"].decode() for _, m in iter_samples(out)]
+    assert captions and max(count_tokens(captions)) <= 75
+
+
+def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, tmp_path):
+    import shutil
+
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(small_demo, mirror, ignore=shutil.ignore_patterns("E621_dataset_1M"))
+    events = []
+    pull(make_config({"rating": "e"}), tmp_path / "out", mirror, workers=1,
+         progress=lambda e, i: events.append((e, i)))  # fmt: skip
+    warnings = [i["message"] for e, i in events if e == "warning"]
+    assert len(warnings) == 1 and "no tags table" in warnings[0]
+    assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]

@@ -82,3 +82,36 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
     encodings = clip_tokenizer().encode_batch([_clean(t) for t in texts],
                                               add_special_tokens=False)  # fmt: skip
     return [len(e.ids) for e in encodings]
+
+
+STATS_SAMPLE = 10_000  # captions counted for statistics (an even spread of a larger set)
+
+
+def token_stats(captions: Sequence[str]) -> dict:
+    """CLIP token lengths of captions (their longest line): count, median, p90 and the share
+    over each usual window (75, 150, 225). A set larger than ``STATS_SAMPLE`` is sampled
+    evenly."""
+    step = max(1, len(captions) // STATS_SAMPLE)
+    chosen = [max(c.split("\n"), key=len) for c in captions[::step]]
+    counts = sorted(count_tokens(chosen))
+    if not counts:
+        return {"captions": 0}
+
+    def share(limit: int) -> float:
+        return round(sum(n > limit for n in counts) / len(counts), 4)
+
+    return {
+        "captions": len(counts),
+        "median": counts[len(counts) // 2],
+        "p90": counts[min(len(counts) - 1, int(len(counts) * 0.9))],
+        **{f"over_{w}": share(w) for w in WINDOWS},
+    }
+
+
+def describe_stats(stats: dict) -> str:
+    """The statistics as one line."""
+    if not stats.get("captions"):
+        return "caption tokens: no captions"
+    over = ", ".join(f"over {w}: {stats[f'over_{w}']:.0%}" for w in WINDOWS)
+    return (f"caption tokens (CLIP, {stats['captions']:,} captions): median {stats['median']}, "
+            f"p90 {stats['p90']}; {over}")  # fmt: skip

@@ -103,6 +103,10 @@ def _print_summary(info: dict, site: str | None) -> None:
         print(f"top {category} tags:")
         for tag, n in tags.items():
             print(f"  {n:>10,}  {tag}")
+    if "caption_tokens" in info:
+        from e6ingest.captions.tokens import describe_stats
+
+        print(describe_stats(info["caption_tokens"]))
 
 
 def _selection(args: argparse.Namespace, config):
@@ -125,6 +129,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(selected.select("id").collect(engine="streaming").height)
         return 0
     info = dataset.summary(selected, top=args.top)
+    info["caption_tokens"] = dataset.caption_token_stats(selected, config.caption, data.tables)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
@@ -152,6 +157,10 @@ def cmd_captions(args: argparse.Namespace) -> int:
         print(f"{row['key']}:")
         for line in row["caption"].split("\n"):
             print(f"  {line}")
+    if args.preview:
+        from e6ingest.captions.tokens import describe_stats, token_stats
+
+        print(describe_stats(token_stats(captions["caption"].to_list())))
     return 0
 
 

@@ -81,6 +81,12 @@ def _pull_parser(sub) -> None:
         "--shard-size", type=count, metavar="N", help="samples per shard (default: 1000)"
     )
     p.add_argument("--workers", type=count, metavar="N", help="processes (default: every core)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where shard tasks run: processes here, or a Ray cluster "
+                   "(default: local)")  # fmt: skip
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to use (default: $RAY_ADDRESS, else a local Ray "
+                   "started for the run)")  # fmt: skip
     p.add_argument("--memory-budget", type=count, metavar="MB",
                    help="memory images being decoded may take at once, over all workers "
                    "(default: half of this machine's memory)")  # fmt: skip
