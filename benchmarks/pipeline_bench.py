@@ -133,7 +133,7 @@ def ray_cluster(work: Path, cpus: int) -> str:
     command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
                "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
                "--include-dashboard=false", "--disable-usage-stats",
-               f"--temp-dir={work / 'ray'}"]  # fmt: skip
+               f"--temp-dir={work / 'ray-session'}"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, **RAY_ENV})
     return f"127.0.0.1:{port}"
 
