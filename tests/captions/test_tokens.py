@@ -140,6 +140,41 @@ def test_natural_language_before_the_keep_tokens_separator():
     assert "rabbit" in tail and "A rabbit" not in tail
 
 
+# tags whose last character runs into the separator's comma, emoticons, digits, entities
+AWKWARD = ["astolfo_(fate)", "^_^", ">_<", ":3", "^_^;", "2024", "3_toes", "k-on!", "!?",
+           "tom_&amp;_jerry", "...", "o_o", "x", "hand_on_another's_chin"]  # fmt: skip
+
+
+@pytest.mark.parametrize("merge", ["tags", "tags+nl", "alternatives"])
+def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
+    from e6ingest.captions.budget import fit_lists
+    from e6ingest.captions.build import _caption_batch, _tag_lists
+
+    posts = [_post(general=AWKWARD[i:] + GENERAL[: 3 * i], meta=["hi_res"]) | {"id": i}
+             for i in range(len(AWKWARD))]  # fmt: skip
+    frame = pl.DataFrame(posts).with_columns(pl.col("^tags_.*$").cast(pl.List(pl.String)))
+    texts = ["A fox, waving.", "", "Two cats (black) sit!", "", "Ends with a comma,"]
+    nl = pl.DataFrame({"id": list(range(len(posts))),
+                       "nl": [[texts[i % len(texts)]] if texts[i % len(texts)] else []
+                              for i in range(len(posts))]})  # fmt: skip
+    named = nl.rename({"nl": "caption_nl"})
+    for budget in (12, 30, 75):
+        spec = CaptionSpec(max_tokens=budget, merge=merge, nl_captions=("x",), rating_tag=True)
+        lists = _tag_lists(spec, "e621", set(frame.columns), {}, {})
+        prepared = frame.join(named, on="id", how="left")
+        prepared = prepared.with_columns(pl.col("caption_nl").fill_null([]), **lists)
+        joined = prepared["caption_nl"].list.join(" ") if merge == "tags+nl" else None
+        _, _, exact = fit_lists(prepared, budget, spec.separator, "order", None, joined)
+        captions = _caption_batch(frame, spec, {"e621": lists}, named, None, None)["caption"]
+        lines = [c.split("\n", 1)[0] for c in captions]
+        counted = count_tokens(lines)
+        assert all(n <= budget for n in counted), (budget, lines)
+        for line, n, estimate in zip(lines, counted, exact.to_list(), strict=True):
+            if estimate is not None and estimate <= budget:
+                assert estimate == n, (budget, line)
+        assert exact.null_count() < len(exact) / 2  # most lines are not tokenised again
+
+
 # -- implied tags ----------------------------------------------------------------------------
 
 

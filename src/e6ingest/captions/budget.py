@@ -12,9 +12,12 @@ When a caption is over budget, tags are dropped by priority, never cut at the ta
 4. meta tags last.
 
 Tags keep their caption order; only which of them stay depends on the priority. Token
-costs are counted once per distinct tag; every fitted caption is then counted whole, and
-the rare caption still over (punctuation running into a separator) loses its last tags
-until it fits.
+costs are counted once per distinct tag, with and without the separator's mark after it:
+CLIP's pre-tokens never span whitespace, so with a separator ending in a space (``", "``)
+a line's count is the sum of its tags' costs (the last without the mark) plus its NL
+text's, exactly, and such lines are not tokenised again. Other lines (NL text in the head,
+a keep-tokens separator, a separator without a space) are counted whole; the rare line
+still over loses its last tags until it fits.
 """
 
 from __future__ import annotations
@@ -26,10 +29,26 @@ from e6ingest.captions.tokens import clip_tokenizer, count_tokens
 CLASS_HEAD, CLASS_NL, CLASS_TAG, CLASS_META = 0, 1, 2, 3
 
 
-def _costs(tags: pl.Series) -> pl.DataFrame:
-    distinct = tags.unique().drop_nulls()
+_COSTS: dict[tuple[str, str], tuple[int, int]] = {}  # (tag, mark) -> (alone, with mark)
+COST_CACHE_SIZE = 2_000_000
+
+
+def _costs(tags: pl.Series, mark: str) -> pl.DataFrame:
+    """Per distinct tag: ``_alone`` (its CLIP tokens) and ``_cost`` (with the separator's
+    ``mark`` right after it, as every tag but a line's last is written), counted once per
+    process for a tag seen again in a later batch."""
+    distinct = tags.unique().drop_nulls().to_list()
+    new = [t for t in distinct if (t, mark) not in _COSTS]
+    if new:
+        if len(_COSTS) + len(new) > COST_CACHE_SIZE:
+            _COSTS.clear()
+        alone = count_tokens(new)
+        marked = count_tokens([t + mark for t in new]) if mark else alone
+        _COSTS.update(((t, mark), (a, m)) for t, a, m in zip(new, alone, marked, strict=True))
+    costs = [_COSTS[(t, mark)] for t in distinct]
     return pl.DataFrame(
-        {"tag": distinct, "_cost": pl.Series(count_tokens(distinct.to_list()), dtype=pl.Int64)}
+        {"tag": distinct, "_alone": [c[0] for c in costs], "_cost": [c[1] for c in costs]},
+        schema={"tag": pl.String, "_alone": pl.Int64, "_cost": pl.Int64},
     )
 
 
@@ -48,20 +67,47 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
     return out
 
 
-def _as_lists(texts: list[str]) -> pl.Series:
-    return pl.Series([[t] if t else [] for t in texts], dtype=pl.List(pl.String))
+def _as_lists(texts: pl.Series) -> pl.Series:
+    """Each text as a one-element list, an empty text as an empty list."""
+    frame = texts.alias("t").to_frame()
+    return frame.select(
+        pl.when(pl.col("t") != "")
+        .then(pl.concat_list("t"))
+        .otherwise(pl.lit([], pl.List(pl.String)))
+    ).to_series()
+
+
+def _nl_fitted(nl: pl.Series, cost: pl.Series, room: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Each NL text kept whole when it fits its ``room`` of tokens, else cut to it (empty
+    without room), and the tokens of what is kept: only the texts cut are tokenised again."""
+    frame = pl.DataFrame({"text": nl, "cost": cost, "room": room}).with_row_index("_i")
+    cut = frame.filter((pl.col("room") > 0) & (pl.col("room") < pl.col("cost")))
+    texts = cut_to_tokens(cut["text"].to_list(), cut["room"].to_list())
+    cut = cut.select("_i", pl.Series("_text", texts), pl.Series("_cost", count_tokens(texts),
+                                                                 dtype=pl.Int64))  # fmt: skip
+    fitted = frame.join(cut, on="_i", how="left", maintain_order="left").select(
+        pl.when(pl.col("room") <= 0).then(pl.lit(""))
+        .otherwise(pl.col("_text").fill_null(pl.col("text"))).alias("text"),
+        pl.when(pl.col("room") <= 0).then(0)
+        .otherwise(pl.col("_cost").fill_null(pl.col("cost"))).alias("cost"),
+    )  # fmt: skip
+    return fitted["text"], fitted["cost"]
 
 
 def fit_lists(
     frame: pl.DataFrame, budget: int, separator: str, priority: str,
     rarity: pl.DataFrame | None, nl: pl.Series | None,
-) -> tuple[pl.Series, pl.Series | None]:  # fmt: skip
-    """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, and the
-    natural-language texts (``nl``, one per row, joined) cut to what the head leaves.
+) -> tuple[pl.Series, pl.Series | None, pl.Series]:  # fmt: skip
+    """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, the
+    natural-language texts (``nl``, one per row, joined) cut to what the head leaves, and
+    each line's exact token count where it follows from the parts (``null`` where the line
+    must be counted whole: module doc).
 
     ``frame`` holds ``_whole`` (the caption's tags, in order), ``_keep`` (tags of the
     head) and ``_meta`` (meta tags) per row; ``rarity``: ``tag``, ``posts``."""
-    sep_cost = count_tokens([separator.strip() or separator])[0] if separator.strip() else 0
+    mark = separator.strip()
+    additive = separator[-1:].isspace()  # CLIP pre-tokens end at the separator's space
+    sep_cost = count_tokens([mark])[0] if mark else 0
     rows = frame.select("_whole", "_keep", "_meta").with_row_index("_row")
     long = rows.select("_row", pl.col("_whole").alias("tag")).explode("tag").drop_nulls("tag")
     long = long.with_row_index("_pos")
@@ -72,8 +118,9 @@ def fit_lists(
     ]  # fmt: skip
     for table in flags:
         long = long.join(table, on=["_row", "tag"], how="left")
-    long = long.join(_costs(long["tag"]), on="tag", how="left").with_columns(
-        (pl.col("_cost") + sep_cost).alias("_cost"),
+    costs = _costs(long["tag"], mark if additive else "")
+    long = long.join(costs, on="tag", how="left").with_columns(
+        pl.col("_cost") + (0 if additive else sep_cost),
         pl.when(pl.col("_is_keep")).then(CLASS_HEAD)
         .when(pl.col("_is_meta")).then(CLASS_META).otherwise(CLASS_TAG).alias("_class"),
     )  # fmt: skip
@@ -82,18 +129,17 @@ def fit_lists(
         key = pl.col("_posts").fill_null(0) * (1 if priority == "rare" else -1)
     else:
         key = pl.col("_pos")
-    items = long.select("_row", "_pos", "_cost", "_class", key.alias("_key"))
+    items = long.select("_row", "_pos", "_cost", "_alone", "_class", key.alias("_key"))
     if nl is not None:  # the NL text is one item, right after the head
-        nl_cost = count_tokens(nl.to_list())
+        nl_cost = pl.Series(count_tokens(nl.to_list()), dtype=pl.Int64)
         items = pl.concat([items, pl.DataFrame({
             "_row": pl.int_range(len(nl), eager=True, dtype=pl.UInt32), "_pos": -1,
-            "_cost": pl.Series(nl_cost, dtype=pl.Int64) + sep_cost, "_class": CLASS_NL,
-            "_key": 0,
-        }).filter(pl.col("_cost") > sep_cost)], how="vertical_relaxed")  # fmt: skip
+            "_cost": nl_cost + sep_cost, "_alone": nl_cost, "_class": CLASS_NL, "_key": 0,
+        }).filter(pl.col("_alone") > 0)], how="vertical_relaxed")  # fmt: skip
     ranked = items.sort("_row", "_class", "_key", "_pos").with_columns(
         pl.col("_cost").cum_sum().over("_row").alias("_spent")
     )
-    limit = budget + sep_cost  # the first item has no separator before it
+    limit = budget + sep_cost  # the last item has no separator after it
     kept_tags = ranked.filter((pl.col("_class") != CLASS_NL) & (pl.col("_spent") <= limit))
     whole = (
         long.join(kept_tags.select("_row", "_pos"), on=["_row", "_pos"], how="semi")
@@ -101,18 +147,29 @@ def fit_lists(
         .group_by("_row", maintain_order=True)
         .agg(pl.col("tag").alias("_whole"))
     )
+    sums = kept_tags.sort("_pos").group_by("_row").agg(
+        pl.col("_cost").sum().alias("_sum"),
+        (pl.col("_cost").sum() - pl.col("_cost").last() + pl.col("_alone").last()).alias("_line"),
+    )  # fmt: skip
     fitted = rows.select("_row").join(whole, on="_row", how="left", maintain_order="left")
+    fitted = fitted.join(sums, on="_row", how="left", maintain_order="left")
     fitted_lists = fitted["_whole"].fill_null([])
+    tags_line = fitted["_line"].fill_null(0)
     if nl is None:
-        return fitted_lists, None
+        return fitted_lists, None, tags_line if additive else tags_line.clear(len(tags_line))
     before = ranked.with_columns((pl.col("_spent") - pl.col("_cost")).alias("_before"))
     left = before.filter(pl.col("_class") == CLASS_NL).select(
         "_row", (limit - pl.col("_before") - sep_cost).alias("_left")
     )  # fmt: skip
     room = rows.select("_row").join(left, on="_row", how="left", maintain_order="left")
-    return fitted_lists, pl.Series(
-        cut_to_tokens(nl.to_list(), room["_left"].fill_null(0).to_list())
-    )
+    cost = pl.DataFrame({"_row": rows["_row"], "c": nl_cost})
+    texts, kept_cost = _nl_fitted(nl, cost["c"], room["_left"].fill_null(0))
+    exact = pl.DataFrame({"n": fitted["_sum"], "line": tags_line, "nl": kept_cost}).select(
+        pl.when(pl.col("nl") == 0).then(pl.col("line"))  # tags only
+        .when(pl.col("n").is_not_null()).then(pl.col("n") + pl.col("nl"))  # tags, NL
+        .otherwise(None)  # NL only: counted whole
+    ).to_series()  # fmt: skip
+    return fitted_lists, texts, exact if additive else exact.clear(len(exact))
 
 
 def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
@@ -127,28 +184,31 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
 def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.DataFrame:
     """``frame`` (with ``_head``, ``_whole``, ``_keep``, ``_meta``, ``caption_nl``) rendered
     with every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
-    from e6ingest.captions.render import render
+    from e6ingest.captions.render import nl_in_head, render
 
     budget, mode = spec.max_tokens, spec.merge_mode
     joined = frame["caption_nl"].list.join(" ")
+    fit = (frame, budget, spec.separator, spec.token_priority, rarity)
     if mode == "tags+nl":
-        lists, nl_cut = fit_lists(frame, budget, spec.separator, spec.token_priority, rarity,
-                                  joined)  # fmt: skip
-        frame = frame.with_columns(
-            lists.alias("_whole"), _as_lists(nl_cut.to_list()).alias("caption_nl")
-        )
+        lists, nl_cut, exact = fit_lists(*fit, joined)
+        frame = frame.with_columns(lists.alias("_whole"), _as_lists(nl_cut).alias("caption_nl"))
     else:
-        lists, _ = fit_lists(frame, budget, spec.separator, spec.token_priority, rarity, None)
+        lists, _, exact = fit_lists(*fit, None)
         frame = frame.with_columns(lists.alias("_whole"))
         if mode == "nl":
-            cut = cut_to_tokens(joined.to_list(), [budget] * len(joined))
+            cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
             frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
+            exact = exact.clear(len(exact))  # a line is the NL text or the tags
         elif mode == "alternatives":
             frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
+    if spec.keep_tokens_separator or nl_in_head(spec):
+        exact = exact.clear(len(exact))  # lines not written as tags joined by the separator
     frame = render(frame, spec)
     lines = frame["caption"].to_list()
     tag_lines = frame["caption_tags"].to_list()
-    over = [i for i, n in enumerate(count_tokens(_first_lines(lines, mode))) if n > budget]
+    unsure = [i for i, n in enumerate(exact.to_list()) if n is None or n > budget]
+    counts = count_tokens(_first_lines([lines[i] for i in unsure], mode))
+    over = [i for i, n in zip(unsure, counts, strict=True) if n > budget]
     if over:
         lines, tag_lines = _trim(frame, spec, over, lines, tag_lines)
         frame = frame.with_columns(pl.Series("caption", lines), pl.Series("caption_tags",

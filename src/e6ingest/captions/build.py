@@ -55,8 +55,10 @@ def _rewrite(spec: CaptionSpec) -> pl.Expr:
     return tag
 
 
-def _clean(tags: pl.Expr, aliases: Mapping[str, str], drop: tuple[str, ...]) -> pl.Expr:
+def _clean(tags: pl.Expr | None, aliases: Mapping[str, str], drop: tuple[str, ...]):
     """Aliases applied, then tags matching ``drop`` (names or globs) removed."""
+    if tags is None:
+        return None
     tag = pl.element()
     if aliases:
         tags = tags.list.eval(tag.replace(dict(aliases)))
@@ -75,8 +77,13 @@ def _category_lists(categories: tuple[str, ...], names: set[str]) -> list[pl.Exp
     return [pl.col(f"tags_{c}").fill_null(EMPTY) for c in categories if f"tags_{c}" in names]
 
 
-def _concat(lists: list[pl.Expr]) -> pl.Expr:
-    return pl.concat_list(lists) if lists else EMPTY
+def _concat(lists: list[pl.Expr | None]) -> pl.Expr | None:
+    """The lists one after the other per row; ``None`` (no list at all) when there are none:
+    empty parts are left out rather than concatenated, which would copy every tag again."""
+    lists = [item for item in lists if item is not None]
+    if not lists:
+        return None
+    return lists[0] if len(lists) == 1 else pl.concat_list(lists)
 
 
 def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> dict:
@@ -127,7 +134,7 @@ def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.
         extras.append(_quality_tag(spec, thresholds))
     if spec.date_tag != "none":
         extras.append(_date_tag(spec))
-    return pl.concat_list(extras).list.drop_nulls() if extras else EMPTY
+    return pl.concat_list(extras).list.drop_nulls() if extras else None
 
 
 def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, thresholds):
@@ -142,35 +149,44 @@ def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, threshold
     drop = spec.blacklist + spec.meta_filter
     head = _clean(_concat(_category_lists(fixed, names)), aliases, drop)
     tail = _clean(_concat(_category_lists(rest, names)), aliases, drop)
-    front: list[pl.Expr] = []
+    front: list[pl.Expr | None] = []
     is_people = pl.element().str.contains(PEOPLE_PATTERN)
-    if spec.people_first:
-        front.append(pl.concat_list([head, tail]).list.eval(pl.element().filter(is_people)))
-        head = head.list.eval(pl.element().filter(~is_people))
-        tail = tail.list.eval(pl.element().filter(~is_people))
+    everything = _concat([head, tail])
+    if spec.people_first and everything is not None:
+        front.append(everything.list.eval(pl.element().filter(is_people)))
+        head, tail = (None if t is None else t.list.eval(pl.element().filter(~is_people))
+                      for t in (head, tail))  # fmt: skip
     rewrite = _rewrite(spec)
-    head_parts = [t.list.eval(rewrite) for t in (*front, head)]
-    tail_parts = [tail.list.eval(rewrite)]
+    head_parts = [None if t is None else t.list.eval(rewrite) for t in (*front, head)]
+    tail_parts = [None if tail is None else tail.list.eval(rewrite)]
     extras = _extras(spec, site, thresholds)
     if spec.extras_first:
         head_parts.insert(len(front), extras)
     else:
         tail_parts.append(extras)
-    head_list, whole = _concat(head_parts), _concat(head_parts + tail_parts)
+    whole = _concat(head_parts + tail_parts)
+    whole = EMPTY if whole is None else whole
     if spec.dedupe:
-        head_list = head_list.list.unique(maintain_order=True)
         whole = whole.list.unique(maintain_order=True)
     if spec.max_tags:
         whole = whole.list.head(spec.max_tags)
-    lists = {"_head": head_list, "_whole": whole}
+    lists = {"_whole": whole}
+    if spec.keep_tokens_separator:  # only the separator's placement reads the head
+        head_list = _concat(head_parts)
+        head_list = EMPTY if head_list is None else head_list
+        lists["_head"] = head_list.list.unique(maintain_order=True) if spec.dedupe else head_list
     if spec.max_tokens:
         named = [c for c in categories if c in spec.fixed_categories]
-        people = pl.concat_list([head, tail]).list.eval(pl.element().filter(is_people))
         kept = _clean(_concat(_category_lists(tuple(named), names)), aliases, drop)
-        lists["_keep"] = _concat([people.list.eval(rewrite), kept.list.eval(rewrite), extras])
+        people = None if everything is None else everything.list.eval(
+            pl.element().filter(is_people)
+        )  # fmt: skip
+        keep = _concat([None if t is None else t.list.eval(rewrite) for t in (people, kept)]
+                       + [extras])  # fmt: skip
+        lists["_keep"] = EMPTY if keep is None else keep
         meta = _clean(_concat(_category_lists(("meta",) if "meta" in categories else (), names)),
                       aliases, drop)  # fmt: skip
-        lists["_meta"] = meta.list.eval(rewrite)
+        lists["_meta"] = EMPTY if meta is None else meta.list.eval(rewrite)
     return lists
 
 
