@@ -316,7 +316,7 @@ def test_demo_says_where_it_is_and_that_it_breaks_posts(tmp_path, capsys):
 def test_every_flag_has_help_with_its_default_and_every_command_examples():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"pull", "inspect", "captions", "verify", "export", "demo"}
+    assert set(commands) == {"pull", "inspect", "captions", "index", "verify", "export", "demo"}
     for name, sub in commands.items():
         assert "examples:" in sub.epilog and "exit codes:" in sub.epilog, name
         for action in sub._actions:

@@ -24,7 +24,8 @@ from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_source
-from e6ingest.query import Query, Subset, selection_query
+from e6ingest.query import Query, Subset, has_tag, selection_query
+from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import sample_key_expr
 from e6ingest.shards.layout import OutputError
@@ -60,21 +61,47 @@ class Dataset:
     site: str | None = None  # None: files of any site (ratings of either accepted)
     include_deleted: bool = False
     tables: CaptionTables | None = None  # tags table, implications, tag rarity
+    index: bool = True  # answer queries from the cached tag index (built on first use)
+    report: Report | None = None  # hears the progress of an index build (done, total)
 
     @property
     def posts(self) -> pl.LazyFrame:
         """Every post, lazily (deleted ones only with ``include_deleted``)."""
         return scan_files(list(self.files), list(self.schemas), self.include_deleted)
 
+    def tag_index(self) -> TagIndex:
+        """The tag index of the files, built once (and again when a file changes)."""
+        return open_index(self.files, self.schemas, cache_dir() / "index", self.report)
+
     def query(self, query: str = "", ratings: str | Sequence[str] = ()) -> Query:
-        """``query`` and ``ratings`` parsed for this dataset's site."""
-        return selection_query(query, parse_ratings(ratings, self.site), self.site,
-                               self.include_deleted)  # fmt: skip
+        """``query`` and ``ratings`` parsed for this dataset's site (answered from the tag
+        index unless the dataset was opened with ``index=False``)."""
+        parsed = selection_query(query, parse_ratings(ratings, self.site), self.site,
+                                 self.include_deleted)  # fmt: skip
+        return self.indexed(parsed)
+
+    def indexed(self, query: Query) -> Query:
+        """``query`` answered from the tag index (as it is without one)."""
+        return query.with_index(self.tag_index()) if self.index else query
 
     def vocabulary(self) -> pl.DataFrame:
         """Every tag with its number of posts (counted once, cached by the files)."""
+        if self.index:
+            return self.tag_index().vocabulary()
         every = scan_files(list(self.files), list(self.schemas), include_deleted=True)
         return cached_vocabulary(self.files, every, cache_dir() / "vocabulary")
+
+    def tag_counts(
+        self, query: Query, tags: Sequence[str], subset: Subset = EVERYTHING
+    ) -> dict[str, int]:
+        """On how many of the posts ``query`` selects (the kept part with ``subset``) each
+        of ``tags`` (or ``*`` wildcards) is: from the tag index alone when it can."""
+        if self.index and not subset:
+            return self.tag_index().tag_counts(query, tags)
+        selected = self.select(query, subset)
+        counts = selected.select(has_tag(t).sum().alias(str(i)) for i, t in enumerate(tags))
+        row = counts.collect(engine="streaming").row(0)
+        return {tag: int(n) for tag, n in zip(tags, row, strict=True)}
 
     def warnings(self, query: Query) -> list[str]:
         """Tags of ``query`` no post has, with the closest ones; raises QueryError for a
@@ -108,26 +135,31 @@ def open_dataset(
     caption: CaptionSpec | None = None,
     tag_table: str = "",
     warn=None,
+    index: bool = True,
+    report: Report | None = None,
 ) -> Dataset:
     """A dataset: ``files`` (parquet in any supported schema, recognised from their
     columns), or the metadata of ``dataset`` from ``mirror``, the demo (``demo=True``) or
     the Hub (downloaded once and cached), with the tag tables its captions use (``caption``
-    says which; ``warn(message)`` hears of a missing one)."""
+    says which; ``warn(message)`` hears of a missing one). Queries are answered from a tag
+    index built on first use and cached (``index=False``: by scanning the tags each time;
+    ``report(done, total)`` hears the build's progress)."""
     caption = caption or CaptionSpec()
+    options = {"index": index, "report": report}
     if files:
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
         paths = tuple(Path(f) for f in files)
         tables = CaptionTables(caption, tag_table, caption.implications, paths)
-        return Dataset(paths, (None,) * len(files), None, include_deleted, tables)
+        return Dataset(paths, (None,) * len(files), None, include_deleted, tables, **options)
     if demo:
         from e6ingest.demo import demo_mirror
 
         mirror = demo_mirror()
     paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
-    return Dataset(tuple(paths), tuple(schemas), site, include_deleted, tables)
+    return Dataset(tuple(paths), tuple(schemas), site, include_deleted, tables, **options)
 
 
 def load_metadata(

@@ -61,11 +61,32 @@ def _hub_options(args: argparse.Namespace) -> HubOptions:
         raise ConfigError(str(exc)) from None
 
 
+def _index_report():
+    """A progress bar for a tag index build, shown once a build starts."""
+    bar = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            print(f"building the tag index of {total:,} posts (once per metadata version)",
+                  file=sys.stderr)  # fmt: skip
+            bar = tqdm(desc="tag index", total=total, unit="post", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return report
+
+
 def _open(args: argparse.Namespace, config):
     from e6ingest import dataset
 
     options = {"include_deleted": config.include_deleted, "caption": config.caption,
-               "tag_table": config.tag_table, "warn": lambda m: _warn([m])}  # fmt: skip
+               "tag_table": config.tag_table, "warn": lambda m: _warn([m]),
+               "index": not getattr(args, "no_index", False),
+               "report": _index_report()}  # fmt: skip
     if args.metadata:
         return dataset.open_dataset(files=args.metadata, **options)
     return dataset.open_dataset(config.dataset, mirror=_mirror(args), **options)
@@ -103,6 +124,10 @@ def _print_summary(info: dict, site: str | None) -> None:
         print(f"top {category} tags:")
         for tag, n in tags.items():
             print(f"  {n:>10,}  {tag}")
+    if info.get("tag_counts"):
+        print("selected posts with each tag:")
+        for tag, n in info["tag_counts"].items():
+            print(f"  {n:>10,}  {tag}")
     if "caption_tokens" in info:
         from e6ingest.captions.tokens import describe_stats
 
@@ -116,6 +141,7 @@ def _selection(args: argparse.Namespace, config):
     query = selection_query(config.query, parse_ratings(config.ratings, site), site,
                             config.include_deleted)  # fmt: skip
     data = _open(args, config)
+    query = data.indexed(query)
     _warn(data.warnings(query))
     return data, query, data.select(query, config.subset)
 
@@ -124,16 +150,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
     config = make_config(flag_values(args), where="flags")
-    data, _query, selected = _selection(args, config)
+    data, query, selected = _selection(args, config)
+    tags = [t.strip().lower() for t in (args.tags or "").split(",") if t.strip()]
+    counts = data.tag_counts(query, tags, config.subset) if tags else {}
     if args.count:
-        print(selected.select("id").collect(engine="streaming").height)
+        print(data.count(query, config.subset))
+        for tag, n in counts.items():
+            print(f"{tag}\t{n}")
         return 0
     info = dataset.summary(selected, top=args.top)
+    if tags:
+        info["tag_counts"] = counts
     info["caption_tokens"] = dataset.caption_token_stats(selected, config.caption, data.tables)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
         _print_summary(info, data.site)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    config = make_config(flag_values(args), where="flags")
+    data = _open(args, config)
+    index = data.tag_index()
+    record = index.record
+    print(f"tag index of {record['rows']:,} posts, {record['tags']:,} tags, "
+          f"{record['postings']:,} postings (built in {record['build_seconds']} s): "
+          f"{index.folder}")  # fmt: skip
     return 0
 
 
@@ -181,7 +224,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             config, args.out, mirror, hub=hub, progress=reporter, workers=args.workers,
             overwrite=args.overwrite, retry_failed=args.retry_failed,
             memory_budget=args.memory_budget << 20 if args.memory_budget else None,
-            allow_empty=args.allow_empty, executor=executor,
+            allow_empty=args.allow_empty, executor=executor, index=not args.no_index,
         )  # fmt: skip
     finally:
         reporter.close()
@@ -239,7 +282,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "demo": cmd_demo, "pull": cmd_pull, "inspect": cmd_inspect, "captions": cmd_captions,
-    "verify": cmd_verify, "export": cmd_export,
+    "index": cmd_index, "verify": cmd_verify, "export": cmd_export,
 }  # fmt: skip
 
 

@@ -85,6 +85,9 @@ def selection_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--seed", type=whole, metavar="S", help="seed of --sample and order:random (default: 0)"
     )
+    s.add_argument("--no-index", action="store_true",
+                   help="scan the tags for this query instead of using the cached tag index "
+                   "(default: the index, built once per metadata version)")  # fmt: skip
 
 
 def image_flags(p: argparse.ArgumentParser) -> None:

@@ -118,6 +118,9 @@ def _inspect_parser(sub) -> None:
     p.add_argument(
         "--top", type=whole, default=10, metavar="N", help="top tags per category (default: 10)"
     )
+    p.add_argument("--tags", metavar="LIST",
+                   help="also count the selected posts having each of these tags or wildcards, "
+                   "e.g. solo,comic,canid* (default: none)")  # fmt: skip
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON document (default: text)")
     out.add_argument(
@@ -155,6 +158,19 @@ def _captions_parser(sub) -> None:
         "--preview", type=whole, default=0, metavar="N", help="print N examples (default: 0)"
     )
     add_caption_flags(p)
+
+
+def _index_parser(sub) -> None:
+    p = _command(
+        sub,
+        "index",
+        "build the cached tag index of a dataset's metadata (queries build it when needed)",
+        """\
+  e6ingest index --demo
+  e6ingest index --dataset danbooru2024
+  e6ingest index --metadata posts.parquet""",
+    )
+    source_flags(p, metadata=True)
 
 
 def _demo_parser(sub) -> None:
@@ -230,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pull_parser(sub)
     _inspect_parser(sub)
     _captions_parser(sub)
+    _index_parser(sub)
     _verify_parser(sub)
     _export_parser(sub)
     _demo_parser(sub)

@@ -38,6 +38,13 @@ class BarReporter:
                 return
             elif event == "planning":
                 self._bar("plan", desc="planning", total=self.PLAN_STEPS, unit="step").update(1)
+            elif event == "index":
+                bar = self.bars.get("index") or self._bar(
+                    "index", desc="tag index", total=info["total"], unit="post"
+                )  # fmt: skip
+                bar.update(info["done"] - bar.n)
+                if info["done"] >= info["total"]:
+                    self.bars.pop("index").close()
             elif event == "planned":
                 self._planned(info)
             elif event == "posts" and "posts" in self.bars:

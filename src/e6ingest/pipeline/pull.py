@@ -38,6 +38,7 @@ from e6ingest.pipeline.sourcing import (
 )
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
+from e6ingest.query.index import open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.folder import OutputLock
@@ -86,10 +87,14 @@ def run_tasks(
 
 def check_query(query: Query, files: list[Path], metadata, progress: Progress | None) -> None:
     """Warn of tags no post has (with the closest ones); refuse ``name:value`` terms that
-    are neither metatags nor tags. The dataset's tags are counted once and cached."""
+    are neither metatags nor tags. The dataset's tags are counted once and cached (they
+    are the tag index's, when the query has one)."""
     if not query.tags:
         return
-    vocabulary = cached_vocabulary(files, metadata, cache_dir() / "vocabulary")
+    if query.index is not None:
+        vocabulary = query.index.vocabulary()
+    else:
+        vocabulary = cached_vocabulary(files, metadata, cache_dir() / "vocabulary")
     for warning in check_tags(query, vocabulary):
         _notify(progress, "warning", message=warning)
 
@@ -104,6 +109,7 @@ class RunOptions:
     memory_budget: int | None = None
     allow_empty: bool = False
     executor: Executor | None = None
+    index: bool = True  # select from the cached tag index (built on first use)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -187,6 +193,8 @@ class _Run:
             schemas = [m.schema for m in manifest.metadata]
             metadata = scan_files(files, schemas, config.include_deleted)
             if not continued:
+                if self.options.index:
+                    query = query.with_index(self.tag_index(files, schemas))
                 self.plan(manifest, query, files, metadata, fingerprint, commits, tables)
             summary = self.execute(manifest, metadata)
             rejected = [FailureRecord(**r) for r in plan_rejected(self.out / PLAN_FILE)]
@@ -198,6 +206,14 @@ class _Run:
         totals.written_now = summary.written_now
         totals.seconds = time.perf_counter() - self.start
         return totals
+
+    def tag_index(self, files, schemas):
+        """The tag index of the metadata files, its build reported as ``index`` events."""
+
+        def report(done: int, total: int) -> None:
+            self.notify("index", done=done, total=total)
+
+        return open_index(files, schemas, cache_dir() / "index", report)
 
     def plan(self, manifest, query, files, metadata, fingerprint, commits, tables) -> None:
         """Check the query against the dataset's tags and write the plan."""

@@ -167,12 +167,18 @@ def _status(value: str, include_deleted: bool) -> pl.Expr:
     raise TermError("status: takes deleted, active or any")
 
 
-def metatag(name: str, value: str, site: str | None, include_deleted: bool) -> pl.Expr:
-    """The expression of a supported metatag (``name`` lower case); TermError otherwise."""
+COUNTED = ("tagcount", *(n for n in NUMERIC if n.endswith("tags")))  # counts of tags
+
+
+def metatag(name: str, value: str, site: str | None, include_deleted: bool, counts=None) -> pl.Expr:
+    """The expression of a supported metatag (``name`` lower case); TermError otherwise.
+    ``counts``: the column of each of :data:`COUNTED` where a frame holds them precomputed
+    (a tag index) rather than derived from the tags."""
     if not value and name != "status":
         raise TermError(f"{name}: needs a value")
     if name in NUMERIC:
-        return range_expr(NUMERIC[name], value, int)
+        column = counts(name) if counts is not None and name in COUNTED else NUMERIC[name]
+        return range_expr(column, value, int)
     if name in DECIMAL:
         return range_expr(DECIMAL[name], value, _ratio if name == "ratio" else float)
     if name == "rating":

@@ -21,7 +21,7 @@ against the dataset's tags once they are known (``vocabulary``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -64,6 +64,14 @@ def has_tag(tag: str, column: str = "tags") -> pl.Expr:
     return pl.col(column).str.contains(tag_pattern(tag)).fill_null(False)
 
 
+INDEX_PREFIX = "\x00"  # names of the columns a tag index evaluates a query on
+
+
+def index_column(name: str) -> str:
+    """The column a tag index gives a query for tag (or wildcard, or count) ``name``."""
+    return INDEX_PREFIX + name
+
+
 @dataclass(frozen=True)
 class TagTerm:
     """A tag the query names, where it stands, and whether it may be a mistyped metatag."""
@@ -85,16 +93,36 @@ class Query:
     tags: tuple[TagTerm, ...] = ()
     order: tuple[str, bool] | None = None  # (column or "random", descending)
     required: tuple[tuple[str, pl.Expr], ...] = field(default=(), repr=False)
+    site: str | None = None
+    include_deleted: bool = False
+    patterns: tuple[str, ...] = ()  # every tag and wildcard, as written (lower case)
+    indexed: bool = False  # tags read from a tag index's columns (``index_column``)
+    index: object = field(default=None, compare=False, repr=False)  # a TagIndex to answer
+
+    def with_index(self, index) -> Query:
+        """This query answered from ``index`` (a ``TagIndex`` of the metadata it will run
+        on): the posts are chosen there, and only their rows are read from the metadata."""
+        return replace(self, index=index)
+
+    def _ids(self) -> pl.Expr:
+        return pl.col("id").is_in(self.index.ids(self).implode())
+
+    def for_index(self) -> Query:
+        """This query over a tag index's columns: a column per tag and wildcard
+        (``index_column(pattern)``) and the tag counts, instead of the tag strings."""
+        return _Parser(self.text, self.site, self.include_deleted, indexed=True).parse()
 
     def apply(self, frame):
         """``frame`` filtered by the query (lazy or eager)."""
+        if self.index is not None:
+            return frame.filter(self._ids())
         return frame if self.expr is None else frame.filter(self.expr)
 
     def _candidates(self, frame: pl.LazyFrame, columns: list[str]) -> tuple[pl.LazyFrame, bool]:
         """The frame to read once: the anchor's candidates when the query has an anchor
         (with what the query needs), else the selection itself; and whether the whole
         query still has to run on it."""
-        if self.expr is None or not self.anchors:
+        if self.expr is None or not self.anchors or self.index is not None:
             return self.apply(frame).select(columns), False
         anchor = max(self.anchors, key=len)
         needed = list(dict.fromkeys([*columns, *self.expr.meta.root_names()]))
@@ -132,7 +160,10 @@ class Query:
             candidates.unlink(missing_ok=True)
 
     def count(self, frame: pl.LazyFrame) -> int:
-        """The number of selected rows, by the same two passes as :meth:`collect`."""
+        """The number of selected rows, by the same two passes as :meth:`collect` (from
+        the index alone when the query has one)."""
+        if self.index is not None:
+            return self.index.count(self)
         return self.collect(frame, ["id"]).height
 
     def explain_empty(self, frame: pl.LazyFrame) -> str:
@@ -176,9 +207,11 @@ class _Level:
 
 
 class _Parser:
-    def __init__(self, text: str, site: str | None, include_deleted: bool):
+    def __init__(self, text: str, site: str | None, include_deleted: bool, indexed=False):
         self.text, self.site, self.include_deleted = text, site, include_deleted
+        self.indexed = indexed
         self.tags: list[TagTerm] = []
+        self.patterns: list[str] = []
         self.anchors: list[str] = []
         self.order: tuple[str, bool] | None = None
 
@@ -195,7 +228,8 @@ class _Parser:
             self.order = order(value)
             return None
         if sep and name in SUPPORTED:
-            return metatag(name, value, self.site, self.include_deleted)
+            counts = (lambda n: pl.col(index_column(n))) if self.indexed else None
+            return metatag(name, value, self.site, self.include_deleted, counts)
         if sep and name in UNANSWERABLE:
             hint = " (use --limit N)" if name == "limit" else ""
             raise TermError(f"{name}: cannot be answered from the metadata{hint}; "
@@ -207,7 +241,8 @@ class _Parser:
             self.tags.append(TagTerm(tag, start, raw, colon=bool(sep) and bool(name)))
             if top and not prefix:
                 self.anchors.append(tag)
-        return has_tag(tag)
+        self.patterns.append(tag)
+        return pl.col(index_column(tag)) if self.indexed else has_tag(tag)
 
     def parse(self) -> Query:
         levels = [_Level(0)]
@@ -222,7 +257,8 @@ class _Parser:
             raise self.error(opened.start, "(", "this parenthesis is never closed")
         top = levels[0]
         return Query(self.text, top.combined(), tuple(self.anchors), tuple(self.tags),
-                     self.order, tuple(top.required))  # fmt: skip
+                     self.order, tuple(top.required), self.site, self.include_deleted,
+                     tuple(dict.fromkeys(self.patterns)), self.indexed)  # fmt: skip
 
     def _token(self, raw: str, start: int, levels: list[_Level]) -> None:
         prefix = raw[0] if raw[0] in "-~" else ""

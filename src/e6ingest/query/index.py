@@ -1,0 +1,174 @@
+"""A cached tag index, so a question asked again takes no scan of the tag strings.
+
+Built once per set of metadata files (on the first query that needs it, or by ``e6ingest
+index``) into e6ingest's cache, under the files' identity (path, size, modification time,
+schema): a changed file gets a new index, and the stale one is removed. A query then reads
+the posting lists of the tags it names (sorted row numbers, memory-mapped), turns them into
+one boolean column per tag or wildcard, and runs on the small columns (rating, score,
+dates, sizes...) of the index: the same expression as on the metadata, with the same
+result (``Query.for_index``). Wildcards expand over the index's sorted tag vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from e6ingest.query.index_build import INDEX_VERSION, MARKER, Report, build
+
+__all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "identity", "open_index"]
+from e6ingest.query.metatags import COUNTED
+from e6ingest.query.parse import Query, index_column
+
+ROW = index_column("row")  # a post's row number in the index
+
+
+class TagIndexError(RuntimeError):
+    """An index folder that is not a complete index e6ingest wrote."""
+
+
+def identity(files: Sequence[str | os.PathLike], schemas: Sequence[str | None]) -> dict:
+    """What an index is valid for: each file's resolved path, size and modification time,
+    and the schema it is read with."""
+    parts = []
+    for file, schema in zip(files, schemas, strict=True):
+        stat = Path(file).stat()
+        parts.append({"path": str(Path(file).resolve()), "size": stat.st_size,
+                      "mtime_ns": stat.st_mtime_ns, "schema": schema})  # fmt: skip
+    return {"version": INDEX_VERSION, "files": parts}
+
+
+def _key(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _wildcard(pattern: str) -> str:
+    """The regex a whole tag matches for a ``*`` pattern (tags hold no whitespace)."""
+    return "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
+
+
+class TagIndex:
+    """A built index (see the module doc): queries, counts and per-tag counts."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        try:
+            self.record = json.loads((self.folder / MARKER).read_text())
+        except (OSError, ValueError) as exc:
+            raise TagIndexError(f"{self.folder}: not a complete tag index ({exc})") from None
+        self.rows: int = self.record["rows"]
+
+    @cached_property
+    def _postings(self) -> pa.ChunkedArray:
+        source = pa.memory_map(str(self.folder / "postings.arrow"))
+        return pa.ipc.open_file(source).read_all().column("row")
+
+    def vocabulary(self) -> pl.DataFrame:
+        """Every tag with its number of posts, most used first."""
+        tags = pl.read_parquet(self.folder / "tags.parquet", columns=["tag", "posts"])
+        return tags.sort(["posts", "tag"], descending=[True, False])
+
+    def _lists(self, tags: pl.DataFrame) -> np.ndarray:
+        """The row numbers of the posts of any of ``tags`` (``posts``, ``start``)."""
+        parts = [self._postings.slice(start, posts).to_numpy()
+                 for posts, start in tags.select("posts", "start").iter_rows()]  # fmt: skip
+        return np.concatenate(parts) if parts else np.empty(0, np.uint32)
+
+    def matching(self, pattern: str) -> pl.DataFrame:
+        """The tags of the vocabulary ``pattern`` names (itself, or those a ``*`` matches)."""
+        tags = pl.scan_parquet(self.folder / "tags.parquet")
+        if "*" in pattern:
+            return tags.filter(pl.col("tag").str.contains(_wildcard(pattern))).collect()
+        return tags.filter(pl.col("tag") == pattern).collect()
+
+    def mask(self, pattern: str) -> np.ndarray:
+        """For each row, whether its post has a tag ``pattern`` names."""
+        mask = np.zeros(self.rows, dtype=bool)
+        mask[self._lists(self.matching(pattern))] = True
+        return mask
+
+    def _frame(self, columns: Sequence[str], counts: Sequence[str] = ()) -> pl.DataFrame:
+        """The row numbers (``ROW``), ``columns`` of the rows and the tag ``counts`` named
+        as a query over the index names them."""
+        frame = pl.select(pl.int_range(self.rows, dtype=pl.UInt32).alias(ROW))
+        names = [*dict.fromkeys(columns), *dict.fromkeys(counts)]
+        if names:
+            read = pl.read_ipc(self.folder / "rows.arrow", columns=names)
+            frame = frame.hstack(read.rename({n: index_column(n) for n in counts}))
+        return frame
+
+    def selected(self, query: Query, columns: Sequence[str] = ("id",)) -> pl.DataFrame:
+        """``columns`` of the posts ``query`` selects, in metadata order (deleted posts
+        only when the query was parsed with ``include_deleted``); ``ROW`` is each post's
+        row number in the index."""
+        indexed = query.for_index()
+        expr = indexed.expr
+        if not query.include_deleted:
+            expr = ~pl.col("is_deleted") if expr is None else expr & ~pl.col("is_deleted")
+        names = set(expr.meta.root_names()) if expr is not None else set()
+        plain = [n for n in names if not n.startswith(index_column(""))]
+        counts = [n for n in COUNTED if index_column(n) in names]
+        wanted = [c for c in columns if c != ROW]
+        frame = self._frame([*plain, *(c for c in wanted if c not in plain)], counts)
+        tags = [p for p in indexed.patterns if index_column(p) in names]
+        if tags:
+            frame = frame.with_columns(pl.Series(index_column(t), self.mask(t)) for t in tags)
+        return (frame if expr is None else frame.filter(expr)).select(columns)
+
+    def count(self, query: Query) -> int:
+        """How many posts ``query`` selects."""
+        return self.selected(query, (ROW,)).height
+
+    def ids(self, query: Query) -> pl.Series:
+        """The ids of the posts ``query`` selects, in metadata order."""
+        return self.selected(query, ("id",))["id"]
+
+    def tag_counts(self, query: Query, tags: Sequence[str]) -> dict[str, int]:
+        """For each of ``tags`` (or wildcards), on how many of the selected posts it is."""
+        chosen = np.zeros(self.rows, dtype=bool)
+        chosen[self.selected(query, (ROW,))[ROW].to_numpy()] = True
+        return {tag: int((self.mask(tag) & chosen).sum()) for tag in tags}
+
+
+def _stale(root: Path, ident: dict) -> list[Path]:
+    """Complete indexes of the same files (by path) with another identity: theirs changed."""
+    paths = {f["path"] for f in ident["files"]}
+    stale = []
+    for marker in root.glob(f"*/{MARKER}"):
+        try:
+            record = json.loads(marker.read_text())
+            theirs = {f["path"] for f in record["identity"]["files"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours: left alone
+        if theirs == paths and record["identity"] != ident:
+            stale.append(marker.parent)
+    return stale
+
+
+def open_index(
+    files: Sequence[str | os.PathLike],
+    schemas: Sequence[str | None],
+    root: Path,
+    report: Report | None = None,
+) -> TagIndex:
+    """The index of the metadata ``files`` in the folder ``root``, built first when there
+    is none for the files as they are now (``report(done, total)`` hears the progress);
+    indexes of earlier versions of the same files are removed."""
+    ident = identity(files, schemas)
+    folder = root / _key(ident)
+    if not (folder / MARKER).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        for old in _stale(root, ident):
+            shutil.rmtree(old)
+        build([Path(f) for f in files], schemas, folder, ident, report)
+    return TagIndex(folder)

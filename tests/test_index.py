@@ -1,0 +1,163 @@
+"""The tag index: the same posts as scanning the tags, for every kind of term and for random
+queries; rebuilt when a file changes; used by inspect, captions, pull and the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from e6ingest import dataset
+from e6ingest.cache import cache_dir
+from e6ingest.cli import main
+from e6ingest.query import parse_query
+from e6ingest.query.index import open_index
+from tests.conftest import E621_2024_ROWS, E621_NEWEST_ROWS
+
+METATAGS = [
+    "rating:e", "rating:s,q", "-rating:e", "score:>=10", "score:<0", "favcount:..5",
+    "id:..40", "width:>=1000", "height:<900", "mpixels:>=1", "ratio:<1", "tagcount:>25",
+    "tagcount:..20", "gentags:>=10", "arttags:1", "chartags:0", "spectags:>=2",
+    "metatags:1..", "date:>=2015-01-01", "date:2019", "ext:png", "filetype:jpg,gif",
+    "parent:none", "parent:any", "status:active", "status:any",
+]  # fmt: skip
+
+
+def _ids(query, frame) -> list[int]:
+    return sorted(query.collect(frame, ["id"])["id"].to_list())
+
+
+def _same(data, text: str) -> int:
+    """The posts ``text`` selects, by scan and by index: asserted equal; their number."""
+    scan = data.query(text).with_index(None)
+    indexed = data.query(text)
+    assert indexed.index is not None
+    expected = _ids(scan, data.posts)
+    assert sorted(indexed.index.ids(indexed).to_list()) == expected, text
+    assert _ids(indexed, data.posts) == expected, text
+    assert indexed.count(data.posts) == len(expected), text
+    return len(expected)
+
+
+def _terms(data) -> list[str]:
+    """Tags of every frequency, wildcards and groups built from the dataset's own tags."""
+    vocabulary = data.tag_index().vocabulary()["tag"].to_list()
+    common, rare = vocabulary[:3], vocabulary[-3:]
+    prefix = common[0][:3]
+    return [
+        *common, *rare, f"-{common[0]}", f"{common[0]} -{common[1]}", f"~{rare[0]} ~{rare[1]}",
+        f"{prefix}*", f"*{common[1][-3:]}", f"-{prefix}*", f"( {common[0]} ~{rare[0]} ~{rare[1]} )",
+        f"-( {common[0]} {common[1]} ) {common[2]}", f"~( {rare[0]} -{common[0]} ) ~{rare[2]}",
+        "no_such_tag_anywhere", "-no_such_tag_anywhere", "nosuch*", "",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["e621", "danbooru2024"])
+def test_every_term_selects_the_same_posts_from_the_index(small_demo, name):
+    data = dataset.open_dataset(name, mirror=small_demo)
+    counts = [_same(data, term) for term in [*_terms(data), *METATAGS]]
+    assert len(set(counts)) > 10  # the terms select different posts
+    deleted = dataset.open_dataset(name, mirror=small_demo, include_deleted=True)
+    assert _same(deleted, "status:deleted") == _same(deleted, "") - _same(data, "")
+
+
+@pytest.mark.parametrize("name", ["e621", "danbooru2024"])
+def test_random_queries_select_the_same_posts_from_the_index(small_demo, name):
+    data = dataset.open_dataset(name, mirror=small_demo)
+    vocabulary = data.tag_index().vocabulary()["tag"].to_list()
+    rng = random.Random(name)
+    pieces = [*vocabulary[:40], *rng.sample(vocabulary, 20), *METATAGS, "a*", "*r"]
+    for _ in range(60):
+        terms = [rng.choice("-~ ").strip() + rng.choice(pieces) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.3:
+            terms = [f"{rng.choice(['', '-', '~'])}(", *terms, ")", rng.choice(pieces)]
+        text = " ".join(t for t in terms if t not in ("-", "~"))
+        try:
+            parse_query(text, data.site)
+        except ValueError:
+            continue  # e.g. "-rating:e" with a ~ prefix doubled: refused the same either way
+        _same(data, text)
+
+
+def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
+    rows = [
+        dict(E621_2024_ROWS[0], id=i, tag_string=text, is_deleted="f")
+        for i, text in enumerate(["solo\tdragon", "solo  dragon\nwings", "  solo ", ""])
+    ]
+    path = tmp_path / "posts.parquet"  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    data = dataset.open_dataset(files=[path])
+    for text in ("solo", "dragon", "wings", "solo dragon", "tagcount:2", "-solo", "d*"):
+        _same(data, text)
+    assert data.tag_index().vocabulary()["tag"].to_list() == ["solo", "dragon", "wings"]
+
+
+def test_a_later_file_wins_for_a_repeated_id_in_the_index(e621_2024_sample, e621_newest_sample):
+    data = dataset.open_dataset(files=[e621_2024_sample, e621_newest_sample])
+    assert _same(data, "retagged") == 1 and _same(data, "balls") == 0  # id 14: the newest row
+    assert data.tag_counts(data.query(""), ["solo", "dragon", "nope"]) == {
+        "solo": 1, "dragon": 1, "nope": 0,
+    }  # fmt: skip
+
+
+def test_a_changed_file_gets_a_new_index_and_the_stale_one_goes(tmp_path):
+    path = tmp_path / "posts.parquet"
+    pq.write_table(pa.Table.from_pylist(E621_NEWEST_ROWS), path)
+    root = tmp_path / "index"
+    foreign = root / "not-ours"
+    foreign.mkdir(parents=True)
+    (foreign / "index.json").write_text("{}")  # no identity: never taken for an index
+    first = open_index([path], [None], root)
+    assert first.count(parse_query("solo")) == 1
+    rows = [dict(E621_NEWEST_ROWS[0], id=i) for i in range(1, 4)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    os.utime(path, ns=(1, 1))  # even with an old modification time: the size changed
+    second = open_index([path], [None], root)
+    assert second.folder != first.folder and second.count(parse_query("solo")) == 3
+    assert not first.folder.exists() and foreign.is_dir()
+    assert open_index([path], [None], root).folder == second.folder  # built once
+
+
+def test_a_damaged_index_is_rebuilt(tmp_path, e621_newest_sample):
+    root = tmp_path / "index"
+    index = open_index([e621_newest_sample], [None], root)
+    (index.folder / "index.json").unlink()  # an interrupted build leaves no marker
+    shutil.rmtree(index.folder)
+    assert open_index([e621_newest_sample], [None], root).count(parse_query("solo")) == 1
+
+
+def test_cli_index_inspect_tags_and_no_index(small_demo, capsys):
+    assert main(["index", "--mirror", str(small_demo)]) == 0
+    built = capsys.readouterr().out
+    assert "tag index of" in built and str(cache_dir() / "index") in built
+    query = ["--mirror", str(small_demo), "--query", "solo -comic", "--rating", "e,q"]
+    results = []
+    for extra in ([], ["--no-index"]):
+        assert main(["inspect", *query, "--count", "--tags", "canid*,solo,male", *extra]) == 0
+        results.append(capsys.readouterr().out)
+    assert results[0] == results[1]
+    count, *tags = results[0].splitlines()
+    assert int(count) > 0 and [t.split("\t")[0] for t in tags] == ["canid*", "solo", "male"]
+    assert int(tags[1].split("\t")[1]) == int(count)  # every selected post is solo
+    assert main(["inspect", *query, "--json", "--tags", "male"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["posts"] == int(count) and info["tag_counts"] == {"male": int(tags[2].split()[1])}
+
+
+def test_pull_plans_the_same_posts_with_and_without_the_index(small_demo, tmp_path):
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    config = make_config({"ratings": "e,q,s", "query": "solo -comic", "shard_size": 20})
+    plans = []
+    for index in (True, False):
+        out = tmp_path / f"out-{index}"
+        pull(config, out, small_demo, workers=1, index=index)
+        plans.append(pl.read_parquet(out / "plan.parquet"))
+    assert plans[0].equals(plans[1]) and len(plans[0]) > 0
