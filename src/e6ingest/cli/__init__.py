@@ -135,22 +135,22 @@ def _print_summary(info: dict, site: str | None) -> None:
 
 
 def _selection(args: argparse.Namespace, config):
-    """The dataset, the parsed query (with its warnings printed) and the selection. A
-    malformed query, or a rating the site lacks, fails before any data is read."""
+    """The dataset and the parsed query (with its warnings printed). A malformed query, or
+    a rating the site lacks, fails before any data is read."""
     site = None if args.metadata else load_manifest(config.dataset).site
     query = selection_query(config.query, parse_ratings(config.ratings, site), site,
                             config.include_deleted)  # fmt: skip
     data = _open(args, config)
     query = data.indexed(query)
     _warn(data.warnings(query))
-    return data, query, data.select(query, config.subset)
+    return data, query
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
     config = make_config(flag_values(args), where="flags")
-    data, query, selected = _selection(args, config)
+    data, query = _selection(args, config)
     tags = [t.strip().lower() for t in (args.tags or "").split(",") if t.strip()]
     counts = data.tag_counts(query, tags, config.subset) if tags else {}
     if args.count:
@@ -158,6 +158,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for tag, n in counts.items():
             print(f"{tag}\t{n}")
         return 0
+    selected = data.select(query, config.subset)
     info = dataset.summary(selected, top=args.top)
     if tags:
         info["tag_counts"] = counts
@@ -186,8 +187,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
     if not args.out and not args.preview:
         raise ConfigError("captions: give --out FILE, --preview N, or both")
     config = make_config(flag_values(args), where=args.config or "flags")
-    data, query, selected = _selection(args, config)
-    captions = dataset.captions(selected, config.caption, data.tables)
+    data, query = _selection(args, config)
+    captions = dataset.captions(data.select(query, config.subset), config.caption, data.tables)
     if captions.is_empty() and not args.allow_empty:
         raise EmptySelection(
             f"the selection is empty: {query.explain_empty(data.posts)} "

@@ -57,6 +57,11 @@ def _wildcard(pattern: str) -> str:
     return "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
 
 
+def _values(rows: pa.Array) -> np.ndarray:
+    """The row numbers of a slice of postings, without a copy (they hold no nulls)."""
+    return np.frombuffer(rows.buffers()[1], np.uint32, len(rows), rows.offset * 4)
+
+
 class TagIndex:
     """A built index (see the module doc): queries, counts and per-tag counts."""
 
@@ -80,8 +85,9 @@ class TagIndex:
 
     def _lists(self, tags: pl.DataFrame) -> np.ndarray:
         """The row numbers of the posts of any of ``tags`` (``posts``, ``start``)."""
-        parts = [self._postings.slice(start, posts).to_numpy()
-                 for posts, start in tags.select("posts", "start").iter_rows()]  # fmt: skip
+        parts = [_values(chunk)
+                 for posts, start in tags.select("posts", "start").iter_rows()
+                 for chunk in self._postings.slice(start, posts).chunks]  # fmt: skip
         return np.concatenate(parts) if parts else np.empty(0, np.uint32)
 
     def matching(self, pattern: str) -> pl.DataFrame:

@@ -18,9 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from huggingface_hub import get_session, hf_hub_url
-from huggingface_hub.utils import build_hf_headers
-
 from e6ingest.core import atomic_file
 from e6ingest.manifests import REPO_TYPE
 from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
@@ -71,6 +68,9 @@ class HubHttp:
         return received
 
     def _stream(self, repo: str, path: str, revision: str, span, limit: int, sink, deadline):
+        from huggingface_hub import get_session, hf_hub_url  # on first use: a light CLI start
+        from huggingface_hub.utils import build_hf_headers
+
         key = (repo, path, revision)
         ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
         timeout = max(1.0, min(self.timeout, deadline - time.monotonic()))
@@ -136,6 +136,9 @@ class HubHttp:
 
     def revision_sha(self, repo: str, revision: str) -> str:
         """The commit ``revision`` of a dataset repository points at, now."""
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers
+
         url = f"{self.endpoint}/api/{REPO_TYPE}s/{repo}/revision/{quote(revision, safe='')}"
         parts: list[bytes] = []
         deadline = time.monotonic() + self.timeout
