@@ -317,9 +317,9 @@ def _captions_file_is_ours(path: Path) -> bool:
         return False
 
 
-def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
-    """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
-    file is replaced only when it is a captions file e6ingest wrote."""
+def check_captions_out(path: str | Path) -> None:
+    """Fail (``OutputError``) unless :func:`write_captions` may write ``path``: a file in
+    an existing folder that is new or a captions file e6ingest wrote."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give a file name, e.g. {path}/captions.jsonl")
@@ -328,6 +328,12 @@ def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
                           "choose another file name")  # fmt: skip
     if not path.parent.is_dir():
         raise OutputError(f"--out {path}: the folder {path.parent} does not exist")
+
+
+def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
+    """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
+    file is replaced only when it is a captions file e6ingest wrote."""
+    check_captions_out(path)
     buf = io.BytesIO()
     frame.write_ndjson(buf)
-    write_atomic(path, buf.getvalue())
+    write_atomic(Path(path), buf.getvalue())

@@ -187,6 +187,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
     if not args.out and not args.preview:
         raise ConfigError("captions: give --out FILE, --preview N, or both")
     config = make_config(flag_values(args), where=args.config or "flags")
+    if args.out:
+        dataset.check_captions_out(args.out)
     data, query = _selection(args, config)
     captions = dataset.captions(data.select(query, config.subset), config.caption, data.tables)
     if captions.is_empty() and not args.allow_empty:
