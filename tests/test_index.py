@@ -88,7 +88,9 @@ def test_random_queries_select_the_same_posts_from_the_index(small_demo, name):
 def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     rows = [
         dict(E621_2024_ROWS[0], id=i, tag_string=text, is_deleted="f")
-        for i, text in enumerate(["solo\tdragon", "solo  dragon\nwings", "  solo ", ""])
+        for i, text in enumerate(
+            ["solo\tdragon", "solo  dragon\nwings", "  solo ", "", "wings\u00a0solo"]
+        )
     ]
     path = tmp_path / "posts.parquet"  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), path)

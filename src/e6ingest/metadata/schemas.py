@@ -217,16 +217,20 @@ def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
     is recognised from the file's columns. A file lacking a needed column fails here with
     the file name, the schema and the missing columns.
     """
+    return file_schema(path, schema).adapt(pl.scan_parquet(path))
+
+
+def file_schema(path: str | Path, schema: str | None = None) -> Schema:
+    """The schema a metadata file is read with: ``schema`` (checked against the file's
+    columns), or the one recognised from them."""
     if schema is None:
-        found = detect_schema(path)
-    else:
-        if schema not in SCHEMAS:
-            raise SchemaError(f"{path}: unknown schema {schema!r} (known: {sorted(SCHEMAS)})")
-        found = SCHEMAS[schema]
-        columns = set(file_columns(path))
-        missing = sorted(found.required - columns)
-        if missing:
-            raise SchemaError(
-                f"{path}: schema {schema!r} needs columns {missing}, which the file lacks"
-            )
-    return found.adapt(pl.scan_parquet(path))
+        return detect_schema(path)
+    if schema not in SCHEMAS:
+        raise SchemaError(f"{path}: unknown schema {schema!r} (known: {sorted(SCHEMAS)})")
+    found = SCHEMAS[schema]
+    missing = sorted(found.required - set(file_columns(path)))
+    if missing:
+        raise SchemaError(
+            f"{path}: schema {schema!r} needs columns {missing}, which the file lacks"
+        )
+    return found

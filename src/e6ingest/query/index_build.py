@@ -1,6 +1,6 @@
-"""Building a tag index (see ``index``): one streaming pass over the metadata into a work
-file, then the small columns, the tag vocabulary and the posting lists from it, in bounded
-memory whatever the number of posts.
+"""Building a tag index (see ``index``): one streaming pass over the metadata, batch by
+batch, then the posting lists sorted part by part, in bounded memory whatever the number
+of posts.
 
 Layout of an index folder (every file e6ingest's, ``index.json`` written last):
 
@@ -10,8 +10,13 @@ Layout of an index folder (every file e6ingest's, ``index.json`` written last):
 - ``tags.parquet``: every tag, sorted, with its number of ``posts`` and the ``start`` of its
   posting list;
 - ``postings.arrow``: the ``row`` numbers of each tag's posts, sorted, one list after the
-  other in tag order (uncompressed Arrow IPC, memory-mapped);
+  other (uncompressed Arrow IPC, memory-mapped);
 - ``index.json``: the format version, the metadata files' identity and the build's record.
+
+Tags are numbered in order of first appearance (a polars ``Categories`` of the build) as
+the batches split their tag strings on spaces; a token that is empty or holds other
+whitespace (a tab, a no-break space) is split again as the scan's whole-tag regex splits
+it (``\\S+``), so both see the same tags.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.core import temp_path, write_atomic
-from e6ingest.metadata import scan_files
+from e6ingest.metadata.schemas import file_columns, file_schema
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 MARKER = "index.json"
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",
                "created_at", "md5", "parent_id", "is_deleted")  # fmt: skip
-TOKENS = r"\S+"  # a tag, as the scan's whole-tag regex sees one
-BATCH_ROWS = 262_144  # posts split into tags at a time
-BUCKETS = 32  # posting pairs sorted in this many parts (by ranges of tags)
+BATCH_ROWS = 131_072  # posts read and split into tags at a time
+BUCKETS = 32  # posting pairs kept in this many parts (by tag number), each sorted alone
+PAIRS_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")  # the buckets' (a writer holds no pages)
 Report = Callable[[int, int], None]  # (posts done, posts in all)
 
 
@@ -46,85 +52,151 @@ def metadata_rows(files: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _tags(column: pl.Expr) -> pl.Expr:
-    """A post's distinct tags: the whitespace-separated words of its tag string."""
-    return column.str.extract_all(TOKENS).list.unique().fill_null([])
+def _batches(files: Sequence[Path], schemas: Sequence[str | None]) -> Iterator[pl.DataFrame]:
+    """The canonical rows of the metadata, a batch at a time: the row columns, the tag
+    counts and the space-separated ``tokens`` of each tag string. A later file wins for a
+    repeated id, as in ``metadata.combine``."""
+    counts = [NUMERIC[name].alias(name) for name in COUNTED]
+    for i, (path, schema) in enumerate(zip(files, schemas, strict=True)):
+        found = file_schema(path, schema)
+        later = [pl.scan_parquet(f).select(pl.col("id").cast(pl.Int64)) for f in files[i + 1 :]]
+        newer = pl.concat(later).collect()["id"] if later else None
+        source = pq.ParquetFile(path, pre_buffer=False)  # else every row group read stays held
+        wanted = [c for c in file_columns(path) if c in found.required]
+        if source.metadata.num_rows == 0:  # still one (empty) batch: the columns' types
+            tables = iter([source.schema_arrow.empty_table().select(wanted)])
+        else:
+            tables = source.iter_batches(BATCH_ROWS, columns=wanted)
+        for table in tables:
+            frame = found.adapt(pl.from_arrow(table).lazy())
+            if newer is not None:
+                frame = frame.filter(~pl.col("id").is_in(newer.implode()))
+            yield frame.select(
+                *ROW_COLUMNS, *counts, pl.col("tags").str.split(" ").alias("tokens")
+            ).collect()
 
 
-def _vocabulary(work: Path) -> pl.DataFrame:
-    """Every tag of the work file with its number of posts and its posting list's start,
-    sorted by tag (the tag's number is its row)."""
-    counted = (
-        pl.scan_parquet(work)
-        .select(_tags(pl.col("tags")).alias("tag"))
-        .explode("tag")
-        .drop_nulls()
-        .group_by("tag")
-        .agg(pl.len().cast(pl.UInt32).alias("posts"))
-        .collect(engine="streaming")
-        .sort("tag")
-    )
-    starts = counted["posts"].cast(pl.UInt64).cum_sum() - counted["posts"].cast(pl.UInt64)
-    return counted.with_columns(starts.alias("start"))
+class _Numbering:
+    """Tag numbers for tokens, in order of first appearance; tokens that are not one tag
+    (empty, or holding whitespace other than a space) stand for the tags in them."""
+
+    def __init__(self) -> None:
+        self.categories = pl.Categories(f"e6ingest-index-{uuid.uuid4().hex}")
+        self.dtype = pl.Categorical(self.categories)
+        # Categories live while a column uses them: this empty one keeps them to the end.
+        self._alive = pl.Series([], dtype=self.dtype)
+        self.checked = 0  # tokens numbered so far whose text was checked
+        self.split: dict[int, list[int]] = {}  # token number -> its tags' numbers
+
+    def numbers(self, tokens: pl.Expr) -> pl.Expr:
+        """The tag number of each token."""
+        return tokens.cast(self.dtype).to_physical()
+
+    def _check_new(self) -> None:
+        """Record what the tokens numbered since the last check that are not one tag
+        stand for (their parts are numbered too, and checked next time: they pass)."""
+        texts = self.categories.to_series().slice(self.checked)
+        odd = (
+            texts.to_frame("token")
+            .with_row_index("n", offset=self.checked)
+            .filter(pl.col("token").str.contains(r"^$|\s"))
+            .with_columns(pl.col("token").str.extract_all(r"\S+"))
+        )
+        self.checked += len(texts)
+        for n, parts in odd.iter_rows():
+            self.split[n] = self.numbers(pl.Series(parts, dtype=pl.String)).to_list()
+
+    def pairs(self, frame: pl.DataFrame, offset: int) -> pl.DataFrame:
+        """The (tag number ``n``, ``row``) pairs of a batch whose first row is ``offset``."""
+        pairs = (
+            frame.select(
+                pl.int_range(offset, offset + frame.height, dtype=pl.UInt32).alias("row"),
+                "tokens",
+            )
+            .explode("tokens")
+            .drop_nulls("tokens")
+            .select(self.numbers(pl.col("tokens")).alias("n"), "row")
+        )
+        self._check_new()
+        if not self.split:
+            return pairs
+        odd = pl.col("n").is_in(list(self.split))
+        mapping = pl.DataFrame(
+            {"n": list(self.split), "tag": list(self.split.values())},
+            schema={"n": pl.UInt32, "tag": pl.List(pl.UInt32)},
+        )
+        fixed = pairs.filter(odd).join(mapping, on="n").explode("tag").drop_nulls("tag")
+        return pl.concat([pairs.filter(~odd), fixed.select(pl.col("tag").alias("n"), "row")])
+
+    def tags(self) -> pl.Series:
+        """The text of every tag number."""
+        return self.categories.to_series()
 
 
-def _bucket_bounds(posts: pl.Series) -> np.ndarray:
-    """Tag numbers where each bucket of about equal postings starts."""
-    cumulative = posts.cast(pl.UInt64).cum_sum().to_numpy()
-    total = int(cumulative[-1]) if len(cumulative) else 0
-    targets = [total * i // BUCKETS for i in range(1, BUCKETS)]
-    return np.unique(np.searchsorted(cumulative, targets, side="right"))
-
-
-def _pairs(work: Path, vocabulary: pl.DataFrame, folder: Path, report: Report | None, total):
-    """The (tag number, row) pairs of every post, appended to one parquet file per bucket
-    of tags; the bucket files, in tag order."""
-    bounds = _bucket_bounds(vocabulary["posts"])
-    numbers = vocabulary.select("tag", pl.int_range(pl.len(), dtype=pl.UInt32).alias("n"))
-    writers: dict[int, pq.ParquetWriter] = {}
-    files = [folder / f"pairs-{b:03d}.parquet" for b in range(len(bounds) + 1)]
+def _first_pass(files, schemas, folder: Path, report: Report | None, total: int):
+    """Write ``rows.arrow`` and the bucket files of posting pairs; the numbering and the
+    bucket files."""
+    numbering = _Numbering()
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    buckets = [folder / f"pairs-{b:03d}.arrows" for b in range(BUCKETS)]
+    rows_writer = None
     offset = 0
     try:
-        for batch in pq.ParquetFile(work).iter_batches(BATCH_ROWS, columns=["tags"]):
-            pairs = (
-                pl.from_arrow(batch)
-                .select(
-                    pl.int_range(offset, offset + batch.num_rows, dtype=pl.UInt32).alias("row"),
-                    _tags(pl.col("tags")).alias("tag"),
-                )
-                .explode("tag")
-                .drop_nulls("tag")
-                .join(numbers, on="tag", how="inner")
-                .select("n", "row")
-            )
-            bucket = np.searchsorted(bounds, pairs["n"].to_numpy(), side="right")
-            for b, part in pairs.with_columns(pl.Series("b", bucket)).partition_by(
-                "b", as_dict=True
-            ).items():  # fmt: skip
-                table = part.drop("b").to_arrow()
-                if b[0] not in writers:
-                    writers[b[0]] = pq.ParquetWriter(files[b[0]], table.schema)
-                writers[b[0]].write_table(table)
-            offset += batch.num_rows
+        for frame in _batches(files, schemas):
+            table = frame.drop("tokens").to_arrow(compat_level=pl.CompatLevel.oldest())
+            if rows_writer is None:
+                rows_writer = pa.ipc.new_file(str(folder / "rows.arrow"), table.schema)
+            rows_writer.write_table(table)
+            pairs = numbering.pairs(frame, offset)
+            keyed = pairs.with_columns((pl.col("n") % BUCKETS).alias("b"))
+            for (b,), part in keyed.partition_by("b", as_dict=True).items():
+                part_table = part.drop("b").to_arrow()
+                if b not in writers:
+                    writers[b] = pa.ipc.new_stream(str(buckets[b]), part_table.schema,
+                                                   options=PAIRS_FORMAT)  # fmt: skip
+                writers[b].write_table(part_table)
+            offset += frame.height
             if report is not None:
                 report(min(offset, total - 1), total)
     finally:
         for writer in writers.values():
             writer.close()
-    return [f for f in files if f.exists()]
+        if rows_writer is not None:
+            rows_writer.close()
+    return numbering, [b for b in buckets if b.exists()], offset
 
 
-def _write_postings(buckets: list[Path], path: Path) -> int:
-    """The rows of every bucket, sorted by tag number then row, as one Arrow file."""
+def _sorted_pairs(bucket: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A bucket's pairs sorted by tag number then row, each once."""
+    with pa.ipc.open_stream(pa.memory_map(str(bucket))) as reader:
+        table = reader.read_all()
+    keys = table["n"].to_numpy().astype(np.uint64) << np.uint64(32)
+    keys |= table["row"].to_numpy().astype(np.uint64)
+    del table
+    keys.sort()
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+    return (keys >> np.uint64(32)).astype(np.uint32), (keys & np.uint64(0xFFFFFFFF)).astype(
+        np.uint32
+    )
+
+
+def _write_postings(buckets: list[Path], path: Path) -> pl.DataFrame:
+    """Every bucket's rows, sorted by tag number then row, as one Arrow file; each tag
+    number's ``posts`` and ``start`` in it."""
     schema = pa.schema([("row", pa.uint32())])
+    lists = []
     written = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for bucket in buckets:
-            rows = pl.read_parquet(bucket).sort("n", "row")["row"]
-            writer.write_table(pa.table({"row": rows.to_arrow()}, schema=schema))
+            numbers, rows = _sorted_pairs(bucket)
+            writer.write_table(pa.table({"row": rows}, schema=schema))
+            tag, first, posts = np.unique(numbers, return_index=True, return_counts=True)
+            lists.append(pl.DataFrame({"n": tag, "posts": posts.astype(np.uint32),
+                                       "start": first.astype(np.uint64) + written}))  # fmt: skip
             written += len(rows)
             bucket.unlink()
-    return written
+    empty = pl.DataFrame(schema={"n": pl.UInt32, "posts": pl.UInt32, "start": pl.UInt64})
+    return pl.concat([empty, *lists])
 
 
 def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
@@ -136,26 +208,19 @@ def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
     work_folder = temp_path(folder)
     work_folder.mkdir(parents=True)
     try:
-        every = scan_files(list(files), list(schemas), include_deleted=True)
-        work = work_folder / "work.parquet"
-        counts = [NUMERIC[name].alias(name) for name in COUNTED]
-        every.select(*ROW_COLUMNS, *counts, "tags").sink_parquet(
-            work, row_group_size=BATCH_ROWS, engine="streaming"
-        )
-        pl.scan_parquet(work).drop("tags").sink_ipc(work_folder / "rows.arrow")
-        vocabulary = _vocabulary(work)
-        buckets = _pairs(work, vocabulary, work_folder, report, total)
-        postings = _write_postings(buckets, work_folder / "postings.arrow")
+        numbering, buckets, rows = _first_pass(files, schemas, work_folder, report, total)
+        lists = _write_postings(buckets, work_folder / "postings.arrow")
+        tags = numbering.tags().gather(lists["n"]).alias("tag")
+        vocabulary = lists.select(tags, "posts", "start").sort("tag")
+        vocabulary.write_parquet(work_folder / "tags.parquet", row_group_size=65_536)
         if report is not None:
             report(total, total)
-        work.unlink()
-        vocabulary.write_parquet(work_folder / "tags.parquet", row_group_size=65_536)
         record = {
             "version": INDEX_VERSION,
             "identity": identity,
-            "rows": pl.scan_ipc(work_folder / "rows.arrow").select(pl.len()).collect().item(),
+            "rows": rows,
             "tags": len(vocabulary),
-            "postings": postings,
+            "postings": int(vocabulary["posts"].sum() or 0),
             "build_seconds": round(time.perf_counter() - start, 1),
         }
         write_atomic(work_folder / MARKER, json.dumps(record, indent=1).encode())
