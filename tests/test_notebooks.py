@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -22,4 +23,9 @@ def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the ratings bar chart and the token histogram
     assert "with --max-tokens 75: max" in text
+    # The questions asked one after another on the index end where the scan's answer is.
+    scanned = re.search(r"'solo -comic score:>=0' with ratings e,q,s: ([\d,]+) posts", text)
+    indexed = re.search(r"'solo -comic rating:e,q,s score:>=0' +([\d,]+) posts", text)
+    assert scanned and indexed and scanned.group(1) == indexed.group(1)
+    assert re.search(r"'solo' +[\d,]+ posts \(\d+ ms\)", text)
     assert not [o for o in outputs if o.output_type == "error"]
