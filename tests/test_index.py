@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 
 import polars as pl
 import pyarrow as pa
@@ -17,7 +16,7 @@ from e6ingest import dataset
 from e6ingest.cache import cache_dir
 from e6ingest.cli import main
 from e6ingest.query import parse_query
-from e6ingest.query.index import open_index
+from e6ingest.query.index import TagIndexError, open_index
 from tests.conftest import E621_2024_ROWS, E621_NEWEST_ROWS
 
 METATAGS = [
@@ -117,21 +116,33 @@ def test_a_changed_file_gets_a_new_index_and_the_stale_one_goes(tmp_path):
     (foreign / "index.json").write_text("{}")  # no identity: never taken for an index
     first = open_index([path], [None], root)
     assert first.count(parse_query("solo")) == 1
+    (first.folder / "keep.txt").write_text("a user's file, inside the old index")
     rows = [dict(E621_NEWEST_ROWS[0], id=i) for i in range(1, 4)]
     pq.write_table(pa.Table.from_pylist(rows), path)
     os.utime(path, ns=(1, 1))  # even with an old modification time: the size changed
     second = open_index([path], [None], root)
     assert second.folder != first.folder and second.count(parse_query("solo")) == 3
-    assert not first.folder.exists() and foreign.is_dir()
+    assert [p.name for p in first.folder.iterdir()] == ["keep.txt"] and foreign.is_dir()
     assert open_index([path], [None], root).folder == second.folder  # built once
 
 
-def test_a_damaged_index_is_rebuilt(tmp_path, e621_newest_sample):
+def test_a_damaged_index_is_rebuilt_and_a_foreign_folder_refused(tmp_path, e621_newest_sample):
     root = tmp_path / "index"
     index = open_index([e621_newest_sample], [None], root)
-    (index.folder / "index.json").unlink()  # an interrupted build leaves no marker
-    shutil.rmtree(index.folder)
-    assert open_index([e621_newest_sample], [None], root).count(parse_query("solo")) == 1
+    postings = index.folder / "postings.arrow"
+    postings.write_bytes(postings.read_bytes()[:-8])  # cut short since it was built
+    again = open_index([e621_newest_sample], [None], root)
+    assert again.folder == index.folder and again.count(parse_query("solo")) == 1
+    _remove_files(again.folder)
+    (again.folder / "notes.txt").write_text("mine")  # a folder in the way, not an index
+    with pytest.raises(TagIndexError, match="in the way of a tag index"):
+        open_index([e621_newest_sample], [None], root)
+    assert (again.folder / "notes.txt").read_text() == "mine"
+
+
+def _remove_files(folder):
+    for path in folder.iterdir():
+        path.unlink()
 
 
 def test_cli_index_inspect_tags_and_no_index(small_demo, capsys):

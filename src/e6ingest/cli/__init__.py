@@ -20,13 +20,14 @@ from e6ingest.manifests import ManifestError, load_manifest
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import EmptySelection
 from e6ingest.query import QueryError, selection_query
+from e6ingest.query.index import TagIndexError
 from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubError, HubOptions, MirrorError
 from e6ingest.sources.hubcache import CacheError
 
 USAGE_ERRORS = (
     ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputError,
-    CaptionInputError, EmptySelection, CacheError, RatingError,
+    CaptionInputError, EmptySelection, CacheError, RatingError, TagIndexError,
 )  # fmt: skip
 DEMO_NOTE = (
     "synthetic posts laid out as the real repositories; some are broken on purpose "

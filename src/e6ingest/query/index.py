@@ -11,11 +11,11 @@ result (``Query.for_index``). Wildcards expand over the index's sorted tag vocab
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from e6ingest.query.index_build import INDEX_VERSION, MARKER, Report, build
+from e6ingest.query.index_build import DATA_FILES, INDEX_VERSION, MARKER, Report, build
 
 __all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "identity", "open_index"]
 from e6ingest.query.metatags import COUNTED
@@ -69,9 +69,12 @@ class TagIndex:
         self.folder = Path(folder)
         try:
             self.record = json.loads((self.folder / MARKER).read_text())
-        except (OSError, ValueError) as exc:
+            sizes = {name: (self.folder / name).stat().st_size for name in DATA_FILES}
+            if sizes != self.record["sizes"]:
+                raise ValueError(f"file sizes {sizes}, built as {self.record['sizes']}")
+            self.rows: int = self.record["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TagIndexError(f"{self.folder}: not a complete tag index ({exc})") from None
-        self.rows: int = self.record["rows"]
 
     @cached_property
     def _postings(self) -> pa.ChunkedArray:
@@ -161,6 +164,15 @@ def _stale(root: Path, ident: dict) -> list[Path]:
     return stale
 
 
+def _remove(folder: Path) -> None:
+    """Remove an index's files (the marker first, so a half-removed index is never taken
+    for a complete one), then its folder if nothing else is in it."""
+    for name in (MARKER, *DATA_FILES):
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something e6ingest did not write is in it: kept
+        folder.rmdir()
+
+
 def open_index(
     files: Sequence[str | os.PathLike],
     schemas: Sequence[str | None],
@@ -172,9 +184,15 @@ def open_index(
     indexes of earlier versions of the same files are removed."""
     ident = identity(files, schemas)
     folder = root / _key(ident)
-    if not (folder / MARKER).is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        for old in _stale(root, ident):
-            shutil.rmtree(old)
-        build([Path(f) for f in files], schemas, folder, ident, report)
+    if (folder / MARKER).is_file():
+        try:
+            return TagIndex(folder)
+        except TagIndexError:  # damaged since it was built: built again
+            _remove(folder)
+    if folder.exists():
+        raise TagIndexError(f"{folder}: in the way of a tag index and not one; remove it")
+    root.mkdir(parents=True, exist_ok=True)
+    for old in _stale(root, ident):
+        _remove(old)
+    build([Path(f) for f in files], schemas, folder, ident, report)
     return TagIndex(folder)

@@ -39,6 +39,7 @@ from e6ingest.query.metatags import COUNTED, NUMERIC
 
 INDEX_VERSION = 2
 MARKER = "index.json"
+DATA_FILES = ("rows.arrow", "postings.arrow", "tags.parquet")  # beside the marker
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",
                "created_at", "md5", "parent_id", "is_deleted")  # fmt: skip
 BATCH_ROWS = 131_072  # posts read and split into tags at a time
@@ -222,6 +223,7 @@ def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
             "tags": len(vocabulary),
             "postings": int(vocabulary["posts"].sum() or 0),
             "build_seconds": round(time.perf_counter() - start, 1),
+            "sizes": {name: (work_folder / name).stat().st_size for name in DATA_FILES},
         }
         write_atomic(work_folder / MARKER, json.dumps(record, indent=1).encode())
         try:
