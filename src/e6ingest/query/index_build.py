@@ -89,7 +89,7 @@ class _Numbering:
         self.checked = 0  # tokens numbered so far whose text was checked
         self.split: dict[int, list[int]] = {}  # token number -> its tags' numbers
 
-    def numbers(self, tokens: pl.Expr) -> pl.Expr:
+    def numbers(self, tokens: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
         """The tag number of each token."""
         return tokens.cast(self.dtype).to_physical()
 
