@@ -84,6 +84,13 @@ def test_random_queries_select_the_same_posts_from_the_index(small_demo, name):
         _same(data, text)
 
 
+@pytest.mark.parametrize("name", ["e621", "danbooru2024"])
+def test_the_scan_counts_the_vocabulary_of_the_index(small_demo, name):
+    scanned = dataset.open_dataset(name, mirror=small_demo, index=False).vocabulary()
+    indexed = dataset.open_dataset(name, mirror=small_demo).vocabulary()
+    assert scanned.height > 100 and scanned.equals(indexed)
+
+
 def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     rows = [
         dict(E621_2024_ROWS[0], id=i, tag_string=text, is_deleted="f")
@@ -97,6 +104,8 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     for text in ("solo", "dragon", "wings", "solo dragon", "tagcount:2", "-solo", "d*"):
         _same(data, text)
     assert data.tag_index().vocabulary()["tag"].to_list() == ["solo", "dragon", "wings"]
+    scanned = dataset.open_dataset(files=[path], index=False).vocabulary()
+    assert scanned.equals(data.tag_index().vocabulary())
 
 
 def test_a_later_file_wins_for_a_repeated_id_in_the_index(e621_2024_sample, e621_newest_sample):

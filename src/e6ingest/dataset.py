@@ -88,8 +88,7 @@ class Dataset:
         """Every tag with its number of posts (counted once, cached by the files)."""
         if self.index:
             return self.tag_index().vocabulary()
-        every = scan_files(list(self.files), list(self.schemas), include_deleted=True)
-        return cached_vocabulary(self.files, every, cache_dir() / "vocabulary")
+        return cached_vocabulary(self.files, self.schemas, cache_dir() / "vocabulary")
 
     def tag_counts(
         self, query: Query, tags: Sequence[str], subset: Subset = EVERYTHING

@@ -85,7 +85,7 @@ def run_tasks(
             yield run_task(task, images)
 
 
-def check_query(query: Query, files: list[Path], metadata, progress: Progress | None) -> None:
+def check_query(query: Query, files: list[Path], schemas, progress: Progress | None) -> None:
     """Warn of tags no post has (with the closest ones); refuse ``name:value`` terms that
     are neither metatags nor tags. The dataset's tags are counted once and cached (they
     are the tag index's, when the query has one)."""
@@ -94,7 +94,7 @@ def check_query(query: Query, files: list[Path], metadata, progress: Progress | 
     if query.index is not None:
         vocabulary = query.index.vocabulary()
     else:
-        vocabulary = cached_vocabulary(files, metadata, cache_dir() / "vocabulary")
+        vocabulary = cached_vocabulary(files, schemas, cache_dir() / "vocabulary")
     for warning in check_tags(query, vocabulary):
         _notify(progress, "warning", message=warning)
 
@@ -217,7 +217,7 @@ class _Run:
 
     def plan(self, manifest, query, files, metadata, fingerprint, commits, tables) -> None:
         """Check the query against the dataset's tags and write the plan."""
-        check_query(query, files, metadata, self.progress)
+        check_query(query, files, [m.schema for m in manifest.metadata], self.progress)
         rejected = [
             asdict(FailureRecord(None, manifest.site, "metadata", "invalid", message))
             for path, entry in zip(files, manifest.metadata, strict=True)

@@ -13,7 +13,6 @@ from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_rarity, read_implications
 from e6ingest.config import ConfigError
 from e6ingest.manifests import DatasetManifest, MetadataFile
-from e6ingest.metadata import scan_files
 from e6ingest.query.vocabulary import cached_vocabulary
 from e6ingest.sources import HubError, HubOptions, HubSource, MirrorError, MirrorSource
 
@@ -151,8 +150,8 @@ class CaptionTables:
         """Posts per tag (as captions write tags) when a token budget orders by it."""
         if not self.spec.max_tokens or self.spec.token_priority == "order":
             return None
-        every = scan_files(list(self.files), include_deleted=True)
-        vocabulary = cached_vocabulary(self.files, every, cache_dir() / "vocabulary")
+        schemas = [None] * len(self.files)  # each recognised from its columns
+        vocabulary = cached_vocabulary(self.files, schemas, cache_dir() / "vocabulary")
         return caption_rarity(vocabulary, self.spec)
 
 

@@ -53,11 +53,12 @@ def metadata_rows(files: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _batches(files: Sequence[Path], schemas: Sequence[str | None]) -> Iterator[pl.DataFrame]:
-    """The canonical rows of the metadata, a batch at a time: the row columns, the tag
-    counts and the space-separated ``tokens`` of each tag string. A later file wins for a
-    repeated id, as in ``metadata.combine``."""
-    counts = [NUMERIC[name].alias(name) for name in COUNTED]
+def _batches(
+    files: Sequence[Path], schemas: Sequence[str | None], columns: Sequence[pl.Expr | str]
+) -> Iterator[pl.DataFrame]:
+    """The canonical rows of the metadata, a batch at a time: ``columns`` and the
+    space-separated ``tokens`` of each tag string. A later file wins for a repeated id, as
+    in ``metadata.combine``."""
     for i, (path, schema) in enumerate(zip(files, schemas, strict=True)):
         found = file_schema(path, schema)
         later = [pl.scan_parquet(f).select(pl.col("id").cast(pl.Int64)) for f in files[i + 1 :]]
@@ -72,9 +73,7 @@ def _batches(files: Sequence[Path], schemas: Sequence[str | None]) -> Iterator[p
             frame = found.adapt(pl.from_arrow(table).lazy())
             if newer is not None:
                 frame = frame.filter(~pl.col("id").is_in(newer.implode()))
-            yield frame.select(
-                *ROW_COLUMNS, *counts, pl.col("tags").str.split(" ").alias("tokens")
-            ).collect()
+            yield frame.select(*columns, pl.col("tags").str.split(" ").alias("tokens")).collect()
 
 
 class _Numbering:
@@ -143,7 +142,8 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
     rows_writer = None
     offset = 0
     try:
-        for frame in _batches(files, schemas):
+        counts = [NUMERIC[name].alias(name) for name in COUNTED]
+        for frame in _batches(files, schemas, [*ROW_COLUMNS, *counts]):
             table = frame.drop("tokens").to_arrow(compat_level=pl.CompatLevel.oldest())
             if rows_writer is None:
                 rows_writer = pa.ipc.new_file(str(folder / "rows.arrow"), table.schema)
@@ -165,6 +165,25 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
         if rows_writer is not None:
             rows_writer.close()
     return numbering, [b for b in buckets if b.exists()], offset
+
+
+def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataFrame:
+    """Every tag of the metadata ``files`` (deleted posts included) with its number of
+    ``posts``, most used first: the index's vocabulary, counted without building one, in
+    one streaming pass."""
+    numbering = _Numbering()
+    posts = np.zeros(0, dtype=np.int64)
+    offset = 0
+    for frame in _batches(files, schemas, []):
+        numbers = numbering.pairs(frame, offset).unique()["n"].to_numpy()
+        found = np.bincount(numbers)
+        if len(found) > len(posts):
+            posts = np.concatenate([posts, np.zeros(len(found) - len(posts), np.int64)])
+        posts[: len(found)] += found
+        offset += frame.height
+    tags = numbering.tags().head(len(posts)).alias("tag")
+    counted = pl.DataFrame([tags, pl.Series("posts", posts, pl.UInt32)])
+    return counted.filter(pl.col("posts") > 0).sort(["posts", "tag"], descending=[True, False])
 
 
 def _sorted_pairs(bucket: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -14,23 +14,11 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import atomic_path
+from e6ingest.query.index_build import tag_counts
 from e6ingest.query.metatags import supported_list
 from e6ingest.query.parse import Query, QueryError
 
-VOCABULARY_VERSION = 1
-
-
-def count_tags(posts: pl.LazyFrame) -> pl.DataFrame:
-    """Every tag of ``posts`` with its number of posts, most used first (streamed)."""
-    return (
-        posts.select(pl.col("tags").str.split(" ").alias("tag"))
-        .explode("tag")
-        .filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
-        .group_by("tag")
-        .agg(pl.len().alias("posts"))
-        .sort(["posts", "tag"], descending=[True, False])
-        .collect(engine="streaming")
-    )
+VOCABULARY_VERSION = 2
 
 
 def _identity(files: Sequence[str | os.PathLike]) -> str:
@@ -43,17 +31,18 @@ def _identity(files: Sequence[str | os.PathLike]) -> str:
 
 
 def cached_vocabulary(
-    files: Sequence[str | os.PathLike], posts: pl.LazyFrame, folder: Path
+    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], folder: Path
 ) -> pl.DataFrame:
-    """:func:`count_tags` of the metadata ``files`` (read as ``posts``), kept in ``folder``
-    under the files' identity (path, size, modification time): a changed file is counted
-    anew."""
+    """Every tag of the metadata ``files`` (read with ``schemas``) with its number of posts,
+    most used first, kept in ``folder`` under the files' identity (path, size, modification
+    time): a changed file is counted anew. Counted in one streaming pass, as the tag index
+    counts them (``index_build.tag_counts``)."""
     path = folder / f"{_identity(files)}.parquet"
     try:
         return pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError):
         pass
-    vocabulary = count_tags(posts)
+    vocabulary = tag_counts([Path(f) for f in files], schemas)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         vocabulary.write_parquet(tmp)
