@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -150,7 +150,7 @@ def open_dataset(
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
         paths = tuple(Path(f) for f in files)
-        tables = CaptionTables(caption, tag_table, caption.implications, paths)
+        tables = CaptionTables(caption, tag_table, caption.implications, paths, index=index)
         return Dataset(paths, (None,) * len(files), None, include_deleted, tables, **options)
     if demo:
         from e6ingest.demo import demo_mirror
@@ -158,6 +158,7 @@ def open_dataset(
         mirror = demo_mirror()
     paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
+    tables = replace(tables, index=index)
     return Dataset(tuple(paths), tuple(schemas), site, include_deleted, tables, **options)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from e6ingest.cache import cache_dir
@@ -190,6 +190,7 @@ class _Run:
                 files = [source.metadata_file(m) for m in manifest.metadata]
                 tables = caption_tables(config.caption, config.tag_table, manifest, source,
                                         files, self.warn)  # fmt: skip
+                tables = replace(tables, index=self.options.index)
             schemas = [m.schema for m in manifest.metadata]
             metadata = scan_files(files, schemas, config.include_deleted)
             if not continued:

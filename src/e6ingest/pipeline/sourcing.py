@@ -13,6 +13,7 @@ from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_rarity, read_implications
 from e6ingest.config import ConfigError
 from e6ingest.manifests import DatasetManifest, MetadataFile
+from e6ingest.query.index import open_index
 from e6ingest.query.vocabulary import cached_vocabulary
 from e6ingest.sources import HubError, HubOptions, HubSource, MirrorError, MirrorSource
 
@@ -133,12 +134,15 @@ class ShardJanitor:
 @dataclass(frozen=True)
 class CaptionTables:
     """What captions need from the dataset beyond the posts: the tags table restoring
-    categories, the implications, and (lazily) how many posts each tag is on."""
+    categories, the implications, and (lazily) how many posts each tag is on, from the tag
+    index of the metadata ``files`` (read with ``schemas``) unless ``index`` is off."""
 
     spec: CaptionSpec
     tag_table: str = ""
     implications: str = ""
     files: tuple[Path, ...] = ()
+    schemas: tuple[str | None, ...] = ()  # default: each recognised from its columns
+    index: bool = True
 
     def implied(self) -> pl.DataFrame | None:
         """The closed implications when the spec prunes implied tags."""
@@ -150,8 +154,11 @@ class CaptionTables:
         """Posts per tag (as captions write tags) when a token budget orders by it."""
         if not self.spec.max_tokens or self.spec.token_priority == "order":
             return None
-        schemas = [None] * len(self.files)  # each recognised from its columns
-        vocabulary = cached_vocabulary(self.files, schemas, cache_dir() / "vocabulary")
+        schemas = list(self.schemas) or [None] * len(self.files)
+        if self.index:
+            vocabulary = open_index(self.files, schemas, cache_dir() / "index").vocabulary()
+        else:
+            vocabulary = cached_vocabulary(self.files, schemas, cache_dir() / "vocabulary")
         return caption_rarity(vocabulary, self.spec)
 
 
@@ -164,4 +171,6 @@ def caption_tables(
     implications = spec.implications
     if spec.prune_implied and not implications:
         implications = table_file(source, manifest.implications, warn)
-    return CaptionTables(spec, str(tag_table or ""), str(implications or ""), tuple(files))
+    schemas = tuple(m.schema for m in manifest.metadata)
+    return CaptionTables(spec, str(tag_table or ""), str(implications or ""), tuple(files),
+                         schemas)  # fmt: skip
