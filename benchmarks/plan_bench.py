@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -60,8 +61,6 @@ class Planned(Exception):
 
 
 def pull_child(metadata: str, out: str) -> None:
-    import os
-
     reset_peak()
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
@@ -125,6 +124,8 @@ def main() -> None:
     here = str(Path(__file__).resolve().parent)
     subprocess.run([sys.executable, "-c", PREPARE, here, str(args.rows), str(metadata)], check=True)
     work = Path(tempfile.mkdtemp(prefix="plan-bench-"))
+    # e6ingest's cache for the children (a pull builds its tag index there): fresh each run
+    os.environ["E6INGEST_CACHE"] = str(work / "cache")
     results = {}
     runs = [("one pass", str(10**12)), ("batched", str(args.batch_rows)), ("pull", "pull")]
     runs = runs[2:] if args.pull_only else runs[1:] if args.batched_only else runs

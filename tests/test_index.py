@@ -172,14 +172,18 @@ def test_cli_index_inspect_tags_and_no_index(small_demo, capsys):
     assert info["posts"] == int(count) and info["tag_counts"] == {"male": int(tags[2].split()[1])}
 
 
-def test_pull_plans_the_same_posts_with_and_without_the_index(small_demo, tmp_path):
+def test_pull_plans_the_same_posts_with_and_without_the_index(small_demo, tmp_path, monkeypatch):
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
 
+    monkeypatch.setenv("E6INGEST_CACHE", str(tmp_path / "cache"))  # no index built yet
     config = make_config({"ratings": "e,q,s", "query": "solo -comic", "shard_size": 20})
-    plans = []
+    plans, events = [], []
     for index in (True, False):
         out = tmp_path / f"out-{index}"
-        pull(config, out, small_demo, workers=1, index=index)
+        progress = (lambda event, info: events.append((event, info))) if index else None
+        pull(config, out, small_demo, workers=1, index=index, progress=progress)
         plans.append(pl.read_parquet(out / "plan.parquet"))
     assert plans[0].equals(plans[1]) and len(plans[0]) > 0
+    built = [info for event, info in events if event == "index"]
+    assert built and built[-1]["done"] == built[-1]["total"] > len(plans[0])
