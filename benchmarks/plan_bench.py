@@ -6,7 +6,8 @@ plans every post rated e, q or s with quality and rating tags, each as its own p
 in one pass (the whole selection with its tag lists and captions in memory at once; left
 out with ``--batched-only``, as it needs tens of GB at 12M rows), (b) in batches of
 ``--batch-rows`` posts, and (c) as ``e6ingest pull`` plans it (the dataset danbooru2024
-from a mirror holding the file; stopped once planned). It prints time, peak RSS (VmHWM,
+from a mirror holding the file, in a fresh e6ingest cache, so its tag index is built first;
+stopped once planned). It prints time, peak RSS (VmHWM,
 reset when each child starts: a child inherits its parent's peak at fork), their ratios,
 and a hash of each plan's rows (equal when the plans are).
 
