@@ -43,7 +43,8 @@ DATA_FILES = ("rows.arrow", "postings.arrow", "tags.parquet")  # beside the mark
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",
                "created_at", "md5", "parent_id", "is_deleted")  # fmt: skip
 BATCH_ROWS = 131_072  # posts read and split into tags at a time
-BUCKETS = 32  # posting pairs kept in this many parts (by tag number), each sorted alone
+BUCKET_POSTS = 200_000  # posts per part the posting pairs are kept in (by tag number)
+MIN_BUCKETS = 32  # ... in at least this many parts, each sorted alone
 PAIRS_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")  # the buckets' (a writer holds no pages)
 Report = Callable[[int, int], None]  # (posts done, posts in all)
 
@@ -138,7 +139,8 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
     bucket files."""
     numbering = _Numbering()
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    buckets = [folder / f"pairs-{b:03d}.arrows" for b in range(BUCKETS)]
+    parts = max(MIN_BUCKETS, -(-total // BUCKET_POSTS))
+    buckets = [folder / f"pairs-{b:04d}.arrows" for b in range(parts)]
     rows_writer = None
     offset = 0
     try:
@@ -149,7 +151,7 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
                 rows_writer = pa.ipc.new_file(str(folder / "rows.arrow"), table.schema)
             rows_writer.write_table(table)
             pairs = numbering.pairs(frame, offset)
-            keyed = pairs.with_columns((pl.col("n") % BUCKETS).alias("b"))
+            keyed = pairs.with_columns((pl.col("n") % parts).alias("b"))
             for (b,), part in keyed.partition_by("b", as_dict=True).items():
                 part_table = part.drop("b").to_arrow()
                 if b not in writers:
@@ -187,17 +189,24 @@ def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataF
 
 
 def _sorted_pairs(bucket: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A bucket's pairs sorted by tag number then row, each once."""
+    """A bucket's pairs sorted by tag number then row, each once: the tag numbers and the
+    rows (one 64-bit key per pair, sorted in place, so about 20 bytes a pair at the peak)."""
     with pa.ipc.open_stream(pa.memory_map(str(bucket))) as reader:
         table = reader.read_all()
-    keys = table["n"].to_numpy().astype(np.uint64) << np.uint64(32)
-    keys |= table["row"].to_numpy().astype(np.uint64)
+    keys = np.empty(table.num_rows, np.uint64)
+    keys[:] = table["n"].to_numpy()
+    keys <<= np.uint64(32)
+    keys |= table["row"].to_numpy()
     del table
     keys.sort()
-    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
-    return (keys >> np.uint64(32)).astype(np.uint32), (keys & np.uint64(0xFFFFFFFF)).astype(
-        np.uint32
-    )
+    if len(keys):
+        first = np.empty(len(keys), bool)
+        first[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        keys = keys[first]  # a post naming a tag twice is on its list once
+    rows = keys.astype(np.uint32)  # the low 32 bits
+    keys >>= np.uint64(32)
+    return keys.astype(np.uint32), rows
 
 
 def _write_postings(buckets: list[Path], path: Path) -> pl.DataFrame:
@@ -210,9 +219,10 @@ def _write_postings(buckets: list[Path], path: Path) -> pl.DataFrame:
         for bucket in buckets:
             numbers, rows = _sorted_pairs(bucket)
             writer.write_table(pa.table({"row": rows}, schema=schema))
-            tag, first, posts = np.unique(numbers, return_index=True, return_counts=True)
-            lists.append(pl.DataFrame({"n": tag, "posts": posts.astype(np.uint32),
-                                       "start": first.astype(np.uint64) + written}))  # fmt: skip
+            starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]][: len(numbers)])
+            posts = np.diff(np.append(starts, len(numbers)))
+            lists.append(pl.DataFrame({"n": numbers[starts], "posts": posts.astype(np.uint32),
+                                       "start": starts.astype(np.uint64) + written}))  # fmt: skip
             written += len(rows)
             bucket.unlink()
     empty = pl.DataFrame(schema={"n": pl.UInt32, "posts": pl.UInt32, "start": pl.UInt64})
