@@ -25,10 +25,10 @@ import polars as pl
 import pyarrow as pa
 
 from e6ingest.query.index_build import DATA_FILES, INDEX_VERSION, MARKER, Report, build
-
-__all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "identity", "open_index"]
 from e6ingest.query.metatags import COUNTED
 from e6ingest.query.parse import Query, index_column
+
+__all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "identity", "open_index"]
 
 ROW = index_column("row")  # a post's row number in the index
 
