@@ -129,6 +129,12 @@ def test_pull_from_hub_with_20_percent_faults_equals_pull_from_mirror(demo_root,
     with HubServer(demo_root, faults) as hub:
         options = _options(hub, tmp_path, io_workers=8, whole_shard_share=2.0)  # ranges only
         faulty = pull(config, tmp_path / "hub", None, workers=2, hub=options)
+        # Rarely a post meets a fault on every one of its attempts; it is then recorded as
+        # retryable, and one rerun with retry_failed (what the summary tells a user) gets it.
+        assert faulty.retryable <= 2
+        if faulty.retryable:
+            faulty = pull(config, tmp_path / "hub", None, workers=2, hub=options,
+                          retry_failed=True)  # fmt: skip
         injected = sum(1 for r in hub.requests if r[2])
     mirror = pull(config, tmp_path / "mirror", demo_root, workers=2)
     assert injected > 50
