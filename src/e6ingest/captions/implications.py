@@ -11,6 +11,7 @@ import polars as pl
 
 from e6ingest.captions.files import CaptionInputError
 from e6ingest.metadata import TAG_COLUMNS
+from e6ingest.metadata.tagtable import read_table_file
 
 MAX_DEPTH = 32  # implication chains are a few steps deep; a cycle stops here
 
@@ -20,13 +21,7 @@ def read_implications(path: str | Path) -> pl.DataFrame:
     e621 ``tag_implications`` export (``antecedent_name``, ``consequent_name``, ``status``),
     CSV (gzip too) or parquet, or a two-column ``antecedent,consequent`` CSV."""
     path = Path(path)
-    try:
-        if path.suffix == ".parquet":
-            table = pl.read_parquet(path)
-        else:
-            table = pl.read_csv(path, infer_schema_length=0)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise CaptionInputError(f"{path}: cannot read implications: {exc}") from exc
+    table = read_table_file(path, "implications", CaptionInputError)
     names = table.columns
     old, new = ("antecedent_name", "consequent_name")
     if old not in names or new not in names:

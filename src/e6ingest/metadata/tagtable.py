@@ -23,16 +23,21 @@ E621_CATEGORIES = {
 TAG_TABLE_COLUMNS = ("name", "category")
 
 
+def read_table_file(path: Path, what: str, error: type[Exception]) -> pl.DataFrame:
+    """A parquet table, or a CSV one (gzip too, every column as text); unreadable, an
+    ``error`` naming the file and ``what`` it should hold."""
+    try:
+        if path.suffix == ".parquet":
+            return pl.read_parquet(path)
+        return pl.read_csv(path, infer_schema_length=0)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from exc
+
+
 def read_tag_table(path: str | Path) -> pl.DataFrame:
     """A tags table (CSV or parquet) as ``name -> column``; a bad row is named in the error."""
     path = Path(path)
-    try:
-        if path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(path, infer_schema_length=0)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SchemaError(f"{path}: cannot read tag table: {exc}") from exc
+    frame = read_table_file(path, "tag table", SchemaError)
     missing = [c for c in TAG_TABLE_COLUMNS if c not in frame.columns]
     if missing:
         raise SchemaError(
