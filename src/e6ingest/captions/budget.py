@@ -38,14 +38,16 @@ def _costs(tags: pl.Series, mark: str) -> pl.DataFrame:
     ``mark`` right after it, as every tag but a line's last is written), counted once per
     process for a tag seen again in a later batch."""
     distinct = tags.unique().drop_nulls().to_list()
-    new = [t for t in distinct if (t, mark) not in _COSTS]
+    costs = [_COSTS.get((t, mark)) for t in distinct]  # batches run in threads: read once
+    new = [t for t, c in zip(distinct, costs, strict=True) if c is None]
     if new:
-        if len(_COSTS) + len(new) > COST_CACHE_SIZE:
-            _COSTS.clear()
         alone = count_tokens(new)
         marked = count_tokens([t + mark for t in new]) if mark else alone
-        _COSTS.update(((t, mark), (a, m)) for t, a, m in zip(new, alone, marked, strict=True))
-    costs = [_COSTS[(t, mark)] for t in distinct]
+        counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))
+        costs = [counted[t] if c is None else c for t, c in zip(distinct, costs, strict=True)]
+        if len(_COSTS) + len(new) > COST_CACHE_SIZE:
+            _COSTS.clear()
+        _COSTS.update(((t, mark), c) for t, c in counted.items())
     return pl.DataFrame(
         {"tag": distinct, "_alone": [c[0] for c in costs], "_cost": [c[1] for c in costs]},
         schema={"tag": pl.String, "_alone": pl.Int64, "_cost": pl.Int64},
@@ -184,7 +186,7 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
 def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.DataFrame:
     """``frame`` (with ``_head``, ``_whole``, ``_keep``, ``_meta``, ``caption_nl``) rendered
     with every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
-    from e6ingest.captions.render import nl_in_head, render
+    from e6ingest.captions.render import joined_lists, nl_in_head, render
 
     budget, mode = spec.max_tokens, spec.merge_mode
     joined = frame["caption_nl"].list.join(" ")
@@ -203,7 +205,7 @@ def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.Dat
             frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
     if spec.keep_tokens_separator or nl_in_head(spec):
         exact = exact.clear(len(exact))  # lines not written as tags joined by the separator
-    frame = render(frame, spec)
+    frame = render(frame.with_columns(**joined_lists(spec)), spec)
     lines = frame["caption"].to_list()
     tag_lines = frame["caption_tags"].to_list()
     unsure = [i for i, n in enumerate(exact.to_list()) if n is None or n > budget]
@@ -223,7 +225,7 @@ def _first_lines(lines: list[str], mode: str) -> list[str]:
 
 def _trim(frame, spec, over, lines, tag_lines):
     """Rows whose line is still over the budget lose their last tags one by one."""
-    from e6ingest.captions.render import render
+    from e6ingest.captions.render import joined_lists, render
 
     budget = spec.max_tokens
     for i in over:
@@ -231,7 +233,8 @@ def _trim(frame, spec, over, lines, tag_lines):
         tags = list(row["_whole"][0])
         while tags:
             tags.pop()
-            fitted = render(row.with_columns(pl.Series("_whole", [tags])), spec)
+            row = row.with_columns(pl.Series("_whole", [tags], dtype=pl.List(pl.String)))
+            fitted = render(row.with_columns(**joined_lists(spec)), spec)
             line, tag_line = fitted["caption"][0], fitted["caption_tags"][0]
             if count_tokens(_first_lines([line], spec.merge_mode))[0] <= budget:
                 break

@@ -12,78 +12,22 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import polars as pl
 
 from e6ingest.captions.budget import fit_budget
+from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite, tag_rules
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import render
 from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
-# Tags giving the number of people: 1girl, 2boys, 6+others, solo, duo, multiple_girls...
-PEOPLE_PATTERN = (
-    r"^(?:\d+\+?(?:girl|boy|other)s?|solo|duo|trio|group|multiple_(?:girls|boys|others)"
-    r"|no_humans|zero_pictured)$"
-)
-# Tags kept as they are by the underscore rewrite: short ones and those without letters
-# (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
-EMOTICON_MAX_LEN = 3
 BATCH_ROWS = 50_000
-
-
-def glob_regex(patterns: tuple[str, ...]) -> str:
-    """One anchored regex matching any of the glob ``patterns`` (``*`` and ``?``)."""
-    parts = []
-    for pattern in patterns:
-        escaped = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
-        parts.append(f"^{escaped}$")
-    return "|".join(parts)
-
-
-def _rewrite(spec: CaptionSpec) -> pl.Expr:
-    tag = pl.element()
-    if spec.underscores_to_spaces:
-        keep = (tag.str.len_chars() <= EMOTICON_MAX_LEN) | ~tag.str.contains("[A-Za-z]")
-        tag = pl.when(keep).then(tag).otherwise(tag.str.replace_all("_", " ", literal=True))
-    if spec.escape_parentheses:
-        tag = tag.str.replace_all("(", r"\(", literal=True).str.replace_all(
-            ")", r"\)", literal=True
-        )
-    return tag
-
-
-def _clean(tags: pl.Expr | None, aliases: Mapping[str, str], drop: tuple[str, ...]):
-    """Aliases applied, then tags matching ``drop`` (names or globs) removed."""
-    if tags is None:
-        return None
-    tag = pl.element()
-    if aliases:
-        tags = tags.list.eval(tag.replace(dict(aliases)))
-    names = [p for p in drop if "*" not in p and "?" not in p]
-    globs = tuple(p for p in drop if p not in names)
-    keep = None
-    if names:  # a hash lookup per tag, far cheaper than a regex
-        keep = ~tag.is_in(names)
-    if globs:
-        matches = ~tag.str.contains(glob_regex(globs))
-        keep = matches if keep is None else keep & matches
-    return tags if keep is None else tags.list.eval(tag.filter(keep))
-
-
-def _category_lists(categories: tuple[str, ...], names: set[str]) -> list[pl.Expr]:
-    return [pl.col(f"tags_{c}").fill_null(EMPTY) for c in categories if f"tags_{c}" in names]
-
-
-def _concat(lists: list[pl.Expr | None]) -> pl.Expr | None:
-    """The lists one after the other per row; ``None`` (no list at all) when there are none:
-    empty parts are left out rather than concatenated, which would copy every tag again."""
-    lists = [item for item in lists if item is not None]
-    if not lists:
-        return None
-    return lists[0] if len(lists) == 1 else pl.concat_list(lists)
+CAPTION_THREADS = min(2, os.cpu_count() or 1)
 
 
 def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> dict:
@@ -137,56 +81,33 @@ def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.
     return pl.concat_list(extras).list.drop_nulls() if extras else None
 
 
-def _tag_lists(spec: CaptionSpec, site: str, names: set[str], aliases, thresholds):
-    """The caption's lists, as expressions: ``_head`` (the part fixed before the
-    keep-tokens separator), ``_whole`` (every tag, in order), ``_keep`` (what a token budget
-    keeps first: people-count tags, artist/character/copyright, the extra tags asked for)
-    and ``_meta`` (meta tags, which a budget drops first)."""
+def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRules,
+               thresholds: Mapping[str, list]) -> dict[str, Lists]:  # fmt: skip
+    """The caption's tags, per row, as written numbers: ``whole`` (every tag, in caption
+    order, deduplicated, at most ``max_tags``) and, as the spec needs them, ``head`` (the
+    part fixed before the keep-tokens separator), ``keep`` (what a token budget keeps
+    first: people-count tags, artist/character/copyright, the extra tags asked for) and
+    ``meta`` (meta tags, which a budget drops first)."""
     categories = spec.categories(site)
     split = bool(spec.keep_tokens_separator)
     fixed = tuple(c for c in categories if c in spec.fixed_categories) if split else categories
-    rest = tuple(c for c in categories if c not in fixed)
-    drop = spec.blacklist + spec.meta_filter
-    head = _clean(_concat(_category_lists(fixed, names)), aliases, drop)
-    tail = _clean(_concat(_category_lists(rest, names)), aliases, drop)
-    front: list[pl.Expr | None] = []
-    is_people = pl.element().str.contains(PEOPLE_PATTERN)
-    everything = _concat([head, tail])
-    if spec.people_first and everything is not None:
-        front.append(everything.list.eval(pl.element().filter(is_people)))
-        head, tail = (None if t is None else t.list.eval(pl.element().filter(~is_people))
-                      for t in (head, tail))  # fmt: skip
-    rewrite = _rewrite(spec)
-    head_parts = [None if t is None else t.list.eval(rewrite) for t in (*front, head)]
-    tail_parts = [None if tail is None else tail.list.eval(rewrite)]
+    ordered = fixed + tuple(c for c in categories if c not in fixed)
+    batch = TagBatch(frame, ordered, rules)
     extras = _extras(spec, site, thresholds)
-    if spec.extras_first:
-        head_parts.insert(len(front), extras)
-    else:
-        tail_parts.append(extras)
-    whole = _concat(head_parts + tail_parts)
-    whole = EMPTY if whole is None else whole
-    if spec.dedupe:
-        whole = whole.list.unique(maintain_order=True)
-    if spec.max_tags:
-        whole = whole.list.head(spec.max_tags)
-    lists = {"_whole": whole}
-    if spec.keep_tokens_separator:  # only the separator's placement reads the head
-        head_list = _concat(head_parts)
-        head_list = EMPTY if head_list is None else head_list
-        lists["_head"] = head_list.list.unique(maintain_order=True) if spec.dedupe else head_list
+    extra = None if extras is None else extra_part(frame.select(extras).to_series(), rules)
+    people = [batch.part(c, people=True) for c in ordered]
+    placed = False if spec.people_first else None  # people-count tags in place, or first
+    head = (people if spec.people_first else []) + ([extra] if spec.extras_first else [])
+    head += [batch.part(c, placed) for c in fixed]
+    tail = [batch.part(c, placed) for c in ordered[len(fixed) :]]
+    tail += [] if spec.extras_first else [extra]
+    lists = {"whole": batch.lists(head + tail).deduplicated(spec.max_tags, spec.dedupe)}
+    if split:
+        lists["head"] = batch.lists(head).deduplicated(0, spec.dedupe)
     if spec.max_tokens:
-        named = [c for c in categories if c in spec.fixed_categories]
-        kept = _clean(_concat(_category_lists(tuple(named), names)), aliases, drop)
-        people = None if everything is None else everything.list.eval(
-            pl.element().filter(is_people)
-        )  # fmt: skip
-        keep = _concat([None if t is None else t.list.eval(rewrite) for t in (people, kept)]
-                       + [extras])  # fmt: skip
-        lists["_keep"] = EMPTY if keep is None else keep
-        meta = _clean(_concat(_category_lists(("meta",) if "meta" in categories else (), names)),
-                      aliases, drop)  # fmt: skip
-        lists["_meta"] = EMPTY if meta is None else meta.list.eval(rewrite)
+        named = [batch.part(c) for c in categories if c in spec.fixed_categories]
+        lists["keep"] = batch.lists(people + named + [extra])
+        lists["meta"] = batch.lists([batch.part("meta")] if "meta" in categories else [])
     return lists
 
 
@@ -208,26 +129,24 @@ def build_captions(
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
     ``rarity``: ``tag`` (as in captions), ``posts``, for a token budget's priority.
     ``implied``: ``antecedent``, ``implied`` pairs (closed), for ``prune_implied``.
-    Rows are captioned ``batch_rows`` at a time, bounding the intermediate lists in memory.
+    Rows are captioned ``batch_rows`` at a time, bounding the intermediate lists in memory,
+    ``CAPTION_THREADS`` batches at once (the heavy steps release the GIL).
     """
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     if spec.quality_tag and thresholds is None:
         thresholds = score_thresholds(frame, spec)
     nl = nl.rename({"nl": "caption_nl"}) if nl is not None else None
-    names = set(frame.columns)
-    sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
-    lists = {site: _tag_lists(spec, site, names, aliases or {}, thresholds or {})
-             for site in sites}  # fmt: skip
-    context = (spec, lists, nl, rarity, implied if spec.prune_implied else None)
-    batches = [
-        _caption_batch(frame.slice(start, batch_rows), *context)
-        for start in range(0, max(len(frame), 1), batch_rows)
-    ]
+    rules = tag_rules(spec, aliases or {})
+    context = (spec, rules, nl, rarity, implied if spec.prune_implied else None, thresholds or {})
+    starts = range(0, max(len(frame), 1), batch_rows)
+    with ThreadPoolExecutor(min(CAPTION_THREADS, len(starts))) as pool:
+        batches = list(pool.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
+                                starts))  # fmt: skip
     return pl.concat(batches) if len(batches) > 1 else batches[0]
 
 
-def _caption_batch(frame, spec, lists, nl, rarity, implied) -> pl.DataFrame:
+def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds) -> pl.DataFrame:
     if implied is not None:
         frame = prune_implied(frame, implied)
     if nl is not None:
@@ -235,19 +154,34 @@ def _caption_batch(frame, spec, lists, nl, rarity, implied) -> pl.DataFrame:
         frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
     else:
         frame = frame.with_columns(caption_nl=EMPTY)
-    if len(lists) == 1:
-        frame = frame.with_columns(**next(iter(lists.values())))
-    else:
-        frame = frame.with_row_index("_order")
-        parts = [frame.filter(pl.col("site") == site).with_columns(**exprs)
-                 for site, exprs in lists.items()]  # fmt: skip
-        frame = pl.concat(parts).sort("_order").drop("_order")
-    frame = fit_budget(frame, spec, rarity) if spec.max_tokens else render(frame, spec)
-    return frame.drop(c for c in ("_head", "_whole", "_keep", "_meta") if c in frame.columns)
+    sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
+    if len(sites) == 1:
+        return _caption_site(frame, spec, sites[0], rules, rarity, thresholds)
+    frame = frame.with_row_index("_order")
+    parts = [_caption_site(frame.filter(pl.col("site") == site), spec, site, rules, rarity,
+                           thresholds) for site in sites]  # fmt: skip
+    return pl.concat(parts).sort("_order").drop("_order")
+
+
+def _caption_site(frame, spec, site, rules, rarity, thresholds) -> pl.DataFrame:
+    lists = _tag_lists(frame, spec, site, rules, thresholds)
+    whole = lists["whole"]
+    if spec.max_tokens:
+        named = {f"_{name}": value.strings(rules, f"_{name}") for name, value in lists.items()}
+        frame = fit_budget(frame.with_columns(**named), spec, rarity)
+        return frame.drop(c for c in (*named, "_fixed", "_rest") if c in frame.columns)
+    split = None
+    if "head" in lists:
+        split = np.minimum(lists["head"].lengths(), whole.lengths())
+    texts = dict(zip(("_fixed", "_rest"), whole.joined(rules, split), strict=False))
+    return render(frame.with_columns(**texts), spec).drop(texts)
 
 
 def caption_rarity(vocabulary: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
     """``tag`` as captions write it, and on how many ``posts`` of the dataset it is: the
     priority of a token budget (``vocabulary``: ``tag``, ``posts``, as the dataset has it)."""
-    rewritten = pl.concat_list("tag").list.eval(_rewrite(spec)).list.first().alias("tag")
-    return vocabulary.select(rewritten, "posts").group_by("tag").agg(pl.col("posts").sum())
+    return (
+        vocabulary.select(rewrite(spec, pl.col("tag")).alias("tag"), "posts")
+        .group_by("tag")
+        .agg(pl.col("posts").sum())
+    )

@@ -1,5 +1,7 @@
 """Captions as text: the tag part (with the keep-tokens separator) and the merge of tags and
-natural-language text, from a frame's ``_head``, ``_whole`` and ``caption_nl`` columns."""
+natural-language text, from a frame's ``_fixed`` and ``_rest`` (the tags before and after
+the keep-tokens separator, joined; ``_fixed`` holds them all without one) and
+``caption_nl`` columns."""
 
 from __future__ import annotations
 
@@ -8,26 +10,31 @@ import polars as pl
 from e6ingest.captions.spec import CaptionSpec
 
 
-def tags_text(spec: CaptionSpec, head: pl.Expr, whole: pl.Expr, nl: pl.Expr | None = None):
+def tags_text(spec: CaptionSpec, fixed: pl.Expr, rest: pl.Expr, nl: pl.Expr | None = None):
     """The tag part as text; with ``nl`` (``nl_position = "head"``), the NL text goes at the
     end of the fixed head (before the keep-tokens separator), else first."""
-    joined = whole.list.join(spec.separator)
     if not spec.keep_tokens_separator:
         if nl is None:
-            return joined
-        return pl.concat_str(nl, pl.lit(spec.separator), joined).str.strip_chars(" ,")
-    # dedupe keeps first occurrences, so the head's tags open ``whole``, in the same order
-    n_head = pl.min_horizontal(head.list.len(), whole.list.len())
-    fixed = whole.list.head(n_head).list.join(spec.separator)
+            return fixed
+        return pl.concat_str(nl, pl.lit(spec.separator), fixed).str.strip_chars(" ,")
     if nl is not None:
         fixed = pl.when(nl != "").then(
             pl.concat_str(fixed, pl.lit(spec.separator), nl).str.strip_chars(" ,")
         ).otherwise(fixed)  # fmt: skip
-    return pl.concat_str(
-        fixed,
-        pl.lit(f" {spec.keep_tokens_separator} "),
-        whole.list.slice(n_head).list.join(spec.separator),
-    ).str.strip_chars(" ")
+    return pl.concat_str(fixed, pl.lit(f" {spec.keep_tokens_separator} "), rest).str.strip_chars(
+        " "
+    )
+
+
+def joined_lists(spec: CaptionSpec) -> dict[str, pl.Expr]:
+    """``_fixed`` and ``_rest`` from the lists ``_whole`` (every tag) and ``_head`` (the
+    fixed head's tags: dedupe keeps first occurrences, so they open ``_whole``)."""
+    whole = pl.col("_whole")
+    if not spec.keep_tokens_separator:
+        return {"_fixed": whole.list.join(spec.separator)}
+    n_head = pl.min_horizontal(pl.col("_head").list.len(), whole.list.len())
+    return {"_fixed": whole.list.head(n_head).list.join(spec.separator),
+            "_rest": whole.list.slice(n_head).list.join(spec.separator)}  # fmt: skip
 
 
 def merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
@@ -50,10 +57,11 @@ def nl_in_head(spec: CaptionSpec) -> bool:
 
 def render(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
     """``frame`` with ``caption_tags`` (the tag part) and ``caption`` (what a trainer reads)."""
-    head, whole, nl = pl.col("_head"), pl.col("_whole"), pl.col("caption_nl")
-    frame = frame.with_columns(tags_text(spec, head, whole).alias("caption_tags"))
+    fixed, nl = pl.col("_fixed"), pl.col("caption_nl")
+    rest = pl.col("_rest") if spec.keep_tokens_separator else None
+    frame = frame.with_columns(tags_text(spec, fixed, rest).alias("caption_tags"))
     if nl_in_head(spec):
-        with_nl = tags_text(spec, head, whole, nl.list.join(" "))
+        with_nl = tags_text(spec, fixed, rest, nl.list.join(" "))
         caption = pl.when(nl.list.len() > 0).then(with_nl).otherwise(pl.col("caption_tags"))
     else:
         caption = merged(spec, pl.col("caption_tags"), nl)

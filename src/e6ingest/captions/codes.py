@@ -1,0 +1,307 @@
+"""Tags as numbers: the per-tag work done once per distinct tag, the per-post work on arrays.
+
+Every distinct tag a process meets gets a code (a polars ``Categories``). A :class:`TagRules`
+says, per code, what the caption spec makes of the tag (alias, then dropped by the blacklist
+or meta filter, people-count or not, then rewritten), computed the first time the tag is
+met and never again. A :class:`TagBatch` holds a batch of posts' tags as flat arrays (code,
+row, category); a caption is then a list of numbers per post, each the id of a written tag
+(:attr:`TagRules.texts`): put in caption order by counting, deduplicated, cut to
+``max_tags``, and turned into text by one ``take`` of the written tags (with the separator
+after each) whose buffer already holds every caption, one after the other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from e6ingest.captions.spec import CaptionSpec
+
+# Tags giving the number of people: 1girl, 2boys, 6+others, solo, duo, multiple_girls...
+PEOPLE_PATTERN = (
+    r"^(?:\d+\+?(?:girl|boy|other)s?|solo|duo|trio|group|multiple_(?:girls|boys|others)"
+    r"|no_humans|zero_pictured)$"
+)
+# Tags kept as they are by the underscore rewrite: short ones and those without letters
+# (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
+EMOTICON_MAX_LEN = 3
+
+_CATEGORIES = pl.Categories.random()
+_TAG_CODE = pl.Categorical(_CATEGORIES)
+_KEEP_ALIVE = pl.Series("codes", [], dtype=_TAG_CODE)  # categories live while a column uses them
+
+
+def glob_regex(patterns: tuple[str, ...]) -> str:
+    """One anchored regex matching any of the glob ``patterns`` (``*`` and ``?``)."""
+    parts = []
+    for pattern in patterns:
+        escaped = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+        parts.append(f"^{escaped}$")
+    return "|".join(parts)
+
+
+def rewrite(spec: CaptionSpec, tag: pl.Expr) -> pl.Expr:
+    """``tag`` as captions write it: underscores to spaces (emoticons kept), parentheses
+    escaped, as ``spec`` asks."""
+    if spec.underscores_to_spaces:
+        keep = (tag.str.len_chars() <= EMOTICON_MAX_LEN) | ~tag.str.contains("[A-Za-z]")
+        tag = pl.when(keep).then(tag).otherwise(tag.str.replace_all("_", " ", literal=True))
+    if spec.escape_parentheses:
+        tag = tag.str.replace_all("(", r"\(", literal=True).str.replace_all(
+            ")", r"\)", literal=True
+        )
+    return tag
+
+
+def _dropped(spec: CaptionSpec, tag: pl.Expr) -> pl.Expr:
+    """Whether the blacklist or the meta filter (names or globs) drops ``tag``; an empty tag
+    is dropped too."""
+    patterns = spec.blacklist + spec.meta_filter
+    names = [p for p in patterns if "*" not in p and "?" not in p]
+    globs = tuple(p for p in patterns if p not in names)
+    dropped = (tag == "") | tag.is_in(names)
+    return dropped | tag.str.contains(glob_regex(globs)) if globs else dropped
+
+
+class TagRules:
+    """What ``spec`` and ``aliases`` make of each distinct tag, by code, filled in as tags
+    are met; ``texts`` are the written tags, numbered, each once (an extra tag such as a
+    rating's name shares the numbering, so equal words deduplicate whatever their origin)."""
+
+    def __init__(self, spec: CaptionSpec, aliases: Mapping[str, str]):
+        self.spec, self.aliases = spec, dict(aliases)
+        self.dropped = np.zeros(0, bool)
+        self.people = np.zeros(0, bool)
+        self.written = np.full(0, -1, np.int64)  # code -> number of its written text
+        self.texts: list[str] = []
+        self._numbers: dict[str, int] = {}
+        self._plain = self._marked = pa.array([], pa.large_string())
+        self._lock = threading.RLock()  # batches are captioned in threads
+
+    def number(self, texts: list[str]) -> list[int]:
+        """The number of each written text, new ones numbered as they come."""
+        with self._lock:
+            return self._number(texts)
+
+    def _number(self, texts: list[str]) -> list[int]:
+        out = []
+        for text in texts:
+            n = self._numbers.get(text)
+            if n is None:
+                n = self._numbers[text] = len(self.texts)
+                self.texts.append(text)
+            out.append(n)
+        return out
+
+    def meet(self, codes: np.ndarray, tags: pl.Series) -> None:
+        """Rules for the tags not met before (``codes``: the code of each of ``tags``)."""
+        with self._lock:
+            self._meet(codes, tags)
+
+    def _meet(self, codes: np.ndarray, tags: pl.Series) -> None:
+        size = int(codes.max()) + 1 if len(codes) else 0
+        if size > len(self.written):
+            grow = size - len(self.written)
+            self.dropped = np.concatenate([self.dropped, np.zeros(grow, bool)])
+            self.people = np.concatenate([self.people, np.zeros(grow, bool)])
+            self.written = np.concatenate([self.written, np.full(grow, -1, np.int64)])
+        new = np.flatnonzero(self.written[codes] < 0)
+        if not len(new):
+            return
+        at = np.zeros(size, np.int64)
+        at[codes[new]] = new  # where one of each new code's tags is (any one will do)
+        seen = np.zeros(size, bool)
+        seen[codes[new]] = True
+        first = np.flatnonzero(seen)
+        self._learn(first, tags.gather(at[first]))
+
+    def _learn(self, codes: np.ndarray, tags: pl.Series) -> None:
+        tag = pl.col("tag")
+        if self.aliases:
+            tag = tag.replace(self.aliases)
+        rules = (
+            tags.alias("tag")
+            .to_frame()
+            .select(
+                _dropped(self.spec, tag).alias("dropped"),
+                tag.str.contains(PEOPLE_PATTERN).alias("people"),
+                rewrite(self.spec, tag).alias("text"),
+            )
+        )
+        self.dropped[codes] = rules["dropped"].to_numpy()
+        self.people[codes] = rules["people"].to_numpy()
+        self.written[codes] = self._number(rules["text"].to_list())
+
+    def arrays(self) -> tuple[pa.Array, pa.Array]:
+        """The written texts as arrow strings: as they are, and with the separator after;
+        grown by the texts numbered since the last call."""
+        with self._lock:
+            return self._arrays()
+
+    def _arrays(self) -> tuple[pa.Array, pa.Array]:
+        done = len(self._plain)
+        if done < len(self.texts):
+            new = self.texts[done:]
+            marked = [t + self.spec.separator for t in new]
+            self._plain = pa.concat_arrays([self._plain, pa.array(new, pa.large_string())])
+            self._marked = pa.concat_arrays([self._marked, pa.array(marked, pa.large_string())])
+        return self._plain, self._marked
+
+
+_RULES: dict[tuple, TagRules] = {}
+
+
+def tag_rules(spec: CaptionSpec, aliases: Mapping[str, str]) -> TagRules:
+    """The rules for ``spec`` and ``aliases``, kept across calls (a plan captions its posts
+    a batch at a time; each distinct tag is still handled once)."""
+    key = (spec.underscores_to_spaces, spec.escape_parentheses, spec.blacklist,
+           spec.meta_filter, spec.separator, hash(frozenset(aliases.items())))  # fmt: skip
+    rules = _RULES.get(key)
+    if rules is None:
+        if len(_RULES) >= 4:
+            _RULES.clear()
+        rules = _RULES[key] = TagRules(spec, aliases)
+    return rules
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some tags of a batch, sorted by row: each one's row and written number."""
+
+    rows: np.ndarray
+    numbers: np.ndarray
+
+
+@dataclass(frozen=True)
+class Lists:
+    """One list of written numbers per row: row ``i``'s are ``numbers[offsets[i]:offsets[i+1]]``."""
+
+    offsets: np.ndarray
+    numbers: np.ndarray
+
+    @classmethod
+    def of(cls, parts: list[Part], n: int) -> Lists:
+        """Per row, the tags of every part, part after part (order kept within a part)."""
+        counts = [np.bincount(p.rows, minlength=n) for p in parts]
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(np.sum(counts, axis=0) if counts else np.zeros(n, np.int64), out=offsets[1:])
+        numbers = np.empty(int(offsets[-1]), np.int64)
+        base = offsets[:-1].copy()
+        for part, count in zip(parts, counts, strict=True):
+            first = np.cumsum(count) - count  # where each row's tags start in the part
+            numbers[(base - first)[part.rows] + np.arange(len(part.rows))] = part.numbers
+            base += count
+        return cls(offsets, numbers)
+
+    @classmethod
+    def from_series(cls, lists: pl.Series) -> Lists:
+        array = lists.rechunk().to_arrow()
+        offsets = np.asarray(array.offsets, dtype=np.int64)
+        numbers = np.asarray(array.values, dtype=np.int64)[offsets[0] : offsets[-1]]
+        return cls(offsets - offsets[0], numbers)
+
+    def series(self) -> pl.Series:
+        return pl.from_arrow(
+            pa.LargeListArray.from_arrays(pa.array(self.offsets), pa.array(self.numbers))
+        )
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def strings(self, rules: TagRules, name: str) -> pl.Series:
+        """The written tags, as a list of strings per row."""
+        plain, _ = rules.arrays()
+        values = plain.take(pa.array(self.numbers))
+        array = pa.LargeListArray.from_arrays(pa.array(self.offsets), values)
+        return pl.Series(name, pl.from_arrow(array))
+
+    def joined(self, rules: TagRules, split: np.ndarray | None = None) -> list[pl.Series]:
+        """Each row's tags joined by the separator; with ``split`` (a count per row), two
+        texts per row: its first ``split`` tags and the rest.
+
+        The written tags are taken with the separator after each, so the taken buffer holds
+        every row's text one after the other, each with one separator too many at its end:
+        the texts are cut from that buffer in place, the separators left between them."""
+        _, marked = rules.arrays()
+        taken = marked.take(pa.array(self.numbers))
+        ends = np.frombuffer(taken.buffers()[1], np.int64)[: len(taken) + 1]
+        first, last = self.offsets[:-1], self.offsets[1:]
+        edges = [
+            ends[c] for c in ([first, last] if split is None else [first, first + split, last])
+        ]
+        mark = len(rules.spec.separator.encode())
+        columns = []  # per row: a text, its last separator[, a text, its last separator]
+        for lo, hi in itertools.pairwise(edges):
+            columns += [lo, np.where(hi > lo, hi - mark, hi)]
+        bounds = np.append(np.column_stack(columns).ravel(), ends[self.offsets[-1]])
+        data = taken.buffers()[2] or pa.py_buffer(b"")
+        array = pa.LargeStringArray.from_buffers(len(bounds) - 1, pa.py_buffer(bounds), data)
+        texts = pl.Series(pl.from_arrow(array))
+        return [texts.gather_every(len(columns), i) for i in range(0, len(columns), 2)]
+
+    def deduplicated(self, limit: int = 0, dedupe: bool = True) -> Lists:
+        """Each row's first occurrences (``dedupe``), at most ``limit`` of them (0: all)."""
+        if not dedupe and not limit:
+            return self
+        lists = self.series()
+        if dedupe:
+            lists = lists.list.unique(maintain_order=True)
+        if limit:
+            lists = lists.list.head(limit)
+        return Lists.from_series(lists)
+
+
+class TagBatch:
+    """A batch of posts' tags (of one site) as flat arrays, category by category: each
+    tag's row, written number, and whether it is kept and a people-count tag."""
+
+    def __init__(self, frame: pl.DataFrame, categories: tuple[str, ...], rules: TagRules):
+        self.n = len(frame)
+        present = [c for c in categories if f"tags_{c}" in frame.columns]
+        columns = [frame[f"tags_{c}"] for c in present]
+        columns = [s if s.dtype == pl.List(pl.String) else s.cast(pl.List(pl.String))
+                   for s in columns]  # fmt: skip
+        lengths = [s.list.len().fill_null(0).to_numpy().astype(np.int64) for s in columns]
+        values = pl.concat(
+            [pl.Series([], dtype=pl.String)]
+            + [s.explode(empty_as_null=False, keep_nulls=False) for s in columns]
+        ).fill_null("")
+        codes = values.cast(_TAG_CODE).to_physical().to_numpy().astype(np.int64)
+        rules.meet(codes, values)
+        self.blocks: dict[str, tuple[np.ndarray, ...]] = {}
+        start, rows = 0, np.arange(self.n)
+        for category, lens in zip(present, lengths, strict=True):
+            block = codes[start : start + int(lens.sum())]
+            start += len(block)
+            self.blocks[category] = (np.repeat(rows, lens), rules.written[block],
+                                     ~rules.dropped[block], rules.people[block])  # fmt: skip
+
+    def part(self, category: str, people: bool | None = None) -> Part | None:
+        """The kept tags of ``category``: all of them (``people`` None), only the
+        people-count tags (True) or all but them (False); None without the category."""
+        if category not in self.blocks:
+            return None
+        rows, numbers, kept, is_people = self.blocks[category]
+        if people is not None:
+            kept = kept & (is_people if people else ~is_people)
+        return Part(rows[kept], numbers[kept])
+
+    def lists(self, parts: list[Part | None]) -> Lists:
+        """Per row, the tags of ``parts`` one after the other."""
+        return Lists.of([p for p in parts if p is not None], self.n)
+
+
+def extra_part(extras: pl.Series, rules: TagRules) -> Part:
+    """Extra tags (one list of texts per row, written as they are) as a part."""
+    lengths = extras.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = extras.explode(empty_as_null=False, keep_nulls=False)
+    distinct = flat.unique(maintain_order=True)
+    numbers = flat.replace_strict(distinct, rules.number(distinct.to_list()), return_dtype=pl.Int64)
+    return Part(np.repeat(np.arange(len(extras)), lengths), numbers.to_numpy())
