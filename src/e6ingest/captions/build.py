@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from e6ingest.captions.budget import fit_budget
 from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite, tag_rules
@@ -26,7 +27,7 @@ from e6ingest.captions.render import render
 from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
-BATCH_ROWS = 50_000
+BATCH_ROWS = 25_000
 CAPTION_THREADS = min(2, os.cpu_count() or 1)
 
 
@@ -95,7 +96,9 @@ def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRule
     batch = TagBatch(frame, ordered, rules)
     extras = _extras(spec, site, thresholds)
     extra = None if extras is None else extra_part(frame.select(extras).to_series(), rules)
-    people = [batch.part(c, people=True) for c in ordered]
+    people = []  # people-count tags of every category, when first or for a budget
+    if spec.people_first or spec.max_tokens:
+        people = [batch.part(c, people=True) for c in ordered]
     placed = False if spec.people_first else None  # people-count tags in place, or first
     head = (people if spec.people_first else []) + ([extra] if spec.extras_first else [])
     head += [batch.part(c, placed) for c in fixed]
@@ -109,6 +112,32 @@ def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRule
         lists["keep"] = batch.lists(people + named + [extra])
         lists["meta"] = batch.lists([batch.part("meta")] if "meta" in categories else [])
     return lists
+
+
+class NLTexts:
+    """Natural-language texts by post id, looked up by binary search (a batch's posts in a
+    table of millions, without hashing the table again for every batch)."""
+
+    def __init__(self, nl: pl.DataFrame):
+        if not nl["id"].is_sorted():
+            nl = nl.sort("id", maintain_order=True)
+        ids = nl["id"].to_numpy()
+        last = np.append(ids[1:] != ids[:-1], True)  # a later row wins for a repeated id
+        if not last.all():
+            nl, ids = nl.filter(pl.Series(last)), ids[last]
+        self.ids, self.texts = ids, nl["nl"].alias("caption_nl")
+
+    def of(self, ids: pl.Series) -> pl.Series:
+        """The texts of each of ``ids``, in order (an empty list for a post without)."""
+        keys = ids.fill_null(-1).to_numpy()
+        if not len(self.ids):
+            return pl.Series("caption_nl", [[]] * len(ids), pl.List(pl.String))
+        at = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
+        found = pl.Series(self.ids[at] == keys)
+        gathered = self.texts.gather(at)
+        return pl.select(pl.when(found).then(gathered).otherwise(EMPTY).alias("caption_nl"))[
+            "caption_nl"
+        ]
 
 
 def build_captions(
@@ -136,13 +165,14 @@ def build_captions(
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     if spec.quality_tag and thresholds is None:
         thresholds = score_thresholds(frame, spec)
-    nl = nl.rename({"nl": "caption_nl"}) if nl is not None else None
+    nl = NLTexts(nl) if nl is not None else None
     rules = tag_rules(spec, aliases or {})
     context = (spec, rules, nl, rarity, implied if spec.prune_implied else None, thresholds or {})
     starts = range(0, max(len(frame), 1), batch_rows)
     with ThreadPoolExecutor(min(CAPTION_THREADS, len(starts))) as pool:
         batches = list(pool.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
                                 starts))  # fmt: skip
+    pa.default_memory_pool().release_unused()  # the written tags taken for each batch
     return pl.concat(batches) if len(batches) > 1 else batches[0]
 
 
@@ -150,8 +180,7 @@ def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds) -> pl.Da
     if implied is not None:
         frame = prune_implied(frame, implied)
     if nl is not None:
-        frame = frame.join(nl, on="id", how="left", maintain_order="left")
-        frame = frame.with_columns(pl.col("caption_nl").fill_null(EMPTY))
+        frame = frame.with_columns(nl.of(frame["id"]))
     else:
         frame = frame.with_columns(caption_nl=EMPTY)
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]

@@ -33,6 +33,7 @@ PEOPLE_PATTERN = (
 # (emoticons such as ^_^, >_<, o_o, :3, ^_^;).
 EMOTICON_MAX_LEN = 3
 
+NUMBER = np.int32  # a written tag's number; rows of a batch are int32 too
 _CATEGORIES = pl.Categories.random()
 _TAG_CODE = pl.Categorical(_CATEGORIES)
 _KEEP_ALIVE = pl.Series("codes", [], dtype=_TAG_CODE)  # categories live while a column uses them
@@ -79,7 +80,7 @@ class TagRules:
         self.spec, self.aliases = spec, dict(aliases)
         self.dropped = np.zeros(0, bool)
         self.people = np.zeros(0, bool)
-        self.written = np.full(0, -1, np.int64)  # code -> number of its written text
+        self.written = np.full(0, -1, NUMBER)  # code -> number of its written text
         self.texts: list[str] = []
         self._numbers: dict[str, int] = {}
         self._plain = self._marked = pa.array([], pa.large_string())
@@ -111,7 +112,7 @@ class TagRules:
             grow = size - len(self.written)
             self.dropped = np.concatenate([self.dropped, np.zeros(grow, bool)])
             self.people = np.concatenate([self.people, np.zeros(grow, bool)])
-            self.written = np.concatenate([self.written, np.full(grow, -1, np.int64)])
+            self.written = np.concatenate([self.written, np.full(grow, -1, NUMBER)])
         new = np.flatnonzero(self.written[codes] < 0)
         if not len(new):
             return
@@ -171,6 +172,18 @@ def tag_rules(spec: CaptionSpec, aliases: Mapping[str, str]) -> TagRules:
     return rules
 
 
+_COUNTING = np.arange(0)
+
+
+def _counting(n: int) -> np.ndarray:
+    """0, 1, ... n - 1, from one array kept for every call (read-only)."""
+    global _COUNTING
+    if len(_COUNTING) < n:
+        _COUNTING = np.arange(max(n, 2 * len(_COUNTING)), dtype=np.int32)
+        _COUNTING.flags.writeable = False
+    return _COUNTING[:n]
+
+
 @dataclass(frozen=True)
 class Part:
     """Some tags of a batch, sorted by row: each one's row and written number."""
@@ -192,11 +205,11 @@ class Lists:
         counts = [np.bincount(p.rows, minlength=n) for p in parts]
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.sum(counts, axis=0) if counts else np.zeros(n, np.int64), out=offsets[1:])
-        numbers = np.empty(int(offsets[-1]), np.int64)
+        numbers = np.empty(int(offsets[-1]), NUMBER)
         base = offsets[:-1].copy()
         for part, count in zip(parts, counts, strict=True):
             first = np.cumsum(count) - count  # where each row's tags start in the part
-            numbers[(base - first)[part.rows] + np.arange(len(part.rows))] = part.numbers
+            numbers[(base - first)[part.rows] + _counting(len(part.rows))] = part.numbers
             base += count
         return cls(offsets, numbers)
 
@@ -204,7 +217,7 @@ class Lists:
     def from_series(cls, lists: pl.Series) -> Lists:
         array = lists.rechunk().to_arrow()
         offsets = np.asarray(array.offsets, dtype=np.int64)
-        numbers = np.asarray(array.values, dtype=np.int64)[offsets[0] : offsets[-1]]
+        numbers = np.asarray(array.values, dtype=NUMBER)[offsets[0] : offsets[-1]]
         return cls(offsets - offsets[0], numbers)
 
     def series(self) -> pl.Series:
@@ -273,10 +286,10 @@ class TagBatch:
             [pl.Series([], dtype=pl.String)]
             + [s.explode(empty_as_null=False, keep_nulls=False) for s in columns]
         ).fill_null("")
-        codes = values.cast(_TAG_CODE).to_physical().to_numpy().astype(np.int64)
+        codes = values.cast(_TAG_CODE).to_physical().to_numpy()
         rules.meet(codes, values)
         self.blocks: dict[str, tuple[np.ndarray, ...]] = {}
-        start, rows = 0, np.arange(self.n)
+        start, rows = 0, _counting(self.n)
         for category, lens in zip(present, lengths, strict=True):
             block = codes[start : start + int(lens.sum())]
             start += len(block)
@@ -303,5 +316,5 @@ def extra_part(extras: pl.Series, rules: TagRules) -> Part:
     lengths = extras.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = extras.explode(empty_as_null=False, keep_nulls=False)
     distinct = flat.unique(maintain_order=True)
-    numbers = flat.replace_strict(distinct, rules.number(distinct.to_list()), return_dtype=pl.Int64)
-    return Part(np.repeat(np.arange(len(extras)), lengths), numbers.to_numpy())
+    numbers = flat.replace_strict(distinct, rules.number(distinct.to_list()), return_dtype=pl.Int32)
+    return Part(np.repeat(_counting(len(extras)), lengths), numbers.to_numpy())
