@@ -148,7 +148,7 @@ AWKWARD = ["astolfo_(fate)", "^_^", ">_<", ":3", "^_^;", "2024", "3_toes", "k-on
 @pytest.mark.parametrize("merge", ["tags", "tags+nl", "alternatives"])
 def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
     from e6ingest.captions.budget import fit_lists
-    from e6ingest.captions.build import _caption_batch, _tag_lists
+    from e6ingest.captions.build import NLTexts, _caption_batch, _tag_lists
     from e6ingest.captions.codes import tag_rules
 
     posts = [_post(general=AWKWARD[i:] + GENERAL[: 3 * i], meta=["hi_res"]) | {"id": i}
@@ -168,7 +168,7 @@ def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
         prepared = prepared.with_columns(pl.col("caption_nl").fill_null([]), **lists)
         joined = prepared["caption_nl"].list.join(" ") if merge == "tags+nl" else None
         _, _, exact = fit_lists(prepared, budget, spec.separator, "order", None, joined)
-        captions = _caption_batch(frame, spec, rules, named, None, None, {})["caption"]
+        captions = _caption_batch(frame, spec, rules, NLTexts(nl), None, None, {})["caption"]
         lines = [c.split("\n", 1)[0] for c in captions]
         counted = count_tokens(lines)
         assert all(n <= budget for n in counted), (budget, lines)
