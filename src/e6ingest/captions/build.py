@@ -23,7 +23,7 @@ import pyarrow as pa
 from e6ingest.captions.budget import fit_budget
 from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite, tag_rules
 from e6ingest.captions.implications import prune_implied
-from e6ingest.captions.render import render
+from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
@@ -199,6 +199,10 @@ def _caption_site(frame, spec, site, rules, rarity, thresholds) -> pl.DataFrame:
         named = {f"_{name}": value.strings(rules, f"_{name}") for name, value in lists.items()}
         frame = fit_budget(frame.with_columns(**named), spec, rarity)
         return frame.drop(c for c in (*named, "_fixed", "_rest") if c in frame.columns)
+    if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
+        # the NL text joins the tags in the same buffer: one copy of every caption
+        tags, caption = whole.joined(rules, after=frame["caption_nl"].list.join(" "))
+        return frame.with_columns(caption_tags=tags, caption=caption)
     split = None
     if "head" in lists:
         split = np.minimum(lists["head"].lengths(), whole.lengths())

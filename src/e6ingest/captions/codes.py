@@ -184,6 +184,19 @@ def _counting(n: int) -> np.ndarray:
     return _COUNTING[:n]
 
 
+def _cut(data: pa.Buffer, edges: list[np.ndarray], end: int, mark: int) -> list[pl.Series]:
+    """Texts cut from ``data``: per row, one text between each two ``edges`` (byte
+    offsets), less the separator (``mark`` bytes) that ends each non-empty one; what lies
+    between a row's last text and the next row's first is skipped (``end``: the last byte)."""
+    columns = []  # per row: a text, what follows it[, a text, what follows it]
+    for lo, hi in itertools.pairwise(edges):
+        columns += [lo, np.where(hi > lo, hi - mark, hi)]
+    bounds = np.append(np.column_stack(columns).ravel(), end)
+    array = pa.LargeStringArray.from_buffers(len(bounds) - 1, pa.py_buffer(bounds), data)
+    texts = pl.Series(pl.from_arrow(array))
+    return [texts.gather_every(len(columns), i) for i in range(0, len(columns), 2)]
+
+
 @dataclass(frozen=True)
 class Part:
     """Some tags of a batch, sorted by row: each one's row and written number."""
@@ -235,29 +248,35 @@ class Lists:
         array = pa.LargeListArray.from_arrays(pa.array(self.offsets), values)
         return pl.Series(name, pl.from_arrow(array))
 
-    def joined(self, rules: TagRules, split: np.ndarray | None = None) -> list[pl.Series]:
+    def joined(
+        self, rules: TagRules, split: np.ndarray | None = None, after: pl.Series | None = None
+    ) -> list[pl.Series]:
         """Each row's tags joined by the separator; with ``split`` (a count per row), two
-        texts per row: its first ``split`` tags and the rest.
+        texts per row: its first ``split`` tags and the rest; with ``after`` (a text per
+        row, empty for none), also the tags and that text, joined by the separator.
 
         The written tags are taken with the separator after each, so the taken buffer holds
         every row's text one after the other, each with one separator too many at its end:
         the texts are cut from that buffer in place, the separators left between them."""
         _, marked = rules.arrays()
-        taken = marked.take(pa.array(self.numbers))
+        numbers, offsets, source = self.numbers, self.offsets, marked
+        if after is not None:  # each row's text after its tags, as one more written tag
+            has = (after != "").fill_null(False).to_numpy()
+            texts = after.filter(pl.Series(has)) + rules.spec.separator
+            source = pa.concat_arrays([marked, texts.to_arrow().cast(pa.large_string())])
+            added = (len(marked) + _counting(int(has.sum()))).astype(NUMBER)
+            numbers = np.insert(numbers, offsets[1:][has], added)
+            offsets = offsets + np.append(0, np.cumsum(has))
+        taken = source.take(pa.array(numbers))
         ends = np.frombuffer(taken.buffers()[1], np.int64)[: len(taken) + 1]
-        first, last = self.offsets[:-1], self.offsets[1:]
-        edges = [
-            ends[c] for c in ([first, last] if split is None else [first, first + split, last])
-        ]
-        mark = len(rules.spec.separator.encode())
-        columns = []  # per row: a text, its last separator[, a text, its last separator]
-        for lo, hi in itertools.pairwise(edges):
-            columns += [lo, np.where(hi > lo, hi - mark, hi)]
-        bounds = np.append(np.column_stack(columns).ravel(), ends[self.offsets[-1]])
         data = taken.buffers()[2] or pa.py_buffer(b"")
-        array = pa.LargeStringArray.from_buffers(len(bounds) - 1, pa.py_buffer(bounds), data)
-        texts = pl.Series(pl.from_arrow(array))
-        return [texts.gather_every(len(columns), i) for i in range(0, len(columns), 2)]
+        mark = len(rules.spec.separator.encode())
+        first, tags_end = offsets[:-1], offsets[:-1] + self.lengths()
+        cuts = [first, tags_end] if split is None else [first, first + split, tags_end]
+        out = _cut(data, [ends[c] for c in cuts], ends[offsets[-1]], mark)
+        if after is not None:
+            out += _cut(data, [ends[first], ends[offsets[1:]]], ends[offsets[-1]], mark)
+        return out
 
     def deduplicated(self, limit: int = 0, dedupe: bool = True) -> Lists:
         """Each row's first occurrences (``dedupe``), at most ``limit`` of them (0: all)."""
@@ -285,7 +304,9 @@ class TagBatch:
         values = pl.concat(
             [pl.Series([], dtype=pl.String)]
             + [s.explode(empty_as_null=False, keep_nulls=False) for s in columns]
-        ).fill_null("")
+        )
+        if values.null_count():
+            values = values.fill_null("")
         codes = values.cast(_TAG_CODE).to_physical().to_numpy()
         rules.meet(codes, values)
         self.blocks: dict[str, tuple[np.ndarray, ...]] = {}
@@ -304,6 +325,8 @@ class TagBatch:
         rows, numbers, kept, is_people = self.blocks[category]
         if people is not None:
             kept = kept & (is_people if people else ~is_people)
+        elif kept.all():
+            return Part(rows, numbers)
         return Part(rows[kept], numbers[kept])
 
     def lists(self, parts: list[Part | None]) -> Lists:

@@ -44,9 +44,10 @@ def merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
         return tags
     if mode == "nl":
         return pl.when(has_nl).then(nl.list.join(" ")).otherwise(tags)
-    if mode == "tags+nl":
-        joined = pl.concat_str(tags, pl.lit(spec.separator), nl.list.join(" "))
-        return pl.when(has_nl).then(joined).otherwise(tags)
+    if mode == "tags+nl":  # either alone when the other is empty
+        text = nl.list.join(" ")
+        return pl.concat_str(pl.when(tags != "").then(tags), pl.when(text != "").then(text),
+                             separator=spec.separator, ignore_nulls=True)  # fmt: skip
     return pl.concat_list([tags, nl]).list.join("\n")  # alternatives: one line each
 
 
