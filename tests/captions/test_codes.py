@@ -1,0 +1,112 @@
+"""Captions on tag codes: placement, joining, and the two ways a caption is written
+(one buffer for tags and NL text; the general render) agreeing with each other."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import polars as pl
+import pytest
+
+from e6ingest.captions import CaptionSpec, build_captions
+from e6ingest.captions.codes import Lists, Part, tag_rules
+from tests.captions.test_build import post
+
+
+def _numbers(lists: Lists) -> list[list[int]]:
+    return [lists.numbers[a:b].tolist() for a, b in itertools.pairwise(lists.offsets)]
+
+
+def test_parts_are_placed_row_by_row_part_after_part():
+    first = Part(np.array([0, 0, 2]), np.array([10, 11, 12]))
+    second = Part(np.array([1, 2, 2]), np.array([20, 21, 22]))
+    lists = Lists.of([first, second], n=4)
+    assert _numbers(lists) == [[10, 11], [20], [12, 21, 22], []]
+    assert _numbers(lists.deduplicated(limit=2)) == [[10, 11], [20], [12, 21], []]
+
+
+def test_joined_cuts_rows_and_splits_from_one_buffer():
+    spec = CaptionSpec(separator=", ")
+    rules = tag_rules(spec, {})
+    numbers = rules.number(["long hair", "fox", "^_^"])
+    lists = Lists(np.array([0, 3, 3, 4]), np.array([numbers[0], numbers[1], numbers[2],
+                                                     numbers[1]], dtype=np.int32))  # fmt: skip
+    (whole,) = lists.joined(rules)
+    assert whole.to_list() == ["long hair, fox, ^_^", "", "fox"]
+    head, rest = lists.joined(rules, split=np.array([1, 0, 1]))
+    assert head.to_list() == ["long hair", "", "fox"]
+    assert rest.to_list() == ["fox, ^_^", "", ""]
+    tags, with_text = lists.joined(rules, after=pl.Series(["A fox.", "Alone.", ""]))
+    assert tags.to_list() == ["long hair, fox, ^_^", "", "fox"]
+    assert with_text.to_list() == ["long hair, fox, ^_^, A fox.", "Alone.", "fox"]
+
+
+def test_empty_and_missing_tags_are_left_out():
+    row = post(general=["a", "", None, "long_hair"], artist=None, meta=[""])
+    captions = build_captions(pl.DataFrame([row]), CaptionSpec())["caption"]
+    assert captions.to_list() == ["a, long hair"]
+
+
+def test_tags_and_nl_text_each_alone_when_the_other_is_empty():
+    rows = [post(general=["x"]) | {"id": 1}, post() | {"id": 2}, post(general=["y"]) | {"id": 3}]
+    nl = pl.DataFrame({"id": [1, 2, 3], "nl": [["A cat."], ["A dog."], []]})
+    spec = CaptionSpec(merge="tags+nl", nl_captions=("x",))
+    out = build_captions(pl.DataFrame(rows), spec, nl=nl)
+    assert out["caption"].to_list() == ["x, A cat.", "A dog.", "y"]
+    assert out["caption_tags"].to_list() == ["x", "", "y"]
+
+
+ROWS = [
+    post(rating="e", general=["solo", "long_hair", "fox", "long_hair"], artist=["a_b"],
+         meta=["hi_res"], character=["c_d"]) | {"id": 1},
+    post(rating="s", general=["1girl", "^_^", "x"], copyright=["to_heart_(series)"]) | {"id": 2},
+    post(rating="q") | {"id": 3},
+]  # fmt: skip
+NL = pl.DataFrame({"id": [1, 3], "nl": [["A fox, with long hair."], ["Nothing tagged."]]})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"merge": "tags+nl"},
+        {"merge": "alternatives"},
+        {"merge": "tags+nl", "keep_tokens_separator": "|||"},
+        {"merge": "tags+nl", "nl_position": "head", "keep_tokens_separator": "|||"},
+        {"people_first": True, "rating_tag": True, "extras_first": True, "merge": "tags+nl"},
+    ],
+)
+def test_a_budget_that_fits_everything_changes_nothing(options):
+    """The token budget takes the tags as lists and renders them in general; without a
+    budget, the tags are joined from their numbers (and NL text written with them)."""
+    spec = CaptionSpec(nl_captions=("x",), **options)
+    frame = pl.DataFrame(ROWS)
+    plain = build_captions(frame, spec, nl=NL)
+    budgeted = build_captions(frame, CaptionSpec(nl_captions=("x",), max_tokens=225, **options),
+                              nl=NL)  # fmt: skip
+    assert budgeted["caption"].to_list() == plain["caption"].to_list()
+    assert budgeted["caption_tags"].to_list() == plain["caption_tags"].to_list()
+
+
+def test_batches_in_threads_give_the_captions_of_one_batch():
+    rows = [post(rating="es"[i % 2], general=[f"tag_{i % 7}", f"tag_{i % 5}", "solo"],
+                 artist=[f"artist_{i % 3}"]) | {"id": i} for i in range(200)]  # fmt: skip
+    nl = pl.DataFrame(
+        {"id": list(range(0, 200, 3)), "nl": [[f"Text {i}."] for i in range(0, 200, 3)]}
+    )
+    spec = CaptionSpec(merge="tags+nl", nl_captions=("x",), rating_tag=True, people_first=True)
+    frame = pl.DataFrame(rows)
+    one = build_captions(frame, spec, nl=nl, aliases={"tag_1": "tag_2"}, batch_rows=1000)
+    many = build_captions(frame, spec, nl=nl, aliases={"tag_1": "tag_2"}, batch_rows=7)
+    assert many["caption"].to_list() == one["caption"].to_list()
+    assert "tag 1," not in " ".join(one["caption"].to_list())  # aliased
+    assert one["caption"][1] == "solo, artist 1, tag 2, sensitive"  # then deduplicated
+    assert one["caption"][3] == "solo, artist 0, tag 3, sensitive, Text 3."
+
+
+def test_rules_are_kept_per_spec_and_aliases():
+    spec = CaptionSpec()
+    assert tag_rules(spec, {}) is tag_rules(CaptionSpec(), {})
+    assert tag_rules(spec, {"a": "b"}) is not tag_rules(spec, {})
+    assert tag_rules(spec, {}) is not tag_rules(CaptionSpec(separator=" "), {})
