@@ -290,6 +290,15 @@ class Lists:
         return Lists.from_series(lists)
 
 
+def _flat(lists: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Each row's number of items and the items one after the other (a missing list has
+    none), read from the lists' arrow layout without copying."""
+    array = lists.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+    return np.diff(offsets), pl.Series(pl.from_arrow(values), dtype=pl.String)
+
+
 class TagBatch:
     """A batch of posts' tags (of one site) as flat arrays, category by category: each
     tag's row, written number, and whether it is kept and a people-count tag."""
@@ -300,11 +309,9 @@ class TagBatch:
         columns = [frame[f"tags_{c}"] for c in present]
         columns = [s if s.dtype == pl.List(pl.String) else s.cast(pl.List(pl.String))
                    for s in columns]  # fmt: skip
-        lengths = [s.list.len().fill_null(0).to_numpy().astype(np.int64) for s in columns]
-        values = pl.concat(
-            [pl.Series([], dtype=pl.String)]
-            + [s.explode(empty_as_null=False, keep_nulls=False) for s in columns]
-        )
+        flat = [_flat(s) for s in columns]
+        lengths = [lens for lens, _ in flat]
+        values = pl.concat([pl.Series([], dtype=pl.String), *(v for _, v in flat)])
         if values.null_count():
             values = values.fill_null("")
         codes = values.cast(_TAG_CODE).to_physical().to_numpy()
@@ -336,8 +343,7 @@ class TagBatch:
 
 def extra_part(extras: pl.Series, rules: TagRules) -> Part:
     """Extra tags (one list of texts per row, written as they are) as a part."""
-    lengths = extras.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = extras.explode(empty_as_null=False, keep_nulls=False)
+    lengths, flat = _flat(extras)
     distinct = flat.unique(maintain_order=True)
     numbers = flat.replace_strict(distinct, rules.number(distinct.to_list()), return_dtype=pl.Int32)
     return Part(np.repeat(_counting(len(extras)), lengths), numbers.to_numpy())
