@@ -163,7 +163,7 @@ def tag_rules(spec: CaptionSpec, aliases: Mapping[str, str]) -> TagRules:
     """The rules for ``spec`` and ``aliases``, kept across calls (a plan captions its posts
     a batch at a time; each distinct tag is still handled once)."""
     key = (spec.underscores_to_spaces, spec.escape_parentheses, spec.blacklist,
-           spec.meta_filter, spec.separator, hash(frozenset(aliases.items())))  # fmt: skip
+           spec.meta_filter, spec.separator, frozenset(aliases.items()))  # fmt: skip
     rules = _RULES.get(key)
     if rules is None:
         if len(_RULES) >= 4:
@@ -228,17 +228,20 @@ class Lists:
 
     @classmethod
     def from_series(cls, lists: pl.Series) -> Lists:
+        """From a polars column of lists of numbers."""
         array = lists.rechunk().to_arrow()
         offsets = np.asarray(array.offsets, dtype=np.int64)
         numbers = np.asarray(array.values, dtype=NUMBER)[offsets[0] : offsets[-1]]
         return cls(offsets - offsets[0], numbers)
 
     def series(self) -> pl.Series:
+        """As a polars column of lists of numbers."""
         return pl.from_arrow(
             pa.LargeListArray.from_arrays(pa.array(self.offsets), pa.array(self.numbers))
         )
 
     def lengths(self) -> np.ndarray:
+        """The number of tags of each row."""
         return np.diff(self.offsets)
 
     def strings(self, rules: TagRules, name: str) -> pl.Series:
