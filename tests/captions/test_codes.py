@@ -110,3 +110,13 @@ def test_rules_are_kept_per_spec_and_aliases():
     assert tag_rules(spec, {}) is tag_rules(CaptionSpec(), {})
     assert tag_rules(spec, {"a": "b"}) is not tag_rules(spec, {})
     assert tag_rules(spec, {}) is not tag_rules(CaptionSpec(separator=" "), {})
+
+
+def test_a_budget_with_a_separator_and_an_empty_head():
+    """Posts without artist, character or copyright tags (columns of empty lists only)."""
+    rows = [post(general=["solo", "long_hair"]) | {"id": 1}, post(general=["fox"]) | {"id": 2}]
+    nl = pl.DataFrame({"id": [1], "nl": [["A text."]]})
+    spec = CaptionSpec(keep_tokens_separator="|||", merge="tags+nl", nl_captions=("x",),
+                       max_tokens=12)  # fmt: skip
+    captions = build_captions(pl.DataFrame(rows), spec, nl=nl)["caption"].to_list()
+    assert captions == ["||| solo, long hair, A text.", "||| fox"]
