@@ -120,3 +120,11 @@ def test_a_budget_with_a_separator_and_an_empty_head():
                        max_tokens=12)  # fmt: skip
     captions = build_captions(pl.DataFrame(rows), spec, nl=nl)["caption"].to_list()
     assert captions == ["||| solo, long hair, A text.", "||| fox"]
+
+
+def test_a_post_without_a_site_keeps_its_row():
+    rows = [
+        post(site="e621", general=["a"]) | {"id": 1},
+        post(site=None, general=["b"]) | {"id": 2},
+    ]
+    assert build_captions(pl.DataFrame(rows), CaptionSpec())["caption"].to_list() == ["a", "b"]

@@ -187,7 +187,7 @@ def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds) -> pl.Da
     if len(sites) == 1:
         return _caption_site(frame, spec, sites[0], rules, rarity, thresholds)
     frame = frame.with_row_index("_order")
-    parts = [_caption_site(frame.filter(pl.col("site") == site), spec, site, rules, rarity,
+    parts = [_caption_site(frame.filter(pl.col("site").eq_missing(site)), spec, site, rules, rarity,
                            thresholds) for site in sites]  # fmt: skip
     return pl.concat(parts).sort("_order").drop("_order")
 
