@@ -128,3 +128,11 @@ def test_a_post_without_a_site_keeps_its_row():
         post(site=None, general=["b"]) | {"id": 2},
     ]
     assert build_captions(pl.DataFrame(rows), CaptionSpec())["caption"].to_list() == ["a", "b"]
+
+
+def test_nl_texts_unsorted_repeated_or_without_id():
+    rows = [post(general=["a"]) | {"id": i} for i in (5, 1, 9)]
+    nl = pl.DataFrame({"id": [9, None, 5, 9], "nl": [["Old."], ["Lost."], ["Five."], ["New."]]})
+    spec = CaptionSpec(merge="tags+nl", nl_captions=("x",))
+    out = build_captions(pl.DataFrame(rows), spec, nl=nl)
+    assert out["caption"].to_list() == ["a, Five.", "a", "a, New."]  # a later row wins

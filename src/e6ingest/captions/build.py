@@ -119,6 +119,8 @@ class NLTexts:
     table of millions, without hashing the table again for every batch)."""
 
     def __init__(self, nl: pl.DataFrame):
+        if nl["id"].null_count():
+            nl = nl.drop_nulls("id")
         if not nl["id"].is_sorted():
             nl = nl.sort("id", maintain_order=True)
         ids = nl["id"].to_numpy()
