@@ -1,4 +1,5 @@
-"""Captions for a whole frame of posts at once, as polars expressions (no loop per post).
+"""Captions for a whole frame of posts, a batch at a time on tag codes (:mod:`.codes`), with
+no Python loop per post or per tag.
 
 Input: canonical metadata columns (``id``, ``site``, ``rating``, ``tags_<category>`` lists,
 ``score``, ``created_at``). Output columns: ``caption`` (the text a trainer reads),
