@@ -1,7 +1,7 @@
 """Tags as numbers: the per-tag work done once per distinct tag, the per-post work on arrays.
 
-Every distinct tag a process meets gets a code (a polars ``Categories``). A :class:`TagRules`
-says, per code, what the caption spec makes of the tag (alias, then dropped by the blacklist
+Every distinct tag a :class:`TagRules` meets gets a code (:mod:`.lookup`, by hash), and the
+rules say, per code, what the caption spec makes of the tag (alias, then dropped by the blacklist
 or meta filter, people-count or not, then rewritten), computed the first time the tag is
 met and never again. A :class:`TagBatch` holds a batch of posts' tags as flat arrays (code,
 row, category); a caption is then a list of numbers per post, each the id of a written tag
@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from e6ingest.captions.lookup import StringNumbers
 from e6ingest.captions.spec import CaptionSpec
 
 # Tags giving the number of people: 1girl, 2boys, 6+others, solo, duo, multiple_girls...
@@ -34,9 +35,6 @@ PEOPLE_PATTERN = (
 EMOTICON_MAX_LEN = 3
 
 NUMBER = np.int32  # a written tag's number; rows of a batch are int32 too
-_CATEGORIES = pl.Categories.random()
-_TAG_CODE = pl.Categorical(_CATEGORIES)
-_KEEP_ALIVE = pl.Series("codes", [], dtype=_TAG_CODE)  # categories live while a column uses them
 
 
 def glob_regex(patterns: tuple[str, ...]) -> str:
@@ -82,6 +80,7 @@ class TagRules:
         self.people = np.zeros(0, bool)
         self.written = np.full(0, -1, NUMBER)  # code -> number of its written text
         self.texts: list[str] = []
+        self._codes = StringNumbers()  # tag -> code
         self._numbers: dict[str, int] = {}
         self._plain = self._marked = pa.array([], pa.large_string())
         self._lock = threading.RLock()  # batches are captioned in threads
@@ -101,27 +100,18 @@ class TagRules:
             out.append(n)
         return out
 
-    def meet(self, codes: np.ndarray, tags: pl.Series) -> None:
-        """Rules for the tags not met before (``codes``: the code of each of ``tags``)."""
+    def codes(self, tags: pl.Series) -> np.ndarray:
+        """The code of each of ``tags``; the rules of those not met before are worked out."""
+        hashes = self._codes.hashes(tags)
         with self._lock:
-            self._meet(codes, tags)
-
-    def _meet(self, codes: np.ndarray, tags: pl.Series) -> None:
-        size = int(codes.max()) + 1 if len(codes) else 0
-        if size > len(self.written):
-            grow = size - len(self.written)
-            self.dropped = np.concatenate([self.dropped, np.zeros(grow, bool)])
-            self.people = np.concatenate([self.people, np.zeros(grow, bool)])
-            self.written = np.concatenate([self.written, np.full(grow, -1, NUMBER)])
-        new = np.flatnonzero(self.written[codes] < 0)
-        if not len(new):
-            return
-        at = np.zeros(size, np.int64)
-        at[codes[new]] = new  # where one of each new code's tags is (any one will do)
-        seen = np.zeros(size, bool)
-        seen[codes[new]] = True
-        first = np.flatnonzero(seen)
-        self._learn(first, tags.gather(at[first]))
+            codes, new = self._codes.number(tags, hashes)
+            if len(new):
+                grow = len(self._codes) - len(self.written)
+                self.dropped = np.concatenate([self.dropped, np.zeros(grow, bool)])
+                self.people = np.concatenate([self.people, np.zeros(grow, bool)])
+                self.written = np.concatenate([self.written, np.full(grow, -1, NUMBER)])
+                self._learn(codes[new], tags.gather(new))
+        return codes
 
     def _learn(self, codes: np.ndarray, tags: pl.Series) -> None:
         tag = pl.col("tag")
@@ -317,8 +307,7 @@ class TagBatch:
         values = pl.concat([pl.Series([], dtype=pl.String), *(v for _, v in flat)])
         if values.null_count():
             values = values.fill_null("")
-        codes = values.cast(_TAG_CODE).to_physical().to_numpy()
-        rules.meet(codes, values)
+        codes = rules.codes(values)
         self.blocks: dict[str, tuple[np.ndarray, ...]] = {}
         start, rows = 0, _counting(self.n)
         for category, lens in zip(present, lengths, strict=True):

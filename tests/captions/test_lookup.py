@@ -1,0 +1,65 @@
+"""Strings numbered by hash: one number per distinct string, in the order first met."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from e6ingest.captions import lookup
+from e6ingest.captions.lookup import StringNumbers
+
+
+def _check(numbers: StringNumbers, batches: list[list[str]]) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for words in batches:
+        before = len(numbers)
+        got, new = numbers.number(pl.Series(words, dtype=pl.String))
+        fresh = [w for w in dict.fromkeys(words) if w not in seen]
+        assert [words[i] for i in new] == fresh  # each new string once, where first met
+        assert got[new].tolist() == list(range(before, before + len(fresh)))
+        for word, number in zip(words, got.tolist(), strict=True):
+            assert seen.setdefault(word, number) == number
+    assert len(set(seen.values())) == len(seen) == len(numbers)
+    return seen
+
+
+def test_numbers_survive_growth_and_full_slots(monkeypatch):
+    """A tiny table grows many times and strings find both their slots taken: every string
+    keeps its number across batches and two strings never share one."""
+    monkeypatch.setattr(lookup, "MIN_SLOTS", 8)
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        numbers = StringNumbers(seed)
+        batches = [[f"tag_{i}" for i in rng.integers(0, 3000, rng.integers(0, 2000))]
+                   for _ in range(8)]  # fmt: skip
+        _check(numbers, batches)
+        assert len(numbers._spilled)  # some strings found both slots taken
+
+
+def test_same_first_hash_told_apart_by_the_second(monkeypatch):
+    """Different strings whose first hashes are equal still get their own numbers."""
+    numbers = StringNumbers(1)
+    real = numbers.hashes
+
+    def clashing(strings: pl.Series):
+        first, second = real(strings)
+        return np.zeros_like(first), second  # every first hash the same
+
+    monkeypatch.setattr(numbers, "hashes", clashing)
+    seen = _check(numbers, [["a", "b", "a", "c"], ["c", "d", "b", "e", "a"]])
+    assert seen == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}
+
+
+def test_empty_and_repeated():
+    numbers = StringNumbers()
+    got, new = numbers.number(pl.Series([], dtype=pl.String))
+    assert got.tolist() == [] and new.tolist() == []
+    _check(numbers, [["", "x", "", "x"], ["x", ""]])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numbers_do_not_depend_on_the_seeds(seed):
+    words = ["fox", "red_panda", "fox", "^_^", "long hair", "long_hair"]
+    got, _ = StringNumbers(seed).number(pl.Series(words))
+    assert got.tolist() == [0, 1, 0, 2, 3, 4]
