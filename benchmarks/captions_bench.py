@@ -8,7 +8,8 @@ files:
 
 (a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
     NL texts looked up in a dict built from the captions file;
-(b) e6ingest: the tags split into lists (as the e621 schema's adapter splits them),
+(b) e6ingest: the posts read by polars a batch of rows at a time (as planning reads each
+    part of its selection), the tags split into lists (as the e621 schema's adapter splits them),
     ``read_nl_captions`` and ``build_captions`` with the equivalent spec (e621 order,
     underscores to spaces keeping emoticons, a blacklist, dedupe, ``tags+nl``); the
     captions stay a polars column, as planning keeps them.
@@ -136,10 +137,9 @@ def run_users(data: Path) -> list[str]:
 
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> pl.Series:
     """(b) e6ingest's bulk path with the equivalent spec, over the posts file a batch of
-    rows at a time, as planning reads its selection; the captions stay a polars column,
-    as planning keeps them (it writes them to the plan, never to Python strings)."""
-    import pyarrow.parquet as pq
-
+    rows at a time, each read by polars, as planning reads each part of its selection; the
+    captions stay a polars column, as planning keeps them (it writes them to the plan,
+    never to Python strings)."""
     from e6ingest.captions import CaptionSpec, build_captions, read_nl_captions
     from e6ingest.metadata.schemas import split_tags
 
@@ -149,12 +149,14 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> 
     )  # fmt: skip
     nl = read_nl_captions(spec)
     captions: list[pl.Series] = []
-    posts_file = pq.ParquetFile(data / "posts.parquet", pre_buffer=False)
-    for batch in posts_file.iter_batches(batch_rows):
+    posts_file = pl.scan_parquet(data / "posts.parquet")
+    rows = posts_file.select(pl.len()).collect().item()
+    for start in range(0, rows, batch_rows):
         posts = (
-            pl.from_arrow(batch)
+            posts_file.slice(start, batch_rows)
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
+            .collect()
         )
         captions.append(build_captions(posts, spec, nl=nl)["caption"])
     return pl.concat(captions)

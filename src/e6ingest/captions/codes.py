@@ -82,7 +82,7 @@ class TagRules:
         self.texts: list[str] = []
         self._codes = StringNumbers()  # tag -> code
         self._numbers: dict[str, int] = {}
-        self._plain = self._marked = pa.array([], pa.large_string())
+        self._plain = self._marked = _arrow_strings([])
         self._lock = threading.RLock()  # batches are captioned in threads
 
     def number(self, texts: list[str]) -> list[int]:
@@ -141,9 +141,29 @@ class TagRules:
         if done < len(self.texts):
             new = self.texts[done:]
             marked = [t + self.spec.separator for t in new]
-            self._plain = pa.concat_arrays([self._plain, pa.array(new, pa.large_string())])
-            self._marked = pa.concat_arrays([self._marked, pa.array(marked, pa.large_string())])
+            self._plain = pa.concat_arrays([self._plain, _arrow_strings(new)])
+            self._marked = pa.concat_arrays([self._marked, _arrow_strings(marked)])
         return self._plain, self._marked
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A numpy array of numbers as an arrow array, sharing its memory (``pa.array`` would
+    import pandas, a quarter of a second, on its first call)."""
+    values = np.ascontiguousarray(values)
+    kind = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+
+
+def _numpy(array: pa.Array) -> np.ndarray:
+    """An arrow array of numbers without nulls as numpy, sharing its memory (read from its
+    buffer: ``np.asarray`` would import pandas)."""
+    values = np.frombuffer(array.buffers()[1], array.type.to_pandas_dtype())
+    return values[array.offset : array.offset + len(array)]
+
+
+def _arrow_strings(texts: list[str]) -> pa.Array:
+    """Python strings as an arrow ``large_string`` array."""
+    return pl.Series(texts, dtype=pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 _RULES: dict[tuple, TagRules] = {}
@@ -220,14 +240,14 @@ class Lists:
     def from_series(cls, lists: pl.Series) -> Lists:
         """From a polars column of lists of numbers."""
         array = lists.rechunk().to_arrow()
-        offsets = np.asarray(array.offsets, dtype=np.int64)
-        numbers = np.asarray(array.values, dtype=NUMBER)[offsets[0] : offsets[-1]]
+        offsets = _numpy(array.offsets).astype(np.int64, copy=False)
+        numbers = _numpy(array.values)[offsets[0] : offsets[-1]].astype(NUMBER, copy=False)
         return cls(offsets - offsets[0], numbers)
 
     def series(self) -> pl.Series:
         """As a polars column of lists of numbers."""
         return pl.from_arrow(
-            pa.LargeListArray.from_arrays(pa.array(self.offsets), pa.array(self.numbers))
+            pa.LargeListArray.from_arrays(_arrow(self.offsets), _arrow(self.numbers))
         )
 
     def lengths(self) -> np.ndarray:
@@ -237,8 +257,8 @@ class Lists:
     def strings(self, rules: TagRules, name: str) -> pl.Series:
         """The written tags, as a list of strings per row."""
         plain, _ = rules.arrays()
-        values = plain.take(pa.array(self.numbers))
-        array = pa.LargeListArray.from_arrays(pa.array(self.offsets), values)
+        values = plain.take(_arrow(self.numbers))
+        array = pa.LargeListArray.from_arrays(_arrow(self.offsets), values)
         return pl.Series(name, pl.from_arrow(array))
 
     def joined(
@@ -260,7 +280,7 @@ class Lists:
             added = (len(marked) + _counting(int(has.sum()))).astype(NUMBER)
             numbers = np.insert(numbers, offsets[1:][has], added)
             offsets = offsets + np.append(0, np.cumsum(has))
-        taken = source.take(pa.array(numbers))
+        taken = source.take(_arrow(numbers))
         ends = np.frombuffer(taken.buffers()[1], np.int64)[: len(taken) + 1]
         data = taken.buffers()[2] or pa.py_buffer(b"")
         mark = len(rules.spec.separator.encode())
@@ -287,7 +307,7 @@ def _flat(lists: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Each row's number of items and the items one after the other (a missing list has
     none), read from the lists' arrow layout without copying."""
     array = lists.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    offsets = np.asarray(array.offsets, dtype=np.int64)
+    offsets = _numpy(array.offsets).astype(np.int64, copy=False)
     values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
     return np.diff(offsets), pl.Series(pl.from_arrow(values), dtype=pl.String)
 
