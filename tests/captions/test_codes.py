@@ -19,11 +19,18 @@ def _numbers(lists: Lists) -> list[list[int]]:
 
 
 def test_parts_are_placed_row_by_row_part_after_part():
-    first = Part(np.array([0, 0, 2]), np.array([10, 11, 12]))
-    second = Part(np.array([1, 2, 2]), np.array([20, 21, 22]))
+    first = Part(np.array([2, 0, 1, 0]), np.array([10, 11, 12]))
+    second = Part(np.array([0, 1, 2, 0]), np.array([20, 21, 22]))
     lists = Lists.of([first, second], n=4)
     assert _numbers(lists) == [[10, 11], [20], [12, 21, 22], []]
     assert _numbers(lists.deduplicated(limit=2)) == [[10, 11], [20], [12, 21], []]
+
+
+def test_a_part_keeps_its_rows_when_tags_are_dropped():
+    part = Part.kept(np.array([2, 0, 3, 1]), np.array([1, 2, 3, 4, 5, 6]),
+                     np.array([True, False, False, True, False, False]))  # fmt: skip
+    assert part.counts.tolist() == [1, 0, 1, 0] and part.numbers.tolist() == [1, 4]
+    assert _numbers(Lists.of([part], n=4)) == [[1], [], [4], []]
 
 
 def test_joined_cuts_rows_and_splits_from_one_buffer():

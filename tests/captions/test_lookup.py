@@ -10,11 +10,21 @@ from e6ingest.captions import lookup
 from e6ingest.captions.lookup import StringNumbers
 
 
+def _number(numbers: StringNumbers, strings: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """As a caller numbers strings: find, then number those not found."""
+    got = numbers.find(strings)
+    missing = np.flatnonzero(got < 0)
+    found, new, table = numbers.number(strings.gather(missing))
+    got[missing] = found
+    numbers.publish(table)
+    return got, missing[new]
+
+
 def _check(numbers: StringNumbers, batches: list[list[str]]) -> dict[str, int]:
     seen: dict[str, int] = {}
     for words in batches:
         before = len(numbers)
-        got, new = numbers.number(pl.Series(words, dtype=pl.String))
+        got, new = _number(numbers, pl.Series(words, dtype=pl.String))
         fresh = [w for w in dict.fromkeys(words) if w not in seen]
         assert [words[i] for i in new] == fresh  # each new string once, where first met
         assert got[new].tolist() == list(range(before, before + len(fresh)))
@@ -34,7 +44,7 @@ def test_numbers_survive_growth_and_full_slots(monkeypatch):
         batches = [[f"tag_{i}" for i in rng.integers(0, 3000, rng.integers(0, 2000))]
                    for _ in range(8)]  # fmt: skip
         _check(numbers, batches)
-        assert len(numbers._spilled)  # some strings found both slots taken
+        assert len(numbers.table.spilled)  # some strings found both slots taken
 
 
 def test_same_first_hash_told_apart_by_the_second(monkeypatch):
@@ -53,7 +63,7 @@ def test_same_first_hash_told_apart_by_the_second(monkeypatch):
 
 def test_empty_and_repeated():
     numbers = StringNumbers()
-    got, new = numbers.number(pl.Series([], dtype=pl.String))
+    got, new = _number(numbers, pl.Series([], dtype=pl.String))
     assert got.tolist() == [] and new.tolist() == []
     _check(numbers, [["", "x", "", "x"], ["x", ""]])
 
@@ -61,5 +71,28 @@ def test_empty_and_repeated():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_numbers_do_not_depend_on_the_seeds(seed):
     words = ["fox", "red_panda", "fox", "^_^", "long hair", "long_hair"]
-    got, _ = StringNumbers(seed).number(pl.Series(words))
+    got, _ = _number(StringNumbers(seed), pl.Series(words))
     assert got.tolist() == [0, 1, 0, 2, 3, 4]
+
+
+def test_strings_numbered_meanwhile_keep_their_numbers():
+    """Two threads look up the same new strings in one table; the second to number them
+    finds the numbers the first gave, and the table in use changes only when published."""
+    numbers = StringNumbers(3)
+    one, two = pl.Series(["fox", "cat"]), pl.Series(["dog", "cat", "fox"])
+    assert numbers.find(one).tolist() == [-1, -1] and numbers.find(two).tolist() == [-1] * 3
+    got, new, table = numbers.number(one)
+    assert got.tolist() == [0, 1] and new.tolist() == [0, 1]
+    assert numbers.find(one).tolist() == [-1, -1]  # not yet published
+    numbers.publish(table)
+    got, new, table = numbers.number(two)
+    assert got.tolist() == [2, 1, 0] and new.tolist() == [0]
+    numbers.publish(table)
+    assert numbers.find(two).tolist() == [2, 1, 0]
+
+
+def test_lookups_in_chunks(monkeypatch):
+    monkeypatch.setattr(lookup, "CHUNK", 3)
+    words = [f"t{i % 5}" for i in range(20)]
+    seen = _check(StringNumbers(4), [words, words[::-1]])
+    assert seen == {f"t{i}": i for i in range(5)}

@@ -76,9 +76,8 @@ class TagRules:
 
     def __init__(self, spec: CaptionSpec, aliases: Mapping[str, str]):
         self.spec, self.aliases = spec, dict(aliases)
-        self.dropped = np.zeros(0, bool)
-        self.people = np.zeros(0, bool)
-        self.written = np.full(0, -1, NUMBER)  # code -> number of its written text
+        self.people = np.zeros(0, bool)  # code -> whether a people-count tag
+        self.written = np.full(0, -1, NUMBER)  # code -> number of its written text, -1: dropped
         self.texts: list[str] = []
         self._codes = StringNumbers()  # tag -> code
         self._numbers: dict[str, int] = {}
@@ -101,16 +100,22 @@ class TagRules:
         return out
 
     def codes(self, tags: pl.Series) -> np.ndarray:
-        """The code of each of ``tags``; the rules of those not met before are worked out."""
-        hashes = self._codes.hashes(tags)
+        """The code of each of ``tags``; the rules of those not met before are worked out
+        (under the lock, and in place before their codes can be found)."""
+        codes = self._codes.find(tags)
+        missing = np.flatnonzero(codes < 0)
+        if not len(missing):
+            return codes
         with self._lock:
-            codes, new = self._codes.number(tags, hashes)
+            strings = tags.gather(missing)
+            numbers, new, table = self._codes.number(strings)
+            codes[missing] = numbers
             if len(new):
-                grow = len(self._codes) - len(self.written)
-                self.dropped = np.concatenate([self.dropped, np.zeros(grow, bool)])
+                grow = len(table) - len(self.written)
                 self.people = np.concatenate([self.people, np.zeros(grow, bool)])
                 self.written = np.concatenate([self.written, np.full(grow, -1, NUMBER)])
-                self._learn(codes[new], tags.gather(new))
+                self._learn(numbers[new], strings.gather(new))
+                self._codes.publish(table)
         return codes
 
     def _learn(self, codes: np.ndarray, tags: pl.Series) -> None:
@@ -126,9 +131,9 @@ class TagRules:
                 rewrite(self.spec, tag).alias("text"),
             )
         )
-        self.dropped[codes] = rules["dropped"].to_numpy()
+        kept = ~rules["dropped"].to_numpy()
         self.people[codes] = rules["people"].to_numpy()
-        self.written[codes] = self._number(rules["text"].to_list())
+        self.written[codes[kept]] = self._number(rules["text"].filter(pl.Series(kept)).to_list())
 
     def arrays(self) -> tuple[pa.Array, pa.Array]:
         """The written texts as arrow strings: as they are, and with the separator after;
@@ -209,10 +214,20 @@ def _cut(data: pa.Buffer, edges: list[np.ndarray], end: int, mark: int) -> list[
 
 @dataclass(frozen=True)
 class Part:
-    """Some tags of a batch, sorted by row: each one's row and written number."""
+    """Some tags of a batch, row after row: how many each row has, and their written
+    numbers."""
 
-    rows: np.ndarray
+    counts: np.ndarray
     numbers: np.ndarray
+
+    @classmethod
+    def kept(cls, counts: np.ndarray, numbers: np.ndarray, kept: np.ndarray) -> Part:
+        """The tags ``kept`` (a mask over ``numbers``) of rows holding ``counts`` each."""
+        if kept.all():
+            return cls(counts, numbers)
+        ends = np.cumsum(counts)
+        running = np.concatenate([[0], np.cumsum(kept)])  # kept tags before each one
+        return cls(np.diff(running[ends], prepend=0), numbers[kept])
 
 
 @dataclass(frozen=True)
@@ -225,15 +240,15 @@ class Lists:
     @classmethod
     def of(cls, parts: list[Part], n: int) -> Lists:
         """Per row, the tags of every part, part after part (order kept within a part)."""
-        counts = [np.bincount(p.rows, minlength=n) for p in parts]
         offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(np.sum(counts, axis=0) if counts else np.zeros(n, np.int64), out=offsets[1:])
+        np.cumsum(sum(p.counts for p in parts) if parts else np.zeros(n, np.int64), out=offsets[1:])
         numbers = np.empty(int(offsets[-1]), NUMBER)
         base = offsets[:-1].copy()
-        for part, count in zip(parts, counts, strict=True):
-            first = np.cumsum(count) - count  # where each row's tags start in the part
-            numbers[(base - first)[part.rows] + _counting(len(part.rows))] = part.numbers
-            base += count
+        for part in parts:
+            first = np.cumsum(part.counts) - part.counts  # where each row's tags start in the part
+            shift = np.repeat(base - first, part.counts)
+            numbers[shift + _counting(len(part.numbers))] = part.numbers
+            base += part.counts
         return cls(offsets, numbers)
 
     @classmethod
@@ -314,10 +329,10 @@ def _flat(lists: pl.Series) -> tuple[np.ndarray, pl.Series]:
 
 class TagBatch:
     """A batch of posts' tags (of one site) as flat arrays, category by category: each
-    tag's row, written number, and whether it is kept and a people-count tag."""
+    row's number of tags, each tag's code and written number (-1: dropped)."""
 
     def __init__(self, frame: pl.DataFrame, categories: tuple[str, ...], rules: TagRules):
-        self.n = len(frame)
+        self.n, self.rules = len(frame), rules
         present = [c for c in categories if f"tags_{c}" in frame.columns]
         columns = [frame[f"tags_{c}"] for c in present]
         columns = [s if s.dtype == pl.List(pl.String) else s.cast(pl.List(pl.String))
@@ -328,25 +343,25 @@ class TagBatch:
         if values.null_count():
             values = values.fill_null("")
         codes = rules.codes(values)
+        numbers = rules.written[codes]
         self.blocks: dict[str, tuple[np.ndarray, ...]] = {}
-        start, rows = 0, _counting(self.n)
+        start = 0
         for category, lens in zip(present, lengths, strict=True):
-            block = codes[start : start + int(lens.sum())]
-            start += len(block)
-            self.blocks[category] = (np.repeat(rows, lens), rules.written[block],
-                                     ~rules.dropped[block], rules.people[block])  # fmt: skip
+            end = start + int(lens.sum())
+            self.blocks[category] = (lens, codes[start:end], numbers[start:end])
+            start = end
 
     def part(self, category: str, people: bool | None = None) -> Part | None:
         """The kept tags of ``category``: all of them (``people`` None), only the
         people-count tags (True) or all but them (False); None without the category."""
         if category not in self.blocks:
             return None
-        rows, numbers, kept, is_people = self.blocks[category]
+        counts, codes, numbers = self.blocks[category]
+        kept = numbers >= 0
         if people is not None:
-            kept = kept & (is_people if people else ~is_people)
-        elif kept.all():
-            return Part(rows, numbers)
-        return Part(rows[kept], numbers[kept])
+            is_people = self.rules.people[codes]
+            kept &= is_people if people else ~is_people
+        return Part.kept(counts, numbers, kept)
 
     def lists(self, parts: list[Part | None]) -> Lists:
         """Per row, the tags of ``parts`` one after the other."""
@@ -358,4 +373,4 @@ def extra_part(extras: pl.Series, rules: TagRules) -> Part:
     lengths, flat = _flat(extras)
     distinct = flat.unique(maintain_order=True)
     numbers = flat.replace_strict(distinct, rules.number(distinct.to_list()), return_dtype=pl.Int32)
-    return Part(np.repeat(_counting(len(extras)), lengths), numbers.to_numpy())
+    return Part(lengths, numbers.to_numpy())
