@@ -154,9 +154,9 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> 
     for start in range(0, rows, batch_rows):
         posts = (
             posts_file.slice(start, batch_rows)
+            .collect()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
-            .collect()
         )
         captions.append(build_captions(posts, spec, nl=nl)["caption"])
     return pl.concat(captions)

@@ -223,11 +223,11 @@ class Part:
     @classmethod
     def kept(cls, counts: np.ndarray, numbers: np.ndarray, kept: np.ndarray) -> Part:
         """The tags ``kept`` (a mask over ``numbers``) of rows holding ``counts`` each."""
-        if kept.all():
+        dropped = np.flatnonzero(~kept)
+        if not len(dropped):
             return cls(counts, numbers)
-        ends = np.cumsum(counts)
-        running = np.concatenate([[0], np.cumsum(kept)])  # kept tags before each one
-        return cls(np.diff(running[ends], prepend=0), numbers[kept])
+        rows = np.searchsorted(np.cumsum(counts), dropped, side="right")
+        return cls(counts - np.bincount(rows, minlength=len(counts)), numbers[kept])
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,9 @@ class Lists:
         base = offsets[:-1].copy()
         for part in parts:
             first = np.cumsum(part.counts) - part.counts  # where each row's tags start in the part
-            shift = np.repeat(base - first, part.counts)
-            numbers[shift + _counting(len(part.numbers))] = part.numbers
+            at = np.repeat(base - first, part.counts)
+            at += _counting(len(part.numbers))
+            numbers[at] = part.numbers
             base += part.counts
         return cls(offsets, numbers)
 

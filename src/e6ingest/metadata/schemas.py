@@ -64,19 +64,8 @@ def split_tags(column: str | pl.Expr) -> pl.Expr:
     Tags never hold whitespace on the sites: a newline, tab or carriage return inside a
     tag string separates tags like a space (so a caption stays one line)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    spaced = expr.fill_null("").map_batches(_spaced, return_dtype=pl.String, is_elementwise=True)
+    spaced = expr.fill_null("").str.replace_all(r"[\t\n\r\f\v]", " ")
     return spaced.str.split(" ").list.filter(pl.element() != "")
-
-
-OTHER_WHITESPACE = r"[\t\n\r\f\v]"
-
-
-def _spaced(strings: pl.Series) -> pl.Series:
-    """``strings`` with every whitespace character a space (rewritten only when one has
-    another: looking is cheaper than rewriting every string)."""
-    if strings.str.contains(OTHER_WHITESPACE).any():
-        return strings.str.replace_all(OTHER_WHITESPACE, " ")
-    return strings
 
 
 def _iso_to_utc(column: str) -> pl.Expr:
