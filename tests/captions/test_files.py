@@ -106,6 +106,16 @@ def test_later_file_wins_and_parquet_is_read(tmp_path, posts, nl_file):
     assert out.filter(pl.col("id") == 4)["caption"][0] == "Only the long one."
 
 
+@pytest.mark.parametrize("ids", [[1, 2, 2, 3], [3, 2, 2, 1], [2, None, 2]])
+def test_a_repeated_id_keeps_its_last_row(tmp_path, ids):
+    path = tmp_path / "nl.parquet"
+    rows = [nl_row(i, f"Text {n}.", "") for n, i in enumerate(ids)]
+    pl.DataFrame(rows, schema_overrides={"id": pl.Int64}).write_parquet(path)
+    nl = read_nl_captions(CaptionSpec(nl_captions=(str(path),)))
+    texts = dict(zip(nl["id"], nl["nl"].list.first(), strict=True))
+    assert len(nl) == len(set(ids)) and texts[2] == f"Text {len(ids) - 1 - ids[::-1].index(2)}."
+
+
 def test_nl_file_errors_name_the_file(tmp_path):
     missing_field = write_jsonl(tmp_path / "x.jsonl", [{"id": 1, "regular_summary": "a"}])
     with pytest.raises(CaptionInputError, match=r"x\.jsonl: missing field.*brief_summary"):
