@@ -140,18 +140,10 @@ class StringNumbers:
         missing = np.flatnonzero(numbers == EMPTY)
         if not len(missing):
             return numbers, missing, table
-        first, second = first[missing], second[missing]
-        keys, at, inverse = np.unique(first, return_index=True, return_inverse=True)
-        if not np.array_equal(second[at][inverse], second):
-            # different strings, one first hash: told apart by both (sorting pairs is slower)
-            pairs = np.empty(len(first), [("first", np.uint64), ("second", np.uint64)])
-            pairs["first"], pairs["second"] = first, second
-            keys, at, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-        new = np.sort(at)  # new strings numbered in the order they appear
+        strings, first, second = strings.gather(missing), first[missing], second[missing]
+        new = np.flatnonzero(strings.is_first_distinct().to_numpy())  # in order met
         table = table.with_added(first[new], second[new])
-        added = np.empty(len(keys), np.intp)
-        added[np.argsort(at, kind="stable")] = np.arange(len(self), len(table))
-        numbers[missing] = added[inverse.ravel()]
+        numbers[missing] = table.find(first, second)
         return numbers, missing[new], table
 
     def publish(self, table: Table) -> None:
