@@ -149,10 +149,15 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> 
     )  # fmt: skip
     nl = read_nl_captions(spec)
     captions: list[pl.Series] = []
-    for batch in pl.scan_parquet(data / "posts.parquet").collect_batches(chunk_size=batch_rows):
-        posts = batch.with_columns(
-            split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER
-        ).drop(f"tag_string_{c}" for c in ORDER)
+    posts_file = pl.scan_parquet(data / "posts.parquet")
+    rows = posts_file.select(pl.len()).collect().item()
+    for start in range(0, rows, batch_rows):
+        posts = (
+            posts_file.slice(start, batch_rows)
+            .collect()
+            .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
+            .drop(f"tag_string_{c}" for c in ORDER)
+        )
         captions.append(build_captions(posts, spec, nl=nl)["caption"])
     return pl.concat(captions)
 
