@@ -300,7 +300,8 @@ class Lists:
         if after is not None:  # each row's text after its tags, as one more written tag
             has = (after != "").fill_null(False).to_numpy()
             texts = after.filter(pl.Series(has)) + rules.spec.separator
-            source = pa.concat_arrays([marked, texts.to_arrow().cast(pa.large_string())])
+            texts = texts.to_arrow(compat_level=pl.CompatLevel.oldest())
+            source = pa.concat_arrays([marked, texts], memory_pool=pa.system_memory_pool())
             added = (len(marked) + _counting(int(has.sum()))).astype(NUMBER)
             numbers = np.insert(numbers, offsets[1:][has], added)
             offsets = offsets + np.append(0, np.cumsum(has))
