@@ -159,6 +159,7 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> 
             .drop(f"tag_string_{c}" for c in ORDER)
         )
         captions.append(build_captions(posts, spec, nl=nl)["caption"])
+        del posts  # before the next batch is read, as planning drops each part
     return pl.concat(captions)
 
 

@@ -175,7 +175,8 @@ def build_captions(
     with ThreadPoolExecutor(min(CAPTION_THREADS, len(starts))) as pool:
         batches = list(pool.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
                                 starts))  # fmt: skip
-    pa.default_memory_pool().release_unused()  # the written tags taken for each batch
+    for pool in (pa.default_memory_pool(), pa.system_memory_pool()):
+        pool.release_unused()  # what the batches' arrow arrays left behind
     return pl.concat(batches) if len(batches) > 1 else batches[0]
 
 
