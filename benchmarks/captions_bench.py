@@ -9,7 +9,8 @@ files:
 (a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
     NL texts looked up in a dict built from the captions file;
 (b) e6ingest: the posts read by polars a batch of rows at a time (as planning reads each
-    part of its selection), the tags split into lists (as the e621 schema's adapter splits them),
+    part of its selection), the tags split into lists by the e621 schema's ``split_tags``
+    in polars' streaming engine (as planning's selection is split and written),
     ``read_nl_captions`` and ``build_captions`` with the equivalent spec (e621 order,
     underscores to spaces keeping emoticons, a blacklist, dedupe, ``tags+nl``); the
     captions stay a polars column, as planning keeps them.
@@ -155,8 +156,10 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 100_000) -> 
         posts = (
             posts_file.slice(start, batch_rows)
             .collect()
+            .lazy()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
+            .collect(engine="streaming")
         )
         captions.append(build_captions(posts, spec, nl=nl)["caption"])
         del posts  # before the next batch is read, as planning drops each part
