@@ -139,9 +139,8 @@ def run_users(data: Path) -> list[str]:
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000) -> pl.Series:
     """(b) e6ingest's bulk path with the equivalent spec, over the posts file a batch of
     rows at a time (planning's batch size, ``PLAN_BATCH_ROWS``), each read by polars, as
-    planning reads each part of its selection; the
-    captions stay a polars column, as planning keeps them (it writes them to the plan,
-    never to Python strings)."""
+    planning reads each part of its selection; the captions stay a polars column, as
+    planning keeps them (it writes them to the plan, never to Python strings)."""
     from e6ingest.captions import CaptionSpec, build_captions, read_nl_captions
     from e6ingest.metadata.schemas import split_tags
 
