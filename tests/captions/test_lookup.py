@@ -96,3 +96,18 @@ def test_lookups_in_chunks(monkeypatch):
     words = [f"t{i % 5}" for i in range(20)]
     seen = _check(StringNumbers(4), [words, words[::-1]])
     assert seen == {f"t{i}": i for i in range(5)}
+
+
+def test_an_old_table_still_answers_for_its_own_strings(monkeypatch):
+    """A lookup holding the table of before keeps finding that table's strings and misses
+    the new ones, while new tables fill its free slots in place (and grow past it)."""
+    monkeypatch.setattr(lookup, "MIN_SLOTS", 8)
+    numbers = StringNumbers(5)
+    old_words = pl.Series([f"old_{i}" for i in range(3)])
+    _number(numbers, old_words)
+    old = numbers.table
+    for batch in range(6):
+        _number(numbers, pl.Series([f"new_{batch}_{i}" for i in range(5)]))
+        assert old.find(*numbers.hashes(old_words)).tolist() == [0, 1, 2]
+        new = pl.Series([f"new_{batch}_{i}" for i in range(5)])
+        assert old.find(*numbers.hashes(new)).tolist() == [-1] * 5

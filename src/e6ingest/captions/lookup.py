@@ -7,8 +7,12 @@ occurrence, only the strings met for the first time are. A string sits in one of
 slots (one chosen by each hash); the few that find both taken are kept apart, sorted.
 Two different strings are taken for one only if both their 64-bit hashes are equal.
 
-Lookups read a :class:`Table` that never changes: new strings make a new table, put in
-place once it is complete, so threads look up without waiting for one another.
+Lookups read a :class:`Table` whose numbers and hashes never change: new strings make a new
+table, put in place once it is complete, so threads look up without waiting for one
+another. The new table fills free slots of the old one's slot array in place (copying it
+for every batch with a new tag would cost more than the lookups as the vocabulary grows):
+a lookup in the old table that meets a number it does not hold reads its sentinel, and
+misses, as if the slot were still free.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-EMPTY = -1
+EMPTY = -1  # a string not found
+FREE = np.iinfo(np.int32).max  # a free slot: past every number, so it reads the sentinel
 MIN_SLOTS = 1 << 16
 LOAD = 4  # slots per string, at least
 CHUNK = 1 << 16  # hashes looked up at once: their temporaries stay in the CPU cache
@@ -26,8 +31,9 @@ CHUNK = 1 << 16  # hashes looked up at once: their temporaries stay in the CPU c
 
 @dataclass(frozen=True)
 class Table:
-    """Each number's two hashes (then a sentinel ``(0, 0)``, read for ``EMPTY``), the slots
-    holding numbers, and the numbers without a slot, sorted by first hash."""
+    """Each number's two hashes (then a sentinel ``(0, 0)``, read for a free slot or a number
+    past the last), the slots holding numbers, and the numbers without a slot, sorted by
+    first hash."""
 
     first: np.ndarray
     second: np.ndarray
@@ -57,9 +63,12 @@ class Table:
         return (hashes & np.uint64(len(self.slots) - 1)).astype(np.intp)
 
     def same(self, numbers: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Whether each of ``numbers`` is the string of these hashes (``EMPTY``, -1, reads
-        the sentinel, never equal but by a collision on 128 bits)."""
-        return (self.first[numbers] == first) & (self.second[numbers] == second)
+        """Whether each of ``numbers`` (none negative) is the string of these hashes: ``FREE``
+        or a number past this table's last reads the sentinel, never equal but by a
+        collision on 128 bits."""
+        same = self.first.take(numbers, mode="clip") == first
+        same &= self.second.take(numbers, mode="clip") == second
+        return same
 
     def with_added(self, first: np.ndarray, second: np.ndarray) -> Table:
         """A new table with these strings (by their hashes, none in this one) numbered
@@ -68,7 +77,7 @@ class Table:
         grown = Table(
             np.concatenate([self.first[:-1], first, zero]),
             np.concatenate([self.second[:-1], second, zero]),
-            self.slots.copy(),
+            self.slots,  # free slots filled in place: see the module's docstring
             self.spilled,
         )
         if len(grown) * LOAD <= len(self.slots):
@@ -76,7 +85,7 @@ class Table:
         size = len(self.slots)
         while len(grown) * LOAD > size:
             size *= 2
-        empty = np.full(size, EMPTY, np.int32)
+        empty = np.full(size, FREE, np.int32)
         fresh = Table(grown.first, grown.second, empty, np.zeros(0, np.int32))
         return fresh._placed(np.arange(len(grown), dtype=np.int32))
 
@@ -85,7 +94,7 @@ class Table:
         slots are this table's own: only a table not yet in use is changed)."""
         for choice in (self.first, self.second):
             slots = self.slot(choice[numbers])
-            free = self.slots[slots] == EMPTY
+            free = self.slots[slots] == FREE
             taken, first = np.unique(slots[free], return_index=True)
             self.slots[taken] = numbers[free][first]
             placed = np.zeros(len(numbers), bool)
@@ -100,7 +109,7 @@ class Table:
 
 def _empty_table() -> Table:
     zero = np.zeros(1, np.uint64)
-    return Table(zero, zero, np.full(MIN_SLOTS, EMPTY, np.int32), np.zeros(0, np.int32))
+    return Table(zero, zero, np.full(MIN_SLOTS, FREE, np.int32), np.zeros(0, np.int32))
 
 
 class StringNumbers:
