@@ -1,14 +1,14 @@
 """Tags as numbers: the per-tag work done once per distinct tag, the per-post work on arrays.
 
 Every distinct tag a :class:`TagRules` meets gets a code (:mod:`.lookup`, by hash), and the
-rules say, per code, what the caption spec makes of the tag (alias, then dropped by the blacklist
-or meta filter, people-count or not, then rewritten), computed the first time the tag is
-met and never again. A :class:`TagBatch` holds a batch of posts' tags as flat arrays (per
-category: each row's count, each tag's code and written number); a caption is then a list of
-numbers per post, each the id of a written tag
-(:attr:`TagRules.texts`): put in caption order by counting, deduplicated, cut to
-``max_tags``, and turned into text by one ``take`` of the written tags (with the separator
-after each) whose buffer already holds every caption, one after the other.
+rules say, per code, what the caption spec makes of the tag (alias, then dropped by the
+blacklist or meta filter, people-count or not, then rewritten), computed the first time the
+tag is met and never again. A :class:`TagBatch` holds a batch of posts' tags as flat arrays
+(per category: each row's count, each tag's code and written number); a caption is then a
+list of numbers per post, each the id of a written tag (:attr:`TagRules.texts`): put in
+caption order by counting, deduplicated, cut to ``max_tags``, and turned into text by one
+``take`` of the written tags (with the separator after each) whose buffer already holds
+every caption, one after the other.
 """
 
 from __future__ import annotations
