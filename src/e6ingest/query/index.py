@@ -1,8 +1,10 @@
 """A cached tag index, so a question asked again takes no scan of the tag strings.
 
 Built once per set of metadata files (on the first query that needs it, or by ``e6ingest
-index``) into e6ingest's cache, under the files' identity (path, size, modification time,
-schema): a changed file gets a new index, and the stale one is removed. A query then reads
+index``) into e6ingest's cache, under the files' identity (path, schema, size and the
+hash of the parquet footer; ``metadata.identity``), and used only after a check that the
+files' content is still what it was built from: a changed file gets a new index, and the
+stale one is removed. A query then reads
 the posting lists of the tags it names (sorted row numbers, memory-mapped), turns them into
 one boolean column per tag or wildcard, and runs on the small columns (rating, score,
 dates, sizes...) of the index: the same expression as on the metadata, with the same
@@ -24,6 +26,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from e6ingest.core import write_atomic
+from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
+from e6ingest.metadata.schemas import SchemaError
 from e6ingest.query.index_build import DATA_FILES, INDEX_VERSION, MARKER, Report, build
 from e6ingest.query.metatags import COUNTED
 from e6ingest.query.parse import Query, index_column
@@ -38,18 +43,16 @@ class TagIndexError(RuntimeError):
 
 
 def identity(files: Sequence[str | os.PathLike], schemas: Sequence[str | None]) -> dict:
-    """What an index is valid for: each file's resolved path, size and modification time,
-    and the schema it is read with."""
-    parts = []
-    for file, schema in zip(files, schemas, strict=True):
-        stat = Path(file).stat()
-        parts.append({"path": str(Path(file).resolve()), "size": stat.st_size,
-                      "mtime_ns": stat.st_mtime_ns, "schema": schema})  # fmt: skip
-    return {"version": INDEX_VERSION, "files": parts}
+    """What an index is valid for (``metadata.identity``): for each file its resolved path,
+    schema, size and parquet footer hash (the key), and the witnesses checked before each
+    use (inode, times, the whole content's hash)."""
+    found = identify_all(files, schemas, content=True)
+    return {"version": INDEX_VERSION, "files": [f.to_dict() for f in found]}
 
 
-def _key(ident: dict) -> str:
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+def _key(found: Sequence[FileIdentity]) -> str:
+    document = {"version": INDEX_VERSION, "files": [f.key for f in found]}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _wildcard(pattern: str) -> str:
@@ -149,9 +152,9 @@ class TagIndex:
         return {tag: int((self.mask(tag) & chosen).sum()) for tag in tags}
 
 
-def _stale(root: Path, ident: dict) -> list[Path]:
-    """Complete indexes of the same files (by path) with another identity: theirs changed."""
-    paths = {f["path"] for f in ident["files"]}
+def _stale(root: Path, found: Sequence[FileIdentity], key: str) -> list[Path]:
+    """Complete indexes of the same files (by path) under another key: theirs changed."""
+    paths = {f.path for f in found}
     stale = []
     for marker in root.glob(f"*/{MARKER}"):
         try:
@@ -159,9 +162,28 @@ def _stale(root: Path, ident: dict) -> list[Path]:
             theirs = {f["path"] for f in record["identity"]["files"]}
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not one of ours: left alone
-        if theirs == paths and record["identity"] != ident:
+        if theirs == paths and marker.parent.name != key and not marker.parent.is_symlink():
             stale.append(marker.parent)
     return stale
+
+
+def _confirm(index: TagIndex, found: Sequence[FileIdentity]) -> bool:
+    """Whether ``index`` holds for the files as they are now (``found``): the witnesses
+    of its record checked (``metadata.identity.still_valid``); a record whose witnesses
+    moved while the content stayed the same is brought up to date."""
+    try:
+        saved = index.record["identity"]["files"]
+        kept = [still_valid(s, now) for s, now in zip(saved, found, strict=True)]
+    except (KeyError, TypeError, ValueError):
+        return False
+    if any(k is None for k in kept):
+        return False
+    current = [k.to_dict() for k in kept if k is not None]
+    if current != saved:
+        record = {**index.record, "identity": {**index.record["identity"], "files": current}}
+        write_atomic(index.folder / MARKER, json.dumps(record, indent=1).encode())
+        index.record = record
+    return True
 
 
 def _remove(folder: Path) -> None:
@@ -181,18 +203,33 @@ def open_index(
 ) -> TagIndex:
     """The index of the metadata ``files`` in the folder ``root``, built first when there
     is none for the files as they are now (``report(done, total)`` hears the progress);
-    indexes of earlier versions of the same files are removed."""
-    ident = identity(files, schemas)
-    folder = root / _key(ident)
+    indexes of earlier versions of the same files are removed. An index is used only once
+    its files' content is confirmed to be what it was built from."""
+    found = identify_all(files, schemas)
+    key = _key(found)
+    folder = root / key
+    if folder.is_symlink():
+        raise TagIndexError(f"{folder}: a symlink where a tag index belongs; remove it")
     if (folder / MARKER).is_file():
         try:
-            return TagIndex(folder)
+            index = TagIndex(folder)
+            if _confirm(index, found):
+                return index
         except TagIndexError:  # damaged since it was built: built again
-            _remove(folder)
+            pass
+        _remove(folder)  # built from other content, or damaged
     if folder.exists():
         raise TagIndexError(f"{folder}: in the way of a tag index and not one; remove it")
     root.mkdir(parents=True, exist_ok=True)
-    for old in _stale(root, ident):
+    for old in _stale(root, found, key):
         _remove(old)
+    ident = identity(files, schemas)
     build([Path(f) for f in files], schemas, folder, ident, report)
-    return TagIndex(folder)
+    index = TagIndex(folder)
+    if not _confirm(index, identify_all(files, schemas)):
+        _remove(folder)
+        raise SchemaError(
+            f"{', '.join(map(str, files))}: changed while the tag index was built; "
+            "try again once the files are written"
+        )
+    return index

@@ -37,7 +37,7 @@ from e6ingest.core import temp_path, write_atomic
 from e6ingest.metadata.schemas import file_columns, file_schema
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 MARKER = "index.json"
 DATA_FILES = ("rows.arrow", "postings.arrow", "tags.parquet")  # beside the marker
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",

@@ -12,40 +12,59 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from e6ingest.core import atomic_path
+from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
 from e6ingest.query.index_build import tag_counts
 from e6ingest.query.metatags import supported_list
 from e6ingest.query.parse import Query, QueryError
 
-VOCABULARY_VERSION = 2
+VOCABULARY_VERSION = 3
+IDENTITY_KEY = b"e6ingest.identity"  # the files' identity, in the parquet's key-value metadata
 
 
-def _identity(files: Sequence[str | os.PathLike]) -> str:
-    parts = []
-    for file in files:
-        stat = Path(file).stat()
-        parts.append([str(Path(file).resolve()), stat.st_size, stat.st_mtime_ns])
-    document = json.dumps({"version": VOCABULARY_VERSION, "files": parts})
+def _key(found: Sequence[FileIdentity]) -> str:
+    document = json.dumps({"version": VOCABULARY_VERSION, "files": [f.key for f in found]},
+                          sort_keys=True)  # fmt: skip
     return hashlib.sha256(document.encode()).hexdigest()[:32]
+
+
+def _read(path: Path, found: Sequence[FileIdentity]) -> pl.DataFrame | None:
+    """The vocabulary cached at ``path`` when it was counted from the files as they are
+    now (``metadata.identity.still_valid``), else None."""
+    try:
+        saved = json.loads(pq.read_schema(path).metadata[IDENTITY_KEY])
+        if len(saved) != len(found) or any(
+            still_valid(s, f) is None for s, f in zip(saved, found, strict=True)
+        ):
+            return None
+        return pl.read_parquet(path)
+    except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+        return None
 
 
 def cached_vocabulary(
     files: Sequence[str | os.PathLike], schemas: Sequence[str | None], folder: Path
 ) -> pl.DataFrame:
     """Every tag of the metadata ``files`` (read with ``schemas``) with its number of posts,
-    most used first, kept in ``folder`` under the files' identity (path, size, modification
-    time): a changed file is counted anew. Counted in one streaming pass, as the tag index
-    counts them (``index_build.tag_counts``)."""
-    path = folder / f"{_identity(files)}.parquet"
-    try:
-        return pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError):
-        pass
+    most used first, kept in ``folder`` under the files' identity (path, schema, size,
+    footer hash; ``metadata.identity``) and used again only when their content is
+    unchanged. Counted in one streaming pass, as the tag index counts them
+    (``index_build.tag_counts``)."""
+    found = identify_all(files, schemas)
+    path = folder / f"{_key(found)}.parquet"
+    cached = _read(path, found)
+    if cached is not None:
+        return cached
+    counted = identify_all(files, schemas, content=True)
     vocabulary = tag_counts([Path(f) for f in files], schemas)
     folder.mkdir(parents=True, exist_ok=True)
+    identity = json.dumps([f.to_dict() for f in counted]).encode()
+    table = vocabulary.to_arrow()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), IDENTITY_KEY: identity})
     with atomic_path(path) as tmp:
-        vocabulary.write_parquet(tmp)
+        pq.write_table(table, tmp)
     return vocabulary
 
 

@@ -144,11 +144,18 @@ class HubSource(IndexedTarSource):
         return self._once(self._commits, (repo, revision), load)
 
     def metadata_file(self, entry: MetadataFile) -> Path:
-        """The local copy of a metadata file at its pinned commit (downloaded once)."""
+        """The local copy of a metadata file at its pinned commit (downloaded once; a
+        cached copy without a parquet footer, damaged since, is downloaded again)."""
         self.cache.ensure()
+        from e6ingest.metadata.identity import SchemaError, footer_sha256  # driver only
+
         path = self.cache.file(entry.repo, self.commit(entry.repo, entry.revision), entry.path)
         if path.is_file():
-            return path
+            try:
+                footer_sha256(path)
+                return path
+            except (OSError, SchemaError):  # damaged on disk since: downloaded again
+                self.cache.remove(path)
         require_reachable(self.endpoint, f"to get {entry.repo}/{entry.path} (not cached)")
         commit = self.commit(entry.repo, entry.revision)
         what = f"{entry.repo}/{entry.path}"
