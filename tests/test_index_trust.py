@@ -61,7 +61,8 @@ def test_a_copy_or_touch_keeps_the_index_without_a_rebuild(tmp_path):
     path, root = tmp_path / "posts.parquet", tmp_path / "index"
     _write(path, "eeess")
     first = open_index([path], [None], root)
-    built = first.record["build_seconds"], (first.folder / "rows.arrow").stat().st_mtime_ns
+    rows = first.folder / "rows.arrow"
+    built = first.record["build_seconds"], rows.stat().st_mtime_ns
     os.utime(path)  # a new modification time, the same content
     os.chmod(path, 0o600)  # a new change time
     again = open_index([path], [None], root)
