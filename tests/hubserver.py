@@ -52,6 +52,7 @@ class Faults:
     cdn_ttl: float = 3600.0  # seconds a CDN address stays valid (403 afterwards)
     ignore_range: bool = False  # answer ranged requests with 200 and the whole file
     drip: float = 0.0  # seconds between the bytes of a body (a slow-drip server)
+    drip_headers: float = 0.0  # seconds between the bytes of the status line and headers
     corrupt_whole_once: tuple[str, ...] = ()  # path regexes: flip a byte of the first whole GET
     rate_limit_first: int = 0  # the first N ranged GETs are answered 429 with Retry-After
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
@@ -141,6 +142,22 @@ class HubServer:
 
             def log_message(self, *args) -> None:  # quiet
                 pass
+
+            def flush_headers(self) -> None:
+                """Headers as the server sends them: dripped with ``drip_headers``."""
+                pause = hub.faults.drip_headers
+                if not pause or (hub.faults.only_ranges and "Range" not in self.headers):
+                    return super().flush_headers()
+                data = b"".join(getattr(self, "_headers_buffer", []))
+                self._headers_buffer = []
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:  # the client hung up
+                    self.close_connection = True
+                return None
 
             def _send(self, status: int, body: bytes = b"", headers: dict | None = None):
                 self.send_response(status)

@@ -129,6 +129,22 @@ def test_a_slow_drip_server_cannot_hang_a_run(tmp_path):
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.parametrize("only_ranges", [True, False])
+def test_headers_dripped_a_byte_a_second_end_by_the_timeout(tmp_path, only_ranges):
+    manifest = _one_repo(tmp_path / "root", {1: b"x" * 1000}).pinned({"o/images": COMMIT})
+    faults = Faults(drip_headers=0.2, only_ranges=only_ranges)
+    start = time.monotonic()
+    with (
+        HubServer(tmp_path / "root", faults) as hub,
+        HubSource(manifest, _options(hub, tmp_path, attempts=2, timeout=1.0)) as source,
+        pytest.raises(PostFailure) as info,
+    ):
+        source.fetch(1)  # each answer's headers alone would take 20 s and more
+    assert info.value.kind is FailureKind.UNAVAILABLE
+    assert "deadline" in info.value.message or "--timeout" in info.value.message
+    assert time.monotonic() - start < 6  # two attempts of at most a second each, and slack
+
+
 def test_one_retry_layer_for_a_failing_metadata_file(small_demo, tmp_path):
     manifest = load_manifest("e621")
     failing = (r"table\.parquet$",)

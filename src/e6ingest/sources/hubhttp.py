@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 from e6ingest.core import atomic_file
 from e6ingest.manifests import REPO_TYPE
+from e6ingest.sources.deadline import deadline as until
+from e6ingest.sources.deadline import deadline_client
 from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
 
 ERROR_BODY_LIMIT = 1 << 20
@@ -42,6 +44,14 @@ class HubHttp:
         self.timeout = timeout
         self._cdn: dict[tuple[str, str, str], str] = {}  # file -> its CDN address
         self._lock = threading.Lock()
+        self._client = None
+
+    def session(self):
+        """The HTTP client of this endpoint, made on first use (a light CLI start)."""
+        with self._lock:
+            if self._client is None:
+                self._client = deadline_client()
+            return self._client
 
     def _check(self, response, url: str) -> None:
         if response.status_code < 400:
@@ -68,7 +78,16 @@ class HubHttp:
         return received
 
     def _stream(self, repo: str, path: str, revision: str, span, limit: int, sink, deadline):
-        from huggingface_hub import get_session, hf_hub_url  # on first use: a light CLI start
+        try:
+            with until(deadline):  # headers included: no socket wait outlives the deadline
+                return self._stream_until(repo, path, revision, span, limit, sink, deadline)
+        except Exception as exc:
+            if time.monotonic() < deadline or "Timeout" not in type(exc).__name__:
+                raise
+            raise ShortRead(f"not complete after {self.timeout:.0f} s (--timeout)") from None
+
+    def _stream_until(self, repo, path, revision, span, limit: int, sink, deadline: float):
+        from huggingface_hub import hf_hub_url  # on first use: a light CLI start
         from huggingface_hub.utils import build_hf_headers
 
         key = (repo, path, revision)
@@ -77,7 +96,7 @@ class HubHttp:
         with self._lock:
             cdn = self._cdn.get(key)
         if cdn is not None:  # no token to the CDN: its address carries its own signature
-            with get_session().stream("GET", cdn, headers=ranged, timeout=timeout) as response:
+            with self.session().stream("GET", cdn, headers=ranged, timeout=timeout) as response:
                 if response.status_code not in (401, 403, 404, 410):
                     return self._body(response, cdn, span, limit, sink, deadline)
             with self._lock:
@@ -85,7 +104,7 @@ class HubHttp:
         url = hf_hub_url(repo, path, repo_type=REPO_TYPE, revision=revision,
                          endpoint=self.endpoint)  # fmt: skip
         headers = {**build_hf_headers(token=self.token), **ranged}
-        with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
+        with self.session().stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.history and response.status_code < 400:
                 with self._lock:
                     self._cdn[key] = str(response.url)
@@ -136,14 +155,16 @@ class HubHttp:
 
     def revision_sha(self, repo: str, revision: str) -> str:
         """The commit ``revision`` of a dataset repository points at, now."""
-        from huggingface_hub import get_session
         from huggingface_hub.utils import build_hf_headers
 
         url = f"{self.endpoint}/api/{REPO_TYPE}s/{repo}/revision/{quote(revision, safe='')}"
         parts: list[bytes] = []
         deadline = time.monotonic() + self.timeout
         headers = build_hf_headers(token=self.token)
-        with get_session().stream("GET", url, headers=headers, timeout=self.timeout) as response:
+        with (
+            until(deadline),
+            self.session().stream("GET", url, headers=headers, timeout=self.timeout) as response,
+        ):
             self._check(response, url)
             self._receive(response, API_BODY_LIMIT, deadline, parts.append)
         try:
