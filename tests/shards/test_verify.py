@@ -143,3 +143,17 @@ def test_the_indexed_tar_json_is_checked(output, capsys):
     path.unlink()
     code, text = _verify(output, capsys)
     assert code == 1 and "shards/00001.json is missing" in text
+
+
+def test_verify_finds_planned_posts_that_are_nowhere(small_pull, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(small_pull, out)
+    assert verify_output(out).ok
+    stats_path = next(iter(sorted((out / "shards").glob("*.stats.json"))))
+    stats = json.loads(stats_path.read_text())
+    assert stats["failures"]
+    stats["failures"] = stats["failures"][1:]  # a failure forgotten: the post is nowhere
+    stats_path.write_text(json.dumps(stats))
+    problems = verify_output(out).problems
+    assert any("neither in the output nor recorded as failed" in p for p in problems)
+    assert pl.read_parquet(out / "plan.parquet").height > 0

@@ -212,4 +212,31 @@ def test_retry_failed_with_the_hub_gone_changes_nothing(small_demo, tmp_path):
         pull(config, out, None, workers=1, hub=options, retry_failed=True)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
-    assert verify_output(out).ok
+    problems = verify_output(out).problems  # whole, but the unavailable posts are said
+    assert len(problems) == 1 and "--retry-failed" in problems[0]
+
+
+@pytest.mark.slow
+def test_retry_failed_against_a_hub_answering_500_keeps_every_finished_shard(small_demo, tmp_path):
+    out = tmp_path / "out"
+    failing = (r"e621-2024-webp-4Mpixel_index/resolve/[^/]+/original/data-0[0-4]\d\d\.json$",)
+    config = make_config({"ratings": "e,q,s", "shard_size": 10})
+    ranges = {"attempts": 2, "whole_shard_share": 2.0}  # images read by range, never cached
+    with HubServer(small_demo, Faults(always_fail=failing)) as hub:
+        first = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, **ranges))
+    assert first.retryable > 0
+    tars = _tars(out)
+    samples = {
+        p.name: json.loads(p.read_text())["samples"] for p in out.glob("shards/*.stats.json")
+    }
+    events = []
+    with HubServer(small_demo, Faults(always_fail=(r".",))) as hub:  # every request: HTTP 500
+        retried = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, **ranges),
+                       retry_failed=True, progress=lambda e, i: events.append((e, i)))  # fmt: skip
+    assert _tars(out) == tars  # not one shard rewritten with fewer samples
+    after = {p.name: json.loads(p.read_text())["samples"] for p in out.glob("shards/*.stats.json")}
+    assert after == samples and retried.written == first.written
+    kept = [i["message"] for e, i in events if e == "warning" and "kept as it was" in i["message"]]
+    assert kept and retried.written_now == 0
+    report = verify_output(out)  # the output is whole, but posts of its plan are missing
+    assert not report.ok and any("--retry-failed" in p for p in report.problems)

@@ -274,7 +274,13 @@ class _Run:
             for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
                 if janitor is not None:
                     janitor.task_done(stats.number)
-                summary.written_now += stats.written
+                if stats.kept:
+                    self.warn(
+                        f"shard {stats.shard} kept as it was: posts it holds could not be "
+                        "fetched again (their source is unavailable); nothing was lost"
+                    )
+                else:
+                    summary.written_now += stats.written
                 if not executor.live_progress:
                     self.notify("posts", written=stats.written,
                                 failed=stats.selected - stats.written)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from e6ingest.buckets import BucketSpec, choose_bucket
@@ -19,8 +19,9 @@ from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
 from e6ingest.pipeline.plan import shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
-from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key
+from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
 from e6ingest.shards.stats import FailureRecord, ShardCounts, ShardStats
+from e6ingest.shards.writer import read_stats
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
@@ -153,6 +154,27 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     except BaseException:
         writer.abort()
         raise
+    previous = _replaced(task)
+    if previous is not None and _loses_posts(previous, counts):
+        writer.abort()  # the source failed again: the shard stays as it was
+        flush_posts()
+        return replace(previous, kept=True)
     stats = writer.finish(counts, time.perf_counter() - start)
     flush_posts()
     return stats
+
+
+def _replaced(task: ShardTask) -> ShardStats | None:
+    """The stats of the complete shard a task is about to replace (a rewrite for
+    ``--retry-failed``), or None."""
+    if not shard_complete(task.shards_dir, task.number, check_bytes=True):
+        return None
+    return read_stats(task.shards_dir, task.number)
+
+
+def _loses_posts(previous: ShardStats, counts: ShardCounts) -> bool:
+    """Whether a rewrite would lose a post the shard holds for a reason a rerun may fix
+    (its source unavailable now): such a shard is never replaced. A post the shard holds
+    that now fails as data (corrupt, undecodable...) may go."""
+    held = previous.failed_ids
+    return any(f.retryable and f.id not in held for f in counts.failures)

@@ -62,6 +62,8 @@ class ShardStats:
     seconds: float
     tar_bytes: int
     tar_sha256: str
+    # Returned by a rewrite that kept this shard as it was (not in the stats file).
+    kept: bool = field(default=False, compare=False)
 
     @property
     def number(self) -> int:
@@ -78,15 +80,23 @@ class ShardStats:
         """Failed posts a rerun with ``--retry-failed`` may still get."""
         return sum(f.retryable for f in self.failures)
 
+    @property
+    def failed_ids(self) -> set[int | None]:
+        """The ids of the posts that failed."""
+        return {f.id for f in self.failures}
+
     def to_json(self) -> bytes:
         """The stats file's bytes."""
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        data = asdict(self)
+        del data["kept"]
+        return json.dumps(data, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ShardStats:
         """Stats from a stats file's bytes."""
         raw = json.loads(data)
         raw["failures"] = tuple(FailureRecord(**f) for f in raw["failures"])
+        raw.pop("kept", None)
         return cls(**raw)
 
     @classmethod

@@ -15,6 +15,7 @@ import polars as pl
 
 from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError, read_manifest
 from e6ingest.shards.reader import split_name
+from e6ingest.shards.stats import ShardStats
 from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
 
 SHARD_TAR = re.compile(r"^(\d{5})\.tar$")
@@ -238,6 +239,48 @@ def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
             "the run is unfinished; rerun the same pull to complete it"]  # fmt: skip
 
 
+def _against_plan(out: Path, shards_dir: Path, entries: list[dict]) -> list[str]:
+    """Every post the plan put in a listed shard is in it or recorded as failed; posts
+    that failed for a reason a rerun may fix (their source unavailable) are missing from
+    the output, and said so."""
+    if not (out / PLAN_FILE).is_file() or not entries:
+        return []
+    numbers = [int(SHARD_TAR.match(Path(e["name"]).name).group(1)) for e in entries]
+    failed, retryable = [], 0
+    for number in numbers:
+        stats = ShardStats.read(shard_paths(shards_dir, number)["stats"])
+        if stats is None:
+            continue  # reported with the shard's other files
+        failed += [f.id for f in stats.failures]
+        retryable += stats.retryable
+    indexes = [p for n in numbers if (p := shard_paths(shards_dir, n)["index"]).is_file()]
+    held = pl.concat([
+        pl.scan_parquet(indexes).select(pl.col("id").cast(pl.Int64)) if indexes
+        else pl.LazyFrame(schema={"id": pl.Int64}),
+        pl.LazyFrame({"id": failed}, schema={"id": pl.Int64}),
+    ])  # fmt: skip
+    planned = pl.scan_parquet(out / PLAN_FILE).select(pl.col("id").cast(pl.Int64), "shard")
+    lost = (
+        planned.filter(pl.col("shard").is_in(numbers))
+        .join(held, on="id", how="anti")
+        .sort("shard", "id")
+        .collect()
+    )
+    problems = []
+    if lost.height:
+        first = lost.row(0, named=True)
+        problems.append(
+            f"{lost.height:,} planned posts are neither in the output nor recorded as failed "
+            f"(e.g. id {first['id']} of {SHARDS_DIR}/{shard_name(first['shard'])}.tar)"
+        )
+    if retryable:
+        problems.append(
+            f"{retryable:,} planned posts are missing because their source was unavailable: "
+            "rerun the same pull with --retry-failed to complete the output"
+        )
+    return problems
+
+
 def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
     """Check every shard of ``out`` against the manifest and its index (counts, size,
     sha256, member layout); with ``deep``, also decode every image and record."""
@@ -258,6 +301,7 @@ def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
     report.problems += _repeated_keys(shards_dir, entries)
     report.problems += _stray_shards(shards_dir, listed)
     report.problems += _unfinished_plan(out, listed)
+    report.problems += _against_plan(out, shards_dir, entries)
     totals = manifest.get("totals", {})
     if totals.get("written") != report.samples:
         report.problems.append(
