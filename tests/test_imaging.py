@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -332,6 +335,7 @@ def _png_header(width: int, height: int, bit_depth: int, colour_type: int) -> by
     [
         # Peak memory measured with Pillow 13 (benchmarks/decode_memory_bench.py).
         (lambda: (DATA / "animated-13000x13000.webp").read_bytes(), 2586 << 20),
+        (lambda: (DATA / "still-16383x10900.webp").read_bytes(), 2725 << 20),
         (lambda: _png_header(9000, 9000, 16, 0), 852 << 20),
         (lambda: _png_header(10000, 10000, 8, 6), 1243 << 20),
         (lambda: _png_header(12000, 12000, 8, 2), 663 << 20),
@@ -370,3 +374,112 @@ def test_an_image_over_the_whole_budget_still_decodes_alone():
     _, record = normalize(encode(Image.new("RGB", (900, 700)), "PNG"), ImagePolicy(), budget)
     assert (record.width, record.height) == (900, 700)
     assert budget.peak == budget.total
+
+
+def _ico_holding(png: bytes) -> bytes:
+    """An ICO whose one entry says 256x256 and holds ``png`` (of any size)."""
+    header = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    return header + entry + png
+
+
+def test_ico_and_icns_are_refused_before_decoding():
+    big = _png_header(12000, 12000, 8, 2)  # 144 Mpx behind a 256x256 directory entry
+    failure = _failure(_ico_holding(big))
+    assert failure.kind is FailureKind.UNSUPPORTED and "ICO" in failure.message
+    icns = b"icns" + struct.pack(">I", 8 + 8 + len(big)) + b"ic10" + struct.pack(">I", 8 + len(big))
+    failure = _failure(icns + big)
+    assert failure.kind is FailureKind.UNSUPPORTED and "ICNS" in failure.message
+
+
+def _failure(data: bytes) -> PostFailure:
+    with pytest.raises(PostFailure) as info:
+        normalize(data, ImagePolicy(), _NoDecodeBudget())
+    return info.value
+
+
+class _NoDecodeBudget:
+    """A budget that fails the test if anything asks to decode."""
+
+    def hold(self, nbytes):
+        raise AssertionError(f"decoding ({nbytes} bytes) was asked for")
+
+
+def test_a_png_is_decoded_only_under_the_budget(monkeypatch):
+    from PIL import PngImagePlugin
+
+    steps = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def load(self):
+        steps.append("load")
+        return real_load(self)
+
+    class Budget:
+        @contextlib.contextmanager
+        def hold(self, nbytes):
+            steps.append("hold")
+            yield
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated
+    image = Image.new("RGB", (300, 200), (1, 2, 3))
+    plain, rotated = encode(image, "PNG"), encode(image, "PNG", exif=exif)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    _, record = normalize(plain, ImagePolicy(), Budget())  # no EXIF: Pillow decodes to look
+    assert steps[0] == "hold" and (record.width, record.height) == (300, 200)
+    steps.clear()
+    _, record = normalize(rotated, ImagePolicy(), Budget())
+    assert steps[0] == "hold" and (record.width, record.height) == (200, 300)
+
+
+@pytest.mark.slow
+def test_two_large_webp_never_decode_at_once_over_the_budget():
+    """The still WebP takes 2.7 GB to decode; two workers with a 2.2 GB budget must take
+    turns (before, its cost was under half the budget and both decoded at once)."""
+    from e6ingest.pipeline.budget import MemoryBudget
+    from e6ingest.pipeline.imagepool import ImagePool
+
+    data = (DATA / "still-16383x10900.webp").read_bytes()
+    budget = MemoryBudget(2200 << 20)
+    with ImagePool(ImagePolicy(), workers=2, budget=budget) as pool:
+        peak = [0]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], sum(_rss(pid) for pid in _children()))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            results = list(pool.map([data, data]))
+        finally:
+            done.set()
+            watcher.join()
+    assert all(not isinstance(r, PostFailure) for r in results)
+    assert peak[0] < 4000 << 20  # one decode at a time (about 2.8 GB), never two (5.5 GB)
+
+
+def _children() -> list[int]:
+    """The processes this one started (its image workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -10,6 +10,8 @@ WebP through byte for byte. Refusals are :class:`PostFailure` with stage ``image
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import io
 import math
 import os
@@ -28,14 +30,24 @@ DEFAULT_MAX_PIXELS = 2048 * 2048
 # far above real posts, and about 540 MB decoded as RGB.
 DEFAULT_MAX_SOURCE_PIXELS = 178_956_970
 LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP", "TIFF"})
+# The formats images are read in (JPEG includes MPO, as cameras write it). Others (ICO, ICNS,
+# PSD...) are refused before decoding: some hold images larger than their header says.
+READ_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+_OTHER_FORMATS = {b"\0\0\1\0": "ICO", b"\0\0\2\0": "CUR", b"icns": "ICNS", b"8BPS": "PSD",
+                  b"\0\0\0\x0cjP  ": "JPEG 2000", b"\xff\x4f\xff\x51": "JPEG 2000",
+                  b"qoif": "QOI", b"DDS ": "DDS"}  # fmt: skip
 _SRGB = ImageCms.createProfile("sRGB")
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 # Peak memory of decoding, converting and resizing, in bytes per (drafted) source pixel,
 # measured with Pillow 13 (benchmarks/decode_memory_bench.py): 4.6 for RGB, 8.5 for JPEG at
-# draft size, 10.5 for 16-bit grey, 12.4 for RGBA, 15.3 for animated WebP; rounded up here.
-_COST_PER_PIXEL = {"plain": 6, "jpeg": 10, "alpha": 14, "deep": 12, "animated": 18}
+# draft size, 10.5 for 16-bit grey, 12.4 for RGBA, 15.3 for any WebP, still or animated
+# (Pillow decodes every WebP through libwebp's animation decoder) and for animations of
+# other formats; rounded up here.
+_COST_PER_PIXEL = {"plain": 6, "jpeg": 10, "alpha": 14, "deep": 12, "frames": 18}
 _COST_OVERHEAD = 16 << 20
+_TRIM_AFTER = 64 << 20  # decode costs from which freed memory is given back at once
 
 
 class _NoBudget:
@@ -134,13 +146,61 @@ def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=READ_FORMATS)
     except Image.DecompressionBombError as exc:
         raise _refuse(FailureKind.TOO_LARGE, str(exc)) from exc
     except UnidentifiedImageError as exc:
+        _refuse_other_format(data)
         raise _refuse(FailureKind.UNDECODABLE, "not an image Pillow can read") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise _refuse(FailureKind.UNDECODABLE, f"cannot open image: {exc}") from exc
+
+
+def _refuse_other_format(data: bytes) -> None:
+    """Raise UNSUPPORTED for an image in a format that is not read, known by its first
+    bytes (opening it with Pillow could decode it: ICO does at open)."""
+    for magic, name in _OTHER_FORMATS.items():
+        if data.startswith(magic):
+            read = ", ".join(READ_FORMATS)
+            raise _refuse(FailureKind.UNSUPPORTED, f"{name} images are not read (only {read})")
+
+
+@contextlib.contextmanager
+def _decoding(im: Image.Image, budget):
+    """Hold the image's decode cost in ``budget`` while its pixels are decoded; after a
+    large image, the memory it freed goes back to the system before the cost is released
+    (else the process keeps its pages, and the budget would not bound the machine's)."""
+    cost = decode_cost(im)
+    with budget.hold(cost):
+        try:
+            yield
+        finally:
+            if cost >= _TRIM_AFTER:
+                release_free_memory()
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the memory this process freed back to the system (glibc's ``malloc_trim``;
+    nothing elsewhere)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _header_orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation when the header holds it; None for a PNG whose EXIF, if any,
+    comes after its pixels (Pillow would decode the whole image to look)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return None
+    return _orientation(im)
 
 
 def _orientation(im: Image.Image) -> int:
@@ -210,14 +270,14 @@ def _to_rgb(im: Image.Image, policy: ImagePolicy) -> Image.Image:
 def decode_cost(im: Image.Image) -> int:
     """Bytes that decoding, converting and resizing an opened image may take at peak,
     estimated from its header (and JPEG draft size) before any pixel is decoded."""
-    if getattr(im, "is_animated", False):
-        kind = "animated"
+    if im.format == "WEBP" or getattr(im, "is_animated", False):
+        kind = "frames"
     elif im.mode.startswith("I") or im.mode == "F":
         kind = "deep"
     elif _has_alpha(im):
         kind = "alpha"
     else:
-        kind = "jpeg" if im.format == "JPEG" else "plain"
+        kind = "jpeg" if im.format in JPEG_FORMATS else "plain"
     return im.width * im.height * _COST_PER_PIXEL[kind] + _COST_OVERHEAD
 
 
@@ -235,14 +295,14 @@ def estimate_cost(data: bytes, policy: ImagePolicy = ImagePolicy()) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = _open(data)
-        orientation = _orientation(im)
-        if not _can_pass_through(im, policy, orientation):
-            _target(im, policy, orientation)
+        orientation = _header_orientation(im)
+        if orientation is None or not _can_pass_through(im, policy, orientation):
+            _target(im, policy, orientation or 1)
         return decode_cost(im)
 
 
 def _draft(im: Image.Image, target: tuple[int, int], swapped: bool) -> None:
-    if im.format == "JPEG":
+    if im.format in JPEG_FORMATS:
         # Draft decoding scales by 1/2, 1/4 or 1/8 while staying at or above the target.
         draft_size = (target[1], target[0]) if swapped else target
         im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else None, draft_size)
@@ -286,18 +346,21 @@ def normalize(
     animated = getattr(im, "is_animated", False)
     if animated and not policy.allow_animation:
         raise _refuse(FailureKind.UNSUPPORTED, f"animated {src_format} refused by the policy")
-    orientation = _orientation(im)
-    if _can_pass_through(im, policy, orientation):
+    orientation = _header_orientation(im)
+    if orientation is not None and _can_pass_through(im, policy, orientation):
         if policy.verify == "decode":
-            with budget.hold(decode_cost(im)):
+            with _decoding(im, budget):
                 _decode_frame(im)
         record = ImageRecord(
             src_format, src_w, src_h, src_w, src_h, False, time.perf_counter() - start
         )
         return data, record
-    target = _target(im, policy, orientation)
-    with budget.hold(decode_cost(im)):
+    target = _target(im, policy, orientation or 1)
+    with _decoding(im, budget):
         im = _decode_frame(im)
+        if orientation is None:  # its EXIF could follow the pixels: known once decoded
+            orientation = _orientation(im)
+            target = _target(im, policy, orientation)
         try:
             im = ImageOps.exif_transpose(im) if orientation != 1 else im
             im = _to_rgb(im, policy)
