@@ -48,6 +48,9 @@ def make_images(folder: Path) -> dict[str, Path]:
     paths["animated WebP 13000x13000"] = folder / "anim.webp"
     a.save(paths["animated WebP 13000x13000"], save_all=True, append_images=[b], lossless=True)
     del a, b
+    paths["still WebP 16383x10900"] = folder / "still.webp"
+    Image.new("RGB", (16383, 10900), (10, 20, 30)).save(paths["still WebP 16383x10900"],
+                                                        lossless=True)  # fmt: skip
     deep = np.zeros((9000, 9000), dtype=np.uint16)
     deep[::7, ::5] = 60000
     paths["16-bit grey PNG 9000x9000"] = folder / "deep.png"
