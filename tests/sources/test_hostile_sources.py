@@ -257,3 +257,20 @@ def test_a_cache_folder_that_is_not_ours_is_refused(small_demo, tmp_path):
         with pytest.raises(CacheError, match=r"photos\.zip"):
             pull(make_config({"ratings": "e"}), tmp_path / "out", None, workers=1, hub=options)
     assert [p.name for p in cache.iterdir()] == ["photos.zip"]
+
+
+def test_a_cached_index_changed_on_disk_is_fetched_again(tmp_path):
+    manifest = _one_repo(tmp_path / "root", {1: b"x" * 1000}).pinned({"o/images": COMMIT})
+    with HubServer(tmp_path / "root") as hub:
+        options = _options(hub, tmp_path, whole_shard_share=2.0)
+        with HubSource(manifest, options) as source:
+            assert source.fetch(1).data == b"x" * 1000
+        cached = next((tmp_path / "cache").rglob("0000.json"))
+        document = json.loads(cached.read_text())
+        document["files"]["1.webp"]["sha256"] = "0" * 64  # rotted: every read would fail
+        cached.write_text(json.dumps(document))
+        with HubSource(manifest, options) as source:
+            assert source.fetch(1).data == b"x" * 1000  # the index was fetched again
+        cached.write_text("{" * 50_000)  # unreadable, too deeply nested to parse
+        with HubSource(manifest, options) as source:
+            assert source.fetch(1).data == b"x" * 1000

@@ -155,12 +155,29 @@ def test_an_entry_claiming_bytes_past_the_tar_is_corrupt(tmp_path):
     assert info.value.kind is FailureKind.CORRUPT and "beyond the tar" in info.value.message
 
 
+def test_an_offset_past_any_tar_without_a_filesize_is_corrupt(tmp_path):
+    _write_shard(tmp_path, 3, {13: b"thirteen", 23: b"twenty-three"})
+    path = tmp_path / "o/images/images/0003.json"
+    index = json.loads(path.read_text())
+    del index["filesize"]
+    index["files"]["13.webp"]["offset"] = 2**63  # seeking there raises OverflowError
+    path.write_text(json.dumps(index))
+    with MirrorSource(tmp_path, _manifest()) as source:
+        with pytest.raises(PostFailure) as info:
+            source.fetch(13)
+        assert source.fetch(23).data == b"twenty-three"
+    assert info.value.kind is FailureKind.CORRUPT and "beyond the tar" in info.value.message
+
+
 @pytest.mark.parametrize(
-    "document", [[], "text", {"files": []}, {"files": {}, "filesize": -5}, {"filesize": 1}]
-)
+    "document",
+    [[], "text", {"files": []}, {"files": {}, "filesize": -5}, {"filesize": 1},
+     "[" * 100_000 + "]" * 100_000, '{"files": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+)  # fmt: skip
 def test_a_malformed_index_is_unavailable_for_its_shard(tmp_path, document):
     _write_shard(tmp_path, 3, {13: b"thirteen"})
-    (tmp_path / "o/images/images/0003.json").write_text(json.dumps(document))
+    text = document if isinstance(document, str) and document[:1] in "[{" else json.dumps(document)
+    (tmp_path / "o/images/images/0003.json").write_text(text)
     with pytest.raises(PostFailure) as info, MirrorSource(tmp_path, _manifest()) as source:
         source.fetch(13)
     assert info.value.kind is FailureKind.UNAVAILABLE and "0003.json" in info.value.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ def member_stem(name: str) -> str:
 
 
 MAX_MEMBER_BYTES = 1 << 30  # no post image is near 1 GiB; a larger claim is a bad entry
+MAX_TAR_BYTES = 1 << 50  # no shard is near a pebibyte: a larger offset is a bad entry
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -86,7 +88,8 @@ class TarIndex:
             raise ValueError(f"offset {info.get('offset')!r}, size {info.get('size')!r}")
         if size > MAX_MEMBER_BYTES:
             raise ValueError(f"size {size} is over {MAX_MEMBER_BYTES}")
-        if self.filesize is not None and offset + size > self.filesize:
+        end = self.filesize if self.filesize is not None else MAX_TAR_BYTES
+        if offset + size > end:
             raise ValueError(f"bytes {offset}..{offset + size} lie beyond the tar's end")
         sha256 = info.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
@@ -103,6 +106,17 @@ class TarIndex:
         if entry is None and str(post_id) in self._bad:
             raise PostFailure(FailureKind.CORRUPT, self._bad[str(post_id)])
         return entry
+
+
+def parse_index(data: bytes, where: str) -> TarIndex:
+    """The index in the bytes of an index file; PostFailure(UNAVAILABLE) naming ``where``
+    when they are no JSON object of the hfutils shape (too deeply nested JSON included)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise PostFailure(FailureKind.UNAVAILABLE, f"{where}: unreadable index: {reason}") from None
+    return TarIndex(document, where)
 
 
 def verify(entry: IndexEntry, data: bytes, where: str) -> bytes:

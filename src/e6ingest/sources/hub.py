@@ -9,7 +9,6 @@ apart a post that is missing from a Hub that could not be reached.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import deque
@@ -20,9 +19,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from e6ingest.cache import cache_dir
-from e6ingest.core import FailureKind, PostFailure, write_atomic
+from e6ingest.core import FailureKind, PostFailure
 from e6ingest.manifests import DatasetManifest, ImageRepo, MetadataFile
-from e6ingest.sources.base import Fetched, IndexedTarSource, IndexEntry, TarIndex, verify
+from e6ingest.sources.base import (
+    Fetched,
+    IndexedTarSource,
+    IndexEntry,
+    TarIndex,
+    parse_index,
+    verify,
+)
 from e6ingest.sources.hubcache import COMMIT, HubCache
 from e6ingest.sources.hubhttp import HubHttp
 from e6ingest.sources.retry import (
@@ -176,18 +182,18 @@ class HubSource(IndexedTarSource):
         def attempt() -> TarIndex:
             data = self.http.read(index_repo, repo.index_path(shard), commit)
             try:
-                index = TarIndex(json.loads(data), what)
-            except (ValueError, PostFailure) as exc:  # damaged in transit: fetch it again
-                raise BadBytes(f"unreadable index: {exc}") from None
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(cached, data, durable=False)
+                index = parse_index(data, what)
+            except PostFailure as exc:  # damaged in transit: fetch it again
+                raise BadBytes(exc.message) from None
+            self.cache.keep_checked(cached, data)
             return index
 
         def load() -> TarIndex:
-            if cached.is_file():
+            data = self.cache.read_checked(cached)  # None when absent or changed on disk
+            if data is not None:
                 try:
-                    return TarIndex(json.loads(cached.read_bytes()), what)
-                except (ValueError, PostFailure):
+                    return parse_index(data, what)
+                except PostFailure:
                     self.cache.remove(cached)
             try:
                 return self.retry(attempt, what, index_repo)

@@ -8,6 +8,7 @@ carries a marker file; e6ingest only removes files under a marked root.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,10 @@ from e6ingest.core import write_atomic
 
 CACHE_MARKER = ".e6ingest-cache"
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 class CacheError(OSError):
@@ -66,6 +71,27 @@ class HubCache:
         path = self.root / repo / "refs" / revision
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, commit.encode(), durable=False)
+
+    def keep_checked(self, path: Path, data: bytes) -> None:
+        """Keep ``data`` at ``path`` with its sha256 beside it (``path.sha256``), so a copy
+        changed on disk since is never taken for it (:meth:`read_checked`)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, durable=False)
+        write_atomic(_digest_path(path), hashlib.sha256(data).hexdigest().encode(), durable=False)
+
+    def read_checked(self, path: Path) -> bytes | None:
+        """The bytes kept at ``path`` when they still have the sha256 kept beside them; a
+        copy without it, or changed since, is removed and None returned."""
+        try:
+            data = path.read_bytes()
+            expected = _digest_path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            data, expected = None, ""
+        if data is not None and hashlib.sha256(data).hexdigest() == expected:
+            return data
+        self.remove(path)
+        self.remove(_digest_path(path))
+        return None
 
     def remove(self, path: Path) -> bool:
         """Delete a cached file (only under this marked root); True when it was there."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +13,7 @@ from e6ingest.sources.base import (
     IndexEntry,
     PostFailure,
     TarIndex,
+    parse_index,
     verify,
 )
 
@@ -51,12 +51,12 @@ class MirrorSource(IndexedTarSource):
             return self._indexes[key]
         path = self.root / repo.index_repo_id / repo.index_path(shard)
         try:
-            data = json.loads(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError as exc:
             raise PostFailure(FailureKind.UNAVAILABLE, f"mirror lacks index {path}") from exc
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise PostFailure(FailureKind.UNAVAILABLE, f"unreadable index {path}: {exc}") from exc
-        index = TarIndex(data, str(path))
+        index = parse_index(data, str(path))
         self._indexes[key] = index
         if len(self._indexes) > self._open_files:
             self._indexes.popitem(last=False)
