@@ -18,8 +18,8 @@ import pytest
 from e6ingest.cli import main
 from e6ingest.config import make_config
 from e6ingest.pipeline import pull
-from e6ingest.shards.folder import LOCK_FILE, OutputLock, OutputLocked
 from e6ingest.shards.layout import OutputError
+from e6ingest.shards.lock import LOCK_FILE, OutputLock, OutputLocked
 from e6ingest.shards.verify import verify_output
 
 
@@ -106,7 +106,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(output, sm
 
 def test_the_lock_of_a_dead_process_is_taken_over(output, small_demo):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from e6ingest.shards.folder import OutputLock;"
+        [sys.executable, "-c", "import sys, time; from e6ingest.shards.lock import OutputLock;"
          f"OutputLock({str(output)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

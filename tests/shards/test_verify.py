@@ -157,3 +157,30 @@ def test_verify_finds_planned_posts_that_are_nowhere(small_pull, tmp_path):
     problems = verify_output(out).problems
     assert any("neither in the output nor recorded as failed" in p for p in problems)
     assert pl.read_parquet(out / "plan.parquet").height > 0
+
+
+def test_verify_finds_a_shard_written_for_another_plan(small_pull, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(small_pull, out)
+    stats_path = next(iter(sorted((out / "shards").glob("*.stats.json"))))
+    stats = json.loads(stats_path.read_text())
+    assert stats["plan"] == json.loads((out / "manifest.json").read_text())["plan"] != ""
+    stats["plan"] = "0123456789abcdef"  # as a second run with another config writes it
+    stats_path.write_text(json.dumps(stats))
+    assert any("written for another plan" in p for p in verify_output(out).problems)
+
+
+def test_a_task_refuses_a_plan_replaced_under_its_run(small_pull, tmp_path):
+    from e6ingest.config import make_config
+    from e6ingest.pipeline.plan import plan_id
+    from e6ingest.pipeline.task import ShardTask, run_task
+    from e6ingest.shards.layout import OutputError
+    from e6ingest.sources import SourceSpec
+
+    out = tmp_path / "out"
+    shutil.copytree(small_pull, out)
+    config = make_config({})
+    assert plan_id(out / "plan.parquet")
+    task = ShardTask(0, str(out), SourceSpec(None), config.image, config.buckets, "fedcba98")
+    with pytest.raises(OutputError, match="not the plan this run made"):
+        run_task(task)

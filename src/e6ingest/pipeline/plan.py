@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,13 @@ def _plan_metadata(path: Path, key: str):
 def plan_fingerprint(path: Path) -> dict | None:
     """The config fingerprint a saved plan was made with, or None when there is no plan."""
     return _plan_metadata(path, "e6ingest.fingerprint")
+
+
+def plan_id(path: Path) -> str:
+    """What names a plan: a hash of the config fingerprint and the commits it was made
+    with. Every shard records the plan it was written for (``verify`` compares)."""
+    document = {"fingerprint": plan_fingerprint(path), "commits": plan_commits(path)}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_rejected(path: Path) -> list[dict]:

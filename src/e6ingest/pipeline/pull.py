@@ -22,6 +22,7 @@ from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_
 from e6ingest.pipeline.plan import (
     PlanRequest,
     plan_commits,
+    plan_id,
     plan_rejected,
     shard_sizes,
     write_plan,
@@ -41,7 +42,7 @@ from e6ingest.query import Query, selection_query
 from e6ingest.query.index import open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
-from e6ingest.shards.folder import OutputLock
+from e6ingest.shards.lock import OutputLock
 from e6ingest.shards.stats import FailureRecord, ShardStats
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import HubOptions, SourceSpec
@@ -162,6 +163,7 @@ class _Run:
     options: RunOptions
     progress: Progress | None
     start: float = field(default_factory=time.perf_counter)
+    lock: OutputLock | None = None
 
     def notify(self, event: str, **info) -> None:
         if self.progress is not None:
@@ -177,7 +179,8 @@ class _Run:
         query = selection_query(config.query, config.ratings, manifest.site,
                                 config.include_deleted)  # fmt: skip
         make_output_folder(self.out)
-        with OutputLock(self.out):
+        with OutputLock(self.out) as lock:
+            self.lock = lock
             fingerprint = _fingerprint(config, manifest)
             continued = prepare_output(self.out, fingerprint, self.options.overwrite)
             self.notify("planning")
@@ -202,7 +205,9 @@ class _Run:
             complete = [n for n in sorted(shard_sizes(self.out / PLAN_FILE))
                         if shard_complete(self.out / SHARDS_DIR, n)]  # fmt: skip
             stats = (read_stats(self.out / SHARDS_DIR, n) for n in complete)
-            _, totals = finalise(self.out, manifest, fingerprint, commits, rejected, stats)
+            lock.check()
+            plan = plan_id(self.out / PLAN_FILE)
+            _, totals = finalise(self.out, manifest, fingerprint, commits, rejected, stats, plan)
         totals.shards, totals.shards_skipped = summary.shards, summary.shards_skipped
         totals.written_now = summary.written_now
         totals.seconds = time.perf_counter() - self.start
@@ -249,7 +254,8 @@ class _Run:
             whole = whole_shards(metadata, plan_path, manifest.images[0].shards,
                                  hub.whole_shard_share)  # fmt: skip
             spec = SourceSpec(manifest, hub=hub, whole_shards=whole)
-        tasks = [ShardTask(n, str(self.out), spec, self.config.image, self.config.buckets)
+        plan = plan_id(plan_path)
+        tasks = [ShardTask(n, str(self.out), spec, self.config.image, self.config.buckets, plan)
                  for n in todo]  # fmt: skip
         executor = self.options.executor or LocalExecutor(self.options.workers)
         janitor = None
@@ -272,6 +278,7 @@ class _Run:
                     queue = stack.enter_context(channel).queue
                 context = WorkerContext(budget, queue)
             for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
+                self.lock.check()  # still this run's folder (no flock: its lock file is the lock)
                 if janitor is not None:
                     janitor.task_done(stats.number)
                 if stats.kept:

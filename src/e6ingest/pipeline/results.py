@@ -106,6 +106,7 @@ def finalise(
     commits: dict[str, str],
     rejected: list[FailureRecord],
     stats: Iterable[ShardStats],
+    plan: str = "",
 ) -> tuple[dict, PullSummary]:
     """Write ``failures.parquet`` and ``manifest.json`` from the shards' stats (streamed)
     and the plan's rejected rows; return the manifest and the totals as a summary."""
@@ -143,6 +144,7 @@ def finalise(
             "repos": dict(sorted(commits.items())),
         },
         "config": fingerprint["config"],
+        "plan": plan,
         "totals": {
             "selected": summary.selected,
             "written": summary.written,

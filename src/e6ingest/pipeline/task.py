@@ -17,9 +17,10 @@ from e6ingest.buckets import BucketSpec, choose_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
-from e6ingest.pipeline.plan import shard_rows
+from e6ingest.pipeline.plan import plan_id, shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
+from e6ingest.shards.layout import OutputError
 from e6ingest.shards.stats import FailureRecord, ShardCounts, ShardStats
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
@@ -36,6 +37,7 @@ class ShardTask:
     source: SourceSpec
     image: ImagePolicy
     buckets: BucketSpec
+    plan: str = ""  # the plan the driver made (``plan.plan_id``): checked before writing
 
     @property
     def plan_path(self) -> Path:
@@ -111,6 +113,11 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     retryable kind; ``pull(..., retry_failed=True)`` rewrites the shards that hold some.
     """
     start = time.perf_counter()
+    if task.plan and plan_id(task.plan_path) != task.plan:
+        raise OutputError(
+            f"{task.plan_path} is not the plan this run made (another run replaced it); "
+            "stopped so that one output never mixes two runs"
+        )
     rows = shard_rows(task.plan_path, task.number).to_dicts()
     writer = ShardWriter(task.shards_dir, task.number)
     counts = ShardCounts(selected=len(rows))
@@ -159,7 +166,7 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
         writer.abort()  # the source failed again: the shard stays as it was
         flush_posts()
         return replace(previous, kept=True)
-    stats = writer.finish(counts, time.perf_counter() - start)
+    stats = writer.finish(counts, time.perf_counter() - start, task.plan)
     flush_posts()
     return stats
 

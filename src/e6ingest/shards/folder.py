@@ -1,14 +1,10 @@
-"""An output folder: one run at a time holds it (``OutputLock``), and e6ingest only ever
-removes what it can prove it wrote there (``scan_output``)."""
+"""An output folder: e6ingest only ever removes what it can prove it wrote there
+(``scan_output``); one run at a time holds it (``lock.OutputLock``)."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,119 +19,7 @@ from e6ingest.shards.layout import (
     SHARDS_DIR,
     OutputError,
 )
-
-LOCK_FILE = ".e6ingest.lock"
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None
-
-
-class OutputLocked(OutputError):
-    """Another run holds the output folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class OutputLock:
-    """An exclusive lock on an output folder for the whole of a run.
-
-    The lock file ``.e6ingest.lock`` holds the holder's pid, host and start time. It is
-    locked with ``flock``, which the system releases when the holder dies, so the lock of
-    a dead process (kill -9, the OOM killer) is taken over by the next run; where
-    ``flock`` is not supported, a lock naming a dead pid of this host is taken over.
-    """
-
-    def __init__(self, out: str | os.PathLike):
-        self.path = Path(out) / LOCK_FILE
-        self._fd: int | None = None
-
-    def _holder(self) -> dict:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            return {}
-
-    def _refuse(self) -> OutputLocked:
-        info = self._holder()
-        who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
-        since = info.get("started")
-        when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if since else ""
-        return OutputLocked(
-            f"{self.path.parent} is in use by another e6ingest run ({who}{when}; lock file "
-            f"{self.path}); wait for it to end, or stop it and rerun"
-        )
-
-    def _try_lock(self, fd: int) -> bool:
-        if fcntl is None:
-            return self._pid_lock()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-        except OSError as exc:  # a filesystem without flock
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            return self._pid_lock()
-
-    def _pid_lock(self) -> bool:
-        info = self._holder()
-        pid, host = info.get("pid"), info.get("host")
-        if not pid or pid == os.getpid():
-            return True
-        return host == socket.gethostname() and not _alive(int(pid))
-
-    def acquire(self) -> OutputLock:
-        """Take the lock, or raise :class:`OutputLocked` naming its holder."""
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        for _ in range(10):
-            try:
-                fd = os.open(self.path, flags, 0o644)
-            except OSError as exc:
-                raise OutputError(f"{self.path}: cannot create the lock file: {exc}") from None
-            if not self._try_lock(fd):
-                os.close(fd)
-                raise self._refuse()
-            try:  # the file may have been removed and made anew by its last holder
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        else:  # pragma: no cover - ten lost races in a row
-            raise self._refuse()
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        """Remove the lock file and let go of it."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
-                self.path.unlink()
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> OutputLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+from e6ingest.shards.lock import LOCK_FILE
 
 
 @dataclass

@@ -62,6 +62,7 @@ class ShardStats:
     seconds: float
     tar_bytes: int
     tar_sha256: str
+    plan: str = ""  # the plan the shard was written for (``plan.plan_id``)
     # Returned by a rewrite that kept this shard as it was (not in the stats file).
     kept: bool = field(default=False, compare=False)
 

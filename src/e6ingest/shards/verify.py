@@ -239,18 +239,24 @@ def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
             "the run is unfinished; rerun the same pull to complete it"]  # fmt: skip
 
 
-def _against_plan(out: Path, shards_dir: Path, entries: list[dict]) -> list[str]:
-    """Every post the plan put in a listed shard is in it or recorded as failed; posts
-    that failed for a reason a rerun may fix (their source unavailable) are missing from
-    the output, and said so."""
+def _against_plan(out: Path, shards_dir: Path, entries: list[dict], plan: str) -> list[str]:
+    """Every shard was written for the manifest's ``plan``; every post the plan put in a
+    listed shard is in it or recorded as failed; posts that failed for a reason a rerun
+    may fix (their source unavailable) are missing from the output, and said so."""
     if not (out / PLAN_FILE).is_file() or not entries:
         return []
     numbers = [int(SHARD_TAR.match(Path(e["name"]).name).group(1)) for e in entries]
-    failed, retryable = [], 0
+    failed, retryable, problems = [], 0, []
     for number in numbers:
         stats = ShardStats.read(shard_paths(shards_dir, number)["stats"])
         if stats is None:
             continue  # reported with the shard's other files
+        if plan and stats.plan != plan:
+            problems.append(
+                f"{SHARDS_DIR}/{shard_name(number)}.tar was written for another plan "
+                f"({stats.plan or 'unknown'}, the manifest's is {plan}): two runs wrote "
+                "this folder; rerun the pull with --overwrite"
+            )
         failed += [f.id for f in stats.failures]
         retryable += stats.retryable
     indexes = [p for n in numbers if (p := shard_paths(shards_dir, n)["index"]).is_file()]
@@ -266,7 +272,6 @@ def _against_plan(out: Path, shards_dir: Path, entries: list[dict]) -> list[str]
         .sort("shard", "id")
         .collect()
     )
-    problems = []
     if lost.height:
         first = lost.row(0, named=True)
         problems.append(
@@ -301,7 +306,7 @@ def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
     report.problems += _repeated_keys(shards_dir, entries)
     report.problems += _stray_shards(shards_dir, listed)
     report.problems += _unfinished_plan(out, listed)
-    report.problems += _against_plan(out, shards_dir, entries)
+    report.problems += _against_plan(out, shards_dir, entries, manifest.get("plan", ""))
     totals = manifest.get("totals", {})
     if totals.get("written") != report.samples:
         report.problems.append(

@@ -192,10 +192,11 @@ class ShardWriter:
             }
         )
 
-    def finish(self, counts: ShardCounts, seconds: float) -> ShardStats:
+    def finish(self, counts: ShardCounts, seconds: float, plan: str = "") -> ShardStats:
         """Close, fsync and rename the tar, then write the index and the stats (last).
 
-        Returns the stats as written: the task's counts, with the tar's sha256 and size. An
+        Returns the stats as written: the task's counts, with the tar's sha256 and size and
+        the ``plan`` it was written for. An
         earlier stats file of the shard goes first, so stats never describe other bytes
         than the tar's.
         """
@@ -221,6 +222,7 @@ class ShardWriter:
             seconds=round(seconds, 3),
             tar_bytes=self.paths["tar"].stat().st_size,
             tar_sha256=sha256,
+            plan=plan,
         )
         write_atomic(self.paths["stats"], stats.to_json())
         return stats
