@@ -212,3 +212,25 @@ def test_absolute_keys_on_request(small_pull, tmp_path):
     export_kohya(small_pull, to, absolute=True)
     metadata = json.loads((to / "metadata.json").read_text())
     assert all(os.path.isabs(key) and os.path.isfile(key) for key in metadata)
+
+
+@pytest.mark.parametrize("name", ["../precious.txt", "/tmp/x/precious.txt", "e621/../../p.txt",
+                                  "e621/sub/1.txt", "notes.txt"])  # fmt: skip
+def test_a_tampered_export_record_never_deletes_outside_the_folder(small_pull, tmp_path, name):
+    import hashlib
+
+    import polars as pl
+
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a user's file")
+    record = pl.read_parquet(to / ".e6ingest-export.parquet")
+    digest = hashlib.sha256(precious.read_bytes()).hexdigest()
+    tampered = pl.concat([record, pl.DataFrame({"path": [name], "sha256": [digest]})])
+    tampered.write_parquet(to / ".e6ingest-export.parquet")
+    with pytest.raises(ExportError, match="no export writes"):
+        export_kohya(small_pull, to, jsonl=True)
+    assert precious.read_text() == "a user's file"
+    code = main(["export", "kohya", str(small_pull), "--to", str(to), "--quiet"])
+    assert code == 2 and precious.read_text() == "a user's file"

@@ -121,10 +121,38 @@ def _scan_target(to: Path) -> dict[str, str]:
                 raise _foreign(to, Path(item.path))
             if is_temp_name(item.name):
                 os.unlink(item.path)  # a temporary of an interrupted export of ours
-    if not (to / RECORD).is_file():
+    return _read_record(to)
+
+
+def _recordable(rel: object) -> bool:
+    """Whether ``rel`` is a path an export writes: a top file, or ``site/NAME`` of a
+    sample (nothing outside the folder, no ``..``, no other folder)."""
+    if not isinstance(rel, str):
+        return False
+    if rel in TOP_FILES:
+        return True
+    parts = rel.split("/")
+    return len(parts) == 2 and bool(SITE_DIR.match(parts[0]) and SAMPLE_FILE.match(parts[1]))
+
+
+def _read_record(to: Path) -> dict[str, str]:
+    """The files an earlier export recorded (relative path -> sha256); a record that is
+    unreadable or names a path an export never writes is refused, naming it."""
+    path = to / RECORD
+    if not path.is_file():
         return {}
-    record = pl.read_parquet(to / RECORD)
-    return dict(zip(record["path"], record["sha256"], strict=True))
+    try:
+        record = pl.read_parquet(path, columns=["path", "sha256"])
+        entries = dict(zip(record["path"], record["sha256"], strict=True))
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise ExportError(f"{path}: unreadable export record ({exc}); remove it") from None
+    for rel in entries:
+        if not _recordable(rel):
+            raise ExportError(
+                f"{path} names {rel!r}, which no export writes (outside {to}, or not a "
+                "sample file): the record was changed; e6ingest deletes nothing it names"
+            )
+    return entries
 
 
 class _Files:
