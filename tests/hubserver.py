@@ -56,6 +56,7 @@ class Faults:
     corrupt_whole_once: tuple[str, ...] = ()  # path regexes: flip a byte of the first whole GET
     rate_limit_first: int = 0  # the first N ranged GETs are answered 429 with Retry-After
     gated: tuple[str, ...] = ()  # repos needing a token ("Bearer good-token")
+    echo_auth: int = 0  # answer ranged GETs with this status, echoing Authorization back
     only_ranges: bool = False  # faults only on Range GETs (leave metadata and indexes be)
     seed: int = 0
     _rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]
@@ -244,6 +245,11 @@ class HubServer:
                 if ranged and any(re.search(p, path) for p in hub.faults.corrupt_always):
                     fault = "corrupt"
                 hub.requests.append((self.command, self.path, fault))
+                if hub.faults.echo_auth and ranged:
+                    said = self.headers.get("Authorization", "")
+                    body = json.dumps({"error": f"bad request with {said}"}).encode()
+                    return self._send(hub.faults.echo_auth, body, {"X-Error-Code": said[:60],
+                                      "X-Error-Message": f"you sent {said}"})  # fmt: skip
                 if fault in ("always_fail", "error_5xx"):
                     return self._error(503 if fault == "error_5xx" else 500, "Internal", "boom")
                 if fault == "rate_limit":

@@ -31,11 +31,32 @@ class FailureKind(str, Enum):
         return self is FailureKind.UNAVAILABLE
 
 
+_SECRETS: set[str] = set()  # token values of this process, never stored or printed
+_SECRET_SHAPES = re.compile(r"hf_[A-Za-z0-9]{8,}|(?i:\b(?:bearer|token)\s+)[^\s'\",;]+")
+
+
+def register_secret(value: str | None) -> None:
+    """Keep ``value`` (an access token) out of every message :func:`redact` cleans."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` without the tokens of this process, Hub-shaped tokens and what follows
+    ``Bearer``/``token``: for every message e6ingest stores or prints."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return _SECRET_SHAPES.sub(lambda m: m.group().split()[0] + " ***" if " " in m.group()
+                              else "hf_***", text)  # fmt: skip
+
+
 class PostFailure(Exception):
     """One post failed at one stage; the run records it and goes on. Picklable, so it
-    crosses process (and machine) boundaries as it is."""
+    crosses process (and machine) boundaries as it is. Its message never holds a token
+    (:func:`redact`)."""
 
     def __init__(self, kind: FailureKind | str, message: str, stage: str = "fetch"):
+        message = redact(message)
         super().__init__(message)
         self.kind = FailureKind(kind)
         self.message = message

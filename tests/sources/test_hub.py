@@ -240,3 +240,24 @@ def test_retry_failed_against_a_hub_answering_500_keeps_every_finished_shard(sma
     assert kept and retried.written_now == 0
     report = verify_output(out)  # the output is whole, but posts of its plan are missing
     assert not report.ok and any("--retry-failed" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("status", [400, 416])
+@pytest.mark.parametrize("token", ["hf_SecretToken1234567890", "plain-secret-42"])
+def test_a_server_echoing_the_token_never_gets_it_stored(small_demo, tmp_path, status, token):
+    import io
+
+    from e6ingest.cli.progress import JsonReporter
+
+    log = io.StringIO()
+    with HubServer(small_demo, Faults(echo_auth=status)) as hub:
+        options = HubOptions(endpoint=hub.endpoint, cache_dir=str(tmp_path / "cache"),
+                             token=token, attempts=2, whole_shard_share=2.0, backoff=0.01,
+                             max_backoff=0.02)  # fmt: skip
+        summary = pull(make_config({"ratings": "e,q,s", "shard_size": 20}), tmp_path / "out",
+                       None, workers=1, hub=options, progress=JsonReporter(log))  # fmt: skip
+    assert summary.failed.get("unavailable", 0) > 0  # the server did echo it back
+    stored = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert not [p for p in stored if token.encode() in p.read_bytes()]
+    assert token not in log.getvalue() and "\n".join(summary.lines()).count(token) == 0
+    assert "HTTP" in pl.read_parquet(tmp_path / "out/failures.parquet")["message"][0]

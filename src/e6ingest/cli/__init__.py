@@ -15,7 +15,7 @@ from e6ingest.captions import CaptionInputError
 from e6ingest.cli.parsers import build_parser, flag_values
 from e6ingest.cli.progress import BarReporter, JsonReporter
 from e6ingest.config import ConfigError, make_config, parse_ratings
-from e6ingest.core import SITE_RATINGS, RatingError
+from e6ingest.core import SITE_RATINGS, RatingError, redact
 from e6ingest.manifests import ManifestError, load_manifest
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import EmptySelection
@@ -305,6 +305,7 @@ def failure(exc: BaseException) -> tuple[int, str] | None:
 
 
 def _report(command: str, code: int, message: str, log_json: bool) -> None:
+    message = redact(message)
     if log_json:
         record = {"event": "error", "command": command, "exit_code": code, "message": message}
         print(json.dumps(record), flush=True)

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict
 from typing import IO
 
+from e6ingest.core import redact
+
 
 class BarReporter:
     """tqdm bars on stderr: planning, then shards and posts (rate and ETA from posts, which
@@ -59,7 +61,7 @@ class BarReporter:
     def _warn(self, message: str) -> None:
         from tqdm import tqdm
 
-        tqdm.write(f"warning: {message}", file=self.stream)
+        tqdm.write(f"warning: {redact(message)}", file=self.stream)
 
     def _planned(self, info: dict) -> None:
         plan = self.bars.pop("plan", None)
@@ -91,7 +93,7 @@ class JsonReporter:
             info = {k: v for k, v in asdict(stats).items() if k != "failures"}
         record = {"event": event, "time": round(time.time(), 3), **info}
         with self._lock:
-            self.stream.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            self.stream.write(redact(json.dumps(record, sort_keys=True, default=str)) + "\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from e6ingest.core import atomic_file
+from e6ingest.core import atomic_file, register_secret
 from e6ingest.manifests import REPO_TYPE
 from e6ingest.sources.deadline import deadline as until
 from e6ingest.sources.deadline import deadline_client
@@ -50,6 +50,9 @@ class HubHttp:
         """The HTTP client of this endpoint, made on first use (a light CLI start)."""
         with self._lock:
             if self._client is None:
+                from huggingface_hub import get_token
+
+                register_secret(self.token or get_token())  # never in a stored message
                 self._client = deadline_client()
             return self._client
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from e6ingest.core import FailureKind, PostFailure
+from e6ingest.core import FailureKind, PostFailure, redact
 
 if TYPE_CHECKING:
     from e6ingest.sources.hub import HubOptions
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BAD_BYTES_ATTEMPTS = 3  # bytes that keep failing the sha256 are corrupt upstream
-_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+_ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # EntryNotFound, GatedRepo...
 # Transport errors of the HTTP client (httpx or its successors), known by class name so
 # that no particular client version is imported here.
 _TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "NetworkError"})
@@ -33,11 +33,6 @@ _TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "NetworkErr
 
 class HubError(RuntimeError):
     """The Hub cannot serve this run at all (offline, no access to a gated repository)."""
-
-
-def redact(text: str) -> str:
-    """``text`` with anything shaped like a Hub token removed."""
-    return _TOKEN.sub("hf_***", text)
 
 
 @dataclass
@@ -48,6 +43,10 @@ class HttpStatus(Exception):
     url: str
     error_code: str = ""
     retry_after: float | None = None
+
+    def __post_init__(self) -> None:  # a server's header, kept only when shaped as a code
+        if not _ERROR_CODE.match(self.error_code or ""):
+            self.error_code = ""
 
     def __str__(self) -> str:
         code = f" {self.error_code}" if self.error_code else ""
