@@ -8,7 +8,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
@@ -123,8 +123,9 @@ def _unknown_rating(item: str, site: str | None) -> str:
 
 
 # Temporary files: ``.{name}.{pid}-{random}.tmp`` beside their target. The random part
-# makes two writers never share one, and the shape proves a leftover is e6ingest's.
-TEMP_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{12}\.tmp$")
+# makes two writers never share one; the shape, with a target name e6ingest writes there,
+# proves a leftover is e6ingest's.
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.\d+-[0-9a-f]{12}\.tmp$")
 
 
 def temp_path(path: Path) -> Path:
@@ -132,9 +133,22 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
 
 
-def is_temp_name(name: str) -> bool:
-    """Whether a file name is one of e6ingest's temporary names."""
-    return TEMP_NAME.match(name) is not None
+def is_temp_name(name: str, targets: Callable[[str], object] | None = None) -> bool:
+    """Whether a file name is one of e6ingest's temporary names: of a target that
+    ``targets(target)`` accepts, when given (a file e6ingest writes in that folder)."""
+    match = TEMP_NAME.match(name)
+    return match is not None and (targets is None or bool(targets(match["target"])))
+
+
+def is_our_temp(entry: os.DirEntry, targets: Callable[[str], object]) -> bool:
+    """Whether a folder entry is a temporary e6ingest left: a plain file with one link
+    (a user's file named alike, a link or a folder is not), named as e6ingest names the
+    temporaries of a file ``targets`` accepts."""
+    return (
+        entry.is_file(follow_symlinks=False)
+        and is_temp_name(entry.name, targets)
+        and entry.stat(follow_symlinks=False).st_nlink == 1
+    )
 
 
 def fsync_dir(directory: Path) -> None:

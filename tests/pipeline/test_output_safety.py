@@ -68,13 +68,26 @@ def test_overwrite_replaces_only_its_own_run(output, small_demo, capsys):
     assert json.loads((output / "manifest.json").read_text())["config"]["ratings"] == ["e"]
 
 
-@pytest.mark.parametrize("planted", ["shards/notes.txt", "shards/00000.tar.bak", "plan.csv"])
+@pytest.mark.parametrize(
+    "planted",
+    ["shards/notes.txt", "shards/00000.tar.bak", "plan.csv",
+     ".notes.txt.123-0123456789ab.tmp", "shards/.mine.txt.77-0123456789ab.tmp"],
+)  # fmt: skip
 def test_a_foreign_file_anywhere_in_the_output_is_refused(output, small_demo, planted):
     (output / planted).write_text("mine")
     with pytest.raises(OutputError, match=planted.split("/")[-1].replace(".", r"\.")):
         pull(make_config({"ratings": "e", "shard_size": 20}), output, small_demo,
              workers=1, overwrite=True)  # fmt: skip
     assert (output / planted).read_text() == "mine"
+
+
+def test_a_user_file_linked_under_a_temporary_name_is_not_taken_for_ours(output, small_demo):
+    precious = output.parent / "precious.txt"
+    precious.write_text("mine")
+    os.link(precious, output / ".plan.parquet.123-0123456789ab.tmp")
+    with pytest.raises(OutputError, match=r"\.plan\.parquet\.123"):
+        pull(make_config({"ratings": "e,q,s", "shard_size": 20}), output, small_demo, workers=1)
+    assert (output / ".plan.parquet.123-0123456789ab.tmp").read_text() == "mine"
 
 
 def test_a_symlink_in_the_output_is_never_followed(output, small_demo, tmp_path):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e6ingest.core import is_temp_name
+from e6ingest.core import is_our_temp, is_temp_name
 from e6ingest.shards.layout import (
     CARD_FILE,
     CARD_MARKER,
@@ -60,6 +61,13 @@ def _card_is_ours(path: Path) -> bool:
         return False
 
 
+# What e6ingest writes through temporaries at the top of an output folder.
+TOP_TEMP_TARGET = re.compile(
+    r"^(?:manifest\.json|plan\.parquet|failures\.parquet|README\.md|\.e6ingest\.lock|"
+    r"selection\.parquet|part\d+\.parquet)$"
+)
+
+
 def scan_output(out: str | os.PathLike) -> OutputContents:
     """Sort what ``out`` holds into e6ingest's files and the rest, following no symlink.
 
@@ -79,7 +87,7 @@ def scan_output(out: str | os.PathLike) -> OutputContents:
     def is_ours(entry: os.DirEntry) -> bool:
         if not entry.is_file(follow_symlinks=False):
             return False
-        if is_temp_name(entry.name) or entry.name == LOCK_FILE:
+        if entry.name == LOCK_FILE or is_our_temp(entry, TOP_TEMP_TARGET.match):
             return True
         if entry.name == CARD_FILE:
             return run and _card_is_ours(Path(entry.path))
@@ -90,7 +98,7 @@ def scan_output(out: str | os.PathLike) -> OutputContents:
         if entry.is_dir(follow_symlinks=False) and entry.name == SHARDS_DIR:
             for item in sorted(os.scandir(path), key=lambda e: e.name):
                 ours = item.is_file(follow_symlinks=False) and (
-                    is_temp_name(item.name) or (run and SHARD_FILE.match(item.name))
+                    is_our_temp(item, SHARD_FILE.match) or (run and SHARD_FILE.match(item.name))
                 )
                 (contents.ours if ours else contents.foreign).append(Path(item.path))
         else:

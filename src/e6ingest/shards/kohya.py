@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
-from e6ingest.core import atomic_file, atomic_path, is_temp_name, write_atomic
+from e6ingest.core import atomic_file, atomic_path, is_our_temp, write_atomic
 from e6ingest.shards.layout import OutputError, read_manifest
 from e6ingest.shards.reader import iter_samples
 
@@ -108,7 +108,7 @@ def _scan_target(to: Path) -> dict[str, str]:
     for entry in entries:
         if entry.is_symlink():
             raise _foreign(to, Path(entry.path))
-        if entry.is_file() and is_temp_name(entry.name):
+        if is_our_temp(entry, TOP_FILES.__contains__):
             os.unlink(entry.path)  # a temporary of an interrupted export of ours
             continue
         if entry.is_file() and entry.name in TOP_FILES:
@@ -116,11 +116,11 @@ def _scan_target(to: Path) -> dict[str, str]:
         if not (entry.is_dir() and SITE_DIR.match(entry.name)):
             raise _foreign(to, Path(entry.path))
         for item in os.scandir(entry.path):
-            ours = SAMPLE_FILE.match(item.name) or is_temp_name(item.name)
-            if item.is_symlink() or not item.is_file() or not ours:
-                raise _foreign(to, Path(item.path))
-            if is_temp_name(item.name):
+            if is_our_temp(item, SAMPLE_FILE.match):
                 os.unlink(item.path)  # a temporary of an interrupted export of ours
+                continue
+            if item.is_symlink() or not item.is_file() or not SAMPLE_FILE.match(item.name):
+                raise _foreign(to, Path(item.path))
     return _read_record(to)
 
 
