@@ -78,6 +78,22 @@ def test_a_repeated_id_is_planned_once_from_its_last_row(tmp_path):
     assert plan.filter(pl.col("id") == 7)["caption"][0] == "new, solo"
 
 
+def test_a_repeated_id_is_its_last_row_for_every_question(tmp_path):
+    """Not a blend of its rows: a query matching only an earlier row selects nothing."""
+    rows = [{"id": 7, "tags": [f"r{i}_{j}" for j in range(40)] + ["common"]} for i in range(5)]
+    path = tmp_path / "table.parquet"
+    metadata = _newest_rows([*rows, {"id": 8, "tags": ["common"]}], path)
+    for index in (True, False):
+        data = dataset.open_dataset(files=[path], index=index)
+        assert data.count(data.query("common")) == 2
+        assert data.count(data.query("r0_1")) == 0 and data.count(data.query("r4_1")) == 1
+    plan_path = tmp_path / "plan.parquet"
+    write_plan(metadata, PlanRequest(selection_query("common", ()), 10), plan_path)
+    planned = pl.read_parquet(plan_path).filter(pl.col("id") == 7)
+    assert planned.height == 1
+    assert planned["tags_general"][0].to_list() == [f"r4_{j}" for j in range(40)] + ["common"]
+
+
 def test_tags_holding_line_breaks_give_one_line_captions(tmp_path):
     metadata = _newest_rows(
         [{"id": 9, "tags": ["solo\nfocus", "red\r\nhair", "tab\tbed"]}], tmp_path / "t.parquet"

@@ -210,14 +210,27 @@ def detect_schema(path: str | Path) -> Schema:
     )
 
 
+_ROW = "__e6ingest_row"
+
+
+def repeated_rows(path: str | Path) -> pl.LazyFrame:
+    """The row numbers (``index``) of a metadata file whose id comes again in a later row:
+    a post is its last row, never a blend of several."""
+    ids = pl.scan_parquet(path).select(pl.col("id")).with_row_index()
+    return ids.filter(~pl.col("id").is_last_distinct()).select("index")
+
+
 def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
-    """One metadata parquet file as a canonical lazy frame.
+    """One metadata parquet file as a canonical lazy frame, one row per id (the last).
 
     ``schema`` names the expected schema (as in a dataset manifest); without it the schema
     is recognised from the file's columns. A file lacking a needed column fails here with
     the file name, the schema and the missing columns.
     """
-    return file_schema(path, schema).adapt(pl.scan_parquet(path))
+    found = file_schema(path, schema)
+    rows = pl.scan_parquet(path, row_index_name=_ROW)
+    repeated = repeated_rows(path).select(pl.col("index").alias(_ROW))
+    return found.adapt(rows.join(repeated, on=_ROW, how="anti").drop(_ROW))
 
 
 def file_schema(path: str | Path, schema: str | None = None) -> Schema:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.core import temp_path, write_atomic
-from e6ingest.metadata.schemas import file_columns, file_schema
+from e6ingest.metadata.schemas import file_columns, file_schema, repeated_rows
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
 INDEX_VERSION = 3
@@ -59,7 +59,7 @@ def _batches(
 ) -> Iterator[pl.DataFrame]:
     """The canonical rows of the metadata, a batch at a time: ``columns`` and the
     space-separated ``tokens`` of each tag string. A later file wins for a repeated id, as
-    in ``metadata.combine``."""
+    in ``metadata.combine``, and a later row of the same file (``repeated_rows``)."""
     for i, (path, schema) in enumerate(zip(files, schemas, strict=True)):
         found = file_schema(path, schema)
         later = [pl.scan_parquet(f).select(pl.col("id").cast(pl.Int64)) for f in files[i + 1 :]]
@@ -70,7 +70,13 @@ def _batches(
             tables = iter([source.schema_arrow.empty_table().select(wanted)])
         else:
             tables = source.iter_batches(BATCH_ROWS, columns=wanted)
+        repeated = repeated_rows(path).collect()["index"].to_numpy()
+        start = 0
         for table in tables:
+            count = table.num_rows
+            if len(repeated):  # rows whose id comes again later in the file
+                table = table.filter(pa.array(~np.isin(np.arange(start, start + count), repeated)))
+            start += count
             frame = found.adapt(pl.from_arrow(table).lazy())
             if newer is not None:
                 frame = frame.filter(~pl.col("id").is_in(newer.implode()))
