@@ -95,7 +95,15 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     rows = [
         dict(E621_2024_ROWS[0], id=i, tag_string=text, is_deleted="f")
         for i, text in enumerate(
-            ["solo\tdragon", "solo  dragon\nwings", "  solo ", "", "wings\u00a0solo"]
+            [
+                "solo\tdragon",
+                "solo  dragon\nwings",
+                "  solo ",
+                "",
+                "wings\u00a0solo",
+                "solo\x00dragon\x1bwings\x07",
+                "dragon\x7fsolo\u0085wings\u2028solo\u2029",
+            ]
         )
     ]
     path = tmp_path / "posts.parquet"  # fmt: skip

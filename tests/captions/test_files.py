@@ -98,6 +98,14 @@ def test_default_merge_with_nl_files_is_one_line(posts, nl_file):
     assert out.filter(pl.col("id") == 4)["caption"][0] == "red panda, solo, Only the long one."
 
 
+def test_control_characters_of_nl_texts_never_reach_a_caption(tmp_path, posts):
+    text = "A \x1b[31mred\x1b[0m panda\x00 sits.\u2028It\x07 is\u0085 happy\u2029\x7f."
+    path = write_jsonl(tmp_path / "nl.jsonl", [nl_row(1, text, "")])
+    out = caption_frame(posts, CaptionSpec(nl_captions=(str(path),), merge="nl"))
+    caption = out.filter(pl.col("id") == 1)["caption"][0]
+    assert caption.isprintable() and caption == "A [31mred [0m panda sits. It is happy ."
+
+
 def test_later_file_wins_and_parquet_is_read(tmp_path, posts, nl_file):
     newer = tmp_path / "newer.parquet"
     pl.DataFrame([nl_row(1, "Redone.", "")]).write_parquet(newer)

@@ -95,14 +95,15 @@ def test_a_repeated_id_is_its_last_row_for_every_question(tmp_path):
 
 
 def test_tags_holding_line_breaks_give_one_line_captions(tmp_path):
-    metadata = _newest_rows(
-        [{"id": 9, "tags": ["solo\nfocus", "red\r\nhair", "tab\tbed"]}], tmp_path / "t.parquet"
-    )
+    tags = ["solo\nfocus", "red\r\nhair", "tab\tbed", "nul\x00esc\x1b[31mred", "bel\x07del\x7f",
+            "next\u0085line\u2028para\u2029end"]  # fmt: skip
+    metadata = _newest_rows([{"id": 9, "tags": tags}], tmp_path / "t.parquet")
     path = tmp_path / "plan.parquet"
     write_plan(metadata, PlanRequest(selection_query("focus", ()), 10), path)
     caption = pl.read_parquet(path)["caption"][0]
-    assert "\n" not in caption and "\r" not in caption and "\t" not in caption
-    assert caption == "solo, focus, red, hair, tab, bed"
+    assert caption.isprintable() and caption.splitlines() == [caption]
+    assert caption == ("solo, focus, red, hair, tab, bed, nul, esc, [31mred, bel, del, next, "
+                       "line, para, end")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def _scan(path: Path) -> pl.LazyFrame:
 def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
     """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
     texts = [
-        pl.col(f).cast(pl.String).str.replace_all(r"[\r\n]+", " ").str.strip_chars()
+        pl.col(f).cast(pl.String).str.replace_all(r"[\s\p{Cc}]+", " ").str.strip_chars()
         for f in spec.nl_fields
     ]
     # an array of the fields made a list: three times faster than concat_list here

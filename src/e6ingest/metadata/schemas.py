@@ -58,13 +58,18 @@ class SchemaError(ValueError):
     """A metadata file is in no supported schema, or lacks a column its schema needs."""
 
 
-def split_tags(column: str | pl.Expr) -> pl.Expr:
-    """A whitespace-separated tag string as a list of tags (empty and null give ``[]``).
+# What separates tags (Rust regex classes): any Unicode whitespace or control character.
+# Tags never hold either on the sites; a newline, tab, NUL, ESC or U+2028 inside a tag
+# string separates tags like a space, so a caption stays one line of printable text.
+TAG_SEPARATOR = r"[\s\p{Cc}]"
+TAG_CHARACTER = r"[^\s\p{Cc}]"
 
-    Tags never hold whitespace on the sites: a newline, tab or carriage return inside a
-    tag string separates tags like a space (so a caption stays one line)."""
+
+def split_tags(column: str | pl.Expr) -> pl.Expr:
+    """A tag string as a list of tags, split on :data:`TAG_SEPARATOR` (empty and null give
+    ``[]``)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    spaced = expr.fill_null("").str.replace_all(r"[\t\n\r\f\v]", " ")
+    spaced = expr.fill_null("").str.replace_all(r"[[\s\p{Cc}]&&[^ ]]", " ")
     return spaced.str.split(" ").list.filter(pl.element() != "")
 
 

@@ -15,8 +15,9 @@ Layout of an index folder (every file e6ingest's, ``index.json`` written last):
 
 Tags are numbered in order of first appearance (a polars ``Categories`` of the build) as
 the batches split their tag strings on spaces; a token that is empty or holds other
-whitespace (a tab, a no-break space) is split again as the scan's whole-tag regex splits
-it (``\\S+``), so both see the same tags.
+whitespace or a control character (a tab, a no-break space, NUL) is split again as the
+scan's whole-tag regex splits it (``metadata.schemas.TAG_SEPARATOR``), so both see the same
+tags.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.core import temp_path, write_atomic
-from e6ingest.metadata.schemas import file_columns, file_schema, repeated_rows
+from e6ingest.metadata.schemas import (
+    TAG_CHARACTER,
+    TAG_SEPARATOR,
+    file_columns,
+    file_schema,
+    repeated_rows,
+)
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
 INDEX_VERSION = 3
@@ -106,8 +113,8 @@ class _Numbering:
         odd = (
             texts.to_frame("token")
             .with_row_index("n", offset=self.checked)
-            .filter(pl.col("token").str.contains(r"^$|\s"))
-            .with_columns(pl.col("token").str.extract_all(r"\S+"))
+            .filter(pl.col("token").str.contains(f"^$|{TAG_SEPARATOR}"))
+            .with_columns(pl.col("token").str.extract_all(f"{TAG_CHARACTER}+"))
         )
         self.checked += len(texts)
         for n, parts in odd.iter_rows():

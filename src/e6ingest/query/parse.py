@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import temp_path
+from e6ingest.metadata.schemas import TAG_CHARACTER, TAG_SEPARATOR
 from e6ingest.query.metatags import (
     SUPPORTED,
     UNANSWERABLE,
@@ -50,9 +51,10 @@ class QueryError(ValueError):
 
 
 def tag_pattern(tag: str) -> str:
-    """A regex matching ``tag`` as a whole tag in a whitespace-separated tag string."""
-    body = r"\S*".join(re.escape(part) for part in tag.split("*"))
-    return rf"(?:^|\s){body}(?:\s|$)"
+    """A regex matching ``tag`` as a whole tag in a tag string (tags separated as
+    ``metadata.split_tags`` separates them)."""
+    body = f"{TAG_CHARACTER}*".join(re.escape(part) for part in tag.split("*"))
+    return rf"(?:^|{TAG_SEPARATOR}){body}(?:{TAG_SEPARATOR}|$)"
 
 
 def has_tag(tag: str, column: str = "tags") -> pl.Expr:
