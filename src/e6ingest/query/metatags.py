@@ -73,7 +73,9 @@ def supported_list() -> str:
 def _number(text: str, parse: Callable):
     try:
         return parse(text)
-    except ValueError as exc:
+    except ZeroDivisionError:
+        raise TermError(f"{text!r}: a ratio's height cannot be 0") from None
+    except (ValueError, OverflowError) as exc:
         raise TermError(f"{text!r} is not a valid value") from exc
 
 
@@ -117,12 +119,15 @@ def _date(text: str) -> pl.Expr:
     def exact(start: datetime) -> pl.Expr:
         # A bare date means the whole day, month or year it names.
         raw = text.lstrip("=")
-        if len(raw) == 4:
-            end = start.replace(year=start.year + 1)
-        elif len(raw) == 7:
-            end = (start + timedelta(days=32)).replace(day=1)
-        else:
-            end = start + timedelta(days=1)
+        try:
+            if len(raw) == 4:
+                end = start.replace(year=start.year + 1)
+            elif len(raw) == 7:
+                end = (start + timedelta(days=32)).replace(day=1)
+            else:
+                end = start + timedelta(days=1)
+        except (ValueError, OverflowError):  # the last day, month or year there is
+            return pl.col("created_at") >= start
         return (pl.col("created_at") >= start) & (pl.col("created_at") < end)
 
     return range_expr(pl.col("created_at"), text, _parse_date, exact)
