@@ -84,6 +84,9 @@ def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_pat
          "g (general) and s (sensitive)"),
         (["inspect", "MIRROR", "--query", "order:score order:id"], "stands alone"),
         (["inspect", "MIRROR", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["pull", "--out", "x", "--revision", "deepghs/e621_newest=../../x"],
+         "is not a branch, tag or commit"),
+        (["pull", "--out", "x", "--revision", "../x=main"], "is not a repository"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, monkeypatch):

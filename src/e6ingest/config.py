@@ -31,7 +31,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.core import RatingError
 from e6ingest.core import parse_ratings as core_parse_ratings
 from e6ingest.imaging import ImagePolicy
-from e6ingest.manifests import tomllib
+from e6ingest.manifests import REPO_NAME, is_revision, tomllib
 from e6ingest.query import Subset
 
 
@@ -98,7 +98,12 @@ def _pins(value) -> tuple[tuple[str, str], ...]:
         repo, revision = item
         if not isinstance(repo, str) or not isinstance(revision, str):
             raise ConfigError(f"revisions: {item!r} is not a repository and a revision")
-        pairs.append((repo.strip(), revision.strip()))
+        repo, revision = repo.strip(), revision.strip()
+        if not REPO_NAME.match(repo) or ".." in repo:
+            raise ConfigError(f"--revision: {repo!r} is not a repository (owner/name)")
+        if not is_revision(revision):
+            raise ConfigError(f"--revision {repo}: {revision!r} is not a branch, tag or commit")
+        pairs.append((repo, revision))
     return tuple(sorted(pairs))
 
 

@@ -188,10 +188,15 @@ class _Table:
 
     def revision(self) -> str:
         value = self.get("revision", str, "main")
-        parts = value.split("/")
-        if not all(_NAME_PART.match(p) and ".." not in p for p in parts):
+        if not is_revision(value):
             raise ManifestError(f"{self.where}: revision {value!r} is not a branch, tag or commit")
         return value
+
+
+def is_revision(value: str) -> bool:
+    """Whether ``value`` can name a branch, tag or commit (path parts of plain names: no
+    ``..``, no empty part, nothing that leaves a folder)."""
+    return all(_NAME_PART.match(p) and ".." not in p for p in value.split("/"))
 
 
 def _check_relative(value: str, where: str) -> None:

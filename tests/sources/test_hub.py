@@ -261,3 +261,13 @@ def test_a_server_echoing_the_token_never_gets_it_stored(small_demo, tmp_path, s
     assert not [p for p in stored if token.encode() in p.read_bytes()]
     assert token not in log.getvalue() and "\n".join(summary.lines()).count(token) == 0
     assert "HTTP" in pl.read_parquet(tmp_path / "out/failures.parquet")["message"][0]
+
+
+def test_the_cache_never_keeps_a_ref_outside_its_folder(tmp_path):
+    from e6ingest.sources.hubcache import HubCache
+
+    cache = HubCache(tmp_path / "cache").ensure()
+    with pytest.raises(ValueError, match="leave the cache"):
+        cache.set_ref("o/n", "../../../x", "0" * 40)
+    assert cache.ref("o/n", "../../../x") is None
+    assert not (tmp_path / "x").exists()

@@ -58,17 +58,26 @@ class HubCache:
             raise ValueError(f"{commit!r} is not a commit id")
         return self.root / repo / commit / path
 
+    def _ref_path(self, repo: str, revision: str) -> Path:
+        """Where the commit of ``revision`` is kept: inside the root, or ValueError."""
+        path = self.root / repo / "refs" / revision
+        if ".." in Path(repo, revision).parts or not path.resolve().is_relative_to(
+            self.root.resolve()
+        ):  # fmt: skip
+            raise ValueError(f"{repo}@{revision} would leave the cache folder")
+        return path
+
     def ref(self, repo: str, revision: str) -> str | None:
         """The commit ``revision`` of ``repo`` pointed at when last resolved, if known."""
         try:
-            commit = (self.root / repo / "refs" / revision).read_text().strip()
-        except (OSError, UnicodeDecodeError):
+            commit = self._ref_path(repo, revision).read_text().strip()
+        except (OSError, UnicodeDecodeError, ValueError):
             return None
         return commit if COMMIT.match(commit) else None
 
     def set_ref(self, repo: str, revision: str, commit: str) -> None:
         """Remember that ``revision`` of ``repo`` points at ``commit``."""
-        path = self.root / repo / "refs" / revision
+        path = self._ref_path(repo, revision)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, commit.encode(), durable=False)
 
