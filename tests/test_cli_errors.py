@@ -160,6 +160,32 @@ def test_a_hub_500_on_the_metadata_file_is_exit_3(small_demo, tmp_path, capsys, 
 
 
 @pytest.mark.slow
+def test_a_metadata_download_that_would_fill_the_disk_is_exit_4(
+    small_demo, tmp_path, capsys, monkeypatch
+):
+    import shutil
+
+    from e6ingest.sources import hubhttp
+    from tests.hubserver import HubServer
+
+    real = shutil.disk_usage
+    left = {"free": 300 << 20}
+
+    def usage(path):  # the disk fills as the download writes
+        found = real(path)
+        left["free"] -= 40 << 20
+        return found._replace(free=max(0, left["free"]))
+
+    monkeypatch.setattr(hubhttp, "DISK_CHECK_EVERY", 1)
+    monkeypatch.setattr(hubhttp.shutil, "disk_usage", usage)
+    monkeypatch.setenv("E6INGEST_CACHE", str(tmp_path / "cache"))
+    with HubServer(small_demo) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        code, _, err = _run(capsys, "pull", "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 4 and "disk full" in _one_line(err)
+    assert not list((tmp_path / "cache").rglob("*.parquet"))  # nothing half-written kept
+
+
 def test_disk_full_is_one_line_and_the_rerun_continues(mirror_args, tmp_path, capsys,
                                                        monkeypatch):  # fmt: skip
     from e6ingest.shards import writer

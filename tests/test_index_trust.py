@@ -117,3 +117,26 @@ def test_the_vocabulary_cache_follows_the_content(tmp_path):
     path.write_bytes(data)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert cached_vocabulary([path], [None], folder)["tag"].to_list() == ["bbbb", "cccc"]
+
+
+def test_symlinks_planted_in_the_index_cache_never_lead_outside(tmp_path):
+    path, root = tmp_path / "posts.parquet", tmp_path / "index"
+    _write(path, "eeess")
+    index = open_index([path], [None], root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("index.json", "rows.arrow", "postings.arrow", "tags.parquet"):
+        (outside / name).write_bytes((index.folder / name).read_bytes())  # looks like an index
+    (root / "planted").symlink_to(outside, target_is_directory=True)
+    _replace_in_place(path, "esssssssss"[:5])  # the files changed: stale indexes are removed
+    assert _count(root, path, "rating:e") == 1
+    assert sorted(p.name for p in outside.iterdir()) == sorted(
+        ["index.json", "rows.arrow", "postings.arrow", "tags.parquet"]
+    )  # fmt: skip
+    key_folder = open_index([path], [None], root).folder
+    moved = tmp_path / "moved"
+    key_folder.rename(moved)
+    key_folder.symlink_to(moved, target_is_directory=True)  # the index itself, a link
+    with pytest.raises(Exception, match="symlink"):
+        open_index([path], [None], root)
+    assert (moved / "index.json").exists()

@@ -10,8 +10,10 @@ and reused for its next ranges until the CDN refuses it (expired).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,37 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+DISK_RESERVE = 256 << 20  # a download stops before the disk has less free than this
+DISK_CHECK_EVERY = 64 << 20
+
+
+class DiskRoom:
+    """Keeps a download from filling the disk: refused up front when its known size does
+    not fit, and stopped (ENOSPC, naming the file) when, of unknown size, it would leave
+    less than :data:`DISK_RESERVE` free."""
+
+    def __init__(self, dest: Path, size: int | None):
+        self.dest = dest
+        self.unchecked = 0
+        free = shutil.disk_usage(dest.parent).free
+        if size is not None and free - size < DISK_RESERVE:
+            self._full(f"{size:,} bytes to download, {free:,} free")
+
+    def check(self, nbytes: int) -> None:
+        """Count ``nbytes`` about to be written; look at the free space now and then."""
+        self.unchecked += nbytes
+        if self.unchecked < DISK_CHECK_EVERY:
+            return
+        self.unchecked = 0
+        free = shutil.disk_usage(self.dest.parent).free
+        if free < DISK_RESERVE + DISK_CHECK_EVERY:
+            self._full(f"{free:,} bytes free")
+
+    def _full(self, detail: str) -> None:
+        raise OSError(errno.ENOSPC, f"not enough room for {self.dest.name} ({detail})",
+                      str(self.dest.parent))  # fmt: skip
 
 
 class HubHttp:
@@ -143,10 +176,12 @@ class HubHttp:
         seconds = self.timeout + (size or 0) / min_rate
         deadline = time.monotonic() + seconds
         limit = size if size is not None else 1 << 42
+        room = DiskRoom(dest, size)
         with atomic_file(dest, durable=False) as handle:
 
             def sink(chunk: bytes) -> None:
                 digest.update(chunk)
+                room.check(len(chunk))
                 handle.write(chunk)
 
             got = self._stream(repo, path, revision, None, limit, sink, deadline)

@@ -7,6 +7,7 @@ coding error and is raised as it is."""
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 import socket
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from e6ingest.sources.hub import HubOptions
 
 T = TypeVar("T")
+LOCAL_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BAD_BYTES_ATTEMPTS = 3  # bytes that keep failing the sha256 are corrupt upstream
 _ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # EntryNotFound, GatedRepo...
@@ -70,6 +72,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _transport(exc: BaseException) -> bool:
+    """A network error (retried); an error of the local disk (full, read-only, no
+    permission) is none: it ends the run with its own exit code."""
+    if isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRORS:
+        return False
     return isinstance(exc, OSError) or any(
         cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__
     )
