@@ -47,7 +47,8 @@ _EXIF_ORIENTATION = 0x0112
 # other formats; rounded up here.
 _COST_PER_PIXEL = {"plain": 6, "jpeg": 10, "alpha": 14, "deep": 12, "frames": 18}
 _COST_OVERHEAD = 16 << 20
-_TRIM_AFTER = 1 << 30  # decode costs from which freed memory is given back at once (rare: a trim costs up to 0.2 s)
+# Decode costs from which freed memory is given back at once (a trim costs up to 0.2 s).
+_TRIM_AFTER = 1 << 30
 
 
 class _NoBudget:
