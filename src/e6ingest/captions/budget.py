@@ -99,20 +99,29 @@ def _nl_fitted(nl: pl.Series, cost: pl.Series, room: pl.Series) -> tuple[pl.Seri
 def fit_lists(
     frame: pl.DataFrame, budget: int, separator: str, priority: str,
     rarity: pl.DataFrame | None, nl: pl.Series | None,
-) -> tuple[pl.Series, pl.Series | None, pl.Series]:  # fmt: skip
-    """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, the
-    natural-language texts (``nl``, one per row, joined) cut to what the head leaves, and
-    each line's exact token count where it follows from the parts (``null`` where the line
-    must be counted whole: module doc).
+) -> tuple[pl.DataFrame, pl.Series | None, pl.Series]:  # fmt: skip
+    """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, with
+    how many of the kept tags belong to the fixed head (``_n_head``), the natural-language
+    texts (``nl``, one per row, joined) cut to what the head leaves, and each line's exact
+    token count where it follows from the parts (``null`` where the line must be counted
+    whole: module doc).
 
     ``frame`` holds ``_whole`` (the caption's tags, in order), ``_keep`` (tags of the
     head) and ``_meta`` (meta tags) per row; ``rarity``: ``tag``, ``posts``."""
     mark = separator.strip()
     additive = separator[-1:].isspace()  # CLIP pre-tokens end at the separator's space
     sep_cost = count_tokens([mark])[0] if mark else 0
-    rows = frame.select("_whole", "_keep", "_meta").with_row_index("_row")
+    head_end = (
+        pl.min_horizontal(pl.col("_head").list.len(), pl.col("_whole").list.len())
+        if "_head" in frame.columns else pl.lit(0, pl.UInt32)
+    )  # fmt: skip
+    rows = frame.select("_whole", "_keep", "_meta", head_end.alias("_head_end")).with_row_index(
+        "_row"
+    )
     long = rows.select("_row", pl.col("_whole").alias("tag")).explode("tag").drop_nulls("tag")
-    long = long.with_row_index("_pos")
+    long = long.with_row_index("_pos").with_columns(
+        (pl.col("_pos") - pl.col("_pos").min().over("_row")).alias("_at")
+    )
     flags = [
         rows.select("_row", pl.col(c).alias("tag")).explode("tag").drop_nulls().unique()
         .with_columns(pl.lit(True).alias(flag))
@@ -145,9 +154,13 @@ def fit_lists(
     kept_tags = ranked.filter((pl.col("_class") != CLASS_NL) & (pl.col("_spent") <= limit))
     whole = (
         long.join(kept_tags.select("_row", "_pos"), on=["_row", "_pos"], how="semi")
+        .join(rows.select("_row", "_head_end"), on="_row", how="left")
         .sort("_pos")
         .group_by("_row", maintain_order=True)
-        .agg(pl.col("tag").alias("_whole"))
+        .agg(
+            pl.col("tag").alias("_whole"),
+            (pl.col("_at") < pl.col("_head_end")).sum().alias("_n_head"),
+        )
     )
     sums = kept_tags.sort("_pos").group_by("_row").agg(
         pl.col("_cost").sum().alias("_sum"),
@@ -155,7 +168,7 @@ def fit_lists(
     )  # fmt: skip
     fitted = rows.select("_row").join(whole, on="_row", how="left", maintain_order="left")
     fitted = fitted.join(sums, on="_row", how="left", maintain_order="left")
-    fitted_lists = fitted["_whole"].fill_null([])
+    fitted_lists = fitted.select(pl.col("_whole").fill_null([]), pl.col("_n_head").fill_null(0))
     tags_line = fitted["_line"].fill_null(0)
     if nl is None:
         return fitted_lists, None, tags_line if additive else tags_line.clear(len(tags_line))
@@ -193,10 +206,10 @@ def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.Dat
     fit = (frame, budget, spec.separator, spec.token_priority, rarity)
     if mode == "tags+nl":
         lists, nl_cut, exact = fit_lists(*fit, joined)
-        frame = frame.with_columns(lists.alias("_whole"), _as_lists(nl_cut).alias("caption_nl"))
+        frame = frame.with_columns(*lists.iter_columns(), _as_lists(nl_cut).alias("caption_nl"))
     else:
         lists, _, exact = fit_lists(*fit, None)
-        frame = frame.with_columns(lists.alias("_whole"))
+        frame = frame.with_columns(*lists.iter_columns())
         if mode == "nl":
             cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
             frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
@@ -205,17 +218,17 @@ def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.Dat
             frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
     if spec.keep_tokens_separator or nl_in_head(spec):
         exact = exact.clear(len(exact))  # lines not written as tags joined by the separator
-    frame = render(frame.with_columns(**joined_lists(spec)), spec)
+    frame = render(frame.with_columns(**joined_lists(spec, fitted=True)), spec)
     lines = frame["caption"].to_list()
     tag_lines = frame["caption_tags"].to_list()
     unsure = [i for i, n in enumerate(exact.to_list()) if n is None or n > budget]
     counts = count_tokens(_first_lines([lines[i] for i in unsure], mode))
     over = [i for i, n in zip(unsure, counts, strict=True) if n > budget]
     if over:
-        lines, tag_lines = _trim(frame, spec, over, lines, tag_lines)
+        lines, tag_lines = _repair(frame, spec, over, lines, tag_lines, rarity)
         frame = frame.with_columns(pl.Series("caption", lines), pl.Series("caption_tags",
                                                                           tag_lines))  # fmt: skip
-    return frame
+    return frame.drop("_n_head")
 
 
 def _first_lines(lines: list[str], mode: str) -> list[str]:
@@ -223,20 +236,59 @@ def _first_lines(lines: list[str], mode: str) -> list[str]:
     return [line.split("\n", 1)[0] for line in lines] if mode == "alternatives" else lines
 
 
-def _trim(frame, spec, over, lines, tag_lines):
-    """Rows whose line is still over the budget lose their last tags one by one."""
-    from e6ingest.captions.render import joined_lists, render
+def _repair(frame, spec, over, lines, tag_lines, rarity):
+    """Rows whose line is still over the budget (counted whole) lose, one at a time, the
+    last kept tag in priority order; once only the head is left, the NL text loses its last
+    word, then the head its last tag (module doc)."""
+    from e6ingest.captions.render import render
 
-    budget = spec.max_tokens
+    posts = dict(rarity.iter_rows()) if rarity is not None else None
     for i in over:
         row = frame.slice(i, 1)
-        tags = list(row["_whole"][0])
-        while tags:
-            tags.pop()
-            row = row.with_columns(pl.Series("_whole", [tags], dtype=pl.List(pl.String)))
-            fitted = render(row.with_columns(**joined_lists(spec)), spec)
+        tags, n_head = list(row["_whole"][0]), row["_n_head"][0]
+        keep, meta = set(row["_keep"][0]), set(row["_meta"][0])
+        texts = list(row["caption_nl"][0]) if spec.merge_mode in ("tags+nl", "nl") else None
+        order = _priority(tags, keep, meta, posts, spec.token_priority)
+        while True:
+            fitted = render(_as_row(row, spec, tags, n_head, texts), spec)
             line, tag_line = fitted["caption"][0], fitted["caption_tags"][0]
-            if count_tokens(_first_lines([line], spec.merge_mode))[0] <= budget:
+            if count_tokens(_first_lines([line], spec.merge_mode))[0] <= spec.max_tokens:
+                break
+            others = [at for at in order if at[0] != CLASS_HEAD]
+            if others or (not texts and order):  # a tag, or the head's last once NL is gone
+                cls, at = (others or order)[-1]
+                order.remove((cls, at))
+                n_head -= at < n_head
+                tags = [t for j, t in enumerate(tags) if j != at]
+                order = [(c, j - (j > at)) for c, j in order]
+            elif texts:
+                fewer = cut_to_tokens(texts[:1], [count_tokens(texts[:1])[0] - 1])[0]
+                texts = [fewer] if fewer else []
+            else:
                 break
         lines[i], tag_lines[i] = line, tag_line
     return lines, tag_lines
+
+
+def _priority(tags, keep, meta, posts, priority) -> list[tuple[int, int]]:
+    """(class, index) of each tag of a caption, in the order a budget keeps them."""
+    ranked = []
+    for at, tag in enumerate(tags):
+        cls = CLASS_HEAD if tag in keep else CLASS_META if tag in meta else CLASS_TAG
+        key = at
+        if posts is not None and priority != "order":
+            key = posts.get(tag, 0) * (1 if priority == "rare" else -1)
+        ranked.append((cls, key, at))
+    return [(cls, at) for cls, _, at in sorted(ranked)]
+
+
+def _as_row(row: pl.DataFrame, spec, tags: list[str], n_head: int, texts) -> pl.DataFrame:
+    """One row's columns for ``render``: its tags (``n_head`` of them in the fixed head)
+    joined, and its NL texts."""
+    sep = spec.separator
+    columns = {"_fixed": sep.join(tags[:n_head] if spec.keep_tokens_separator else tags),
+               "_rest": sep.join(tags[n_head:])}  # fmt: skip
+    if texts is not None:
+        columns["caption_nl"] = pl.Series([texts], dtype=pl.List(pl.String))
+    return row.with_columns(**{k: (pl.lit(v) if isinstance(v, str) else v)
+                               for k, v in columns.items()})  # fmt: skip

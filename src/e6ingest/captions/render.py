@@ -21,18 +21,22 @@ def tags_text(spec: CaptionSpec, fixed: pl.Expr, rest: pl.Expr, nl: pl.Expr | No
         fixed = pl.when(nl != "").then(
             pl.concat_str(fixed, pl.lit(spec.separator), nl).str.strip_chars(" ,")
         ).otherwise(fixed)  # fmt: skip
-    return pl.concat_str(fixed, pl.lit(f" {spec.keep_tokens_separator} "), rest).str.strip_chars(
-        " "
+    line = pl.concat_str(fixed, pl.lit(f" {spec.keep_tokens_separator} "), rest)
+    return (
+        pl.when((fixed != "") | (rest != "")).then(line.str.strip_chars(" ")).otherwise(pl.lit(""))
     )
 
 
-def joined_lists(spec: CaptionSpec) -> dict[str, pl.Expr]:
+def joined_lists(spec: CaptionSpec, fitted: bool = False) -> dict[str, pl.Expr]:
     """``_fixed`` and ``_rest`` from the lists ``_whole`` (every tag) and ``_head`` (the
-    fixed head's tags: dedupe keeps first occurrences, so they open ``_whole``)."""
+    fixed head's tags: dedupe keeps first occurrences, so they open ``_whole``); for tags
+    ``fitted`` to a budget, ``_n_head`` says how many of the kept ones are the head's."""
     whole = pl.col("_whole")
     if not spec.keep_tokens_separator:
         return {"_fixed": whole.list.join(spec.separator)}
-    n_head = pl.min_horizontal(pl.col("_head").list.len(), whole.list.len())
+    n_head = pl.col("_n_head") if fitted else pl.min_horizontal(
+        pl.col("_head").list.len(), whole.list.len()
+    )  # fmt: skip
     return {"_fixed": whole.list.head(n_head).list.join(spec.separator),
             "_rest": whole.list.slice(n_head).list.join(spec.separator)}  # fmt: skip
 
@@ -48,7 +52,8 @@ def merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
         text = nl.list.join(" ")
         return pl.concat_str(pl.when(tags != "").then(tags), pl.when(text != "").then(text),
                              separator=spec.separator, ignore_nulls=True)  # fmt: skip
-    return pl.concat_list([tags, nl]).list.join("\n")  # alternatives: one line each
+    lines = pl.concat_list([tags, nl]).list.filter(pl.element() != "")
+    return lines.list.join("\n")  # alternatives: one line each, empty ones left out
 
 
 def nl_in_head(spec: CaptionSpec) -> bool:

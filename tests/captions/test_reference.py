@@ -1,0 +1,192 @@
+"""The fast captions (``build_captions``: tag codes, threads, tables) against the plain
+reference (``reference.py``), over hundreds of random specs: every option, budgets from 8 to
+225, separators, NL positions and merges, on demo posts of both sites and hostile tags.
+Every caption is byte-equal, and every budgeted line is within its budget."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+
+from e6ingest import dataset
+from e6ingest.captions import CaptionSpec, build_captions
+from e6ingest.captions.implications import close_transitively
+from e6ingest.captions.spec import DEFAULT_META_FILTER, DEFAULT_PERIODS
+from e6ingest.captions.tokens import count_tokens
+from tests.captions.reference import CATEGORIES, reference_captions
+
+HOSTILE = [
+    "^_^", ">_<", "o_o", ":3", "^_^;", "a_b", "to_heart_(series)", "(fate)", "\\(escaped\\)",
+    "1girl", "2boys", "6+others", "solo", "multiple_girls", "no_humans", "long_hair",
+    "very_long_tag_" + "x" * 120, "ünïcödé_täg", "日本語", "emoji_🦊", "tag,with,commas",
+    "&amp;", "a&amp;b", "tag|||inside", "'s", "don't", "12345", "...", "!!!", "a" * 3,
+    "hi_res", "absurd_res", "translated", "bad_id", "artist_request", "tagme", "x" * 2,
+]  # fmt: skip
+SENTENCES = [
+    "A red panda sits on a mossy log, looking at the viewer.",
+    "Two foxes play in the snow; one of them is wearing a scarf.",
+    "An anthro dragon stands in a city at night, with neon signs behind it!",
+    "The image shows a close-up of a cat's face: green eyes, white whiskers.",
+    "A long description " + "that keeps going " * 30 + "and ends here.",
+]
+
+
+def _demo_posts(small_demo) -> list[dict]:
+    posts = []
+    for name in ("e621", "danbooru2024"):
+        frame = dataset.load_metadata(name, mirror=small_demo).collect()
+        posts += frame.head(60).to_dicts()
+    return posts
+
+
+def _hostile_posts(rng: random.Random, start: int) -> list[dict]:
+    posts = []
+    for i in range(30):
+        created = datetime(rng.randint(2005, 2025), 1, 1, tzinfo=timezone.utc)
+        post = {"id": start + i, "site": rng.choice(["e621", "danbooru"]),
+                "rating": rng.choice(["s", "q", "e", "g"]), "score": rng.randint(-5, 300),
+                "created_at": created}  # fmt: skip
+        for c in CATEGORIES:
+            post[f"tags_{c}"] = rng.sample(HOSTILE, rng.randint(0, 6)) if rng.random() < 0.7 else []
+        if i % 7 == 0:
+            post["created_at"], post["score"] = None, None
+        if i % 11 == 0:
+            post["tags_general"] = [*post["tags_general"], None, ""]
+        posts.append(post)
+    return posts
+
+
+def _random_spec(rng: random.Random, tags: list[str]) -> CaptionSpec:
+    def maybe(value, default, p=0.3):
+        return value if rng.random() < p else default
+
+    order = None
+    if rng.random() < 0.3:
+        order = tuple(rng.sample(CATEGORIES, rng.randint(1, len(CATEGORIES))))
+    budget = rng.choice([0, 0, 8, 12, 20, 30, 50, 75, 75, 150, 225])
+    return CaptionSpec(
+        order=order,
+        underscores_to_spaces=maybe(False, True, 0.2),
+        escape_parentheses=maybe(True, False),
+        blacklist=tuple(rng.sample(tags, min(3, len(tags)))) + maybe(("*_res",), ()),
+        meta_filter=maybe((), DEFAULT_META_FILTER, 0.2),
+        dedupe=maybe(False, True, 0.2),
+        max_tags=maybe(rng.randint(1, 12), 0),
+        people_first=maybe(True, False, 0.4),
+        rating_tag=maybe(True, False, 0.4),
+        quality_tag=maybe(True, False),
+        date_tag=rng.choice(["none", "none", "year", "period"]),
+        periods=DEFAULT_PERIODS,
+        extras_first=maybe(True, False),
+        separator=rng.choice([", ", ", ", " ", ",", " | ", "; "]),
+        keep_tokens_separator=maybe("|||", "", 0.35),
+        fixed_categories=maybe(("artist", "species"), ("artist", "character", "copyright"), 0.2),
+        merge=rng.choice([None, "tags", "nl", "tags+nl", "tags+nl", "alternatives"]),
+        nl_position=maybe("head", "end"),
+        max_tokens=budget,
+        token_priority=rng.choice(["rare", "common", "order"]),
+        prune_implied=maybe(True, False),
+    )
+
+
+def _inputs(rng: random.Random, posts: list[dict]):
+    ids = [p["id"] for p in posts]
+    nl = {i: rng.sample(SENTENCES, rng.randint(1, 2)) for i in rng.sample(ids, len(ids) // 2)}
+    tags = sorted({t for p in posts for c in CATEGORIES for t in (p[f"tags_{c}"] or []) if t})
+    aliases = {t: rng.choice(tags) for t in rng.sample(tags, min(8, len(tags)))}
+    pairs = pl.DataFrame({"antecedent": rng.sample(tags, 10), "implied": rng.sample(tags, 10)})
+    return nl, tags, aliases, close_transitively(pairs)
+
+
+def _rarity(posts: list[dict], spec: CaptionSpec) -> dict:
+    """Posts per written tag (a dataset's rarity, as captions write tags)."""
+    from tests.captions.reference import Context, _written
+
+    ctx = Context(spec, {}, {}, None, None, {})
+    counts: dict = {}
+    for post in posts:
+        for c in CATEGORIES:
+            for tag in post[f"tags_{c}"] or []:
+                written = _written(tag or "", ctx) if tag else None
+                if written:
+                    counts[written[0]] = counts.get(written[0], 0) + 1
+    return counts
+
+
+def _check(posts, spec, nl, aliases, closure, rarity) -> None:
+    frame = pl.DataFrame(posts, infer_schema_length=None)
+    nl_frame = pl.DataFrame({"id": list(nl), "nl": list(nl.values())},
+                            schema={"id": pl.Int64, "nl": pl.List(pl.String)})  # fmt: skip
+    rarity_frame = (
+        pl.DataFrame(
+            {"tag": list(rarity), "posts": list(rarity.values())},
+            schema={"tag": pl.String, "posts": pl.Int64},
+        )
+        if rarity is not None
+        else None
+    )
+    fast = build_captions(frame, spec, nl=nl_frame, aliases=aliases, rarity=rarity_frame,
+                          implied=closure, batch_rows=37)  # fmt: skip
+    implied = set(closure.iter_rows())
+    expected = reference_captions(posts, spec, nl, aliases, rarity, implied)
+    got = list(zip(fast["caption"], fast["caption_tags"], strict=True))
+    for post, want, have in zip(posts, expected, got, strict=True):
+        assert have == want, (spec, post["id"])
+    if spec.max_tokens:
+        lines = [c.split("\n", 1)[0] if spec.merge_mode == "alternatives" else c
+                 for c, _ in got]  # fmt: skip
+        assert max(count_tokens(lines)) <= spec.max_tokens, spec
+
+
+def _run(small_demo, seeds) -> None:
+    base = _demo_posts(small_demo)
+    for seed in seeds:
+        rng = random.Random(seed)
+        posts = base + _hostile_posts(rng, 10**9)
+        nl, tags, aliases, closure = _inputs(rng, posts)
+        spec = _random_spec(rng, tags)
+        if not spec.nl_captions and spec.merge is None:
+            spec = CaptionSpec(**{**spec.__dict__, "merge": "tags+nl"})
+        rarity = _rarity(posts, spec) if rng.random() < 0.7 else None
+        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, rarity)
+
+
+def test_the_fast_path_equals_the_reference_on_60_random_specs(small_demo):
+    _run(small_demo, range(60))
+
+
+@pytest.mark.slow
+def test_the_fast_path_equals_the_reference_on_300_more_random_specs(small_demo):
+    _run(small_demo, range(60, 360))
+
+
+LONG_NL = " ".join(["A fluffy red panda sits on a mossy log in the forest, looking at you."] * 8)
+
+
+def _post(i: int, artist=(), general=()) -> dict:
+    post = {"id": i, "site": "e621", "rating": "s", "score": 1,
+            "created_at": datetime(2020, 1, 1, tzinfo=timezone.utc)}  # fmt: skip
+    post.update({f"tags_{c}": [] for c in CATEGORIES})
+    post.update(tags_artist=list(artist), tags_general=list(general))
+    return post
+
+
+@pytest.mark.parametrize(
+    ("artist", "general"),
+    [((), ()), (("some_artist",), ()), (("some_artist",), [f"tag_{i}" for i in range(40)])],
+)
+def test_tags_nl_with_a_keep_tokens_separator_keeps_the_head_within_the_budget(artist, general):
+    """Once raised UnboundLocalError (no tags), gave 76 tokens (an artist alone), and
+    dropped the artist while keeping the NL text (more tags)."""
+    spec = CaptionSpec(merge="tags+nl", keep_tokens_separator="|||", max_tokens=75)
+    post = _post(1, artist, general)
+    frame = pl.DataFrame([post])
+    nl = pl.DataFrame({"id": [1], "nl": [[LONG_NL]]})
+    caption = build_captions(frame, spec, nl=nl)["caption"][0]
+    assert count_tokens([caption])[0] <= 75
+    assert caption.startswith("some artist |||" if artist else "A fluffy red panda")
+    assert "tag_" not in caption  # the general tags go before the NL text is cut
+    assert [caption] == [c for c, _ in reference_captions([post], spec, {1: [LONG_NL]})]
