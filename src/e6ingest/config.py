@@ -130,7 +130,8 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
     "aliases": ("caption", "aliases"),
     "max_tokens": ("caption", "max_tokens"), "token_priority": ("caption", "token_priority"),
     "prune_implied": ("caption", "prune_implied"), "implications": ("caption", "implications"),
-    "nl_position": ("caption", "nl_position"),
+    "nl_position": ("caption", "nl_position"), "variants": ("caption", "variants"),
+    "variant_lines": ("caption", "variant_lines"),
     "bucket_resolution": ("buckets", "resolution"), "bucket_min": ("buckets", "min_side"),
     "bucket_max": ("buckets", "max_side"), "bucket_step": ("buckets", "step"),
 }  # fmt: skip

@@ -3,8 +3,9 @@ caption a trainer reads, the same for every dataset, with per-site defaults."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 DEFAULT_ORDER = {
     "danbooru": ("artist", "character", "copyright", "general", "meta"),
@@ -40,6 +41,55 @@ MERGE_MODES = ("tags", "nl", "tags+nl", "alternatives")
 DATE_TAGS = ("none", "year", "period")
 TOKEN_PRIORITIES = ("rare", "common", "order")  # which general tags a token budget keeps first
 NL_POSITIONS = ("end", "head")
+# Caption variants: named overrides of the spec, written beside the caption (docs/CAPTIONS.md).
+VARIANT_PRESETS: dict[str, dict] = {
+    "short": {"max_tokens": 20, "merge": "tags"},  # the head and the most specific tags
+    "medium": {"max_tokens": 75, "merge": "tags"},
+    "full": {"max_tokens": 225, "merge": "tags"},
+    "brief": {"merge": "nl", "nl_fields": ("brief_summary",), "max_tokens": 75},
+    "nl": {"merge": "nl", "nl_fields": ("regular_summary",), "max_tokens": 225},
+    "tags+nl": {"merge": "tags+nl", "max_tokens": 225},
+}
+# --variants standard; with NL captions also brief and tags+nl.
+STANDARD_VARIANTS = ("short", "medium", "full")
+VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_+-]{0,31}$")
+DEFAULT_VARIANT = "default"  # the spec's own caption ({key}.txt), among the variants by name
+# Options a variant cannot change: they read files or shape the variants themselves.
+NOT_PER_VARIANT = frozenset({"variants", "variant_lines", "nl_captions", "aliases",
+                             "implications", "prune_implied", "nl_finished"})  # fmt: skip
+
+
+def _frozen(value):
+    """TOML values (lists) as hashable ones (tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _variant_table(value, has_nl: bool) -> list[tuple[str, dict]]:
+    """``variants`` as written (a comma list of preset names or ``standard``, a list of
+    names, or a table of name -> overrides or ``true``) as (name, overrides) pairs."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        names = []
+        for name in value:
+            if name == "standard":
+                names += [*STANDARD_VARIANTS, *(("brief", "tags+nl") if has_nl else ())]
+            else:
+                names.append(name)
+        items = [(name, True) for name in dict.fromkeys(names)]
+    table = []
+    for name, overrides in items:
+        if overrides is True and name not in VARIANT_PRESETS:
+            raise ValueError(f"variants: {name!r} is no preset ({', '.join(VARIANT_PRESETS)}); "
+                             "give its options as a table")  # fmt: skip
+        if not isinstance(overrides, Mapping) and overrides is not True:
+            raise ValueError(f"variants: {name} must be a table of caption options or true")
+        base = dict(VARIANT_PRESETS.get(name, {}))
+        given = dict(overrides) if isinstance(overrides, Mapping) else {}
+        table.append((name, {**base, **{k: _frozen(v) for k, v in given.items()}}))
+    return table
 
 
 def _pairs(value, kind) -> tuple:
@@ -83,6 +133,10 @@ class CaptionSpec:
     token_priority: str = "rare"  # general tags kept first under a budget: rare, common, order
     prune_implied: bool = False  # drop a tag another tag of the post implies
     implications: str = ""  # tag implications file (default: the dataset's, if it has one)
+    # Named variants: overrides of these options, each a caption of its own beside this one
+    # (``standard``, preset names, or a table); ``variant_lines``: {key}.txt holds them all.
+    variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] | Mapping | str = ()
+    variant_lines: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -117,6 +171,49 @@ class CaptionSpec:
             raise ValueError(f"token_priority must be one of {TOKEN_PRIORITIES}")
         if self.nl_position not in NL_POSITIONS:
             raise ValueError(f"nl_position must be one of {NL_POSITIONS}")
+        self._normalise_variants()
+
+    def _normalise_variants(self) -> None:
+        """``variants`` as (name, sorted override pairs), each checked by building its spec."""
+        value = self.variants
+        if (
+            value
+            and isinstance(value, tuple)
+            and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], tuple) for v in value)
+        ):  # already normalised (a copy of a spec)
+            value = {name: dict(pairs) for name, pairs in value}
+        table = _variant_table(value or (), bool(self.nl_captions))
+        out = []
+        for name, overrides in table:
+            if not VARIANT_NAME.match(name) or name == DEFAULT_VARIANT:
+                raise ValueError(f"variants: {name!r} is not a variant name (lower case letters, "
+                                 f"digits, _ + -; not {DEFAULT_VARIANT!r})")  # fmt: skip
+            fixed = sorted(set(overrides) & NOT_PER_VARIANT)
+            unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+            if fixed or unknown:
+                raise ValueError(f"variants: {name} cannot set {fixed + unknown} (a variant "
+                                 "changes the caption options of the spec)")  # fmt: skip
+            out.append((name, tuple(sorted(overrides.items()))))
+        object.__setattr__(self, "variants", tuple(out))
+        for name, _ in out:
+            try:
+                self.variant(name)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"variants: {name}: {exc}") from None
+        if self.variant_lines and not out:
+            raise ValueError("variant_lines writes every variant on its own line: name variants")
+
+    def variant(self, name: str) -> CaptionSpec:
+        """The spec of variant ``name`` (this spec for ``default``)."""
+        if name == DEFAULT_VARIANT:
+            return self
+        overrides = dict(self.variants)[name]
+        return replace(self, **dict(overrides), variants=(), variant_lines=False)
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """The variants' names, ``default`` first (empty without variants)."""
+        return (DEFAULT_VARIANT, *(n for n, _ in self.variants)) if self.variants else ()
 
     def categories(self, site: str) -> tuple[str, ...]:
         """The categories included, in caption order, for ``site``."""

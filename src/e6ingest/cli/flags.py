@@ -223,6 +223,14 @@ def add_caption_flags(parser: argparse.ArgumentParser) -> None:
         help="with tags+nl: the text after the tags, or in the fixed head, before "
         "--keep-tokens-separator, where shuffling keeps it whole (default: end)",
     )
+    cap.add_argument("--variants", metavar="LIST", nargs="?", const="standard",
+                     help="captions of graded length beside the caption, in {key}.json: "
+                     "'standard' (short, medium, full; with NL captions also brief, "
+                     "tags+nl), or preset names (short, medium, full, brief, nl, tags+nl); "
+                     "custom ones in [caption.variants] (default: none)")  # fmt: skip
+    cap.add_argument("--variant-lines", action="store_true", default=None,
+                     help="{key}.txt holds every variant, one per line, the caption first, for "
+                     "trainers that pick a random line (default: the caption alone)")  # fmt: skip
 
 
 def bucket_flags(p: argparse.ArgumentParser) -> None:

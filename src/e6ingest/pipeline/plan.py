@@ -13,13 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from e6ingest.captions import (
-    CaptionSpec,
-    build_captions,
-    read_aliases,
-    read_nl_captions,
-    score_thresholds,
-)
+from e6ingest.captions import CaptionSpec, read_aliases
+from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_variants
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
@@ -81,9 +76,8 @@ class PlanRequest:
 def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int):
     spec = request.caption
     part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
-    nl = read_nl_captions(spec, part["id"]) if spec.nl_captions else None
-    part = build_captions(part, spec, nl=nl, rarity=request.rarity, implied=request.implied,
-                          **captions)  # fmt: skip
+    part = with_variants(part, spec, NLTextsBySpec(part["id"]), rarity=request.rarity,
+                         implied=request.implied, **captions)  # fmt: skip
     return (
         part.sort((pl.col("id") % request.source_shards), pl.col("id"))
         .with_row_index("row", offset)
@@ -141,7 +135,7 @@ def write_plan(
                     "(--allow-empty to write an empty output)"
                 )
             captions = {
-                "thresholds": score_thresholds(keys, spec) if spec.quality_tag else None,
+                "thresholds": variant_thresholds(keys, spec),
                 "aliases": read_aliases(spec.aliases) if spec.aliases else None,
             }
             del keys

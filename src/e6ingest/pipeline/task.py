@@ -82,7 +82,9 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
         "reencoded": record.reencoded,
         "bucket": list(choose_bucket(record.width, record.height, task.buckets)),
     }
-    return Sample(meta["key"], webp, row["caption"], meta)
+    if row.get("caption_variants"):  # every variant's caption by name, "default" first
+        meta["captions"] = dict(row["caption_variants"])
+    return Sample(meta["key"], webp, row.get("caption_lines") or row["caption"], meta)
 
 
 def check_extension(row: dict) -> None:

@@ -59,7 +59,23 @@ def _feature_yaml(features: list[tuple[str, object]], indent: int) -> list[str]:
     return lines
 
 
-def card_front_matter() -> str:
+def variant_names(config: dict) -> list[str]:
+    """The caption variants of a run's config (as its manifest holds it), ``default`` first;
+    none without variants."""
+    variants = (config.get("caption") or {}).get("variants") or []
+    return ["default", *(name for name, _ in variants)] if variants else []
+
+
+def sample_features(variants: list[str] = ()) -> list[tuple[str, object]]:
+    """The members of a sample as ``datasets`` features; ``captions`` (one string per
+    variant) in the json when the run has caption variants."""
+    json_features = list(JSON_FEATURES)
+    if variants:
+        json_features.insert(8, ("captions", [(name, "string") for name in variants]))
+    return [(n, json_features if n == "json" else kind) for n, kind in SAMPLE_FEATURES]
+
+
+def card_front_matter(variants: list[str] = ()) -> str:
     """The YAML front matter: the tars as the one config, and the declared features."""
     lines = [
         "---",
@@ -70,7 +86,7 @@ def card_front_matter() -> str:
         f"    path: {SHARDS_DIR}/*.tar",
         "dataset_info:",
         "  features:",
-        *_feature_yaml(SAMPLE_FEATURES, 2),
+        *_feature_yaml(sample_features(variants), 2),
         "tags:",
         "- webdataset",
         "- e6ingest",
@@ -107,7 +123,7 @@ def _describe(manifest: dict) -> list[str]:
         "colour in sRGB.",
         f"- **Captions** (`{{key}}.txt`, and `caption` in `{{key}}.json`): merge "
         f"`{caption.get('merge') or 'tags'}`, separator `{caption['separator']!r}`, "
-        f"category order {order}.",
+        f"category order {order}.{_variants_line(caption)}",
         f"- **Buckets** (sd-scripts rule): resolution {buckets['resolution']}, sides "
         f"{buckets['min_side']}..{buckets['max_side']} in steps of {buckets['step']}.",
         f"- **Shards**: {len(manifest['shards']):,} webdataset tars in `shards/`, each with "
@@ -120,7 +136,18 @@ def _describe(manifest: dict) -> list[str]:
     ]
 
 
+def _variants_line(caption: dict) -> str:
+    names = variant_names({"caption": caption})[1:]
+    if not names:
+        return ""
+    where = "every one a line of `{key}.txt`, the caption first, and " if caption.get(
+        "variant_lines") else ""  # fmt: skip
+    return (f" Caption variants, {where}`captions` in `{{key}}.json` by name: "
+            f"{', '.join(f'`{n}`' for n in names)} (and `default`, the caption).")  # fmt: skip
+
+
 def write_card(out: Path, manifest: dict) -> None:
     """Write ``OUT/README.md`` for a finished run (marked as e6ingest's)."""
-    text = card_front_matter() + CARD_MARKER + "\n" + "\n".join(_describe(manifest))
+    front = card_front_matter(variant_names(manifest["config"]))
+    text = front + CARD_MARKER + "\n" + "\n".join(_describe(manifest))
     write_atomic(out / CARD_FILE, text.encode("utf-8"))

@@ -73,13 +73,33 @@ def safe_paths(to: Path, key: str) -> tuple[Path, Path] | None:
 
 
 def metadata_entry(meta: dict) -> dict:
-    """The sd-scripts metadata of one sample from its ``{key}.json`` record."""
+    """The sd-scripts metadata of one sample from its ``{key}.json`` record.
+
+    ``caption`` is always there: sd-scripts 0.10 trains on ``caption`` alone with
+    ``enable_wildcard`` (an empty one when it is missing). With caption variants, it holds
+    every variant a line (the caption first, braces doubled as wildcards need) and no
+    ``tags``: sd-scripts picks a line per step with ``enable_wildcard``, else trains the
+    first. Without, ``caption`` is the NL text and ``tags`` the tags when the post has an
+    NL text, else ``caption`` is the tags."""
     caption = meta.get("caption") or {}
-    entry: dict = {"tags": caption.get("tags", "")}
-    if caption.get("nl"):
-        entry["caption"] = caption["nl"][0]
+    if meta.get("captions"):
+        entry: dict = {"caption": wildcard_lines(meta)}
+    elif caption.get("nl"):
+        entry = {"caption": caption["nl"][0], "tags": caption.get("tags", "")}
+    else:
+        entry = {"caption": caption.get("tags", "")}
     entry["image_size"] = list(meta["size"])
     return entry
+
+
+def wildcard_lines(meta: dict) -> str:
+    """A record's caption variants a line each, the caption first, with ``{`` and ``}``
+    doubled (sd-scripts' wildcards read ``{a|b}`` as a choice)."""
+    from e6ingest.captions.variants import variant_lines
+
+    captions = meta["captions"]
+    text = variant_lines(captions, ["default", *(n for n in captions if n != "default")])
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _sha256(data: bytes) -> str:
@@ -254,6 +274,18 @@ class _MetadataWriter:
         self._file.__exit__(type(exc), exc, exc.__traceback__)
 
 
+def _caption_file(meta: dict, txt: bytes) -> bytes:
+    """The ``.txt`` beside an exported image: every variant a line when there are variants
+    (OneTrainer picks a line per step), else the caption."""
+    if not meta.get("captions"):
+        return txt
+    from e6ingest.captions.variants import variant_lines
+
+    captions = meta["captions"]
+    names = ["default", *(n for n in captions if n != "default")]
+    return variant_lines(captions, names).encode("utf-8")
+
+
 def dataset_config(manifest: dict, metadata_name: str) -> str:
     """sd-scripts' dataset config for an export: one fine-tuning subset (this folder and
     its metadata file, relative to the folder sd-scripts runs in) and the run's buckets."""
@@ -275,8 +307,11 @@ def dataset_config(manifest: dict, metadata_name: str) -> str:
     if caption.get("keep_tokens_separator"):
         lines.append(f"keep_tokens_separator = {json.dumps(caption['keep_tokens_separator'])}")
     lines += ["", "[[datasets]]", "", "[[datasets.subsets]]", 'image_dir = "."',
-              f"metadata_file = {json.dumps(metadata_name)}", ""]  # fmt: skip
-    return "\n".join(lines)
+              f"metadata_file = {json.dumps(metadata_name)}"]  # fmt: skip
+    if caption.get("variants"):
+        lines += ["# each caption holds the variants a line each: one is picked per step",
+                  "enable_wildcard = true"]  # fmt: skip
+    return "\n".join([*lines, ""])
 
 
 def export_kohya(
@@ -310,13 +345,14 @@ def export_kohya(
                 summary.refused.append(key)
                 continue
             image, text = paths
-            files.put(text, members["txt"])
+            meta = json.loads(members["json"])
+            files.put(text, _caption_file(meta, members["txt"]))
             if files.put(image, members["webp"]):
                 summary.exported += 1
             else:
                 summary.kept += 1
             name = str(image) if absolute else image.relative_to(to).as_posix()
-            writer.add(name, metadata_entry(json.loads(members["json"])))
+            writer.add(name, metadata_entry(meta))
             if progress is not None:
                 progress(1)
     except BaseException as exc:

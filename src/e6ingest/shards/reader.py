@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from e6ingest.shards.augment import CaptionChoice
+from e6ingest.shards.card import variant_names
 from e6ingest.shards.layout import read_manifest
 from e6ingest.shards.training import current_part, iter_batches, iter_part
 
@@ -100,32 +102,54 @@ class ShardSet:
         )  # fmt: skip
         return pipeline.decode(self.decode) if self.decode else pipeline
 
+    def caption_choice(
+        self, variant_weights: Mapping[str, float] | None = None, shuffle_tags: bool = False,
+        tag_dropout: float = 0.0, keep_tokens: int = 0, seed: int = 0,
+    ) -> CaptionChoice:  # fmt: skip
+        """How :meth:`samples` and :meth:`batches` choose each sample's caption: a variant
+        by ``variant_weights`` (name -> weight; ``default`` is the caption), then tags after
+        the fixed head shuffled and dropped out (docs/TRAINERS.md), seeded by ``seed``, the
+        epoch and the key. Names the output lacks are refused."""
+        caption = self.manifest.get("config", {}).get("caption", {})
+        choice = CaptionChoice(
+            tuple((variant_weights or {}).items()), shuffle_tags, tag_dropout, keep_tokens,
+            caption.get("separator", ", "), caption.get("keep_tokens_separator", ""), seed,
+        )  # fmt: skip
+        choice.check(variant_names(self.manifest.get("config", {})))
+        return choice
+
     def samples(
         self, rank: int | None = None, world_size: int | None = None, worker: int | None = None,
         num_workers: int | None = None, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+        **captions,
     ) -> Iterator[dict]:  # fmt: skip
         """This process's samples of one epoch (``__key__``, ``webp``, ``txt``, ``json``),
         decoded unless the set was opened with ``decode=None``. Ranks default to
         ``RANK``/``WORLD_SIZE``, workers to the torch DataLoader worker; across all of them
         every sample comes exactly once (by shard, or by sample when shards are fewer than
-        parts). ``shuffle`` orders them by ``seed`` and ``epoch``."""
+        parts). ``shuffle`` orders them by ``seed`` and ``epoch``. ``captions``
+        (``variant_weights``, ``shuffle_tags``, ``tag_dropout``, ``keep_tokens``): the
+        caption ``txt`` holds, as :meth:`caption_choice` says."""
         part = current_part(rank, world_size, worker, num_workers)
+        choice = self.caption_choice(seed=seed, **captions)
         return iter_part(self.out, self.index, part, shuffle, seed, epoch,
-                            decode=self.decode is not None)  # fmt: skip
+                         decode=self.decode is not None, choice=choice)  # fmt: skip
 
     def batches(
         self, batch_size: int, rank: int | None = None, world_size: int | None = None,
         worker: int | None = None, num_workers: int | None = None, shuffle: bool = False,
         seed: int = 0, epoch: int = 0, drop_last: bool = False, as_numpy: bool = True,
+        **captions,
     ) -> Iterator[dict]:  # fmt: skip
         """Batches of this process's samples, each of one aspect bucket: ``images``
         resized and center-cropped to the ``bucket`` as sd-scripts does (a uint8 array
         [B, H, W, 3], or PIL images), with ``keys``, ``captions``, ``original_size``
         [(W, H)] and ``crop_ltrb`` (what sd-scripts' latent files record) and ``json``.
-        Parts as in :meth:`samples`."""
+        Parts and ``captions`` as in :meth:`samples`."""
         part = current_part(rank, world_size, worker, num_workers)
+        choice = self.caption_choice(seed=seed, **captions)
         return iter_batches(self.out, self.index, part, batch_size, shuffle, seed, epoch,
-                            drop_last, as_numpy)  # fmt: skip
+                            drop_last, as_numpy, choice)  # fmt: skip
 
     def __len__(self) -> int:
         return sum(entry["samples"] for entry in self.manifest["shards"])

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from e6ingest.buckets import fit_to_bucket
+from e6ingest.shards.augment import CaptionChoice
 
 
 @dataclass(frozen=True)
@@ -122,18 +123,27 @@ def _order(rows: pl.DataFrame, shuffle: bool, seed: int, epoch: int) -> pl.DataF
     return rows[order]
 
 
+def _chosen(choice: CaptionChoice | None, key: str, epoch: int, txt: bytes, meta: bytes) -> bytes:
+    """The caption a sample trains on this epoch, as ``{key}.txt`` bytes."""
+    if choice is None or not choice.active:
+        return txt
+    return choice.caption(key, epoch, json.loads(meta), txt.decode()).encode()
+
+
 def iter_part(
     out: Path, index: pl.DataFrame, part: Part, shuffle: bool, seed: int, epoch: int,
-    decode: bool,
+    decode: bool, choice: CaptionChoice | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """The samples of ``part``, in the webdataset shape (``__key__``, ``webp``, ``txt``,
-    ``json``), decoded (PIL image, str, dict) unless ``decode`` is false."""
+    ``json``), decoded (PIL image, str, dict) unless ``decode`` is false; ``txt`` is the
+    caption ``choice`` picks for the epoch, when given."""
     files = _Files(out)
     try:
         for row in _order(assign(index, part), shuffle, seed, epoch).iter_rows(named=True):
             webp = files.read(row["shard"], row["offset"], row["bytes"])
             txt = files.member(row["shard"], f"{row['key']}.txt")
             meta = files.member(row["shard"], f"{row['key']}.json")
+            txt = _chosen(choice, row["key"], epoch, txt, meta)
             if decode:
                 from PIL import Image
 
@@ -160,7 +170,7 @@ def _fitted(data: bytes, bucket: tuple[int, int]):
 
 def iter_batches(
     out: Path, index: pl.DataFrame, part: Part, batch_size: int, shuffle: bool, seed: int,
-    epoch: int, drop_last: bool, as_numpy: bool,
+    epoch: int, drop_last: bool, as_numpy: bool, choice: CaptionChoice | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Batches of ``part``'s samples, each of one aspect bucket (module doc)."""
     if batch_size < 1:
@@ -179,12 +189,13 @@ def iter_batches(
     files = _Files(out)
     try:
         for bucket, chunk in plans:
-            yield _batch(files, bucket, chunk, as_numpy)
+            yield _batch(files, bucket, chunk, as_numpy, choice, epoch)
     finally:
         files.close()
 
 
-def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy: bool) -> dict:
+def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy: bool,
+           choice: CaptionChoice | None, epoch: int) -> dict:  # fmt: skip
     images, originals, crops, captions, metas = [], [], [], [], []
     for row in chunk.iter_rows(named=True):
         image, original, crop = _fitted(files.read(row["shard"], row["offset"], row["bytes"]),
@@ -192,8 +203,10 @@ def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy
         images.append(image)
         originals.append(original)
         crops.append(crop)
-        captions.append(files.member(row["shard"], f"{row['key']}.txt").decode())
-        metas.append(json.loads(files.member(row["shard"], f"{row['key']}.json")))
+        txt = files.member(row["shard"], f"{row['key']}.txt")
+        meta = files.member(row["shard"], f"{row['key']}.json")
+        captions.append(_chosen(choice, row["key"], epoch, txt, meta).decode())
+        metas.append(json.loads(meta))
     if as_numpy:
         import numpy as np
 

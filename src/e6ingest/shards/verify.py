@@ -65,6 +65,18 @@ def _members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
         yield member, handle.read() if handle is not None else b""
 
 
+def _describes(meta: dict, text: str) -> bool:
+    """Whether ``{key}.txt`` holds what the record says: its caption, or its variants a
+    line each, the caption's first."""
+    caption = (meta.get("caption") or {}).get("text")
+    variants = meta.get("captions")
+    if text == caption or not isinstance(variants, dict) or not isinstance(caption, str):
+        return text == caption
+    lines = text.split("\n")
+    every = {line for v in variants.values() if isinstance(v, str) for line in v.split("\n")}
+    return lines[0] == caption.split("\n")[0] and set(lines) == every - {""}
+
+
 def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) -> list[str]:
     from PIL import Image
 
@@ -82,7 +94,7 @@ def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) 
     try:
         meta = json.loads(data["json"])
         text = data["txt"].decode("utf-8")
-        if meta.get("key") != key or meta.get("caption", {}).get("text") != text:
+        if meta.get("key") != key or not _describes(meta, text):
             problems.append(f"{where}: {key}.json does not describe {key} and its caption")
     except (ValueError, UnicodeDecodeError) as exc:
         problems.append(f"{where}: {key}.json or {key}.txt is unreadable: {exc}")

@@ -1,0 +1,82 @@
+"""Caption variants: several captions of one post, of graded length, from one spec.
+
+A model trained only on long tag captions breaks on the short prompts people type; a
+trainer that picks one of several captions per epoch learns both. ``CaptionSpec.variants``
+names them (presets ``short``, ``medium``, ``full``, ``brief``, ``nl``, ``tags+nl``, or
+overrides of the spec's options); each is built by the same rules as the caption itself,
+and the caption is the variant ``default``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import polars as pl
+
+from e6ingest.captions.build import build_captions, score_thresholds
+from e6ingest.captions.files import read_nl_captions
+from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
+
+VARIANTS_COLUMN = "caption_variants"
+LINES_COLUMN = "caption_lines"  # with variant_lines: what {key}.txt holds
+
+
+class NLTextsBySpec:
+    """The NL texts of some posts for each spec's ``nl_fields``, read once per field list."""
+
+    def __init__(self, ids: pl.Series):
+        self.ids = ids
+        self._read: dict[tuple, pl.DataFrame | None] = {}
+
+    def __call__(self, spec: CaptionSpec) -> pl.DataFrame | None:
+        if not spec.nl_captions:
+            return None
+        key = (spec.nl_captions, spec.nl_fields, spec.nl_finished)
+        if key not in self._read:
+            self._read[key] = read_nl_captions(spec, self.ids)
+        return self._read[key]
+
+
+def variant_thresholds(frame: pl.DataFrame | pl.LazyFrame, spec: CaptionSpec) -> dict:
+    """Per variant (``default`` too) with quality tags, its score thresholds over ``frame``."""
+    specs = {name: spec.variant(name) for name in spec.variant_names or (DEFAULT_VARIANT,)}
+    return {name: score_thresholds(frame, s) for name, s in specs.items() if s.quality_tag}
+
+
+def with_variants(
+    frame: pl.DataFrame,
+    spec: CaptionSpec,
+    nl_of: Callable[[CaptionSpec], pl.DataFrame | None],
+    thresholds: dict | None = None,
+    **context,
+) -> pl.DataFrame:
+    """``frame`` with its captions (``build_captions``) and, when ``spec`` has variants,
+    ``caption_variants``: a struct of every variant's caption by name, ``default`` first.
+    ``nl_of(spec)`` gives a spec's NL texts; ``thresholds``: each variant's quality
+    thresholds by name (from :func:`variant_thresholds`); ``context``: aliases, rarity,
+    implied, as ``build_captions`` takes them."""
+    thresholds = thresholds or {}
+    out = build_captions(frame, spec, nl=nl_of(spec),
+                         thresholds=thresholds.get(DEFAULT_VARIANT), **context)  # fmt: skip
+    if not spec.variants:
+        return out
+    columns = [out["caption"].alias(DEFAULT_VARIANT)]
+    for name in spec.variant_names[1:]:
+        variant = spec.variant(name)
+        built = build_captions(frame, variant, nl=nl_of(variant),
+                               thresholds=thresholds.get(name), **context)  # fmt: skip
+        columns.append(built["caption"].alias(name))
+    out = out.with_columns(pl.struct(columns).alias(VARIANTS_COLUMN))
+    if spec.variant_lines:
+        names = spec.variant_names
+        lines = [variant_lines(row, names) for row in out[VARIANTS_COLUMN].to_list()]
+        out = out.with_columns(pl.Series(LINES_COLUMN, lines, pl.String))
+    return out
+
+
+def variant_lines(captions: dict[str, str], names: Sequence[str]) -> str:
+    """The variants as one text, a line each, the caption (``default``) first (a variant of
+    several lines, as ``alternatives`` writes them, gives each); a line equal to an earlier
+    one, or empty, is left out."""
+    lines = [line for name in names for line in (captions.get(name) or "").split("\n")]
+    return "\n".join(dict.fromkeys(line for line in lines if line))
