@@ -55,10 +55,11 @@ class CaptionChoice:
             raise ValueError(f"variant_weights names {missing}, which this output does not have "
                              f"(its variants: {have})")  # fmt: skip
 
-    def caption(self, key: str, epoch: int, meta: dict, text: str) -> str:
-        """The caption sample ``key`` trains on in ``epoch`` (``text``: its ``{key}.txt``,
-        ``meta``: its ``{key}.json``)."""
+    def caption(self, key: str, epoch: int, meta: dict, text: str) -> tuple[str, str | None]:
+        """The caption sample ``key`` trains on in ``epoch`` and the variant it is (None
+        without weights); ``text``: its ``{key}.txt``, ``meta``: its ``{key}.json``."""
         rng = random.Random(f"{self.seed}:{epoch}:{key}")
+        name = None
         if self.weights:
             captions = dict(meta.get("captions") or {})
             captions.setdefault("default", (meta.get("caption") or {}).get("text", text))
@@ -66,10 +67,11 @@ class CaptionChoice:
             name = rng.choices(names, weights=[w for _, w in self.weights])[0]
             text = captions.get(name, text)
         if self.shuffle_tags or self.tag_dropout:
-            text = self._varied(text, rng)
-        return text
+            text = "\n".join(self._varied(line, rng) for line in text.split("\n"))
+        return text, name
 
     def _varied(self, text: str, rng: random.Random) -> str:
+        """One line with its tags after the head shuffled and dropped out."""
         sep, mark = self.separator, self.keep_tokens_separator
         fixed = ""
         if mark and f" {mark} " in f" {text} ":

@@ -123,11 +123,14 @@ def _order(rows: pl.DataFrame, shuffle: bool, seed: int, epoch: int) -> pl.DataF
     return rows[order]
 
 
-def _chosen(choice: CaptionChoice | None, key: str, epoch: int, txt: bytes, meta: bytes) -> bytes:
-    """The caption a sample trains on this epoch, as ``{key}.txt`` bytes."""
+def _chosen(
+    choice: CaptionChoice | None, key: str, epoch: int, txt: bytes, meta: bytes
+) -> tuple[bytes, str | None]:
+    """The caption a sample trains on this epoch, as ``{key}.txt`` bytes, and its variant."""
     if choice is None or not choice.active:
-        return txt
-    return choice.caption(key, epoch, json.loads(meta), txt.decode()).encode()
+        return txt, None
+    text, name = choice.caption(key, epoch, json.loads(meta), txt.decode())
+    return text.encode(), name
 
 
 def iter_part(
@@ -143,12 +146,15 @@ def iter_part(
             webp = files.read(row["shard"], row["offset"], row["bytes"])
             txt = files.member(row["shard"], f"{row['key']}.txt")
             meta = files.member(row["shard"], f"{row['key']}.json")
-            txt = _chosen(choice, row["key"], epoch, txt, meta)
+            txt, variant = _chosen(choice, row["key"], epoch, txt, meta)
             if decode:
                 from PIL import Image
 
                 webp, txt, meta = Image.open(io.BytesIO(webp)), txt.decode(), json.loads(meta)
-            yield {"__key__": row["key"], "webp": webp, "txt": txt, "json": meta}
+            sample = {"__key__": row["key"], "webp": webp, "txt": txt, "json": meta}
+            if variant is not None:
+                sample["variant"] = variant
+            yield sample
     finally:
         files.close()
 
@@ -196,7 +202,7 @@ def iter_batches(
 
 def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy: bool,
            choice: CaptionChoice | None, epoch: int) -> dict:  # fmt: skip
-    images, originals, crops, captions, metas = [], [], [], [], []
+    images, originals, crops, captions, metas, variants = [], [], [], [], [], []
     for row in chunk.iter_rows(named=True):
         image, original, crop = _fitted(files.read(row["shard"], row["offset"], row["bytes"]),
                                         bucket)  # fmt: skip
@@ -205,7 +211,9 @@ def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy
         crops.append(crop)
         txt = files.member(row["shard"], f"{row['key']}.txt")
         meta = files.member(row["shard"], f"{row['key']}.json")
-        captions.append(_chosen(choice, row["key"], epoch, txt, meta).decode())
+        text, variant = _chosen(choice, row["key"], epoch, txt, meta)
+        captions.append(text.decode())
+        variants.append(variant)
         metas.append(json.loads(meta))
     if as_numpy:
         import numpy as np
@@ -216,6 +224,7 @@ def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy
         "bucket": bucket,
         "images": images,
         "captions": captions,
+        "variants": variants,
         "original_size": originals,
         "crop_ltrb": crops,
         "json": metas,
