@@ -177,4 +177,6 @@ def test_shuffle_and_dropout_keep_the_fixed_head(variant_pull):
     for sample, plain in zip(shards.samples(seed=1, **varied_lines), raw, strict=True):
         lines, originals = sample["txt"].decode().split("\n"), plain["txt"].decode().split("\n")
         assert len(lines) == len(originals) > 1  # every line of {key}.txt varied on its own
-        assert all(set(a.split(", ")) <= set(b.split(", ")) for a, b in zip(lines, originals))
+        assert all(
+            set(a.split(", ")) <= set(b.split(", ")) for a, b in zip(lines, originals, strict=True)
+        )
