@@ -21,7 +21,9 @@ def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "posts in e621" in text and "'solo -comic score:>=0' with ratings e,q,s" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2  # the ratings bar chart and the token histogram
+    assert len(images) == 3  # the ratings bar chart and the token histograms
+    assert re.search(r"short +median +\d+, p90 +(\d+)", text)
+    assert int(re.search(r"short +median +\d+, p90 +(\d+)", text).group(1)) <= 20
     assert "with --max-tokens 75: max" in text
     # The questions asked one after another on the index end where the scan's answer is.
     scanned = re.search(r"'solo -comic score:>=0' with ratings e,q,s: ([\d,]+) posts", text)

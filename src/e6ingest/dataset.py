@@ -18,6 +18,7 @@ import polars as pl
 
 from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_frame
+from e6ingest.captions.variants import VARIANTS_COLUMN
 from e6ingest.config import parse_ratings
 from e6ingest.core import RATING_ORDER, write_atomic
 from e6ingest.manifests import load_manifest
@@ -268,7 +269,8 @@ def captions(
     posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
 ) -> pl.DataFrame:
     """The captions of ``posts`` per ``spec``: ``id``, ``key``, ``caption``, ``tags`` (the
-    tag part) and ``nl`` (the natural-language texts), built for all posts at once, with
+    tag part), ``nl`` (the natural-language texts) and, with variants, ``captions`` (each
+    variant's caption by name, ``default`` first), built for all posts at once, with
     ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
     columns = [
         *CAPTION_INPUTS,
@@ -278,12 +280,14 @@ def captions(
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
     frame = caption_frame(posts.select(columns).collect(), spec, rarity, implied)
+    variants = [pl.col(VARIANTS_COLUMN).alias("captions")] if spec.variants else []
     return frame.select(
         "id",
         sample_key_expr().alias("key"),
         "caption",
         pl.col("caption_tags").alias("tags"),
         pl.col("caption_nl").alias("nl"),
+        *variants,
     )
 
 
@@ -291,18 +295,31 @@ def caption_token_stats(
     posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
 ) -> dict:
     """CLIP token lengths of the captions of ``posts`` (a deterministic sample of at most
-    10,000 of them): median, p90, share over 75/150/225 tokens."""
-    from e6ingest.captions.tokens import STATS_SAMPLE, token_stats
+    10,000 of them): median, p90, share over 75/150/225 and a histogram; with variants,
+    under ``variants`` the same for each variant by name."""
+    from e6ingest.captions.tokens import STATS_SAMPLE
 
-    sample = Subset(sample=STATS_SAMPLE).pick(posts)
-    return token_stats(captions(sample, spec, tables)["caption"].to_list())
+    return captions_token_stats(captions(Subset(sample=STATS_SAMPLE).pick(posts), spec, tables))
 
 
-def caption_token_lengths(captions_: pl.DataFrame) -> pl.Series:
-    """The CLIP token count of each caption of a :func:`captions` frame (for a histogram)."""
+def captions_token_stats(frame: pl.DataFrame) -> dict:
+    """:func:`caption_token_stats` of captions already built (a :func:`captions` frame)."""
+    from e6ingest.captions.tokens import token_stats
+
+    stats = token_stats(frame["caption"].to_list())
+    if "captions" in frame.columns:
+        stats["variants"] = {name: token_stats(frame["captions"].struct.field(name).to_list())
+                             for name in frame["captions"].struct.fields}  # fmt: skip
+    return stats
+
+
+def caption_token_lengths(captions_: pl.DataFrame, variant: str | None = None) -> pl.Series:
+    """The CLIP token count of each caption of a :func:`captions` frame (for a histogram),
+    or of each caption of one ``variant``."""
     from e6ingest.captions.tokens import count_tokens
 
-    return pl.Series("tokens", count_tokens(captions_["caption"].to_list()))
+    texts = captions_["caption"] if variant is None else captions_["captions"].struct.field(variant)
+    return pl.Series("tokens", count_tokens(texts.to_list()))
 
 
 CAPTION_FIELDS = {"id", "key", "caption", "tags", "nl"}

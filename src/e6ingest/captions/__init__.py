@@ -13,6 +13,7 @@ from e6ingest.captions.codes import glob_regex
 from e6ingest.captions.files import CaptionInputError, read_aliases, read_nl_captions
 from e6ingest.captions.implications import read_implications
 from e6ingest.captions.spec import DEFAULT_ORDER, MERGE_MODES, CaptionSpec
+from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_variants
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -36,14 +37,15 @@ def caption_frame(
     rarity: pl.DataFrame | None = None,
     implied: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """``frame`` (a selection of canonical posts) with its captions, per ``spec``.
+    """``frame`` (a selection of canonical posts) with its captions, per ``spec`` (and its
+    variants, in ``caption_variants``, when the spec has some).
 
     Reads the spec's natural-language captions (for these posts only), aliases and
     implications files (``implied`` when given instead); quality percentiles are taken over
     ``frame``. ``rarity`` (``tag``, ``posts``) orders what a token budget keeps.
     """
-    nl = read_nl_captions(spec, frame["id"]) if spec.nl_captions else None
     aliases = read_aliases(spec.aliases) if spec.aliases else None
     if implied is None and spec.prune_implied and spec.implications:
         implied = read_implications(spec.implications)
-    return build_captions(frame, spec, nl=nl, aliases=aliases, rarity=rarity, implied=implied)
+    return with_variants(frame, spec, NLTextsBySpec(frame["id"]), variant_thresholds(frame, spec),
+                         aliases=aliases, rarity=rarity, implied=implied)  # fmt: skip

@@ -105,13 +105,45 @@ def token_stats(captions: Sequence[str]) -> dict:
         "median": counts[len(counts) // 2],
         "p90": counts[min(len(counts) - 1, int(len(counts) * 0.9))],
         **{f"over_{w}": share(w) for w in WINDOWS},
+        "histogram": histogram(counts),
     }
 
 
+HISTOGRAM_STEP = 25  # tokens per bar; the last bar holds everything over WINDOWS[-1]
+
+
+def histogram(counts: Sequence[int]) -> dict[str, int]:
+    """How many captions have each number of tokens, in bars of :data:`HISTOGRAM_STEP`
+    (``"0-24"``, ``"25-49"``... ``"225+"``)."""
+    top = WINDOWS[-1]
+    bars = {f"{lo}-{lo + HISTOGRAM_STEP - 1}": 0 for lo in range(0, top, HISTOGRAM_STEP)}
+    bars[f"{top}+"] = 0
+    names = list(bars)
+    for n in counts:
+        bars[names[min(n // HISTOGRAM_STEP, len(names) - 1)]] += 1
+    return bars
+
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
 def describe_stats(stats: dict) -> str:
-    """The statistics as one line."""
+    """The statistics as lines: the caption's, then each variant's (median, p90, share over
+    each window, and the histogram as a bar per 25 tokens, 0 to 225+)."""
     if not stats.get("captions"):
         return "caption tokens: no captions"
+    lines = [f"caption tokens (CLIP, {stats['captions']:,} captions): {_line(stats)}"]
+    variants = stats.get("variants") or {}
+    width = max((len(name) for name in variants), default=0)
+    lines += [f"  {name:<{width}}  {_line(s)}" for name, s in variants.items()]
+    return "\n".join(lines)
+
+
+def _line(stats: dict) -> str:
+    if not stats.get("captions"):
+        return "no captions"
     over = ", ".join(f"over {w}: {stats[f'over_{w}']:.0%}" for w in WINDOWS)
-    return (f"caption tokens (CLIP, {stats['captions']:,} captions): median {stats['median']}, "
-            f"p90 {stats['p90']}; {over}")  # fmt: skip
+    bars = stats.get("histogram") or {}
+    most = max(bars.values(), default=0) or 1
+    drawn = "".join(BARS[round(n / most * (len(BARS) - 1))] for n in bars.values())
+    return f"median {stats['median']}, p90 {stats['p90']}; {over} |{drawn}| 0..225+"

@@ -150,7 +150,7 @@ def _selection(args: argparse.Namespace, config):
 def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
-    config = make_config(flag_values(args), where="flags")
+    config = make_config(flag_values(args), where=args.config or "flags")
     data, query = _selection(args, config)
     tags = [t.strip().lower() for t in (args.tags or "").split(",") if t.strip()]
     counts = data.tag_counts(query, tags, config.subset) if tags else {}
@@ -202,12 +202,15 @@ def cmd_captions(args: argparse.Namespace) -> int:
         print(f"{len(captions):,} captions written to {args.out}", file=sys.stderr)
     for row in captions.head(args.preview).iter_rows(named=True):
         print(f"{row['key']}:")
-        for line in row["caption"].split("\n"):
-            print(f"  {line}")
+        texts = row.get("captions") or {"": row["caption"]}
+        for name, text in texts.items():
+            for line in text.split("\n"):
+                print(f"  {name + ': ' if name else ''}{line}")
     if args.preview:
-        from e6ingest.captions.tokens import describe_stats, token_stats
+        from e6ingest.captions.tokens import STATS_SAMPLE, describe_stats
 
-        print(describe_stats(token_stats(captions["caption"].to_list())))
+        step = max(1, len(captions) // STATS_SAMPLE)
+        print(describe_stats(dataset.captions_token_stats(captions.gather_every(step))))
     return 0
 
 

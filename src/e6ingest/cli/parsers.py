@@ -111,7 +111,11 @@ def _inspect_parser(sub) -> None:
         """\
   e6ingest inspect --demo
   e6ingest inspect --rating e --query "solo -comic" --count
-  e6ingest inspect --dataset danbooru2024 --metadata metadata.parquet --json""",
+  e6ingest inspect --dataset danbooru2024 --metadata metadata.parquet --json
+  e6ingest inspect --demo --variants --max-tokens 225   # token lengths of each variant""",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML file with the same options as pull (default: none)"
     )
     source_flags(p, metadata=True)
     selection_flags(p)
@@ -128,6 +132,7 @@ def _inspect_parser(sub) -> None:
         action="store_true",
         help="print only the number selected (default: the whole description)",
     )
+    add_caption_flags(p)
 
 
 def _captions_parser(sub) -> None:
