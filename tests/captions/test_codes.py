@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from e6ingest.captions import CaptionSpec, build_captions
-from e6ingest.captions.codes import Lists, Part, tag_rules
+from e6ingest.captions.codes import Lists, Part
+from e6ingest.captions.session import Captioning
 from tests.captions.test_build import post
 
 
@@ -35,7 +36,7 @@ def test_a_part_keeps_its_rows_when_tags_are_dropped():
 
 def test_joined_cuts_rows_and_splits_from_one_buffer():
     spec = CaptionSpec(separator=", ")
-    rules = tag_rules(spec, {})
+    rules = Captioning().rules(spec, {})
     numbers = rules.number(["long hair", "fox", "^_^"])
     lists = Lists(np.array([0, 3, 3, 4]), np.array([numbers[0], numbers[1], numbers[2],
                                                      numbers[1]], dtype=np.int32))  # fmt: skip
@@ -114,9 +115,14 @@ def test_batches_in_threads_give_the_captions_of_one_batch():
 
 def test_rules_are_kept_per_spec_and_aliases():
     spec = CaptionSpec()
-    assert tag_rules(spec, {}) is tag_rules(CaptionSpec(), {})
-    assert tag_rules(spec, {"a": "b"}) is not tag_rules(spec, {})
-    assert tag_rules(spec, {}) is not tag_rules(CaptionSpec(separator=" "), {})
+    with Captioning(threads=3) as captioning:
+        assert captioning.rules(spec, {}) is captioning.rules(CaptionSpec(max_tokens=75), {})
+        assert captioning.rules(spec, {"a": "b"}) is not captioning.rules(spec, {})
+        assert captioning.rules(spec, {}) is not captioning.rules(CaptionSpec(separator=" "), {})
+        assert captioning.rules(spec, {}) is not Captioning().rules(spec, {})  # its own
+        assert captioning.map(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+        assert captioning._pool is not None and captioning.threads == 3
+    assert captioning._pool is None  # the threads stop with the work
 
 
 def test_a_budget_with_a_separator_and_an_empty_head():

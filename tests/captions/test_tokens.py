@@ -149,7 +149,7 @@ AWKWARD = ["astolfo_(fate)", "^_^", ">_<", ":3", "^_^;", "2024", "3_toes", "k-on
 def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
     from e6ingest.captions.budget import fit_lists
     from e6ingest.captions.build import NLTexts, _caption_batch, _tag_lists
-    from e6ingest.captions.codes import tag_rules
+    from e6ingest.captions.session import Captioning
 
     posts = [_post(general=AWKWARD[i:] + GENERAL[: 3 * i], meta=["hi_res"]) | {"id": i}
              for i in range(len(AWKWARD))]  # fmt: skip
@@ -161,14 +161,17 @@ def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
     named = nl.rename({"nl": "caption_nl"})
     for budget in (12, 30, 75):
         spec = CaptionSpec(max_tokens=budget, merge=merge, nl_captions=("x",), rating_tag=True)
-        rules = tag_rules(spec, {})
+        captioning = Captioning(threads=1)
+        rules = captioning.rules(spec, {})
         lists = {f"_{name}": value.strings(rules, f"_{name}")
                  for name, value in _tag_lists(frame, spec, "e621", rules, {}).items()}  # fmt: skip
         prepared = frame.join(named, on="id", how="left")
         prepared = prepared.with_columns(pl.col("caption_nl").fill_null([]), **lists)
         joined = prepared["caption_nl"].list.join(" ") if merge == "tags+nl" else None
-        _, _, exact = fit_lists(prepared, budget, spec.separator, "order", None, joined)
-        captions = _caption_batch(frame, spec, rules, NLTexts(nl), None, None, {})["caption"]
+        _, _, exact = fit_lists(prepared, budget, spec.separator, "order", None, joined,
+                                captioning)  # fmt: skip
+        captions = _caption_batch(frame, spec, rules, NLTexts(nl), None, None, {},
+                                  captioning)["caption"]  # fmt: skip
         lines = [c.split("\n", 1)[0] for c in captions]
         counted = count_tokens(lines)
         assert all(n <= budget for n in counted), (budget, lines)

@@ -29,25 +29,12 @@ from e6ingest.captions.tokens import clip_tokenizer, count_tokens
 CLASS_HEAD, CLASS_NL, CLASS_TAG, CLASS_META = 0, 1, 2, 3
 
 
-_COSTS: dict[tuple[str, str], tuple[int, int]] = {}  # (tag, mark) -> (alone, with mark)
-COST_CACHE_SIZE = 2_000_000
-
-
-def _costs(tags: pl.Series, mark: str) -> pl.DataFrame:
+def _costs(tags: pl.Series, mark: str, captioning) -> pl.DataFrame:
     """Per distinct tag: ``_alone`` (its CLIP tokens) and ``_cost`` (with the separator's
-    ``mark`` right after it, as every tag but a line's last is written), counted once per
-    process for a tag seen again in a later batch."""
+    ``mark`` right after it, as every tag but a line's last is written), each counted once
+    per ``captioning`` (a plan's batches share it)."""
     distinct = tags.unique().drop_nulls().to_list()
-    costs = [_COSTS.get((t, mark)) for t in distinct]  # batches run in threads: read once
-    new = [t for t, c in zip(distinct, costs, strict=True) if c is None]
-    if new:
-        alone = count_tokens(new)
-        marked = count_tokens([t + mark for t in new]) if mark else alone
-        counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))
-        costs = [counted[t] if c is None else c for t, c in zip(distinct, costs, strict=True)]
-        if len(_COSTS) + len(new) > COST_CACHE_SIZE:
-            _COSTS.clear()
-        _COSTS.update(((t, mark), c) for t, c in counted.items())
+    costs = captioning.costs(distinct, mark, count_tokens)
     return pl.DataFrame(
         {"tag": distinct, "_alone": [c[0] for c in costs], "_cost": [c[1] for c in costs]},
         schema={"tag": pl.String, "_alone": pl.Int64, "_cost": pl.Int64},
@@ -98,7 +85,7 @@ def _nl_fitted(nl: pl.Series, cost: pl.Series, room: pl.Series) -> tuple[pl.Seri
 
 def fit_lists(
     frame: pl.DataFrame, budget: int, separator: str, priority: str,
-    rarity: pl.DataFrame | None, nl: pl.Series | None,
+    rarity: pl.DataFrame | None, nl: pl.Series | None, captioning,
 ) -> tuple[pl.DataFrame, pl.Series | None, pl.Series]:  # fmt: skip
     """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, with
     how many of the kept tags belong to the fixed head (``_n_head``), the natural-language
@@ -129,7 +116,7 @@ def fit_lists(
     ]  # fmt: skip
     for table in flags:
         long = long.join(table, on=["_row", "tag"], how="left")
-    costs = _costs(long["tag"], mark if additive else "")
+    costs = _costs(long["tag"], mark if additive else "", captioning)
     long = long.join(costs, on="tag", how="left").with_columns(
         pl.col("_cost") + (0 if additive else sep_cost),
         pl.when(pl.col("_is_keep")).then(CLASS_HEAD)
@@ -196,7 +183,7 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
     return pl.Series(texts.name, kept, dtype=pl.List(pl.String))
 
 
-def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.DataFrame:
+def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None, captioning) -> pl.DataFrame:
     """``frame`` (with ``_head``, ``_whole``, ``_keep``, ``_meta``, ``caption_nl``) rendered
     with every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
     from e6ingest.captions.render import joined_lists, nl_in_head, render
@@ -205,10 +192,10 @@ def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None) -> pl.Dat
     joined = frame["caption_nl"].list.join(" ")
     fit = (frame, budget, spec.separator, spec.token_priority, rarity)
     if mode == "tags+nl":
-        lists, nl_cut, exact = fit_lists(*fit, joined)
+        lists, nl_cut, exact = fit_lists(*fit, joined, captioning)
         frame = frame.with_columns(*lists.iter_columns(), _as_lists(nl_cut).alias("caption_nl"))
     else:
-        lists, _, exact = fit_lists(*fit, None)
+        lists, _, exact = fit_lists(*fit, None, captioning)
         frame = frame.with_columns(*lists.iter_columns())
         if mode == "nl":
             cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))

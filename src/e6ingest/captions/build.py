@@ -13,23 +13,21 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from e6ingest.captions.budget import fit_budget
-from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite, tag_rules
+from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
+from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
 BATCH_ROWS = 25_000
-CAPTION_THREADS = min(2, os.cpu_count() or 1)
 
 
 def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> dict:
@@ -152,6 +150,7 @@ def build_captions(
     batch_rows: int = BATCH_ROWS,
     rarity: pl.DataFrame | None = None,
     implied: pl.DataFrame | None = None,
+    captioning: Captioning | None = None,
 ) -> pl.DataFrame:
     """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
 
@@ -161,42 +160,32 @@ def build_captions(
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
     ``rarity``: ``tag`` (as in captions), ``posts``, for a token budget's priority.
     ``implied``: ``antecedent``, ``implied`` pairs (closed), for ``prune_implied``.
-    Rows are captioned ``batch_rows`` at a time, bounding the intermediate lists in memory,
-    ``CAPTION_THREADS`` batches at once (the heavy steps release the GIL).
+    ``captioning``: the caches and threads kept across calls (a plan's batches share one);
+    without it, this call's own. Rows are captioned ``batch_rows`` at a time, bounding the
+    intermediate lists in memory, as many batches at once as it has threads (the heavy steps
+    release the GIL).
     """
+    if captioning is None:
+        with Captioning() as own:
+            return build_captions(frame, spec, nl, thresholds, aliases, batch_rows, rarity,
+                                  implied, own)  # fmt: skip
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     if spec.quality_tag and thresholds is None:
         thresholds = score_thresholds(frame, spec)
     nl = NLTexts(nl) if nl is not None else None
-    rules = tag_rules(spec, aliases or {})
-    context = (spec, rules, nl, rarity, implied if spec.prune_implied else None, thresholds or {})
-    starts = range(0, max(len(frame), 1), batch_rows)
-    if len(starts) == 1:
-        batches = [_caption_batch(frame, *context)]
-    else:
-        batches = list(_threads().map(lambda s: _caption_batch(frame.slice(s, batch_rows),
-                                                               *context), starts))  # fmt: skip
+    rules = captioning.rules(spec, aliases or {})
+    context = (spec, rules, nl, rarity, implied if spec.prune_implied else None, thresholds or {},
+               captioning)  # fmt: skip
+    starts = list(range(0, max(len(frame), 1), batch_rows))
+    batches = captioning.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
+                             starts)  # fmt: skip
     for pool in (pa.default_memory_pool(), pa.system_memory_pool()):
         pool.release_unused()  # what the batches' arrow arrays left behind
     return pl.concat(batches) if len(batches) > 1 else batches[0]
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _threads() -> ThreadPoolExecutor:
-    """The captioning threads, the same ones for every call of this process: each keeps
-    its malloc arena, so a batch reuses the memory the one before freed (new threads per
-    call left it behind, 0.3 GB of a 1.7 GB peak in the captions benchmark, and faulted
-    fresh pages in)."""
-    global _POOL
-    if _POOL is None or _POOL[0] != os.getpid():  # none yet, or inherited by a fork
-        _POOL = (os.getpid(), ThreadPoolExecutor(CAPTION_THREADS, "e6ingest-captions"))
-    return _POOL[1]
-
-
-def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds) -> pl.DataFrame:
+def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds, captioning):
     if implied is not None:
         frame = prune_implied(frame, implied)
     if nl is not None:
@@ -204,20 +193,21 @@ def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds) -> pl.Da
     else:
         frame = frame.with_columns(caption_nl=EMPTY)
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
+    context = (rules, rarity, thresholds, captioning)
     if len(sites) == 1:
-        return _caption_site(frame, spec, sites[0], rules, rarity, thresholds)
+        return _caption_site(frame, spec, sites[0], *context)
     frame = frame.with_row_index("_order")
-    parts = [_caption_site(frame.filter(pl.col("site").eq_missing(site)), spec, site, rules, rarity,
-                           thresholds) for site in sites]  # fmt: skip
+    parts = [_caption_site(frame.filter(pl.col("site").eq_missing(site)), spec, site, *context)
+             for site in sites]  # fmt: skip
     return pl.concat(parts).sort("_order").drop("_order")
 
 
-def _caption_site(frame, spec, site, rules, rarity, thresholds) -> pl.DataFrame:
+def _caption_site(frame, spec, site, rules, rarity, thresholds, captioning) -> pl.DataFrame:
     lists = _tag_lists(frame, spec, site, rules, thresholds)
     whole = lists["whole"]
     if spec.max_tokens:
         named = {f"_{name}": value.strings(rules, f"_{name}") for name, value in lists.items()}
-        frame = fit_budget(frame.with_columns(**named), spec, rarity)
+        frame = fit_budget(frame.with_columns(**named), spec, rarity, captioning)
         return frame.drop(c for c in (*named, "_fixed", "_rest") if c in frame.columns)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption

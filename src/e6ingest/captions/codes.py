@@ -180,34 +180,6 @@ def _arrow_strings(texts: list[str]) -> pa.Array:
     return pl.Series(texts, dtype=pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-_RULES: dict[tuple, TagRules] = {}
-
-
-def tag_rules(spec: CaptionSpec, aliases: Mapping[str, str]) -> TagRules:
-    """The rules for ``spec`` and ``aliases``, kept across calls (a plan captions its posts
-    a batch at a time; each distinct tag is still handled once)."""
-    key = (spec.underscores_to_spaces, spec.escape_parentheses, spec.blacklist,
-           spec.meta_filter, spec.separator, frozenset(aliases.items()))  # fmt: skip
-    rules = _RULES.get(key)
-    if rules is None:
-        if len(_RULES) >= 4:
-            _RULES.clear()
-        rules = _RULES[key] = TagRules(spec, aliases)
-    return rules
-
-
-_COUNTING = np.arange(0)
-
-
-def _counting(n: int) -> np.ndarray:
-    """0, 1, ... n - 1, from one array kept for every call (read-only)."""
-    global _COUNTING
-    if len(_COUNTING) < n:
-        _COUNTING = np.arange(max(n, 2 * len(_COUNTING)), dtype=np.int32)
-        _COUNTING.flags.writeable = False
-    return _COUNTING[:n]
-
-
 def _cut(data: pa.Buffer, edges: list[np.ndarray], end: int, mark: int) -> list[pl.Series]:
     """Texts cut from ``data``: per row, one text between each two ``edges`` (byte
     offsets), less the separator (``mark`` bytes) that ends each non-empty one; what lies
@@ -256,7 +228,7 @@ class Lists:
         for part in parts:
             first = np.cumsum(part.counts) - part.counts  # where each row's tags start in the part
             at = np.repeat(base - first, part.counts)
-            at += _counting(len(part.numbers))
+            at += np.arange(len(part.numbers), dtype=np.int32)
             numbers[at] = part.numbers
             base += part.counts
         return cls(offsets, numbers)
@@ -303,7 +275,7 @@ class Lists:
             texts = after.filter(pl.Series(has)) + rules.spec.separator
             texts = texts.to_arrow(compat_level=pl.CompatLevel.oldest())
             source = pa.concat_arrays([marked, texts], memory_pool=pa.system_memory_pool())
-            added = (len(marked) + _counting(int(has.sum()))).astype(NUMBER)
+            added = (len(marked) + np.arange(int(has.sum()))).astype(NUMBER)
             numbers = np.insert(numbers, offsets[1:][has], added)
             offsets = offsets + np.append(0, np.cumsum(has))
         taken = _take(source, numbers)

@@ -15,6 +15,7 @@ import polars as pl
 
 from e6ingest.captions.build import build_captions, score_thresholds
 from e6ingest.captions.files import read_nl_captions
+from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
 
 VARIANTS_COLUMN = "caption_variants"
@@ -48,13 +49,19 @@ def with_variants(
     spec: CaptionSpec,
     nl_of: Callable[[CaptionSpec], pl.DataFrame | None],
     thresholds: dict | None = None,
+    captioning: Captioning | None = None,
     **context,
 ) -> pl.DataFrame:
     """``frame`` with its captions (``build_captions``) and, when ``spec`` has variants,
     ``caption_variants``: a struct of every variant's caption by name, ``default`` first.
     ``nl_of(spec)`` gives a spec's NL texts; ``thresholds``: each variant's quality
     thresholds by name (from :func:`variant_thresholds`); ``context``: aliases, rarity,
-    implied, as ``build_captions`` takes them."""
+    implied, as ``build_captions`` takes them; ``captioning``: the caches and threads they
+    share (this call's own when None)."""
+    if captioning is None:
+        with Captioning() as own:
+            return with_variants(frame, spec, nl_of, thresholds, own, **context)
+    context["captioning"] = captioning
     thresholds = thresholds or {}
     out = build_captions(frame, spec, nl=nl_of(spec),
                          thresholds=thresholds.get(DEFAULT_VARIANT), **context)  # fmt: skip

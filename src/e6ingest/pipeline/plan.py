@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from e6ingest.captions import CaptionSpec, read_aliases
+from e6ingest.captions.session import Captioning
 from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_variants
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
@@ -71,6 +73,7 @@ class PlanRequest:
     batch_rows: int = PLAN_BATCH_ROWS
     rarity: pl.DataFrame | None = None  # tag -> posts, for a token budget's priority
     implied: pl.DataFrame | None = None  # closed implications, for prune_implied
+    threads: int | None = None  # captioning threads (default: the cores this process may use)
 
 
 def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int):
@@ -125,7 +128,7 @@ def write_plan(
     selection_file = temp_path(path.with_name("selection.parquet"))
     parts: list[Path] = []
     try:
-        with atomic_path(path) as plan_file:
+        with contextlib.ExitStack() as stack, atomic_path(path) as plan_file:
             request.query.sink(metadata, PLAN_COLUMNS, selection_file)
             selection = pl.scan_parquet(selection_file)
             keys, kept = _selected_keys(selection, request)
@@ -137,6 +140,7 @@ def write_plan(
             captions = {
                 "thresholds": variant_thresholds(keys, spec),
                 "aliases": read_aliases(spec.aliases) if spec.aliases else None,
+                "captioning": stack.enter_context(Captioning(request.threads)),
             }
             del keys
             ranges = _source_ranges(kept, request.source_shards, request.batch_rows)

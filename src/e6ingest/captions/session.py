@@ -1,0 +1,87 @@
+"""What captioning keeps from one batch of posts to the next: each distinct tag's rules and
+token costs, and the threads batches are captioned in. One :class:`Captioning` lives as long
+as the work it serves (a plan, a ``captions`` command) and is closed with it; nothing is
+kept per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from e6ingest.captions.codes import TagRules
+from e6ingest.captions.spec import CaptionSpec
+
+COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or an executor sets
+    it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Captioning:
+    """Tag rules per spec, token costs and a pool of ``threads`` (default: the cores this
+    process may use) for the captions of many batches; a context manager that stops its
+    threads when the work is done."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = max(1, threads or available_cores())
+        self._rules: dict[tuple, TagRules] = {}
+        self._costs: dict[tuple[str, str], tuple[int, int]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def rules(self, spec: CaptionSpec, aliases: Mapping[str, str]) -> TagRules:
+        """The rules for ``spec`` and ``aliases``: each distinct tag handled once across
+        batches (the same object for every spec that writes tags alike)."""
+        key = (spec.underscores_to_spaces, spec.escape_parentheses, spec.blacklist,
+               spec.meta_filter, spec.separator, frozenset(aliases.items()))  # fmt: skip
+        with self._lock:
+            if key not in self._rules:
+                self._rules[key] = TagRules(spec, aliases)
+            return self._rules[key]
+
+    def costs(self, tags: list[str], mark: str, count: Callable) -> list[tuple[int, int]]:
+        """Per tag: its CLIP tokens alone and with ``mark`` after it, each counted once
+        (``count(texts)`` counts the new ones)."""
+        found = [self._costs.get((t, mark)) for t in tags]  # read once: threads share it
+        new = [t for t, c in zip(tags, found, strict=True) if c is None]
+        if not new:
+            return found
+        alone = count(new)
+        marked = count([t + mark for t in new]) if mark else alone
+        counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))
+        with self._lock:
+            if len(self._costs) + len(new) > COST_CACHE_SIZE:
+                self._costs.clear()
+            self._costs.update(((t, mark), c) for t, c in counted.items())
+        return [counted[t] if c is None else c for t, c in zip(tags, found, strict=True)]
+
+    def map(self, work: Callable, items: list) -> list:
+        """``work`` over ``items`` on the threads, results in order (in this thread when
+        there is one item or one thread)."""
+        if len(items) <= 1 or self.threads == 1:
+            return [work(item) for item in items]
+        with self._lock:
+            if self._pool is None:  # the same threads for every call: each keeps its
+                # malloc arena, so a batch reuses the memory the one before freed
+                self._pool = ThreadPoolExecutor(self.threads, "e6ingest-captions")
+        return list(self._pool.map(work, items))
+
+    def close(self) -> None:
+        """Stop the threads (the caches go with the object)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Captioning:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
