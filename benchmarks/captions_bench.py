@@ -27,7 +27,8 @@ median of each side is compared (this machine's timings vary by 20-30% between r
 three budgeted captions more), and the ratio to one caption is printed as well.
 
 ``--cli``: the case as users run it, end to end: the posts as one e621-export-shaped
-metadata file (``tag_string``), (a) the loop over it, (c) ``e6ingest captions --metadata
+metadata file (``tag_string``), (a) the loop over it, writing a JSON line (id, caption)
+per post, (c) ``e6ingest captions --metadata
 FILE --nl-captions nl.parquet --out captions.jsonl`` (process start, reading, the tag index
 and writing included) in a fresh cache, and (d) the same again, its tag index built.
 
@@ -218,10 +219,19 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     return pl.concat(captions)
 
 
+def write_jsonl(captions: list[str], data: Path) -> None:
+    """What a user's script does with its captions: a JSON line per post (id, caption)."""
+    with (data / "captions-loop.jsonl").open("w", encoding="utf-8") as f:
+        for i, caption in enumerate(captions, 1):
+            f.write(json.dumps({"id": i, "caption": caption}, ensure_ascii=False) + "\n")
+
+
 def child(which: str, data: Path, max_tokens: int, variants: bool = False) -> None:
     start = time.perf_counter()
     if which in ("a", "a'"):
         captions = run_users(data, export=which == "a'")
+        if which == "a'":  # as the CLI does: the captions written to a file
+            write_jsonl(captions, data)
     elif which in ("c", "d"):
         captions = run_cli(data, data / f"cache-{which}", max_tokens)
     else:

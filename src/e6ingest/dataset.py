@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.captions.variants import VARIANTS_COLUMN
 from e6ingest.config import parse_ratings
-from e6ingest.core import RATING_ORDER, write_atomic
+from e6ingest.core import RATING_ORDER, atomic_path
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
@@ -351,6 +350,5 @@ def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
     """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
     file is replaced only when it is a captions file e6ingest wrote."""
     check_captions_out(path)
-    buf = io.BytesIO()
-    frame.write_ndjson(buf)
-    write_atomic(Path(path), buf.getvalue())
+    with atomic_path(path) as tmp:  # written by polars straight into the file
+        frame.write_ndjson(tmp)
