@@ -140,3 +140,15 @@ def test_symlinks_planted_in_the_index_cache_never_lead_outside(tmp_path):
     with pytest.raises(Exception, match="symlink"):
         open_index([path], [None], root)
     assert (moved / "index.json").exists()
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_a_selection_keeps_the_metadata_order(tmp_path, index):
+    """Rows read in several row groups come out in file order (a join must not reorder)."""
+    path = tmp_path / "posts.parquet"
+    rows = [dict(E621_NEWEST_ROWS[0], id=i, rating="es"[i % 2]) for i in range(1, 20_001)]
+    rows.append(dict(E621_NEWEST_ROWS[0], id=5, rating="q"))  # repeated: its last row wins
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
+    data = dataset.open_dataset(files=[path], index=index)
+    ids = data.select(data.query("")).collect()["id"].to_list()
+    assert ids == [i for i in range(1, 20_001) if i != 5] + [5]

@@ -45,7 +45,7 @@ def combine(frames: Sequence[pl.LazyFrame], include_deleted: bool = False) -> pl
     for i, frame in enumerate(frames):
         later = frames[i + 1 :]
         for newer in later:
-            frame = frame.join(newer.select("id"), on="id", how="anti")
+            frame = frame.join(newer.select("id"), on="id", how="anti", maintain_order="left")
         parts.append(frame)
     combined = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     if not include_deleted:

@@ -235,7 +235,7 @@ def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
     found = file_schema(path, schema)
     rows = pl.scan_parquet(path, row_index_name=_ROW)
     repeated = repeated_rows(path).select(pl.col("index").alias(_ROW))
-    return found.adapt(rows.join(repeated, on=_ROW, how="anti").drop(_ROW))
+    return found.adapt(rows.join(repeated, on=_ROW, how="anti", maintain_order="left").drop(_ROW))
 
 
 def file_schema(path: str | Path, schema: str | None = None) -> Schema:
