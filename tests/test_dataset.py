@@ -103,3 +103,18 @@ def test_tag_table_bad_category_names_the_row(tmp_path):
 
     with pytest.raises(SchemaError, match=r"row 2 \(tag 'broken'\) has category 'banana'"):
         read_tag_table(table)
+
+
+def test_the_api_sees_the_categories_the_cli_sees(small_demo, capsys):
+    import json
+
+    from e6ingest.cli import main
+
+    posts = dataset.load_metadata("e621", mirror=small_demo)
+    artists = dataset.top_tags(posts, "artist", n=5)
+    assert artists.height > 0  # the tags table is applied, as the CLI applies it
+    general = dataset.top_tags(posts, "general", n=50)["tag"].to_list()
+    assert "hi_res" not in general and "mammal" not in general
+    assert main(["inspect", "--mirror", str(small_demo), "--json", "--top", "5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert dict(artists.iter_rows()) == info["top_tags"]["artist"]

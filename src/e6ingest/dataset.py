@@ -69,6 +69,15 @@ class Dataset:
         """Every post, lazily (deleted ones only with ``include_deleted``)."""
         return scan_files(list(self.files), list(self.schemas), self.include_deleted)
 
+    @property
+    def categorised(self) -> pl.LazyFrame:
+        """Every post, lazily, with its tags in their categories: the dataset's tags table
+        applied where the metadata has no categories (e621), as ``pull`` and ``inspect``
+        see them."""
+        tag_table = self.tables.tag_table if self.tables else ""
+        posts = self.posts
+        return apply_tag_table(posts, read_tag_table(tag_table)) if tag_table else posts
+
     def tag_index(self) -> TagIndex:
         """The tag index of the files, built once (and again when a file changes)."""
         return open_index(self.files, self.schemas, cache_dir() / "index", self.report)
@@ -169,13 +178,14 @@ def load_metadata(
     files: Sequence[str | Path] | None = None,
     include_deleted: bool = False,
 ) -> pl.LazyFrame:
-    """A dataset's metadata as one canonical polars LazyFrame.
+    """A dataset's metadata as one canonical polars LazyFrame, tags in their categories
+    (the dataset's tags table applied where the metadata has none, as the CLI does).
 
     Give ``mirror`` (a local copy of the repositories), ``demo=True`` (the built-in demo),
     ``files`` (parquet files in any supported schema, recognised from their columns), or
     nothing: the metadata is then downloaded from the Hub (and cached).
     """
-    return open_dataset(dataset, mirror, demo, files, include_deleted).posts
+    return open_dataset(dataset, mirror, demo, files, include_deleted).categorised
 
 
 def select(
