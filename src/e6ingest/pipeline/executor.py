@@ -10,9 +10,11 @@ run: they die with their parent, and an interrupted run stops them at once.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -52,11 +54,36 @@ def _start_worker(parent_pid: int, initializer: Callable | None, initargs: tuple
         initializer(*initargs)
 
 
+@contextlib.contextmanager
+def _spawned_main() -> Iterator[None]:
+    """While workers start, the program's main module says it is ``spawned``'s: a worker
+    then runs that empty module instead of the program again (``pipeline/spawned.py``)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = main.__dict__.get("__spec__")
+    main.__spec__ = importlib.machinery.ModuleSpec("e6ingest.pipeline.spawned", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """A process pool whose workers never run the program's main module again."""
+
+    def _spawn_process(self) -> None:  # called whenever the pool starts a worker
+        with _spawned_main():
+            super()._spawn_process()
+
+
 def process_pool(
     workers: int, initializer: Callable | None = None, initargs: tuple = ()
 ) -> ProcessPoolExecutor:
-    """A pool of ``workers`` fresh (spawned) processes that die with this one."""
-    return ProcessPoolExecutor(
+    """A pool of ``workers`` fresh (spawned) processes that die with this one and never run
+    the program's main module again (a script need not guard its call to ``pull``)."""
+    return _WorkerPool(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,

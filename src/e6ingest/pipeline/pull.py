@@ -140,6 +140,7 @@ def pull(
     :class:`OutputConflict` unless ``overwrite``; a folder holding files e6ingest did not
     write is refused. One run holds ``out`` at a time (``.e6ingest.lock``).
 
+    ``demo=True`` reads the built-in demo (built once and cached) instead of ``mirror``.
     ``options`` (:class:`RunOptions`): ``workers`` processes (default: every core) run the
     shard tasks, or ``executor`` (e.g. a Ray cluster); ``overwrite``; ``retry_failed``
     rewrites the shards holding posts that failed for a retryable reason;
@@ -150,6 +151,10 @@ def pull(
     (selected, shards, todo, posts_todo), ``posts`` (written, failed: as posts finish)
     and ``shard`` (stats) as they happen.
     """
+    if options.pop("demo", False):
+        from e6ingest.demo import demo_mirror
+
+        mirror = demo_mirror()
     run = _Run(config, Path(out), mirror, hub or HubOptions(), RunOptions(**options), progress)
     return run()
 
