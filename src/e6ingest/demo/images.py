@@ -51,19 +51,21 @@ def choose_image(rng: random.Random) -> DemoImage:
     elif roll < 0.06 and kind == "jpg":
         width, height = rng.randint(700, 900), rng.randint(16500, 18000)  # strip comic
     elif roll < 0.30:
-        width, height = rng.randint(1000, 2000), rng.randint(1000, 2000)
+        width, height = rng.randint(900, 1400), rng.randint(900, 1400)
     else:
-        width, height = rng.randint(300, 1000), rng.randint(300, 1000)
+        width, height = rng.randint(300, 900), rng.randint(300, 900)
     if kind in ("avif", "gif"):  # keep slow or palette formats small
         width, height = min(width, 800), min(height, 800)
     return DemoImage(kind, width, height)
 
 
 def _picture(rng: random.Random, width: int, height: int, mode: str = "RGB") -> Image.Image:
-    """A smooth, compressible picture: a tiny random image scaled up."""
+    """A smooth, compressible picture: a tiny random image scaled up (smoothly to an eighth
+    of the size, then by repeating pixels: ten times faster to make and to encode)."""
     channels = len(mode)
     base = Image.frombytes(mode, (4, 4), bytes(rng.randrange(256) for _ in range(16 * channels)))
-    return base.resize((width, height), Image.Resampling.BILINEAR)
+    smooth = base.resize((max(4, width // 8), max(4, height // 8)), Image.Resampling.BILINEAR)
+    return smooth.resize((width, height), Image.Resampling.NEAREST)
 
 
 def _encode(im: Image.Image, fmt: str, **options) -> bytes:
@@ -81,7 +83,7 @@ def render(image: DemoImage, seed: str) -> bytes | None:
     rng = random.Random(seed)
     w, h = image.width, image.height
     if image.kind in ("webp", "hash_mismatch"):
-        return _encode(_picture(rng, w, h), "WEBP", quality=80, method=0)
+        return _encode(_picture(rng, w, h), "WEBP", quality=50, method=0)
     if image.kind in ("jpg", "truncated"):
         data = _encode(_picture(rng, w, h), "JPEG", quality=88)
         return data[: len(data) // 2] if image.kind == "truncated" else data
@@ -89,5 +91,5 @@ def render(image: DemoImage, seed: str) -> bytes | None:
         return _encode(_picture(rng, w, h, "RGBA"), "PNG", compress_level=1)
     if image.kind == "avif":
         return _encode(_picture(rng, w, h), "AVIF", quality=60, speed=10)
-    frames = [_picture(rng, w, h).convert("P", palette=Image.Palette.ADAPTIVE) for _ in range(2)]
+    frames = [_picture(rng, w, h).quantize(64, method=Image.Quantize.FASTOCTREE) for _ in range(2)]
     return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)

@@ -3,6 +3,7 @@ datasets use, laid out exactly as on the Hub (one folder per ``owner/name``)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -13,13 +14,14 @@ import shutil
 import tarfile
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from e6ingest.demo.images import DemoImage, choose_image, render
+from e6ingest.demo.images import NO_FILE, DemoImage, choose_image, render
 from e6ingest.demo.tables import (
     DemoPost,
     danbooru_table,
@@ -49,6 +51,7 @@ EPOCH = {"danbooru": datetime(2005, 5, 24, tzinfo=timezone.utc),
 LAST = datetime(2024, 10, 31, tzinfo=timezone.utc)
 E621_2024_LAST_ID = 4_700_000  # posts after this id are only in the newest repositories
 TAR_MTIME = 1_700_000_000
+Report = Callable[[int, int], None]  # (done, total)
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,6 @@ def _posts(site: str, count: int, seed: int) -> list[tuple[DemoPost, DemoImage, 
         )
         out.append((post, image, f"{site}-{seed}-{post_id}"))
     return out
-
-
-def _render_all(jobs: list[tuple[DemoImage, str]], workers: int) -> list[bytes | None]:
-    if workers <= 1:
-        return [render(image, seed) for image, seed in jobs]
-    with process_pool(workers) as pool:
-        return list(pool.map(render, *zip(*jobs, strict=True), chunksize=32))
 
 
 def write_indexed_tar(
@@ -147,35 +143,75 @@ def _metadata_part(manifest: DatasetManifest, post: DemoPost) -> list[int]:
     return [0, 1] if post.id % 37 == 0 else [0]
 
 
-def write_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int, workers: int):
-    """Write every repository of one dataset; returns (posts in metadata, images in shards)."""
+@dataclass(frozen=True)
+class ShardJob:
+    """One source shard of the demo: its posts' images to make, the tar and index to write."""
+
+    root: str
+    repo: ImageRepo
+    shard: int
+    posts: tuple[tuple[int, str, DemoImage, str], ...]  # id, extension, image, seed
+
+
+def write_shard(job: ShardJob) -> list[tuple[int, bytes]]:
+    """Make a shard's images, write its tar and index; each post's id and bytes' md5."""
+    files, digests = [], []
+    for post_id, ext, image, seed in job.posts:
+        data = render(image, seed)
+        files.append((post_id, ext, data, image.kind == "hash_mismatch"))
+        digest = hashlib.md5(data if data else str(post_id).encode()).hexdigest()
+        digests.append((post_id, digest, len(data)))
+    write_indexed_tar(Path(job.root), job.repo, job.shard, files)
+    return digests
+
+
+@dataclass
+class DatasetPlan:
+    """One dataset of the demo: its posts, which metadata tables hold each, its shards."""
+
+    manifest: DatasetManifest
+    generated: list[tuple[DemoPost, DemoImage, str]]
+    jobs: list[ShardJob]
+
+
+def plan_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int) -> DatasetPlan:
+    """The posts of one dataset and a job per source shard (every shard, as on the Hub:
+    most demo shards hold few files)."""
     generated = _posts(manifest.site, posts, seed)
-    blobs = _render_all([(image, s) for _, image, s in generated], workers)
-    tables: dict[int, list[DemoPost]] = defaultdict(list)
     shards: dict[tuple[int, int], list] = defaultdict(list)
-    for (post, image, _), data in zip(generated, blobs, strict=True):
-        digest = hashlib.md5(data if data else str(post.id).encode()).hexdigest()
-        size = len(data) if data is not None else 50_000 + post.id % 9999
+    for post, image, image_seed in generated:
+        if image.kind in NO_FILE:
+            continue
+        part = _metadata_part(manifest, post)[0]
+        repo = manifest.images[min(part, len(manifest.images) - 1)]
+        shards[(part, repo.shard_of(post.id))].append((post.id, post.file_ext, image, image_seed))
+    jobs = [
+        ShardJob(str(root), repo, shard, tuple(shards.get((part, shard), ())))
+        for part, repo in enumerate(manifest.images)
+        for shard in range(repo.shards)
+    ]
+    return DatasetPlan(manifest, generated, jobs)
+
+
+def write_tables(root: Path, plan: DatasetPlan, made: dict[int, tuple[str, int]]) -> int:
+    """The metadata tables of one dataset (``made``: each imaged post's md5 and size);
+    returns how many images its shards hold."""
+    manifest = plan.manifest
+    tables: dict[int, list[DemoPost]] = defaultdict(list)
+    for post, _, _ in plan.generated:
+        digest, size = made.get(post.id, (None, None))
+        if digest is None:  # no file: an md5 and a size as the site's metadata would give
+            digest, size = hashlib.md5(str(post.id).encode()).hexdigest(), 50_000 + post.id % 9999
         post = DemoPost(**{**post.__dict__, "md5": digest, "file_size": size})
-        parts = _metadata_part(manifest, post)
-        for part in parts:
+        for part in _metadata_part(manifest, post):
             tables[part].append(post)
-        if data is not None:
-            repo = manifest.images[min(parts[0], len(manifest.images) - 1)]
-            shards[(parts[0], repo.shard_of(post.id))].append(
-                (post.id, post.file_ext, data, image.kind == "hash_mismatch")
-            )
-    # Every repository has all its shards, as on the Hub; most demo shards hold few files.
-    for part, repo in enumerate(manifest.images):
-        for shard in range(repo.shards):
-            write_indexed_tar(root, repo, shard, shards.get((part, shard), []))
     for part, entry in enumerate(manifest.metadata):
         path = root / entry.repo / entry.path
         path.parent.mkdir(parents=True, exist_ok=True)
         table = TABLE_WRITERS[entry.schema](tables[part])
-        pq.write_table(table, path, row_group_size=max(1, posts // 4))
-    write_tag_tables(root, manifest, [post for post, _, _ in generated])
-    return posts, sum(len(f) for f in shards.values())
+        pq.write_table(table, path, row_group_size=max(1, len(plan.generated) // 4))
+    write_tag_tables(root, manifest, [post for post, _, _ in plan.generated])
+    return sum(len(job.posts) for job in plan.jobs)
 
 
 def _write_csv_gz(path: Path, header: list[str], rows: list[tuple]) -> None:
@@ -207,9 +243,11 @@ def write_tag_tables(root: Path, manifest: DatasetManifest, posts: list[DemoPost
 
 
 def build_demo(
-    out: str | Path, posts: int = 1000, seed: int = 0, workers: int | None = None
-) -> DemoSummary:
-    """Write the demo mirror of every bundled dataset into ``out`` (which must be empty).
+    out: str | Path, posts: int = 1000, seed: int = 0, workers: int | None = None,
+    report: Report | None = None,
+) -> DemoSummary:  # fmt: skip
+    """Write the demo mirror of every bundled dataset into ``out`` (which must be empty);
+    ``report(done, total)`` hears the progress (source shards written).
 
     The mirror is built in a temporary folder beside ``out`` and renamed into place, so an
     interrupted build never leaves a half-written mirror behind.
@@ -225,7 +263,7 @@ def build_demo(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        _write_all(tmp, posts, seed, workers)
+        _write_all(tmp, posts, seed, workers, report)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
@@ -235,10 +273,23 @@ def build_demo(
     return _summary(out)
 
 
-def _write_all(tmp: Path, posts: int, seed: int, workers: int) -> None:
+def _write_all(tmp: Path, posts: int, seed: int, workers: int, report: Report | None) -> None:
+    plans = {name: plan_dataset(tmp, load_manifest(name), posts, seed) for name in DEMO_DATASETS}
+    jobs = [job for plan in plans.values() for job in plan.jobs]
+    made: dict[int, tuple[str, int]] = {}
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # every dataset's shards in one pool: images made, files written
+            pool = stack.enter_context(process_pool(workers))
+            results = pool.map(write_shard, jobs, chunksize=16)
+        else:
+            results = map(write_shard, jobs)
+        for done, digests in enumerate(results, 1):
+            made.update((post_id, (digest, size)) for post_id, digest, size in digests)
+            if report is not None and (done % 50 == 0 or done == len(jobs)):
+                report(done, len(jobs))
     counts, images = {}, {}
-    for name in DEMO_DATASETS:
-        counts[name], images[name] = write_dataset(tmp, load_manifest(name), posts, seed, workers)
+    for name, plan in plans.items():
+        counts[name], images[name] = posts, write_tables(tmp, plan, made)
     (tmp / "DEMO.json").write_text(
         json.dumps({"posts": posts, "seed": seed, "datasets": list(DEMO_DATASETS),
                     "counts": counts, "images": images}),
