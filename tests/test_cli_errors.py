@@ -112,6 +112,9 @@ def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, mon
         ("[image]\nquality = true", "quality must be a whole number"),
         ("shard-size = 0", "--shard-size must be at least 1"),
         ("unknown_option = 1", "unknown option"),
+        ("sampel = 10", "did you mean 'sample'?"),
+        ('workers = "many"', "workers: 'many' is not a whole number"),
+        ('overwrite = "yes"', "overwrite must be true or false"),
         ("this is not toml", "cannot read config"),
     ],
 )
@@ -122,6 +125,31 @@ def test_config_file_types_are_checked(toml, says, mirror_args, tmp_path, capsys
                         str(tmp_path / "out"))  # fmt: skip
     assert code == 2 and says in err and "pull.toml" in err
     assert "Traceback" not in err
+
+
+def test_every_flag_is_a_config_key(mirror_args, tmp_path, capsys, monkeypatch):
+    """Flags that are not caption, image or bucket options (workers, memory-budget...) are
+    keys too; a key of another command's flags is left alone; the command line wins."""
+    from e6ingest.cli import parsers
+
+    seen = {}
+    real = parsers._run_options_from
+
+    def spy(values, args, where):
+        real(values, args, where)
+        seen.update(
+            workers=getattr(args, "workers", None),
+            memory_budget=getattr(args, "memory_budget", None),
+        )
+
+    monkeypatch.setattr(parsers, "_run_options_from", spy)
+    config = tmp_path / "pull.toml"
+    config.write_text('workers = 1\nmemory-budget = 700\nsample = 5\nrating = "e"\n')
+    code, _, _ = _run(capsys, "pull", *mirror_args, "--config", str(config), "--out",
+                      str(tmp_path / "out"), "--quiet", "--workers", "2")  # fmt: skip
+    assert code == 0 and seen == {"workers": 2, "memory_budget": 700}
+    code, out, _ = _run(capsys, "inspect", *mirror_args, "--config", str(config), "--count")
+    assert code == 0 and out.strip() == "5"  # workers: a pull flag, ignored here
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ Flags given on the command line win over the file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from collections.abc import Mapping
@@ -157,7 +158,11 @@ def _build(cls, values: dict[str, Any], where: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {unknown} (known: {sorted(known)})")
+        names = known | (set(FLAG_OPTIONS) if cls is PullConfig else set())
+        near = difflib.get_close_matches(unknown[0], sorted(names), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"{where}: unknown option(s) {unknown}{hint} (known: "
+                          f"{', '.join(sorted(names))})")  # fmt: skip
     _check_types(cls, values, where)
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:

@@ -19,7 +19,7 @@ from e6ingest.cli.flags import (
     source_flags,
     whole,
 )
-from e6ingest.config import FLAG_OPTIONS, merge, read_toml
+from e6ingest.config import FLAG_OPTIONS, ConfigError, merge, read_toml
 
 EXIT_CODES = """exit codes:
   0    done
@@ -258,12 +258,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_options_from(values: dict[str, Any], args: argparse.Namespace, where: str) -> None:
+    """Take the keys of a config file that are flags of the command but not of the config
+    model (``workers``, ``memory-budget``, ``overwrite``...) into ``args`` where the command
+    line left them unset (flags win); a value is checked as its flag checks it."""
+    parser = build_parser()
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in command.choices[args.command]._actions}
+    elsewhere = {a.dest for c in command.choices.values() for a in c._actions} - set(actions)
+    for key in [k for k in values if not isinstance(values[k], dict)]:
+        dest = str(key).replace("-", "_")
+        if dest in FLAG_OPTIONS or dest in _DESTS.values():
+            continue
+        if dest in elsewhere:  # another command's flag (a file shared by pull and inspect)
+            values.pop(key)
+            continue
+        action = actions.get(dest)
+        if action is None or dest in ("command", "help"):
+            continue
+        value = values.pop(key)
+        if getattr(args, dest) not in (None, False, action.default):
+            continue  # given on the command line: it wins
+        if action.nargs == 0:  # a switch
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+        elif action.type is not None:
+            try:
+                value = action.type(str(value))
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {key}: {exc}") from None
+        setattr(args, dest, value)
+
+
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """The config a command's flags give: ``--config`` file, then ``--caption-config``,
-    then the flags themselves, nested like the TOML file."""
+    then the flags themselves, nested like the TOML file. Keys of the file that are flags of
+    the command but not config options (``workers``...) go into ``args`` unless given."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         values = read_toml(args.config)
+        _run_options_from(values, args, args.config)
     if getattr(args, "caption_config", None):
         caption = read_toml(args.caption_config)
         caption = caption.get("caption", caption)
