@@ -147,6 +147,11 @@ def test_the_card_declares_the_tars_and_features(small_pull):
     assert f"{manifest['totals']['written']:,} samples" in card
     for repo, commit in manifest["dataset"]["repos"].items():
         assert f"`{repo}` at `{commit}`" in card
+    import yaml
+
+    meta = yaml.safe_load(front)  # the Hub reads these: adult content said, a licence line
+    assert "not-for-all-audiences" in meta["tags"] and meta["license"] == "other"
+    assert "**Licence**" in card
 
 
 # -- webdataset on several ranks, and diffusers' filter ------------------------------------

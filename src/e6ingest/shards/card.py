@@ -87,9 +87,11 @@ def card_front_matter(variants: list[str] = ()) -> str:
         "dataset_info:",
         "  features:",
         *_feature_yaml(sample_features(variants), 2),
+        "license: other",
         "tags:",
         "- webdataset",
         "- e6ingest",
+        "- not-for-all-audiences",  # booru posts: the Hub asks adult content to say so
         "---",
     ]
     return "\n".join(lines) + "\n"
@@ -132,6 +134,12 @@ def _describe(manifest: dict) -> list[str]:
         'Open it with `datasets.load_dataset("<this folder or repo>", split="train")`, '
         "webdataset, webshart, or `e6ingest.open_shards`; each sample is `webp`, `txt` and "
         "`json` under the key `{site}/{id}`.",
+        "",
+        f"**Licence**: the images and tags are those of {dataset['site']} posts, as the source "
+        "repositories above publish them; their authors' rights, the site's terms and those "
+        "repositories' licences apply, and this output adds no licence of its own. Booru "
+        "posts include adult content (hence `not-for-all-audiences`): check both before "
+        "you publish or train on it.",
         "",
     ]
 
