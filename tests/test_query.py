@@ -271,8 +271,14 @@ def test_unknown_names_are_refused_unless_they_are_tags():
 def test_explain_empty_names_the_term():
     query = parse_query("solo no_such_tag")
     assert query.explain_empty(POSTS.lazy()) == "'no_such_tag' matches no post"
-    both = parse_query("long_hair comic")
-    assert "no post matches them all" in both.explain_empty(POSTS.lazy())
+    both = parse_query("solo long_hair comic")  # solo and comic: posts 5; long_hair, comic: none
+    assert both.explain_empty(POSTS.lazy()) == (
+        "'long_hair' and 'comic' match some posts each, but no post has both"
+    )
+    three = parse_query("1girl solo -long_hair")  # every pair has a post, the three none
+    assert three.explain_empty(POSTS.lazy()) == (
+        "each term matches some posts, but no post has all of '1girl', 'solo', '-long_hair'"
+    )
 
 
 def test_sample_is_deterministic_and_limit_follows_order():

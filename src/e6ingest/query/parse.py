@@ -20,6 +20,7 @@ against the dataset's tags once they are known (``vocabulary``).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -169,17 +170,31 @@ class Query:
         return self.collect(frame, ["id"]).height
 
     def explain_empty(self, frame: pl.LazyFrame) -> str:
-        """Why the query selects nothing: the first term that matches no post alone, or
-        that no post has all the terms together."""
+        """Why the query selects nothing: the first term that matches no post alone, else
+        the smallest set of terms that no post has together (pairs first, in one pass)."""
         if not self.required:
             return "no post matches"
+        terms = self.required
+        pairs = list(itertools.combinations(range(len(terms)), 2))
         counts = frame.select(
-            [expr.sum().alias(str(i)) for i, (_, expr) in enumerate(self.required)]
+            *(expr.sum().alias(f"{i}") for i, (_, expr) in enumerate(terms)),
+            *((terms[i][1] & terms[j][1]).sum().alias(f"{i},{j}") for i, j in pairs),
         ).collect(engine="streaming")
-        for i, (term, _) in enumerate(self.required):
-            if counts[str(i)][0] == 0:
+        for i, (term, _) in enumerate(terms):
+            if counts[f"{i}"][0] == 0:
                 return f"{term!r} matches no post"
-        return "each term matches some posts, but no post matches them all"
+        for i, j in pairs:
+            if counts[f"{i},{j}"][0] == 0:
+                return (f"{terms[i][0]!r} and {terms[j][0]!r} match some posts each, but no "
+                        "post has both")  # fmt: skip
+        kept = list(range(len(terms)))
+        for i in list(kept):  # drop each term the rest is still empty without
+            rest = [k for k in kept if k != i]
+            together = pl.all_horizontal([terms[k][1] for k in rest]).sum()
+            if frame.select(together).collect(engine="streaming").item() == 0:
+                kept = rest
+        names = ", ".join(repr(terms[k][0]) for k in kept)
+        return f"each term matches some posts, but no post has all of {names}"
 
 
 @dataclass
