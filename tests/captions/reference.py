@@ -68,19 +68,21 @@ def quality_thresholds(posts: list[dict], spec: CaptionSpec) -> dict:
     }
 
 
-def _written(tag: str, ctx: Context) -> tuple[str, bool] | None:
-    """The written text of a raw tag and whether it counts people; None when dropped."""
+def _written(tag: str, ctx: Context) -> tuple[str, bool, bool] | None:
+    """The written text of a raw tag, whether it counts people and whether it is a subject
+    tag; None when dropped."""
     spec = ctx.spec
     tag = ctx.aliases.get(tag, tag)
     if tag == "" or tag in ctx.names or any(g.match(tag) for g in ctx.globs):
         return None
     people = re.search(PEOPLE_PATTERN, tag) is not None
+    subject = tag in spec.subject_tags
     text = tag
     if spec.underscores_to_spaces and len(text) > EMOTICON_MAX_LEN and re.search("[A-Za-z]", text):
         text = text.replace("_", " ")
     if spec.escape_parentheses:
         text = text.replace("(", r"\(").replace(")", r"\)")
-    return text, people
+    return text, people, subject
 
 
 def _extras(post: dict, ctx: Context) -> list[str]:
@@ -125,9 +127,11 @@ def _lists(post: dict, ctx: Context) -> dict:
     fixed = [c for c in categories if c in spec.fixed_categories] if split else list(categories)
     ordered = fixed + [c for c in categories if c not in fixed]
 
-    def part(category: str, people: bool | None = None) -> list[str]:
+    def part(category: str, people: bool | None = None, subject: bool = False) -> list[str]:
         kept = [w for w in map(lambda t: _written(t, ctx), raw[category]) if w is not None]
-        return [text for text, is_people in kept if people is None or is_people == people]
+        wanted = [(p is None or people is None or p == people) and (s or not subject)
+                  for _, p, s in kept]  # fmt: skip
+        return [text for (text, _, _), keep in zip(kept, wanted, strict=True) if keep]
 
     extras = _extras(post, ctx)
     people = [t for c in ordered for t in part(c, True)]
@@ -139,10 +143,12 @@ def _lists(post: dict, ctx: Context) -> dict:
     whole = _dedupe(head + tail, spec.dedupe)
     if spec.max_tags:
         whole = whole[: spec.max_tags]
-    named = [t for c in categories if c in spec.fixed_categories for t in part(c)]
+    heads = (*spec.fixed_categories, *spec.subject_categories)
+    named = [t for c in categories if c in heads for t in part(c)]
+    subjects = [t for c in ordered for t in part(c, subject=True)]
     meta = part("meta") if "meta" in categories else []
-    return {"whole": whole, "head": _dedupe(head, spec.dedupe), "keep": set(people + named +
-            extras), "meta": set(meta)}  # fmt: skip
+    keep = set(people + named + subjects + extras)
+    return {"whole": whole, "head": _dedupe(head, spec.dedupe), "keep": keep, "meta": set(meta)}
 
 
 def _tags_text(spec: CaptionSpec, whole: list[str], n_head: int, nl: str = "") -> str:

@@ -89,6 +89,8 @@ def _random_spec(rng: random.Random, tags: list[str]) -> CaptionSpec:
         max_tokens=budget,
         token_priority=rng.choice(["rare", "common", "order"]),
         prune_implied=maybe(True, False),
+        subject_tags=maybe(("solo", "long_hair", "anthro"), ("male", "female", "anthro"), 0.4),
+        subject_categories=maybe((), ("species",), 0.3),
     )
 
 
@@ -110,7 +112,7 @@ def _rarity(posts: list[dict], spec: CaptionSpec) -> dict:
     for post in posts:
         for c in CATEGORIES:
             for tag in post[f"tags_{c}"] or []:
-                written = _written(tag or "", ctx) if tag else None
+                written = _written(tag or "", ctx) if tag else None  # (text, people, subject)
                 if written:
                     counts[written[0]] = counts.get(written[0], 0) + 1
     return counts

@@ -93,7 +93,7 @@ POST = _post(artist=["some_artist"], character=["judy_hopps"], copyright=["zooto
              meta=["hi_res", "absurd_res"])  # fmt: skip
 
 
-@pytest.mark.parametrize("budget", [75, 40, 20])
+@pytest.mark.parametrize("budget", [75, 40, 22])
 def test_every_caption_fits_and_the_head_comes_first(budget):
     spec = CaptionSpec(max_tokens=budget, rating_tag=True, date_tag="year")
     caption = build_captions(pl.DataFrame([POST]), spec)["caption"][0]
@@ -101,10 +101,26 @@ def test_every_caption_fits_and_the_head_comes_first(budget):
     tags = caption.split(", ")
     assert tags[:3] == ["some artist", "zootopia", "judy hopps"]  # e621 order, all kept
     assert "solo" in tags and "explicit" in tags and "year 2021" in tags
+    assert "rabbit" in tags  # species: the subject, kept with the head
     assert "hi res" not in tags  # meta goes first
     full = build_captions(pl.DataFrame([POST]), CaptionSpec(rating_tag=True, date_tag="year"))
     order = full["caption"][0].split(", ")
     assert tags == [t for t in order if t in tags]  # caption order kept
+
+
+def test_subject_tags_stay_when_the_rarest_are_kept_first():
+    """anthro, female, male are on most posts: rarest-first would drop them first."""
+    post = _post(artist=["some_artist"], species=["red_panda"],
+                 general=["anthro", "female", "male", *GENERAL])  # fmt: skip
+    rarity = pl.DataFrame({"tag": ["anthro", "female", "male", *(t.replace("_", " ")
+                                                                  for t in GENERAL)],
+                           "posts": [900_000, 800_000, 700_000, *range(10, 40)]})  # fmt: skip
+    caption = build_captions(pl.DataFrame([post]), CaptionSpec(max_tokens=20),
+                             rarity=rarity)["caption"][0]  # fmt: skip
+    assert {"anthro", "female", "male", "red panda"} <= set(caption.split(", "))
+    plain = build_captions(pl.DataFrame([post]), CaptionSpec(max_tokens=20, subject_tags=(),
+                           subject_categories=()), rarity=rarity)["caption"][0]  # fmt: skip
+    assert "anthro" not in plain.split(", ")
 
 
 def test_priority_keeps_the_rarest_tags_first():

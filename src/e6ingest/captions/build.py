@@ -107,8 +107,10 @@ def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRule
     if split:
         lists["head"] = batch.lists(head).deduplicated(0, spec.dedupe)
     if spec.max_tokens:
-        named = [batch.part(c) for c in categories if c in spec.fixed_categories]
-        lists["keep"] = batch.lists(people + named + [extra])
+        heads = (*spec.fixed_categories, *spec.subject_categories)
+        named = [batch.part(c) for c in categories if c in heads]
+        subjects = [batch.part(c, subject=True) for c in ordered]
+        lists["keep"] = batch.lists(people + named + subjects + [extra])
         lists["meta"] = batch.lists([batch.part("meta")] if "meta" in categories else [])
     return lists
 

@@ -79,6 +79,7 @@ class TagRules:
     def __init__(self, spec: CaptionSpec, aliases: Mapping[str, str]):
         self.spec, self.aliases = spec, dict(aliases)
         self.people = np.zeros(0, bool)  # code -> whether a people-count tag
+        self.subject = np.zeros(0, bool)  # code -> whether a subject tag (spec.subject_tags)
         self.written = np.full(0, -1, NUMBER)  # code -> number of its written text, -1: dropped
         self.texts: list[str] = []
         self._codes = StringNumbers()  # tag -> code
@@ -115,6 +116,7 @@ class TagRules:
             if len(new):
                 grow = len(table) - len(self.written)
                 self.people = np.concatenate([self.people, np.zeros(grow, bool)])
+                self.subject = np.concatenate([self.subject, np.zeros(grow, bool)])
                 self.written = np.concatenate([self.written, np.full(grow, -1, NUMBER)])
                 self._learn(numbers[new], strings.gather(new))
                 self._codes.publish(table)
@@ -130,11 +132,13 @@ class TagRules:
             .select(
                 _dropped(self.spec, tag).alias("dropped"),
                 tag.str.contains(PEOPLE_PATTERN).alias("people"),
+                tag.is_in(list(self.spec.subject_tags)).alias("subject"),
                 rewrite(self.spec, tag).alias("text"),
             )
         )
         kept = ~rules["dropped"].to_numpy()
         self.people[codes] = rules["people"].to_numpy()
+        self.subject[codes] = rules["subject"].to_numpy()
         self.written[codes[kept]] = self._number(rules["text"].filter(pl.Series(kept)).to_list())
 
     def arrays(self) -> tuple[pa.Array, pa.Array]:
@@ -334,9 +338,10 @@ class TagBatch:
             self.blocks[category] = (lens, codes[start:end], numbers[start:end])
             start = end
 
-    def part(self, category: str, people: bool | None = None) -> Part | None:
+    def part(self, category: str, people: bool | None = None, subject: bool = False) -> Part | None:
         """The kept tags of ``category``: all of them (``people`` None), only the
-        people-count tags (True) or all but them (False); None without the category."""
+        people-count tags (True) or all but them (False), and with ``subject`` only the
+        subject tags; None without the category."""
         if category not in self.blocks:
             return None
         counts, codes, numbers = self.blocks[category]
@@ -344,6 +349,8 @@ class TagBatch:
         if people is not None:
             is_people = self.rules.people[codes]
             kept &= is_people if people else ~is_people
+        if subject:
+            kept &= self.rules.subject[codes]
         return Part.kept(counts, numbers, kept)
 
     def lists(self, parts: list[Part | None]) -> Lists:

@@ -41,7 +41,8 @@ class Captioning:
         """The rules for ``spec`` and ``aliases``: each distinct tag handled once across
         batches (the same object for every spec that writes tags alike)."""
         key = (spec.underscores_to_spaces, spec.escape_parentheses, spec.blacklist,
-               spec.meta_filter, spec.separator, frozenset(aliases.items()))  # fmt: skip
+               spec.meta_filter, spec.separator, spec.subject_tags,
+               frozenset(aliases.items()))  # fmt: skip
         with self._lock:
             if key not in self._rules:
                 self._rules[key] = TagRules(spec, aliases)

@@ -40,6 +40,13 @@ DEFAULT_PERIODS = (
 MERGE_MODES = ("tags", "nl", "tags+nl", "alternatives")
 DATE_TAGS = ("none", "year", "period")
 TOKEN_PRIORITIES = ("rare", "common", "order")  # which general tags a token budget keeps first
+# Tags that say what the subject is (sex, body type): on most posts, so a budget keeping the
+# rarest tags first would drop them first, yet nearly every prompt names them. A budget keeps
+# them with the head, as it keeps the species category's tags.
+DEFAULT_SUBJECT_TAGS = (
+    "male", "female", "intersex", "ambiguous_gender", "andromorph", "gynomorph", "herm",
+    "maleherm", "anthro", "feral", "humanoid", "human", "taur", "semi-anthro",
+)  # fmt: skip
 NL_POSITIONS = ("end", "head")
 # Caption variants: named overrides of the spec, written beside the caption (docs/CAPTIONS.md).
 VARIANT_PRESETS: dict[str, dict] = {
@@ -131,6 +138,8 @@ class CaptionSpec:
     nl_position: str = "end"  # tags+nl: NL after the tags, or "head": before the separator
     max_tokens: int = 0  # 0: no budget; else every caption fits this many CLIP tokens
     token_priority: str = "rare"  # general tags kept first under a budget: rare, common, order
+    subject_tags: tuple[str, ...] = DEFAULT_SUBJECT_TAGS  # a budget keeps them with the head
+    subject_categories: tuple[str, ...] = ("species",)  # ... and these categories' tags
     prune_implied: bool = False  # drop a tag another tag of the post implies
     implications: str = ""  # tag implications file (default: the dataset's, if it has one)
     # Named variants: overrides of these options, each a caption of its own beside this one
@@ -145,12 +154,12 @@ class CaptionSpec:
                                                  key=lambda t: -t[1])))  # fmt: skip
         set_(self, "periods", tuple(sorted(_pairs(self.periods, int), key=lambda t: t[1])))
         for name in ("order", "blacklist", "meta_filter", "fixed_categories", "nl_captions",
-                     "nl_fields"):  # fmt: skip
+                     "nl_fields", "subject_tags", "subject_categories"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, str):
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
             set_(self, name, None if value is None else tuple(value))
-        unknown = sorted(set(self.order or ()) - CATEGORIES)
+        unknown = sorted((set(self.order or ()) | set(self.subject_categories)) - CATEGORIES)
         if unknown:
             raise ValueError(f"order: unknown categories {unknown} (known: {sorted(CATEGORIES)})")
         if self.merge is not None and self.merge not in MERGE_MODES:
