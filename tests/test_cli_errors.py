@@ -358,8 +358,12 @@ def test_summary_points_at_failures_and_counts_this_run(mirror_args, tmp_path, c
     assert code == 0
     assert f"failures: {out / 'failures.parquet'}" in text
     assert "  e.g. " in text and "1 shard (0 already complete)" in text
+    assert "over 75: SDXL trainers read 75" in text and "--max-tokens 75" in text
     code, text, _ = _run(capsys, *args)
     assert "this run: 0 samples in" in text and "0.0 samples/s" in text
+    code, text, _ = _run(capsys, *args[:3], str(tmp_path / "fits"), *args[4:],
+                         "--max-tokens", "75")  # fmt: skip
+    assert code == 0 and "over 75" not in text  # a budget fits them: nothing to say
 
 
 def test_demo_says_where_it_is_and_that_it_breaks_posts(tmp_path, capsys):

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import polars as pl
+
 from e6ingest.cache import cache_dir
 from e6ingest.config import ConfigError, PullConfig, parse_ratings
 from e6ingest.manifests import DatasetManifest, load_manifest
@@ -84,6 +86,28 @@ def run_tasks(
     with ImagePool(tasks[0].image, workers, budget=context.budget) as images:
         for task in tasks:
             yield run_task(task, images)
+
+
+CAPTION_WINDOW = 75  # the tokens SDXL trainers read of a caption (77 with start and end)
+
+
+def caption_window_notes(plan_path: Path, spec) -> list[str]:
+    """A note when the plan's captions overrun SDXL's 75-token window (trainers cut them
+    silently) and no budget was asked for, with the flags that fit them."""
+    if spec.max_tokens or not plan_path.is_file():
+        return []
+    from e6ingest.captions.tokens import STATS_SAMPLE, token_stats
+
+    captions = pl.read_parquet(plan_path, columns=["caption"])["caption"]
+    step = max(1, len(captions) // STATS_SAMPLE)
+    stats = token_stats(captions.gather_every(step).to_list())
+    share = stats.get(f"over_{CAPTION_WINDOW}", 0)
+    if share < 0.1:
+        return []
+    fixes = "--max-tokens 75 fits them, --variants adds shorter ones (docs/CAPTIONS.md)"
+    over = f"{share:.0%} over {CAPTION_WINDOW}"
+    cut = "SDXL trainers read 75 and cut the rest silently"
+    return [f"captions: median {stats['median']} CLIP tokens, {over}: {cut}; {fixes}"]
 
 
 def check_query(query: Query, files: list[Path], schemas, progress: Progress | None) -> None:
@@ -215,6 +239,7 @@ class _Run:
             _, totals = finalise(self.out, manifest, fingerprint, commits, rejected, stats, plan)
         totals.shards, totals.shards_skipped = summary.shards, summary.shards_skipped
         totals.written_now = summary.written_now
+        totals.notes += caption_window_notes(self.out / PLAN_FILE, config.caption)
         totals.seconds = time.perf_counter() - self.start
         return totals
 

@@ -48,6 +48,7 @@ class PullSummary:
     retryable: int = 0  # failed posts a rerun with retry_failed may still get
     written_now: int = 0  # samples written by this run (not by an earlier one)
     examples: dict[str, str] = field(default_factory=dict)  # failure kind -> one message
+    notes: list[str] = field(default_factory=list)  # what a person should know (one line each)
 
     @property
     def samples_per_second(self) -> float:
@@ -85,7 +86,7 @@ class PullSummary:
                 "source was unavailable); rerun the same command with --retry-failed to try "
                 "them again"
             )
-        return lines
+        return lines + self.notes
 
 
 def _failure_rows(records: Iterable[FailureRecord]) -> Iterable[pa.RecordBatch]:
