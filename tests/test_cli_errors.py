@@ -361,7 +361,7 @@ def test_summary_points_at_failures_and_counts_this_run(mirror_args, tmp_path, c
     assert "over 75: SDXL trainers read 75" in text and "--max-tokens 75" in text
     code, text, _ = _run(capsys, *args)
     assert "this run: 0 samples in" in text and "0.0 samples/s" in text
-    code, text, _ = _run(capsys, *args[:3], str(tmp_path / "fits"), *args[4:],
+    code, text, _ = _run(capsys, *args[:4], str(tmp_path / "fits"), *args[5:],
                          "--max-tokens", "75")  # fmt: skip
     assert code == 0 and "over 75" not in text  # a budget fits them: nothing to say
 
