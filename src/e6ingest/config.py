@@ -57,7 +57,7 @@ class PullConfig:
     query: str = ""
     include_deleted: bool = False
     tag_table: str = ""  # e621 tags table restoring tag categories
-    shard_size: int = 1000
+    shard_size: int = 0  # samples per output shard; 0: 1000, fewer for small pulls
     image: ImagePolicy = field(default_factory=ImagePolicy)
     caption: CaptionSpec = field(default_factory=CaptionSpec)
     buckets: BucketSpec = field(default_factory=BucketSpec)
@@ -67,8 +67,10 @@ class PullConfig:
     seed: int = 0  # the seed of sample and order:random
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1:
-            raise ConfigError(f"--shard-size must be at least 1, not {self.shard_size}")
+        if self.shard_size < 0:
+            raise ConfigError(
+                f"--shard-size must be at least 1 (0: the default), not {self.shard_size}"
+            )
         object.__setattr__(self, "revisions", _pins(self.revisions))
         try:
             Subset(self.sample, self.limit, self.seed)

@@ -129,3 +129,15 @@ def test_a_row_without_an_id_is_recorded(small_demo, tmp_path):
     assert failures.height == 1 == summary.failed["invalid"]
     assert failures["message"][0] == "deepghs/e621_newest/table.parquet row 1: no id"
     assert failures["id"][0] is None
+
+
+def test_a_small_pull_makes_enough_shards_without_a_shard_size(tmp_path):
+    from e6ingest.pipeline.plan import auto_shard_size
+
+    sizes = [auto_shard_size(n) for n in (1, 31, 100, 1000, 32_000, 10**7)]
+    assert sizes == [1, 1, 4, 32, 1000, 1000]
+    metadata = _newest_rows([{"id": i, "tags": ["solo"]} for i in range(1, 101)],
+                            tmp_path / "t.parquet")  # fmt: skip
+    write_plan(metadata, PlanRequest(selection_query("solo", ())), tmp_path / "plan.parquet")
+    shards = pl.read_parquet(tmp_path / "plan.parquet")["shard"]
+    assert shards.n_unique() == 25 and shards.value_counts()["count"].max() == 4

@@ -323,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     log_json = getattr(args, "log_json", False)
     try:
         return HANDLERS[args.command](args)
-    except KeyboardInterrupt:
-        _report(args.command, 130, "interrupted; rerun the same command to continue", log_json)
+    except KeyboardInterrupt as exc:
+        detail = getattr(exc, "detail", "")
+        said = f"interrupted; {detail}; " if detail else "interrupted; "
+        _report(args.command, 130, said + "rerun the same command to continue", log_json)
         return 130
     except BrokenPipeError:  # the reader left (| head): say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -78,7 +78,11 @@ def _pull_parser(sub) -> None:
         help="write an empty output when nothing is selected (default: exit 2)",
     )
     p.add_argument(
-        "--shard-size", type=count, metavar="N", help="samples per shard (default: 1000)"
+        "--shard-size",
+        type=count,
+        metavar="N",
+        help="samples per shard (default: 1000, fewer for pulls under 32,000 posts: at least "
+        "32 shards, so that many GPU workers can split them and Ctrl-C redoes little)",
     )
     p.add_argument("--workers", type=count, metavar="N", help="processes (default: every core)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,17 @@ from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.query import Query, Subset
 
 PLAN_BATCH_ROWS = 250_000  # posts captioned at once: about 1 GB (benchmarks/RESULTS.md)
+SHARD_SIZE = 1000  # samples per output shard unless asked otherwise
+MIN_SHARDS = 32  # ... fewer in small pulls, so they make at least this many shards
+
+
+def auto_shard_size(posts: int) -> int:
+    """Samples per shard when none is asked for: 1000, or fewer so that a small pull still
+    makes ``MIN_SHARDS`` shards (enough for 8 GPUs x 4 DataLoader workers to split by shard,
+    and an interrupted run redoes little)."""
+    return max(1, min(SHARD_SIZE, -(-posts // MIN_SHARDS)))
+
+
 PLAN_COLUMNS = (
     "id",
     "site",
@@ -64,7 +75,7 @@ class PlanRequest:
     shard size, the caption spec and the tags table restoring categories."""
 
     query: Query
-    shard_size: int = 1000
+    shard_size: int = 0  # 0: auto_shard_size of the selection
     source_shards: int = 1000
     caption: CaptionSpec = field(default_factory=CaptionSpec)
     tag_table: str = ""
@@ -143,6 +154,8 @@ def write_plan(
                 "captioning": stack.enter_context(Captioning(request.threads)),
             }
             del keys
+            if not request.shard_size:
+                request = replace(request, shard_size=auto_shard_size(len(kept)))
             ranges = _source_ranges(kept, request.source_shards, request.batch_rows)
             only = kept if request.subset else None
             parts = partition(selection_file, ranges, request.source_shards, only)

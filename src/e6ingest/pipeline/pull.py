@@ -53,6 +53,14 @@ from e6ingest.sources.retry import require_reachable
 Progress = Callable[[str, dict], None]
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A pull stopped by Ctrl-C; ``detail`` says what the next run of it has left to do."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
 def _fingerprint(config: PullConfig, manifest: DatasetManifest) -> dict:
     """What decides a run's output, in the JSON form it is saved in."""
     document = {
@@ -229,7 +237,10 @@ class _Run:
                 if self.options.index:
                     query = query.with_index(self.tag_index(files, schemas))
                 self.plan(manifest, query, files, metadata, fingerprint, commits, tables)
-            summary = self.execute(manifest, metadata)
+            try:
+                summary = self.execute(manifest, metadata)
+            except KeyboardInterrupt:
+                raise RunInterrupted(self.left_to_do()) from None
             rejected = [FailureRecord(**r) for r in plan_rejected(self.out / PLAN_FILE)]
             complete = [n for n in sorted(shard_sizes(self.out / PLAN_FILE))
                         if shard_complete(self.out / SHARDS_DIR, n)]  # fmt: skip
@@ -242,6 +253,14 @@ class _Run:
         totals.notes += caption_window_notes(self.out / PLAN_FILE, config.caption)
         totals.seconds = time.perf_counter() - self.start
         return totals
+
+    def left_to_do(self) -> str:
+        """What an interrupted run leaves for the next: complete shards, posts to redo."""
+        sizes = shard_sizes(self.out / PLAN_FILE)
+        done = [n for n in sizes if shard_complete(self.out / SHARDS_DIR, n)]
+        redo = sum(size for n, size in sizes.items() if n not in done)
+        return (f"{len(done):,} of {len(sizes):,} shards complete; the next run writes the "
+                f"other {redo:,} posts")  # fmt: skip
 
     def tag_index(self, files, schemas):
         """The tag index of the metadata files, its build reported as ``index`` events."""
