@@ -17,8 +17,13 @@ class BucketSpec:
     step: int = 64
 
     def __post_init__(self) -> None:
-        if self.step <= 0 or self.min_side <= 0 or self.min_side > self.max_side:
-            raise ValueError(f"invalid bucket parameters: {self}")
+        if self.step <= 0 or self.min_side <= 0 or self.resolution <= 0:
+            raise ValueError(
+                f"--bucket-step, --bucket-min and --bucket-resolution must be positive (step "
+                f"{self.step}, min {self.min_side}, resolution {self.resolution})"
+            )
+        if self.min_side > self.max_side:
+            raise ValueError(f"--bucket-min {self.min_side} is over --bucket-max {self.max_side}")
 
 
 @lru_cache(maxsize=16)

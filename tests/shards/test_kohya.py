@@ -237,3 +237,21 @@ def test_a_tampered_export_record_never_deletes_outside_the_folder(small_pull, t
     assert precious.read_text() == "a user's file"
     code = main(["export", "kohya", str(small_pull), "--to", str(to), "--quiet"])
     assert code == 2 and precious.read_text() == "a user's file"
+
+
+def test_switching_to_jsonl_removes_the_old_metadata_json(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    assert (to / "metadata.json").is_file()
+    export_kohya(small_pull, to, jsonl=True)
+    assert not (to / "metadata.json").exists() and (to / "metadata.jsonl").is_file()
+    export_kohya(small_pull, to)  # and back
+    assert (to / "metadata.json").is_file() and not (to / "metadata.jsonl").exists()
+
+
+def test_absolute_keys_hold_no_dot_dot(small_pull, tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    export_kohya(small_pull, "../kohya", absolute=True)
+    metadata = json.loads((tmp_path / "kohya" / "metadata.json").read_text())
+    assert all(".." not in key and Path(key).is_file() for key in metadata)

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -174,11 +175,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     config = make_config(flag_values(args), where="flags")
     data = _open(args, config)
+    start = time.perf_counter()
     index = data.tag_index()
     record = index.record
+    built = index.built_now
+    how = (f"built in {record['build_seconds']} s" if built else
+           f"already built, checked in {time.perf_counter() - start:.1f} s")  # fmt: skip
     print(f"tag index of {record['rows']:,} posts, {record['tags']:,} tags, "
-          f"{record['postings']:,} postings (built in {record['build_seconds']} s): "
-          f"{index.folder}")  # fmt: skip
+          f"{record['postings']:,} postings ({how}): {index.folder}")  # fmt: skip
     return 0
 
 
@@ -199,7 +203,9 @@ def cmd_captions(args: argparse.Namespace) -> int:
         )
     if args.out:
         dataset.write_captions(captions, args.out)
-        print(f"{len(captions):,} captions written to {args.out}", file=sys.stderr)
+        from e6ingest.pipeline.results import plural
+
+        print(f"{plural(len(captions), 'caption')} written to {args.out}", file=sys.stderr)
     for row in captions.head(args.preview).iter_rows(named=True):
         print(f"{row['key']}:")
         texts = row.get("captions") or {"": row["caption"]}
@@ -249,6 +255,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from e6ingest.pipeline.results import plural
     from e6ingest.shards.verify import verify_output
 
+    if not Path(args.out).is_dir():
+        raise OutputError(f"{args.out} is not a folder (give the --out of a pull)")
     report = verify_output(args.out, deep=args.deep)
     for problem in report.problems:
         print(problem)

@@ -4,6 +4,7 @@ default, each command with examples), and flags mapped onto the config model."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Any, NoReturn
 
@@ -42,8 +43,26 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the command and its --help."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {message}{self._suggestion(message)} "
+                         f"(see {self.prog} --help)\n")  # fmt: skip
         sys.exit(2)
+
+    def _suggestion(self, message: str) -> str:
+        """For an unknown flag, the closest flag of the command (``--ratings``: --rating)."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        given = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = self
+        for action in commands:  # the command's own flags, not the top level's
+            chosen = next((w for w in sys.argv[1:] if w in action.choices), None)
+            parser = action.choices.get(chosen, self) if chosen else self
+        flags = [f for a in parser._actions for f in a.option_strings if f.startswith("--")]
+        for flag in given:
+            near = difflib.get_close_matches(flag, flags, n=1, cutoff=0.7)
+            if near:
+                return f"; did you mean {near[0]}?"
+        return ""
 
 
 def _command(sub, name: str, summary: str, examples: str) -> Parser:

@@ -70,6 +70,7 @@ class TagIndex:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.built_now = False  # True when open_index built it for this call
         try:
             self.record = json.loads((self.folder / MARKER).read_text())
             sizes = {name: (self.folder / name).stat().st_size for name in DATA_FILES}
@@ -226,6 +227,7 @@ def open_index(
     ident = identity(files, schemas)
     build([Path(f) for f in files], schemas, folder, ident, report)
     index = TagIndex(folder)
+    index.built_now = True
     if not _confirm(index, identify_all(files, schemas)):
         _remove(folder)
         raise SchemaError(

@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from e6ingest.core import atomic_path
 from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
 from e6ingest.query.index_build import tag_counts
-from e6ingest.query.metatags import supported_list
+from e6ingest.query.metatags import SUPPORTED, supported_list
 from e6ingest.query.parse import Query, QueryError
 
 VOCABULARY_VERSION = 3
@@ -90,7 +91,11 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
             raise QueryError(query.text, term.start, term.text,
                              f"{name}: is no metatag and {term.tag!r} no tag of this dataset "
                              f"(supported metatags: {supported_list()})")  # fmt: skip
-        near = closest_tags(term.tag, vocabulary)
+        metatag = re.fullmatch(r"([a-z_]+)(>=|<=|>|<|=)(.+)", term.tag)
+        if metatag and metatag[1] in SUPPORTED:  # score>=50: the metatag without its colon
+            near = [f"{metatag[1]}:{metatag[2]}{metatag[3]}"]
+        else:
+            near = closest_tags(term.tag, vocabulary)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         warnings.append(f"tag {term.tag!r} is on no post of this dataset{hint}")
     return warnings

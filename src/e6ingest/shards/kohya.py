@@ -215,7 +215,8 @@ class _Files:
         still hold what e6ingest wrote."""
         for rel, digest in self.recorded.items():
             path = self.to / rel
-            if rel in self.written or rel in TOP_FILES or path.is_symlink():
+            kept = TOP_FILES - set(METADATA_FILES)  # the other metadata form goes too
+            if rel in self.written or rel in kept or path.is_symlink():
                 continue
             try:
                 if _sha256(path.read_bytes()) == digest:
@@ -226,10 +227,11 @@ class _Files:
 
     def save_record(self, finished: bool) -> None:
         """Record what e6ingest wrote: this export's files, and those of the earlier one
-        that this export has not reached (when it did not finish) or that stay beside it
-        (the other metadata form)."""
+        that this export has not reached (when it did not finish), or its top files still
+        there."""
         kept = self.recorded if not finished else {
-            rel: digest for rel, digest in self.recorded.items() if rel in TOP_FILES
+            rel: digest for rel, digest in self.recorded.items()
+            if rel in TOP_FILES and (self.to / rel).is_file()
         }  # fmt: skip
         entries = {**kept, **self.written}
         frame = pl.DataFrame(
@@ -325,7 +327,7 @@ def export_kohya(
 
     ``progress(n)`` is called after each sample.
     """
-    to = Path(to).absolute()
+    to = Path(os.path.normpath(Path(to).absolute()))  # no ".." in the paths it writes
     manifest = read_manifest(out)
     recorded = _scan_target(to)
     metadata = to / ("metadata.jsonl" if jsonl else "metadata.json")
