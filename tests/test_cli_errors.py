@@ -88,6 +88,9 @@ def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_pat
         (["pull", "--out", "x", "--revision", "deepghs/e621_newest=../../x"],
          "is not a branch, tag or commit"),
         (["pull", "--out", "x", "--revision", "../x=main"], "is not a repository"),
+        (["pull", "--out", "x", "--ratings", "e"], "did you mean --rating?"),
+        (["pull", "--out", "x", "MIRROR", "--bucket-min", "3000"],
+         "--bucket-min 3000 is over --bucket-max 2048"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, monkeypatch):
@@ -126,6 +129,19 @@ def test_config_file_types_are_checked(toml, says, mirror_args, tmp_path, capsys
                         str(tmp_path / "out"))  # fmt: skip
     assert code == 2 and says in err and "pull.toml" in err
     assert "Traceback" not in err
+
+
+def test_small_messages_a_new_user_meets(mirror_args, tmp_path, capsys):
+    code, _, err = _run(capsys, "verify", str(tmp_path / "nowhere"))
+    assert code == 2 and "is not a folder" in _one_line(err)
+    code, _, err = _run(capsys, "inspect", *mirror_args, "--query", "score>=50", "--count")
+    assert code == 0 and "did you mean score:>=50?" in err
+    code, out, _ = _run(capsys, "index", *mirror_args)
+    code, out, _ = _run(capsys, "index", *mirror_args)
+    assert code == 0 and "already built" in out and "built in" not in out
+    code, _, err = _run(capsys, "captions", *mirror_args, "--limit", "1", "--out",
+                        str(tmp_path / "one.jsonl"))  # fmt: skip
+    assert code == 0 and "1 caption written" in err
 
 
 def test_every_flag_is_a_config_key(mirror_args, tmp_path, capsys, monkeypatch):

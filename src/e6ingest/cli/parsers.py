@@ -42,6 +42,10 @@ _INVERTED = {"allow_animation": ("image", "allow_animation"),
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the command and its --help."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # for suggestions
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}{self._suggestion(message)} "
                          f"(see {self.prog} --help)\n")  # fmt: skip
@@ -55,7 +59,7 @@ class Parser(argparse.ArgumentParser):
         commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
         parser = self
         for action in commands:  # the command's own flags, not the top level's
-            chosen = next((w for w in sys.argv[1:] if w in action.choices), None)
+            chosen = next((w for w in getattr(self, "_argv", []) if w in action.choices), None)
             parser = action.choices.get(chosen, self) if chosen else self
         flags = [f for a in parser._actions for f in a.option_strings if f.startswith("--")]
         for flag in given:
