@@ -255,3 +255,18 @@ def test_absolute_keys_hold_no_dot_dot(small_pull, tmp_path, monkeypatch):
     export_kohya(small_pull, "../kohya", absolute=True)
     metadata = json.loads((tmp_path / "kohya" / "metadata.json").read_text())
     assert all(".." not in key and Path(key).is_file() for key in metadata)
+
+
+def test_a_reexport_leaves_the_trainers_caches_alone(small_pull, tmp_path):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    image = next(iter(sorted(to.glob("*/*.webp"))))
+    caches = [image.with_name(f"{image.stem}_1024x1024_sdxl.npz"),
+              image.with_name(f"{image.stem}_te.npz"), image.with_suffix(".npz")]  # fmt: skip
+    for cache in caches:
+        cache.write_bytes(b"latents")  # what sd-scripts' cache_latents.py writes
+    again = export_kohya(small_pull, to)
+    assert again.kept > 0 and all(c.read_bytes() == b"latents" for c in caches)
+    (image.parent / "notes.npz").write_text("mine")  # not a cache of an image: foreign
+    with pytest.raises(ExportError, match=r"notes\.npz"):
+        export_kohya(small_pull, to)

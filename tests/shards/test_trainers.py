@@ -203,7 +203,7 @@ def test_onetrainer_concept_folder_from_the_kohya_export(small_pull, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shard_size", [20, 4])  # fewer shards than parts, and more
+@pytest.mark.parametrize("shard_size", [20, 10, 4])  # fewer shards than parts, 6, more
 def test_ranks_and_workers_read_every_sample_once(small_demo, tmp_path, shard_size):
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
@@ -211,14 +211,16 @@ def test_ranks_and_workers_read_every_sample_once(small_demo, tmp_path, shard_si
     out = pull(make_config({"ratings": "e,q,s", "shard_size": shard_size}), tmp_path / "o",
                small_demo, workers=1).out  # fmt: skip
     shards = e6ingest.open_shards(out)
-    every = Counter()
+    every, shares = Counter(), []
     for rank in range(2):
         for worker in range(2):
             keys = [s["__key__"] for s in shards.samples(rank, 2, worker, 2)]
             batched = [k for b in shards.batches(3, rank, 2, worker, 2) for k in b["keys"]]
             assert sorted(batched) == sorted(keys)
             every.update(keys)
+            shares.append(len(keys))
     assert sorted(every) == sorted(shards.index["key"]) and set(every.values()) == {1}
+    assert max(shares) - min(shares) <= 1  # balanced by samples, whatever the shards
     shuffled = [s["__key__"] for s in shards.samples(0, 1, 0, 1, shuffle=True, seed=3)]
     again = [s["__key__"] for s in shards.samples(0, 1, 0, 1, shuffle=True, seed=3)]
     assert shuffled == again and sorted(shuffled) == sorted(every)
@@ -279,3 +281,16 @@ def test_sample_json_has_the_laion_size_keys(small_pull):
         assert [meta["original_width"], meta["original_height"]] == meta["original_size"]
     index = pl.read_parquet(small_pull / "shards" / "00000.parquet")
     assert index.height > 0
+
+
+def test_sample_json_has_what_the_latent_cache_records(small_pull):
+    """The decoded size, the resized size and the crop, as batches() and sd-scripts make them."""
+    shards = e6ingest.open_shards(small_pull)
+    for batch in shards.batches(4):
+        for meta, original, crop in zip(batch["json"], batch["original_size"],
+                                        batch["crop_ltrb"], strict=True):  # fmt: skip
+            latent = meta["latent"]
+            assert latent["original_size"] == list(original) == meta["size"]
+            assert latent["crop_ltrb"] == list(crop)
+            fit = fit_to_bucket(*meta["size"], tuple(meta["bucket"]))
+            assert latent["resized_size"] == list(fit.resized)

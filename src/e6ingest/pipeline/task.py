@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from e6ingest.buckets import BucketSpec, choose_bucket
+from e6ingest.buckets import BucketSpec, choose_bucket, fit_to_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
@@ -58,6 +58,8 @@ def _tags_by_category(row: dict) -> dict[str, list[str]]:
 def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
     """The output sample of one post: image, caption text and JSON record."""
     tags = _tags_by_category(row)
+    bucket = choose_bucket(record.width, record.height, task.buckets)
+    fit = fit_to_bucket(record.width, record.height, bucket)
     meta = {
         "id": row["id"],
         "site": row["site"],
@@ -80,7 +82,14 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
         "original_width": record.source_width,
         "original_height": record.source_height,
         "reencoded": record.reencoded,
-        "bucket": list(choose_bucket(record.width, record.height, task.buckets)),
+        "bucket": list(bucket),
+        # What sd-scripts' latent cache records for the image in its bucket: the size it is
+        # read at, the size it is resized to before the center crop, and that crop.
+        "latent": {
+            "original_size": [record.width, record.height],
+            "resized_size": list(fit.resized),
+            "crop_ltrb": list(fit.crop_ltrb),
+        },
     }
     if row.get("caption_variants"):  # every variant's caption by name, "default" first
         meta["captions"] = dict(row["caption_variants"])

@@ -34,6 +34,14 @@ JSON_FEATURES: list[tuple[str, object]] = [
     ("height", "int64"),
     ("original_width", "int64"),
     ("original_height", "int64"),
+    (
+        "latent",
+        [
+            ("original_size", "sequence: int64"),
+            ("resized_size", "sequence: int64"),
+            ("crop_ltrb", "sequence: float64"),
+        ],
+    ),
 ]
 SAMPLE_FEATURES: list[tuple[str, object]] = [
     ("__key__", "string"),

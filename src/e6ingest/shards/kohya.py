@@ -37,6 +37,10 @@ from e6ingest.shards.reader import iter_samples
 SAFE_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9]{1,20})$")
 SITE_DIR = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SAMPLE_FILE = re.compile(r"^[0-9]{1,20}\.(?:webp|txt)$")
+# What trainers write beside the images they read, which an export leaves alone: sd-scripts'
+# latent caches ({stem}_{W:04d}x{H:04d}_sdxl.npz, and _sd3/_flux...; the legacy {stem}.npz)
+# and text-encoder caches ({stem}_te.npz, _sd3_te.npz...).
+TRAINER_CACHE = re.compile(r"^[0-9]{1,20}(?:_[0-9]{4}x[0-9]{4})?(?:_[a-z0-9]+)*\.npz$")
 MARKER = ".e6ingest-export.json"
 RECORD = ".e6ingest-export.parquet"
 CONFIG_FILE = "dataset_config.toml"
@@ -139,6 +143,8 @@ def _scan_target(to: Path) -> dict[str, str]:
             if is_our_temp(item, SAMPLE_FILE.match):
                 os.unlink(item.path)  # a temporary of an interrupted export of ours
                 continue
+            if TRAINER_CACHE.match(item.name) and item.is_file(follow_symlinks=False):
+                continue  # a trainer's cache of an image of ours: not ours, left alone
             if item.is_symlink() or not item.is_file() or not SAMPLE_FILE.match(item.name):
                 raise _foreign(to, Path(item.path))
     return _read_record(to)

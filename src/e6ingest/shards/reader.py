@@ -126,8 +126,8 @@ class ShardSet:
         """This process's samples of one epoch (``__key__``, ``webp``, ``txt``, ``json``),
         decoded unless the set was opened with ``decode=None``. Ranks default to
         ``RANK``/``WORLD_SIZE``, workers to the torch DataLoader worker; across all of them
-        every sample comes exactly once (by shard, or by sample when shards are fewer than
-        parts). ``shuffle`` orders them by ``seed`` and ``epoch``. ``captions``
+        every sample comes exactly once, each part an equal run of consecutive samples
+        (within one). ``shuffle`` orders them by ``seed`` and ``epoch``. ``captions``
         (``variant_weights``, ``shuffle_tags``, ``tag_dropout``, ``keep_tokens``): the
         caption ``txt`` holds, as :meth:`caption_choice` says."""
         part = current_part(rank, world_size, worker, num_workers)

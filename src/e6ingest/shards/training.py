@@ -70,15 +70,12 @@ def current_part(
 
 
 def assign(index: pl.DataFrame, part: Part) -> pl.DataFrame:
-    """The rows of ``index`` (every sample, in shard order) that ``part`` reads: whole
-    shards when there are at least as many shards as parts, else every n-th sample."""
-    shards = index["shard"].unique(maintain_order=True).to_list()
-    if len(shards) >= part.total:
-        mine = shards[part.index :: part.total]
-        return index.filter(pl.col("shard").is_in(mine))
-    return (
-        index.with_row_index("_row").filter(pl.col("_row") % part.total == part.index).drop("_row")
-    )
+    """The rows of ``index`` (every sample, in shard order) that ``part`` reads: one of
+    ``part.total`` consecutive runs of samples, their sizes within one of each other (every
+    part gets its share whatever the shards' sizes, and reads few shards, by offset)."""
+    n = index.height
+    start, end = part.index * n // part.total, (part.index + 1) * n // part.total
+    return index.slice(start, end - start)
 
 
 class _Files:
