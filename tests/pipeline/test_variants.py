@@ -22,6 +22,7 @@ from e6ingest.pipeline import pull
 from e6ingest.shards.kohya import export_kohya
 from e6ingest.shards.reader import iter_samples
 from e6ingest.shards.verify import verify_output
+from tests.shards.test_kohya import _trained_text
 
 
 def test_presets_tables_and_refusals():
@@ -136,6 +137,9 @@ def test_the_kohya_export_writes_a_line_per_variant_with_wildcards(variant_pull,
         assert "tags" not in entry and lines[0] == captions["default"]
         assert set(lines) == set(captions.values())
         assert (to / f"{key}.txt").read_text().split("\n") == lines
+        for version in ("0.9", "0.10"):  # sd-scripts with enable_wildcard picks any line
+            assert set(_trained_text(entry, version, wildcard=True)) == set(captions.values())
+            assert _trained_text(entry, version, wildcard=False) == [captions["default"]]
 
 
 def test_open_shards_draws_variants_by_weight_the_same_for_a_seed(variant_pull):

@@ -270,3 +270,46 @@ def test_a_reexport_leaves_the_trainers_caches_alone(small_pull, tmp_path):
     (image.parent / "notes.npz").write_text("mine")  # not a cache of an image: foreign
     with pytest.raises(ExportError, match=r"notes\.npz"):
         export_kohya(small_pull, to)
+
+
+def _trained_text(md: dict, version: str, wildcard: bool, separator: str = ",") -> list[str]:
+    """The captions sd-scripts trains an image on from its metadata entry, as its fine-tuning
+    dataset builds them (library/train_util.py, v0.9.1 and v0.10), every line a wildcard may
+    pick (without wildcards, the first line)."""
+    caption, tags = md.get("caption"), md.get("tags")
+    if version == "0.9":
+        if caption is None:
+            caption, tags = tags, None
+        if wildcard:
+            if tags is not None:
+                tags = tags.replace("\n", separator)
+            if caption is not None and tags is not None:
+                caption = "\n".join(f"{line}{separator}{tags}" for line in caption.split("\n")
+                                    if line.strip() != "")  # fmt: skip
+        elif tags:
+            caption = caption + separator + tags
+    else:  # 0.10
+        caption = "" if caption is None else caption
+        if wildcard:
+            if tags is not None:
+                tags = tags.replace("\n", separator)
+                caption = "\n".join(f"{line}{separator}{tags}" for line in caption.split("\n")
+                                    if line.strip() != "")  # fmt: skip
+        elif tags:
+            caption = (caption + separator if caption else "") + tags
+    lines = (caption or "").split("\n")
+    return lines if wildcard else lines[:1]
+
+
+@pytest.mark.parametrize("version", ["0.9", "0.10"])
+@pytest.mark.parametrize("wildcard", [False, True])
+def test_sd_scripts_never_trains_on_an_empty_caption(small_pull, tmp_path, version, wildcard):
+    to = tmp_path / "kohya"
+    export_kohya(small_pull, to)
+    metadata = json.loads((to / "metadata.json").read_text())
+    for key, members in iter_samples(small_pull):
+        meta = json.loads(members["json"])
+        texts = _trained_text(metadata[f"{key}.webp"], version, wildcard)
+        assert texts and all(t.strip() for t in texts), (key, version, wildcard)
+        if not meta["caption"]["nl"]:  # the tag caption, whatever the version
+            assert texts == [meta["caption"]["tags"]]

@@ -294,3 +294,56 @@ def test_sample_json_has_what_the_latent_cache_records(small_pull):
             assert latent["crop_ltrb"] == list(crop)
             fit = fit_to_bucket(*meta["size"], tuple(meta["bucket"]))
             assert latent["resized_size"] == list(fit.resized)
+
+
+@pytest.mark.slow
+def test_datasets_reads_the_tars_without_the_card_given_the_features(small_pull, tmp_path):
+    """``load_dataset("webdataset", data_files=...)`` infers json types from the first
+    samples (e621: categories empty there, filled later); ``open_shards(OUT).features``
+    declares them."""
+    script = """
+import json, sys
+import e6ingest
+from datasets import load_dataset
+shards = e6ingest.open_shards(sys.argv[1])
+tars = [str(p) for p in sorted(shards.out.glob("shards/*.tar"))]
+ds = load_dataset("webdataset", data_files={"train": tars}, split="train",
+                  features=shards.features, cache_dir=sys.argv[2])
+print(json.dumps({r["__key__"]: r["json"]["tags"] for r in ds}))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, str(small_pull), str(tmp_path / "c")],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    members = _members(small_pull)
+    assert loaded.keys() == members.keys()
+    for key, tags in loaded.items():
+        assert tags == json.loads(members[key]["json"])["tags"]
+
+
+@pytest.mark.slow
+def test_the_diffusers_sdxl_recipe_gives_image_and_text_columns(small_pull, tmp_path):
+    """train_text_to_image_sdxl.py removes columns 'image' and 'text' by name: TRAINERS.md's
+    recipe renames them; its copy loads with those columns, images decoding."""
+    import re as re_
+
+    recipe = (Path(__file__).resolve().parents[2] / "docs" / "TRAINERS.md").read_text()
+    code = re_.search(r"## diffusers.*?```python\n(.*?)```", recipe, re_.S).group(1)
+    code = code.replace("/data/out", str(small_pull)).replace("/data/sdxl", str(tmp_path / "sd"))
+    check = (
+        code
+        + f"""
+ds = load_dataset({str(tmp_path / "sd")!r}, split="train")
+assert set(ds.column_names) == {{"image", "text"}}, ds.column_names
+assert ds[0]["image"].size[0] > 0 and isinstance(ds[0]["text"], str)
+print(len(ds))
+"""
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "c")}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) == len(_members(small_pull))

@@ -83,6 +83,23 @@ def sample_features(variants: list[str] = ()) -> list[tuple[str, object]]:
     return [(n, json_features if n == "json" else kind) for n, kind in SAMPLE_FEATURES]
 
 
+def datasets_features(variants: list[str] = ()):
+    """The members of a sample as a ``datasets.Features``, for
+    ``load_dataset("webdataset", data_files=..., features=...)`` without the card."""
+    import datasets
+
+    def feature(kind):
+        if isinstance(kind, list):
+            return {name: feature(k) for name, k in kind}
+        if kind == "image":
+            return datasets.Image()
+        if kind.startswith("sequence: "):
+            return datasets.Sequence(datasets.Value(kind.removeprefix("sequence: ")))
+        return datasets.Value(kind)
+
+    return datasets.Features(feature(sample_features(variants)))
+
+
 def card_front_matter(variants: list[str] = ()) -> str:
     """The YAML front matter: the tars as the one config, and the declared features."""
     lines = [

@@ -151,6 +151,16 @@ class ShardSet:
         return iter_batches(self.out, self.index, part, batch_size, shuffle, seed, epoch,
                             drop_last, as_numpy, choice)  # fmt: skip
 
+    @property
+    def features(self):
+        """The samples' members as ``datasets.Features`` (what the dataset card declares),
+        for ``load_dataset("webdataset", data_files="OUT/shards/*.tar", features=...)``:
+        without them, ``datasets`` infers types from the first samples and fails on a field
+        empty there and filled later."""
+        from e6ingest.shards.card import datasets_features
+
+        return datasets_features(variant_names(self.manifest.get("config", {})))
+
     def __len__(self) -> int:
         return sum(entry["samples"] for entry in self.manifest["shards"])
 
