@@ -108,7 +108,7 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     ]
     path = tmp_path / "posts.parquet"  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), path)
-    data = dataset.open_dataset(files=[path])
+    data = dataset.open_dataset(files=[path], index=True)
     for text in ("solo", "dragon", "wings", "solo dragon", "tagcount:2", "-solo", "d*"):
         _same(data, text)
     assert data.tag_index().vocabulary()["tag"].to_list() == ["solo", "dragon", "wings"]
@@ -117,7 +117,7 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
 
 
 def test_a_later_file_wins_for_a_repeated_id_in_the_index(e621_2024_sample, e621_newest_sample):
-    data = dataset.open_dataset(files=[e621_2024_sample, e621_newest_sample])
+    data = dataset.open_dataset(files=[e621_2024_sample, e621_newest_sample], index=True)
     assert _same(data, "retagged") == 1 and _same(data, "balls") == 0  # id 14: the newest row
     assert data.tag_counts(data.query(""), ["solo", "dragon", "nope"]) == {
         "solo": 1, "dragon": 1, "nope": 0,
@@ -195,3 +195,37 @@ def test_pull_plans_the_same_posts_with_and_without_the_index(small_demo, tmp_pa
     assert plans[0].equals(plans[1]) and len(plans[0]) > 0
     built = [info for event, info in events if event == "index"]
     assert built and built[-1]["done"] == built[-1]["total"] > len(plans[0])
+
+
+def test_the_first_question_scans_and_the_second_builds_the_index(tmp_path, capsys):
+    """No wait for an index nobody asked for: the first question on fresh metadata is
+    answered by the scan, the second builds the index (saying so in one line), the third
+    reads it; --index builds at once, --no-index never."""
+    path = tmp_path / "posts.parquet"
+    rows = [dict(E621_NEWEST_ROWS[0], id=i, tags=["solo"] if i % 2 else ["duo"])
+            for i in range(1, 41)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    root = cache_dir() / "index"
+    ask = ["inspect", "--metadata", str(path), "--query", "solo", "--count"]
+    key = None
+    for turn in range(3):
+        assert main(ask) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "20"
+        built = [p for p in root.glob("*/index.json")
+                 if str(path) in p.read_text()]  # fmt: skip
+        notices = [line for line in err.splitlines() if "building the tag index (once" in line]
+        if turn == 0:
+            assert not built and not notices  # answered by the scan
+        elif turn == 1:
+            assert built and notices == [notices[0]] and "next questions take under a" in err
+            key = built[0].parent
+        else:
+            assert built[0].parent == key and not notices  # read, not built again
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[:10]), other)
+    assert main(["inspect", "--metadata", str(other), "--count", "--no-index"]) == 0
+    assert main(["inspect", "--metadata", str(other), "--count", "--no-index"]) == 0
+    assert not [p for p in root.glob("*/index.json") if str(other) in p.read_text()]
+    assert main(["inspect", "--metadata", str(other), "--count", "--index"]) == 0
+    assert [p for p in root.glob("*/index.json") if str(other) in p.read_text()]

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +26,7 @@ from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_source
 from e6ingest.query import Query, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
+from e6ingest.query.indexing import index_for_question
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import sample_key_expr
 from e6ingest.shards.layout import OutputError
@@ -61,8 +62,11 @@ class Dataset:
     site: str | None = None  # None: files of any site (ratings of either accepted)
     include_deleted: bool = False
     tables: CaptionTables | None = None  # tags table, implications, tag rarity
-    index: bool = True  # answer queries from the cached tag index (built on first use)
+    index: bool | None = None  # True: the tag index, built if needed; False: scan;
+    # None: the index if built, else the scan for a first question, the index from the second
     report: Report | None = None  # hears the progress of an index build (done, total)
+    notice: Callable[[str], None] | None = None  # hears why an index is being built
+    _chosen: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def posts(self) -> pl.LazyFrame:
@@ -82,6 +86,22 @@ class Dataset:
         """The tag index of the files, built once (and again when a file changes)."""
         return open_index(self.files, self.schemas, cache_dir() / "index", self.report)
 
+    def build_index(self) -> TagIndex:
+        """Build the tag index now (once per metadata version), so every later question
+        about these files is answered from it."""
+        index = self.tag_index()
+        self._chosen[:] = [index]
+        return index
+
+    def question_index(self) -> TagIndex | None:
+        """The index this dataset's questions are answered from, or None to scan them
+        (``index``; decided once per dataset: ``query.indexing``)."""
+        if not self._chosen:
+            root = cache_dir() / "index"
+            self._chosen.append(index_for_question(self.files, self.schemas, root, self.index,
+                                                   self.report, self.notice))  # fmt: skip
+        return self._chosen[0]
+
     def query(self, query: str = "", ratings: str | Sequence[str] = ()) -> Query:
         """``query`` and ``ratings`` parsed for this dataset's site (answered from the tag
         index unless the dataset was opened with ``index=False``)."""
@@ -90,13 +110,16 @@ class Dataset:
         return self.indexed(parsed)
 
     def indexed(self, query: Query) -> Query:
-        """``query`` answered from the tag index (as it is without one)."""
-        return query.with_index(self.tag_index()) if self.index else query
+        """``query`` answered from the tag index when :meth:`question_index` gives one."""
+        index = self.question_index()
+        return query.with_index(index) if index is not None else query
 
     def vocabulary(self) -> pl.DataFrame:
-        """Every tag with its number of posts (counted once, cached by the files)."""
-        if self.index:
-            return self.tag_index().vocabulary()
+        """Every tag with its number of posts (from the index, or counted once by a pass
+        over the tags and cached by the files)."""
+        index = self.question_index()
+        if index is not None:
+            return index.vocabulary()
         return cached_vocabulary(self.files, self.schemas, cache_dir() / "vocabulary")
 
     def tag_counts(
@@ -104,8 +127,9 @@ class Dataset:
     ) -> dict[str, int]:
         """On how many of the posts ``query`` selects (the kept part with ``subset``) each
         of ``tags`` (or ``*`` wildcards) is: from the tag index alone when it can."""
-        if self.index and not subset:
-            return self.tag_index().tag_counts(query, tags)
+        index = self.question_index()
+        if index is not None and not subset:
+            return index.tag_counts(query, tags)
         selected = self.select(query, subset)
         counts = selected.select(has_tag(t).sum().alias(str(i)) for i, t in enumerate(tags))
         row = counts.collect(engine="streaming").row(0)
@@ -113,8 +137,21 @@ class Dataset:
 
     def warnings(self, query: Query) -> list[str]:
         """Tags of ``query`` no post has, with the closest ones; raises QueryError for a
-        ``name:value`` term that is neither a metatag nor a tag."""
-        return check_tags(query, self.vocabulary()) if query.tags else []
+        ``name:value`` term that is neither a metatag nor a tag. Without an index, one pass
+        finds which of the query's tags some post has; the whole vocabulary is counted only
+        to suggest the closest tags to one that none has."""
+        if not query.tags:
+            return []
+        if self.question_index() is not None:
+            return check_tags(query, self.vocabulary())
+        names = sorted({t.tag for t in query.tags})
+        found = self.posts.select(has_tag(t).any().alias(t) for t in names).collect(
+            engine="streaming"
+        )  # fmt: skip
+        present = [t for t in names if found[t][0]]
+        if len(present) == len(names):
+            return []
+        return check_tags(query, self.vocabulary())
 
     def select(self, query: Query, subset: Subset = EVERYTHING, tag_table=None) -> pl.LazyFrame:
         """The posts ``query`` selects (the kept part with ``subset``), lazily, with their
@@ -143,17 +180,20 @@ def open_dataset(
     caption: CaptionSpec | None = None,
     tag_table: str = "",
     warn=None,
-    index: bool = True,
+    index: bool | None = None,
     report: Report | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Dataset:
     """A dataset: ``files`` (parquet in any supported schema, recognised from their
     columns), or the metadata of ``dataset`` from ``mirror``, the demo (``demo=True``) or
     the Hub (downloaded once and cached), with the tag tables its captions use (``caption``
-    says which; ``warn(message)`` hears of a missing one). Queries are answered from a tag
-    index built on first use and cached (``index=False``: by scanning the tags each time;
-    ``report(done, total)`` hears the build's progress)."""
+    says which; ``warn(message)`` hears of a missing one). Queries are answered by scanning
+    the metadata, or from a cached tag index: one already built, else one built at the
+    second question about the same files (``notice(line)`` hears it said); ``index=True``
+    builds it at once, ``index=False`` always scans (``report(done, total)`` hears a build's
+    progress)."""
     caption = caption or CaptionSpec()
-    options = {"index": index, "report": report}
+    options = {"index": index, "report": report, "notice": notice}
     if files:
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:

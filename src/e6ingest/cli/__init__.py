@@ -87,7 +87,8 @@ def _open(args: argparse.Namespace, config):
 
     options = {"include_deleted": config.include_deleted, "caption": config.caption,
                "tag_table": config.tag_table, "warn": lambda m: _warn([m]),
-               "index": not getattr(args, "no_index", False),
+               "index": getattr(args, "index", None),
+               "notice": lambda line: print(line, file=sys.stderr),
                "report": _index_report()}  # fmt: skip
     if args.metadata:
         return dataset.open_dataset(files=args.metadata, **options)
@@ -237,7 +238,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             config, args.out, mirror, hub=hub, progress=reporter, workers=args.workers,
             overwrite=args.overwrite, retry_failed=args.retry_failed,
             memory_budget=args.memory_budget << 20 if args.memory_budget else None,
-            allow_empty=args.allow_empty, executor=executor, index=not args.no_index,
+            allow_empty=args.allow_empty, executor=executor, index=args.index,
         )  # fmt: skip
     finally:
         reporter.close()

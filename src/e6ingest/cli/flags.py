@@ -85,9 +85,18 @@ def selection_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--seed", type=whole, metavar="S", help="seed of --sample and order:random (default: 0)"
     )
-    s.add_argument("--no-index", action="store_true",
-                   help="scan the tags for this query instead of using the cached tag index "
-                   "(default: the index, built once per metadata version)")  # fmt: skip
+    choice = s.add_mutually_exclusive_group()
+    choice.add_argument("--index", dest="index", action="store_const", const=True,
+                        help="answer from the cached tag index, building it now if needed "
+                        "(default: an index already built; else the first question about a "
+                        "metadata version scans and the second builds it)")  # fmt: skip
+    choice.add_argument(
+        "--no-index",
+        dest="index",
+        action="store_const",
+        const=False,
+        help="always scan the metadata, never build or read an index (default: off)",
+    )
 
 
 def image_flags(p: argparse.ArgumentParser) -> None:

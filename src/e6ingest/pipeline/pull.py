@@ -41,7 +41,7 @@ from e6ingest.pipeline.sourcing import (
 )
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
-from e6ingest.query.index import open_index
+from e6ingest.query.index import built_index, open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.lock import OutputLock
@@ -142,7 +142,7 @@ class RunOptions:
     memory_budget: int | None = None
     allow_empty: bool = False
     executor: Executor | None = None
-    index: bool = True  # select from the cached tag index (built on first use)
+    index: bool | None = None  # True: build the tag index; None: use one if built; False: scan
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -234,8 +234,9 @@ class _Run:
             schemas = [m.schema for m in manifest.metadata]
             metadata = scan_files(files, schemas, config.include_deleted)
             if not continued:
-                if self.options.index:
-                    query = query.with_index(self.tag_index(files, schemas))
+                index = self.tag_index(files, schemas)
+                if index is not None:
+                    query = query.with_index(index)
                 self.plan(manifest, query, files, metadata, fingerprint, commits, tables)
             try:
                 summary = self.execute(manifest, metadata)
@@ -263,12 +264,17 @@ class _Run:
                 f"other {redo:,} posts")  # fmt: skip
 
     def tag_index(self, files, schemas):
-        """The tag index of the metadata files, its build reported as ``index`` events."""
+        """The tag index planning answers from: built (its build reported as ``index``
+        events) with ``index=True``, one already built by default (planning scans without
+        one: a pull's plan is one question), none with ``index=False``."""
 
         def report(done: int, total: int) -> None:
             self.notify("index", done=done, total=total)
 
-        return open_index(files, schemas, cache_dir() / "index", report)
+        root = cache_dir() / "index"
+        if self.options.index is True:
+            return open_index(files, schemas, root, report)
+        return built_index(files, schemas, root) if self.options.index is None else None
 
     def plan(self, manifest, query, files, metadata, fingerprint, commits, tables) -> None:
         """Check the query against the dataset's tags and write the plan."""

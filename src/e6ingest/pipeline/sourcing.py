@@ -13,7 +13,7 @@ from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_rarity, read_implications
 from e6ingest.config import ConfigError
 from e6ingest.manifests import DatasetManifest, MetadataFile
-from e6ingest.query.index import open_index
+from e6ingest.query.index import built_index, open_index
 from e6ingest.query.vocabulary import cached_vocabulary
 from e6ingest.sources import HubError, HubOptions, HubSource, MirrorError, MirrorSource
 
@@ -142,7 +142,7 @@ class CaptionTables:
     implications: str = ""
     files: tuple[Path, ...] = ()
     schemas: tuple[str | None, ...] = ()  # default: each recognised from its columns
-    index: bool = True
+    index: bool | None = None  # True: build the index; None: one already built; False: none
 
     def implied(self) -> pl.DataFrame | None:
         """The closed implications when the spec prunes implied tags."""
@@ -155,8 +155,14 @@ class CaptionTables:
         if not self.spec.max_tokens or self.spec.token_priority == "order":
             return None
         schemas = list(self.schemas) or [None] * len(self.files)
-        if self.index:
-            vocabulary = open_index(self.files, schemas, cache_dir() / "index").vocabulary()
+        root = cache_dir() / "index"
+        index = None
+        if self.index is True:
+            index = open_index(self.files, schemas, root)
+        elif self.index is None:
+            index = built_index(self.files, schemas, root)
+        if index is not None:
+            vocabulary = index.vocabulary()
         else:
             vocabulary = cached_vocabulary(self.files, schemas, cache_dir() / "vocabulary")
         return caption_rarity(vocabulary, self.spec)

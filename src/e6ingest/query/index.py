@@ -33,7 +33,7 @@ from e6ingest.query.index_build import DATA_FILES, INDEX_VERSION, MARKER, Report
 from e6ingest.query.metatags import COUNTED
 from e6ingest.query.parse import Query, index_column
 
-__all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "identity", "open_index"]
+__all__ = ["ROW", "Report", "TagIndex", "TagIndexError", "built_index", "identity", "open_index"]
 
 ROW = index_column("row")  # a post's row number in the index
 
@@ -196,6 +196,27 @@ def _remove(folder: Path) -> None:
         folder.rmdir()
 
 
+def built_index(
+    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], root: Path
+) -> TagIndex | None:
+    """The index of the metadata ``files`` in ``root`` when one is built for them as they
+    are now (checked: ``_confirm``), else None; a stale or damaged one is removed."""
+    found = identify_all(files, schemas)
+    folder = root / _key(found)
+    if folder.is_symlink():
+        raise TagIndexError(f"{folder}: a symlink where a tag index belongs; remove it")
+    if not (folder / MARKER).is_file():
+        return None
+    try:
+        index = TagIndex(folder)
+        if _confirm(index, found):
+            return index
+    except TagIndexError:  # damaged since it was built: built again
+        pass
+    _remove(folder)  # built from other content, or damaged
+    return None
+
+
 def open_index(
     files: Sequence[str | os.PathLike],
     schemas: Sequence[str | None],
@@ -206,19 +227,12 @@ def open_index(
     is none for the files as they are now (``report(done, total)`` hears the progress);
     indexes of earlier versions of the same files are removed. An index is used only once
     its files' content is confirmed to be what it was built from."""
+    index = built_index(files, schemas, root)
+    if index is not None:
+        return index
     found = identify_all(files, schemas)
     key = _key(found)
     folder = root / key
-    if folder.is_symlink():
-        raise TagIndexError(f"{folder}: a symlink where a tag index belongs; remove it")
-    if (folder / MARKER).is_file():
-        try:
-            index = TagIndex(folder)
-            if _confirm(index, found):
-                return index
-        except TagIndexError:  # damaged since it was built: built again
-            pass
-        _remove(folder)  # built from other content, or damaged
     if folder.exists():
         raise TagIndexError(f"{folder}: in the way of a tag index and not one; remove it")
     root.mkdir(parents=True, exist_ok=True)
