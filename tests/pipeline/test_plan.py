@@ -7,13 +7,8 @@ import pytest
 
 from e6ingest import dataset
 from e6ingest.captions import CaptionSpec
-from e6ingest.pipeline.plan import (
-    PlanRequest,
-    _source_ranges,
-    plan_fingerprint,
-    shard_sizes,
-    write_plan,
-)
+from e6ingest.pipeline.plan import PlanRequest, _source_ranges, write_plan
+from e6ingest.pipeline.planfile import plan_fingerprint, shard_sizes
 from e6ingest.query import selection_query
 
 SOURCE_SHARDS = 1000

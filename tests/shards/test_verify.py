@@ -172,7 +172,7 @@ def test_verify_finds_a_shard_written_for_another_plan(small_pull, tmp_path):
 
 def test_a_task_refuses_a_plan_replaced_under_its_run(small_pull, tmp_path):
     from e6ingest.config import make_config
-    from e6ingest.pipeline.plan import plan_id
+    from e6ingest.pipeline.planfile import plan_id
     from e6ingest.pipeline.task import ShardTask, run_task
     from e6ingest.shards.layout import OutputError
     from e6ingest.sources import SourceSpec

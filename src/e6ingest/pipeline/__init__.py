@@ -12,18 +12,25 @@ manifest and the dataset card (``results``). Tasks carry what they need by value
 executors know nothing of what a task does.
 """
 
-from e6ingest.pipeline.executor import Executor, LocalExecutor
-from e6ingest.pipeline.output import OutputConflict
-from e6ingest.pipeline.plan import EmptySelection
-from e6ingest.pipeline.pull import RunOptions, pull
-from e6ingest.pipeline.results import PullSummary
+import importlib
 
-__all__ = [
-    "EmptySelection",
-    "Executor",
-    "LocalExecutor",
-    "OutputConflict",
-    "PullSummary",
-    "RunOptions",
-    "pull",
-]
+# Imported on first use: a worker process imports ``pipeline.task`` (and this package with
+# it) and must not load the driver's planner, pull, captions or tag index on the way.
+_API = {
+    "EmptySelection": "e6ingest.pipeline.plan",
+    "Executor": "e6ingest.pipeline.executor",
+    "LocalExecutor": "e6ingest.pipeline.executor",
+    "OutputConflict": "e6ingest.pipeline.output",
+    "PullSummary": "e6ingest.pipeline.results",
+    "RunOptions": "e6ingest.pipeline.pull",
+    "pull": "e6ingest.pipeline.pull",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'e6ingest.pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value

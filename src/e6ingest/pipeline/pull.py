@@ -21,14 +21,8 @@ from e6ingest.pipeline.context import WorkerContext, enter_context
 from e6ingest.pipeline.executor import Executor, LocalExecutor, default_workers
 from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_to_run
-from e6ingest.pipeline.plan import (
-    PlanRequest,
-    plan_commits,
-    plan_id,
-    plan_rejected,
-    shard_sizes,
-    write_plan,
-)
+from e6ingest.pipeline.plan import PlanRequest, write_plan
+from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
 from e6ingest.pipeline.progress import ProgressChannel
 from e6ingest.pipeline.results import FORMAT_VERSION, PullSummary, finalise
 from e6ingest.pipeline.sourcing import (

@@ -17,7 +17,7 @@ from e6ingest.buckets import BucketSpec, choose_bucket, fit_to_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
-from e6ingest.pipeline.plan import plan_id, shard_rows
+from e6ingest.pipeline.planfile import plan_id, shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
 from e6ingest.shards.layout import OutputError

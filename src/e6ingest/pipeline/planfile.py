@@ -1,0 +1,49 @@
+"""Reading a saved plan (``OUT/plan.parquet``): what workers and the driver's later steps
+need of it, apart from the planner that writes it (so a worker imports no planner)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+
+
+def _plan_metadata(path: Path, key: str):
+    if not path.is_file():
+        return None
+    return json.loads(pl.read_parquet_metadata(path).get(key, "null"))
+
+
+def plan_fingerprint(path: Path) -> dict | None:
+    """The config fingerprint a saved plan was made with, or None when there is no plan."""
+    return _plan_metadata(path, "e6ingest.fingerprint")
+
+
+def plan_id(path: Path) -> str:
+    """What names a plan: a hash of the config fingerprint and the commits it was made
+    with. Every shard records the plan it was written for (``verify`` compares)."""
+    document = {"fingerprint": plan_fingerprint(path), "commits": plan_commits(path)}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_rejected(path: Path) -> list[dict]:
+    """Failure records of the metadata rows the plan could not use (rows without an id)."""
+    return _plan_metadata(path, "e6ingest.rejected") or []
+
+
+def plan_commits(path: Path) -> dict[str, str] | None:
+    """The commit of each repository a saved plan was made from (None if not recorded)."""
+    return _plan_metadata(path, "e6ingest.commits") or None
+
+
+def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:
+    """The plan rows of one output shard, in order."""
+    return pl.scan_parquet(plan_path).filter(pl.col("shard") == shard).sort("position").collect()
+
+
+def shard_sizes(plan_path: str | Path) -> dict[int, int]:
+    """Every output shard number of a saved plan, with its number of posts."""
+    sizes = pl.scan_parquet(plan_path).group_by("shard").len().sort("shard").collect()
+    return dict(sizes.iter_rows())
