@@ -3,6 +3,7 @@ safe against keys that would leave the target folder."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from PIL import Image
 from e6ingest.cli import main
 from e6ingest.manifests import tomllib
 from e6ingest.shards.kohya import ExportError, export_kohya, metadata_entry, safe_paths
+from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
 from e6ingest.shards.reader import iter_samples
 
 
@@ -97,8 +99,10 @@ def _evil_output(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     (out / "shards" / "00000.tar").write_bytes(buf.getvalue())
-    manifest = {"shards": [{"name": "shards/00000.tar", "samples": 5}]}
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    data = buf.getvalue()
+    shard = ShardEntry("shards/00000.tar", 5, len(data), hashlib.sha256(data).hexdigest())
+    manifest = OutputManifest(FORMAT_VERSION, "0", {}, {}, {"written": 5}, (shard,))
+    (out / "manifest.json").write_bytes(manifest.to_json())
     return out
 
 

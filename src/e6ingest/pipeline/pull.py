@@ -24,7 +24,7 @@ from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_
 from e6ingest.pipeline.plan import PlanRequest, write_plan
 from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
 from e6ingest.pipeline.progress import ProgressChannel
-from e6ingest.pipeline.results import FORMAT_VERSION, PullSummary, finalise
+from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     ShardJanitor,
     caption_tables,
@@ -39,6 +39,7 @@ from e6ingest.query.index import built_index, open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.lock import OutputLock
+from e6ingest.shards.manifest import FORMAT_VERSION
 from e6ingest.shards.stats import FailureRecord, ShardStats
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import HubOptions, SourceSpec

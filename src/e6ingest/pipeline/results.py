@@ -4,7 +4,6 @@ needs no more memory than one with none), and the summary a person reads."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -18,9 +17,9 @@ from e6ingest.core import atomic_path, write_atomic
 from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from e6ingest.shards.card import write_card
+from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
 from e6ingest.shards.stats import FailureRecord, ShardStats
 
-FORMAT_VERSION = 3  # 3: indexed-tar JSON per shard, dataset card, LAION size keys
 FAILURE_SCHEMA = pa.schema(
     [("id", pa.int64()), ("site", pa.string()), ("stage", pa.string()), ("kind", pa.string()),
      ("message", pa.string())]
@@ -108,7 +107,7 @@ def finalise(
     rejected: list[FailureRecord],
     stats: Iterable[ShardStats],
     plan: str = "",
-) -> tuple[dict, PullSummary]:
+) -> tuple[OutputManifest, PullSummary]:
     """Write ``failures.parquet`` and ``manifest.json`` from the shards' stats (streamed)
     and the plan's rejected rows; return the manifest and the totals as a summary."""
     summary = PullSummary(out, selected=len(rejected))
@@ -125,8 +124,8 @@ def finalise(
             outcomes.update(shard.outcomes)
             for failure in shard.failures:
                 examples.setdefault(failure.kind, failure.message)
-            entries.append({"name": f"{SHARDS_DIR}/{shard.shard}.tar", "samples": shard.samples,
-                            "bytes": shard.tar_bytes, "sha256": shard.tar_sha256})  # fmt: skip
+            entries.append(ShardEntry(f"{SHARDS_DIR}/{shard.shard}.tar", shard.samples,
+                                      shard.tar_bytes, shard.tar_sha256))  # fmt: skip
             yield from shard.failures
 
     with atomic_path(out / FAILURES_FILE) as tmp, pq.ParquetWriter(tmp, FAILURE_SCHEMA) as w:
@@ -136,24 +135,24 @@ def finalise(
     summary.failed = dict(sorted(outcomes.items()))
     summary.examples = examples
     summary.shards = len(entries)
-    document = {
-        "format_version": FORMAT_VERSION,
-        "e6ingest_version": __version__,
-        "dataset": {
+    document = OutputManifest(
+        format_version=FORMAT_VERSION,
+        e6ingest_version=__version__,
+        dataset={
             "name": manifest.name,
             "site": manifest.site,
             "repos": dict(sorted(commits.items())),
         },
-        "config": fingerprint["config"],
-        "plan": plan,
-        "totals": {
+        config=fingerprint["config"],
+        totals={
             "selected": summary.selected,
             "written": summary.written,
             "failed": summary.failed,
             "bytes": summary.bytes,
         },
-        "shards": entries,
-    }
-    write_atomic(out / MANIFEST_FILE, json.dumps(document, indent=1).encode())
+        shards=tuple(entries),
+        plan=plan,
+    )
+    write_atomic(out / MANIFEST_FILE, document.to_json())
     write_card(out, document)
     return document, summary

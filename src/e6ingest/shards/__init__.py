@@ -1,13 +1,8 @@
 """Shards: the output of a run, written (``writer``), checked (``verify``), read
 (``reader``) and exported for trainers (``kohya``)."""
 
-from e6ingest.shards.layout import (
-    FAILURES_FILE,
-    MANIFEST_FILE,
-    PLAN_FILE,
-    SHARDS_DIR,
-    read_manifest,
-)
+from e6ingest.shards.layout import FAILURES_FILE, MANIFEST_FILE, PLAN_FILE, SHARDS_DIR
+from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, read_manifest
 from e6ingest.shards.writer import (
     INDEX_SCHEMA,
     MEMBER_ORDER,
@@ -22,11 +17,13 @@ from e6ingest.shards.writer import (
 
 __all__ = [
     "FAILURES_FILE",
+    "FORMAT_VERSION",
     "INDEX_SCHEMA",
     "MANIFEST_FILE",
     "MEMBER_ORDER",
     "PLAN_FILE",
     "SHARDS_DIR",
+    "OutputManifest",
     "Sample",
     "ShardWriter",
     "read_manifest",

@@ -10,10 +10,14 @@ member from the first 5 samples and drops keys or fails on types that appear lat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e6ingest.core import write_atomic
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.shards.layout import CARD_FILE, CARD_MARKER, SHARDS_DIR
+
+if TYPE_CHECKING:
+    from e6ingest.shards.manifest import OutputManifest
 
 # The json member of a sample (docs/FORMAT.md), as datasets feature declarations.
 JSON_FEATURES: list[tuple[str, object]] = [
@@ -122,10 +126,8 @@ def card_front_matter(variants: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe(manifest: dict) -> list[str]:
-    config = manifest["config"]
-    totals = manifest["totals"]
-    dataset = manifest["dataset"]
+def _describe(manifest: OutputManifest) -> list[str]:
+    config, totals, dataset = manifest.config, manifest.totals, manifest.dataset
     failed = sum(totals["failed"].values())
     repos = "\n".join(f"  - `{repo}` at `{commit}`" for repo, commit in dataset["repos"].items())
     query = " ".join(filter(None, [config.get("query", ""), "rating:" + ",".join(
@@ -138,8 +140,8 @@ def _describe(manifest: dict) -> list[str]:
     return [
         f"# {dataset['name']}: {totals['written']:,} samples",
         "",
-        f"Made with e6ingest {manifest['e6ingest_version']} (output format "
-        f"{manifest['format_version']}) from the {dataset['name']} dataset ({dataset['site']}):",
+        f"Made with e6ingest {manifest.e6ingest_version} (output format "
+        f"{manifest.format_version}) from the {dataset['name']} dataset ({dataset['site']}):",
         repos,
         "",
         f"- **Selection**: `{query}`, {subset} of the selected posts; "
@@ -153,7 +155,7 @@ def _describe(manifest: dict) -> list[str]:
         f"category order {order}.{_variants_line(caption)}",
         f"- **Buckets** (sd-scripts rule): resolution {buckets['resolution']}, sides "
         f"{buckets['min_side']}..{buckets['max_side']} in steps of {buckets['step']}.",
-        f"- **Shards**: {len(manifest['shards']):,} webdataset tars in `shards/`, each with "
+        f"- **Shards**: {len(manifest.shards):,} webdataset tars in `shards/`, each with "
         "its sample index (`.parquet`) and indexed-tar JSON (`.json`, the hfutils format).",
         "",
         'Open it with `datasets.load_dataset("<this folder or repo>", split="train")`, '
@@ -179,8 +181,8 @@ def _variants_line(caption: dict) -> str:
             f"{', '.join(f'`{n}`' for n in names)} (and `default`, the caption).")  # fmt: skip
 
 
-def write_card(out: Path, manifest: dict) -> None:
+def write_card(out: Path, manifest: OutputManifest) -> None:
     """Write ``OUT/README.md`` for a finished run (marked as e6ingest's)."""
-    front = card_front_matter(variant_names(manifest["config"]))
+    front = card_front_matter(variant_names(manifest.config))
     text = front + CARD_MARKER + "\n" + "\n".join(_describe(manifest))
     write_atomic(out / CARD_FILE, text.encode("utf-8"))

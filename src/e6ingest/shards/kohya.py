@@ -31,7 +31,8 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import atomic_file, atomic_path, is_our_temp, write_atomic
-from e6ingest.shards.layout import OutputError, read_manifest
+from e6ingest.shards.layout import OutputError
+from e6ingest.shards.manifest import OutputManifest, read_manifest
 from e6ingest.shards.reader import iter_samples
 
 SAFE_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9]{1,20})$")
@@ -294,10 +295,10 @@ def _caption_file(meta: dict, txt: bytes) -> bytes:
     return variant_lines(captions, names).encode("utf-8")
 
 
-def dataset_config(manifest: dict, metadata_name: str) -> str:
+def dataset_config(manifest: OutputManifest, metadata_name: str) -> str:
     """sd-scripts' dataset config for an export: one fine-tuning subset (this folder and
     its metadata file, relative to the folder sd-scripts runs in) and the run's buckets."""
-    config = manifest.get("config", {})
+    config = manifest.config
     buckets = config.get("buckets", {})
     caption = config.get("caption", {})
     lines = [

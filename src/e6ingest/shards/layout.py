@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.parquet"
@@ -18,14 +16,3 @@ SHARD_FILE = re.compile(r"^\d{5}\.(?:tar|parquet|json|stats\.json)$")
 
 class OutputError(ValueError):
     """An output folder is not (or not yet) a complete e6ingest run; the message names it."""
-
-
-def read_manifest(out: str | Path) -> dict:
-    """The ``manifest.json`` of the output folder ``out``."""
-    path = Path(out) / MANIFEST_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputError(f"{path}: no manifest; is {out} the --out of a finished pull?") from None
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{path}: unreadable manifest: {exc}") from exc

@@ -11,7 +11,7 @@ import polars as pl
 
 from e6ingest.shards.augment import CaptionChoice
 from e6ingest.shards.card import variant_names
-from e6ingest.shards.layout import read_manifest
+from e6ingest.shards.manifest import OutputManifest, read_manifest
 from e6ingest.shards.training import current_part, iter_batches, iter_part
 
 
@@ -42,7 +42,7 @@ def tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
 def shard_files(out: str | Path) -> list[Path]:
     """The shard tars of the output folder ``out``, in manifest order."""
     out = Path(out)
-    return [out / entry["name"] for entry in read_manifest(out)["shards"]]
+    return [out / entry.name for entry in read_manifest(out).shards]
 
 
 def read_index(out: str | Path) -> pl.DataFrame:
@@ -76,7 +76,7 @@ class ShardSet:
 
     out: Path
     urls: list[str]
-    manifest: dict
+    manifest: OutputManifest
     decode: str | None = "pil"
     _index: pl.DataFrame | None = field(default=None, repr=False)
 
@@ -110,12 +110,12 @@ class ShardSet:
         by ``variant_weights`` (name -> weight; ``default`` is the caption), then tags after
         the fixed head shuffled and dropped out (docs/TRAINERS.md), seeded by ``seed``, the
         epoch and the key. Names the output lacks are refused."""
-        caption = self.manifest.get("config", {}).get("caption", {})
+        caption = self.manifest.config.get("caption", {})
         choice = CaptionChoice(
             tuple((variant_weights or {}).items()), shuffle_tags, tag_dropout, keep_tokens,
             caption.get("separator", ", "), caption.get("keep_tokens_separator", ""), seed,
         )  # fmt: skip
-        choice.check(variant_names(self.manifest.get("config", {})))
+        choice.check(variant_names(self.manifest.config))
         return choice
 
     def samples(
@@ -159,10 +159,10 @@ class ShardSet:
         empty there and filled later."""
         from e6ingest.shards.card import datasets_features
 
-        return datasets_features(variant_names(self.manifest.get("config", {})))
+        return datasets_features(variant_names(self.manifest.config))
 
     def __len__(self) -> int:
-        return sum(entry["samples"] for entry in self.manifest["shards"])
+        return sum(entry.samples for entry in self.manifest.shards)
 
 
 def open_shards(out: str | Path, decode: str | None = "pil") -> ShardSet:

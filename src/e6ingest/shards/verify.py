@@ -13,7 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError, read_manifest
+from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError
+from e6ingest.shards.manifest import ShardEntry, read_manifest
 from e6ingest.shards.reader import split_name
 from e6ingest.shards.stats import ShardStats
 from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
@@ -145,10 +146,9 @@ def _check_layout(
     return problems
 
 
-def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]:
-    """The problems of one shard listed in the manifest (``entry``: name, samples, bytes,
-    sha256); empty when it is whole."""
-    number = int(SHARD_TAR.match(Path(entry["name"]).name).group(1))
+def verify_shard(shards_dir: Path, entry: ShardEntry, deep: bool = False) -> list[str]:
+    """The problems of one shard listed in the manifest; empty when it is whole."""
+    number = int(SHARD_TAR.match(Path(entry.name).name).group(1))
     paths = shard_paths(shards_dir, number)
     where = f"{SHARDS_DIR}/{paths['tar'].name}"
     missing = [f"{SHARDS_DIR}/{p.name} is missing" for p in paths.values() if not p.is_file()]
@@ -164,9 +164,9 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
         problems.append(f"{SHARDS_DIR}/{paths['tarindex'].name} {tar_index}")
         tar_index = {}
     listed = dict(tar_index.get("files") or {})
-    if index.height != entry["samples"]:
+    if index.height != entry.samples:
         problems.append(
-            f"{where}: the index has {index.height} samples, the manifest {entry['samples']}"
+            f"{where}: the index has {index.height} samples, the manifest {entry.samples}"
         )
     with paths["tar"].open("rb") as raw:
         reader = _HashingReader(raw)
@@ -176,9 +176,9 @@ def verify_shard(shards_dir: Path, entry: dict, deep: bool = False) -> list[str]
         except (tarfile.TarError, EOFError, OSError) as exc:
             problems.append(f"{where}: unreadable tar: {exc}")
         reader.drain()
-    if reader.size != entry["bytes"]:
-        problems.append(f"{where}: {reader.size} bytes, the manifest says {entry['bytes']}")
-    if reader.sha256.hexdigest() != entry["sha256"]:
+    if reader.size != entry.bytes:
+        problems.append(f"{where}: {reader.size} bytes, the manifest says {entry.bytes}")
+    if reader.sha256.hexdigest() != entry.sha256:
         problems.append(f"{where}: sha256 differs from the manifest")
     if tar_index:
         json_name = f"{SHARDS_DIR}/{paths['tarindex'].name}"
@@ -203,12 +203,12 @@ def _read_tar_index(path: Path) -> dict | str:
     return document
 
 
-def _repeated_keys(shards_dir: Path, entries: list[dict]) -> list[str]:
+def _repeated_keys(shards_dir: Path, entries: list[ShardEntry]) -> list[str]:
     """A key must name one sample in the whole output (readers reject repeats)."""
     indexes = [
-        shards_dir / Path(e["name"]).with_suffix(".parquet").name
+        shards_dir / Path(e.name).with_suffix(".parquet").name
         for e in entries
-        if (shards_dir / Path(e["name"]).with_suffix(".parquet").name).is_file()
+        if (shards_dir / Path(e.name).with_suffix(".parquet").name).is_file()
     ]
     if not indexes:
         return []
@@ -251,13 +251,13 @@ def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
             "the run is unfinished; rerun the same pull to complete it"]  # fmt: skip
 
 
-def _against_plan(out: Path, shards_dir: Path, entries: list[dict], plan: str) -> list[str]:
+def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: str) -> list[str]:
     """Every shard was written for the manifest's ``plan``; every post the plan put in a
     listed shard is in it or recorded as failed; posts that failed for a reason a rerun
     may fix (their source unavailable) are missing from the output, and said so."""
     if not (out / PLAN_FILE).is_file() or not entries:
         return []
-    numbers = [int(SHARD_TAR.match(Path(e["name"]).name).group(1)) for e in entries]
+    numbers = [int(SHARD_TAR.match(Path(e.name).name).group(1)) for e in entries]
     failed, retryable, problems = [], 0, []
     for number in numbers:
         stats = ShardStats.read(shard_paths(shards_dir, number)["stats"])
@@ -309,20 +309,19 @@ def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
         report.problems.append(str(exc))
         return report
     shards_dir = out / SHARDS_DIR
-    entries = manifest.get("shards", [])
-    listed = {e["name"] for e in entries}
+    entries = list(manifest.shards)
+    listed = {e.name for e in entries}
     for entry in entries:
         report.problems += verify_shard(shards_dir, entry, deep)
         report.shards += 1
-        report.samples += entry["samples"]
+        report.samples += entry.samples
     report.problems += _repeated_keys(shards_dir, entries)
     report.problems += _stray_shards(shards_dir, listed)
     report.problems += _unfinished_plan(out, listed)
-    report.problems += _against_plan(out, shards_dir, entries, manifest.get("plan", ""))
-    totals = manifest.get("totals", {})
-    if totals.get("written") != report.samples:
+    report.problems += _against_plan(out, shards_dir, entries, manifest.plan)
+    if manifest.written != report.samples:
         report.problems.append(
-            f"manifest.json: totals say {totals.get('written')} written, "
+            f"manifest.json: totals say {manifest.written} written, "
             f"its shards hold {report.samples}"
         )
     return report
