@@ -229,3 +229,28 @@ def test_the_first_question_scans_and_the_second_builds_the_index(tmp_path, caps
     assert not [p for p in root.glob("*/index.json") if str(other) in p.read_text()]
     assert main(["inspect", "--metadata", str(other), "--count", "--index"]) == 0
     assert [p for p in root.glob("*/index.json") if str(other) in p.read_text()]
+
+
+def test_a_question_without_an_index_looks_for_its_tags_only_until_found(tmp_path, monkeypatch):
+    """The warnings of a first question read rows only until each of its tags is found; a
+    tag on a deleted post alone, or a superseded row of the file alone, is on no post."""
+    from e6ingest.dataset import open_dataset
+    from e6ingest.query import vocabulary
+
+    monkeypatch.setattr(vocabulary, "FIRST_ROWS", 4)
+    monkeypatch.setattr(vocabulary, "MOST_ROWS", 8)
+    path = tmp_path / "posts.parquet"
+    rows = [dict(E621_NEWEST_ROWS[0], id=i, tags=["solo"]) for i in range(1, 41)]
+    rows[36]["tags"] = ["solo", "late_tag"]
+    rows[20].update(tags=["gone_tag"], is_deleted=True)
+    rows[5]["tags"] = ["replaced_tag"]  # id 6 comes again below, without it
+    rows.append(dict(rows[6], id=6))
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    asked = {"solo", "late_tag", "gone_tag", "replaced_tag", "nowhere"}
+    found = vocabulary.tags_present([path], [None], asked)
+    assert found == {"solo", "late_tag"}
+    assert vocabulary.tags_present([path], [None], {"gone_tag"}, include_deleted=True)
+    posts = open_dataset(files=[path], index=False)
+    assert posts.warnings(posts.query("solo late_tag")) == []
+    warned = posts.warnings(posts.query("solo nowhere"))
+    assert len(warned) == 1 and "'nowhere' is on no post" in warned[0]

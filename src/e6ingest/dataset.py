@@ -27,7 +27,7 @@ from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_s
 from e6ingest.query import Query, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
-from e6ingest.query.vocabulary import cached_vocabulary, check_tags
+from e6ingest.query.vocabulary import cached_vocabulary, check_tags, tags_present
 from e6ingest.shards import sample_key_expr
 from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubOptions, MirrorError
@@ -137,19 +137,16 @@ class Dataset:
 
     def warnings(self, query: Query) -> list[str]:
         """Tags of ``query`` no post has, with the closest ones; raises QueryError for a
-        ``name:value`` term that is neither a metatag nor a tag. Without an index, one pass
-        finds which of the query's tags some post has; the whole vocabulary is counted only
-        to suggest the closest tags to one that none has."""
+        ``name:value`` term that is neither a metatag nor a tag. Without an index, the
+        query's tags are looked for in the first rows, read until each is found
+        (``tags_present``); the whole vocabulary is counted only to suggest the closest tags
+        to one that no post has."""
         if not query.tags:
             return []
         if self.question_index() is not None:
             return check_tags(query, self.vocabulary())
-        names = sorted({t.tag for t in query.tags})
-        found = self.posts.select(has_tag(t).any().alias(t) for t in names).collect(
-            engine="streaming"
-        )  # fmt: skip
-        present = [t for t in names if found[t][0]]
-        if len(present) == len(names):
+        names = {t.tag for t in query.tags}
+        if tags_present(self.files, self.schemas, names, self.include_deleted) == names:
             return []
         return check_tags(query, self.vocabulary())
 

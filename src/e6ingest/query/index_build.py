@@ -77,7 +77,7 @@ def _batches(
             tables = iter([source.schema_arrow.empty_table().select(wanted)])
         else:
             tables = source.iter_batches(BATCH_ROWS, columns=wanted)
-        repeated = repeated_rows(path).collect()["index"].to_numpy()
+        repeated = repeated_rows(path)
         start = 0
         for table in tables:
             count = table.num_rows

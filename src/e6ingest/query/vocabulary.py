@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 
 from e6ingest.core import atomic_path
 from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
-from e6ingest.query.index_build import tag_counts
+from e6ingest.metadata.schemas import scan_file
+from e6ingest.query.index_build import metadata_rows, tag_counts
 from e6ingest.query.metatags import SUPPORTED, supported_list
-from e6ingest.query.parse import Query, QueryError
+from e6ingest.query.parse import Query, QueryError, has_tag
 
 VOCABULARY_VERSION = 3
 IDENTITY_KEY = b"e6ingest.identity"  # the files' identity, in the parquet's key-value metadata
@@ -67,6 +68,37 @@ def cached_vocabulary(
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return vocabulary
+
+
+FIRST_ROWS = 131_072  # rows read first when looking for tags; each next read twice as many
+MOST_ROWS = 1_048_576
+
+
+def tags_present(
+    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], tags: Sequence[str],
+    include_deleted: bool = False,
+) -> set[str]:  # fmt: skip
+    """Which of ``tags`` some post of the metadata ``files`` has, reading a growing slice
+    of rows at a time and stopping once every tag is found (a tag no post has costs one
+    whole pass). Rows a later file supersedes are read too: a tag only they hold counts as
+    present, so at worst a warning about it is not given."""
+    missing, found = sorted(set(tags)), set()
+    for path, schema in zip(files, schemas, strict=True):
+        rows, start, total, size = (
+            scan_file(path, schema),
+            0,
+            metadata_rows([Path(path)]),
+            FIRST_ROWS,
+        )
+        while missing and start < total:
+            part = rows.slice(start, size)
+            if not include_deleted:
+                part = part.filter(~pl.col("is_deleted"))
+            row = part.select(has_tag(t).any().alias(t) for t in missing).collect().row(0)
+            found.update(t for t, there in zip(missing, row, strict=True) if there)
+            missing = [t for t in missing if t not in found]
+            start, size = start + size, min(size * 2, MOST_ROWS)
+    return found
 
 
 def closest_tags(tag: str, vocabulary: pl.DataFrame, n: int = 3) -> list[str]:
