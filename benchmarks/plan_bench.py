@@ -7,11 +7,14 @@ in one pass (the whole selection with its tag lists and captions in memory at on
 out with ``--batched-only``, as it needs tens of GB at 12M rows), (b) in batches of
 ``--batch-rows`` posts, and (c) as ``e6ingest pull`` plans it (the dataset danbooru2024
 from a mirror holding the file, in a fresh e6ingest cache, so its tag index is built first;
-stopped once planned). It prints time, peak RSS (VmHWM,
+stopped once planned). With ``--sample N``, instead: (d) ``e6ingest pull --sample N`` planned
+on the fresh metadata (no tag index: the pull scans) against (e) the scan of the same
+selection, ``e6ingest inspect --rating e,q,s --count --no-index``. It prints time, peak RSS (VmHWM,
 reset when each child starts: a child inherits its parent's peak at fork), their ratios,
 and a hash of each plan's rows (equal when the plans are).
 
     python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000] [--batched-only]
+                                    [--pull-only] [--sample 1000]
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Planned(Exception):
     """Raised to stop a pull once its plan is written."""
 
 
-def pull_child(metadata: str, out: str) -> None:
+def pull_child(metadata: str, out: str, sample: int = 0) -> None:
     reset_peak()
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
@@ -72,6 +75,7 @@ def pull_child(metadata: str, out: str) -> None:
     if not (repo / "metadata.parquet").exists():
         os.symlink(metadata, repo / "metadata.parquet")
     config = make_config({"dataset": "danbooru2024", "rating": "e,q,s", "shard_size": 1000,
+                          "sample": sample,
                           "caption": {"quality_tag": True, "rating_tag": True}})  # fmt: skip
     planned = {}
 
@@ -113,12 +117,30 @@ def plan_hash(path: Path) -> int:
     return total % 2**64
 
 
+def sampled_pull(metadata: Path, work: Path, sample: int) -> None:
+    """(d) a pull of ``sample`` posts planned on fresh metadata, against (e) the scan."""
+    out = work / "sampled.parquet"
+    command = [sys.executable, __file__, "--child", str(metadata), str(out), f"pull:{sample}"]
+    seconds, _, printed = measure(command)
+    rows, rss = printed.split()
+    scan = [sys.executable, "-m", "e6ingest", "inspect", "--metadata", str(metadata),
+            "--rating", "e,q,s", "--count", "--no-index"]  # fmt: skip
+    scan_s, scan_mb, selected = measure(scan)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"(d) pull --sample {sample}: {rows} posts planned in {seconds:.1f} s, "
+          f"peak RSS {float(rss):.0f} MB")  # fmt: skip
+    print(f"(e) scan, --count --no-index: {selected} posts in {scan_s:.1f} s, "
+          f"peak RSS {scan_mb:.0f} MB")  # fmt: skip
+    print(f"planning / scan: {seconds / scan_s:.2f}x the time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--batch-rows", type=int, default=250_000)
     parser.add_argument("--batched-only", action="store_true")
     parser.add_argument("--pull-only", action="store_true")
+    parser.add_argument("--sample", type=int, default=0)
     args = parser.parse_args()
     # Built in its own process: a child forked from a big parent would report its RSS.
     metadata = CACHE / f"danbooru-shaped-{args.rows}-general.parquet"
@@ -127,6 +149,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="plan-bench-"))
     # e6ingest's cache for the children (a pull builds its tag index there): fresh each run
     os.environ["E6INGEST_CACHE"] = str(work / "cache")
+    if args.sample:
+        sampled_pull(metadata, work, args.sample)
+        return
     results = {}
     runs = [("one pass", str(10**12)), ("batched", str(args.batch_rows)), ("pull", "pull")]
     runs = runs[2:] if args.pull_only else runs[1:] if args.batched_only else runs
@@ -148,8 +173,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child" and sys.argv[4] == "pull":
-        pull_child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child" and sys.argv[4].startswith("pull"):
+        pull_child(sys.argv[2], sys.argv[3], int(sys.argv[4].partition(":")[2] or 0))
     elif len(sys.argv) == 5 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:

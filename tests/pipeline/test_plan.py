@@ -10,6 +10,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.pipeline.plan import PlanRequest, _source_ranges, write_plan
 from e6ingest.pipeline.planfile import plan_fingerprint, shard_sizes
 from e6ingest.query import selection_query
+from e6ingest.query.subset import Subset
 
 SOURCE_SHARDS = 1000
 
@@ -38,6 +39,24 @@ def test_plan_in_batches_equals_plan_in_one_pass(demo_root, tmp_path, query):
     assert one["shard"].to_list() == [i // 50 for i in range(one.height)]
     assert one["position"].to_list() == [i % 50 for i in range(one.height)]
     assert one["caption"].str.contains("quality|masterpiece").any()
+
+
+@pytest.mark.parametrize("query", ["", "solo"])
+def test_a_sample_plans_the_rows_a_full_run_plans_for_its_posts(demo_root, tmp_path, query):
+    """A sample reads only its posts' rows, yet each is planned as the full run plans it
+    (quality tags from the whole selection's scores), and it is the sample Subset picks."""
+    metadata = dataset.load_metadata("e621", mirror=demo_root)
+    selection = selection_query(query, ("e", "q", "s"))
+    spec = CaptionSpec(quality_tag=True, rating_tag=True)
+    plans = {}
+    for name, subset in (("full", Subset()), ("sample", Subset(sample=40, seed=5))):
+        path = tmp_path / f"{name}.parquet"
+        write_plan(metadata, PlanRequest(selection, 50, SOURCE_SHARDS, spec, subset=subset), path)
+        plans[name] = pl.read_parquet(path).drop("shard", "position")
+    full, sample = plans["full"], plans["sample"]
+    picked = Subset(sample=40, seed=5).pick(selection.apply(metadata)).collect()["id"]
+    assert sample.height == 40 and set(sample["id"]) == set(picked)
+    assert sample.sort("id").equals(full.filter(pl.col("id").is_in(picked.implode())).sort("id"))
 
 
 def test_empty_selection_gives_an_empty_plan(small_demo, tmp_path):

@@ -52,17 +52,17 @@ class Subset:
         return []
 
     def pick(self, frame, order: tuple[str, bool] | None = None):
-        """The kept rows of ``frame`` (lazy or eager), in the order that chose them."""
-        if self.sample:
-            ranked = frame.with_columns(stable_rank(self.seed).alias("__rank"))
-            return ranked.sort("__rank").head(self.sample).drop("__rank")
-        if not self.limit:
+        """The kept rows of ``frame`` (lazy or eager), in the order that chose them: the
+        first N of a sort (found without sorting everything)."""
+        if not self:
             return frame
+        lazy = frame.lazy()
         column, descending = order or ("id", False)
-        if column == "random":
-            ranked = frame.with_columns(stable_rank(self.seed).alias("__rank"))
-            return ranked.sort("__rank").head(self.limit).drop("__rank")
-        by = [column] if column == "id" else [column, "id"]
-        return frame.sort(by, descending=[descending, False][: len(by)], nulls_last=True).head(
-            self.limit
-        )
+        if self.sample or column == "random":
+            ranked = lazy.with_columns(stable_rank(self.seed).alias("__rank"))
+            kept = ranked.sort("__rank", "id").head(self.sample or self.limit).drop("__rank")
+        else:
+            by = [column] if column == "id" else [column, "id"]
+            kept = lazy.sort(by, descending=[descending, False][: len(by)], nulls_last=True)
+            kept = kept.head(self.limit)
+        return kept if isinstance(frame, pl.LazyFrame) else kept.collect()
