@@ -109,7 +109,8 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     path = tmp_path / "posts.parquet"  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), path)
     data = dataset.open_dataset(files=[path], index=True)
-    for text in ("solo", "dragon", "wings", "solo dragon", "tagcount:2", "-solo", "d*"):
+    counts = [f"tagcount:{n}" for n in ("0", "1", "2", "3", "4", ">4")]
+    for text in ("solo", "dragon", "wings", "solo dragon", "-solo", "d*", *counts):
         _same(data, text)
     assert data.tag_index().vocabulary()["tag"].to_list() == ["solo", "dragon", "wings"]
     scanned = dataset.open_dataset(files=[path], index=False).vocabulary()

@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,6 @@ from e6ingest.core import temp_path, write_atomic
 from e6ingest.metadata.schemas import (
     TAG_CHARACTER,
     TAG_SEPARATOR,
-    file_columns,
     file_schema,
     repeated_rows,
 )
@@ -61,6 +61,18 @@ def metadata_rows(files: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _file_batch(path: Path, start: int, repeated: np.ndarray) -> pl.LazyFrame:
+    """``BATCH_ROWS`` rows of a metadata file from row ``start`` (read from the row groups
+    holding them), less those whose id comes again later in the file (``repeated``)."""
+    part = pl.scan_parquet(path).slice(start, BATCH_ROWS)
+    inside = repeated[(repeated >= start) & (repeated < start + BATCH_ROWS)] - start
+    if not len(inside):
+        return part
+    row = "__e6ingest_row"
+    kept = part.with_row_index(row).filter(~pl.col(row).is_in(pl.Series(inside).implode()))
+    return kept.drop(row)
+
+
 def _batches(
     files: Sequence[Path], schemas: Sequence[str | None], columns: Sequence[pl.Expr | str]
 ) -> Iterator[pl.DataFrame]:
@@ -71,23 +83,21 @@ def _batches(
         found = file_schema(path, schema)
         later = [pl.scan_parquet(f).select(pl.col("id").cast(pl.Int64)) for f in files[i + 1 :]]
         newer = pl.concat(later).collect()["id"] if later else None
-        source = pq.ParquetFile(path, pre_buffer=False)  # else every row group read stays held
-        wanted = [c for c in file_columns(path) if c in found.required]
-        if source.metadata.num_rows == 0:  # still one (empty) batch: the columns' types
-            tables = iter([source.schema_arrow.empty_table().select(wanted)])
-        else:
-            tables = source.iter_batches(BATCH_ROWS, columns=wanted)
         repeated = repeated_rows(path)
-        start = 0
-        for table in tables:
-            count = table.num_rows
-            if len(repeated):  # rows whose id comes again later in the file
-                table = table.filter(pa.array(~np.isin(np.arange(start, start + count), repeated)))
-            start += count
-            frame = found.adapt(pl.from_arrow(table).lazy())
+        for start in range(0, max(metadata_rows([path]), 1), BATCH_ROWS):
+            frame = found.adapt(_file_batch(path, start, repeated))
             if newer is not None:
                 frame = frame.filter(~pl.col("id").is_in(newer.implode()))
             yield frame.select(*columns, pl.col("tags").str.split(" ").alias("tokens")).collect()
+
+
+def _read_ahead(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``batches``, the next one read in a thread while the caller works on this one."""
+    with ThreadPoolExecutor(1, "e6ingest-index-read") as reader:
+        ahead = reader.submit(next, batches, None)
+        while (batch := ahead.result()) is not None:
+            ahead = reader.submit(next, batches, None)
+            yield batch
 
 
 class _Numbering:
@@ -101,50 +111,74 @@ class _Numbering:
         self._alive = pl.Series([], dtype=self.dtype)
         self.checked = 0  # tokens numbered so far whose text was checked
         self.split: dict[int, list[int]] = {}  # token number -> its tags' numbers
+        self.runs: dict[int, int] = {}  # ... -> its runs of non-whitespace (``tagcount``)
 
-    def numbers(self, tokens: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
+    def numbers(self, tokens: pl.Series) -> np.ndarray:
         """The tag number of each token."""
-        return tokens.cast(self.dtype).to_physical()
+        return tokens.cast(self.dtype).to_physical().to_numpy().astype(np.uint32, copy=False)
 
-    def _check_new(self) -> None:
-        """Record what the tokens numbered since the last check that are not one tag
-        stand for (their parts are numbered too, and checked next time: they pass)."""
+    def _check_new(self, highest: int) -> None:
+        """Record what the tokens numbered since the last check (up to ``highest``) that
+        are not one tag stand for (their parts are numbered too, and checked next time:
+        they pass)."""
+        if highest < self.checked:
+            return
         texts = self.categories.to_series().slice(self.checked)
         odd = (
             texts.to_frame("token")
             .with_row_index("n", offset=self.checked)
             .filter(pl.col("token").str.contains(f"^$|{TAG_SEPARATOR}"))
-            .with_columns(pl.col("token").str.extract_all(f"{TAG_CHARACTER}+"))
+            .select(
+                "n",
+                pl.col("token").str.extract_all(f"{TAG_CHARACTER}+").alias("parts"),
+                pl.col("token").str.count_matches(r"\S+").alias("runs"),
+            )
         )
         self.checked += len(texts)
-        for n, parts in odd.iter_rows():
-            self.split[n] = self.numbers(pl.Series(parts, dtype=pl.String)).to_list()
+        for n, parts, runs in odd.iter_rows():
+            self.split[n] = self.numbers(pl.Series(parts, dtype=pl.String)).tolist()
+            self.runs[n] = runs
 
-    def pairs(self, frame: pl.DataFrame, offset: int) -> pl.DataFrame:
-        """The (tag number ``n``, ``row``) pairs of a batch whose first row is ``offset``."""
-        pairs = (
-            frame.select(
-                pl.int_range(offset, offset + frame.height, dtype=pl.UInt32).alias("row"),
-                "tokens",
-            )
-            .explode("tokens")
-            .drop_nulls("tokens")
-            .select(self.numbers(pl.col("tokens")).alias("n"), "row")
-        )
-        self._check_new()
-        if not self.split:
-            return pairs
-        odd = pl.col("n").is_in(list(self.split))
-        mapping = pl.DataFrame(
-            {"n": list(self.split), "tag": list(self.split.values())},
-            schema={"n": pl.UInt32, "tag": pl.List(pl.UInt32)},
-        )
-        fixed = pairs.filter(odd).join(mapping, on="n").explode("tag").drop_nulls("tag")
-        return pl.concat([pairs.filter(~odd), fixed.select(pl.col("tag").alias("n"), "row")])
+    def pairs(self, frame: pl.DataFrame, offset: int) -> tuple[np.ndarray, ...]:
+        """The tag numbers and rows of a batch whose first row is ``offset`` (one pair per
+        tag a post names, in row order), and each post's ``tagcount`` (its runs of
+        non-whitespace, as the metatag counts them in the tag string)."""
+        tokens = frame["tokens"]
+        lengths = tokens.list.len().fill_null(0).to_numpy()
+        numbers = self.numbers(tokens.explode(empty_as_null=False).drop_nulls())
+        rows = np.repeat(np.arange(offset, offset + frame.height, dtype=np.uint32), lengths)
+        self._check_new(int(numbers.max()) if len(numbers) else -1)
+        counts = lengths.astype(np.int64)
+        odd = np.isin(numbers, np.fromiter(self.split, np.uint32)) if self.split else None
+        if odd is None or not odd.any():
+            return numbers, rows, counts.astype(np.uint32)
+        runs = np.array([self.runs[int(n)] - 1 for n in numbers[odd]], np.int64)
+        counts += np.bincount(rows[odd] - offset, runs, frame.height).astype(np.int64)
+        parts = [np.array(self.split[int(n)], np.uint32) for n in numbers[odd]]
+        sizes = np.array([len(p) for p in parts])
+        fixed_numbers = np.concatenate([np.zeros(0, np.uint32), *parts])
+        fixed_rows = np.repeat(rows[odd], sizes)
+        numbers = np.concatenate([numbers[~odd], fixed_numbers])
+        rows = np.concatenate([rows[~odd], fixed_rows])
+        order = np.argsort(rows, kind="stable")  # back in row order
+        return numbers[order], rows[order], counts.astype(np.uint32)
 
     def tags(self) -> pl.Series:
         """The text of every tag number."""
         return self.categories.to_series()
+
+
+def _by_bucket(numbers: np.ndarray, rows: np.ndarray, parts: int):
+    """The pairs grouped by bucket (tag number modulo ``parts``), row order kept within
+    each: (bucket, numbers, rows) for each bucket that has some."""
+    bucket = (numbers % parts).astype(np.uint16)
+    order = np.argsort(bucket, kind="stable")  # a radix sort for 16-bit keys
+    counts = np.bincount(bucket, minlength=parts)
+    ends = np.cumsum(counts)
+    numbers, rows = numbers[order], rows[order]
+    for b in np.flatnonzero(counts):
+        lo, hi = ends[b] - counts[b], ends[b]
+        yield int(b), numbers[lo:hi], rows[lo:hi]
 
 
 def _first_pass(files, schemas, folder: Path, report: Report | None, total: int):
@@ -154,23 +188,26 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     parts = max(MIN_BUCKETS, -(-total // BUCKET_POSTS))
     buckets = [folder / f"pairs-{b:04d}.arrows" for b in range(parts)]
+    pair_schema = pa.schema([("n", pa.uint32()), ("row", pa.uint32())])
     rows_writer = None
     offset = 0
     try:
-        counts = [NUMERIC[name].alias(name) for name in COUNTED]
-        for frame in _batches(files, schemas, [*ROW_COLUMNS, *counts]):
-            table = frame.drop("tokens").to_arrow(compat_level=pl.CompatLevel.oldest())
+        # tagcount from the tokens split anyway (a regex over every tag string costs more)
+        counts = [NUMERIC[name].alias(name) for name in COUNTED if name != "tagcount"]
+        for frame in _read_ahead(_batches(files, schemas, [*ROW_COLUMNS, *counts])):
+            numbers, rows, tagcount = numbering.pairs(frame, offset)
+            frame = frame.drop("tokens").insert_column(
+                len(ROW_COLUMNS), pl.Series("tagcount", tagcount, pl.UInt32)
+            )  # fmt: skip
+            table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
             if rows_writer is None:
                 rows_writer = pa.ipc.new_file(str(folder / "rows.arrow"), table.schema)
             rows_writer.write_table(table)
-            pairs = numbering.pairs(frame, offset)
-            keyed = pairs.with_columns((pl.col("n") % parts).alias("b"))
-            for (b,), part in keyed.partition_by("b", as_dict=True).items():
-                part_table = part.drop("b").to_arrow()
+            for b, tag_numbers, tag_rows in _by_bucket(numbers, rows, parts):
                 if b not in writers:
-                    writers[b] = pa.ipc.new_stream(str(buckets[b]), part_table.schema,
+                    writers[b] = pa.ipc.new_stream(str(buckets[b]), pair_schema,
                                                    options=PAIRS_FORMAT)  # fmt: skip
-                writers[b].write_table(part_table)
+                writers[b].write_table(pa.table([tag_numbers, tag_rows], schema=pair_schema))
             offset += frame.height
             if report is not None:
                 report(min(offset, total - 1), total)
@@ -179,7 +216,7 @@ def _first_pass(files, schemas, folder: Path, report: Report | None, total: int)
             writer.close()
         if rows_writer is not None:
             rows_writer.close()
-    return numbering, [b for b in buckets if b.exists()], offset
+    return numbering, [b for b in buckets if b.exists()], offset, parts
 
 
 def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataFrame:
@@ -190,8 +227,9 @@ def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataF
     posts = np.zeros(0, dtype=np.int64)
     offset = 0
     for frame in _batches(files, schemas, []):
-        numbers = numbering.pairs(frame, offset).unique()["n"].to_numpy()
-        found = np.bincount(numbers)
+        numbers, rows, _ = numbering.pairs(frame, offset)
+        each = pl.DataFrame({"n": numbers, "row": rows}).unique()  # a tag named twice: once
+        found = np.bincount(each["n"].to_numpy())
         if len(found) > len(posts):
             posts = np.concatenate([posts, np.zeros(len(found) - len(posts), np.int64)])
         posts[: len(found)] += found
@@ -201,28 +239,30 @@ def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataF
     return counted.filter(pl.col("posts") > 0).sort(["posts", "tag"], descending=[True, False])
 
 
-def _sorted_pairs(bucket: Path) -> tuple[np.ndarray, np.ndarray]:
+def _sorted_pairs(bucket: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
     """A bucket's pairs sorted by tag number then row, each once: the tag numbers and the
-    rows (one 64-bit key per pair, sorted in place, so about 20 bytes a pair at the peak)."""
+    rows. The pairs were written in row order, so a stable sort by tag number is enough:
+    a radix sort when the bucket's tag numbers fit 16 bits once divided by ``parts``."""
     with pa.ipc.open_stream(pa.memory_map(str(bucket))) as reader:
         table = reader.read_all()
-    keys = np.empty(table.num_rows, np.uint64)
-    keys[:] = table["n"].to_numpy()
-    keys <<= np.uint64(32)
-    keys |= table["row"].to_numpy()
+    numbers, rows = table["n"].to_numpy(), table["row"].to_numpy()
     del table
-    keys.sort()
-    if len(keys):
-        first = np.empty(len(keys), bool)
+    local = numbers // parts  # every number of the bucket is b + local * parts
+    if len(local) and local.max() < 1 << 16:
+        order = np.argsort(local.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort(local, kind="stable")
+    numbers, rows = numbers[order], rows[order]
+    if len(numbers):
+        first = np.empty(len(numbers), bool)
         first[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=first[1:])
-        keys = keys[first]  # a post naming a tag twice is on its list once
-    rows = keys.astype(np.uint32)  # the low 32 bits
-    keys >>= np.uint64(32)
-    return keys.astype(np.uint32), rows
+        np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        first[1:] |= numbers[1:] != numbers[:-1]
+        numbers, rows = numbers[first], rows[first]  # a post naming a tag twice: once
+    return numbers, rows
 
 
-def _write_postings(buckets: list[Path], path: Path) -> pl.DataFrame:
+def _write_postings(buckets: list[Path], parts: int, path: Path) -> pl.DataFrame:
     """Every bucket's rows, sorted by tag number then row, as one Arrow file; each tag
     number's ``posts`` and ``start`` in it."""
     schema = pa.schema([("row", pa.uint32())])
@@ -230,7 +270,7 @@ def _write_postings(buckets: list[Path], path: Path) -> pl.DataFrame:
     written = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for bucket in buckets:
-            numbers, rows = _sorted_pairs(bucket)
+            numbers, rows = _sorted_pairs(bucket, parts)
             writer.write_table(pa.table({"row": rows}, schema=schema))
             starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]][: len(numbers)])
             posts = np.diff(np.append(starts, len(numbers)))
@@ -251,8 +291,8 @@ def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
     work_folder = temp_path(folder)
     work_folder.mkdir(parents=True)
     try:
-        numbering, buckets, rows = _first_pass(files, schemas, work_folder, report, total)
-        lists = _write_postings(buckets, work_folder / "postings.arrow")
+        numbering, buckets, rows, parts = _first_pass(files, schemas, work_folder, report, total)
+        lists = _write_postings(buckets, parts, work_folder / "postings.arrow")
         tags = numbering.tags().gather(lists["n"]).alias("tag")
         vocabulary = lists.select(tags, "posts", "start").sort("tag")
         vocabulary.write_parquet(work_folder / "tags.parquet", row_group_size=65_536)
