@@ -32,7 +32,6 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metadata_bench import CACHE, measure
 
 PREPARE = """
 import sys
@@ -119,6 +118,8 @@ def plan_hash(path: Path) -> int:
 
 def sampled_pull(metadata: Path, work: Path, sample: int) -> None:
     """(d) a pull of ``sample`` posts planned on fresh metadata, against (e) the scan."""
+    from metadata_bench import measure
+
     out = work / "sampled.parquet"
     command = [sys.executable, __file__, "--child", str(metadata), str(out), f"pull:{sample}"]
     seconds, _, printed = measure(command)
@@ -135,6 +136,9 @@ def sampled_pull(metadata: Path, work: Path, sample: int) -> None:
 
 
 def main() -> None:
+    # In the parent only: the children time what e6ingest imports, not the benchmark's.
+    from metadata_bench import CACHE, measure
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--batch-rows", type=int, default=250_000)

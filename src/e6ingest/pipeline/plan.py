@@ -212,10 +212,10 @@ def partition(
             table = table.filter(pc.is_valid(table["id"]))
             if keep is not None:
                 table = table.filter(pc.is_in(table["id"], keep))
-            shard = table["id"].to_numpy() % source_shards
-            which = np.searchsorted(ends, shard, side="right")
+            ids = pl.from_arrow(table["id"]).to_numpy()  # (arrow's to_numpy imports pandas)
+            which = np.searchsorted(ends, ids % source_shards, side="right")
             for number in np.unique(which):
-                rows = table.filter(pa.array(which == number))
+                rows = table.filter(pl.Series(which == number).to_arrow())
                 if number not in writers:
                     writers[number] = pq.ParquetWriter(files[number], table.schema)
                 writers[number].write_table(rows)
