@@ -11,34 +11,30 @@ When a caption is over budget, tags are dropped by priority, never cut at the ta
    dataset first: the most specific), ``common``, or ``order`` (caption order);
 4. meta tags last.
 
-Tags keep their caption order; only which of them stay depends on the priority. Token
-costs are counted once per distinct tag, with and without the separator's mark after it:
-CLIP's pre-tokens never span whitespace, so with a separator ending in a space (``", "``)
-a line's count is the sum of its tags' costs (the last without the mark) plus its NL
-text's, exactly, and such lines are not tokenised again. Other lines (NL text in the head,
-a keep-tokens separator, a separator without a space) are counted whole; the rare line
-still over loses its last tags until it fits.
+Tags keep their caption order; only which of them stay depends on the priority. The fitting
+works on the batch's written tag numbers (:class:`~.codes.Lists`) with numpy: each tag's
+cost is looked up by its number (:meth:`.Captioning.text_costs`, counted once per distinct
+tag), and what each row spends up to each tag, in priority order, is a running sum per
+class. CLIP's pre-tokens never span whitespace, so with a separator ending in a space
+(``", "``) a line's count is the sum of its tags' costs (the last without the mark) plus its
+NL text's (itself the sum of its words' costs), exactly, and such lines are not tokenised
+again. Other lines (NL text in the head, a keep-tokens separator, a separator without a
+space) are counted whole; the rare line still over loses its last tags until it fits.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import polars as pl
 
+from e6ingest.captions.codes import Lists, TagRules
+from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.tokens import clip_tokenizer, count_tokens
 
 CLASS_HEAD, CLASS_NL, CLASS_TAG, CLASS_META = 0, 1, 2, 3
-
-
-def _costs(tags: pl.Series, mark: str, captioning) -> pl.DataFrame:
-    """Per distinct tag: ``_alone`` (its CLIP tokens) and ``_cost`` (with the separator's
-    ``mark`` right after it, as every tag but a line's last is written), each counted once
-    per ``captioning`` (a plan's batches share it)."""
-    distinct = tags.unique().drop_nulls().to_list()
-    costs = captioning.costs(distinct, mark, count_tokens)
-    return pl.DataFrame(
-        {"tag": distinct, "_alone": [c[0] for c in costs], "_cost": [c[1] for c in costs]},
-        schema={"tag": pl.String, "_alone": pl.Int64, "_cost": pl.Int64},
-    )
+UNKNOWN = -1  # a line's count that does not follow from its parts
 
 
 def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
@@ -56,6 +52,169 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
     return out
 
 
+def text_tokens(texts: pl.Series, captioning) -> np.ndarray:
+    """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
+    pre-tokens never span one), each distinct word counted once per ``captioning``."""
+    words = (
+        texts.fill_null("").str.split(" ").alias("word").to_frame()
+        .with_row_index("text").explode("word")
+    )  # fmt: skip
+    distinct = words["word"].unique()
+    costs = captioning.costs(distinct.to_list(), "", count_tokens)
+    table = pl.DataFrame({"word": distinct, "tokens": [c[0] for c in costs]},
+                         schema={"word": pl.String, "tokens": pl.Int64})  # fmt: skip
+    summed = (
+        words.join(table, on="word", how="left")
+        .group_by("text").agg(pl.col("tokens").sum())
+        .sort("text")
+    )  # fmt: skip
+    return summed["tokens"].to_numpy().astype(np.int64)
+
+
+def _rows(lists: Lists) -> np.ndarray:
+    """The row of each item of ``lists``."""
+    return np.repeat(np.arange(len(lists.offsets) - 1, dtype=np.int64), lists.lengths())
+
+
+def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
+    """Per item of ``whole``: whether its row's list in ``other`` holds the same number."""
+    if not len(other.numbers) or not len(whole.numbers):
+        return np.zeros(len(whole.numbers), bool)
+    mine = _rows(whole) * width + whole.numbers
+    theirs = _rows(other) * width + other.numbers
+    return pl.Series(mine).is_in(pl.Series(theirs).implode()).to_numpy()
+
+
+def _priority_keys(whole: Lists, rules: TagRules, rarity, priority: str) -> np.ndarray | None:
+    """Per item: the key that orders tags of a class (fewest posts first for ``rare``,
+    most for ``common``); None for caption order."""
+    if rarity is None or priority == "order" or not len(whole.numbers):
+        return None
+    plain, _ = rules.arrays()
+    distinct = np.unique(whole.numbers)
+    texts = pl.Series("tag", plain.take(distinct))
+    posts = texts.to_frame().join(rarity, on="tag", how="left", maintain_order="left")
+    by_number = posts["posts"].fill_null(0).to_numpy().astype(np.int64)
+    keys = by_number[np.searchsorted(distinct, whole.numbers)]
+    return keys if priority == "rare" else -keys
+
+
+def _class_sums(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray):
+    """For values in row order: the running sum of each item within its row (itself
+    included), and each row's total."""
+    running = np.concatenate([[0], np.cumsum(values)])
+    return running[1:] - running[offsets[:-1]][rows], running[offsets[1:]] - running[offsets[:-1]]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Tags fitted to a budget: the kept ones per row (in caption order), how many of each
+    row's belong to its fixed head, the NL texts cut to what is left (``tags+nl``), and each
+    line's exact token count where it follows from the parts (``UNKNOWN`` elsewhere)."""
+
+    lists: Lists
+    n_head: np.ndarray
+    nl: pl.Series | None
+    exact: np.ndarray
+
+
+def _classes(lists: dict[str, Lists], width: int) -> np.ndarray:
+    """Per tag of ``whole``: head (kept first), meta (dropped first) or another tag."""
+    whole = lists["whole"]
+    is_keep = _member(whole, lists["keep"], width)
+    is_meta = _member(whole, lists["meta"], width) & ~is_keep
+    return np.where(is_keep, CLASS_HEAD, np.where(is_meta, CLASS_META, CLASS_TAG))
+
+
+def _spent(offsets, rows, classes, cost, keys, nl_item) -> tuple[np.ndarray, np.ndarray]:
+    """What each row has spent up to and including each tag, tags taken in priority order
+    (class, then ``keys`` when given, then caption order; the NL item after the head), and
+    each row's cost of its head."""
+    order = None
+    if keys is not None:  # within each row by key, ties in caption order
+        order = pl.DataFrame({"r": rows, "k": keys}).select(
+            pl.arg_sort_by("r", "k", maintain_order=True)
+        ).to_series().to_numpy()  # fmt: skip
+        rows, classes, cost = rows[order], classes[order], cost[order]
+    within, totals = {}, {}
+    for cls in (CLASS_HEAD, CLASS_TAG, CLASS_META):
+        within[cls], totals[cls] = _class_sums(offsets, np.where(classes == cls, cost, 0), rows)
+    before = {CLASS_HEAD: np.zeros(len(offsets) - 1, np.int64)}
+    before[CLASS_TAG] = totals[CLASS_HEAD] + nl_item
+    before[CLASS_META] = before[CLASS_TAG] + totals[CLASS_TAG]
+    spent = np.zeros(len(cost), np.int64)
+    for cls in (CLASS_HEAD, CLASS_TAG, CLASS_META):
+        at = classes == cls
+        spent[at] = before[cls][rows[at]] + within[cls][at]
+    if order is not None:
+        spent[order] = spent.copy()
+    return spent, totals[CLASS_HEAD]
+
+
+def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: str,
+              rarity: pl.DataFrame | None, nl: pl.Series | None, captioning) -> Fitted:  # fmt: skip
+    """The tag lists fitted to ``budget`` tokens with their separators (module doc).
+
+    ``lists``: ``whole`` (the caption's tags, in order), ``keep`` (the head a budget keeps
+    first), ``meta`` and, with a keep-tokens separator, ``head``; ``rarity``: ``tag``,
+    ``posts``; ``nl``: the natural-language text of each row (``tags+nl``), or None."""
+    whole, separator = lists["whole"], rules.spec.separator
+    mark, additive = separator.strip(), separator[-1:].isspace()
+    sep_cost = count_tokens([mark])[0] if mark else 0
+    alone, marked = captioning.text_costs(rules, mark if additive else "")
+    alone, cost = alone[whole.numbers], marked[whole.numbers] + (0 if additive else sep_cost)
+    classes = _classes(lists, len(rules.texts) + 1)
+    keys = _priority_keys(whole, rules, rarity, priority)
+    rows = _rows(whole)
+    n = len(whole.offsets) - 1
+    nl_cost = text_tokens(nl, captioning) if nl is not None else np.zeros(n, np.int64)
+    nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
+    spent, head = _spent(whole.offsets, rows, classes, cost, keys, nl_item)
+    limit = budget + sep_cost  # the last item has no separator after it
+    room = limit - head - sep_cost  # for the NL text, after the head
+    return _fitted(lists, rules, spent <= limit, cost, alone, nl, nl_cost, room)
+
+
+def _fitted(lists, rules, kept, cost, alone, nl, nl_cost, room) -> Fitted:
+    """The kept tags as :class:`Fitted`, the NL texts cut to their ``room``."""
+    whole = lists["whole"]
+    rows = _rows(whole)
+    n = len(whole.offsets) - 1
+    counts = np.bincount(rows[kept], minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    fitted = Lists(offsets, whole.numbers[kept])
+    head = lists.get("head")
+    head_end = np.minimum(head.lengths(), whole.lengths()) if head is not None else np.zeros(n)
+    at = np.arange(len(kept)) - whole.offsets[rows]  # each item's place in its row
+    n_head = np.bincount(rows[kept & (at < head_end[rows])], minlength=n)
+    total = np.bincount(rows[kept], cost[kept], minlength=n).astype(np.int64)
+    has = counts > 0
+    last = offsets[1:][has] - 1  # each row's last kept tag
+    line = total.copy()
+    line[has] += alone[kept][last] - cost[kept][last]
+    additive = rules.spec.separator[-1:].isspace()
+    if nl is None:
+        exact = line if additive else np.full(n, UNKNOWN)
+        return Fitted(fitted, n_head, None, exact)
+    texts, kept_cost = _nl_fitted(nl, nl_cost, np.where(nl_cost > 0, room, 0))
+    exact = np.where(kept_cost == 0, line, np.where(has, total + kept_cost, UNKNOWN))
+    return Fitted(fitted, n_head, texts, exact if additive else np.full(n, UNKNOWN))
+
+
+def _nl_fitted(nl: pl.Series, cost: np.ndarray, room: np.ndarray):
+    """Each NL text kept whole when it fits its ``room`` of tokens, else cut to it (empty
+    without room), and the tokens of what is kept: only the texts cut are tokenised again."""
+    texts = nl.fill_null("").to_list()
+    kept = np.where(room <= 0, 0, cost)
+    cut = np.flatnonzero((room > 0) & (room < cost))
+    shorter = cut_to_tokens([texts[i] for i in cut], room[cut].tolist())
+    for i, text, n in zip(cut, shorter, count_tokens(shorter), strict=True):
+        texts[i], kept[i] = text, n
+    for i in np.flatnonzero(room <= 0):
+        texts[i] = ""
+    return pl.Series("caption_nl", texts, pl.String), kept
+
+
 def _as_lists(texts: pl.Series) -> pl.Series:
     """Each text as a one-element list, an empty text as an empty list."""
     frame = texts.alias("t").to_frame()
@@ -64,114 +223,6 @@ def _as_lists(texts: pl.Series) -> pl.Series:
         .then(pl.concat_list("t"))
         .otherwise(pl.lit([], pl.List(pl.String)))
     ).to_series()
-
-
-def _nl_fitted(nl: pl.Series, cost: pl.Series, room: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """Each NL text kept whole when it fits its ``room`` of tokens, else cut to it (empty
-    without room), and the tokens of what is kept: only the texts cut are tokenised again."""
-    frame = pl.DataFrame({"text": nl, "cost": cost, "room": room}).with_row_index("_i")
-    cut = frame.filter((pl.col("room") > 0) & (pl.col("room") < pl.col("cost")))
-    texts = cut_to_tokens(cut["text"].to_list(), cut["room"].to_list())
-    cut = cut.select("_i", pl.Series("_text", texts), pl.Series("_cost", count_tokens(texts),
-                                                                 dtype=pl.Int64))  # fmt: skip
-    fitted = frame.join(cut, on="_i", how="left", maintain_order="left").select(
-        pl.when(pl.col("room") <= 0).then(pl.lit(""))
-        .otherwise(pl.col("_text").fill_null(pl.col("text"))).alias("text"),
-        pl.when(pl.col("room") <= 0).then(0)
-        .otherwise(pl.col("_cost").fill_null(pl.col("cost"))).alias("cost"),
-    )  # fmt: skip
-    return fitted["text"], fitted["cost"]
-
-
-def fit_lists(
-    frame: pl.DataFrame, budget: int, separator: str, priority: str,
-    rarity: pl.DataFrame | None, nl: pl.Series | None, captioning,
-) -> tuple[pl.DataFrame, pl.Series | None, pl.Series]:  # fmt: skip
-    """The tag lists (``_whole``) fitted to ``budget`` tokens with their separators, with
-    how many of the kept tags belong to the fixed head (``_n_head``), the natural-language
-    texts (``nl``, one per row, joined) cut to what the head leaves, and each line's exact
-    token count where it follows from the parts (``null`` where the line must be counted
-    whole: module doc).
-
-    ``frame`` holds ``_whole`` (the caption's tags, in order), ``_keep`` (tags of the
-    head) and ``_meta`` (meta tags) per row; ``rarity``: ``tag``, ``posts``."""
-    mark = separator.strip()
-    additive = separator[-1:].isspace()  # CLIP pre-tokens end at the separator's space
-    sep_cost = count_tokens([mark])[0] if mark else 0
-    head_end = (
-        pl.min_horizontal(pl.col("_head").list.len(), pl.col("_whole").list.len())
-        if "_head" in frame.columns else pl.lit(0, pl.UInt32)
-    )  # fmt: skip
-    rows = frame.select("_whole", "_keep", "_meta", head_end.alias("_head_end")).with_row_index(
-        "_row"
-    )
-    long = rows.select("_row", pl.col("_whole").alias("tag")).explode("tag").drop_nulls("tag")
-    long = long.with_row_index("_pos").with_columns(
-        (pl.col("_pos") - pl.col("_pos").min().over("_row")).alias("_at")
-    )
-    flags = [
-        rows.select("_row", pl.col(c).alias("tag")).explode("tag").drop_nulls().unique()
-        .with_columns(pl.lit(True).alias(flag))
-        for c, flag in (("_keep", "_is_keep"), ("_meta", "_is_meta"))
-    ]  # fmt: skip
-    for table in flags:
-        long = long.join(table, on=["_row", "tag"], how="left")
-    costs = _costs(long["tag"], mark if additive else "", captioning)
-    long = long.join(costs, on="tag", how="left").with_columns(
-        pl.col("_cost") + (0 if additive else sep_cost),
-        pl.when(pl.col("_is_keep")).then(CLASS_HEAD)
-        .when(pl.col("_is_meta")).then(CLASS_META).otherwise(CLASS_TAG).alias("_class"),
-    )  # fmt: skip
-    if rarity is not None and priority != "order":
-        long = long.join(rarity.rename({"posts": "_posts"}), on="tag", how="left")
-        key = pl.col("_posts").fill_null(0) * (1 if priority == "rare" else -1)
-    else:
-        key = pl.col("_pos")
-    items = long.select("_row", "_pos", "_cost", "_alone", "_class", key.alias("_key"))
-    if nl is not None:  # the NL text is one item, right after the head
-        nl_cost = pl.Series(count_tokens(nl.to_list()), dtype=pl.Int64)
-        items = pl.concat([items, pl.DataFrame({
-            "_row": pl.int_range(len(nl), eager=True, dtype=pl.UInt32), "_pos": -1,
-            "_cost": nl_cost + sep_cost, "_alone": nl_cost, "_class": CLASS_NL, "_key": 0,
-        }).filter(pl.col("_alone") > 0)], how="vertical_relaxed")  # fmt: skip
-    ranked = items.sort("_row", "_class", "_key", "_pos").with_columns(
-        pl.col("_cost").cum_sum().over("_row").alias("_spent")
-    )
-    limit = budget + sep_cost  # the last item has no separator after it
-    kept_tags = ranked.filter((pl.col("_class") != CLASS_NL) & (pl.col("_spent") <= limit))
-    whole = (
-        long.join(kept_tags.select("_row", "_pos"), on=["_row", "_pos"], how="semi")
-        .join(rows.select("_row", "_head_end"), on="_row", how="left")
-        .sort("_pos")
-        .group_by("_row", maintain_order=True)
-        .agg(
-            pl.col("tag").alias("_whole"),
-            (pl.col("_at") < pl.col("_head_end")).sum().alias("_n_head"),
-        )
-    )
-    sums = kept_tags.sort("_pos").group_by("_row").agg(
-        pl.col("_cost").sum().alias("_sum"),
-        (pl.col("_cost").sum() - pl.col("_cost").last() + pl.col("_alone").last()).alias("_line"),
-    )  # fmt: skip
-    fitted = rows.select("_row").join(whole, on="_row", how="left", maintain_order="left")
-    fitted = fitted.join(sums, on="_row", how="left", maintain_order="left")
-    fitted_lists = fitted.select(pl.col("_whole").fill_null([]), pl.col("_n_head").fill_null(0))
-    tags_line = fitted["_line"].fill_null(0)
-    if nl is None:
-        return fitted_lists, None, tags_line if additive else tags_line.clear(len(tags_line))
-    before = ranked.with_columns((pl.col("_spent") - pl.col("_cost")).alias("_before"))
-    left = before.filter(pl.col("_class") == CLASS_NL).select(
-        "_row", (limit - pl.col("_before") - sep_cost).alias("_left")
-    )  # fmt: skip
-    room = rows.select("_row").join(left, on="_row", how="left", maintain_order="left")
-    cost = pl.DataFrame({"_row": rows["_row"], "c": nl_cost})
-    texts, kept_cost = _nl_fitted(nl, cost["c"], room["_left"].fill_null(0))
-    exact = pl.DataFrame({"n": fitted["_sum"], "line": tags_line, "nl": kept_cost}).select(
-        pl.when(pl.col("nl") == 0).then(pl.col("line"))  # tags only
-        .when(pl.col("n").is_not_null()).then(pl.col("n") + pl.col("nl"))  # tags, NL
-        .otherwise(None)  # NL only: counted whole
-    ).to_series()  # fmt: skip
-    return fitted_lists, texts, exact if additive else exact.clear(len(exact))
 
 
 def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
@@ -183,39 +234,41 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
     return pl.Series(texts.name, kept, dtype=pl.List(pl.String))
 
 
-def fit_budget(frame: pl.DataFrame, spec, rarity: pl.DataFrame | None, captioning) -> pl.DataFrame:
-    """``frame`` (with ``_head``, ``_whole``, ``_keep``, ``_meta``, ``caption_nl``) rendered
-    with every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
-    from e6ingest.captions.render import joined_lists, nl_in_head, render
-
+def fit_budget(frame: pl.DataFrame, lists: dict[str, Lists], spec, rules: TagRules,
+               rarity: pl.DataFrame | None, captioning) -> pl.DataFrame:  # fmt: skip
+    """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its tag
+    ``lists`` (``whole``, ``keep``, ``meta``, ``head``: :func:`fit_lists`), every line of
+    every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
     budget, mode = spec.max_tokens, spec.merge_mode
     joined = frame["caption_nl"].list.join(" ")
-    fit = (frame, budget, spec.separator, spec.token_priority, rarity)
+    nl = joined if mode == "tags+nl" else None
+    fit = fit_lists(lists, rules, budget, spec.token_priority, rarity, nl, captioning)
+    exact = fit.exact
     if mode == "tags+nl":
-        lists, nl_cut, exact = fit_lists(*fit, joined, captioning)
-        frame = frame.with_columns(*lists.iter_columns(), _as_lists(nl_cut).alias("caption_nl"))
-    else:
-        lists, _, exact = fit_lists(*fit, None, captioning)
-        frame = frame.with_columns(*lists.iter_columns())
-        if mode == "nl":
-            cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
-            frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
-            exact = exact.clear(len(exact))  # a line is the NL text or the tags
-        elif mode == "alternatives":
-            frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
+        frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
+    elif mode == "nl":
+        cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
+        frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
+        exact = np.full(len(exact), UNKNOWN)  # a line is the NL text or the tags
+    elif mode == "alternatives":
+        frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
     if spec.keep_tokens_separator or nl_in_head(spec):
-        exact = exact.clear(len(exact))  # lines not written as tags joined by the separator
-    frame = render(frame.with_columns(**joined_lists(spec, fitted=True)), spec)
-    lines = frame["caption"].to_list()
-    tag_lines = frame["caption_tags"].to_list()
-    unsure = [i for i, n in enumerate(exact.to_list()) if n is None or n > budget]
+        exact = np.full(len(exact), UNKNOWN)  # lines not written as tags joined by the separator
+    split = fit.n_head if spec.keep_tokens_separator else None
+    texts = dict(zip(("_fixed", "_rest"), fit.lists.joined(rules, split), strict=False))
+    frame = render(frame.with_columns(**texts), spec).drop(texts)
+    unsure = np.flatnonzero((exact == UNKNOWN) | (exact > budget))
+    if not len(unsure):
+        return frame
+    lines, tag_lines = frame["caption"].to_list(), frame["caption_tags"].to_list()
     counts = count_tokens(_first_lines([lines[i] for i in unsure], mode))
-    over = [i for i, n in zip(unsure, counts, strict=True) if n > budget]
+    over = [int(i) for i, n in zip(unsure, counts, strict=True) if n > budget]
     if over:
-        lines, tag_lines = _repair(frame, spec, over, lines, tag_lines, rarity)
+        rows = _repair_rows(frame, fit, lists, rules, over)
+        _repair(rows, spec, over, lines, tag_lines, rarity)
         frame = frame.with_columns(pl.Series("caption", lines), pl.Series("caption_tags",
                                                                           tag_lines))  # fmt: skip
-    return frame.drop("_n_head")
+    return frame
 
 
 def _first_lines(lines: list[str], mode: str) -> list[str]:
@@ -223,15 +276,26 @@ def _first_lines(lines: list[str], mode: str) -> list[str]:
     return [line.split("\n", 1)[0] for line in lines] if mode == "alternatives" else lines
 
 
-def _repair(frame, spec, over, lines, tag_lines, rarity):
+def _repair_rows(frame, fit: Fitted, lists, rules, over: list[int]) -> pl.DataFrame:
+    """The rows ``over`` the budget with their kept tags (``_whole``, ``_n_head``), head
+    (``_keep``) and meta tags (``_meta``) as lists of strings."""
+    at = np.array(over)
+    named = {
+        "_whole": fit.lists.take(at).strings(rules, "_whole"),
+        "_keep": lists["keep"].take(at).strings(rules, "_keep"),
+        "_meta": lists["meta"].take(at).strings(rules, "_meta"),
+        "_n_head": pl.Series("_n_head", fit.n_head[at], pl.Int64),
+    }
+    return frame[over].with_columns(**named)
+
+
+def _repair(rows, spec, over, lines, tag_lines, rarity):
     """Rows whose line is still over the budget (counted whole) lose, one at a time, the
     last kept tag in priority order; once only the head is left, the NL text loses its last
     word, then the head its last tag (module doc)."""
-    from e6ingest.captions.render import render
-
     posts = dict(rarity.iter_rows()) if rarity is not None else None
-    for i in over:
-        row = frame.slice(i, 1)
+    for k, i in enumerate(over):
+        row = rows.slice(k, 1)
         tags, n_head = list(row["_whole"][0]), row["_n_head"][0]
         keep, meta = set(row["_keep"][0]), set(row["_meta"][0])
         texts = list(row["caption_nl"][0]) if spec.merge_mode in ("tags+nl", "nl") else None
@@ -254,7 +318,6 @@ def _repair(frame, spec, over, lines, tag_lines, rarity):
             else:
                 break
         lines[i], tag_lines[i] = line, tag_line
-    return lines, tag_lines
 
 
 def _priority(tags, keep, meta, posts, priority) -> list[tuple[int, int]]:

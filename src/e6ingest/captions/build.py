@@ -208,9 +208,7 @@ def _caption_site(frame, spec, site, rules, rarity, thresholds, captioning) -> p
     lists = _tag_lists(frame, spec, site, rules, thresholds)
     whole = lists["whole"]
     if spec.max_tokens:
-        named = {f"_{name}": value.strings(rules, f"_{name}") for name, value in lists.items()}
-        frame = fit_budget(frame.with_columns(**named), spec, rarity, captioning)
-        return frame.drop(c for c in (*named, "_fixed", "_rest") if c in frame.columns)
+        return fit_budget(frame, lists, spec, rules, rarity, captioning)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
         tags, caption = whole.joined(rules, after=frame["caption_nl"].list.join(" "))

@@ -255,6 +255,13 @@ class Lists:
         """The number of tags of each row."""
         return np.diff(self.offsets)
 
+    def take(self, rows: np.ndarray) -> Lists:
+        """The lists of ``rows`` only, in that order."""
+        starts, lengths = self.offsets[rows], self.lengths()[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        at = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return Lists(offsets, self.numbers[at])
+
     def strings(self, rules: TagRules, name: str) -> pl.Series:
         """The written tags, as a list of strings per row."""
         plain, _ = rules.arrays()

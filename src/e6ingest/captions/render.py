@@ -27,20 +27,6 @@ def tags_text(spec: CaptionSpec, fixed: pl.Expr, rest: pl.Expr, nl: pl.Expr | No
     )
 
 
-def joined_lists(spec: CaptionSpec, fitted: bool = False) -> dict[str, pl.Expr]:
-    """``_fixed`` and ``_rest`` from the lists ``_whole`` (every tag) and ``_head`` (the
-    fixed head's tags: dedupe keeps first occurrences, so they open ``_whole``); for tags
-    ``fitted`` to a budget, ``_n_head`` says how many of the kept ones are the head's."""
-    whole = pl.col("_whole")
-    if not spec.keep_tokens_separator:
-        return {"_fixed": whole.list.join(spec.separator)}
-    n_head = pl.col("_n_head") if fitted else pl.min_horizontal(
-        pl.col("_head").list.len(), whole.list.len()
-    )  # fmt: skip
-    return {"_fixed": whole.list.head(n_head).list.join(spec.separator),
-            "_rest": whole.list.slice(n_head).list.join(spec.separator)}  # fmt: skip
-
-
 def merged(spec: CaptionSpec, tags: pl.Expr, nl: pl.Expr) -> pl.Expr:
     has_nl = nl.list.len() > 0
     mode = spec.merge_mode

@@ -10,10 +10,14 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from e6ingest.captions.codes import TagRules
 from e6ingest.captions.spec import CaptionSpec
+from e6ingest.captions.tokens import count_tokens, count_with_mark
 
 COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
+_NONE = np.zeros(0, np.int64)
 
 
 def available_cores() -> int:
@@ -34,6 +38,8 @@ class Captioning:
         self.threads = max(1, threads or available_cores())
         self._rules: dict[tuple, TagRules] = {}
         self._costs: dict[tuple[str, str], tuple[int, int]] = {}
+        self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._text_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -56,13 +62,26 @@ class Captioning:
         if not new:
             return found
         alone = count(new)
-        marked = count([t + mark for t in new]) if mark else alone
+        marked = count_with_mark(new, alone, mark) if mark else alone
         counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))
         with self._lock:
             if len(self._costs) + len(new) > COST_CACHE_SIZE:
                 self._costs.clear()
             self._costs.update(((t, mark), c) for t, c in counted.items())
         return [counted[t] if c is None else c for t, c in zip(tags, found, strict=True)]
+
+    def text_costs(self, rules: TagRules, mark: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per written text of ``rules`` (by number): its CLIP tokens alone and with
+        ``mark`` after it, as arrays covering every text numbered so far."""
+        with self._text_lock:
+            alone, marked = self._text_costs.get((rules, mark), (_NONE, _NONE))
+            texts = rules.texts[len(alone) :]  # numbered since the last call
+            if texts:
+                costs = np.array(self.costs(texts, mark, count_tokens), np.int64).reshape(-1, 2)
+                alone = np.concatenate([alone, costs[:, 0]])
+                marked = np.concatenate([marked, costs[:, 1]])
+                self._text_costs[(rules, mark)] = (alone, marked)
+            return alone, marked
 
     def map(self, work: Callable, items: list) -> list:
         """``work`` over ``items`` on the threads, results in order (in this thread when

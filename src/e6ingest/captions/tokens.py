@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -82,6 +83,30 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
     encodings = clip_tokenizer().encode_batch([_clean(t) for t in texts],
                                               add_special_tokens=False)  # fmt: skip
     return [len(e.ids) for e in encodings]
+
+
+def _symbols_only(mark: str) -> bool:
+    """Whether ``mark`` is punctuation or symbols only, none of which can join a pre-token
+    or an HTML entity with what stands before it."""
+    return bool(mark) and all(
+        unicodedata.category(c)[0] in "PS" and c not in "&'" for c in mark
+    )  # fmt: skip
+
+
+def count_with_mark(texts: Sequence[str], alone: Sequence[int], mark: str) -> list[int]:
+    """The CLIP token count of each text with ``mark`` right after it, given each text's
+    own count: a text ending in a letter or digit (and holding no ``&``) followed by a mark
+    of symbols ends one pre-token where the mark starts another, so the counts add; the
+    other texts are tokenised with the mark."""
+    if not _symbols_only(mark):
+        return count_tokens([t + mark for t in texts])
+    extra = count_tokens([mark])[0]
+    out = [n + extra if t and "&" not in t and unicodedata.category(t[-1])[0] in "LN" else -1
+           for t, n in zip(texts, alone, strict=True)]  # fmt: skip
+    todo = [i for i, n in enumerate(out) if n < 0]
+    for i, n in zip(todo, count_tokens([texts[i] + mark for i in todo]), strict=True):
+        out[i] = n
+    return out
 
 
 STATS_SAMPLE = 10_000  # captions counted for statistics (an even spread of a larger set)
