@@ -208,11 +208,12 @@ class Part:
     @classmethod
     def kept(cls, counts: np.ndarray, numbers: np.ndarray, kept: np.ndarray) -> Part:
         """The tags ``kept`` (a mask over ``numbers``) of rows holding ``counts`` each."""
-        dropped = np.flatnonzero(~kept)
-        if not len(dropped):
+        if kept.all():
             return cls(counts, numbers)
-        rows = np.searchsorted(np.cumsum(counts), dropped, side="right")
-        return cls(counts - np.bincount(rows, minlength=len(counts)), numbers[kept])
+        running = np.zeros(len(kept) + 1, np.int64)
+        np.cumsum(kept, out=running[1:])
+        ends = np.cumsum(counts)
+        return cls(running[ends] - running[ends - counts], numbers[kept])
 
 
 @dataclass(frozen=True)
