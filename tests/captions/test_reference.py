@@ -1,7 +1,9 @@
 """The fast captions (``build_captions``: tag codes, threads, tables) against the plain
 reference (``reference.py``), over hundreds of random specs: every option, budgets from 8 to
 225, separators, NL positions and merges, on demo posts of both sites and hostile tags.
-Every caption is byte-equal, and every budgeted line is within its budget."""
+Every caption is byte-equal, and every budgeted line is within its budget. Specs carry
+random variants too: the variants of a post are built together, sharing what their specs
+agree on, and each must equal the reference for its own spec."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import polars as pl
 import pytest
 
 from e6ingest import dataset
-from e6ingest.captions import CaptionSpec, build_captions
+from e6ingest.captions import CaptionSpec, build_captions, with_variants
 from e6ingest.captions.implications import close_transitively
 from e6ingest.captions.spec import DEFAULT_META_FILTER, DEFAULT_PERIODS
 from e6ingest.captions.tokens import count_tokens
@@ -91,7 +93,36 @@ def _random_spec(rng: random.Random, tags: list[str]) -> CaptionSpec:
         prune_implied=maybe(True, False),
         subject_tags=maybe(("solo", "long_hair", "anthro"), ("male", "female", "anthro"), 0.4),
         subject_categories=maybe((), ("species",), 0.3),
+        variants=_random_variants(rng),
     )
+
+
+VARIANT_OPTIONS = {
+    "max_tokens": [0, 8, 12, 20, 30, 75, 225],
+    "merge": ["tags", "nl", "tags+nl", "alternatives"],
+    "token_priority": ["rare", "common", "order"],
+    "separator": [", ", " ", ", "],
+    "people_first": [True, False],
+    "rating_tag": [True, False],
+    "quality_tag": [True, False],
+    "keep_tokens_separator": ["", "|||"],
+    "max_tags": [0, 3, 10],
+    "nl_position": ["end", "head"],
+    "dedupe": [True, False],
+    "order": [("artist", "general"), ("general", "character", "artist", "meta")],
+}
+
+
+def _random_variants(rng: random.Random) -> dict:
+    """Up to three variants, most differing only in their budget (as the presets do), some
+    in a few other options."""
+    variants = {}
+    for i in range(rng.choice([0, 0, 1, 2, 3])):
+        options = {"max_tokens": rng.choice(VARIANT_OPTIONS["max_tokens"])}
+        for name in rng.sample(sorted(VARIANT_OPTIONS), rng.choice([0, 0, 1, 2])):
+            options[name] = rng.choice(VARIANT_OPTIONS[name])
+        variants[f"v{i}"] = options
+    return variants
 
 
 def _inputs(rng: random.Random, posts: list[dict]):
@@ -130,16 +161,28 @@ def _check(posts, spec, nl, aliases, closure, rarity) -> None:
         if rarity is not None
         else None
     )
-    fast = build_captions(frame, spec, nl=nl_frame, aliases=aliases, rarity=rarity_frame,
-                          implied=closure, batch_rows=37)  # fmt: skip
+    fast = with_variants(frame, spec, lambda _: nl_frame, aliases=aliases, rarity=rarity_frame,
+                         implied=closure, batch_rows=37)  # fmt: skip
     implied = set(closure.iter_rows())
     expected = reference_captions(posts, spec, nl, aliases, rarity, implied)
     got = list(zip(fast["caption"], fast["caption_tags"], strict=True))
     for post, want, have in zip(posts, expected, got, strict=True):
         assert have == want, (spec, post["id"])
+    _check_budget(spec, [c for c, _ in got])
+    for name in spec.variant_names[1:]:
+        variant = spec.variant(name)
+        expected = reference_captions(posts, variant, nl, aliases, rarity, implied)
+        got = fast["caption_variants"].struct.field(name).to_list()
+        for post, (want, _), have in zip(posts, expected, got, strict=True):
+            assert have == want, (name, variant, post["id"])
+        _check_budget(variant, got)
+
+
+def _check_budget(spec: CaptionSpec, captions: list[str]) -> None:
+    """Every line that holds tags is within the spec's budget, by the tokenizer."""
     if spec.max_tokens:
         lines = [c.split("\n", 1)[0] if spec.merge_mode == "alternatives" else c
-                 for c, _ in got]  # fmt: skip
+                 for c in captions]  # fmt: skip
         assert max(count_tokens(lines)) <= spec.max_tokens, spec
 
 

@@ -165,7 +165,7 @@ AWKWARD = ["astolfo_(fate)", "^_^", ">_<", ":3", "^_^;", "2024", "3_toes", "k-on
 @pytest.mark.parametrize("merge", ["tags", "tags+nl", "alternatives"])
 def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
     from e6ingest.captions.budget import UNKNOWN, fit_lists
-    from e6ingest.captions.build import NLTexts, _caption_batch, _tag_lists
+    from e6ingest.captions.build import _tag_lists
     from e6ingest.captions.session import Captioning
 
     posts = [_post(general=AWKWARD[i:] + GENERAL[: 3 * i], meta=["hi_res"]) | {"id": i}
@@ -186,8 +186,7 @@ def test_counts_from_parts_equal_the_tokenizer_on_the_written_line(merge):
         fitted = fit_lists(lists, rules, budget, "order", None,
                            joined if merge == "tags+nl" else None, captioning)  # fmt: skip
         exact = fitted.exact.tolist()
-        captions = _caption_batch(frame, spec, rules, NLTexts(nl), None, None, {},
-                                  captioning)["caption"]  # fmt: skip
+        captions = build_captions(frame, spec, nl=nl, captioning=captioning)["caption"]
         lines = [c.split("\n", 1)[0] for c in captions]
         counted = count_tokens(lines)
         assert all(n <= budget for n in counted), (budget, lines)

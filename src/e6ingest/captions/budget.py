@@ -151,9 +151,39 @@ def _spent(offsets, rows, classes, cost, keys, nl_item) -> tuple[np.ndarray, np.
     return spent, totals[CLASS_HEAD]
 
 
-def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: str,
-              rarity: pl.DataFrame | None, nl: pl.Series | None, captioning) -> Fitted:  # fmt: skip
-    """The tag lists fitted to ``budget`` tokens with their separators (module doc).
+@dataclass(frozen=True)
+class Ranked:
+    """Tag lists ranked for a token budget: what each row spends up to each tag, in the
+    order a budget keeps them, whatever the budget (:meth:`fit` applies one). Captions
+    that differ only in their budget (variants) share one."""
+
+    lists: dict[str, Lists]
+    rules: TagRules
+    spent: np.ndarray  # per tag: the row's tokens up to and including it, in priority order
+    head: np.ndarray  # per row: its head's tokens
+    cost: np.ndarray  # per tag: its tokens with the separator after it
+    alone: np.ndarray  # per tag: its tokens alone (the last of a line)
+    sep_cost: int
+    nl: pl.Series | None
+    nl_cost: np.ndarray
+
+    def fit(self, budget: int) -> Fitted:
+        """The tags fitted to ``budget`` tokens (module doc)."""
+        limit = budget + self.sep_cost  # the last item has no separator after it
+        room = limit - self.head - self.sep_cost  # for the NL text, after the head
+        return _fitted(self.lists, self.rules, self.spent <= limit, self.cost, self.alone,
+                       self.nl, self.nl_cost, room)  # fmt: skip
+
+
+def rank_lists(
+    lists: dict[str, Lists],
+    rules: TagRules,
+    priority: str,
+    rarity: pl.DataFrame | None,
+    nl: pl.Series | None,
+    captioning,
+) -> Ranked:
+    """The tag lists ranked for a budget (:class:`Ranked`).
 
     ``lists``: ``whole`` (the caption's tags, in order), ``keep`` (the head a budget keeps
     first), ``meta`` and, with a keep-tokens separator, ``head``; ``rarity``: ``tag``,
@@ -165,14 +195,18 @@ def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: s
     alone, cost = alone[whole.numbers], marked[whole.numbers] + (0 if additive else sep_cost)
     classes = _classes(lists, len(rules.texts) + 1)
     keys = _priority_keys(whole, rules, rarity, priority)
-    rows = _rows(whole)
     n = len(whole.offsets) - 1
     nl_cost = text_tokens(nl, captioning) if nl is not None else np.zeros(n, np.int64)
     nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
-    spent, head = _spent(whole.offsets, rows, classes, cost, keys, nl_item)
-    limit = budget + sep_cost  # the last item has no separator after it
-    room = limit - head - sep_cost  # for the NL text, after the head
-    return _fitted(lists, rules, spent <= limit, cost, alone, nl, nl_cost, room)
+    spent, head = _spent(whole.offsets, _rows(whole), classes, cost, keys, nl_item)
+    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost)
+
+
+def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: str,
+              rarity: pl.DataFrame | None, nl: pl.Series | None, captioning) -> Fitted:  # fmt: skip
+    """The tag lists fitted to ``budget`` tokens with their separators (as
+    :func:`rank_lists` takes them)."""
+    return rank_lists(lists, rules, priority, rarity, nl, captioning).fit(budget)
 
 
 def _fitted(lists, rules, kept, cost, alone, nl, nl_cost, room) -> Fitted:
@@ -234,19 +268,19 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
     return pl.Series(texts.name, kept, dtype=pl.List(pl.String))
 
 
-def fit_budget(frame: pl.DataFrame, lists: dict[str, Lists], spec, rules: TagRules,
-               rarity: pl.DataFrame | None, captioning) -> pl.DataFrame:  # fmt: skip
-    """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its tag
-    ``lists`` (``whole``, ``keep``, ``meta``, ``head``: :func:`fit_lists`), every line of
-    every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
+def fit_budget(frame: pl.DataFrame, ranked: Ranked, spec,
+               rarity: pl.DataFrame | None) -> pl.DataFrame:  # fmt: skip
+    """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its
+    ``ranked`` tag lists (:func:`rank_lists`, with this spec's NL texts when ``tags+nl``),
+    every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
     budget, mode = spec.max_tokens, spec.merge_mode
-    joined = frame["caption_nl"].list.join(" ")
-    nl = joined if mode == "tags+nl" else None
-    fit = fit_lists(lists, rules, budget, spec.token_priority, rarity, nl, captioning)
+    lists, rules = ranked.lists, ranked.rules
+    fit = ranked.fit(budget)
     exact = fit.exact
     if mode == "tags+nl":
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
     elif mode == "nl":
+        joined = frame["caption_nl"].list.join(" ")
         cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
         frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
         exact = np.full(len(exact), UNKNOWN)  # a line is the NL text or the tags

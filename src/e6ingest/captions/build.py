@@ -14,12 +14,13 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from e6ingest.captions.budget import fit_budget
+from e6ingest.captions.budget import fit_budget, rank_lists
 from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
@@ -81,38 +82,92 @@ def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.
     return pl.concat_list(extras).list.drop_nulls() if extras else None
 
 
+# Options a caption's tag lists do not depend on (the budget, the NL texts, the variants):
+# captions of one batch whose specs differ only in these share their lists.
+_NOT_IN_LISTS = ("max_tokens", "merge", "nl_position", "nl_captions", "nl_fields", "nl_finished",
+                 "token_priority", "variants", "variant_lines", "aliases", "implications",
+                 "prune_implied")  # fmt: skip
+_NEUTRAL = {name: CaptionSpec.__dataclass_fields__[name].default for name in _NOT_IN_LISTS}
+
+
+def _lists_key(spec: CaptionSpec, thresholds: Mapping[str, list]) -> tuple:
+    """What a caption's tag lists depend on: two specs with the same key have the same."""
+    quality = sorted((k, tuple(v)) for k, v in thresholds.items()) if spec.quality_tag else []
+    return replace(spec, **_NEUTRAL), tuple(quality)
+
+
+def _shared(memo: dict, key, make):
+    """``memo[key]``, made by ``make()`` the first time."""
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
 def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRules,
-               thresholds: Mapping[str, list]) -> dict[str, Lists]:  # fmt: skip
+               thresholds: Mapping[str, list], memo: dict | None = None) -> dict:  # fmt: skip
     """The caption's tags, per row, as written numbers: ``whole`` (every tag, in caption
     order, deduplicated, at most ``max_tags``) and, as the spec needs them, ``head`` (the
     part fixed before the keep-tokens separator), ``keep`` (what a token budget keeps
     first: people-count tags, artist/character/copyright, the extra tags asked for) and
-    ``meta`` (meta tags, which a budget drops first)."""
-    categories = spec.categories(site)
-    split = bool(spec.keep_tokens_separator)
-    fixed = tuple(c for c in categories if c in spec.fixed_categories) if split else categories
-    ordered = fixed + tuple(c for c in categories if c not in fixed)
-    batch = TagBatch(frame, ordered, rules)
-    extras = _extras(spec, site, thresholds)
-    extra = None if extras is None else extra_part(frame.select(extras).to_series(), rules)
-    people = []  # people-count tags of every category, when first or for a budget
-    if spec.people_first or spec.max_tokens:
-        people = [batch.part(c, people=True) for c in ordered]
-    placed = False if spec.people_first else None  # people-count tags in place, or first
-    head = (people if spec.people_first else []) + ([extra] if spec.extras_first else [])
-    head += [batch.part(c, placed) for c in fixed]
-    tail = [batch.part(c, placed) for c in ordered[len(fixed) :]]
-    tail += [] if spec.extras_first else [extra]
-    lists = {"whole": batch.lists(head + tail).deduplicated(spec.max_tags, spec.dedupe)}
-    if split:
-        lists["head"] = batch.lists(head).deduplicated(0, spec.dedupe)
-    if spec.max_tokens:
+    ``meta`` (meta tags, which a budget drops first). ``memo``: what captions of the same
+    batch (variants) made before, shared where their specs agree."""
+    memo = {} if memo is None else memo
+    key = _lists_key(spec, thresholds)
+    parts = _shared(memo, ("parts", key),
+                    lambda: _TagParts(frame, spec, site, rules, thresholds, memo))  # fmt: skip
+    lists = _shared(memo, ("lists", key), parts.caption_lists)
+    if not spec.max_tokens:
+        return lists
+    return _shared(memo, ("budget lists", key), lambda: {**lists, **parts.budget_lists()})
+
+
+class _TagParts:
+    """A batch's tags by category, numbered once, and the parts a caption is made of."""
+
+    def __init__(self, frame, spec: CaptionSpec, site: str, rules: TagRules,
+                 thresholds: Mapping[str, list], memo: dict):  # fmt: skip
+        self.spec, self.categories = spec, spec.categories(site)
+        self.split = bool(spec.keep_tokens_separator)
+        categories = self.categories
+        self.fixed = (tuple(c for c in categories if c in spec.fixed_categories)
+                      if self.split else categories)  # fmt: skip
+        self.ordered = self.fixed + tuple(c for c in categories if c not in self.fixed)
+        self.batch = _shared(memo, ("batch", self.ordered, rules),
+                             lambda: TagBatch(frame, self.ordered, rules))  # fmt: skip
+        extras = _extras(spec, site, thresholds)
+        self.extra = None if extras is None else extra_part(frame.select(extras).to_series(),
+                                                            rules)  # fmt: skip
+        self._people = None
+
+    def people(self) -> list:
+        """The people-count tags of every category."""
+        if self._people is None:
+            self._people = [self.batch.part(c, people=True) for c in self.ordered]
+        return self._people
+
+    def caption_lists(self) -> dict[str, Lists]:
+        """``whole`` and, with a keep-tokens separator, ``head``."""
+        spec, batch = self.spec, self.batch
+        placed = False if spec.people_first else None  # people-count tags in place, or first
+        head = (self.people() if spec.people_first else []) + (
+            [self.extra] if spec.extras_first else [])  # fmt: skip
+        head += [batch.part(c, placed) for c in self.fixed]
+        tail = [batch.part(c, placed) for c in self.ordered[len(self.fixed) :]]
+        tail += [] if spec.extras_first else [self.extra]
+        lists = {"whole": batch.lists(head + tail).deduplicated(spec.max_tags, spec.dedupe)}
+        if self.split:
+            lists["head"] = batch.lists(head).deduplicated(0, spec.dedupe)
+        return lists
+
+    def budget_lists(self) -> dict[str, Lists]:
+        """``keep`` and ``meta``, for a token budget."""
+        spec, batch = self.spec, self.batch
         heads = (*spec.fixed_categories, *spec.subject_categories)
-        named = [batch.part(c) for c in categories if c in heads]
-        subjects = [batch.part(c, subject=True) for c in ordered]
-        lists["keep"] = batch.lists(people + named + subjects + [extra])
-        lists["meta"] = batch.lists([batch.part("meta")] if "meta" in categories else [])
-    return lists
+        named = [batch.part(c) for c in self.categories if c in heads]
+        subjects = [batch.part(c, subject=True) for c in self.ordered]
+        meta = [batch.part("meta")] if "meta" in self.categories else []
+        return {"keep": batch.lists(self.people() + named + subjects + [self.extra]),
+                "meta": batch.lists(meta)}  # fmt: skip
 
 
 class NLTexts:
@@ -143,6 +198,19 @@ class NLTexts:
         ]
 
 
+@dataclass(frozen=True)
+class CaptionJob:
+    """One caption of every post: its ``spec``, natural-language texts ``nl`` (``id``,
+    ``nl``: a list of texts, from :func:`read_nl_captions`) and quality ``thresholds`` (from
+    :func:`score_thresholds`; over the frame itself when the spec asks for quality tags and
+    none are given); ``columns``: the columns of the result kept (all when empty)."""
+
+    spec: CaptionSpec
+    nl: pl.DataFrame | None = None
+    thresholds: Mapping[str, list] | None = None
+    columns: tuple[str, ...] = ()
+
+
 def build_captions(
     frame: pl.DataFrame,
     spec: CaptionSpec,
@@ -156,9 +224,7 @@ def build_captions(
 ) -> pl.DataFrame:
     """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
 
-    ``nl``: ``id`` and ``nl`` (list of texts), from :func:`read_nl_captions`.
-    ``thresholds``: from :func:`score_thresholds` over the whole selection (computed from
-    ``frame`` itself when quality tags are asked for and none are given).
+    ``nl``, ``thresholds``: as :class:`CaptionJob` takes them.
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
     ``rarity``: ``tag`` (as in captions), ``posts``, for a token budget's priority.
     ``implied``: ``antecedent``, ``implied`` pairs (closed), for ``prune_implied``.
@@ -167,48 +233,108 @@ def build_captions(
     intermediate lists in memory, as many batches at once as it has threads (the heavy steps
     release the GIL).
     """
+    job = CaptionJob(spec, nl, thresholds)
+    return build_many(frame, [job], aliases, batch_rows, rarity, implied, captioning)[0]
+
+
+def build_many(
+    frame: pl.DataFrame,
+    jobs: list[CaptionJob],
+    aliases: Mapping[str, str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    rarity: pl.DataFrame | None = None,
+    implied: pl.DataFrame | None = None,
+    captioning: Captioning | None = None,
+) -> list[pl.DataFrame]:
+    """Each job's captions of ``frame``, as :func:`build_captions` builds them, made
+    together a batch of rows at a time: what the jobs' specs agree on (the tags numbered,
+    the tag lists, a budget's ranking of the tags) is made once per batch."""
     if captioning is None:
         with Captioning() as own:
-            return build_captions(frame, spec, nl, thresholds, aliases, batch_rows, rarity,
-                                  implied, own)  # fmt: skip
+            return build_many(frame, jobs, aliases, batch_rows, rarity, implied, own)
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
-    if spec.quality_tag and thresholds is None:
-        thresholds = score_thresholds(frame, spec)
-    nl = NLTexts(nl) if nl is not None else None
-    rules = captioning.rules(spec, aliases or {})
-    context = (spec, rules, nl, rarity, implied if spec.prune_implied else None, thresholds or {},
-               captioning)  # fmt: skip
+    texts: dict[int, NLTexts] = {}  # one lookup table per NL frame
+    ready = [_ready(frame, job, captioning.rules(job.spec, aliases or {}), texts) for job in jobs]
+    context = (ready, rarity, implied, captioning)
     starts = list(range(0, max(len(frame), 1), batch_rows))
     batches = captioning.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
                              starts)  # fmt: skip
     for pool in (pa.default_memory_pool(), pa.system_memory_pool()):
         pool.release_unused()  # what the batches' arrow arrays left behind
-    return pl.concat(batches) if len(batches) > 1 else batches[0]
+    if len(batches) == 1:
+        return batches[0]
+    return [pl.concat([batch[i] for batch in batches]) for i in range(len(jobs))]
 
 
-def _caption_batch(frame, spec, rules, nl, rarity, implied, thresholds, captioning):
+def _ready(frame: pl.DataFrame, job: CaptionJob, rules: TagRules, texts: dict) -> _Ready:
+    """``job`` with its rules, its NL texts' lookup table (one per NL frame, in ``texts``)
+    and its quality thresholds."""
+    nl = None if job.nl is None else _shared(texts, id(job.nl), lambda: NLTexts(job.nl))
+    thresholds = job.thresholds or {}
+    if job.spec.quality_tag and job.thresholds is None:
+        thresholds = score_thresholds(frame, job.spec)
+    return _Ready(job.spec, rules, nl, thresholds, job.columns)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A job with its tag rules and NL lookup table."""
+
+    spec: CaptionSpec
+    rules: TagRules
+    nl: NLTexts | None
+    thresholds: Mapping[str, list]
+    columns: tuple[str, ...]
+
+
+def _caption_batch(frame, jobs: list[_Ready], rarity, implied, captioning) -> list[pl.DataFrame]:
+    """Each job's captions of one batch of rows; jobs whose texts and pruning agree share
+    the rows as prepared, and what they share beyond (:func:`_tag_lists`)."""
+    prepared: dict[tuple, pl.DataFrame] = {}
+    memos: dict[tuple, dict] = {}
+    out = []
+    for job in jobs:
+        prune = implied if job.spec.prune_implied else None
+        key = (id(prune), id(job.nl))
+        rows = _shared(prepared, key, lambda: _with_texts(frame, job.nl, prune))  # noqa: B023
+        captioned = _caption_sites(rows, job, rarity, captioning, memos.setdefault(key, {}))
+        out.append(captioned.select(job.columns) if job.columns else captioned)
+    return out
+
+
+def _with_texts(frame: pl.DataFrame, nl: NLTexts | None, implied) -> pl.DataFrame:
+    """The rows with implied tags pruned (when ``implied``) and ``caption_nl``."""
     if implied is not None:
         frame = prune_implied(frame, implied)
     if nl is not None:
-        frame = frame.with_columns(nl.of(frame["id"]))
-    else:
-        frame = frame.with_columns(caption_nl=EMPTY)
+        return frame.with_columns(nl.of(frame["id"]))
+    return frame.with_columns(caption_nl=EMPTY)
+
+
+def _caption_sites(frame, job: _Ready, rarity, captioning, memo: dict) -> pl.DataFrame:
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
-    context = (rules, rarity, thresholds, captioning)
+    context = (job, rarity, captioning)
     if len(sites) == 1:
-        return _caption_site(frame, spec, sites[0], *context)
+        return _caption_site(frame, sites[0], *context, memo.setdefault(sites[0], {}))
     frame = frame.with_row_index("_order")
-    parts = [_caption_site(frame.filter(pl.col("site").eq_missing(site)), spec, site, *context)
+    parts = [_caption_site(frame.filter(pl.col("site").eq_missing(site)), site, *context,
+                           memo.setdefault(site, {}))
              for site in sites]  # fmt: skip
     return pl.concat(parts).sort("_order").drop("_order")
 
 
-def _caption_site(frame, spec, site, rules, rarity, thresholds, captioning) -> pl.DataFrame:
-    lists = _tag_lists(frame, spec, site, rules, thresholds)
+def _caption_site(frame, site, job: _Ready, rarity, captioning, memo: dict) -> pl.DataFrame:
+    spec, rules = job.spec, job.rules
+    lists = _tag_lists(frame, spec, site, rules, job.thresholds, memo)
     whole = lists["whole"]
     if spec.max_tokens:
-        return fit_budget(frame, lists, spec, rules, rarity, captioning)
+        with_nl = spec.merge_mode == "tags+nl"
+        key = ("ranked", _lists_key(spec, job.thresholds), with_nl, spec.token_priority)
+        nl = frame["caption_nl"].list.join(" ") if with_nl else None
+        ranked = _shared(memo, key, lambda: rank_lists(lists, rules, spec.token_priority,
+                                                       rarity, nl, captioning))  # fmt: skip
+        return fit_budget(frame, ranked, spec, rarity)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
         tags, caption = whole.joined(rules, after=frame["caption_nl"].list.join(" "))

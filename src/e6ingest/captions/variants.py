@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from e6ingest.captions.build import build_captions, score_thresholds
+from e6ingest.captions.build import CaptionJob, build_many, score_thresholds
 from e6ingest.captions.files import read_nl_captions
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
@@ -61,18 +61,16 @@ def with_variants(
     if captioning is None:
         with Captioning() as own:
             return with_variants(frame, spec, nl_of, thresholds, own, **context)
-    context["captioning"] = captioning
     thresholds = thresholds or {}
-    out = build_captions(frame, spec, nl=nl_of(spec),
-                         thresholds=thresholds.get(DEFAULT_VARIANT), **context)  # fmt: skip
+    names = spec.variant_names or (DEFAULT_VARIANT,)
+    specs = [spec.variant(name) for name in names]
+    jobs = [CaptionJob(s, nl_of(s), thresholds.get(name), () if i == 0 else ("caption",))
+            for i, (name, s) in enumerate(zip(names, specs, strict=True))]  # fmt: skip
+    built = build_many(frame, jobs, captioning=captioning, **context)
+    out = built[0]
     if not spec.variants:
         return out
-    columns = [out["caption"].alias(DEFAULT_VARIANT)]
-    for name in spec.variant_names[1:]:
-        variant = spec.variant(name)
-        built = build_captions(frame, variant, nl=nl_of(variant),
-                               thresholds=thresholds.get(name), **context)  # fmt: skip
-        columns.append(built["caption"].alias(name))
+    columns = [b["caption"].alias(name) for name, b in zip(names, built, strict=True)]
     out = out.with_columns(pl.struct(columns).alias(VARIANTS_COLUMN))
     if spec.variant_lines:
         names = spec.variant_names
