@@ -17,6 +17,7 @@ import pytest
 
 from e6ingest.cli import main
 from e6ingest.cli.parsers import build_parser
+from e6ingest.pipeline.events import Planned, PlanningStarted, PostsDone
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -345,13 +346,13 @@ def test_progress_moves_per_post_before_the_shard_ends(small_demo, tmp_path):
     progress.SEND_EVERY_SECONDS = 0.0  # every post sent: what the bar's counter shows
     try:
         pull(make_config({"ratings": "e,q,s", "shard_size": 1000}), tmp_path / "out",
-             small_demo, workers=1, progress=lambda e, i: events.append((e, i)))  # fmt: skip
+             small_demo, workers=1, progress=events.append)  # fmt: skip
     finally:
         progress.SEND_EVERY_SECONDS = slow
-    names = [e for e, _ in events]
-    posts = [i for e, i in events if e == "posts"]
-    planned = next(i for e, i in events if e == "planned")
-    assert len(posts) == planned["posts_todo"]  # one event per post
+    names = [e.name for e in events]
+    posts = [e for e in events if isinstance(e, PostsDone)]
+    planned = next(e for e in events if isinstance(e, Planned))
+    assert len(posts) == planned.posts_todo  # one event per post
     assert names.index("posts") < names.index("shard")
 
 
@@ -362,9 +363,9 @@ def test_bar_counts_posts(capsys):
 
     stream = io.StringIO()
     bars = BarReporter(stream)
-    bars("planning", {})
-    bars("planned", {"selected": 5, "shards": 1, "todo": 1, "posts_todo": 5})
-    bars("posts", {"written": 2, "failed": 1})
+    bars(PlanningStarted())
+    bars(Planned(selected=5, shards=1, todo=1, posts_todo=5))
+    bars(PostsDone(written=2, failed=1))
     assert bars.bars["posts"].n == 3 and bars.bars["shards"].n == 0
     bars.close()
 

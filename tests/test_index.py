@@ -15,6 +15,7 @@ import pytest
 from e6ingest import dataset
 from e6ingest.cache import cache_dir
 from e6ingest.cli import main
+from e6ingest.pipeline.events import IndexBuilt
 from e6ingest.query import parse_query
 from e6ingest.query.index import TagIndexError, open_index
 from tests.conftest import E621_2024_ROWS, E621_NEWEST_ROWS
@@ -190,12 +191,12 @@ def test_pull_plans_the_same_posts_with_and_without_the_index(small_demo, tmp_pa
     plans, events = [], []
     for index in (True, False):
         out = tmp_path / f"out-{index}"
-        progress = (lambda event, info: events.append((event, info))) if index else None
+        progress = events.append if index else None
         pull(config, out, small_demo, workers=1, index=index, progress=progress)
         plans.append(pl.read_parquet(out / "plan.parquet"))
     assert plans[0].equals(plans[1]) and len(plans[0]) > 0
-    built = [info for event, info in events if event == "index"]
-    assert built and built[-1]["done"] == built[-1]["total"] > len(plans[0])
+    built = [event for event in events if isinstance(event, IndexBuilt)]
+    assert built and built[-1].done == built[-1].total > len(plans[0])
 
 
 def test_the_first_question_scans_and_the_second_builds_the_index(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 import webdataset as wds
 
 from e6ingest.cli import main
+from e6ingest.pipeline.events import Warned
 
 
 @pytest.mark.slow
@@ -112,7 +113,7 @@ def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, t
     shutil.copytree(small_demo, mirror, ignore=shutil.ignore_patterns("E621_dataset_1M"))
     events = []
     pull(make_config({"rating": "e"}), tmp_path / "out", mirror, workers=1,
-         progress=lambda e, i: events.append((e, i)))  # fmt: skip
-    warnings = [i["message"] for e, i in events if e == "warning"]
+         progress=events.append)  # fmt: skip
+    warnings = [e.message for e in events if isinstance(e, Warned)]
     assert len(warnings) == 1 and "no tags table" in warnings[0]
     assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]

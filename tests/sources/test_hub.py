@@ -11,6 +11,7 @@ import pytest
 from e6ingest.config import make_config
 from e6ingest.manifests import load_manifest
 from e6ingest.pipeline import pull
+from e6ingest.pipeline.events import Warned
 from e6ingest.shards.verify import verify_output
 from e6ingest.sources import FailureKind, HubError, HubOptions, HubSource, MirrorSource
 from e6ingest.sources.base import PostFailure
@@ -232,11 +233,11 @@ def test_retry_failed_against_a_hub_answering_500_keeps_every_finished_shard(sma
     events = []
     with HubServer(small_demo, Faults(always_fail=(r".",))) as hub:  # every request: HTTP 500
         retried = pull(config, out, None, workers=1, hub=_options(hub, tmp_path, **ranges),
-                       retry_failed=True, progress=lambda e, i: events.append((e, i)))  # fmt: skip
+                       retry_failed=True, progress=events.append)  # fmt: skip
     assert _tars(out) == tars  # not one shard rewritten with fewer samples
     after = {p.name: json.loads(p.read_text())["samples"] for p in out.glob("shards/*.stats.json")}
     assert after == samples and retried.written == first.written
-    kept = [i["message"] for e, i in events if e == "warning" and "kept as it was" in i["message"]]
+    kept = [e.message for e in events if isinstance(e, Warned) and "kept as it was" in e.message]
     assert kept and retried.written_now == 0
     report = verify_output(out)  # the output is whole, but posts of its plan are missing
     assert not report.ok and any("--retry-failed" in p for p in report.problems)

@@ -20,6 +20,7 @@ from e6ingest.core import SITE_RATINGS, RatingError, redact
 from e6ingest.manifests import ManifestError, load_manifest
 from e6ingest.metadata import SchemaError
 from e6ingest.pipeline import EmptySelection
+from e6ingest.pipeline.events import Finished
 from e6ingest.query import QueryError, selection_query
 from e6ingest.query.index import TagIndexError
 from e6ingest.shards.layout import OutputError
@@ -245,7 +246,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if executor is not None:
             executor.close()
     if args.log_json:
-        reporter("summary", summary.to_dict())
+        reporter(Finished(summary))
     else:
         for line in summary.lines():
             print(line)

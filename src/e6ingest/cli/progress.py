@@ -7,10 +7,18 @@ import json
 import sys
 import threading
 import time
-from dataclasses import asdict
 from typing import IO
 
 from e6ingest.core import redact
+from e6ingest.pipeline.events import (
+    Event,
+    IndexBuilt,
+    Planned,
+    PlanningStarted,
+    PostsDone,
+    ShardDone,
+    Warned,
+)
 
 
 class BarReporter:
@@ -32,45 +40,48 @@ class BarReporter:
         self.bars[name] = tqdm(file=self.stream, dynamic_ncols=True, **kwargs)
         return self.bars[name]
 
-    def __call__(self, event: str, info: dict) -> None:
+    def __call__(self, event: Event) -> None:
         with self._lock:
-            if event == "warning":
-                self._warn(info["message"])
+            if isinstance(event, Warned):
+                self._warn(event.message)
             elif self.quiet:
                 return
-            elif event == "planning":
+            elif isinstance(event, PlanningStarted):
                 self._bar("plan", desc="planning", total=self.PLAN_STEPS, unit="step").update(1)
-            elif event == "index":
-                bar = self.bars.get("index") or self._bar(
-                    "index", desc="tag index", total=info["total"], unit="post"
-                )  # fmt: skip
-                bar.update(info["done"] - bar.n)
-                if info["done"] >= info["total"]:
-                    self.bars.pop("index").close()
-            elif event == "planned":
-                self._planned(info)
-            elif event == "posts" and "posts" in self.bars:
-                self.written += info["written"]
-                self.failed += info["failed"]
+            elif isinstance(event, IndexBuilt):
+                self._index(event)
+            elif isinstance(event, Planned):
+                self._planned(event)
+            elif isinstance(event, PostsDone) and "posts" in self.bars:
+                self.written += event.written
+                self.failed += event.failed
                 bar = self.bars["posts"]
                 bar.set_postfix(written=self.written, failed=self.failed, refresh=False)
-                bar.update(info["written"] + info["failed"])
-            elif event == "shard" and "shards" in self.bars:
+                bar.update(event.written + event.failed)
+            elif isinstance(event, ShardDone) and "shards" in self.bars:
                 self.bars["shards"].update(1)
+
+    def _index(self, event: IndexBuilt) -> None:
+        bar = self.bars.get("index") or self._bar(
+            "index", desc="tag index", total=event.total, unit="post"
+        )  # fmt: skip
+        bar.update(event.done - bar.n)
+        if event.done >= event.total:
+            self.bars.pop("index").close()
 
     def _warn(self, message: str) -> None:
         from tqdm import tqdm
 
         tqdm.write(f"warning: {redact(message)}", file=self.stream)
 
-    def _planned(self, info: dict) -> None:
+    def _planned(self, event: Planned) -> None:
         plan = self.bars.pop("plan", None)
         if plan is not None:
             plan.update(self.PLAN_STEPS - plan.n)
-            plan.set_postfix(selected=info["selected"], shards=info["shards"])
+            plan.set_postfix(selected=event.selected, shards=event.shards)
             plan.close()
-        self._bar("shards", desc="shards", total=info["todo"], unit="shard")
-        self._bar("posts", desc="posts", total=info["posts_todo"], unit="post")
+        self._bar("shards", desc="shards", total=event.todo, unit="shard")
+        self._bar("posts", desc="posts", total=event.posts_todo, unit="post")
 
     def close(self) -> None:
         """Close every open bar."""
@@ -87,11 +98,8 @@ class JsonReporter:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
 
-    def __call__(self, event: str, info: dict) -> None:
-        stats = info.get("stats")
-        if stats is not None:  # a shard: its counts; the per-post failures are in failures.parquet
-            info = {k: v for k, v in asdict(stats).items() if k != "failures"}
-        record = {"event": event, "time": round(time.time(), 3), **info}
+    def __call__(self, event: Event) -> None:
+        record = {"event": event.name, "time": round(time.time(), 3), **event.fields()}
         with self._lock:
             self.stream.write(redact(json.dumps(record, sort_keys=True, default=str)) + "\n")
             self.stream.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -18,6 +18,16 @@ from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
 from e6ingest.pipeline.budget import MemoryBudget, default_budget_bytes
 from e6ingest.pipeline.context import WorkerContext, enter_context
+from e6ingest.pipeline.events import (
+    Event,
+    IndexBuilt,
+    Planned,
+    PlanningStarted,
+    PostsDone,
+    Progress,
+    ShardDone,
+    Warned,
+)
 from e6ingest.pipeline.executor import Executor, LocalExecutor, default_workers
 from e6ingest.pipeline.imagepool import ImagePool
 from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_to_run
@@ -45,8 +55,6 @@ from e6ingest.shards.writer import read_stats
 from e6ingest.sources import HubOptions, SourceSpec
 from e6ingest.sources.retry import require_reachable
 
-Progress = Callable[[str, dict], None]
-
 
 class RunInterrupted(KeyboardInterrupt):
     """A pull stopped by Ctrl-C; ``detail`` says what the next run of it has left to do."""
@@ -66,9 +74,9 @@ def _fingerprint(config: PullConfig, manifest: DatasetManifest) -> dict:
     return json.loads(json.dumps(document))
 
 
-def _notify(progress: Progress | None, event: str, **info) -> None:
+def _notify(progress: Progress | None, event: Event) -> None:
     if progress is not None:
-        progress(event, info)
+        progress(event)
 
 
 def run_tasks(
@@ -124,7 +132,7 @@ def check_query(query: Query, files: list[Path], schemas, progress: Progress | N
     else:
         vocabulary = cached_vocabulary(files, schemas, cache_dir() / "vocabulary")
     for warning in check_tags(query, vocabulary):
-        _notify(progress, "warning", message=warning)
+        _notify(progress, Warned(warning))
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,9 @@ def pull(
     ``memory_budget`` bounds the bytes images being decoded may take at once on this
     machine (default: half of its memory); an empty selection raises
     :class:`EmptySelection` unless ``allow_empty``. ``hub``: how the Hub is reached.
-    ``progress(event, info)`` hears ``planning``, ``warning`` (message), ``planned``
-    (selected, shards, todo, posts_todo), ``posts`` (written, failed: as posts finish)
-    and ``shard`` (stats) as they happen.
+    ``progress(event)`` hears the run's events (:mod:`.events`) as they happen:
+    ``PlanningStarted``, ``Warned``, ``IndexBuilt``, ``Planned``, ``PostsDone`` (as posts
+    finish) and ``ShardDone``.
     """
     if options.pop("demo", False):
         from e6ingest.demo import demo_mirror
@@ -197,12 +205,11 @@ class _Run:
     start: float = field(default_factory=time.perf_counter)
     lock: OutputLock | None = None
 
-    def notify(self, event: str, **info) -> None:
-        if self.progress is not None:
-            self.progress(event, info)
+    def notify(self, event: Event) -> None:
+        _notify(self.progress, event)
 
     def warn(self, message: str) -> None:
-        self.notify("warning", message=message)
+        self.notify(Warned(message))
 
     def __call__(self) -> PullSummary:
         config = self.config
@@ -215,7 +222,7 @@ class _Run:
             self.lock = lock
             fingerprint = _fingerprint(config, manifest)
             continued = prepare_output(self.out, fingerprint, self.options.overwrite)
-            self.notify("planning")
+            self.notify(PlanningStarted())
             commits = plan_commits(self.out / PLAN_FILE) if continued else None
             if commits is None:
                 commits = pin_commits(manifest, self.mirror, self.hub, dict(config.revisions))
@@ -264,7 +271,7 @@ class _Run:
         one: a pull's plan is one question), none with ``index=False``."""
 
         def report(done: int, total: int) -> None:
-            self.notify("index", done=done, total=total)
+            self.notify(IndexBuilt(done, total))
 
         root = cache_dir() / "index"
         if self.options.index is True:
@@ -296,8 +303,8 @@ class _Run:
         if mirror is None and numbers:  # before anything is decided from the shards on disk
             require_reachable(hub.resolved_endpoint(), "to fetch images")
         todo = shards_to_run(shards_dir, numbers, self.options.retry_failed)
-        self.notify("planned", selected=sum(sizes.values()), shards=len(numbers),
-                    todo=len(todo), posts_todo=sum(sizes[n] for n in todo))  # fmt: skip
+        self.notify(Planned(sum(sizes.values()), len(numbers), len(todo),
+                            sum(sizes[n] for n in todo)))  # fmt: skip
         if mirror is not None:
             spec = SourceSpec(manifest, mirror=str(Path(mirror).resolve()))
         else:
@@ -322,9 +329,7 @@ class _Run:
                 budget = MemoryBudget(self.options.memory_budget or default_budget_bytes())
                 queue = None
                 if self.progress is not None and executor.live_progress:
-                    channel = ProgressChannel(
-                        lambda w, f: self.notify("posts", written=w, failed=f)
-                    )
+                    channel = ProgressChannel(lambda w, f: self.notify(PostsDone(w, f)))
                     queue = stack.enter_context(channel).queue
                 context = WorkerContext(budget, queue)
             for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
@@ -339,7 +344,6 @@ class _Run:
                 else:
                     summary.written_now += stats.written
                 if not executor.live_progress:
-                    self.notify("posts", written=stats.written,
-                                failed=stats.selected - stats.written)  # fmt: skip
-                self.notify("shard", stats=stats)
+                    self.notify(PostsDone(stats.written, stats.selected - stats.written))
+                self.notify(ShardDone(stats))
         return summary

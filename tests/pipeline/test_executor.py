@@ -1,0 +1,77 @@
+"""``LocalExecutor``: results as tasks finish, a task's error ends the run with that error,
+and a run stopped early leaves no worker process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from e6ingest.pipeline.executor import LocalExecutor
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def fail_on_three(n: int) -> int:
+    if n == 3:
+        raise ValueError(f"task {n} failed")
+    return n
+
+
+def sleep_and_say_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def remember(context: str) -> None:
+    os.environ["E6INGEST_TEST_CONTEXT"] = context
+
+
+def context_seen(_: int) -> str:
+    return os.environ.get("E6INGEST_TEST_CONTEXT", "")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_result_comes_back_once(workers):
+    results = list(LocalExecutor(workers).run(square, list(range(7))))
+    assert sorted(results) == [n * n for n in range(7)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_initializer_runs_in_every_process_that_runs_tasks(workers):
+    seen = list(LocalExecutor(workers).run(context_seen, list(range(4)), remember, "ctx"))
+    assert seen == ["ctx"] * 4
+    os.environ.pop("E6INGEST_TEST_CONTEXT", None)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_task_error_ends_the_run_with_that_error(workers):
+    with pytest.raises(ValueError, match="task 3 failed"):
+        list(LocalExecutor(workers).run(fail_on_three, list(range(6))))
+
+
+def test_a_run_stopped_early_kills_its_workers():
+    run = LocalExecutor(2).run(sleep_and_say_pid, [0.0, 60.0, 60.0, 60.0])
+    first = next(run)  # one worker is free again, the other sleeps for a minute
+    start = time.monotonic()
+    run.close()  # what an interrupted driver does
+    assert time.monotonic() - start < 10
+    deadline = time.monotonic() + 10
+    while _alive(first) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(first)
