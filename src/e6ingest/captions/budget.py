@@ -35,6 +35,7 @@ from e6ingest.captions.tokens import clip_tokenizer, count_tokens
 
 CLASS_HEAD, CLASS_NL, CLASS_TAG, CLASS_META = 0, 1, 2, 3
 UNKNOWN = -1  # a line's count that does not follow from its parts
+REPAIR_ROUNDS = 4  # tags dropped one at a time from lines counted exactly, at most
 
 
 def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
@@ -99,11 +100,13 @@ def _priority_keys(whole: Lists, rules: TagRules, rarity, priority: str) -> np.n
     return keys if priority == "rare" else -keys
 
 
-def _class_sums(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray):
+def _running_sums(offsets: np.ndarray, values: np.ndarray):
     """For values in row order: the running sum of each item within its row (itself
     included), and each row's total."""
-    running = np.concatenate([[0], np.cumsum(values)])
-    return running[1:] - running[offsets[:-1]][rows], running[offsets[1:]] - running[offsets[:-1]]
+    running = np.cumsum(values)
+    first = np.concatenate([[0], running])
+    start, total = first[offsets[:-1]], first[offsets[1:]] - first[offsets[:-1]]
+    return running - np.repeat(start, np.diff(offsets)), total
 
 
 @dataclass(frozen=True)
@@ -135,20 +138,19 @@ def _spent(offsets, rows, classes, cost, keys, nl_item) -> tuple[np.ndarray, np.
         order = pl.DataFrame({"r": rows, "k": keys}).select(
             pl.arg_sort_by("r", "k", maintain_order=True)
         ).to_series().to_numpy()  # fmt: skip
-        rows, classes, cost = rows[order], classes[order], cost[order]
-    within, totals = {}, {}
-    for cls in (CLASS_HEAD, CLASS_TAG, CLASS_META):
-        within[cls], totals[cls] = _class_sums(offsets, np.where(classes == cls, cost, 0), rows)
-    before = {CLASS_HEAD: np.zeros(len(offsets) - 1, np.int64)}
-    before[CLASS_TAG] = totals[CLASS_HEAD] + nl_item
-    before[CLASS_META] = before[CLASS_TAG] + totals[CLASS_TAG]
-    spent = np.zeros(len(cost), np.int64)
-    for cls in (CLASS_HEAD, CLASS_TAG, CLASS_META):
-        at = classes == cls
-        spent[at] = before[cls][rows[at]] + within[cls][at]
+        classes, cost = classes[order], cost[order]
+    is_head, is_meta = classes == CLASS_HEAD, classes == CLASS_META
+    within, total = _running_sums(offsets, cost)
+    within_head, head = _running_sums(offsets, cost * is_head)
+    within_meta, meta = _running_sums(offsets, cost * is_meta)
+    lengths = np.diff(offsets)
+    before_tags = np.repeat(head + nl_item, lengths)  # the head and the NL text
+    before_meta = np.repeat(nl_item + total - meta, lengths)  # ... and every other tag
+    tags = before_tags + within - within_head - within_meta
+    spent = np.where(is_head, within_head, np.where(is_meta, before_meta + within_meta, tags))
     if order is not None:
         spent[order] = spent.copy()
-    return spent, totals[CLASS_HEAD]
+    return spent, head
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,51 @@ class Ranked:
     sep_cost: int
     nl: pl.Series | None
     nl_cost: np.ndarray
+    classes: np.ndarray  # per tag: CLASS_HEAD, CLASS_TAG or CLASS_META
 
-    def fit(self, budget: int) -> Fitted:
-        """The tags fitted to ``budget`` tokens (module doc)."""
+    def fit(self, budget: int, lines_as_counted: bool = False) -> Fitted:
+        """The tags fitted to ``budget`` tokens (module doc). With ``lines_as_counted``
+        (each line written as its counted parts: no keep-tokens separator, NL text at the
+        end), a line whose exact count is still over (a tag whose separator merges into
+        its last token) loses its last kept tag in priority order here, as the repair of
+        a line counted whole would."""
         limit = budget + self.sep_cost  # the last item has no separator after it
         room = limit - self.head - self.sep_cost  # for the NL text, after the head
-        return _fitted(self.lists, self.rules, self.spent <= limit, self.cost, self.alone,
-                       self.nl, self.nl_cost, room)  # fmt: skip
+        kept = self.spent <= limit
+        context = (self.cost, self.alone, self.nl, self.nl_cost, room)
+        fitted = _fitted(self.lists, self.rules, kept, *context)
+        for _ in range(REPAIR_ROUNDS if lines_as_counted else 0):
+            drop = self._last_kept(kept, fitted, budget)
+            if not len(drop):
+                break
+            kept[drop] = False
+            fitted = _fitted(self.lists, self.rules, kept, *context)
+        return fitted
+
+    def _last_kept(self, kept: np.ndarray, fitted: Fitted, budget: int) -> np.ndarray:
+        """Per row whose exact count is over ``budget``: its last kept tag in priority
+        order, unless that is a head tag while NL text is kept (the text is cut first)
+        or the row has a tag of no tokens (left to the repair of whole lines)."""
+        over = (fitted.exact != UNKNOWN) & (fitted.exact > budget)
+        if not over.any():
+            return np.zeros(0, np.int64)
+        rows = _rows(self.lists["whole"])
+        candidate = kept & over[rows]
+        n = len(over)
+        odd = np.bincount(rows[candidate & (self.cost <= 0)], minlength=n) > 0
+        items = np.flatnonzero(candidate & ~odd[rows])
+        if not len(items):
+            return items
+        width = len(self.spent) + 1
+        key = (self.spent[items] * 4 + self.classes[items]) * width + items  # priority order
+        best = np.full(n, -1, np.int64)
+        np.maximum.at(best, rows[items], key)
+        last = items[key == best[rows[items]]]
+        with_nl = fitted.nl is not None
+        if with_nl:
+            has_text = (fitted.nl.str.len_chars() > 0).to_numpy()
+            last = last[~((self.classes[last] == CLASS_HEAD) & has_text[rows[last]])]
+        return last
 
 
 def rank_lists(
@@ -199,7 +239,7 @@ def rank_lists(
     nl_cost = text_tokens(nl, captioning) if nl is not None else np.zeros(n, np.int64)
     nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
     spent, head = _spent(whole.offsets, _rows(whole), classes, cost, keys, nl_item)
-    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost)
+    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes)
 
 
 def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: str,
@@ -275,7 +315,8 @@ def fit_budget(frame: pl.DataFrame, ranked: Ranked, spec,
     every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
     budget, mode = spec.max_tokens, spec.merge_mode
     lists, rules = ranked.lists, ranked.rules
-    fit = ranked.fit(budget)
+    as_counted = mode != "nl" and not spec.keep_tokens_separator and not nl_in_head(spec)
+    fit = ranked.fit(budget, as_counted)
     exact = fit.exact
     if mode == "tags+nl":
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
