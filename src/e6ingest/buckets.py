@@ -65,6 +65,8 @@ def fit_to_bucket(width: int, height: int, bucket: tuple[int, int]) -> Fit:
     ratio = width / height
     scale = bucket_h / height if ratio > bucket_w / bucket_h else bucket_w / width
     resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+    placed_w: float
+    placed_h: float
     if bucket_w / bucket_h > ratio:
         placed_w, placed_h = bucket_h * ratio, bucket_h
     else:

@@ -117,8 +117,8 @@ class DatasetManifest:
     def pinned(self, commits: dict[str, str]) -> DatasetManifest:
         """This manifest with each repository read at ``commits[repo]`` (where given)."""
 
-        def pin(entry: MetadataFile | None) -> MetadataFile | None:
-            return entry and replace(entry, revision=commits.get(entry.repo, entry.revision))
+        def pin(entry: MetadataFile) -> MetadataFile:
+            return replace(entry, revision=commits.get(entry.repo, entry.revision))
 
         metadata = tuple(pin(m) for m in self.metadata)
         images = tuple(
@@ -129,8 +129,9 @@ class DatasetManifest:
             )
             for i in self.images
         )
-        return replace(self, metadata=metadata, images=images, tags=pin(self.tags),
-                       implications=pin(self.implications))  # fmt: skip
+        tags, implications = self.tags, self.implications
+        return replace(self, metadata=metadata, images=images, tags=tags and pin(tags),
+                       implications=implications and pin(implications))  # fmt: skip
 
 
 def bundled_manifest_dir() -> Path:
@@ -178,13 +179,22 @@ class _Table:
         _check_relative(value, f"{self.where}: {key}")
         return value
 
-    def repo(self, key: str, required: bool = True) -> str | None:
-        value = self.get(key, str, required=required)
-        if value is not None and (not REPO_NAME.match(value) or ".." in value):
+    def repo(self, key: str) -> str:
+        value = self.get(key, str, required=True)
+        self._check_repo(key, value)
+        return value
+
+    def optional_repo(self, key: str) -> str | None:
+        value = self.get(key, str)
+        if value is not None:
+            self._check_repo(key, value)
+        return value
+
+    def _check_repo(self, key: str, value: str) -> None:
+        if not REPO_NAME.match(value) or ".." in value:
             raise ManifestError(
                 f"{self.where}: {key} {value!r} is not a repository name (owner/name)"
             )
-        return value
 
     def revision(self) -> str:
         value = self.get("revision", str, "main")
@@ -237,7 +247,7 @@ def _image_repo(data, where: str) -> ImageRepo:
         index=_template(table, "index", shards),
         shards=shards,
         revision=table.revision(),
-        index_repo=table.repo("index_repo", required=False),
+        index_repo=table.optional_repo("index_repo"),
     )
 
 

@@ -208,8 +208,7 @@ class Ranked:
         best = np.full(n, -1, np.int64)
         np.maximum.at(best, rows[items], key)
         last = items[key == best[rows[items]]]
-        with_nl = fitted.nl is not None
-        if with_nl:
+        if fitted.nl is not None:
             has_text = (fitted.nl.str.len_chars() > 0).to_numpy()
             last = last[~((self.classes[last] == CLASS_HEAD) & has_text[rows[last]])]
         return last
@@ -318,7 +317,7 @@ def fit_budget(frame: pl.DataFrame, ranked: Ranked, spec,
     as_counted = mode != "nl" and not spec.keep_tokens_separator and not nl_in_head(spec)
     fit = ranked.fit(budget, as_counted)
     exact = fit.exact
-    if mode == "tags+nl":
+    if mode == "tags+nl" and fit.nl is not None:
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
     elif mode == "nl":
         joined = frame["caption_nl"].list.join(" ")

@@ -65,7 +65,7 @@ def _date_tag(spec: CaptionSpec) -> pl.Expr:
     if spec.date_tag == "year":
         return pl.lit("year ") + year.cast(pl.String)
     tag = pl.lit(None, pl.String)
-    for name, first_year in spec.periods:
+    for name, first_year in spec.periods:  # type: ignore[misc]  # pairs after __post_init__
         tag = pl.when(year >= first_year).then(pl.lit(name)).otherwise(tag)
     return tag
 
@@ -137,7 +137,7 @@ class _TagParts:
         extras = _extras(spec, site, thresholds)
         self.extra = None if extras is None else extra_part(frame.select(extras).to_series(),
                                                             rules)  # fmt: skip
-        self._people = None
+        self._people: list | None = None
 
     def people(self) -> list:
         """The people-count tags of every category."""

@@ -127,7 +127,8 @@ class StringNumbers:
 
     def hashes(self, strings: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """The two hashes of each of ``strings`` (no lock needed: the seeds never change)."""
-        return tuple(strings.hash(seed).to_numpy() for seed in self._seeds)
+        first, second = (strings.hash(seed).to_numpy() for seed in self._seeds)
+        return first, second
 
     def find(self, strings: pl.Series) -> np.ndarray:
         """The number of each of ``strings``, ``EMPTY`` for those not met before (any

@@ -10,10 +10,11 @@ import polars as pl
 from e6ingest.captions.spec import CaptionSpec
 
 
-def tags_text(spec: CaptionSpec, fixed: pl.Expr, rest: pl.Expr, nl: pl.Expr | None = None):
+def tags_text(spec: CaptionSpec, fixed: pl.Expr, rest: pl.Expr | None,
+              nl: pl.Expr | None = None) -> pl.Expr:  # fmt: skip
     """The tag part as text; with ``nl`` (``nl_position = "head"``), the NL text goes at the
     end of the fixed head (before the keep-tokens separator), else first."""
-    if not spec.keep_tokens_separator:
+    if not spec.keep_tokens_separator or rest is None:
         if nl is None:
             return fixed
         return pl.concat_str(nl, pl.lit(spec.separator), fixed).str.strip_chars(" ,")

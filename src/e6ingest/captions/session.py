@@ -60,7 +60,7 @@ class Captioning:
         found = [self._costs.get((t, mark)) for t in tags]  # read once: threads share it
         new = [t for t, c in zip(tags, found, strict=True) if c is None]
         if not new:
-            return found
+            return [c for c in found if c is not None]
         alone = count(new)
         marked = count_with_mark(new, alone, mark) if mark else alone
         counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))

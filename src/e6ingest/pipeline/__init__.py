@@ -22,8 +22,8 @@ _API = {
     "LocalExecutor": "e6ingest.pipeline.executor",
     "OutputConflict": "e6ingest.pipeline.output",
     "PullSummary": "e6ingest.pipeline.results",
-    "RunOptions": "e6ingest.pipeline.pull",
-    "pull": "e6ingest.pipeline.pull",
+    "RunOptions": "e6ingest.pipeline.driver",
+    "pull": "e6ingest.pipeline.driver",
 }
 __all__ = sorted(_API)
 

@@ -75,7 +75,7 @@ class _WorkerPool(ProcessPoolExecutor):
 
     def _spawn_process(self) -> None:  # called whenever the pool starts a worker
         with _spawned_main():
-            super()._spawn_process()
+            super()._spawn_process()  # type: ignore[misc]
 
 
 def process_pool(

@@ -81,6 +81,7 @@ def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> l
     def redo(number: int) -> bool:
         if not shard_complete(shards_dir, number, check_bytes=True):
             return True
-        return retry_failed and read_stats(shards_dir, number).retryable > 0
+        stats = read_stats(shards_dir, number)
+        return retry_failed and (stats is None or stats.retryable > 0)
 
     return [n for n in numbers if redo(n)]

@@ -160,6 +160,8 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
                 try:
                     if isinstance(fetched, PostFailure):
                         raise fetched
+                    if normalized is None:  # pragma: no cover - bytes were given
+                        raise RuntimeError(f"post {row['id']}: no image result")
                     sample = make_sample(row, fetched, normalized, task)
                 except PostFailure as exc:
                     fail(row, exc)

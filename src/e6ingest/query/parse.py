@@ -24,6 +24,7 @@ import itertools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -37,6 +38,9 @@ from e6ingest.query.metatags import (
     order,
     supported_list,
 )
+
+if TYPE_CHECKING:
+    from e6ingest.query.index import TagIndex
 
 SINK_ROW_GROUP = 65_536  # rows per row group of a sunk selection: read back a group at a time
 
@@ -100,7 +104,7 @@ class Query:
     include_deleted: bool = False
     patterns: tuple[str, ...] = ()  # every tag and wildcard, as written (lower case)
     indexed: bool = False  # tags read from a tag index's columns (``index_column``)
-    index: object = field(default=None, compare=False, repr=False)  # a TagIndex to answer
+    index: TagIndex | None = field(default=None, compare=False, repr=False)  # a TagIndex to answer
 
     def with_index(self, index) -> Query:
         """This query answered from ``index`` (a ``TagIndex`` of the metadata it will run
@@ -108,6 +112,8 @@ class Query:
         return replace(self, index=index)
 
     def _ids(self) -> pl.Expr:
+        if self.index is None:
+            raise ValueError("the query has no index to take its ids from")
         return pl.col("id").is_in(self.index.ids(self).implode())
 
     def for_index(self) -> Query:
@@ -143,7 +149,9 @@ class Query:
         """
         first, rest = self._candidates(frame, list(columns))
         read = first.collect(engine="streaming")
-        return read.lazy().filter(self.expr).select(columns).collect() if rest else read
+        if not rest or self.expr is None:
+            return read
+        return read.lazy().filter(self.expr).select(columns).collect()
 
     def sink(self, frame: pl.LazyFrame, columns: list[str] | tuple[str, ...], path: Path) -> None:
         """Stream the selected rows' ``columns`` into the parquet file ``path`` (little
@@ -151,7 +159,7 @@ class Query:
         passes as :meth:`collect`: with an anchor, its candidates go to a temporary file
         first and the whole query runs on them in a second streaming pass."""
         first, rest = self._candidates(frame, list(columns))
-        if not rest:
+        if not rest or self.expr is None:
             first.sink_parquet(path, engine="streaming", row_group_size=SINK_ROW_GROUP)
             return
         candidates = temp_path(path)

@@ -82,10 +82,10 @@ def tags_present(
     of rows at a time and stopping once every tag is found (a tag no post has costs one
     whole pass). Rows a later file supersedes are read too: a tag only they hold counts as
     present, so at worst a warning about it is not given."""
-    missing, found = sorted(set(tags)), set()
+    missing, found = sorted(set(tags)), set[str]()
     for path, schema in zip(files, schemas, strict=True):
         rows, start, total, size = (
-            scan_file(path, schema),
+            scan_file(Path(path), schema),
             0,
             metadata_rows([Path(path)]),
             FIRST_ROWS,

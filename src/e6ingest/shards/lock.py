@@ -34,7 +34,7 @@ NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 
 class OutputLocked(OutputError):
@@ -92,7 +92,7 @@ class OutputLock:
         who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
         since = info.get("started")
         try:
-            when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(float(since)))
+            when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(float(since)))  # type: ignore[arg-type]
         except (TypeError, ValueError, OverflowError, OSError):
             when = ""
         return OutputLocked(

@@ -170,7 +170,8 @@ class ShardWriter:
         }
         size = sample.meta.get("size") or [None, None]
         bucket = sample.meta.get("bucket") or [None, None]
-        image = image_fields(*size, sample.caption) if size[0] and size[1] else {}
+        width, height = size[0], size[1]
+        image = image_fields(width, height, sample.caption) if width and height else {}
         extras = {"webp": image}
         offsets = {
             ext: self._add_member(f"{sample.key}.{ext}", payload[ext], extras.get(ext))

@@ -113,9 +113,9 @@ class HubSource(IndexedTarSource):
 
     def _once(self, table: dict, key, load: Callable[[], T]) -> T:
         with self._lock:
-            future = table.get(key)
+            future: Future | None = table.get(key)
             owner = future is None
-            if owner:
+            if future is None:
                 future = table[key] = Future()
         if owner:
             try:

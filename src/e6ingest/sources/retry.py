@@ -63,7 +63,7 @@ class BadBytes(Exception):
     """Bytes that do not match the index: retried, CORRUPT when they never match."""
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -247,7 +247,7 @@ class _Run:
             rejected = [FailureRecord(**r) for r in plan_rejected(self.out / PLAN_FILE)]
             complete = [n for n in sorted(shard_sizes(self.out / PLAN_FILE))
                         if shard_complete(self.out / SHARDS_DIR, n)]  # fmt: skip
-            stats = (read_stats(self.out / SHARDS_DIR, n) for n in complete)
+            stats = (s for n in complete if (s := read_stats(self.out / SHARDS_DIR, n)) is not None)
             lock.check()
             plan = plan_id(self.out / PLAN_FILE)
             _, totals = finalise(self.out, manifest, fingerprint, commits, rejected, stats, plan)
@@ -297,6 +297,9 @@ class _Run:
     def execute(self, manifest: DatasetManifest, metadata) -> PullSummary:
         """Write the planned shards still to write; the counts of this run's work."""
         plan_path, shards_dir = self.out / PLAN_FILE, self.out / SHARDS_DIR
+        lock = self.lock
+        if lock is None:
+            raise RuntimeError("execute runs with the output folder locked")
         sizes = shard_sizes(plan_path)
         numbers = sorted(sizes)
         hub, mirror = self.hub, self.mirror
@@ -333,7 +336,7 @@ class _Run:
                     queue = stack.enter_context(channel).queue
                 context = WorkerContext(budget, queue)
             for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
-                self.lock.check()  # still this run's folder (no flock: its lock file is the lock)
+                lock.check()  # still this run's folder (no flock: its lock file is the lock)
                 if janitor is not None:
                     janitor.task_done(stats.number)
                 if stats.kept:
