@@ -65,6 +65,7 @@ class PullConfig:
     sample: int = 0  # keep a deterministic random N posts of the selection (0: all)
     limit: int = 0  # keep the first N posts in the query's order: (0: all)
     seed: int = 0  # the seed of sample and order:random
+    drop_duplicates: bool = False  # posts whose file (md5) another selected post has: failed
 
     def __post_init__(self) -> None:
         if self.shard_size < 0:
@@ -118,6 +119,7 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
     "include_deleted": (None, "include_deleted"), "shard_size": (None, "shard_size"),
     "tag_table": (None, "tag_table"), "revision": (None, "revisions"),
     "sample": (None, "sample"), "limit": (None, "limit"), "seed": (None, "seed"),
+    "drop_duplicates": (None, "drop_duplicates"),
     "max_pixels": ("image", "max_pixels"), "max_source_pixels": ("image", "max_source_pixels"),
     "quality": ("image", "quality"), "method": ("image", "method"),
     "lossless": ("image", "lossless"), "keep_alpha": ("image", "keep_alpha"),

@@ -24,6 +24,7 @@ class FailureKind(str, Enum):
     TOO_LARGE = "too_large"  # over the source pixel limit or the decode memory budget
     UNSUPPORTED = "unsupported"  # a post with no image (video, flash) or a refused animation
     INVALID = "invalid"  # a metadata row that cannot be used (no id)
+    DUPLICATE = "duplicate"  # the same file (md5) as another selected post, which is kept
 
     @property
     def retryable(self) -> bool:

@@ -107,6 +107,9 @@ def _pull_parser(sub) -> None:
         help="samples per shard (default: 1000, fewer for pulls under 32,000 posts: at least "
         "32 shards, so that many GPU workers can split them and Ctrl-C redoes little)",
     )
+    p.add_argument("--drop-duplicates", action="store_true", default=None,
+                   help="keep one post of each file (md5) in the selection, the lowest id; the "
+                   "others are recorded as failed, duplicate (default: keep all)")  # fmt: skip
     p.add_argument("--workers", type=count, metavar="N", help="processes (default: every core)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where shard tasks run: processes here, or a Ray cluster "

@@ -290,7 +290,8 @@ class _Run:
         request = PlanRequest(query, config.shard_size, manifest.images[0].shards,
                               config.caption, tables.tag_table, config.subset,
                               self.options.allow_empty, rarity=tables.rarity(),
-                              implied=tables.implied(), threads=self.options.workers)  # fmt: skip
+                              implied=tables.implied(), threads=self.options.workers,
+                              drop_duplicates=config.drop_duplicates)  # fmt: skip
         saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected}
         write_plan(metadata, request, self.out / PLAN_FILE, saved)
 

@@ -19,6 +19,7 @@ from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_v
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
+from e6ingest.pipeline.planfile import DUPLICATE_OF
 from e6ingest.query import Query, Subset
 
 PLAN_BATCH_ROWS = 250_000  # posts captioned at once: about 1 GB (benchmarks/RESULTS.md)
@@ -84,11 +85,27 @@ class PlanRequest:
     rarity: pl.DataFrame | None = None  # tag -> posts, for a token budget's priority
     implied: pl.DataFrame | None = None  # closed implications, for prune_implied
     threads: int | None = None  # captioning threads (default: the cores this process may use)
+    drop_duplicates: bool = False  # mark posts whose file (md5) a lower id of the selection has
 
 
-def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int):
+def duplicates(keys: pl.DataFrame, kept: pl.Series) -> pl.DataFrame:
+    """Per post of ``kept`` whose file (``md5``, from ``keys``) another post of ``kept``
+    with a lower id has: its ``id`` and ``duplicate_of`` (the lowest such id, kept)."""
+    return (
+        keys.filter(pl.col("id").is_in(kept.implode()))
+        .filter(pl.col("md5").is_not_null() & (pl.col("md5") != ""))
+        .with_columns(pl.col("id").min().over("md5").alias(DUPLICATE_OF))
+        .filter(pl.col("id") != pl.col(DUPLICATE_OF))
+        .select("id", DUPLICATE_OF)
+    )
+
+
+def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int,
+               duplicates_: pl.DataFrame | None = None):  # fmt: skip
     spec = request.caption
     part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
+    if duplicates_ is not None:
+        part = part.join(duplicates_, on="id", how="left", maintain_order="left")
     part = with_variants(part, spec, NLTextsBySpec(part["id"]), rarity=request.rarity,
                          implied=request.implied, **captions)  # fmt: skip
     return (
@@ -106,6 +123,7 @@ def _selected_keys(selection: pl.LazyFrame, request: PlanRequest) -> tuple[pl.Da
     """The selection's small columns, and the ids kept."""
     order = request.query.order
     extra = [c for c in request.subset.columns(order) if c not in ("id", "rating", "score")]
+    extra += ["md5"] if request.drop_duplicates and "md5" not in extra else []
     keys = selection.select("id", "rating", "score", *extra).drop_nulls("id")
     keys = keys.collect(engine="streaming")  # one row per id: metadata.scan_files
     kept = request.subset.pick(keys, order)["id"] if request.subset else keys["id"]
@@ -117,12 +135,13 @@ def _select(metadata: pl.LazyFrame, request: PlanRequest, selection_file: Path):
     ``selection_file``: every selected row, or with a subset (``--sample``, ``--limit``)
     only the kept ones, chosen first from the small columns (a sample of 1,000 posts does
     not copy millions of rows' tags)."""
+    columns = (*PLAN_COLUMNS, "md5") if request.drop_duplicates else PLAN_COLUMNS
     if not request.subset:
-        request.query.sink(metadata, PLAN_COLUMNS, selection_file)
+        request.query.sink(metadata, columns, selection_file)
         return _selected_keys(pl.scan_parquet(selection_file), request)
     keys, kept = _selected_keys(request.query.apply(metadata), request)
     chosen = metadata.filter(pl.col("id").is_in(kept.implode()))
-    request.query.sink(chosen, PLAN_COLUMNS, selection_file)
+    request.query.sink(chosen, columns, selection_file)
     return keys, kept
 
 
@@ -161,6 +180,7 @@ def write_plan(
                 "aliases": read_aliases(spec.aliases) if spec.aliases else None,
                 "captioning": stack.enter_context(Captioning(request.threads)),
             }
+            dropped = duplicates(keys, kept) if request.drop_duplicates else None
             del keys
             if not request.shard_size:
                 request = replace(request, shard_size=auto_shard_size(len(kept)))
@@ -178,7 +198,7 @@ def write_plan(
                 part = pl.read_parquet(part_file) if part_file else empty
                 if tags is not None:
                     part = apply_tag_table(part.lazy(), tags).collect()
-                part = _plan_part(part, request, captions, offset).to_arrow()
+                part = _plan_part(part, request, captions, offset, dropped).to_arrow()
                 if writer is None:
                     writer = pq.ParquetWriter(plan_file, part.schema.with_metadata(notes))
                 writer.write_table(part.cast(writer.schema), row_group_size=65536)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
+DUPLICATE_OF = "duplicate_of"  # plan column: the post kept in place of this one (same md5)
+
 
 def _plan_metadata(path: Path, key: str):
     if not path.is_file():

@@ -17,7 +17,7 @@ from e6ingest.buckets import BucketSpec, choose_bucket, fit_to_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
-from e6ingest.pipeline.planfile import plan_id, shard_rows
+from e6ingest.pipeline.planfile import DUPLICATE_OF, plan_id, shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
 from e6ingest.shards.layout import OutputError
@@ -105,6 +105,22 @@ def check_extension(row: dict) -> None:
         )
 
 
+def check_not_duplicate(row: dict) -> None:
+    """Refuse a post the plan marked as a duplicate (``--drop-duplicates``: the same file
+    as a post of lower id, which is kept)."""
+    kept = row.get(DUPLICATE_OF)
+    if kept is not None:
+        raise PostFailure(FailureKind.DUPLICATE,
+                          f"post {row['id']} is the same file (md5) as post {kept}, which is kept",
+                          "select")  # fmt: skip
+
+
+# What each planned post goes through before its image is fetched, in order: each step
+# raises PostFailure to leave the post out (recorded with its reason). A stage that decides
+# from the plan's row alone joins here.
+ROW_STEPS = (check_extension, check_not_duplicate)
+
+
 def make_sample(
     row: dict, fetched: Fetched, normalized: Normalized | PostFailure, task: ShardTask
 ) -> Sample:
@@ -141,7 +157,8 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
         fetchable = []
         for row in rows:
             try:
-                check_extension(row)
+                for step in ROW_STEPS:
+                    step(row)
                 fetchable.append(row)
             except PostFailure as exc:
                 fail(row, exc)
