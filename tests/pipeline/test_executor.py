@@ -26,8 +26,8 @@ def sleep_and_say_pid(seconds: float) -> int:
     return os.getpid()
 
 
-def remember(context: str) -> None:
-    os.environ["E6INGEST_TEST_CONTEXT"] = context
+def remember(context: str, cores: int) -> None:
+    os.environ["E6INGEST_TEST_CONTEXT"] = f"{context} {cores}"
 
 
 def context_seen(_: int) -> str:
@@ -52,11 +52,22 @@ def test_every_result_comes_back_once(workers):
     assert sorted(results) == [n * n for n in range(7)]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_initializer_runs_in_every_process_that_runs_tasks(workers):
-    seen = list(LocalExecutor(workers).run(context_seen, list(range(4)), remember, "ctx"))
-    assert seen == ["ctx"] * 4
+@pytest.mark.parametrize(("workers", "tasks", "cores"), [(1, 4, 1), (2, 4, 1), (4, 2, 4)])
+def test_the_initializer_runs_in_every_process_that_runs_tasks(workers, tasks, cores):
+    """Each process running tasks gets the context and the cores each task may use: one
+    in a pool, every core when fewer tasks than workers run one after the other here."""
+    run = LocalExecutor(workers).run(context_seen, list(range(tasks)), remember, "ctx")
+    assert list(run) == [f"ctx {cores}"] * tasks
     os.environ.pop("E6INGEST_TEST_CONTEXT", None)
+
+
+def test_a_local_executor_offers_a_shared_budget_and_a_progress_channel():
+    executor = LocalExecutor(2)
+    assert executor.memory_budget(1 << 20) is not None
+    received = []
+    with executor.progress_channel(lambda w, f: received.append((w, f))) as queue:
+        queue.put((3, 1))
+    assert received == [(3, 1)]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

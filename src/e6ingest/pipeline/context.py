@@ -17,11 +17,11 @@ class WorkerContext:
     budget: MemoryBudget | None = None
     posts: Any = None  # a queue of (written, failed) counts, or None
 
-    def enter(self, send: Send | None = None) -> None:
-        """Use these resources in this process; ``send`` instead of the queue when the
-        process is the driver itself."""
+    def enter(self) -> None:
+        """Use these resources in this process."""
         use_budget(self.budget)
-        if send is None and self.posts is not None:
+        send: Send | None = None
+        if self.posts is not None:
             queue = self.posts
 
             def send(written: int, failed: int) -> None:
@@ -30,6 +30,18 @@ class WorkerContext:
         use_channel(send)
 
 
-def enter_context(context: WorkerContext) -> None:
-    """A pool initializer: use ``context`` in the new worker."""
+_task_cores = 1
+
+
+def enter_context(context: WorkerContext, cores: int = 1) -> None:
+    """An executor's initializer: use ``context`` in this process, whose tasks may each use
+    ``cores`` cores."""
+    global _task_cores
     context.enter()
+    _task_cores = max(1, cores)
+
+
+def task_cores() -> int:
+    """The cores each task of this process may use (more than one when a run has fewer
+    tasks than the machine has cores: the task normalises its images on all of them)."""
+    return _task_cores

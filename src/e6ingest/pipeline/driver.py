@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from e6ingest.cache import cache_dir
 from e6ingest.config import ConfigError, PullConfig, parse_ratings
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
-from e6ingest.pipeline.budget import MemoryBudget, default_budget_bytes
+from e6ingest.pipeline.budget import default_budget_bytes
 from e6ingest.pipeline.context import WorkerContext, enter_context
 from e6ingest.pipeline.events import (
     Event,
@@ -28,12 +27,10 @@ from e6ingest.pipeline.events import (
     ShardDone,
     Warned,
 )
-from e6ingest.pipeline.executor import Executor, LocalExecutor, default_workers
-from e6ingest.pipeline.imagepool import ImagePool
+from e6ingest.pipeline.executor import Executor, LocalExecutor
 from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_to_run
 from e6ingest.pipeline.plan import PlanRequest, write_plan
 from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
-from e6ingest.pipeline.progress import ProgressChannel
 from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     ShardJanitor,
@@ -50,7 +47,7 @@ from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.lock import OutputLock
 from e6ingest.shards.manifest import FORMAT_VERSION
-from e6ingest.shards.stats import FailureRecord, ShardStats
+from e6ingest.shards.stats import FailureRecord
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import HubOptions, SourceSpec
 from e6ingest.sources.retry import require_reachable
@@ -77,26 +74,6 @@ def _fingerprint(config: PullConfig, manifest: DatasetManifest) -> dict:
 def _notify(progress: Progress | None, event: Event) -> None:
     if progress is not None:
         progress(event)
-
-
-def run_tasks(
-    tasks: list[ShardTask],
-    workers: int | None,
-    context: WorkerContext,
-    executor: Executor | None = None,
-) -> Iterator[ShardStats]:
-    """Run the shard tasks: on ``executor`` (default: a process per shard on every core);
-    with fewer shards than cores and no executor given, shard by shard here with images
-    normalised in a pool on every core."""
-    workers = max(1, workers or default_workers())
-    if executor is not None or workers == 1 or len(tasks) >= workers or not tasks:
-        yield from (executor or LocalExecutor(workers)).run(run_task, tasks, enter_context,
-                                                            context)  # fmt: skip
-        return
-    context.enter()
-    with ImagePool(tasks[0].image, workers, budget=context.budget) as images:
-        for task in tasks:
-            yield run_task(task, images)
 
 
 CAPTION_WINDOW = 75  # the tokens SDXL trainers read of a caption (77 with start and end)
@@ -327,16 +304,17 @@ class _Run:
             )  # fmt: skip
         summary = PullSummary(self.out, shards=len(numbers),
                               shards_skipped=len(numbers) - len(todo))  # fmt: skip
+        budget = executor.memory_budget(self.options.memory_budget or default_budget_bytes())
         with contextlib.ExitStack() as stack:
-            context = WorkerContext()  # a cluster's processes share nothing of this machine
-            if executor.local:
-                budget = MemoryBudget(self.options.memory_budget or default_budget_bytes())
-                queue = None
-                if self.progress is not None and executor.live_progress:
-                    channel = ProgressChannel(lambda w, f: self.notify(PostsDone(w, f)))
-                    queue = stack.enter_context(channel).queue
-                context = WorkerContext(budget, queue)
-            for stats in run_tasks(tasks, self.options.workers, context, self.options.executor):
+            queue = None
+            if self.progress is not None:
+
+                def receive(written: int, failed: int) -> None:
+                    self.notify(PostsDone(written, failed))
+
+                queue = stack.enter_context(executor.progress_channel(receive))
+            context = WorkerContext(budget, queue)
+            for stats in executor.run(run_task, tasks, enter_context, context):
                 lock.check()  # still this run's folder (no flock: its lock file is the lock)
                 if janitor is not None:
                     janitor.task_done(stats.number)
@@ -347,7 +325,7 @@ class _Run:
                     )
                 else:
                     summary.written_now += stats.written
-                if not executor.live_progress:
+                if queue is None:  # no posts as they went: the shard's, now
                     self.notify(PostsDone(stats.written, stats.selected - stats.written))
                 self.notify(ShardDone(stats))
         return summary

@@ -20,7 +20,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from e6ingest.pipeline.budget import MemoryBudget
+    from e6ingest.pipeline.progress import Send
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,21 +108,31 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
 
 
 class Executor(ABC):
-    """Runs ``fn(task)`` for every task, yielding results as tasks finish."""
-
-    local = True  # runs on this machine: its processes may share a memory budget and queue
-    live_progress = True  # tasks report posts as they finish them
+    """Runs ``fn(task)`` for every task, yielding results as tasks finish, and offers what
+    the processes running them may share: a decode-memory budget and a progress channel
+    (none on a cluster, whose machines share nothing)."""
 
     @abstractmethod
     def run(
         self,
         fn: Callable[[T], R],
         tasks: Sequence[T],
-        initializer: Callable[[Any], None] | None = None,
+        initializer: Callable[[Any, int], None] | None = None,
         context: Any = None,
     ) -> Iterator[R]:
-        """Each task's result, as it finishes; ``initializer(context)`` runs once in every
-        process that runs tasks. A task's exception ends the run."""
+        """Each task's result, as it finishes; ``initializer(context, cores)`` runs once in
+        every process that runs tasks, ``cores`` being how many cores each of its tasks may
+        use. A task's exception ends the run."""
+
+    def memory_budget(self, total: int) -> MemoryBudget | None:
+        """A budget of ``total`` bytes that every process running tasks decodes under, or
+        None when they cannot share one."""
+        return None
+
+    def progress_channel(self, receive: Send) -> contextlib.AbstractContextManager[Any]:
+        """A queue tasks put their finished posts in as they go, read by ``receive`` on
+        this side while the context is open; None when tasks report only by their result."""
+        return contextlib.nullcontext(None)
 
     def on_every_node(self, fn: Callable, *args) -> list:
         """``fn(*args)`` once on every machine that runs tasks (here: this one)."""
@@ -129,20 +143,33 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Runs tasks in a local process pool (or inline with one worker), yielding results
-    as tasks finish. At most ``workers`` tasks are in flight, so memory stays flat."""
+    """Runs tasks in a process pool of ``workers`` processes, yielding results as tasks
+    finish, at most ``workers`` in flight so memory stays flat. With fewer tasks than
+    workers, the tasks run one after the other in this process, each offered every core."""
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or default_workers())
 
+    def memory_budget(self, total: int) -> MemoryBudget:
+        from e6ingest.pipeline.budget import MemoryBudget
+
+        return MemoryBudget(total)
+
+    @contextlib.contextmanager
+    def progress_channel(self, receive: Send) -> Iterator[Any]:
+        from e6ingest.pipeline.progress import ProgressChannel
+
+        with ProgressChannel(receive) as channel:
+            yield channel.queue
+
     def run(self, fn, tasks, initializer=None, context=None):
-        if self.workers == 1 or len(tasks) <= 1:
+        if self.workers == 1 or len(tasks) < self.workers:
             if initializer is not None:
-                initializer(context)
+                initializer(context, self.workers)
             for task in tasks:
                 yield fn(task)
             return
-        init_args = (initializer, (context,)) if initializer is not None else (None, ())
+        init_args = (initializer, (context, 1)) if initializer is not None else (None, ())
         pool = process_pool(self.workers, *init_args)
         pending = iter(tasks)
         try:

@@ -32,7 +32,7 @@ def _ray():
 
 def _run(fn: Callable, task: Any, initializer: Callable | None, context: Any):
     if initializer is not None:
-        initializer(context)
+        initializer(context, 1)
     return fn(task)
 
 
@@ -43,9 +43,6 @@ def _call(fn: Callable, *args):
 class RayExecutor(Executor):
     """Runs each task as a Ray task (one CPU each), at most ``in_flight`` at a time
     (default: the cluster's CPUs), yielding results as they finish."""
-
-    local = False
-    live_progress = False  # posts are counted when a shard's task returns
 
     def __init__(
         self,

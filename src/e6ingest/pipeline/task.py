@@ -16,6 +16,8 @@ from pathlib import Path
 from e6ingest.buckets import BucketSpec, choose_bucket, fit_to_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
 from e6ingest.metadata import TAG_CATEGORIES
+from e6ingest.pipeline.budget import current_budget
+from e6ingest.pipeline.context import task_cores
 from e6ingest.pipeline.imagepool import ImagePool, Normalized, normalize_all
 from e6ingest.pipeline.planfile import DUPLICATE_OF, plan_id, shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
@@ -133,12 +135,16 @@ def make_sample(
 def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     """Produce output shard ``task.number`` and return its stats (as written).
 
-    Images are normalised through ``images`` when given (a pool on every core), else here.
+    Images are normalised through ``images`` when given, else in a pool of its own when the
+    executor offers this task several cores (:func:`~.context.task_cores`), else here.
     Each finished post is counted for progress as it is done.
 
     Posts whose source was unavailable (after retries) are recorded as failures of the
     retryable kind; ``pull(..., retry_failed=True)`` rewrites the shards that hold some.
     """
+    if images is None and task_cores() > 1:  # this task has the machine's cores to itself
+        with ImagePool(task.image, task_cores(), budget=current_budget()) as pool:
+            return run_task(task, pool)
     start = time.perf_counter()
     if task.plan and plan_id(task.plan_path) != task.plan:
         raise OutputError(
