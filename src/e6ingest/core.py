@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -210,3 +211,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+# Kill points: where a run may be killed to check that the next run finishes its work
+# (``E6INGEST_KILL_POINT=name`` or ``name:N``, the N-th time this process reaches it). The
+# whole process group is killed at once, as a power cut or the OOM killer would.
+KILL_POINT_VARIABLE = "E6INGEST_KILL_POINT"
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """Kill this run here when :data:`KILL_POINT_VARIABLE` names this point (a test of
+    what a rerun does with what the killed run left); nothing otherwise."""
+    wanted = os.environ.get(KILL_POINT_VARIABLE)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if _kill_counts[name] >= int(nth or 1):
+        os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -13,6 +13,7 @@ import polars as pl
 
 from e6ingest.cache import cache_dir
 from e6ingest.config import ConfigError, PullConfig, parse_ratings
+from e6ingest.core import kill_point
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
 from e6ingest.pipeline.budget import default_budget_bytes
@@ -271,6 +272,7 @@ class _Run:
                               drop_duplicates=config.drop_duplicates)  # fmt: skip
         saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected}
         write_plan(metadata, request, self.out / PLAN_FILE, saved)
+        kill_point("planned")
 
     def execute(self, manifest: DatasetManifest, metadata) -> PullSummary:
         """Write the planned shards still to write; the counts of this run's work."""

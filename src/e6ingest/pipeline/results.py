@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest import __version__
-from e6ingest.core import atomic_path, write_atomic
+from e6ingest.core import atomic_path, kill_point, write_atomic
 from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from e6ingest.shards.card import write_card
@@ -131,6 +131,7 @@ def finalise(
     with atomic_path(out / FAILURES_FILE) as tmp, pq.ParquetWriter(tmp, FAILURE_SCHEMA) as w:
         for batch in _failure_rows(records()):
             w.write_batch(batch)
+    kill_point("failures-written")
     summary.written = outcomes.pop("written", 0)
     summary.failed = dict(sorted(outcomes.items()))
     summary.examples = examples
@@ -154,5 +155,6 @@ def finalise(
         plan=plan,
     )
     write_atomic(out / MANIFEST_FILE, document.to_json())
+    kill_point("manifest-written")
     write_card(out, document)
     return document, summary

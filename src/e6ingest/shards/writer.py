@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from e6ingest.core import create_new, temp_path, write_atomic
+from e6ingest.core import create_new, kill_point, temp_path, write_atomic
 from e6ingest.shards.stats import ShardCounts, ShardStats
 from e6ingest.shards.tarindex import Member, image_fields, tar_index, write_tar_index
 
@@ -177,6 +177,7 @@ class ShardWriter:
             ext: self._add_member(f"{sample.key}.{ext}", payload[ext], extras.get(ext))
             for ext in MEMBER_ORDER
         }
+        kill_point("sample")
         self._rows.append(
             {
                 "key": sample.key,
@@ -206,7 +207,9 @@ class ShardWriter:
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
+        kill_point("tar-written")
         os.replace(self._tmp_tar, self.paths["tar"])
+        kill_point("tar-renamed")
         index = io.BytesIO()
         pl.DataFrame(self._rows, schema=INDEX_SCHEMA).write_parquet(index, statistics=False)
         write_atomic(self.paths["index"], index.getvalue())
@@ -225,6 +228,7 @@ class ShardWriter:
             tar_sha256=sha256,
             plan=plan,
         )
+        kill_point("before-stats")
         write_atomic(self.paths["stats"], stats.to_json())
         return stats
 
