@@ -26,8 +26,8 @@ _API = {
     "PullConfig": ("e6ingest.config", "PullConfig"),
     "PullSummary": ("e6ingest.pipeline", "PullSummary"),
     "dataset": ("e6ingest.dataset", None),
-    "open_shards": ("e6ingest.shards.reader", "open_shards"),
-    "verify_output": ("e6ingest.shards.verify", "verify_output"),
+    "open_shards": ("e6ingest.readers.reader", "open_shards"),
+    "verify_output": ("e6ingest.readers.verify", "verify_output"),
 }
 __all__ = sorted(_API)
 

@@ -75,7 +75,7 @@ def test_captions_preview_and_errors(small_demo, tmp_path, capsys):
 
 
 def test_e621_captions_have_categories_in_order_without_any_flag(small_pull):
-    from e6ingest.shards.reader import iter_samples
+    from e6ingest.readers.reader import iter_samples
 
     order = ("artist", "copyright", "character", "species", "general", "lore", "meta")
     with_artist = 0
@@ -95,7 +95,7 @@ def test_a_token_budget_holds_for_every_pulled_caption(small_demo, tmp_path):
     from e6ingest.captions.tokens import count_tokens
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
-    from e6ingest.shards.reader import iter_samples
+    from e6ingest.readers.reader import iter_samples
 
     config = make_config({"rating": "e,q,s", "max-tokens": 75, "people-first": True})
     out = pull(config, tmp_path / "out", small_demo, workers=1).out

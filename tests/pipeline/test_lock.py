@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
+from e6ingest.outdir.lock import LOCK_FILE, OutputLock, OutputLocked
 from e6ingest.shards.layout import OutputError
-from e6ingest.shards.lock import LOCK_FILE, OutputLock, OutputLocked
 
 NO_FLOCK = textwrap.dedent(
     """
@@ -21,7 +21,7 @@ NO_FLOCK = textwrap.dedent(
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
     fcntl.flock = no_flock
-    from e6ingest.shards.lock import OutputLock, OutputLocked
+    from e6ingest.outdir.lock import OutputLock, OutputLocked
     start = float(sys.argv[2])
     while time.time() < start:
         time.sleep(0.001)

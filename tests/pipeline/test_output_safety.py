@@ -17,10 +17,10 @@ import pytest
 
 from e6ingest.cli import main
 from e6ingest.config import make_config
+from e6ingest.outdir.lock import LOCK_FILE, OutputLock, OutputLocked
 from e6ingest.pipeline import pull
+from e6ingest.readers.verify import verify_output
 from e6ingest.shards.layout import OutputError
-from e6ingest.shards.lock import LOCK_FILE, OutputLock, OutputLocked
-from e6ingest.shards.verify import verify_output
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -119,7 +119,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(output, sm
 
 def test_the_lock_of_a_dead_process_is_taken_over(output, small_demo):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from e6ingest.shards.lock import OutputLock;"
+        [sys.executable, "-c", "import sys, time; from e6ingest.outdir.lock import OutputLock;"
          f"OutputLock({str(output)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

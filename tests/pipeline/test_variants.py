@@ -19,9 +19,9 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.captions.tokens import count_tokens
 from e6ingest.config import ConfigError, make_config
 from e6ingest.pipeline import pull
-from e6ingest.shards.kohya import export_kohya
-from e6ingest.shards.reader import iter_samples
-from e6ingest.shards.verify import verify_output
+from e6ingest.readers.kohya import export_kohya
+from e6ingest.readers.reader import iter_samples
+from e6ingest.readers.verify import verify_output
 from tests.shards.test_kohya import _trained_text
 
 

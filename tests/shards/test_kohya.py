@@ -15,9 +15,9 @@ from PIL import Image
 
 from e6ingest.cli import main
 from e6ingest.manifests import tomllib
-from e6ingest.shards.kohya import ExportError, export_kohya, metadata_entry, safe_paths
+from e6ingest.readers.kohya import ExportError, export_kohya, metadata_entry, safe_paths
+from e6ingest.readers.reader import iter_samples
 from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
-from e6ingest.shards.reader import iter_samples
 
 
 def _sd_scripts_captions(metadata: dict, image_dir: Path, separator: str = ", ") -> dict[str, str]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 import e6ingest
 from e6ingest.buckets import fit_to_bucket
-from e6ingest.shards.reader import iter_samples
+from e6ingest.readers.reader import iter_samples
 
 
 def _members(out: Path) -> dict[str, dict[str, bytes]]:
@@ -188,7 +188,7 @@ def test_diffusers_wds_reading_finds_sizes_and_captions(small_pull):
 
 
 def test_onetrainer_concept_folder_from_the_kohya_export(small_pull, tmp_path):
-    from e6ingest.shards.kohya import export_kohya
+    from e6ingest.readers.kohya import export_kohya
 
     concept = tmp_path / "concept"
     export_kohya(small_pull, concept)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from e6ingest.cli import main
-from e6ingest.shards.verify import verify_output
+from e6ingest.readers.verify import verify_output
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from e6ingest.config import make_config
 from e6ingest.manifests import load_manifest
 from e6ingest.pipeline import pull
 from e6ingest.pipeline.events import Warned
-from e6ingest.shards.verify import verify_output
+from e6ingest.readers.verify import verify_output
 from e6ingest.sources import FailureKind, HubError, HubOptions, HubSource, MirrorSource
 from e6ingest.sources.base import PostFailure
 from tests.hubserver import Faults, HubServer

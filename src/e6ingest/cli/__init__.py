@@ -255,7 +255,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from e6ingest.pipeline.results import plural
-    from e6ingest.shards.verify import verify_output
+    from e6ingest.readers.verify import verify_output
 
     if not Path(args.out).is_dir():
         raise OutputError(f"{args.out} is not a folder (give the --out of a pull)")
@@ -271,8 +271,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from e6ingest.shards.kohya import export_kohya
-    from e6ingest.shards.reader import open_shards
+    from e6ingest.readers.kohya import export_kohya
+    from e6ingest.readers.reader import open_shards
 
     total = len(open_shards(args.out))
     bar = None

@@ -16,6 +16,7 @@ from e6ingest.config import ConfigError, PullConfig, parse_ratings
 from e6ingest.core import kill_point
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
+from e6ingest.outdir.lock import OutputLock
 from e6ingest.pipeline.budget import default_budget_bytes
 from e6ingest.pipeline.context import WorkerContext, enter_context
 from e6ingest.pipeline.events import (
@@ -46,7 +47,6 @@ from e6ingest.query import Query, selection_query
 from e6ingest.query.index import built_index, open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
-from e6ingest.shards.lock import OutputLock
 from e6ingest.shards.manifest import FORMAT_VERSION
 from e6ingest.shards.stats import FailureRecord
 from e6ingest.shards.writer import read_stats

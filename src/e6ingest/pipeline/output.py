@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from e6ingest.core import is_temp_name
+from e6ingest.outdir.folder import OutputContents, foreign_error, remove_ours, scan_output
 from e6ingest.pipeline.planfile import plan_fingerprint
 from e6ingest.shards import PLAN_FILE, shard_complete
-from e6ingest.shards.folder import OutputContents, foreign_error, remove_ours, scan_output
 from e6ingest.shards.layout import OutputError
 from e6ingest.shards.writer import read_stats
 

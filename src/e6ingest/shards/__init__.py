@@ -1,5 +1,7 @@
-"""Shards: the output of a run, written (``writer``), checked (``verify``), read
-(``reader``) and exported for trainers (``kohya``)."""
+"""Shards: the output format of a run: its layout (``layout``), the tar shards and their
+indexes (``writer``, ``tarindex``), each shard's stats (``stats``), the output manifest
+(``manifest``) and the dataset card (``card``). What reads it is in ``e6ingest.readers``;
+the output folder's lock and safety in ``e6ingest.outdir``."""
 
 from e6ingest.shards.layout import FAILURES_FILE, MANIFEST_FILE, PLAN_FILE, SHARDS_DIR
 from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, read_manifest

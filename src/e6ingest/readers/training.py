@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from e6ingest.buckets import fit_to_bucket
-from e6ingest.shards.augment import CaptionChoice
+from e6ingest.readers.augment import CaptionChoice
 
 
 @dataclass(frozen=True)

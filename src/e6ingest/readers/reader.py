@@ -9,10 +9,10 @@ from pathlib import Path
 
 import polars as pl
 
-from e6ingest.shards.augment import CaptionChoice
+from e6ingest.readers.augment import CaptionChoice
+from e6ingest.readers.training import current_part, iter_batches, iter_part
 from e6ingest.shards.card import variant_names
 from e6ingest.shards.manifest import OutputManifest, read_manifest
-from e6ingest.shards.training import current_part, iter_batches, iter_part
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e6ingest.core import is_our_temp, is_temp_name
+from e6ingest.outdir.lock import LOCK_FILE
 from e6ingest.shards.layout import (
     CARD_FILE,
     CARD_MARKER,
@@ -20,7 +21,6 @@ from e6ingest.shards.layout import (
     SHARDS_DIR,
     OutputError,
 )
-from e6ingest.shards.lock import LOCK_FILE
 
 
 @dataclass

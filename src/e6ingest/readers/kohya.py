@@ -31,9 +31,9 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import atomic_file, atomic_path, is_our_temp, write_atomic
+from e6ingest.readers.reader import iter_samples
 from e6ingest.shards.layout import OutputError
 from e6ingest.shards.manifest import OutputManifest, read_manifest
-from e6ingest.shards.reader import iter_samples
 
 SAFE_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9]{1,20})$")
 SITE_DIR = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

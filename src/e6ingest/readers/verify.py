@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.readers.reader import split_name
 from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError
 from e6ingest.shards.manifest import ShardEntry, read_manifest
-from e6ingest.shards.reader import split_name
 from e6ingest.shards.stats import ShardStats
 from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
 
