@@ -35,6 +35,8 @@ def normalize_here(data: bytes, policy: ImagePolicy) -> Normalized | PostFailure
 
 
 def _work(data: bytes) -> Normalized | PostFailure:
+    if _policy is None:
+        raise RuntimeError("an image worker started without its policy")
     return normalize_here(data, _policy)
 
 

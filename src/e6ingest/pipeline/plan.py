@@ -124,8 +124,11 @@ def _selected_keys(selection: pl.LazyFrame, request: PlanRequest) -> tuple[pl.Da
     order = request.query.order
     extra = [c for c in request.subset.columns(order) if c not in ("id", "rating", "score")]
     extra += ["md5"] if request.drop_duplicates and "md5" not in extra else []
-    keys = selection.select("id", "rating", "score", *extra).drop_nulls("id")
-    keys = keys.collect(engine="streaming")  # one row per id: metadata.scan_files
+    keys = (
+        selection.select("id", "rating", "score", *extra)
+        .drop_nulls("id")
+        .collect(engine="streaming")  # one row per id: metadata.scan_files
+    )
     kept = request.subset.pick(keys, order)["id"] if request.subset else keys["id"]
     return keys, kept
 

@@ -186,12 +186,14 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
                     if normalized is None:  # pragma: no cover - bytes were given
                         raise RuntimeError(f"post {row['id']}: no image result")
                     sample = make_sample(row, fetched, normalized, task)
+                    assert not isinstance(normalized, PostFailure)  # make_sample raised it
+                    record = normalized[1]
                 except PostFailure as exc:
                     fail(row, exc)
                     continue
                 writer.add(sample)
                 counts.outcomes["written"] += 1
-                counts.image_seconds += normalized[1].seconds
+                counts.image_seconds += record.seconds
                 counts.reencoded += sample.meta["reencoded"]
                 count_post(written=True)
     except BaseException:

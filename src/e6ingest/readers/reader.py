@@ -25,16 +25,17 @@ def split_name(name: str) -> tuple[str, str]:
 def tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
     """The samples of an open tar as (key, {extension: bytes}), members grouped by key
     as webdataset groups them. Members that are not regular files are skipped."""
-    key, members = None, {}
+    key, members = "", dict[str, bytes]()
     for member in tar:
-        if not member.isfile():
+        data = tar.extractfile(member) if member.isfile() else None
+        if data is None:
             continue
         member_key, ext = split_name(member.name)
         if member_key != key and members:
             yield key, members
             members = {}
         key = member_key
-        members[ext] = tar.extractfile(member).read()
+        members[ext] = data.read()
     if members:
         yield key, members
 

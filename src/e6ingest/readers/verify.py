@@ -22,6 +22,14 @@ from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
 SHARD_TAR = re.compile(r"^(\d{5})\.tar$")
 
 
+def shard_number(name: str) -> int:
+    """The number of the shard ``name`` (``shards/NNNNN.tar``) lists."""
+    match = SHARD_TAR.match(Path(name).name)
+    if match is None:
+        raise OutputError(f"manifest.json: {name!r} is not a shard's name (shards/NNNNN.tar)")
+    return int(match.group(1))
+
+
 @dataclass
 class VerifyReport:
     """What ``verify`` found: shards and samples checked, and every problem by name."""
@@ -148,7 +156,7 @@ def _check_layout(
 
 def verify_shard(shards_dir: Path, entry: ShardEntry, deep: bool = False) -> list[str]:
     """The problems of one shard listed in the manifest; empty when it is whole."""
-    number = int(SHARD_TAR.match(Path(entry.name).name).group(1))
+    number = shard_number(entry.name)
     paths = shard_paths(shards_dir, number)
     where = f"{SHARDS_DIR}/{paths['tar'].name}"
     missing = [f"{SHARDS_DIR}/{p.name} is missing" for p in paths.values() if not p.is_file()]
@@ -257,7 +265,7 @@ def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: 
     may fix (their source unavailable) are missing from the output, and said so."""
     if not (out / PLAN_FILE).is_file() or not entries:
         return []
-    numbers = [int(SHARD_TAR.match(Path(e.name).name).group(1)) for e in entries]
+    numbers = [shard_number(e.name) for e in entries]
     failed, retryable, problems = [], 0, []
     for number in numbers:
         stats = ShardStats.read(shard_paths(shards_dir, number)["stats"])

@@ -9,6 +9,7 @@ member from the first 5 samples and drops keys or fails on types that appear lat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ def _feature_yaml(features: list[tuple[str, object]], indent: int) -> list[str]:
         if isinstance(kind, list):
             lines.append(f"{pad}  struct:")
             lines += _feature_yaml(kind, indent + 2)
-        elif kind.startswith("sequence: "):
+        elif str(kind).startswith("sequence: "):
             lines.append(f"{pad}  {kind}")
         else:
             lines.append(f"{pad}  dtype: {kind}")
@@ -78,7 +79,7 @@ def variant_names(config: dict) -> list[str]:
     return ["default", *(name for name, _ in variants)] if variants else []
 
 
-def sample_features(variants: list[str] = ()) -> list[tuple[str, object]]:
+def sample_features(variants: Sequence[str] = ()) -> list[tuple[str, object]]:
     """The members of a sample as ``datasets`` features; ``captions`` (one string per
     variant) in the json when the run has caption variants."""
     json_features = list(JSON_FEATURES)
@@ -87,7 +88,7 @@ def sample_features(variants: list[str] = ()) -> list[tuple[str, object]]:
     return [(n, json_features if n == "json" else kind) for n, kind in SAMPLE_FEATURES]
 
 
-def datasets_features(variants: list[str] = ()):
+def datasets_features(variants: Sequence[str] = ()):
     """The members of a sample as a ``datasets.Features``, for
     ``load_dataset("webdataset", data_files=..., features=...)`` without the card."""
     import datasets
@@ -104,7 +105,7 @@ def datasets_features(variants: list[str] = ()):
     return datasets.Features(feature(sample_features(variants)))
 
 
-def card_front_matter(variants: list[str] = ()) -> str:
+def card_front_matter(variants: Sequence[str] = ()) -> str:
     """The YAML front matter: the tars as the one config, and the declared features."""
     lines = [
         "---",
