@@ -19,7 +19,7 @@ from e6ingest.cache import cache_dir
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.captions.variants import VARIANTS_COLUMN
 from e6ingest.config import parse_ratings
-from e6ingest.core import RATING_ORDER, atomic_path
+from e6ingest.core import RATING_ORDER, atomic_path, temp_path
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
@@ -318,14 +318,21 @@ def captions(
     tag part), ``nl`` (the natural-language texts) and, with variants, ``captions`` (each
     variant's caption by name, ``default`` first), built for all posts at once, with
     ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
-    columns = [
-        *CAPTION_INPUTS,
-        *(c for c in posts.collect_schema().names() if c.startswith("tags_")),
-    ]
     spec = spec or CaptionSpec()
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
-    frame = caption_frame(posts.select(columns).collect(), spec, rarity, implied)
+    frame = caption_frame(posts.select(_caption_inputs(posts)).collect(), spec, rarity, implied)
+    return _caption_columns(frame, spec)
+
+
+def _caption_inputs(posts: pl.LazyFrame) -> list[str]:
+    """The columns captions are made of."""
+    tags = [c for c in posts.collect_schema().names() if c.startswith("tags_")]
+    return [*CAPTION_INPUTS, *tags]
+
+
+def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
+    """A captioned frame as :func:`captions` returns it."""
     variants = [pl.col(VARIANTS_COLUMN).alias("captions")] if spec.variants else []
     return frame.select(
         "id",
@@ -335,6 +342,51 @@ def captions(
         pl.col("caption_nl").alias("nl"),
         *variants,
     )
+
+
+CAPTION_BATCH_ROWS = 250_000  # posts captioned and written at a time by write_captions_of
+
+
+def write_captions_of(
+    posts: pl.LazyFrame,
+    path: str | Path,
+    spec: CaptionSpec | None = None,
+    tables: CaptionTables | None = None,
+    allow_empty: bool = True,
+    batch_rows: int = CAPTION_BATCH_ROWS,
+) -> int:
+    """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
+    JSON lines, atomically, ``batch_rows`` posts at a time: memory holds one batch, however
+    large the selection (which is streamed to a temporary file beside ``path`` first).
+    Returns how many were written; an empty selection raises :class:`EmptySelection`
+    (writing nothing) unless ``allow_empty``."""
+    from e6ingest.captions import CaptionSelection
+    from e6ingest.pipeline.plan import EmptySelection
+
+    check_captions_out(path)
+    spec = spec or CaptionSpec()
+    rarity = tables.rarity() if tables is not None else None
+    implied = tables.implied() if tables is not None else None
+    selection = temp_path(Path(path))
+    try:
+        posts.select(_caption_inputs(posts)).sink_parquet(selection, engine="streaming")
+        rows = pl.scan_parquet(selection)
+        total = rows.select(pl.len()).collect().item()
+        if not total and not allow_empty:
+            raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
+        with (
+            CaptionSelection(rows, spec) as shared,
+            atomic_path(path) as tmp,
+            tmp.open("wb") as out,
+        ):
+            for start in range(0, total, batch_rows):
+                batch = rows.slice(start, batch_rows).collect()
+                frame = caption_frame(batch, spec, rarity, implied, shared)
+                _caption_columns(frame, spec).write_ndjson(out)
+                del batch, frame
+    finally:
+        selection.unlink(missing_ok=True)
+    return total
 
 
 def caption_token_stats(
@@ -375,7 +427,7 @@ def _captions_file_is_ours(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8") as f:
             first = f.readline()
-        return not first or set(json.loads(first)) == CAPTION_FIELDS
+        return not first or set(json.loads(first)) - {"captions"} == CAPTION_FIELDS
     except (OSError, ValueError, TypeError):
         return False
 

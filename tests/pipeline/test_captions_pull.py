@@ -10,6 +10,7 @@ import webdataset as wds
 
 from e6ingest.cli import main
 from e6ingest.pipeline.events import Warned
+from e6ingest.query import selection_query
 
 
 @pytest.mark.slow
@@ -117,3 +118,28 @@ def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, t
     warnings = [e.message for e in events if isinstance(e, Warned)]
     assert len(warnings) == 1 and "no tags table" in warnings[0]
     assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]
+
+
+def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(small_demo, tmp_path):
+    """``captions --out`` captions the selection in batches (memory bounded by a batch):
+    quality tiers over the whole selection, NL texts and variants come out as the
+    captions of the whole selection built at once."""
+    from e6ingest import dataset
+    from e6ingest.captions import CaptionSpec
+
+    data = dataset.open_dataset(mirror=small_demo)
+    posts = data.select(selection_query("", (), "e621"))
+    nl_file = tmp_path / "nl.jsonl"
+    ids = posts.select("id").collect()["id"].to_list()
+    nl_file.write_text("".join(json.dumps({"id": i, "regular_summary": f"Picture {i}.",
+                                           "brief_summary": "", "response_finish_reason": "STOP"})
+                               + "\n" for i in ids[::3]))  # fmt: skip
+    spec = CaptionSpec(quality_tag=True, rating_tag=True, nl_captions=(str(nl_file),),
+                       variants="standard", max_tokens=75)  # fmt: skip
+    at_once = dataset.captions(posts, spec, data.tables)
+    out = tmp_path / "captions.jsonl"
+    written = dataset.write_captions_of(posts, out, spec, data.tables, batch_rows=7)
+    batched = pl.read_ndjson(out)
+    assert written == len(at_once) == len(batched) > 20
+    assert batched.to_dicts() == json.loads(at_once.write_json())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

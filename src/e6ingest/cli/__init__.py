@@ -12,6 +12,8 @@ import time
 import traceback
 from pathlib import Path
 
+import polars as pl
+
 from e6ingest.captions import CaptionInputError
 from e6ingest.cli.parsers import build_parser, flag_values
 from e6ingest.cli.progress import BarReporter, JsonReporter
@@ -197,29 +199,45 @@ def cmd_captions(args: argparse.Namespace) -> int:
     if args.out:
         dataset.check_captions_out(args.out)
     data, query = _selection(args, config)
-    captions = dataset.captions(data.select(query, config.subset), config.caption, data.tables)
-    if captions.is_empty() and not args.allow_empty:
-        raise EmptySelection(
-            f"the selection is empty: {query.explain_empty(data.posts)} "
-            "(--allow-empty to write an empty file)"
-        )
-    if args.out:
-        dataset.write_captions(captions, args.out)
-        from e6ingest.pipeline.results import plural
+    posts = data.select(query, config.subset)
 
-        print(f"{plural(len(captions), 'caption')} written to {args.out}", file=sys.stderr)
-    for row in captions.head(args.preview).iter_rows(named=True):
+    def empty() -> EmptySelection:
+        return EmptySelection(f"the selection is empty: {query.explain_empty(data.posts)} "
+                              "(--allow-empty to write an empty file)")  # fmt: skip
+
+    if not args.out:
+        captions = dataset.captions(posts, config.caption, data.tables)
+        if captions.is_empty() and not args.allow_empty:
+            raise empty()
+        _preview(captions.lazy(), len(captions), args.preview)
+        return 0
+    try:  # a batch at a time: memory does not grow with the selection
+        written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,
+                                            args.allow_empty)  # fmt: skip
+    except EmptySelection:
+        raise empty() from None
+    from e6ingest.pipeline.results import plural
+
+    print(f"{plural(written, 'caption')} written to {args.out}", file=sys.stderr)
+    if args.preview and written:
+        _preview(pl.scan_ndjson(args.out), written, args.preview)
+    return 0
+
+
+def _preview(captions: pl.LazyFrame, total: int, rows: int) -> None:
+    """The first ``rows`` captions (each variant on its line) and the token statistics of
+    a sample of all ``total``."""
+    from e6ingest import dataset
+    from e6ingest.captions.tokens import STATS_SAMPLE, describe_stats
+
+    for row in captions.head(rows).collect().iter_rows(named=True):
         print(f"{row['key']}:")
         texts = row.get("captions") or {"": row["caption"]}
         for name, text in texts.items():
             for line in text.split("\n"):
                 print(f"  {name + ': ' if name else ''}{line}")
-    if args.preview:
-        from e6ingest.captions.tokens import STATS_SAMPLE, describe_stats
-
-        step = max(1, len(captions) // STATS_SAMPLE)
-        print(describe_stats(dataset.captions_token_stats(captions.gather_every(step))))
-    return 0
+    sample = captions.gather_every(max(1, total // STATS_SAMPLE)).collect()
+    print(describe_stats(dataset.captions_token_stats(sample)))
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
