@@ -248,8 +248,8 @@ class Lists:
 
     def series(self) -> pl.Series:
         """As a polars column of lists of numbers."""
-        return pl.from_arrow(
-            pa.LargeListArray.from_arrays(_arrow(self.offsets), _arrow(self.numbers))
+        return pl.Series(
+            pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(self.offsets), _arrow(self.numbers)))
         )
 
     def lengths(self) -> np.ndarray:

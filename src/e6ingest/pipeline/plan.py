@@ -196,9 +196,11 @@ def write_plan(
             notes = {
                 f"e6ingest.{k}": json.dumps(v, sort_keys=True) for k, v in (saved or {}).items()
             }
-            writer, offset = None, 0
-            for part_file in parts or [None]:
-                part = pl.read_parquet(part_file) if part_file else empty
+            writer: pq.ParquetWriter | None = None
+            offset = 0
+            todo: list[Path | None] = [*parts] if parts else [None]  # none: one empty part
+            for part_file in todo:
+                part = pl.read_parquet(part_file) if part_file is not None else empty
                 if tags is not None:
                     part = apply_tag_table(part.lazy(), tags).collect()
                 part = _plan_part(part, request, captions, offset, dropped).to_arrow()
@@ -208,9 +210,10 @@ def write_plan(
                 offset += part.num_rows
                 del part
                 pa.default_memory_pool().release_unused()
-                if part_file:
+                if part_file is not None:
                     part_file.unlink()
-            writer.close()
+            if writer is not None:
+                writer.close()
     finally:
         for leftover in (selection_file, *parts):
             leftover.unlink(missing_ok=True)
