@@ -1,4 +1,5 @@
-"""normalize(): every image to an RGB WebP within budget, or a typed refusal."""
+"""normalize(): every image to an RGB WebP within budget, or a typed refusal; every test
+runs through both backends (Pillow and libvips)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,35 @@ from PIL import Image, ImageFile
 from e6ingest.core import FailureKind, PostFailure
 from e6ingest.imaging import ImagePolicy, fit_size, normalize, parse_colour
 from tests.iccprofiles import rgb_profile
+
+BACKENDS = ["pillow", pytest.param("vips", marks=pytest.mark.vips)]
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request, monkeypatch) -> str:
+    """The backend every ``ImagePolicy()`` of the test gets by default."""
+    if request.param == "vips":
+        pytest.importorskip("pyvips", reason='the vips extra: pip install "e6ingest[vips]"')
+    monkeypatch.setattr("e6ingest.imaging.policy.default_backend", lambda: request.param)
+    return request.param
+
+
+def spy_on_pixel_loads(monkeypatch, steps: list, real=None) -> None:
+    """Append "load" to ``steps`` whenever either backend starts to decode pixels (Pillow
+    loads them, or libvips opens the image); with ``real`` False, fail instead."""
+    from e6ingest.imaging import vips
+
+    def loading(name, original):
+        def load(*args, **kwargs):
+            if real is False:
+                raise AssertionError(f"pixels were decoded ({name})")
+            steps.append("load")
+            return original(*args, **kwargs)
+
+        return load
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", loading("Pillow", ImageFile.ImageFile.load))
+    monkeypatch.setattr(vips, "_load", loading("libvips", vips._load))
 
 
 def encode(im: Image.Image, fmt: str, **options) -> bytes:
@@ -137,11 +167,7 @@ def test_truncated_jpeg_is_undecodable():
 @pytest.fixture
 def no_pixel_decoding(monkeypatch):
     """Fail the test if any image's pixels are decoded."""
-
-    def refuse(self):
-        raise AssertionError(f"pixels of a {self.size} image were decoded")
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    spy_on_pixel_loads(monkeypatch, [], real=False)
 
 
 @pytest.mark.slow
@@ -157,7 +183,7 @@ def test_decompression_bomb_refused_from_the_header():
 
 def test_source_pixel_limit_refuses_before_decoding(monkeypatch):
     data = encode(Image.new("RGB", (4000, 3000)), "PNG")
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    spy_on_pixel_loads(monkeypatch, [], real=False)
     with pytest.raises(PostFailure) as info:
         normalize(data, ImagePolicy(max_source_pixels=10_000_000))
     assert info.value.kind is FailureKind.TOO_LARGE and "10000000" in info.value.message
@@ -277,11 +303,8 @@ def test_extreme_aspect_ratio_within_budget_and_side(size, budget):
 
 def test_header_verification_passes_through_without_decoding(monkeypatch):
     data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "WEBP")
-    loads = []
-    real_load = ImageFile.ImageFile.load
-    monkeypatch.setattr(
-        ImageFile.ImageFile, "load", lambda self: loads.append(1) or real_load(self)
-    )
+    loads: list[str] = []
+    spy_on_pixel_loads(monkeypatch, loads)
     assert normalize(data, ImagePolicy(verify="header"))[0] == data and not loads
     assert normalize(data, ImagePolicy(verify="decode"))[0] == data and loads
 
@@ -406,14 +429,7 @@ class _NoDecodeBudget:
 
 
 def test_a_png_is_decoded_only_under_the_budget(monkeypatch):
-    from PIL import PngImagePlugin
-
-    steps = []
-    real_load = PngImagePlugin.PngImageFile.load
-
-    def load(self):
-        steps.append("load")
-        return real_load(self)
+    steps: list[str] = []
 
     class Budget:
         @contextlib.contextmanager
@@ -425,8 +441,8 @@ def test_a_png_is_decoded_only_under_the_budget(monkeypatch):
     exif[0x0112] = 6  # rotated
     image = Image.new("RGB", (300, 200), (1, 2, 3))
     plain, rotated = encode(image, "PNG"), encode(image, "PNG", exif=exif)
-    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
-    _, record = normalize(plain, ImagePolicy(), Budget())  # no EXIF: Pillow decodes to look
+    spy_on_pixel_loads(monkeypatch, steps)
+    _, record = normalize(plain, ImagePolicy(), Budget())  # no EXIF: decoded to look
     assert steps[0] == "hold" and (record.width, record.height) == (300, 200)
     steps.clear()
     _, record = normalize(rotated, ImagePolicy(), Budget())

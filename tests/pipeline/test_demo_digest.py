@@ -4,6 +4,9 @@ here, so that no refactoring changes the output unnoticed. Image bytes are left 
 the digest (they depend on the libwebp release Pillow bundles); their sizes are in the
 JSON records, which are in it.
 
+The pull runs once with each image backend (the backend is in the manifest's config, so
+the digests differ by it alone).
+
 When the output changes on purpose, the failure prints the new digest to store."""
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import json
 import tarfile
 from pathlib import Path
 
-DEMO_DIGEST = "a9fe58f440f01e9b4007ce64d4882365b70cdb2f8a1875a40d9b8733ea7c05b8"
+import pytest
+
+DEMO_DIGEST = {
+    "pillow": "5f84aea83a1b824fd496a056a9f868284d23fba0fcbd10cf73a4c50c6f56b8ca",
+    "vips": "38bea324fe9eaa6313dfb3d4a21f7169a7ab4fc4bba45ca75f6cad291db1ad31",
+}
 
 
 def output_digest(out: Path) -> str:
@@ -36,8 +44,16 @@ def output_digest(out: Path) -> str:
     return digest.hexdigest()
 
 
-def test_the_demo_pull_writes_what_it_wrote_before(small_pull):
-    digest = output_digest(small_pull)
-    assert digest == DEMO_DIGEST, (
-        f"the demo's output changed; if on purpose, set DEMO_DIGEST = {digest!r}"
+@pytest.mark.parametrize("backend", ["pillow", pytest.param("vips", marks=pytest.mark.vips)])
+def test_the_demo_pull_writes_what_it_wrote_before(backend, small_demo, tmp_path):
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    if backend == "vips":
+        pytest.importorskip("pyvips", reason='the vips extra: pip install "e6ingest[vips]"')
+    config = make_config({"ratings": "e,q,s", "shard_size": 20, "image": {"backend": backend}})
+    pull(config, tmp_path / "out", small_demo, workers=1)
+    digest = output_digest(tmp_path / "out")
+    assert digest == DEMO_DIGEST[backend], (
+        f"the demo's output changed; if on purpose, set DEMO_DIGEST[{backend!r}] = {digest!r}"
     )

@@ -237,3 +237,25 @@ def test_post_failure_pickles():
     assert (failure.kind, failure.message, failure.stage) == (
         FailureKind.CORRUPT, "bad bytes", "fetch",
     )  # fmt: skip
+
+
+def test_a_run_from_before_the_backend_choice_resumes_with_pillow(output, small_demo, capsys):
+    """Runs written before the image backend was an option used Pillow: such a run goes
+    on with ``--image-backend pillow``, and another backend is named as the difference."""
+    import pyarrow.parquet as pq
+
+    from e6ingest.shards.layout import PLAN_FILE
+
+    table = pq.read_table(output / PLAN_FILE)
+    metadata = dict(table.schema.metadata)
+    fingerprint = json.loads(metadata[b"e6ingest.fingerprint"])
+    del fingerprint["config"]["image"]["backend"]
+    metadata[b"e6ingest.fingerprint"] = json.dumps(fingerprint).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), output / PLAN_FILE)
+    tars = {p.name: p.stat().st_mtime_ns for p in (output / "shards").glob("*.tar")}
+    args = _pull_args(small_demo, output, "--rating", "e,q,s")
+    assert main([*args, "--image-backend", "pillow"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (output / "shards").glob("*.tar")} == tars
+    pytest.importorskip("pyvips")
+    assert main([*args, "--image-backend", "vips"]) == 2
+    assert "image.backend ('pillow' -> 'vips')" in capsys.readouterr().err

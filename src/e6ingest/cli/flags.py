@@ -7,7 +7,7 @@ import argparse
 
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import MERGE_MODES
-from e6ingest.imaging import DEFAULT_MAX_SOURCE_PIXELS, ImagePolicy
+from e6ingest.imaging import BACKENDS, DEFAULT_MAX_SOURCE_PIXELS, ImagePolicy
 from e6ingest.manifests import available_datasets
 from e6ingest.sources import HubOptions
 
@@ -134,6 +134,10 @@ def image_flags(p: argparse.ArgumentParser) -> None:
     img.add_argument("--no-animation", dest="allow_animation", action="store_false",
                      default=None,
                      help="refuse animations (default: keep their first frame)")  # fmt: skip
+    img.add_argument("--image-backend", choices=BACKENDS,
+                     help="who decodes and resizes: pillow, or vips (libvips, faster; the "
+                     'vips extra: pip install "e6ingest[vips]") (default: vips when '
+                     "installed, else pillow)")  # fmt: skip
     img.add_argument(
         "--verify",
         dest="verify_images",

@@ -49,7 +49,7 @@ def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
     contents = scan_output(out)
     if contents.foreign:
         raise foreign_error(contents)
-    saved = plan_fingerprint(out / PLAN_FILE)
+    saved = _with_defaults_of_its_time(plan_fingerprint(out / PLAN_FILE))
     if saved == fingerprint:
         remove_ours(OutputContents(out, [p for p in contents.ours if is_temp_name(p.name)]))
         return True
@@ -70,6 +70,15 @@ def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
         )  # fmt: skip
     remove_ours(contents)
     return False
+
+
+def _with_defaults_of_its_time(saved: dict | None) -> dict | None:
+    """A saved fingerprint with the options added since it was written set to what its
+    run used: before the image backend was a choice, every run used Pillow."""
+    image = (saved or {}).get("config", {}).get("image")
+    if isinstance(image, dict):
+        image.setdefault("backend", "pillow")
+    return saved
 
 
 def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> list[int]:
