@@ -8,7 +8,11 @@ JPEG, PNG and WebP, generated once with a fixed seed. In one run:
 (b) e6ingest ``normalize`` in this process;
 (c) e6ingest ``ImagePool`` on every core (pool started and warmed before timing);
 (d) pass-through: already-compliant WebP (RGB, within budget) through ``normalize``, checked
-    by decoding (the default) and by header (``--verify header``).
+    by decoding (the default) and by header (``--verify header``);
+(e) with pyvips installed: (b) and (d, decode check) with the libvips backend, its output
+    bytes and its PSNR against (b).
+
+(a) to (d) use the Pillow backend.
 
 It prints images/s for each, the ratios against the targets ((b) within 10% of (a), (c) at
 least 1.8x (b), (d) at least 50x (b)) and the output bytes per image of (b) against (a).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import random
 import statistics
@@ -27,12 +32,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from e6ingest.imaging import ImagePolicy, fit_size, normalize  # noqa: E402
+from e6ingest.imaging.policy import vips_installed  # noqa: E402
 from e6ingest.pipeline.imagepool import ImagePool  # noqa: E402
 
 MEGAPIXELS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16)
@@ -113,6 +120,34 @@ def median_time(run, images, repeat: int) -> tuple[float, list[bytes]]:
     return statistics.median(t for t, _ in results), results[0][1]
 
 
+def psnr(a: bytes, b: bytes) -> float:
+    """PSNR in dB between two encoded images of the same size."""
+    x, y = (np.asarray(Image.open(io.BytesIO(d)).convert("RGB"), np.float64) for d in (a, b))
+    mse = float(((x - y) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def vips_rows(args, images, compliant, out_b, rate_b, rate_d) -> list:
+    """(e): the libvips backend on the same sets."""
+    vips = ImagePolicy(quality=args.quality, method=args.method, backend="vips")
+    normalize(images[0], vips)  # libvips loaded and proven before timing
+
+    def run(items):
+        return [normalize(d, vips)[0] for d in items]
+
+    t_e, out_e = median_time(run, images, args.repeat)
+    t_v, out_v = median_time(run, compliant, args.repeat)
+    assert out_v == compliant, "compliant WebPs must pass through byte for byte"
+    worst = min(psnr(a, b) for a, b in zip(out_b, out_e, strict=True))
+    sizes = sum(map(len, out_e)) / sum(map(len, out_b))
+    print(f"(e) libvips: output bytes {sizes:.3f}x (b)'s, lowest PSNR against (b) {worst:.1f} dB")
+    e, v = len(images) / t_e, len(compliant) / t_v
+    return [
+        ("(e) normalize, libvips, 1 process", t_e, e, f"{e / rate_b:.2f}x (b)"),
+        ("(e) pass-through, libvips decode check", t_v, v, f"{v / rate_d:.2f}x (d)"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quality", type=int, default=90)
@@ -120,7 +155,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--compliant", type=int, default=200, help="WebPs for (d)")
     args = parser.parse_args()
-    policy = ImagePolicy(quality=args.quality, method=args.method)
+    policy = ImagePolicy(quality=args.quality, method=args.method, backend="pillow")
 
     print("generating the set ...", flush=True)
     images = [data for _, data in make_set(args.quality)]
@@ -144,7 +179,9 @@ def main() -> None:
     assert out_c == out_b, "the pool must give the same bytes as one process"
     t_d, out_d = median_time(run_b, compliant, args.repeat)
     assert out_d == compliant, "compliant WebPs must pass through byte for byte"
-    header = ImagePolicy(quality=args.quality, method=args.method, verify="header")
+    header = ImagePolicy(
+        quality=args.quality, method=args.method, verify="header", backend="pillow"
+    )
     t_h, _ = median_time(lambda items: [normalize(d, header)[0] for d in items], compliant, 1)
 
     n, m = len(images), len(compliant)
@@ -156,6 +193,8 @@ def main() -> None:
         ("(d) pass-through, decode check", t_d, rate["d"], f"{rate['d'] / rate['b']:.0f}x (b)"),
         ("(d) pass-through, header check", t_h, rate["h"], f"{rate['h'] / rate['b']:.0f}x (b)"),
     ]
+    if vips_installed():
+        rows += vips_rows(args, images, compliant, out_b, rate["b"], rate["d"])
     print("| run | seconds | images/s | ratio |\n|---|---|---|---|")
     for name, seconds, per_second, ratio in rows:
         print(f"| {name} | {seconds:.2f} | {per_second:.2f} | {ratio} |")

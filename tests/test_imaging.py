@@ -309,6 +309,13 @@ def test_header_verification_passes_through_without_decoding(monkeypatch):
     assert normalize(data, ImagePolicy(verify="decode"))[0] == data and loads
 
 
+def test_pass_through_can_be_turned_off():
+    data = encode(Image.effect_noise((128, 128), 40).convert("RGB"), "WEBP", quality=100)
+    assert normalize(data)[0] == data
+    out, record = normalize(data, ImagePolicy(pass_through=False, quality=50))
+    assert record.reencoded and len(out) < len(data) and decode(out).size == (128, 128)
+
+
 def test_rgba_webp_passes_through_only_when_alpha_is_kept():
     data = encode(Image.new("RGBA", (64, 64), (9, 9, 9, 100)), "WEBP", lossless=True)
     assert normalize(data, ImagePolicy(keep_alpha=True))[0] == data

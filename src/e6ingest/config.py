@@ -124,7 +124,7 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
     "quality": ("image", "quality"), "method": ("image", "method"),
     "lossless": ("image", "lossless"), "keep_alpha": ("image", "keep_alpha"),
     "verify": ("image", "verify"), "background": ("image", "background"),
-    "image_backend": ("image", "backend"),
+    "image_backend": ("image", "backend"), "pass_through": ("image", "pass_through"),
     "separator": ("caption", "separator"), "merge": ("caption", "merge"),
     "nl_captions": ("caption", "nl_captions"), "order": ("caption", "order"),
     "max_tags": ("caption", "max_tags"), "rating_tag": ("caption", "rating_tag"),

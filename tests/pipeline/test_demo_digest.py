@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 DEMO_DIGEST = {
-    "pillow": "5f84aea83a1b824fd496a056a9f868284d23fba0fcbd10cf73a4c50c6f56b8ca",
-    "vips": "38bea324fe9eaa6313dfb3d4a21f7169a7ab4fc4bba45ca75f6cad291db1ad31",
+    "pillow": "d53bb8283c8098b84570e3b7cc4ff3b2c351db341e690f742b952b3b82e5de9c",
+    "vips": "a525c25d84aa866efe69a89eb89f7243100e1f3672f2cf6dcb11126d22cdca4f",
 }
 
 

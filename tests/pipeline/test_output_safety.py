@@ -203,14 +203,20 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_coding_error_in_image_work_stops_the_run(small_demo, tmp_path, monkeypatch):
-    import e6ingest.imaging as imaging
+@pytest.mark.parametrize(
+    ("backend", "step"), [("pillow", "pillow._to_rgb"), ("vips", "vips._to_srgb")]
+)
+def test_a_coding_error_in_image_work_stops_the_run(
+    backend, step, small_demo, tmp_path, monkeypatch
+):
+    if backend == "vips":
+        pytest.importorskip("pyvips")
 
-    def broken(im, policy):  # a bug in e6ingest's own code, not bad image data
+    def broken(*args):  # a bug in e6ingest's own code, not bad image data
         raise AttributeError("'NoneType' object has no attribute 'convert'")
 
-    monkeypatch.setattr(imaging, "_to_rgb", broken)
-    config = make_config({"ratings": "e,q,s", "shard_size": 20})
+    monkeypatch.setattr(f"e6ingest.imaging.{step}", broken)
+    config = make_config({"ratings": "e,q,s", "shard_size": 20, "image_backend": backend})
     with pytest.raises(AttributeError, match="convert"):
         pull(config, tmp_path / "out", small_demo, workers=1)
     assert not list((tmp_path / "out").glob("shards/*.stats.json"))
@@ -240,8 +246,9 @@ def test_post_failure_pickles():
 
 
 def test_a_run_from_before_the_backend_choice_resumes_with_pillow(output, small_demo, capsys):
-    """Runs written before the image backend was an option used Pillow: such a run goes
-    on with ``--image-backend pillow``, and another backend is named as the difference."""
+    """Runs written before the image backend and pass-through were options used Pillow and
+    passed through: such a run goes on with ``--image-backend pillow``, and another backend
+    is named as the difference."""
     import pyarrow.parquet as pq
 
     from e6ingest.shards.layout import PLAN_FILE
@@ -250,6 +257,7 @@ def test_a_run_from_before_the_backend_choice_resumes_with_pillow(output, small_
     metadata = dict(table.schema.metadata)
     fingerprint = json.loads(metadata[b"e6ingest.fingerprint"])
     del fingerprint["config"]["image"]["backend"]
+    del fingerprint["config"]["image"]["pass_through"]
     metadata[b"e6ingest.fingerprint"] = json.dumps(fingerprint).encode()
     pq.write_table(table.replace_schema_metadata(metadata), output / PLAN_FILE)
     tars = {p.name: p.stat().st_mtime_ns for p in (output / "shards").glob("*.tar")}

@@ -134,6 +134,10 @@ def image_flags(p: argparse.ArgumentParser) -> None:
     img.add_argument("--no-animation", dest="allow_animation", action="store_false",
                      default=None,
                      help="refuse animations (default: keep their first frame)")  # fmt: skip
+    img.add_argument("--no-pass-through", dest="pass_through", action="store_false",
+                     default=None,
+                     help="re-encode every image, even a WebP already within the policy "
+                     "(default: such a WebP is kept byte for byte)")  # fmt: skip
     img.add_argument("--image-backend", choices=BACKENDS,
                      help="who decodes and resizes: pillow, or vips (libvips, faster; the "
                      'vips extra: pip install "e6ingest[vips]") (default: vips when '

@@ -130,7 +130,8 @@ def can_pass_through(im: Image.Image, policy: ImagePolicy, orientation: int) -> 
     """Whether the source is a WebP the policy would keep byte for byte."""
     w, h = im.size
     return (
-        im.format == "WEBP"
+        policy.pass_through
+        and im.format == "WEBP"
         and not getattr(im, "is_animated", False)
         and (im.mode == "RGB" or (im.mode == "RGBA" and policy.keep_alpha))
         and w * h <= policy.max_pixels

@@ -41,6 +41,7 @@ class ImagePolicy:
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     allow_animation: bool = True  # animations give their first frame
     verify: str = "decode"  # how pass-through WebP is checked: "decode" or "header"
+    pass_through: bool = True  # keep already-compliant WebP as it is (False: re-encode all)
     backend: str = "auto"  # "pillow", "vips", or "auto": vips when installed
 
     def __post_init__(self) -> None:

@@ -74,10 +74,12 @@ def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
 
 def _with_defaults_of_its_time(saved: dict | None) -> dict | None:
     """A saved fingerprint with the options added since it was written set to what its
-    run used: before the image backend was a choice, every run used Pillow."""
+    run used: before the image backend was a choice every run used Pillow, and before
+    pass-through was a choice every run passed compliant WebP through."""
     image = (saved or {}).get("config", {}).get("image")
     if isinstance(image, dict):
         image.setdefault("backend", "pillow")
+        image.setdefault("pass_through", True)
     return saved
 
 
