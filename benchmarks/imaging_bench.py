@@ -144,7 +144,7 @@ def vips_rows(args, images, compliant, out_b, rate_b, rate_d) -> list:
     e, v = len(images) / t_e, len(compliant) / t_v
     return [
         ("(e) normalize, libvips, 1 process", t_e, e, f"{e / rate_b:.2f}x (b)"),
-        ("(e) pass-through, libvips decode check", t_v, v, f"{v / rate_d:.2f}x (d)"),
+        ("(e) pass-through, vips backend (Pillow checks)", t_v, v, f"{v / rate_d:.2f}x (d)"),
     ]
 
 

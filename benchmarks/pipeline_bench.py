@@ -11,11 +11,17 @@ its own process with the process tree's RSS sampled every 50 ms:
     ``image_size 2048``, ``resize_only_if_bigger``): samples/s and the ratio b/d;
 (e) with ``--ray``: the same pull as (b) with ``--executor ray`` on a one-node Ray cluster
     of 2 CPUs started here on 127.0.0.1: samples/s and the ratio e/b (the overhead of Ray on
-    the same two cores), and the output bytes compared with (b). ``--ray-only`` runs (b), (e).
+    the same two cores), and the output bytes compared with (b). ``--ray-only`` runs (b), (e);
+(v) with pyvips installed, (b) with ``--image-backend vips``: samples/s, its ratio to (d)
+    and its peak RSS against (b)'s ((a) to (c) use Pillow);
+(f) pass-through: the posts whose source is already a compliant WebP
+    (``--query "filetype:webp mpixels:<4.19"``, 55% of the demo) pulled as they are, then
+    (g) the same posts with ``--no-pass-through`` (re-encoded): samples/s and f/g.
+``--backends-only`` runs (b), (v), (d), (f), (g).
 
     python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
     python benchmarks/pipeline_bench.py [--posts 5000] [--img2dataset /tmp/i2d/bin/img2dataset]
-                                        [--ray | --ray-only]
+                                        [--ray | --ray-only | --backends-only]
 """
 
 from __future__ import annotations
@@ -208,6 +214,40 @@ def run_ray(mirror: Path, work: Path, n2: int, s2: float) -> None:
           f"shards identical to (b): {same_bytes(work / 'ray', work / 'w2')}")  # fmt: skip
 
 
+PILLOW = ("--image-backend", "pillow")
+
+
+def report(name: str, run: tuple[int, float, int]) -> float:
+    """Print one run's line; its samples/s."""
+    n, seconds, rss = run
+    print(f"{name}: {n} samples in {seconds:.1f} s, {n / seconds:.1f} samples/s, "
+          f"peak RSS {rss / 2**20:.0f} MiB", flush=True)  # fmt: skip
+    return n / seconds
+
+
+def run_backends(args, mirror: Path, work: Path) -> None:
+    """(b), (v) and (d): the two backends against img2dataset; (f), (g): pass-through."""
+    b = pull(mirror, work / "w2", 2, *PILLOW)
+    rate_b = report("(b) workers 2, Pillow", b)
+    v = pull(mirror, work / "vips", 2, "--image-backend", "vips")
+    rate_v = report("(v) workers 2, libvips", v)
+    print(f"    v/b: {rate_v / rate_b:.2f}x; peak RSS v/b: {v[2] / b[2]:.2f}x")
+    if Path(args.img2dataset).exists():
+        rows = extract_sources(mirror, work / "w2", work / "files")
+        d = img2dataset(args.img2dataset, work / "files", rows, work / "i2d", 2)
+        rate_d = report("(d) img2dataset, 2 processes", d)
+        print(f"    b/d: {rate_b / rate_d:.2f}x; v/d: {rate_v / rate_d:.2f}x (target >= 2); "
+              f"peak RSS v/d: {v[2] / d[2]:.2f}x")  # fmt: skip
+    webp = ("--query", "filetype:webp mpixels:<4.19", "--image-backend", "vips")
+    rate_f = report("(f) WebP posts, passed through", pull(mirror, work / "f", 2, *webp))
+    g = pull(mirror, work / "g", 2, *webp, "--no-pass-through")
+    rate_g = report("(g) the same posts re-encoded", g)
+    print(f"    f/g: {rate_f / rate_g:.2f}x (target >= 5)")
+    h = pull(mirror, work / "h", 2, *webp, "--verify", "header")
+    rate_h = report("(h) WebP posts, passed through, --verify header", h)
+    print(f"    h/g: {rate_h / rate_g:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--posts", type=int, default=5000)
@@ -216,24 +256,28 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "e6bench")
     parser.add_argument("--ray", action="store_true", help="also (e), on Ray")
     parser.add_argument("--ray-only", action="store_true", help="only (b) and (e)")
+    parser.add_argument("--backends-only", action="store_true", help="only (b), (v), (d), (f)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     big, small = demo(args.cache, args.posts), demo(args.cache, args.small_posts)
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     try:
         if args.ray_only:
-            n2, s2, _ = pull(big, work / "w2", 2)
+            n2, s2, _ = pull(big, work / "w2", 2, *PILLOW)
             print(f"(b) workers 2: {n2} samples in {s2:.1f} s, {n2 / s2:.1f} samples/s")
             run_ray(big, work, n2, s2)
             return
-        n1, s1, rss1 = pull(big, work / "w1", 1)
+        if args.backends_only:
+            run_backends(args, big, work)
+            return
+        n1, s1, rss1 = pull(big, work / "w1", 1, *PILLOW)
         print(f"(a) workers 1: {n1} samples in {s1:.1f} s, {n1 / s1:.1f} samples/s, "
               f"peak RSS {rss1 / 2**20:.0f} MiB", flush=True)  # fmt: skip
-        n2, s2, rss2 = pull(big, work / "w2", 2)
+        n2, s2, rss2 = pull(big, work / "w2", 2, *PILLOW)
         print(f"(b) workers 2: {n2} samples in {s2:.1f} s, {n2 / s2:.1f} samples/s, "
               f"peak RSS {rss2 / 2**20:.0f} MiB", flush=True)  # fmt: skip
         print(f"    scaling b/a: {(n2 / s2) / (n1 / s1):.2f}x (target >= 1.7)")
-        nc, sc, rssc = pull(small, work / "small", 2)
+        nc, sc, rssc = pull(small, work / "small", 2, *PILLOW)
         print(f"(c) {args.small_posts} posts, workers 2: {nc} samples in {sc:.1f} s, "
               f"peak RSS {rssc / 2**20:.0f} MiB")  # fmt: skip
         print(f"    peak RSS {n2} / {nc} samples: {rss2 / rssc:.2f}x (target <= 1.2)", flush=True)

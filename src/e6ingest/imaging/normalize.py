@@ -58,18 +58,17 @@ def normalize(
     src_w, src_h = im.size
     check_limits(im, policy)
     turn = header_orientation(im)
-    backend = backend_for(im, policy)
     if turn is not None and can_pass_through(im, policy, turn):
-        if policy.verify == "decode":
+        if policy.verify == "decode":  # by Pillow, whose WebP decoding is the faster
             with decoding(im, budget):
-                backend.check(data, im)
+                pillow.decode(im)
         record = ImageRecord(
             src_format, src_w, src_h, src_w, src_h, False, time.perf_counter() - start
         )
         return data, record
     target = target_size(im, policy, turn or 1)
     with decoding(im, budget):
-        pixels = backend.render(data, im, turn, target, policy)
+        pixels = backend_for(im, policy).render(data, im, turn, target, policy)
         lossless = policy.lossless and src_format in LOSSLESS_FORMATS
         encoded = encode(pixels, policy, lossless)
     width, height = pixels.size

@@ -28,11 +28,6 @@ def decode(im: Image.Image) -> Image.Image:
     return im
 
 
-def check(data: bytes, im: Image.Image) -> None:
-    """Decode an image that passes through, to check its bitstream."""
-    decode(im)
-
-
 def render(
     data: bytes, im: Image.Image, turn: int | None, target: tuple[int, int], policy: ImagePolicy
 ) -> Image.Image:

@@ -7,7 +7,8 @@ held. The result comes back as a Pillow image of the target size, encoded by the
 libwebp call as Pillow's backend (for the same pixels the bytes are the same).
 
 Each worker process runs one image at a time, so libvips runs one thread per process and
-keeps no operation cache. BMP, YCbCr and 32-bit greyscale (modes I and F) go to Pillow:
+keeps no operation cache. A WebP that passes through is checked by Pillow's decoder, which
+decodes WebP twice as fast as libvips here (benchmarks/imaging_bench.py (d), (e)). BMP, YCbCr and 32-bit greyscale (modes I and F) go to Pillow:
 libvips has no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling of 32-bit
 values is the policy.
 """
@@ -86,16 +87,6 @@ def _undecodable(doing: str, exc: Exception) -> PostFailure:
     detail = getattr(exc, "detail", "") or str(exc)
     lines = [line.strip() for line in str(detail).splitlines() if line.strip()]
     return refuse(FailureKind.UNDECODABLE, f"{doing}: {lines[-1] if lines else exc}")
-
-
-def check(data: bytes, im: Image.Image) -> None:
-    """Decode an image that passes through, to check its bitstream."""
-    ready()
-    image = _load(data, access="sequential")
-    try:
-        image.avg()
-    except _library().Error as exc:
-        raise _undecodable("cannot decode image", exc) from exc
 
 
 def render(
