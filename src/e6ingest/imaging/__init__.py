@@ -18,7 +18,7 @@ from e6ingest.imaging.header import (
     estimate_cost,
     release_free_memory,
 )
-from e6ingest.imaging.normalize import normalize, normalize_or_failure
+from e6ingest.imaging.normalize import normalize, normalize_or_failure, prepare_process
 from e6ingest.imaging.policy import (
     BACKENDS,
     DEFAULT_MAX_PIXELS,
@@ -35,5 +35,5 @@ __all__ = [
     "BACKENDS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SOURCE_PIXELS", "LOSSLESS_FORMATS",
     "NO_BUDGET", "READ_FORMATS", "WEBP_MAX_SIDE", "Budget", "ImagePolicy", "ImageRecord",
     "decode_cost", "default_backend", "estimate_cost", "fit_size", "normalize",
-    "normalize_or_failure", "parse_colour", "release_free_memory",
+    "normalize_or_failure", "parse_colour", "prepare_process", "release_free_memory",
 ]  # fmt: skip

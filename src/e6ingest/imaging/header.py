@@ -194,16 +194,29 @@ def decoding(im: Image.Image, budget: Budget) -> Iterator[None]:
 
 
 @functools.cache
-def _malloc_trim() -> Any:
+def _libc_function(name: str) -> Any:
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc
+        return getattr(ctypes.CDLL(None), name)  # glibc
     except (OSError, AttributeError):
         return None
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_blocks(threshold: int = 4 << 20) -> None:
+    """Have this process's allocations from ``threshold`` bytes mapped on their own, so that
+    freeing them gives the memory back at once (glibc's default moves the threshold up
+    after each large free, and a process decoding image after image then keeps its peak;
+    nothing elsewhere)."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, threshold)
 
 
 def release_free_memory() -> None:
     """Give the memory this process freed back to the system (glibc's ``malloc_trim``;
     nothing elsewhere)."""
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is not None:
         trim(0)

@@ -32,6 +32,13 @@ def backend_for(im: Image.Image, policy: ImagePolicy) -> ModuleType:
     return vips if policy.backend == "vips" and vips.handles(im) else pillow
 
 
+def prepare_process(policy: ImagePolicy) -> None:
+    """Set this process up for the policy's backend before its first image (at once is
+    best: libvips loaded and proven once, its large buffers mapped before the heap grows)."""
+    if policy.backend == "vips":
+        vips.ready()
+
+
 def encode(im: Image.Image, policy: ImagePolicy, lossless: bool) -> bytes:
     """RGB or RGBA pixels as WebP at the policy's quality and method (libwebp, through
     Pillow, whichever backend made the pixels)."""

@@ -7,10 +7,13 @@ held. The result comes back as a Pillow image of the target size, encoded by the
 libwebp call as Pillow's backend (for the same pixels the bytes are the same).
 
 Each worker process runs one image at a time, so libvips runs one thread per process and
-keeps no operation cache. A WebP that passes through is checked by Pillow's decoder, which
-decodes WebP twice as fast as libvips here (benchmarks/imaging_bench.py (d), (e)). BMP, YCbCr and 32-bit greyscale (modes I and F) go to Pillow:
-libvips has no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling of 32-bit
-values is the policy.
+keeps no operation cache; its buffers of 4 MiB and more are mapped on their own, so a
+worker gives an image's memory back when it is done (with glibc's moving threshold a worker
+kept about twice Pillow's resident memory; mapping costs about 8% of the image time,
+benchmarks/RESULTS.md). A WebP that passes through is checked by Pillow's decoder, which
+decodes WebP twice as fast as libvips here. BMP, YCbCr and 32-bit greyscale (modes I and F)
+go to Pillow: libvips has no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling
+of 32-bit values is the policy.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from typing import Any
 from PIL import Image
 
 from e6ingest.core import FailureKind, PostFailure
-from e6ingest.imaging.header import JPEG_FORMATS, SWAPPED_ORIENTATIONS, has_alpha, refuse
+from e6ingest.imaging.header import (
+    JPEG_FORMATS,
+    SWAPPED_ORIENTATIONS,
+    has_alpha,
+    map_large_blocks,
+    refuse,
+)
 from e6ingest.imaging.policy import ImagePolicy, fit_size, parse_colour
 
 _FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF", "TIFF"})
@@ -50,6 +59,7 @@ def _library() -> Any:
 
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
+    map_large_blocks()
     return pyvips
 
 

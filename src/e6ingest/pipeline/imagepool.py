@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
 from e6ingest.core import PostFailure
-from e6ingest.imaging import ImagePolicy, ImageRecord, normalize_or_failure
+from e6ingest.imaging import ImagePolicy, ImageRecord, normalize_or_failure, prepare_process
 from e6ingest.pipeline.budget import MemoryBudget, current_budget
 from e6ingest.pipeline.context import WorkerContext
 from e6ingest.pipeline.executor import default_workers, process_pool, stop_pool
@@ -27,6 +27,7 @@ def _start(policy: ImagePolicy, context: WorkerContext) -> None:
     global _policy
     _policy = policy
     context.enter()
+    prepare_process(policy)
 
 
 def normalize_here(data: bytes, policy: ImagePolicy) -> Normalized | PostFailure:
@@ -90,5 +91,6 @@ def normalize_all(
     if pool is not None:
         yield from pool.map(images)
         return
+    prepare_process(policy)
     for data in images:
         yield None if data is None else normalize_here(data, policy)
