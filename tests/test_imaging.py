@@ -506,3 +506,12 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def test_the_vips_backend_without_pyvips_is_one_clear_line(monkeypatch, capsys):
+    from e6ingest.cli import main
+
+    monkeypatch.setattr("e6ingest.imaging.policy.vips_installed", lambda: False)
+    code = main(["pull", "--mirror", ".", "--out", "x", "--image-backend", "vips"])
+    err = capsys.readouterr().err
+    assert code == 2 and 'pip install "e6ingest[vips]"' in err and len(err.splitlines()) == 1

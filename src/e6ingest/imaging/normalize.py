@@ -26,10 +26,15 @@ from e6ingest.imaging.header import (
 from e6ingest.imaging.policy import ImagePolicy, ImageRecord
 
 
-def backend_for(im: Image.Image, policy: ImagePolicy) -> ModuleType:
-    """The backend that decodes this image: the policy's, or Pillow for what libvips does
-    not read."""
-    return vips if policy.backend == "vips" and vips.handles(im) else pillow
+def backend_for(im: Image.Image, policy: ImagePolicy, target: tuple[int, int]) -> ModuleType:
+    """The backend that makes this image's pixels: libvips, with the vips backend, for an
+    image it reads that must be scaled down (where it is faster: JPEG decoded at scale, a
+    faster resize, streaming); Pillow for the rest (an image kept at its size costs the
+    same to decode either way, and libvips' hand-over costs 5-10% more here)."""
+    scaled = target[0] * target[1] < im.width * im.height
+    if policy.backend == "vips" and scaled and vips.handles(im):
+        return vips
+    return pillow
 
 
 def prepare_process(policy: ImagePolicy) -> None:
@@ -75,7 +80,7 @@ def normalize(
         return data, record
     target = target_size(im, policy, turn or 1)
     with decoding(im, budget):
-        pixels = backend_for(im, policy).render(data, im, turn, target, policy)
+        pixels = backend_for(im, policy, target).render(data, im, turn, target, policy)
         lossless = policy.lossless and src_format in LOSSLESS_FORMATS
         encoded = encode(pixels, policy, lossless)
     width, height = pixels.size
