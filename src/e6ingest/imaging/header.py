@@ -201,17 +201,16 @@ def _libc_function(name: str) -> Any:
         return None
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def map_large_blocks(threshold: int = 4 << 20) -> None:
-    """Have this process's allocations from ``threshold`` bytes mapped on their own, so that
-    freeing them gives the memory back at once (glibc's default moves the threshold up
-    after each large free, and a process decoding image after image then keeps its peak;
-    nothing elsewhere)."""
+def share_one_arena() -> None:
+    """Have every thread of this process allocate from one malloc arena, so that
+    :func:`release_free_memory` can give back what a library's threads freed (glibc keeps
+    one arena per thread otherwise, each holding its peak; nothing elsewhere)."""
     mallopt = _libc_function("mallopt")
     if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, threshold)
+        mallopt(_M_ARENA_MAX, 1)
 
 
 def release_free_memory() -> None:

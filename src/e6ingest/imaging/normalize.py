@@ -39,7 +39,7 @@ def backend_for(im: Image.Image, policy: ImagePolicy, target: tuple[int, int]) -
 
 def prepare_process(policy: ImagePolicy) -> None:
     """Set this process up for the policy's backend before its first image (at once is
-    best: libvips loaded and proven once, its large buffers mapped before the heap grows)."""
+    best: libvips loaded and proven once, its threads set to share one malloc arena)."""
     if policy.backend == "vips":
         vips.ready()
 

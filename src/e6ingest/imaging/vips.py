@@ -7,9 +7,8 @@ held. The result comes back as a Pillow image of the target size, encoded by the
 libwebp call as Pillow's backend (for the same pixels the bytes are the same).
 
 Each worker process runs one image at a time, so libvips runs one thread per process and
-keeps no operation cache; its buffers of 4 MiB and more are mapped on their own, so a
-worker gives an image's memory back when it is done (with glibc's moving threshold a worker
-kept about twice Pillow's resident memory; mapping costs about 8% of the image time,
+keeps no operation cache; its threads share one malloc arena, and after each image the
+memory libvips freed is given back (else a worker kept about twice Pillow's resident memory,
 benchmarks/RESULTS.md). A WebP that passes through is checked by Pillow's decoder, which
 decodes WebP twice as fast as libvips here. BMP, YCbCr and 32-bit greyscale (modes I and F)
 go to Pillow: libvips has no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling
@@ -30,8 +29,9 @@ from e6ingest.imaging.header import (
     JPEG_FORMATS,
     SWAPPED_ORIENTATIONS,
     has_alpha,
-    map_large_blocks,
     refuse,
+    release_free_memory,
+    share_one_arena,
 )
 from e6ingest.imaging.policy import ImagePolicy, fit_size, parse_colour
 
@@ -59,7 +59,7 @@ def _library() -> Any:
 
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
-    map_large_blocks()
+    share_one_arena()
     return pyvips
 
 
@@ -104,7 +104,9 @@ def render(
 ) -> Image.Image:
     """The opened image as RGB (or RGBA when kept) pixels of the target size."""
     ready()
-    return _render(data, im, turn, target, policy)
+    pixels = _render(data, im, turn, target, policy)
+    release_free_memory()  # what libvips freed goes back to the system (about 3 ms)
+    return pixels
 
 
 def _render(
