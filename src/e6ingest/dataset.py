@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -146,7 +147,7 @@ class Dataset:
         if self.question_index() is not None:
             return check_tags(query, self.vocabulary())
         names = {t.tag for t in query.tags}
-        if tags_present(self.files, self.schemas, names, self.include_deleted) == names:
+        if tags_present(self.files, self.schemas, sorted(names), self.include_deleted) == names:
             return []
         return check_tags(query, self.vocabulary())
 
@@ -190,22 +191,22 @@ def open_dataset(
     builds it at once, ``index=False`` always scans (``report(done, total)`` hears a build's
     progress)."""
     caption = caption or CaptionSpec()
-    options = {"index": index, "report": report, "notice": notice}
+    answering = partial(Dataset, include_deleted=include_deleted, index=index, report=report,
+                        notice=notice)  # fmt: skip
     if files:
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
-        paths = tuple(Path(f) for f in files)
-        tables = CaptionTables(caption, tag_table, caption.implications, paths, index=index)
-        return Dataset(paths, (None,) * len(files), None, include_deleted, tables, **options)
+        given = tuple(Path(f) for f in files)
+        tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)
+        return answering(given, (None,) * len(given), None, tables=tables)
     if demo:
         from e6ingest.demo import demo_mirror
 
         mirror = demo_mirror()
     paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
-    tables = replace(tables, index=index)
-    return Dataset(tuple(paths), tuple(schemas), site, include_deleted, tables, **options)
+    return answering(tuple(paths), tuple(schemas), site, tables=replace(tables, index=index))
 
 
 def load_metadata(

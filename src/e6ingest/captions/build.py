@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -40,19 +41,19 @@ def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> d
         .group_by("rating")
         .agg(
             pl.col("score").quantile(p, "higher").alias(str(i))
-            for i, (_, p) in enumerate(spec.quality_tiers)
+            for i, (_, p) in enumerate(spec.tier_pairs)
         )
         .collect()
     )
     return {
-        row["rating"]: [row[str(i)] for i in range(len(spec.quality_tiers))]
+        row["rating"]: [row[str(i)] for i in range(len(spec.tier_pairs))]
         for row in table.to_dicts()
     }
 
 
 def _quality_tag(spec: CaptionSpec, thresholds: Mapping[str, list]) -> pl.Expr:
     tier = pl.lit(None, pl.String)
-    for i, (name, _) in reversed(list(enumerate(spec.quality_tiers))):
+    for i, (name, _) in reversed(list(enumerate(spec.tier_pairs))):
         start = pl.col("rating").replace_strict(
             {r: t[i] for r, t in thresholds.items()}, default=None, return_dtype=pl.Float64
         )
@@ -65,12 +66,12 @@ def _date_tag(spec: CaptionSpec) -> pl.Expr:
     if spec.date_tag == "year":
         return pl.lit("year ") + year.cast(pl.String)
     tag = pl.lit(None, pl.String)
-    for name, first_year in spec.periods:  # type: ignore[misc]  # pairs after __post_init__
+    for name, first_year in spec.period_pairs:
         tag = pl.when(year >= first_year).then(pl.lit(name)).otherwise(tag)
     return tag
 
 
-def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.Expr:
+def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.Expr | None:
     extras = []
     if spec.rating_tag:
         names = spec.ratings(site)
@@ -87,7 +88,9 @@ def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.
 _NOT_IN_LISTS = ("max_tokens", "merge", "nl_position", "nl_captions", "nl_fields", "nl_finished",
                  "token_priority", "variants", "variant_lines", "aliases", "implications",
                  "prune_implied")  # fmt: skip
-_NEUTRAL = {name: CaptionSpec.__dataclass_fields__[name].default for name in _NOT_IN_LISTS}
+_NEUTRAL: dict[str, Any] = {
+    name: CaptionSpec.__dataclass_fields__[name].default for name in _NOT_IN_LISTS
+}
 
 
 def _lists_key(spec: CaptionSpec, thresholds: Mapping[str, list]) -> tuple:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any, cast
 
 DEFAULT_ORDER = {
     "danbooru": ("artist", "character", "copyright", "general", "meta"),
@@ -168,7 +169,7 @@ class CaptionSpec:
             raise ValueError(f"date_tag must be one of {DATE_TAGS}, not {self.date_tag!r}")
         if self.max_tags < 0:
             raise ValueError(f"max_tags must be 0 (no limit) or more, not {self.max_tags}")
-        if not all(0.0 <= p <= 1.0 for _, p in self.quality_tiers):
+        if not all(0.0 <= p <= 1.0 for _, p in self.tier_pairs):
             raise ValueError("quality_tiers: each percentile must be within 0..1")
         if not self.nl_fields:
             raise ValueError("nl_fields: name at least one field")
@@ -216,13 +217,28 @@ class CaptionSpec:
         """The spec of variant ``name`` (this spec for ``default``)."""
         if name == DEFAULT_VARIANT:
             return self
-        overrides = dict(self.variants)[name]
+        overrides = dict(self.variant_pairs)[name]
         return replace(self, **dict(overrides), variants=(), variant_lines=False)
+
+    @property
+    def tier_pairs(self) -> tuple[tuple[str, float], ...]:
+        """``quality_tiers`` as ``__post_init__`` keeps them: (tag, percentile), best first."""
+        return cast("tuple[tuple[str, float], ...]", self.quality_tiers)
+
+    @property
+    def period_pairs(self) -> tuple[tuple[str, int], ...]:
+        """``periods`` as ``__post_init__`` keeps them: (tag, first year), oldest first."""
+        return cast("tuple[tuple[str, int], ...]", self.periods)
+
+    @property
+    def variant_pairs(self) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+        """``variants`` as ``__post_init__`` keeps them: (name, sorted override pairs)."""
+        return cast("tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]", self.variants)
 
     @property
     def variant_names(self) -> tuple[str, ...]:
         """The variants' names, ``default`` first (empty without variants)."""
-        return (DEFAULT_VARIANT, *(n for n, _ in self.variants)) if self.variants else ()
+        return (DEFAULT_VARIANT, *(n for n, _ in self.variant_pairs)) if self.variants else ()
 
     def categories(self, site: str) -> tuple[str, ...]:
         """The categories included, in caption order, for ``site``."""

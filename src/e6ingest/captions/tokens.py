@@ -45,7 +45,7 @@ def clip_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     lines = gzip.decompress(VOCAB_FILE.read_bytes()).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : MERGES + 1]]
+    merges = [(first, second) for first, second in map(str.split, lines[1 : MERGES + 1])]
     alphabet = list(_bytes_to_unicode().values())
     vocab = [*alphabet, *(c + "</w>" for c in alphabet), *("".join(m) for m in merges)]
     vocab += ["<|startoftext|>", "<|endoftext|>"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from e6ingest.cache import cache_dir
 from e6ingest.demo.writer import DEMO_DATASETS, DemoSummary, build_demo
@@ -28,7 +29,8 @@ class _bar:
     """A bar on stderr for the demo build (tqdm, made on the first report)."""
 
     def __init__(self, path: Path):
-        self.path, self.bar = path, None
+        self.path = path
+        self.bar: Any = None  # a tqdm bar once the first shard is done
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:

@@ -39,7 +39,7 @@ TABLE_WRITERS = {
     "e621_2024": e621_2024_table,
     "e621_newest": e621_newest_table,
 }
-RATING_SHARES = {
+RATING_SHARES: dict[str, dict[str, float]] = {
     # e621: the real counts of the combined metadata (e 3.07M, s 1.18M, q 0.94M).
     "e621": {"e": 3_072_274, "s": 1_177_482, "q": 938_021},
     # danbooru2024: approximate shares of general, sensitive, questionable, explicit.
@@ -114,10 +114,10 @@ def write_indexed_tar(
             }
             if break_hash and data:
                 flips.append(offset + len(data) // 2)
-    blob = bytearray(buf.getvalue() if files else bytes(2 * tarfile.BLOCKSIZE))
+    flipped = bytearray(buf.getvalue() if files else bytes(2 * tarfile.BLOCKSIZE))
     for position in flips:  # bytes that no longer match the index: a corrupt upload
-        blob[position] ^= 0xFF
-    blob = bytes(blob)
+        flipped[position] ^= 0xFF
+    blob = bytes(flipped)
     tar_path = root / repo.repo / repo.tar_path(shard)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     tar_path.write_bytes(blob)
@@ -153,11 +153,13 @@ class ShardJob:
     posts: tuple[tuple[int, str, DemoImage, str], ...]  # id, extension, image, seed
 
 
-def write_shard(job: ShardJob) -> list[tuple[int, bytes]]:
-    """Make a shard's images, write its tar and index; each post's id and bytes' md5."""
+def write_shard(job: ShardJob) -> list[tuple[int, str, int]]:
+    """Make a shard's images, write its tar and index; each post's id, bytes' md5 and size."""
     files, digests = [], []
     for post_id, ext, image, seed in job.posts:
         data = render(image, seed)
+        if data is None:  # posts without a file are kept out of the shards' jobs
+            raise ValueError(f"demo post {post_id} has no file to write into a shard")
         files.append((post_id, ext, data, image.kind == "hash_mismatch"))
         digest = hashlib.md5(data if data else str(post_id).encode()).hexdigest()
         digests.append((post_id, digest, len(data)))
@@ -237,9 +239,9 @@ def write_tag_tables(root: Path, manifest: DatasetManifest, posts: list[DemoPost
         _write_csv_gz(root / manifest.tags.repo / manifest.tags.path,
                       ["id", "name", "category", "post_count"], rows)  # fmt: skip
     if manifest.implications is not None:
-        rows = [(i, a, c, "active") for i, (a, c) in enumerate(sorted(IMPLIES.items()), 1)]
+        implied = [(i, a, c, "active") for i, (a, c) in enumerate(sorted(IMPLIES.items()), 1)]
         _write_csv_gz(root / manifest.implications.repo / manifest.implications.path,
-                      ["id", "antecedent_name", "consequent_name", "status"], rows)  # fmt: skip
+                      ["id", "antecedent_name", "consequent_name", "status"], implied)  # fmt: skip
 
 
 def build_demo(

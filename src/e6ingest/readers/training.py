@@ -144,11 +144,12 @@ def iter_part(
             txt = files.member(row["shard"], f"{row['key']}.txt")
             meta = files.member(row["shard"], f"{row['key']}.json")
             txt, variant = _chosen(choice, row["key"], epoch, txt, meta)
+            sample: dict[str, Any] = {"__key__": row["key"], "webp": webp, "txt": txt, "json": meta}
             if decode:
                 from PIL import Image
 
-                webp, txt, meta = Image.open(io.BytesIO(webp)), txt.decode(), json.loads(meta)
-            sample = {"__key__": row["key"], "webp": webp, "txt": txt, "json": meta}
+                sample.update(webp=Image.open(io.BytesIO(webp)), txt=txt.decode(),
+                              json=json.loads(meta))  # fmt: skip
             if variant is not None:
                 sample["variant"] = variant
             yield sample
@@ -161,8 +162,8 @@ def _fitted(data: bytes, bucket: tuple[int, int]):
 
     with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
-        original = image.size
-        fit = fit_to_bucket(*original, bucket)
+        width, height = original = image.size
+        fit = fit_to_bucket(width, height, bucket)
         if image.size != fit.resized:
             image = image.resize(fit.resized, Image.Resampling.LANCZOS)
         left = (fit.resized[0] - bucket[0]) // 2
@@ -212,14 +213,15 @@ def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy
         captions.append(text.decode())
         variants.append(variant)
         metas.append(json.loads(meta))
+    pixels: Any = images
     if as_numpy:
         import numpy as np
 
-        images = np.stack([np.asarray(image) for image in images])
+        pixels = np.stack([np.asarray(image) for image in images])
     return {
         "keys": chunk["key"].to_list(),
         "bucket": bucket,
-        "images": images,
+        "images": pixels,
         "captions": captions,
         "variants": variants,
         "original_size": originals,
