@@ -59,7 +59,7 @@ def peak_mb() -> float:
     return 0.0
 
 
-class Planned(Exception):
+class PlanWritten(Exception):
     """Raised to stop a pull once its plan is written."""
 
 
@@ -67,6 +67,7 @@ def pull_child(metadata: str, out: str, sample: int = 0) -> None:
     reset_peak()
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
+    from e6ingest.pipeline.events import Event, Planned
 
     mirror = Path(out).with_suffix(".mirror")
     repo = mirror / "deepghs" / "danbooru2024-webp-4Mpixel"
@@ -76,18 +77,18 @@ def pull_child(metadata: str, out: str, sample: int = 0) -> None:
     config = make_config({"dataset": "danbooru2024", "rating": "e,q,s", "shard_size": 1000,
                           "sample": sample,
                           "caption": {"quality_tag": True, "rating_tag": True}})  # fmt: skip
-    planned = {}
+    planned: list[Planned] = []
 
-    def stop(event: str, info: dict) -> None:
-        if event == "planned":
-            planned.update(info)
-            raise Planned
+    def stop(event: Event) -> None:
+        if isinstance(event, Planned):
+            planned.append(event)
+            raise PlanWritten
 
-    with contextlib.suppress(Planned):
+    with contextlib.suppress(PlanWritten):
         pull(config, Path(out).with_suffix(".out"), mirror, progress=stop, workers=1)
     plan = Path(out).with_suffix(".out") / "plan.parquet"
     plan.rename(out)
-    print(planned["selected"], peak_mb())
+    print(planned[0].selected, peak_mb())
 
 
 def child(metadata: str, out: str, batch_rows: int) -> None:

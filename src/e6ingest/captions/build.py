@@ -13,6 +13,7 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,23 +33,40 @@ EMPTY = pl.lit([], pl.List(pl.String))
 BATCH_ROWS = 25_000
 
 
-def score_thresholds(frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec) -> dict:
-    """Per rating, the score each quality tier starts at: percentiles over ``frame``."""
-    if not spec.quality_tag:
-        return {}
-    table = (
+def score_counts(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """How many posts of each ``rating`` have each ``score`` (as floats), in score order."""
+    return (
         frame.lazy()
-        .group_by("rating")
-        .agg(
-            pl.col("score").quantile(p, "higher").alias(str(i))
-            for i, (_, p) in enumerate(spec.tier_pairs)
-        )
+        .group_by("rating", pl.col("score").cast(pl.Float64))
+        .len()
+        .sort("rating", "score", nulls_last=True)
         .collect()
     )
-    return {
-        row["rating"]: [row[str(i)] for i in range(len(spec.tier_pairs))]
-        for row in table.to_dicts()
-    }
+
+
+def score_thresholds(
+    frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec, counts: pl.DataFrame | None = None
+) -> dict:
+    """Per rating, the score each quality tier starts at: the tier's percentile of the
+    rating's scores in ``frame`` (nulls left out; polars' ``quantile(p, "higher")``, the
+    ``ceil(p * (n - 1))``-th smallest), found in ``counts`` (:func:`score_counts` of
+    ``frame``, counted here when not given) instead of sorting every score."""
+    if not spec.quality_tag:
+        return {}
+    counts = score_counts(frame) if counts is None else counts
+    starts = {}
+    for (rating,), scores in (
+        counts.drop_nulls("score").partition_by("rating", as_dict=True).items()
+    ):
+        ends = scores["len"].cum_sum().to_numpy()
+        at = [
+            np.searchsorted(ends, math.ceil(p * (ends[-1] - 1)), "right")
+            for _, p in spec.tier_pairs
+        ]
+        starts[rating] = [scores["score"][int(i)] for i in at]
+    for rating in counts["rating"].unique().to_list():  # every score null: no tier starts
+        starts.setdefault(rating, [None] * len(spec.tier_pairs))
+    return starts
 
 
 def _quality_tag(spec: CaptionSpec, thresholds: Mapping[str, list]) -> pl.Expr:

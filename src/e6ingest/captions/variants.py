@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from e6ingest.captions.build import CaptionJob, build_many, score_thresholds
+from e6ingest.captions.build import CaptionJob, build_many, score_counts, score_thresholds
 from e6ingest.captions.files import read_nl_captions
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
@@ -41,7 +41,9 @@ class NLTextsBySpec:
 def variant_thresholds(frame: pl.DataFrame | pl.LazyFrame, spec: CaptionSpec) -> dict:
     """Per variant (``default`` too) with quality tags, its score thresholds over ``frame``."""
     specs = {name: spec.variant(name) for name in spec.variant_names or (DEFAULT_VARIANT,)}
-    return {name: score_thresholds(frame, s) for name, s in specs.items() if s.quality_tag}
+    specs = {name: s for name, s in specs.items() if s.quality_tag}
+    counts = score_counts(frame) if specs else None
+    return {name: score_thresholds(frame, s, counts) for name, s in specs.items()}
 
 
 def with_variants(
