@@ -55,17 +55,14 @@ def score_thresholds(
         return {}
     counts = score_counts(frame) if counts is None else counts
     starts = {}
-    for (rating,), scores in (
-        counts.drop_nulls("score").partition_by("rating", as_dict=True).items()
-    ):
+    for (rating,), scores in counts.partition_by("rating", as_dict=True).items():
+        scores = scores.drop_nulls("score")  # a rating whose scores are all null: no tiers
         ends = scores["len"].cum_sum().to_numpy()
-        at = [
-            np.searchsorted(ends, math.ceil(p * (ends[-1] - 1)), "right")
-            for _, p in spec.tier_pairs
+        at = [math.ceil(p * (ends[-1] - 1)) if len(ends) else None for _, p in spec.tier_pairs]
+        starts[rating] = [
+            None if i is None else scores["score"][int(np.searchsorted(ends, i, "right"))]
+            for i in at
         ]
-        starts[rating] = [scores["score"][int(i)] for i in at]
-    for rating in counts["rating"].unique().to_list():  # every score null: no tier starts
-        starts.setdefault(rating, [None] * len(spec.tier_pairs))
     return starts
 
 
