@@ -22,25 +22,31 @@ import dataclasses
 import difflib
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from e6ingest import tomlfile
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
 from e6ingest.core import RatingError
 from e6ingest.core import parse_ratings as core_parse_ratings
 from e6ingest.imaging import ImagePolicy
-from e6ingest.manifests import REPO_NAME, is_revision, tomllib
+from e6ingest.manifests import REPO_NAME, is_revision
 from e6ingest.query import Subset
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
     """A configuration value or flag is invalid; the message names it."""
 
 
-def parse_ratings(text, site: str | None = None) -> tuple[str, ...]:
+def parse_ratings(text: str | Iterable[str] | None, site: str | None = None) -> tuple[str, ...]:
     """``--rating`` as rating letters (see :func:`e6ingest.core.parse_ratings`)."""
     try:
         return core_parse_ratings(text, site)
@@ -88,7 +94,7 @@ class PullConfig:
         return dataclasses.asdict(self)
 
 
-def _pins(value) -> tuple[tuple[str, str], ...]:
+def _pins(value: Any) -> tuple[tuple[str, str], ...]:
     """``--revision REPO=REV`` flags, a TOML table or pairs, as sorted (repo, rev) pairs."""
     if isinstance(value, Mapping):
         value = value.items()
@@ -144,7 +150,7 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
 _PRIMITIVES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
-def _check_types(cls, values: dict[str, Any], where: str) -> None:
+def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
     """Refuse values of the wrong type for the plain fields of ``cls`` (a TOML
     ``include_deleted = "false"`` is a string, not false; ``shard_size = 1.5`` no count)."""
     hints = typing.get_type_hints(cls)
@@ -159,7 +165,7 @@ def _check_types(cls, values: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {name} must be {_PRIMITIVES[expected]}, not {value!r}")
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -199,7 +205,7 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
     Keys are option names (``ratings``, ``shard_size``, ``[image] quality``) or flag
     names (``rating``, ``shard-size``, ``quality``)."""
     values = _by_option(values)
-    nested = {
+    nested: dict[str, object] = {
         name: _build(cls, dict(values.pop(name, {}) or {}), f"{where} [{name}]")
         for name, cls in _NESTED.items()
     }
@@ -208,11 +214,12 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
     return _build(PullConfig, {**values, **nested}, where)
 
 
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A TOML config file as a mapping; errors name the file."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data: dict[str, Any] = tomlfile.loads(Path(path).read_text(encoding="utf-8"))
+        return data
+    except (OSError, tomlfile.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
 
 

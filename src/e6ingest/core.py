@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
@@ -64,7 +64,7 @@ class PostFailure(Exception):
         self.message = message
         self.stage = stage
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[PostFailure], tuple[str, str, str]]:
         return (PostFailure, (self.kind.value, self.message, self.stage))
 
     def __repr__(self) -> str:
@@ -83,7 +83,7 @@ class RatingError(ValueError):
     """A rating that the site does not have; the message lists the ones it has."""
 
 
-def parse_ratings(text: str | list[str] | tuple[str, ...] | None, site: str | None = None):
+def parse_ratings(text: str | Iterable[str] | None, site: str | None = None) -> tuple[str, ...]:
     """``"e,q,s"`` (or names such as ``explicit``) as the tuple ``("e", "q", "s")``.
 
     With ``site``, only that site's ratings are accepted: e621 has no ``g``, and on danbooru
@@ -142,7 +142,7 @@ def is_temp_name(name: str, targets: Callable[[str], object] | None = None) -> b
     return match is not None and (targets is None or bool(targets(match["target"])))
 
 
-def is_our_temp(entry: os.DirEntry, targets: Callable[[str], object]) -> bool:
+def is_our_temp(entry: os.DirEntry[str], targets: Callable[[str], object]) -> bool:
     """Whether a folder entry is a temporary e6ingest left: a plain file with one link
     (a user's file named alike, a link or a folder is not), named as e6ingest names the
     temporaries of a file ``targets`` accepts."""
@@ -169,7 +169,7 @@ def create_new(path: Path) -> BinaryIO:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(path: str | os.PathLike[str], durable: bool = True) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file that appears under its name only when the
     block ends without error (flushed, fsynced and renamed; the folder fsynced too with
     ``durable``). The temporary is created exclusively and never through a symlink, and
@@ -191,14 +191,14 @@ def atomic_file(path: str | os.PathLike, durable: bool = True) -> Iterator[Binar
         fsync_dir(path.parent)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
     with atomic_file(path, durable) as handle:
         handle.write(data)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path for a writer that wants a file name (polars, pyarrow), renamed to
     ``path`` when the block ends without error, removed otherwise."""
     path = Path(path)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -36,7 +37,8 @@ from e6ingest.sources import HubOptions, MirrorError
 
 def metadata_files(
     dataset: str, mirror: str | Path | None = None, hub: HubOptions | None = None,
-    caption: CaptionSpec | None = None, tag_table: str = "", warn=None,
+    caption: CaptionSpec | None = None, tag_table: str = "",
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[list[Path], list[str], CaptionTables]:  # fmt: skip
     """Local metadata files of ``dataset`` (from ``mirror``, else downloaded from the Hub
     into its cache), the schema of each, and the tag tables its captions use."""
@@ -67,7 +69,7 @@ class Dataset:
     # None: the index if built, else the scan for a first question, the index from the second
     report: Report | None = None  # hears the progress of an index build (done, total)
     notice: Callable[[str], None] | None = None  # hears why an index is being built
-    _chosen: list = field(default_factory=list, repr=False, compare=False)
+    _chosen: list[TagIndex | None] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def posts(self) -> pl.LazyFrame:
@@ -151,7 +153,9 @@ class Dataset:
             return []
         return check_tags(query, self.vocabulary())
 
-    def select(self, query: Query, subset: Subset = EVERYTHING, tag_table=None) -> pl.LazyFrame:
+    def select(
+        self, query: Query, subset: Subset = EVERYTHING, tag_table: str | None = None
+    ) -> pl.LazyFrame:
         """The posts ``query`` selects (the kept part with ``subset``), lazily, with their
         tag categories restored by ``tag_table`` (e621 ``id,name,category,post_count``;
         default: the dataset's tags table, if it has one)."""
@@ -164,7 +168,8 @@ class Dataset:
     def count(self, query: Query, subset: Subset = EVERYTHING) -> int:
         """How many posts ``query`` selects (streamed, the rarest tag first)."""
         if subset:
-            return self.select(query, subset).select(pl.len()).collect().item()
+            count: int = self.select(query, subset).select(pl.len()).collect().item()
+            return count
         return query.count(self.posts)
 
 
@@ -177,7 +182,7 @@ def open_dataset(
     hub: HubOptions | None = None,
     caption: CaptionSpec | None = None,
     tag_table: str = "",
-    warn=None,
+    warn: Callable[[str], None] | None = None,
     index: bool | None = None,
     report: Report | None = None,
     notice: Callable[[str], None] | None = None,
@@ -297,7 +302,7 @@ def top_tags(posts: pl.LazyFrame, category: str = "general", n: int = 10) -> pl.
     )
 
 
-def summary(posts: pl.LazyFrame, top: int = 10) -> dict:
+def summary(posts: pl.LazyFrame, top: int = 10) -> dict[str, Any]:
     """Everything ``e6ingest inspect`` shows, as plain data."""
     ratings = rating_counts(posts)
     tags = {c: dict(top_tags(posts, c, top).iter_rows()) for c in TAG_CATEGORIES}
@@ -372,7 +377,7 @@ def write_captions_of(
     try:
         posts.select(_caption_inputs(posts)).sink_parquet(selection, engine="streaming")
         rows = pl.scan_parquet(selection)
-        total = rows.select(pl.len()).collect().item()
+        total: int = rows.select(pl.len()).collect().item()
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
         with (
@@ -392,7 +397,7 @@ def write_captions_of(
 
 def caption_token_stats(
     posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
-) -> dict:
+) -> dict[str, Any]:
     """CLIP token lengths of the captions of ``posts`` (a deterministic sample of at most
     10,000 of them): median, p90, share over 75/150/225 and a histogram; with variants,
     under ``variants`` the same for each variant by name."""
@@ -401,7 +406,7 @@ def caption_token_stats(
     return captions_token_stats(captions(Subset(sample=STATS_SAMPLE).pick(posts), spec, tables))
 
 
-def captions_token_stats(frame: pl.DataFrame) -> dict:
+def captions_token_stats(frame: pl.DataFrame) -> dict[str, Any]:
     """:func:`caption_token_stats` of captions already built (a :func:`captions` frame)."""
     from e6ingest.captions.tokens import token_stats
 

@@ -9,14 +9,12 @@ folder of the project (packaged as ``e6ingest/manifests`` in the wheel).
 from __future__ import annotations
 
 import re
-import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from e6ingest import tomlfile
 
 REPO_TYPE = "dataset"
 
@@ -153,39 +151,57 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 SITES = ("danbooru", "e621")
 
 
-_KINDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+T = TypeVar("T")
+_KINDS: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 class _Table:
     """Typed reads of one TOML table; every error names the file, table and key."""
 
-    def __init__(self, data, where: str):
+    def __init__(self, data: object, where: str) -> None:
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: expected a table, not {type(data).__name__}")
-        self.data, self.where = data, where
+        self.data: dict[str, object] = data
+        self.where = where
 
-    def get(self, key: str, kind: type, default=None, required: bool = False):
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        """``key``'s value, of type ``kind``, or ``default`` when absent."""
+        found = self.optional(key, kind)
+        return default if found is None else found
+
+    def require(self, key: str, kind: type[T]) -> T:
+        """``key``'s value, of type ``kind``; a missing key is an error."""
+        found = self.optional(key, kind)
+        if found is None:
+            raise ManifestError(f"{self.where}: missing required key {key!r}")
+        return found
+
+    def optional(self, key: str, kind: type[T]) -> T | None:
+        """``key``'s value, of type ``kind``, or None when absent."""
         if key not in self.data:
-            if required:
-                raise ManifestError(f"{self.where}: missing required key {key!r}")
-            return default
+            return None
         value = self.data[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ManifestError(f"{self.where}: {key} must be {_KINDS[kind]}, not {value!r}")
         return value
 
     def relative_path(self, key: str) -> str:
-        value = self.get(key, str, required=True)
+        value = self.require(key, str)
         _check_relative(value, f"{self.where}: {key}")
         return value
 
     def repo(self, key: str) -> str:
-        value = self.get(key, str, required=True)
+        value = self.require(key, str)
         self._check_repo(key, value)
         return value
 
     def optional_repo(self, key: str) -> str | None:
-        value = self.get(key, str)
+        value = self.optional(key, str)
         if value is not None:
             self._check_repo(key, value)
         return value
@@ -223,7 +239,7 @@ def _check_relative(value: str, where: str) -> None:
 
 
 def _template(table: _Table, key: str, shards: int) -> str:
-    value = table.get(key, str, required=True)
+    value = table.require(key, str)
     try:
         first, last = value.format(shard=0), value.format(shard=shards - 1)
     except (KeyError, IndexError, ValueError) as exc:
@@ -236,7 +252,7 @@ def _template(table: _Table, key: str, shards: int) -> str:
     return value
 
 
-def _image_repo(data, where: str) -> ImageRepo:
+def _image_repo(data: object, where: str) -> ImageRepo:
     table = _Table(data, where)
     shards = table.get("shards", int, 1000)
     if shards < 1:
@@ -251,17 +267,17 @@ def _image_repo(data, where: str) -> ImageRepo:
     )
 
 
-def _metadata_file(data, where: str, schema: str | None = None) -> MetadataFile:
+def _metadata_file(data: object, where: str, schema: str | None = None) -> MetadataFile:
     table = _Table(data, where)
     return MetadataFile(
         repo=table.repo("repo"),
         path=table.relative_path("path"),
-        schema=schema or table.get("schema", str, required=True),
+        schema=schema or table.require("schema", str),
         revision=table.revision(),
     )
 
 
-def parse_manifest(data: dict, where: str) -> DatasetManifest:
+def parse_manifest(data: Mapping[str, object], where: str) -> DatasetManifest:
     """Build a :class:`DatasetManifest` from a parsed TOML table; ``where`` names the source.
 
     Every value is checked: names of repositories, revisions and path templates that could
@@ -278,17 +294,17 @@ def parse_manifest(data: dict, where: str) -> DatasetManifest:
         raise ManifestError(f"{where}: no [[images]] entry")
     if len({i.shards for i in images}) > 1:
         raise ManifestError(f"{where}: every [[images]] entry needs the same number of shards")
-    site = top.get("site", str, required=True)
+    site = top.require("site", str)
     if site not in SITES:
         raise ManifestError(f"{where}: site {site!r} is not one of {list(SITES)}")
     ratings = tuple(top.get("ratings", list, ["g", "s", "q", "e"]))
     tables = {
         name: _metadata_file(top.data[name], f"{where} [{name}]", schema=name)
         for name in ("tags", "implications")
-        if top.get(name, dict) is not None
+        if top.optional(name, dict) is not None
     }
     return DatasetManifest(
-        name=top.get("name", str, required=True),
+        name=top.require("name", str),
         site=site,
         metadata=metadata,
         images=images,
@@ -309,7 +325,7 @@ def load_manifest(name_or_path: str | Path) -> DatasetManifest:
             known = ", ".join(available_datasets()) or "none"
             raise ManifestError(f"unknown dataset {str(name_or_path)!r} (known: {known})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomlfile.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlfile.TOMLDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
     return parse_manifest(data, str(path))

@@ -123,11 +123,11 @@ print(json.dumps({"features": str(ds.features["json"]["captions"]),
 
 
 def test_the_kohya_export_writes_a_line_per_variant_with_wildcards(variant_pull, tmp_path):
-    from e6ingest.manifests import tomllib
+    from e6ingest import tomlfile
 
     to = tmp_path / "kohya"
     export_kohya(variant_pull, to)
-    config = tomllib.loads((to / "dataset_config.toml").read_text())
+    config = tomlfile.loads((to / "dataset_config.toml").read_text())
     assert config["datasets"][0]["subsets"][0]["enable_wildcard"] is True
     metadata = json.loads((to / "metadata.json").read_text())
     for key, members in iter_samples(variant_pull):

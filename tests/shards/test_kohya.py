@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from e6ingest import tomlfile
 from e6ingest.cli import main
-from e6ingest.manifests import tomllib
 from e6ingest.readers.kohya import ExportError, export_kohya, metadata_entry, safe_paths
 from e6ingest.readers.reader import iter_samples
 from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
@@ -200,7 +200,7 @@ def test_moved_export_resolves_every_key_from_its_dataset_config(small_pull, tmp
     moved = tmp_path / "elsewhere" / "mounted"
     moved.parent.mkdir()
     to.rename(moved)
-    config = tomllib.loads((moved / "dataset_config.toml").read_text())
+    config = tomlfile.loads((moved / "dataset_config.toml").read_text())
     subset = config["datasets"][0]["subsets"][0]
     manifest = json.loads((small_pull / "manifest.json").read_text())
     assert config["general"]["resolution"] == manifest["config"]["buckets"]["resolution"]

@@ -73,5 +73,5 @@ class CaptionSelection:
     def __enter__(self) -> CaptionSelection:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.captioning.close()

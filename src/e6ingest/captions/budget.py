@@ -25,6 +25,7 @@ space) are counted whole; the rare line still over loses its last tags until it 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -32,6 +33,10 @@ import polars as pl
 from e6ingest.captions.codes import Lists, TagRules
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.tokens import clip_tokenizer, count_tokens
+
+if TYPE_CHECKING:
+    from e6ingest.captions.session import Captioning
+    from e6ingest.captions.spec import CaptionSpec
 
 CLASS_HEAD, CLASS_NL, CLASS_TAG, CLASS_META = 0, 1, 2, 3
 UNKNOWN = -1  # a line's count that does not follow from its parts
@@ -53,7 +58,7 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
     return out
 
 
-def text_tokens(texts: pl.Series, captioning) -> np.ndarray:
+def text_tokens(texts: pl.Series, captioning: Captioning) -> np.ndarray:
     """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
     pre-tokens never span one), each distinct word counted once per ``captioning``."""
     words = (
@@ -86,7 +91,9 @@ def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
     return pl.Series(mine).is_in(pl.Series(theirs).implode()).to_numpy()
 
 
-def _priority_keys(whole: Lists, rules: TagRules, rarity, priority: str) -> np.ndarray | None:
+def _priority_keys(
+    whole: Lists, rules: TagRules, rarity: pl.DataFrame | None, priority: str
+) -> np.ndarray | None:
     """Per item: the key that orders tags of a class (fewest posts first for ``rare``,
     most for ``common``); None for caption order."""
     if rarity is None or priority == "order" or not len(whole.numbers):
@@ -100,7 +107,7 @@ def _priority_keys(whole: Lists, rules: TagRules, rarity, priority: str) -> np.n
     return keys if priority == "rare" else -keys
 
 
-def _running_sums(offsets: np.ndarray, values: np.ndarray):
+def _running_sums(offsets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For values in row order: the running sum of each item within its row (itself
     included), and each row's total."""
     running = np.cumsum(values)
@@ -129,7 +136,14 @@ def _classes(lists: dict[str, Lists], width: int) -> np.ndarray:
     return np.where(is_keep, CLASS_HEAD, np.where(is_meta, CLASS_META, CLASS_TAG))
 
 
-def _spent(offsets, rows, classes, cost, keys, nl_item) -> tuple[np.ndarray, np.ndarray]:
+def _spent(
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    classes: np.ndarray,
+    cost: np.ndarray,
+    keys: np.ndarray | None,
+    nl_item: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """What each row has spent up to and including each tag, tags taken in priority order
     (class, then ``keys`` when given, then caption order; the NL item after the head), and
     each row's cost of its head."""
@@ -207,7 +221,7 @@ class Ranked:
         key = (self.spent[items] * 4 + self.classes[items]) * width + items  # priority order
         best = np.full(n, -1, np.int64)
         np.maximum.at(best, rows[items], key)
-        last = items[key == best[rows[items]]]
+        last: np.ndarray = items[key == best[rows[items]]]
         if fitted.nl is not None:
             has_text = (fitted.nl.str.len_chars() > 0).to_numpy()
             last = last[~((self.classes[last] == CLASS_HEAD) & has_text[rows[last]])]
@@ -220,7 +234,7 @@ def rank_lists(
     priority: str,
     rarity: pl.DataFrame | None,
     nl: pl.Series | None,
-    captioning,
+    captioning: Captioning,
 ) -> Ranked:
     """The tag lists ranked for a budget (:class:`Ranked`).
 
@@ -241,14 +255,30 @@ def rank_lists(
     return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes)
 
 
-def fit_lists(lists: dict[str, Lists], rules: TagRules, budget: int, priority: str,
-              rarity: pl.DataFrame | None, nl: pl.Series | None, captioning) -> Fitted:  # fmt: skip
+def fit_lists(
+    lists: dict[str, Lists],
+    rules: TagRules,
+    budget: int,
+    priority: str,
+    rarity: pl.DataFrame | None,
+    nl: pl.Series | None,
+    captioning: Captioning,
+) -> Fitted:
     """The tag lists fitted to ``budget`` tokens with their separators (as
     :func:`rank_lists` takes them)."""
     return rank_lists(lists, rules, priority, rarity, nl, captioning).fit(budget)
 
 
-def _fitted(lists, rules, kept, cost, alone, nl, nl_cost, room) -> Fitted:
+def _fitted(
+    lists: dict[str, Lists],
+    rules: TagRules,
+    kept: np.ndarray,
+    cost: np.ndarray,
+    alone: np.ndarray,
+    nl: pl.Series | None,
+    nl_cost: np.ndarray,
+    room: np.ndarray,
+) -> Fitted:
     """The kept tags as :class:`Fitted`, the NL texts cut to their ``room``."""
     whole = lists["whole"]
     rows = _rows(whole)
@@ -274,7 +304,7 @@ def _fitted(lists, rules, kept, cost, alone, nl, nl_cost, room) -> Fitted:
     return Fitted(fitted, n_head, texts, exact if additive else np.full(n, UNKNOWN))
 
 
-def _nl_fitted(nl: pl.Series, cost: np.ndarray, room: np.ndarray):
+def _nl_fitted(nl: pl.Series, cost: np.ndarray, room: np.ndarray) -> tuple[pl.Series, np.ndarray]:
     """Each NL text kept whole when it fits its ``room`` of tokens, else cut to it (empty
     without room), and the tokens of what is kept: only the texts cut are tokenised again."""
     texts = nl.fill_null("").to_list()
@@ -307,8 +337,9 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
     return pl.Series(texts.name, kept, dtype=pl.List(pl.String))
 
 
-def fit_budget(frame: pl.DataFrame, ranked: Ranked, spec,
-               rarity: pl.DataFrame | None) -> pl.DataFrame:  # fmt: skip
+def fit_budget(
+    frame: pl.DataFrame, ranked: Ranked, spec: CaptionSpec, rarity: pl.DataFrame | None
+) -> pl.DataFrame:
     """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its
     ``ranked`` tag lists (:func:`rank_lists`, with this spec's NL texts when ``tags+nl``),
     every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
@@ -350,7 +381,9 @@ def _first_lines(lines: list[str], mode: str) -> list[str]:
     return [line.split("\n", 1)[0] for line in lines] if mode == "alternatives" else lines
 
 
-def _repair_rows(frame, fit: Fitted, lists, rules, over: list[int]) -> pl.DataFrame:
+def _repair_rows(
+    frame: pl.DataFrame, fit: Fitted, lists: dict[str, Lists], rules: TagRules, over: list[int]
+) -> pl.DataFrame:
     """The rows ``over`` the budget with their kept tags (``_whole``, ``_n_head``), head
     (``_keep``) and meta tags (``_meta``) as lists of strings."""
     at = np.array(over)
@@ -363,7 +396,14 @@ def _repair_rows(frame, fit: Fitted, lists, rules, over: list[int]) -> pl.DataFr
     return frame[over].with_columns(**named)
 
 
-def _repair(rows, spec, over, lines, tag_lines, rarity):
+def _repair(
+    rows: pl.DataFrame,
+    spec: CaptionSpec,
+    over: list[int],
+    lines: list[str],
+    tag_lines: list[str],
+    rarity: pl.DataFrame | None,
+) -> None:
     """Rows whose line is still over the budget (counted whole) lose, one at a time, the
     last kept tag in priority order; once only the head is left, the NL text loses its last
     word, then the head its last tag (module doc)."""
@@ -394,7 +434,9 @@ def _repair(rows, spec, over, lines, tag_lines, rarity):
         lines[i], tag_lines[i] = line, tag_line
 
 
-def _priority(tags, keep, meta, posts, priority) -> list[tuple[int, int]]:
+def _priority(
+    tags: list[str], keep: set[str], meta: set[str], posts: dict[str, int] | None, priority: str
+) -> list[tuple[int, int]]:
     """(class, index) of each tag of a caption, in the order a budget keeps them."""
     ranked = []
     for at, tag in enumerate(tags):
@@ -406,13 +448,16 @@ def _priority(tags, keep, meta, posts, priority) -> list[tuple[int, int]]:
     return [(cls, at) for cls, _, at in sorted(ranked)]
 
 
-def _as_row(row: pl.DataFrame, spec, tags: list[str], n_head: int, texts) -> pl.DataFrame:
+def _as_row(
+    row: pl.DataFrame, spec: CaptionSpec, tags: list[str], n_head: int, texts: list[str] | None
+) -> pl.DataFrame:
     """One row's columns for ``render``: its tags (``n_head`` of them in the fixed head)
     joined, and its NL texts."""
     sep = spec.separator
-    columns = {"_fixed": sep.join(tags[:n_head] if spec.keep_tokens_separator else tags),
-               "_rest": sep.join(tags[n_head:])}  # fmt: skip
+    columns: dict[str, pl.Expr | pl.Series] = {
+        "_fixed": pl.lit(sep.join(tags[:n_head] if spec.keep_tokens_separator else tags)),
+        "_rest": pl.lit(sep.join(tags[n_head:])),
+    }
     if texts is not None:
         columns["caption_nl"] = pl.Series([texts], dtype=pl.List(pl.String))
-    return row.with_columns(**{k: (pl.lit(v) if isinstance(v, str) else v)
-                               for k, v in columns.items()})  # fmt: skip
+    return row.with_columns(**columns)

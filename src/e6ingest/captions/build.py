@@ -14,16 +14,17 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from e6ingest.captions.budget import fit_budget, rank_lists
-from e6ingest.captions.codes import Lists, TagBatch, TagRules, extra_part, rewrite
+from e6ingest.captions.codes import Lists, Part, TagBatch, TagRules, extra_part, rewrite
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.session import Captioning
@@ -31,6 +32,12 @@ from e6ingest.captions.spec import CaptionSpec
 
 EMPTY = pl.lit([], pl.List(pl.String))
 BATCH_ROWS = 25_000
+
+# Per rating, the score each quality tier starts at (None: the rating has no scores).
+Thresholds = Mapping[str, list[float | None]]
+# What captions of one batch made, by what it depends on (see :func:`_shared`).
+Memo = dict[Any, Any]
+T = TypeVar("T")
 
 
 def score_counts(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -46,7 +53,7 @@ def score_counts(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
 
 def score_thresholds(
     frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec, counts: pl.DataFrame | None = None
-) -> dict:
+) -> dict[str, list[float | None]]:
     """Per rating, the score each quality tier starts at: the tier's percentile of the
     rating's scores in ``frame`` (nulls left out; polars' ``quantile(p, "higher")``, the
     ``ceil(p * (n - 1))``-th smallest), found in ``counts`` (:func:`score_counts` of
@@ -54,7 +61,7 @@ def score_thresholds(
     if not spec.quality_tag:
         return {}
     counts = score_counts(frame) if counts is None else counts
-    starts = {}
+    starts: dict[str, list[float | None]] = {}
     for (rating,), scores in counts.partition_by("rating", as_dict=True).items():
         scores = scores.drop_nulls("score")  # a rating whose scores are all null: no tiers
         ends = scores["len"].cum_sum().to_numpy()
@@ -66,7 +73,7 @@ def score_thresholds(
     return starts
 
 
-def _quality_tag(spec: CaptionSpec, thresholds: Mapping[str, list]) -> pl.Expr:
+def _quality_tag(spec: CaptionSpec, thresholds: Thresholds) -> pl.Expr:
     tier = pl.lit(None, pl.String)
     for i, (name, _) in reversed(list(enumerate(spec.tier_pairs))):
         start = pl.col("rating").replace_strict(
@@ -86,7 +93,7 @@ def _date_tag(spec: CaptionSpec) -> pl.Expr:
     return tag
 
 
-def _extras(spec: CaptionSpec, site: str, thresholds: Mapping[str, list]) -> pl.Expr | None:
+def _extras(spec: CaptionSpec, site: str, thresholds: Thresholds) -> pl.Expr | None:
     extras = []
     if spec.rating_tag:
         names = spec.ratings(site)
@@ -108,21 +115,28 @@ _NEUTRAL: dict[str, Any] = {
 }
 
 
-def _lists_key(spec: CaptionSpec, thresholds: Mapping[str, list]) -> tuple:
+def _lists_key(spec: CaptionSpec, thresholds: Thresholds) -> tuple[CaptionSpec, tuple[Any, ...]]:
     """What a caption's tag lists depend on: two specs with the same key have the same."""
     quality = sorted((k, tuple(v)) for k, v in thresholds.items()) if spec.quality_tag else []
     return replace(spec, **_NEUTRAL), tuple(quality)
 
 
-def _shared(memo: dict, key, make):
+def _shared(memo: Memo, key: Hashable, make: Callable[[], T]) -> T:
     """``memo[key]``, made by ``make()`` the first time."""
     if key not in memo:
         memo[key] = make()
-    return memo[key]
+    made: T = memo[key]
+    return made
 
 
-def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRules,
-               thresholds: Mapping[str, list], memo: dict | None = None) -> dict:  # fmt: skip
+def _tag_lists(
+    frame: pl.DataFrame,
+    spec: CaptionSpec,
+    site: str,
+    rules: TagRules,
+    thresholds: Thresholds,
+    memo: Memo | None = None,
+) -> dict[str, Lists]:
     """The caption's tags, per row, as written numbers: ``whole`` (every tag, in caption
     order, deduplicated, at most ``max_tags``) and, as the spec needs them, ``head`` (the
     part fixed before the keep-tokens separator), ``keep`` (what a token budget keeps
@@ -142,8 +156,15 @@ def _tag_lists(frame: pl.DataFrame, spec: CaptionSpec, site: str, rules: TagRule
 class _TagParts:
     """A batch's tags by category, numbered once, and the parts a caption is made of."""
 
-    def __init__(self, frame, spec: CaptionSpec, site: str, rules: TagRules,
-                 thresholds: Mapping[str, list], memo: dict):  # fmt: skip
+    def __init__(
+        self,
+        frame: pl.DataFrame,
+        spec: CaptionSpec,
+        site: str,
+        rules: TagRules,
+        thresholds: Thresholds,
+        memo: Memo,
+    ) -> None:
         self.spec, self.categories = spec, spec.categories(site)
         self.split = bool(spec.keep_tokens_separator)
         categories = self.categories
@@ -155,9 +176,9 @@ class _TagParts:
         extras = _extras(spec, site, thresholds)
         self.extra = None if extras is None else extra_part(frame.select(extras).to_series(),
                                                             rules)  # fmt: skip
-        self._people: list | None = None
+        self._people: list[Part | None] | None = None
 
-    def people(self) -> list:
+    def people(self) -> list[Part | None]:
         """The people-count tags of every category."""
         if self._people is None:
             self._people = [self.batch.part(c, people=True) for c in self.ordered]
@@ -192,7 +213,7 @@ class NLTexts:
     """Natural-language texts by post id, looked up by binary search (a batch's posts in a
     table of millions, without hashing the table again for every batch)."""
 
-    def __init__(self, nl: pl.DataFrame):
+    def __init__(self, nl: pl.DataFrame) -> None:
         if nl["id"].null_count():
             nl = nl.drop_nulls("id")
         if not nl["id"].is_sorted():
@@ -225,7 +246,7 @@ class CaptionJob:
 
     spec: CaptionSpec
     nl: pl.DataFrame | None = None
-    thresholds: Mapping[str, list] | None = None
+    thresholds: Thresholds | None = None
     columns: tuple[str, ...] = ()
 
 
@@ -233,7 +254,7 @@ def build_captions(
     frame: pl.DataFrame,
     spec: CaptionSpec,
     nl: pl.DataFrame | None = None,
-    thresholds: Mapping[str, list] | None = None,
+    thresholds: Thresholds | None = None,
     aliases: Mapping[str, str] | None = None,
     batch_rows: int = BATCH_ROWS,
     rarity: pl.DataFrame | None = None,
@@ -285,10 +306,10 @@ def build_many(
     return [pl.concat([batch[i] for batch in batches]) for i in range(len(jobs))]
 
 
-def _ready(frame: pl.DataFrame, job: CaptionJob, rules: TagRules, texts: dict) -> _Ready:
+def _ready(frame: pl.DataFrame, job: CaptionJob, rules: TagRules, texts: Memo) -> _Ready:
     """``job`` with its rules, its NL texts' lookup table (one per NL frame, in ``texts``)
     and its quality thresholds."""
-    nl = None if job.nl is None else _shared(texts, id(job.nl), lambda: NLTexts(job.nl))
+    nl = None if job.nl is None else _shared(texts, id(job.nl), partial(NLTexts, job.nl))
     thresholds = job.thresholds or {}
     if job.spec.quality_tag and job.thresholds is None:
         thresholds = score_thresholds(frame, job.spec)
@@ -302,15 +323,21 @@ class _Ready:
     spec: CaptionSpec
     rules: TagRules
     nl: NLTexts | None
-    thresholds: Mapping[str, list]
+    thresholds: Thresholds
     columns: tuple[str, ...]
 
 
-def _caption_batch(frame, jobs: list[_Ready], rarity, implied, captioning) -> list[pl.DataFrame]:
+def _caption_batch(
+    frame: pl.DataFrame,
+    jobs: list[_Ready],
+    rarity: pl.DataFrame | None,
+    implied: pl.DataFrame | None,
+    captioning: Captioning,
+) -> list[pl.DataFrame]:
     """Each job's captions of one batch of rows; jobs whose texts and pruning agree share
     the rows as prepared, and what they share beyond (:func:`_tag_lists`)."""
-    prepared: dict[tuple, pl.DataFrame] = {}
-    memos: dict[tuple, dict] = {}
+    prepared: Memo = {}
+    memos: dict[tuple[int, int], Memo] = {}
     out = []
     for job in jobs:
         prune = implied if job.spec.prune_implied else None
@@ -321,7 +348,9 @@ def _caption_batch(frame, jobs: list[_Ready], rarity, implied, captioning) -> li
     return out
 
 
-def _with_texts(frame: pl.DataFrame, nl: NLTexts | None, implied) -> pl.DataFrame:
+def _with_texts(
+    frame: pl.DataFrame, nl: NLTexts | None, implied: pl.DataFrame | None
+) -> pl.DataFrame:
     """The rows with implied tags pruned (when ``implied``) and ``caption_nl``."""
     if implied is not None:
         frame = prune_implied(frame, implied)
@@ -330,7 +359,13 @@ def _with_texts(frame: pl.DataFrame, nl: NLTexts | None, implied) -> pl.DataFram
     return frame.with_columns(caption_nl=EMPTY)
 
 
-def _caption_sites(frame, job: _Ready, rarity, captioning, memo: dict) -> pl.DataFrame:
+def _caption_sites(
+    frame: pl.DataFrame,
+    job: _Ready,
+    rarity: pl.DataFrame | None,
+    captioning: Captioning,
+    memo: Memo,
+) -> pl.DataFrame:
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
     context = (job, rarity, captioning)
     if len(sites) == 1:
@@ -342,7 +377,14 @@ def _caption_sites(frame, job: _Ready, rarity, captioning, memo: dict) -> pl.Dat
     return pl.concat(parts).sort("_order").drop("_order")
 
 
-def _caption_site(frame, site, job: _Ready, rarity, captioning, memo: dict) -> pl.DataFrame:
+def _caption_site(
+    frame: pl.DataFrame,
+    site: str,
+    job: _Ready,
+    rarity: pl.DataFrame | None,
+    captioning: Captioning,
+    memo: Memo,
+) -> pl.DataFrame:
     spec, rules = job.spec, job.rules
     lists = _tag_lists(frame, spec, site, rules, job.thresholds, memo)
     whole = lists["whole"]

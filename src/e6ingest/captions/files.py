@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest import tomlfile
 from e6ingest.captions.spec import CaptionSpec
-from e6ingest.manifests import tomllib
 
 FINISH_FIELD = "response_finish_reason"
 
@@ -93,7 +93,7 @@ def read_aliases(path: str | Path) -> dict[str, str]:
         if path.suffix == ".json":
             mapping = json.loads(text)
         elif path.suffix == ".toml":
-            mapping = tomllib.loads(text)
+            mapping = tomlfile.loads(text)
         else:
             delimiter = "\t" if path.suffix == ".tsv" else ","
             rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r]
@@ -107,7 +107,7 @@ def read_aliases(path: str | Path) -> dict[str, str]:
             if bad:
                 raise CaptionInputError(f"{path}: line {bad[0]}: expected old{delimiter}new")
             mapping = {r[0].strip(): r[1].strip() for r in rows if not r[0].startswith("#")}
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (json.JSONDecodeError, tomlfile.TOMLDecodeError) as exc:
         raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise CaptionInputError(f"{path}: aliases must map tag names to tag names")

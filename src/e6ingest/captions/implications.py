@@ -109,7 +109,9 @@ def close_transitively(pairs: pl.DataFrame, where: str = "implications") -> pl.D
                          "implied": names.gather(np.concatenate(new or empty))})  # fmt: skip
 
 
-def _reach(components, component_of, successors, where: str) -> list[int]:
+def _reach(
+    components: list[list[int]], component_of: list[int], successors: list[list[int]], where: str
+) -> list[int]:
     """For each component, the tags it implies (a bitset), components in reverse
     topological order so each reads the finished sets of those it reaches."""
     reach = [0] * len(components)

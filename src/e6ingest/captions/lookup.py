@@ -45,7 +45,7 @@ class Table:
 
     def find(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """The number of each string by its hashes, ``EMPTY`` for those not in the table."""
-        numbers = self.slots[self.slot(first)].astype(np.intp)
+        numbers: np.ndarray = self.slots[self.slot(first)].astype(np.intp)
         todo = np.flatnonzero(~self.same(numbers, first, second))
         if not len(todo):
             return numbers
@@ -60,13 +60,14 @@ class Table:
 
     def slot(self, hashes: np.ndarray) -> np.ndarray:
         """The slot each hash chooses."""
-        return (hashes & np.uint64(len(self.slots) - 1)).astype(np.intp)
+        slots: np.ndarray = (hashes & np.uint64(len(self.slots) - 1)).astype(np.intp)
+        return slots
 
     def same(self, numbers: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Whether each of ``numbers`` (none negative) is the string of these hashes: ``FREE``
         or a number past this table's last reads the sentinel, never equal but by a
         collision on 128 bits."""
-        same = self.first.take(numbers, mode="clip") == first
+        same: np.ndarray = self.first.take(numbers, mode="clip") == first
         same &= self.second.take(numbers, mode="clip") == second
         return same
 

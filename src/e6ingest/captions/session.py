@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from e6ingest.captions.tokens import count_tokens, count_with_mark
 
 COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
 _NONE = np.zeros(0, np.int64)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def available_cores() -> int:
@@ -34,9 +37,9 @@ class Captioning:
     process may use) for the captions of many batches; a context manager that stops its
     threads when the work is done."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None) -> None:
         self.threads = max(1, threads or available_cores())
-        self._rules: dict[tuple, TagRules] = {}
+        self._rules: dict[tuple[Hashable, ...], TagRules] = {}
         self._costs: dict[tuple[str, str], tuple[int, int]] = {}
         self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
         self._text_lock = threading.Lock()
@@ -54,7 +57,9 @@ class Captioning:
                 self._rules[key] = TagRules(spec, aliases)
             return self._rules[key]
 
-    def costs(self, tags: list[str], mark: str, count: Callable) -> list[tuple[int, int]]:
+    def costs(
+        self, tags: list[str], mark: str, count: Callable[[list[str]], list[int]]
+    ) -> list[tuple[int, int]]:
         """Per tag: its CLIP tokens alone and with ``mark`` after it, each counted once
         (``count(texts)`` counts the new ones)."""
         found = [self._costs.get((t, mark)) for t in tags]  # read once: threads share it
@@ -83,7 +88,7 @@ class Captioning:
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
 
-    def map(self, work: Callable, items: list) -> list:
+    def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when
         there is one item or one thread)."""
         if len(items) <= 1 or self.threads == 1:
@@ -103,5 +108,5 @@ class Captioning:
     def __enter__(self) -> Captioning:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

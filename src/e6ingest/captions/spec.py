@@ -4,9 +4,9 @@ caption a trainer reads, the same for every dataset, with per-site defaults."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 DEFAULT_ORDER = {
     "danbooru": ("artist", "character", "copyright", "general", "meta"),
@@ -50,7 +50,7 @@ DEFAULT_SUBJECT_TAGS = (
 )  # fmt: skip
 NL_POSITIONS = ("end", "head")
 # Caption variants: named overrides of the spec, written beside the caption (docs/CAPTIONS.md).
-VARIANT_PRESETS: dict[str, dict] = {
+VARIANT_PRESETS: dict[str, dict[str, object]] = {
     "short": {"max_tokens": 20, "merge": "tags"},  # the head and the most specific tags
     "medium": {"max_tokens": 75, "merge": "tags"},
     "full": {"max_tokens": 225, "merge": "tags"},
@@ -62,17 +62,18 @@ VARIANT_PRESETS: dict[str, dict] = {
 STANDARD_VARIANTS = ("short", "medium", "full")
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_+-]{0,31}$")
 DEFAULT_VARIANT = "default"  # the spec's own caption ({key}.txt), among the variants by name
+T = TypeVar("T")
 # Options a variant cannot change: they read files or shape the variants themselves.
 NOT_PER_VARIANT = frozenset({"variants", "variant_lines", "nl_captions", "aliases",
                              "implications", "prune_implied", "nl_finished"})  # fmt: skip
 
 
-def _frozen(value):
+def _frozen(value: object) -> object:
     """TOML values (lists) as hashable ones (tuples)."""
     return tuple(value) if isinstance(value, list) else value
 
 
-def _variant_table(value, has_nl: bool) -> list[tuple[str, dict]]:
+def _variant_table(value: Any, has_nl: bool) -> list[tuple[str, dict[str, object]]]:
     """``variants`` as written (a comma list of preset names or ``standard``, a list of
     names, or a table of name -> overrides or ``true``) as (name, overrides) pairs."""
     if isinstance(value, str):
@@ -100,7 +101,7 @@ def _variant_table(value, has_nl: bool) -> list[tuple[str, dict]]:
     return table
 
 
-def _pairs(value, kind) -> tuple:
+def _pairs(value: Any, kind: Callable[[Any], T]) -> tuple[tuple[str, T], ...]:
     items = value.items() if isinstance(value, Mapping) else value
     return tuple((str(k), kind(v)) for k, v in items)
 
@@ -145,7 +146,9 @@ class CaptionSpec:
     implications: str = ""  # tag implications file (default: the dataset's, if it has one)
     # Named variants: overrides of these options, each a caption of its own beside this one
     # (``standard``, preset names, or a table); ``variant_lines``: {key}.txt holds them all.
-    variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] | Mapping | str = ()
+    variants: (
+        tuple[tuple[str, tuple[tuple[str, object], ...]], ...] | Mapping[str, object] | str
+    ) = ()
     variant_lines: bool = False
 
     def __post_init__(self) -> None:

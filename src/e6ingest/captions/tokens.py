@@ -15,9 +15,13 @@ from __future__ import annotations
 import gzip
 import html
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 VOCAB_FILE = Path(__file__).parent / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2  # merges CLIP uses of the file
@@ -40,7 +44,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 @lru_cache(maxsize=1)
-def clip_tokenizer():
+def clip_tokenizer() -> Tokenizer:
     """The CLIP BPE as a ``tokenizers.Tokenizer`` (built once per process)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -73,7 +77,8 @@ def _clean(text: str) -> str:
 
 def token_ids(text: str) -> list[int]:
     """The CLIP token ids of ``text`` (no start or end token)."""
-    return clip_tokenizer().encode(_clean(text), add_special_tokens=False).ids
+    ids: list[int] = clip_tokenizer().encode(_clean(text), add_special_tokens=False).ids
+    return ids
 
 
 def count_tokens(texts: Sequence[str]) -> list[int]:
@@ -112,7 +117,7 @@ def count_with_mark(texts: Sequence[str], alone: Sequence[int], mark: str) -> li
 STATS_SAMPLE = 10_000  # captions counted for statistics (an even spread of a larger set)
 
 
-def token_stats(captions: Sequence[str]) -> dict:
+def token_stats(captions: Sequence[str]) -> dict[str, Any]:
     """CLIP token lengths of captions (their longest line): count, median, p90 and the share
     over each usual window (75, 150, 225). A set larger than ``STATS_SAMPLE`` is sampled
     evenly."""
@@ -152,7 +157,7 @@ def histogram(counts: Sequence[int]) -> dict[str, int]:
 BARS = " ▁▂▃▄▅▆▇█"
 
 
-def describe_stats(stats: dict) -> str:
+def describe_stats(stats: Mapping[str, Any]) -> str:
     """The statistics as lines: the caption's, then each variant's (median, p90, share over
     each window, and the histogram as a bar per 25 tokens, 0 to 225+)."""
     if not stats.get("captions"):
@@ -164,7 +169,7 @@ def describe_stats(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _line(stats: dict) -> str:
+def _line(stats: Mapping[str, Any]) -> str:
     if not stats.get("captions"):
         return "no captions"
     over = ", ".join(f"over {w}: {stats[f'over_{w}']:.0%}" for w in WINDOWS)

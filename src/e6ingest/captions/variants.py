@@ -9,11 +9,18 @@ and the caption is the variant ``default``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
-from e6ingest.captions.build import CaptionJob, build_many, score_counts, score_thresholds
+from e6ingest.captions.build import (
+    CaptionJob,
+    Thresholds,
+    build_many,
+    score_counts,
+    score_thresholds,
+)
 from e6ingest.captions.files import read_nl_captions
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
@@ -27,7 +34,7 @@ class NLTextsBySpec:
 
     def __init__(self, ids: pl.Series):
         self.ids = ids
-        self._read: dict[tuple, pl.DataFrame | None] = {}
+        self._read: dict[tuple[object, ...], pl.DataFrame | None] = {}
 
     def __call__(self, spec: CaptionSpec) -> pl.DataFrame | None:
         if not spec.nl_captions:
@@ -38,7 +45,9 @@ class NLTextsBySpec:
         return self._read[key]
 
 
-def variant_thresholds(frame: pl.DataFrame | pl.LazyFrame, spec: CaptionSpec) -> dict:
+def variant_thresholds(
+    frame: pl.DataFrame | pl.LazyFrame, spec: CaptionSpec
+) -> dict[str, dict[str, list[float | None]]]:
     """Per variant (``default`` too) with quality tags, its score thresholds over ``frame``."""
     specs = {name: spec.variant(name) for name in spec.variant_names or (DEFAULT_VARIANT,)}
     specs = {name: s for name, s in specs.items() if s.quality_tag}
@@ -50,9 +59,9 @@ def with_variants(
     frame: pl.DataFrame,
     spec: CaptionSpec,
     nl_of: Callable[[CaptionSpec], pl.DataFrame | None],
-    thresholds: dict | None = None,
+    thresholds: Mapping[str, Thresholds] | None = None,
     captioning: Captioning | None = None,
-    **context,
+    **context: Any,
 ) -> pl.DataFrame:
     """``frame`` with its captions (``build_captions``) and, when ``spec`` has variants,
     ``caption_variants``: a struct of every variant's caption by name, ``default`` first.

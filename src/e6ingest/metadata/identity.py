@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from e6ingest.metadata.schemas import SchemaError
 
@@ -39,17 +40,17 @@ class FileIdentity:
     content_sha256: str | None = None  # of the whole file; None until computed
 
     @property
-    def key(self) -> dict:
+    def key(self) -> dict[str, object]:
         """What decides the cache entry: the path, schema, size and footer."""
         return {"path": self.path, "schema": self.schema, "size": self.size,
                 "footer_sha256": self.footer_sha256}  # fmt: skip
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in a cache record."""
         return asdict(self)
 
 
-def footer_sha256(path: str | os.PathLike) -> tuple[int, str]:
+def footer_sha256(path: str | os.PathLike[str]) -> tuple[int, str]:
     """The size of a parquet file and the sha256 of its footer (the metadata and the 8
     bytes after it); :class:`SchemaError` naming the file when it has no footer."""
     with open(path, "rb") as handle:
@@ -68,7 +69,7 @@ def footer_sha256(path: str | os.PathLike) -> tuple[int, str]:
         return size, hashlib.sha256(handle.read(length) + tail).hexdigest()
 
 
-def content_sha256(path: str | os.PathLike) -> str:
+def content_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a whole file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -77,7 +78,9 @@ def content_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def identify(path: str | os.PathLike, schema: str | None, content: bool = False) -> FileIdentity:
+def identify(
+    path: str | os.PathLike[str], schema: str | None, content: bool = False
+) -> FileIdentity:
     """The identity of one metadata file now (its whole content hashed with ``content``)."""
     before = os.stat(path)
     size, footer = footer_sha256(path)
@@ -92,13 +95,13 @@ def identify(path: str | os.PathLike, schema: str | None, content: bool = False)
 
 
 def identify_all(
-    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], content: bool = False
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None], content: bool = False
 ) -> list[FileIdentity]:
     """:func:`identify` for each file."""
     return [identify(f, s, content) for f, s in zip(files, schemas, strict=True)]
 
 
-def still_valid(saved: dict, now: FileIdentity) -> FileIdentity | None:
+def still_valid(saved: Mapping[str, Any], now: FileIdentity) -> FileIdentity | None:
     """Whether a cache record's identity ``saved`` holds for the file as it is ``now``:
     the identity to keep (with the content hash) when it does, None when it does not.
 

@@ -119,7 +119,9 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _e621_common(lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at: pl.Expr):
+def _e621_common(
+    lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at: pl.Expr
+) -> pl.LazyFrame:
     return lf.select(
         pl.col("id").cast(pl.Int64),
         pl.lit("e621").alias("site"),
@@ -226,7 +228,8 @@ def repeated_rows(path: str | Path) -> np.ndarray:
     ids = pl.scan_parquet(path).select(pl.col("id")).collect()["id"]
     if ids.null_count() == 0 and bool((ids.diff(null_behavior="drop") > 0).all()):
         return np.zeros(0, np.int64)
-    return (~ids.is_last_distinct()).arg_true().cast(pl.Int64).to_numpy()
+    repeated: np.ndarray = (~ids.is_last_distinct()).arg_true().cast(pl.Int64).to_numpy()
+    return repeated
 
 
 def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:

@@ -68,7 +68,7 @@ TOP_TEMP_TARGET = re.compile(
 )
 
 
-def scan_output(out: str | os.PathLike) -> OutputContents:
+def scan_output(out: str | os.PathLike[str]) -> OutputContents:
     """Sort what ``out`` holds into e6ingest's files and the rest, following no symlink.
 
     e6ingest's are its temporaries and lock, and, when the folder holds a run of its own

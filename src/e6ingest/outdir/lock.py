@@ -70,7 +70,7 @@ def _flock(fd: int) -> bool | None:
 class OutputLock:
     """An exclusive lock on an output folder for the whole of a run (see the module doc)."""
 
-    def __init__(self, out: str | os.PathLike):
+    def __init__(self, out: str | os.PathLike[str]):
         self.out = Path(out)
         self.path = self.out / LOCK_FILE
         self._dir_fd: int | None = None

@@ -51,7 +51,9 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="e6ingest-parent-watch", daemon=True).start()
 
 
-def _start_worker(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:
+def _start_worker(
+    parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     if initializer is not None:
@@ -83,7 +85,7 @@ class _WorkerPool(ProcessPoolExecutor):
 
 
 def process_pool(
-    workers: int, initializer: Callable | None = None, initargs: tuple = ()
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` fresh (spawned) processes that die with this one and never run
     the program's main module again (a script need not guard its call to ``pull``)."""
@@ -134,7 +136,7 @@ class Executor(ABC):
         this side while the context is open; None when tasks report only by their result."""
         return contextlib.nullcontext(None)
 
-    def on_every_node(self, fn: Callable, *args) -> list:
+    def on_every_node(self, fn: Callable[..., R], *args: Any) -> list[R]:
         """``fn(*args)`` once on every machine that runs tasks (here: this one)."""
         return [fn(*args)]
 
@@ -162,7 +164,13 @@ class LocalExecutor(Executor):
         with ProgressChannel(receive) as channel:
             yield channel.queue
 
-    def run(self, fn, tasks, initializer=None, context=None):
+    def run(
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        initializer: Callable[[Any, int], None] | None = None,
+        context: Any = None,
+    ) -> Iterator[R]:
         if self.workers == 1 or len(tasks) < self.workers:
             if initializer is not None:
                 initializer(context, self.workers)
@@ -173,7 +181,7 @@ class LocalExecutor(Executor):
         pool = process_pool(self.workers, *init_args)
         pending = iter(tasks)
         try:
-            running: set[Future] = set()
+            running: set[Future[R]] = set()
             for task in pending:
                 running.add(pool.submit(fn, task))
                 if len(running) >= self.workers:

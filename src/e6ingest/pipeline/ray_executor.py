@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 from e6ingest.config import ConfigError
 from e6ingest.pipeline.executor import Executor
 
+T = TypeVar("T")
+R = TypeVar("R")
+Initializer = Callable[[Any, int], None]
 
-def _ray():
+
+def _ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -30,13 +35,13 @@ def _ray():
     return ray
 
 
-def _run(fn: Callable, task: Any, initializer: Callable | None, context: Any):
+def _run(fn: Callable[[T], R], task: T, initializer: Initializer | None, context: Any) -> R:
     if initializer is not None:
         initializer(context, 1)
     return fn(task)
 
 
-def _call(fn: Callable, *args):
+def _call(fn: Callable[..., R], *args: Any) -> R:
     return fn(*args)
 
 
@@ -51,7 +56,7 @@ class RayExecutor(Executor):
         in_flight: int | None = None,
         num_cpus: int | None = None,
         node_ip_address: str | None = None,
-    ):
+    ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.max_retries = max_retries
         self.in_flight = in_flight
@@ -59,10 +64,10 @@ class RayExecutor(Executor):
         self.node_ip_address = node_ip_address  # this machine's address on the cluster
         self._started = False
 
-    def _connect(self):
+    def _connect(self) -> ModuleType:
         ray = _ray()
         if not ray.is_initialized():
-            options: dict = {"log_to_driver": False}
+            options: dict[str, Any] = {"log_to_driver": False}
             if self.node_ip_address:
                 options["_node_ip_address"] = self.node_ip_address
             if self.address is None:
@@ -73,11 +78,11 @@ class RayExecutor(Executor):
 
     def run(
         self,
-        fn: Callable,
-        tasks: Sequence,
-        initializer: Callable | None = None,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        initializer: Initializer | None = None,
         context: Any = None,
-    ) -> Iterator:
+    ) -> Iterator[R]:
         if not tasks:
             return
         ray = self._connect()
@@ -85,7 +90,7 @@ class RayExecutor(Executor):
         run = remote(_run)
         limit = self.in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending = iter(tasks)
-        running: list = []
+        running: list[Any] = []  # Ray object references
         try:
             for task in pending:
                 running.append(run.remote(fn, task, initializer, context))
@@ -103,7 +108,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
             raise
 
-    def on_every_node(self, fn: Callable, *args) -> list:
+    def on_every_node(self, fn: Callable[..., R], *args: Any) -> list[R]:
         """``fn(*args)`` once on every alive node of the cluster."""
         ray = self._connect()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -116,7 +121,8 @@ class RayExecutor(Executor):
             for node in ray.nodes()
             if node.get("Alive")
         ]
-        return ray.get(refs)
+        results: list[R] = ray.get(refs)
+        return results
 
     def close(self) -> None:
         """Disconnect from the cluster (and stop a local Ray started for the run)."""

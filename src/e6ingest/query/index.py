@@ -42,7 +42,9 @@ class TagIndexError(RuntimeError):
     """An index folder that is not a complete index e6ingest wrote."""
 
 
-def identity(files: Sequence[str | os.PathLike], schemas: Sequence[str | None]) -> dict:
+def identity(
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None]
+) -> dict[str, object]:
     """What an index is valid for (``metadata.identity``): for each file its resolved path,
     schema, size and parquet footer hash (the key), and the witnesses checked before each
     use (inode, times, the whole content's hash)."""
@@ -197,7 +199,7 @@ def _remove(folder: Path) -> None:
 
 
 def built_index(
-    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], root: Path
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None], root: Path
 ) -> TagIndex | None:
     """The index of the metadata ``files`` in ``root`` when one is built for them as they
     are now (checked: ``_confirm``), else None; a stale or damaged one is removed."""
@@ -218,7 +220,7 @@ def built_index(
 
 
 def open_index(
-    files: Sequence[str | os.PathLike],
+    files: Sequence[str | os.PathLike[str]],
     schemas: Sequence[str | None],
     root: Path,
     report: Report | None = None,

@@ -115,7 +115,8 @@ class _Numbering:
 
     def numbers(self, tokens: pl.Series) -> np.ndarray:
         """The tag number of each token."""
-        return tokens.cast(self.dtype).to_physical().to_numpy().astype(np.uint32, copy=False)
+        numbers: np.ndarray = tokens.cast(self.dtype).to_physical().to_numpy()
+        return numbers.astype(np.uint32, copy=False)
 
     def _check_new(self, highest: int) -> None:
         """Record what the tokens numbered since the last check (up to ``highest``) that
@@ -168,7 +169,9 @@ class _Numbering:
         return self.categories.to_series()
 
 
-def _by_bucket(numbers: np.ndarray, rows: np.ndarray, parts: int):
+def _by_bucket(
+    numbers: np.ndarray, rows: np.ndarray, parts: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The pairs grouped by bucket (tag number modulo ``parts``), row order kept within
     each: (bucket, numbers, rows) for each bucket that has some."""
     bucket = (numbers % parts).astype(np.uint16)
@@ -181,7 +184,13 @@ def _by_bucket(numbers: np.ndarray, rows: np.ndarray, parts: int):
         yield int(b), numbers[lo:hi], rows[lo:hi]
 
 
-def _first_pass(files, schemas, folder: Path, report: Report | None, total: int):
+def _first_pass(
+    files: Sequence[Path],
+    schemas: Sequence[str | None],
+    folder: Path,
+    report: Report | None,
+    total: int,
+) -> tuple[_Numbering, list[Path], int, int]:
     """Write ``rows.arrow`` and the bucket files of posting pairs; the numbering and the
     bucket files."""
     numbering = _Numbering()
@@ -283,7 +292,7 @@ def _write_postings(buckets: list[Path], parts: int, path: Path) -> pl.DataFrame
 
 
 def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
-          identity: dict, report: Report | None = None) -> None:  # fmt: skip
+          identity: dict[str, object], report: Report | None = None) -> None:  # fmt: skip
     """Build the index of the metadata ``files`` into ``folder`` (which must not exist):
     in a temporary folder beside it, renamed into place once complete."""
     start = time.perf_counter()

@@ -25,7 +25,7 @@ QUESTIONS_FILE = "questions.json"  # beside the indexes: metadata key -> questio
 BUILD_ROWS_PER_SECOND = 200_000  # how fast a build goes on 2 cores (benchmarks/RESULTS.md)
 
 
-def _files_key(files: Sequence[str | os.PathLike], schemas: Sequence[str | None]) -> str:
+def _files_key(files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None]) -> str:
     document = json.dumps([f.key for f in identify_all(files, schemas)], sort_keys=True)
     return hashlib.sha256(document.encode()).hexdigest()[:32]
 
@@ -38,7 +38,9 @@ def _asked(root: Path) -> dict[str, int]:
     return asked if isinstance(asked, dict) else {}
 
 
-def asked_before(files, schemas, root: Path) -> bool:
+def asked_before(
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None], root: Path
+) -> bool:
     """Whether a question about these files (as they are now) was answered before; the
     question asked now is recorded."""
     key = _files_key(files, schemas)
@@ -50,7 +52,7 @@ def asked_before(files, schemas, root: Path) -> bool:
     return before
 
 
-def build_notice(files) -> str:
+def build_notice(files: Sequence[str | os.PathLike[str]]) -> str:
     """The line said when an index is built on its own account."""
     seconds = max(1, round(metadata_rows([Path(f) for f in files]) / BUILD_ROWS_PER_SECOND))
     return (f"building the tag index (once, about {seconds} s) so the next questions take "
@@ -58,7 +60,7 @@ def build_notice(files) -> str:
 
 
 def index_for_question(
-    files: Sequence[str | os.PathLike],
+    files: Sequence[str | os.PathLike[str]],
     schemas: Sequence[str | None],
     root: Path,
     index: bool | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 import polars as pl
 
@@ -70,7 +71,10 @@ def supported_list() -> str:
     return ", ".join(f"{name}:" for name in sorted(set(SUPPORTED) - {"fav_count", "type"}))
 
 
-def _number(text: str, parse: Callable):
+V = TypeVar("V", int, float, datetime)  # a parsed value: a number or a date
+
+
+def _number(text: str, parse: Callable[[str], V]) -> V:
     try:
         return parse(text)
     except ZeroDivisionError:
@@ -79,7 +83,9 @@ def _number(text: str, parse: Callable):
         raise TermError(f"{text!r} is not a valid value") from exc
 
 
-def range_expr(col: pl.Expr, text: str, parse: Callable, exact=None) -> pl.Expr:
+def range_expr(
+    col: pl.Expr, text: str, parse: Callable[[str], V], exact: Callable[[V], pl.Expr] | None = None
+) -> pl.Expr:
     """A comparison from range syntax; ``exact`` turns a bare value into an expression."""
     match = _RANGE.match(text)
     if not text or match is None:
@@ -175,7 +181,13 @@ def _status(value: str, include_deleted: bool) -> pl.Expr:
 COUNTED = ("tagcount", *(n for n in NUMERIC if n.endswith("tags")))  # counts of tags
 
 
-def metatag(name: str, value: str, site: str | None, include_deleted: bool, counts=None) -> pl.Expr:
+def metatag(
+    name: str,
+    value: str,
+    site: str | None,
+    include_deleted: bool,
+    counts: Callable[[str], pl.Expr] | None = None,
+) -> pl.Expr:
     """The expression of a supported metatag (``name`` lower case); TermError otherwise.
     ``counts``: the column of each of :data:`COUNTED` where a frame holds them precomputed
     (a tag index) rather than derived from the tags."""

@@ -41,6 +41,7 @@ from e6ingest.query.metatags import (
 
 if TYPE_CHECKING:
     from e6ingest.query.index import TagIndex
+    from e6ingest.query.subset import Frame
 
 SINK_ROW_GROUP = 65_536  # rows per row group of a sunk selection: read back a group at a time
 
@@ -106,7 +107,7 @@ class Query:
     indexed: bool = False  # tags read from a tag index's columns (``index_column``)
     index: TagIndex | None = field(default=None, compare=False, repr=False)  # a TagIndex to answer
 
-    def with_index(self, index) -> Query:
+    def with_index(self, index: TagIndex) -> Query:
         """This query answered from ``index`` (a ``TagIndex`` of the metadata it will run
         on): the posts are chosen there, and only their rows are read from the metadata."""
         return replace(self, index=index)
@@ -121,7 +122,7 @@ class Query:
         (``index_column(pattern)``) and the tag counts, instead of the tag strings."""
         return _Parser(self.text, self.site, self.include_deleted, indexed=True).parse()
 
-    def apply(self, frame):
+    def apply(self, frame: Frame) -> Frame:
         """``frame`` filtered by the query (lazy or eager)."""
         if self.index is not None:
             return frame.filter(self._ids())
@@ -232,7 +233,9 @@ class _Level:
 
 
 class _Parser:
-    def __init__(self, text: str, site: str | None, include_deleted: bool, indexed=False):
+    def __init__(
+        self, text: str, site: str | None, include_deleted: bool, indexed: bool = False
+    ) -> None:
         self.text, self.site, self.include_deleted = text, site, include_deleted
         self.indexed = indexed
         self.tags: list[TagTerm] = []

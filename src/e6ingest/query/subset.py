@@ -8,8 +8,11 @@ the same N posts for the same seed and metadata, whatever the row order, on any 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
+
+Frame = TypeVar("Frame", pl.LazyFrame, pl.DataFrame)  # lazy or eager, given back alike
 
 _PRIME = 2_147_483_647  # 2**31 - 1: ids below it are ranked without collisions
 _MULTIPLIERS = (48_271, 1_103_515_245, 69_621)
@@ -51,7 +54,7 @@ class Subset:
             return [order[0]]
         return []
 
-    def pick(self, frame, order: tuple[str, bool] | None = None):
+    def pick(self, frame: Frame, order: tuple[str, bool] | None = None) -> Frame:
         """The kept rows of ``frame`` (lazy or eager), in the order that chose them: the
         first N of a sort (found without sorting everything)."""
         if not self:

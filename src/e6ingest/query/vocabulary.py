@@ -47,7 +47,7 @@ def _read(path: Path, found: Sequence[FileIdentity]) -> pl.DataFrame | None:
 
 
 def cached_vocabulary(
-    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], folder: Path
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None], folder: Path
 ) -> pl.DataFrame:
     """Every tag of the metadata ``files`` (read with ``schemas``) with its number of posts,
     most used first, kept in ``folder`` under the files' identity (path, schema, size,
@@ -75,7 +75,7 @@ MOST_ROWS = 1_048_576
 
 
 def tags_present(
-    files: Sequence[str | os.PathLike], schemas: Sequence[str | None], tags: Sequence[str],
+    files: Sequence[str | os.PathLike[str]], schemas: Sequence[str | None], tags: Sequence[str],
     include_deleted: bool = False,
 ) -> set[str]:  # fmt: skip
     """Which of ``tags`` some post of the metadata ``files`` has, reading a growing slice

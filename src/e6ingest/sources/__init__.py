@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from e6ingest.core import FailureKind, PostFailure
 from e6ingest.manifests import DatasetManifest
 from e6ingest.sources.base import (
-    FailureKind,
     Fetched,
     IndexEntry,
-    PostFailure,
     Source,
     TarIndex,
     member_stem,

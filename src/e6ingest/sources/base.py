@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from e6ingest.core import FailureKind, PostFailure
 
@@ -38,7 +38,7 @@ MAX_TAR_BYTES = 1 << 50  # no shard is near a pebibyte: a larger offset is a bad
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _count(value) -> int | None:
+def _count(value: object) -> int | None:
     """``value`` when it is a non-negative integer (not a bool), else None."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -54,7 +54,7 @@ class TarIndex:
     ``filesize``, over 1 GiB, a sha256 that is not one) makes its post CORRUPT on lookup.
     """
 
-    def __init__(self, data: dict, where: str):
+    def __init__(self, data: object, where: str) -> None:
         def unusable(reason: str) -> PostFailure:
             return PostFailure(FailureKind.UNAVAILABLE, f"{where}: unusable index: {reason}")
 
@@ -80,7 +80,7 @@ class TarIndex:
                 continue
             self._by_stem.setdefault(stem, entry)
 
-    def _entry(self, name: str, info) -> IndexEntry:
+    def _entry(self, name: str, info: object) -> IndexEntry:
         if not isinstance(info, dict):
             raise ValueError(f"{type(info).__name__}, not an object")
         offset, size = _count(info.get("offset")), _count(info.get("size"))
@@ -142,6 +142,9 @@ class Fetched:
     location: str
 
 
+S = TypeVar("S", bound="Source")
+
+
 class Source(ABC):
     """A place images come from. ``fetch`` returns verified bytes or raises PostFailure."""
 
@@ -160,10 +163,10 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open files or connections."""
 
-    def __enter__(self):
+    def __enter__(self: S) -> S:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -33,7 +33,7 @@ def deadline(at: float) -> Iterator[None]:
 
 def _left(timeout: float | None, error: type[Exception]) -> float | None:
     """The wait allowed for one socket operation: ``timeout``, cut at the deadline."""
-    at = getattr(_state, "at", None)
+    at: float | None = getattr(_state, "at", None)
     if at is None:
         return timeout
     left = at - time.monotonic()
@@ -45,12 +45,14 @@ def _left(timeout: float | None, error: type[Exception]) -> float | None:
 def _network_layer(core: Any) -> Any:
     """A network backend of the ``httpcore`` module ``core`` that keeps to deadlines."""
 
-    class Stream(core.NetworkStream):
+    # the classes' bases come from the httpcore module found at run time
+    class Stream(core.NetworkStream):  # type: ignore[misc]
         def __init__(self, inner: Any):
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._inner.read(max_bytes, _left(timeout, core.ReadTimeout))
+            data: bytes = self._inner.read(max_bytes, _left(timeout, core.ReadTimeout))
+            return data
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             self._inner.write(buffer, _left(timeout, core.WriteTimeout))
@@ -58,22 +60,33 @@ def _network_layer(core: Any) -> Any:
         def close(self) -> None:
             self._inner.close()
 
-        def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> Stream:
+        def start_tls(
+            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        ) -> Stream:
             wait = _left(timeout, core.ConnectTimeout)
             return Stream(self._inner.start_tls(ssl_context, server_hostname, wait))
 
         def get_extra_info(self, info: str) -> Any:
             return self._inner.get_extra_info(info)
 
-    class Backend(core.NetworkBackend):
+    class Backend(core.NetworkBackend):  # type: ignore[misc]
         def __init__(self) -> None:
             self._inner = core.SyncBackend()
 
-        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Stream:
             wait = _left(timeout, core.ConnectTimeout)
             return Stream(self._inner.connect_tcp(host, port, wait, local_address, socket_options))
 
-        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        def connect_unix_socket(
+            self, path: str, timeout: float | None = None, socket_options: Any = None
+        ) -> Stream:
             wait = _left(timeout, core.ConnectTimeout)
             return Stream(self._inner.connect_unix_socket(path, wait, socket_options))
 

@@ -41,6 +41,7 @@ from e6ingest.sources.retry import (
 )
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,16 @@ class HubSource(IndexedTarSource):
         # ``io_workers`` requests at a time; more threads than that, so a post waiting out a
         # backoff holds no request slot and never stalls the others.
         self.retry = Retrier(options, slots=threading.Semaphore(options.io_workers))
-        self._commits: dict[tuple[str, str], Future] = {}
-        self._indexes: dict[tuple[str, int], Future] = {}
-        self._tars: dict[tuple[str, int], Future] = {}
+        self._commits: dict[tuple[str, str], Future[str]] = {}
+        self._indexes: dict[tuple[str, int], Future[TarIndex]] = {}
+        self._tars: dict[tuple[str, int], Future[Path]] = {}
         self._ranged: set[tuple[str, int]] = set()  # whole shards given up: read by range
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(options.io_workers * 4, "e6ingest-io")
 
-    def _once(self, table: dict, key, load: Callable[[], T]) -> T:
+    def _once(self, table: dict[K, Future[T]], key: K, load: Callable[[], T]) -> T:
         with self._lock:
-            future: Future | None = table.get(key)
+            future: Future[T] | None = table.get(key)
             owner = future is None
             if future is None:
                 future = table[key] = Future()
@@ -153,7 +154,8 @@ class HubSource(IndexedTarSource):
         """The local copy of a metadata file at its pinned commit (downloaded once; a
         cached copy without a parquet footer, damaged since, is downloaded again)."""
         self.cache.ensure()
-        from e6ingest.metadata.identity import SchemaError, footer_sha256  # driver only
+        from e6ingest.metadata.identity import footer_sha256  # driver only
+        from e6ingest.metadata.schemas import SchemaError
 
         path = self.cache.file(entry.repo, self.commit(entry.repo, entry.revision), entry.path)
         if path.is_file():
@@ -264,11 +266,11 @@ class HubSource(IndexedTarSource):
         """
         max_posts = self.options.io_workers * 64
         max_bytes = self.options.read_ahead_mb * 2**20
-        pending: deque[Future] = deque()
+        pending: deque[Future[Fetched]] = deque()
         lock = threading.Lock()
         ready = 0  # bytes fetched and not yet yielded
 
-        def fetched(future: Future) -> None:
+        def fetched(future: Future[Fetched]) -> None:
             nonlocal ready
             if future.exception() is None:
                 with lock:

@@ -30,7 +30,7 @@ class CacheError(OSError):
 class HubCache:
     """Files of Hub repositories at pinned commits, on local disk."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
 
     def ensure(self) -> HubCache:

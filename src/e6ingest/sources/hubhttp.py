@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from e6ingest.core import atomic_file, register_secret
@@ -28,6 +29,8 @@ from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
 
 ERROR_BODY_LIMIT = 1 << 20
 API_BODY_LIMIT = 64 << 20
+Span = tuple[int, int]  # (offset, size) of a byte range
+Sink = Callable[[bytes], object]  # takes the body chunk by chunk
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -77,9 +80,9 @@ class HubHttp:
         self.timeout = timeout
         self._cdn: dict[tuple[str, str, str], str] = {}  # file -> its CDN address
         self._lock = threading.Lock()
-        self._client = None
+        self._client: Any = None  # an httpx client (see deadline_client)
 
-    def session(self):
+    def session(self) -> Any:
         """The HTTP client of this endpoint, made on first use (a light CLI start)."""
         with self._lock:
             if self._client is None:
@@ -89,7 +92,7 @@ class HubHttp:
                 self._client = deadline_client()
             return self._client
 
-    def _check(self, response, url: str) -> None:
+    def _check(self, response: Any, url: str) -> None:
         if response.status_code < 400:
             return
         error = HttpStatus(
@@ -101,7 +104,7 @@ class HubHttp:
         response.close()  # the body of an error is never read: it could be anything
         raise error
 
-    def _receive(self, response, limit: int, deadline: float, sink: Callable) -> int:
+    def _receive(self, response: Any, limit: int, deadline: float, sink: Sink) -> int:
         """Pass the body to ``sink`` chunk by chunk; at most ``limit`` bytes, by ``deadline``."""
         received = 0
         for chunk in response.iter_bytes():  # as it arrives, so deadlines are seen
@@ -113,7 +116,16 @@ class HubHttp:
             sink(chunk)
         return received
 
-    def _stream(self, repo: str, path: str, revision: str, span, limit: int, sink, deadline):
+    def _stream(
+        self,
+        repo: str,
+        path: str,
+        revision: str,
+        span: Span | None,
+        limit: int,
+        sink: Sink,
+        deadline: float,
+    ) -> int:
         try:
             with until(deadline):  # headers included: no socket wait outlives the deadline
                 return self._stream_until(repo, path, revision, span, limit, sink, deadline)
@@ -122,9 +134,18 @@ class HubHttp:
                 raise
             raise ShortRead(f"not complete after {self.timeout:.0f} s (--timeout)") from None
 
-    def _stream_until(self, repo, path, revision, span, limit: int, sink, deadline: float):
+    def _stream_until(
+        self,
+        repo: str,
+        path: str,
+        revision: str,
+        span: Span | None,
+        limit: int,
+        sink: Sink,
+        deadline: float,
+    ) -> int:
         from huggingface_hub import hf_hub_url  # on first use: a light CLI start
-        from huggingface_hub.utils import build_hf_headers
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
         key = (repo, path, revision)
         ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
@@ -148,13 +169,22 @@ class HubHttp:
                 raise ShortRead(f"the CDN refused {path} (HTTP {response.status_code})")
             return self._body(response, url, span, limit, sink, deadline)
 
-    def _body(self, response, url: str, span, limit: int, sink, deadline: float) -> int:
+    def _body(
+        self, response: Any, url: str, span: Span | None, limit: int, sink: Sink, deadline: float
+    ) -> int:
         self._check(response, url)
         if span is not None and response.status_code != 206:
             raise ShortRead(f"the server ignored the byte range (HTTP {response.status_code})")
         return self._receive(response, limit, deadline, sink)
 
-    def read(self, repo: str, path: str, revision: str, span=None, limit=None) -> bytes:
+    def read(
+        self,
+        repo: str,
+        path: str,
+        revision: str,
+        span: Span | None = None,
+        limit: int | None = None,
+    ) -> bytes:
         """A file, or ``span`` = (offset, size) of it, in memory: one bounded request."""
         parts: list[bytes] = []
         limit = span[1] if span is not None else (limit or API_BODY_LIMIT)
@@ -193,7 +223,7 @@ class HubHttp:
 
     def revision_sha(self, repo: str, revision: str) -> str:
         """The commit ``revision`` of a dataset repository points at, now."""
-        from huggingface_hub.utils import build_hf_headers
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
         url = f"{self.endpoint}/api/{REPO_TYPE}s/{repo}/revision/{quote(revision, safe='')}"
         parts: list[bytes] = []

@@ -6,12 +6,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
+from e6ingest.core import FailureKind, PostFailure
 from e6ingest.manifests import DatasetManifest, ImageRepo, MetadataFile
 from e6ingest.sources.base import (
-    FailureKind,
     IndexedTarSource,
     IndexEntry,
-    PostFailure,
     TarIndex,
     parse_index,
     verify,

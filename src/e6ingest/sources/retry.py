@@ -137,7 +137,7 @@ class Retrier:
         options: HubOptions,
         sleep: Callable[[float], None] = time.sleep,
         slots: threading.Semaphore | None = None,
-    ):
+    ) -> None:
         self.options = options
         self.sleep = sleep
         self.slots = slots or threading.Semaphore(max(1, options.io_workers))
@@ -162,7 +162,7 @@ class Retrier:
             return min(self.options.max_backoff, retry_after)
         if attempt == 0:
             return 0.0
-        base = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
+        base = min(self.options.max_backoff, self.options.backoff * 2.0 ** (attempt - 1))
         return base * (0.5 + self._rng.random() / 2)
 
     def __call__(self, call: Callable[[], T], what: str, repo: str) -> T:
