@@ -17,6 +17,7 @@ Everything is imported on first use, so ``import e6ingest`` stays light.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -32,7 +33,7 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'e6ingest' has no attribute {name!r}")
     module_name, attribute = _API[name]

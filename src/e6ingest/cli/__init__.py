@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -28,6 +31,11 @@ from e6ingest.query.index import TagIndexError
 from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubError, HubOptions, MirrorError
 from e6ingest.sources.hubcache import CacheError
+
+if TYPE_CHECKING:
+    from e6ingest.config import PullConfig
+    from e6ingest.dataset import Dataset
+    from e6ingest.query import Query
 
 USAGE_ERRORS = (
     ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputError,
@@ -66,7 +74,7 @@ def _hub_options(args: argparse.Namespace) -> HubOptions:
         raise ConfigError(str(exc)) from None
 
 
-def _index_report():
+def _index_report() -> Callable[[int, int], None]:
     """A progress bar for a tag index build, shown once a build starts."""
     bar = None
 
@@ -85,17 +93,22 @@ def _index_report():
     return report
 
 
-def _open(args: argparse.Namespace, config):
+def _open(args: argparse.Namespace, config: PullConfig) -> Dataset:
     from e6ingest import dataset
 
-    options = {"include_deleted": config.include_deleted, "caption": config.caption,
-               "tag_table": config.tag_table, "warn": lambda m: _warn([m]),
-               "index": getattr(args, "index", None),
-               "notice": lambda line: print(line, file=sys.stderr),
-               "report": _index_report()}  # fmt: skip
+    open_dataset = functools.partial(
+        dataset.open_dataset,
+        include_deleted=config.include_deleted,
+        caption=config.caption,
+        tag_table=config.tag_table,
+        warn=lambda m: _warn([m]),
+        index=getattr(args, "index", None),
+        notice=lambda line: print(line, file=sys.stderr),
+        report=_index_report(),
+    )
     if args.metadata:
-        return dataset.open_dataset(files=args.metadata, **options)
-    return dataset.open_dataset(config.dataset, mirror=_mirror(args), **options)
+        return open_dataset(files=args.metadata)
+    return open_dataset(config.dataset, mirror=_mirror(args))
 
 
 def _warn(messages: list[str]) -> None:
@@ -114,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(info: dict, site: str | None) -> None:
+def _print_summary(info: Mapping[str, Any], site: str | None) -> None:
     total = info["posts"]
     names = SITE_RATINGS.get(site, {}) if site else {}
     print(f"posts: {total:,}")
@@ -140,7 +153,7 @@ def _print_summary(info: dict, site: str | None) -> None:
         print(describe_stats(info["caption_tokens"]))
 
 
-def _selection(args: argparse.Namespace, config):
+def _selection(args: argparse.Namespace, config: PullConfig) -> tuple[Dataset, Query]:
     """The dataset and the parsed query (with its warnings printed). A malformed query, or
     a rating the site lacks, fails before any data is read."""
     site = None if args.metadata else load_manifest(config.dataset).site

@@ -4,6 +4,7 @@ reporting. Each flag says its default."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import MERGE_MODES
@@ -14,7 +15,7 @@ from e6ingest.sources import HubOptions
 _IMAGE, _BUCKETS, _HUB = ImagePolicy(), BucketSpec(), HubOptions()
 
 
-def at_least(lowest: int):
+def at_least(lowest: int) -> Callable[[str], int]:
     """A flag type: a whole number of at least ``lowest``."""
 
     def parse(text: str) -> int:

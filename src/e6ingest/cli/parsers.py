@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn, TypeAlias
 
 from e6ingest import __version__
 from e6ingest.cli.flags import (
@@ -42,7 +43,9 @@ _INVERTED = {"allow_animation": ("image", "allow_animation"),
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the command and its --help."""
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(  # type: ignore[override]  # typeshed overloads it on namespace
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         self._argv = list(sys.argv[1:] if args is None else args)  # for suggestions
         return super().parse_known_args(args, namespace)
 
@@ -69,15 +72,19 @@ class Parser(argparse.ArgumentParser):
         return ""
 
 
-def _command(sub, name: str, summary: str, examples: str) -> Parser:
-    return sub.add_parser(
+Commands: TypeAlias = "argparse._SubParsersAction[Parser]"  # the subcommands' parsers
+
+
+def _command(sub: Commands, name: str, summary: str, examples: str) -> Parser:
+    parser: Parser = sub.add_parser(
         name, help=summary, description=summary,
         epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    return parser
 
 
-def _pull_parser(sub) -> None:
+def _pull_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "pull",
@@ -133,7 +140,7 @@ def _pull_parser(sub) -> None:
     hub_flags(p)
 
 
-def _inspect_parser(sub) -> None:
+def _inspect_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "inspect",
@@ -165,7 +172,7 @@ def _inspect_parser(sub) -> None:
     add_caption_flags(p)
 
 
-def _captions_parser(sub) -> None:
+def _captions_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "captions",
@@ -195,7 +202,7 @@ def _captions_parser(sub) -> None:
     add_caption_flags(p)
 
 
-def _index_parser(sub) -> None:
+def _index_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "index",
@@ -208,7 +215,7 @@ def _index_parser(sub) -> None:
     source_flags(p, metadata=True)
 
 
-def _demo_parser(sub) -> None:
+def _demo_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "demo",
@@ -224,7 +231,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--seed", type=whole, default=0, metavar="S", help="(default: 0)")
 
 
-def _verify_parser(sub) -> None:
+def _verify_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "verify",
@@ -241,7 +248,7 @@ def _verify_parser(sub) -> None:
     )
 
 
-def _export_parser(sub) -> None:
+def _export_parser(sub: Commands) -> None:
     p = _command(
         sub,
         "export",

@@ -7,7 +7,7 @@ import json
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 from e6ingest.core import redact
 from e6ingest.pipeline.events import (
@@ -30,11 +30,11 @@ class BarReporter:
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False):
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.bars: dict = {}
+        self.bars: dict[str, Any] = {}  # tqdm bars by name
         self.written = self.failed = 0
         self._lock = threading.Lock()
 
-    def _bar(self, name: str, **kwargs):
+    def _bar(self, name: str, **kwargs: Any) -> Any:
         from tqdm import tqdm
 
         self.bars[name] = tqdm(file=self.stream, dynamic_ncols=True, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -68,7 +69,7 @@ def _picture(rng: random.Random, width: int, height: int, mode: str = "RGB") -> 
     return smooth.resize((width, height), Image.Resampling.NEAREST)
 
 
-def _encode(im: Image.Image, fmt: str, **options) -> bytes:
+def _encode(im: Image.Image, fmt: str, **options: Any) -> bytes:
     out = io.BytesIO()
     im.save(out, fmt, **options)
     return out.getvalue()

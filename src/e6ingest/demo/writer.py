@@ -14,7 +14,7 @@ import shutil
 import tarfile
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -95,10 +95,10 @@ def _posts(site: str, count: int, seed: int) -> list[tuple[DemoPost, DemoImage, 
 
 def write_indexed_tar(
     root: Path, repo: ImageRepo, shard: int, files: list[tuple[int, str, bytes, bool]]
-):
+) -> None:
     """One tar and its hfutils-format index; ``files`` is (id, ext, data, break_hash)."""
     buf = io.BytesIO()
-    index: dict[str, dict] = {}
+    index: dict[str, dict[str, object]] = {}
     prefix = "./" if repo.index_repo else ""  # the 2024 e621 tars carry ./ member names
     flips: list[int] = []
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -180,7 +180,7 @@ def plan_dataset(root: Path, manifest: DatasetManifest, posts: int, seed: int) -
     """The posts of one dataset and a job per source shard (every shard, as on the Hub:
     most demo shards hold few files)."""
     generated = _posts(manifest.site, posts, seed)
-    shards: dict[tuple[int, int], list] = defaultdict(list)
+    shards: dict[tuple[int, int], list[tuple[int, str, DemoImage, str]]] = defaultdict(list)
     for post, image, image_seed in generated:
         if image.kind in NO_FILE:
             continue
@@ -216,7 +216,7 @@ def write_tables(root: Path, plan: DatasetPlan, made: dict[int, tuple[str, int]]
     return sum(len(job.posts) for job in plan.jobs)
 
 
-def _write_csv_gz(path: Path, header: list[str], rows: list[tuple]) -> None:
+def _write_csv_gz(path: Path, header: list[str], rows: Sequence[tuple[object, ...]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

@@ -84,7 +84,7 @@ def scan_output(out: str | os.PathLike[str]) -> OutputContents:
     run = run or ((out / MANIFEST_FILE).is_file() and _manifest_is_ours(out / MANIFEST_FILE))
     named = {MANIFEST_FILE, PLAN_FILE, FAILURES_FILE}
 
-    def is_ours(entry: os.DirEntry) -> bool:
+    def is_ours(entry: os.DirEntry[str]) -> bool:
         if not entry.is_file(follow_symlinks=False):
             return False
         if entry.name == LOCK_FILE or is_our_temp(entry, TOP_TEMP_TARGET.match):

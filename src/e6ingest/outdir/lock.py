@@ -24,6 +24,7 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 from e6ingest.core import temp_path
 from e6ingest.shards.layout import OutputError
@@ -75,9 +76,9 @@ class OutputLock:
         self.path = self.out / LOCK_FILE
         self._dir_fd: int | None = None
         self._held = False  # whether this run made the lock file (its token in _info)
-        self._info: dict = {}
+        self._info: dict[str, Any] = {}
 
-    def _holder(self) -> dict:
+    def _holder(self) -> dict[str, Any]:
         """What the lock file says of its holder ({} when unreadable or not a file)."""
         try:
             if not stat.S_ISREG(os.lstat(self.path).st_mode):
@@ -212,5 +213,5 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

@@ -13,6 +13,7 @@ executors know nothing of what a task does.
 """
 
 import importlib
+from typing import Any
 
 # Imported on first use: a worker process imports ``pipeline.task`` (and this package with
 # it) and must not load the driver's planner, pull, captions or tag index on the way.
@@ -28,7 +29,7 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'e6ingest.pipeline' has no attribute {name!r}")
     value = getattr(importlib.import_module(_API[name]), name)

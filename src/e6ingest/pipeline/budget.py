@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 
-from e6ingest.imaging import NO_BUDGET
+from e6ingest.imaging import NO_BUDGET, Budget
 
 
 def default_budget_bytes() -> int:
@@ -42,7 +42,8 @@ class MemoryBudget:
     def peak(self) -> int:
         """The most bytes held at once so far."""
         with self._changed:
-            return self._peak.value
+            peak: int = self._peak.value
+            return peak
 
     @contextlib.contextmanager
     def hold(self, nbytes: int) -> Iterator[None]:
@@ -60,15 +61,15 @@ class MemoryBudget:
                 self._changed.notify_all()
 
 
-_current = NO_BUDGET
+_current: Budget = NO_BUDGET
 
 
-def use_budget(budget) -> None:
+def use_budget(budget: Budget | None) -> None:
     """Make ``budget`` the one this process decodes under (a pool initializer)."""
     global _current
     _current = budget if budget is not None else NO_BUDGET
 
 
-def current_budget():
+def current_budget() -> Budget:
     """The budget this process decodes under (no limit unless one was set)."""
     return _current

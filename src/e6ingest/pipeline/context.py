@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from e6ingest.pipeline.budget import MemoryBudget, use_budget
+from e6ingest.imaging import Budget
+from e6ingest.pipeline.budget import use_budget
 from e6ingest.pipeline.progress import Send, use_channel
 
 
@@ -14,7 +15,7 @@ from e6ingest.pipeline.progress import Send, use_channel
 class WorkerContext:
     """The run's shared resources (picklable at process start)."""
 
-    budget: MemoryBudget | None = None
+    budget: Budget | None = None  # a MemoryBudget, shared by the machine's processes
     posts: Any = None  # a queue of (written, failed) counts, or None
 
     def enter(self) -> None:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from e6ingest.captions import CaptionSpec
 
 import polars as pl
 
@@ -35,6 +40,7 @@ from e6ingest.pipeline.plan import PlanRequest, write_plan
 from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
 from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
+    CaptionTables,
     ShardJanitor,
     caption_tables,
     discard_source_shard,
@@ -44,7 +50,7 @@ from e6ingest.pipeline.sourcing import (
 )
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
-from e6ingest.query.index import built_index, open_index
+from e6ingest.query.index import TagIndex, built_index, open_index
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.manifest import FORMAT_VERSION
@@ -62,14 +68,15 @@ class RunInterrupted(KeyboardInterrupt):
         self.detail = detail
 
 
-def _fingerprint(config: PullConfig, manifest: DatasetManifest) -> dict:
+def _fingerprint(config: PullConfig, manifest: DatasetManifest) -> dict[str, Any]:
     """What decides a run's output, in the JSON form it is saved in."""
     document = {
         "format_version": FORMAT_VERSION,
         "dataset": manifest.name,
         "config": config.to_dict(),
     }
-    return json.loads(json.dumps(document))
+    saved: dict[str, Any] = json.loads(json.dumps(document))
+    return saved
 
 
 def _notify(progress: Progress | None, event: Event) -> None:
@@ -80,7 +87,7 @@ def _notify(progress: Progress | None, event: Event) -> None:
 CAPTION_WINDOW = 75  # the tokens SDXL trainers read of a caption (77 with start and end)
 
 
-def caption_window_notes(plan_path: Path, spec) -> list[str]:
+def caption_window_notes(plan_path: Path, spec: CaptionSpec) -> list[str]:
     """A note when the plan's captions overrun SDXL's 75-token window (trainers cut them
     silently) and no budget was asked for, with the flags that fit them."""
     if spec.max_tokens or not plan_path.is_file():
@@ -99,7 +106,9 @@ def caption_window_notes(plan_path: Path, spec) -> list[str]:
     return [f"captions: median {stats['median']} CLIP tokens, {over}: {cut}; {fixes}"]
 
 
-def check_query(query: Query, files: list[Path], schemas, progress: Progress | None) -> None:
+def check_query(
+    query: Query, files: list[Path], schemas: Sequence[str | None], progress: Progress | None
+) -> None:
     """Warn of tags no post has (with the closest ones); refuse ``name:value`` terms that
     are neither metatags nor tags. The dataset's tags are counted once and cached (they
     are the tag index's, when the query has one)."""
@@ -139,7 +148,7 @@ def pull(
     *,
     hub: HubOptions | None = None,
     progress: Progress | None = None,
-    **options,
+    **options: Any,
 ) -> PullSummary:
     """Pull the posts ``config`` selects into the output folder ``out``: from a local
     ``mirror`` (a folder laid out as the Hub: ``owner/name/path``), or from the Hub when it
@@ -243,7 +252,7 @@ class _Run:
         return (f"{len(done):,} of {len(sizes):,} shards complete; the next run writes the "
                 f"other {redo:,} posts")  # fmt: skip
 
-    def tag_index(self, files, schemas):
+    def tag_index(self, files: list[Path], schemas: Sequence[str | None]) -> TagIndex | None:
         """The tag index planning answers from: built (its build reported as ``index``
         events) with ``index=True``, one already built by default (planning scans without
         one: a pull's plan is one question), none with ``index=False``."""
@@ -256,7 +265,16 @@ class _Run:
             return open_index(files, schemas, root, report)
         return built_index(files, schemas, root) if self.options.index is None else None
 
-    def plan(self, manifest, query, files, metadata, fingerprint, commits, tables) -> None:
+    def plan(
+        self,
+        manifest: DatasetManifest,
+        query: Query,
+        files: list[Path],
+        metadata: pl.LazyFrame,
+        fingerprint: dict[str, Any],
+        commits: dict[str, str],
+        tables: CaptionTables,
+    ) -> None:
         """Check the query against the dataset's tags and write the plan."""
         check_query(query, files, [m.schema for m in manifest.metadata], self.progress)
         rejected = [
@@ -274,7 +292,7 @@ class _Run:
         write_plan(metadata, request, self.out / PLAN_FILE, saved)
         kill_point("planned")
 
-    def execute(self, manifest: DatasetManifest, metadata) -> PullSummary:
+    def execute(self, manifest: DatasetManifest, metadata: pl.LazyFrame) -> PullSummary:
         """Write the planned shards still to write; the counts of this run's work."""
         plan_path, shards_dir = self.out / PLAN_FILE, self.out / SHARDS_DIR
         lock = self.lock

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from e6ingest.shards.stats import ShardStats
 
@@ -23,7 +23,7 @@ class Event:
 
     name: ClassVar[str] = ""
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """The event's data as JSON-ready values, by field name."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -80,7 +80,7 @@ class ShardDone(Event):
     name: ClassVar[str] = "shard"
     stats: ShardStats
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """The shard's counts (the per-post failures are in ``failures.parquet``)."""
         return {k: v for k, v in asdict(self.stats).items() if k != "failures"}
 
@@ -92,7 +92,7 @@ class Finished(Event):
     name: ClassVar[str] = "summary"
     summary: PullSummary
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """The summary as JSON-ready data."""
         return self.summary.to_dict()
 

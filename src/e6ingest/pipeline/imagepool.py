@@ -13,8 +13,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
 from e6ingest.core import PostFailure
-from e6ingest.imaging import ImagePolicy, ImageRecord, normalize_or_failure, prepare_process
-from e6ingest.pipeline.budget import MemoryBudget, current_budget
+from e6ingest.imaging import (
+    Budget,
+    ImagePolicy,
+    ImageRecord,
+    normalize_or_failure,
+    prepare_process,
+)
+from e6ingest.pipeline.budget import current_budget
 from e6ingest.pipeline.context import WorkerContext
 from e6ingest.pipeline.executor import default_workers, process_pool, stop_pool
 
@@ -49,7 +55,7 @@ class ImagePool:
         policy: ImagePolicy,
         workers: int | None = None,
         in_flight: int = 0,
-        budget: MemoryBudget | None = None,
+        budget: Budget | None = None,
     ):
         self.workers = max(1, workers or default_workers())
         self.in_flight = in_flight or self.workers * 4
@@ -57,7 +63,7 @@ class ImagePool:
 
     def map(self, images: Iterable[bytes | None]) -> Iterator[Normalized | PostFailure | None]:
         """Each image's result in order; ``None`` in gives ``None`` out (nothing to do)."""
-        pending: deque[Future | None] = deque()
+        pending: deque[Future[Normalized | PostFailure] | None] = deque()
         for data in images:
             pending.append(None if data is None else self._pool.submit(_work, data))
             if len(pending) >= self.in_flight:
@@ -66,7 +72,9 @@ class ImagePool:
             yield self._take(pending)
 
     @staticmethod
-    def _take(pending: deque) -> Normalized | PostFailure | None:
+    def _take(
+        pending: deque[Future[Normalized | PostFailure] | None],
+    ) -> Normalized | PostFailure | None:
         future = pending.popleft()
         return None if future is None else future.result()
 
@@ -77,7 +85,7 @@ class ImagePool:
     def __enter__(self) -> ImagePool:
         return self
 
-    def __exit__(self, kind, *exc) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is None:
             self.close()
         else:  # an error or Ctrl-C: do not wait for images nobody will read

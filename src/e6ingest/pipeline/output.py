@@ -4,7 +4,9 @@ shards still to write found."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from e6ingest.core import is_temp_name
 from e6ingest.outdir.folder import OutputContents, foreign_error, remove_ours, scan_output
@@ -30,7 +32,7 @@ def make_output_folder(out: Path) -> None:
         raise OutputError(f"--out {out} is not writable")
 
 
-def differences(saved: dict, new: dict, prefix: str = "") -> list[str]:
+def differences(saved: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """The option names whose values differ between two configs (nested with dots)."""
     names = []
     for key in sorted(set(saved) | set(new)):
@@ -42,7 +44,7 @@ def differences(saved: dict, new: dict, prefix: str = "") -> list[str]:
     return names
 
 
-def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
+def prepare_output(out: Path, fingerprint: Mapping[str, Any], overwrite: bool) -> bool:
     """Make ``out`` ready for a run (its lock held); True when a saved plan of the same
     config is to be continued. Only files e6ingest wrote are ever removed: a folder
     holding anything else is refused, naming one such file."""
@@ -72,7 +74,7 @@ def prepare_output(out: Path, fingerprint: dict, overwrite: bool) -> bool:
     return False
 
 
-def _with_defaults_of_its_time(saved: dict | None) -> dict | None:
+def _with_defaults_of_its_time(saved: dict[str, Any] | None) -> dict[str, Any] | None:
     """A saved fingerprint with the options added since it was written set to what its
     run used: before the image backend was a choice every run used Pillow, and before
     pass-through was a choice every run passed compliant WebP through."""

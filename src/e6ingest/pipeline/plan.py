@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -100,8 +102,13 @@ def duplicates(keys: pl.DataFrame, kept: pl.Series) -> pl.DataFrame:
     )
 
 
-def _plan_part(part: pl.DataFrame, request: PlanRequest, captions: dict, offset: int,
-               duplicates_: pl.DataFrame | None = None):  # fmt: skip
+def _plan_part(
+    part: pl.DataFrame,
+    request: PlanRequest,
+    captions: dict[str, Any],
+    offset: int,
+    duplicates_: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     spec = request.caption
     part = part.unique("id", keep="last", maintain_order=True)  # a later row wins
     if duplicates_ is not None:
@@ -133,7 +140,9 @@ def _selected_keys(selection: pl.LazyFrame, request: PlanRequest) -> tuple[pl.Da
     return keys, kept
 
 
-def _select(metadata: pl.LazyFrame, request: PlanRequest, selection_file: Path):
+def _select(
+    metadata: pl.LazyFrame, request: PlanRequest, selection_file: Path
+) -> tuple[pl.DataFrame, pl.Series]:
     """The selection's keys and kept ids (``_selected_keys``), and its rows written to
     ``selection_file``: every selected row, or with a subset (``--sample``, ``--limit``)
     only the kept ones, chosen first from the small columns (a sample of 1,000 posts does
@@ -149,7 +158,10 @@ def _select(metadata: pl.LazyFrame, request: PlanRequest, selection_file: Path):
 
 
 def write_plan(
-    metadata: pl.LazyFrame, request: PlanRequest, path: Path, saved: dict | None = None
+    metadata: pl.LazyFrame,
+    request: PlanRequest,
+    path: Path,
+    saved: Mapping[str, object] | None = None,
 ) -> int:
     """Write the plan to ``path`` (atomically, with ``saved`` in its parquet metadata:
     ``fingerprint``, ``commits``, ``rejected``) and return its number of posts: the selected

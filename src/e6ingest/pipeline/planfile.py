@@ -6,21 +6,23 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 DUPLICATE_OF = "duplicate_of"  # plan column: the post kept in place of this one (same md5)
 
 
-def _plan_metadata(path: Path, key: str):
+def _plan_metadata(path: Path, key: str) -> Any:
     if not path.is_file():
         return None
     return json.loads(pl.read_parquet_metadata(path).get(key, "null"))
 
 
-def plan_fingerprint(path: Path) -> dict | None:
+def plan_fingerprint(path: Path) -> dict[str, Any] | None:
     """The config fingerprint a saved plan was made with, or None when there is no plan."""
-    return _plan_metadata(path, "e6ingest.fingerprint")
+    fingerprint: dict[str, Any] | None = _plan_metadata(path, "e6ingest.fingerprint")
+    return fingerprint
 
 
 def plan_id(path: Path) -> str:
@@ -30,14 +32,16 @@ def plan_id(path: Path) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def plan_rejected(path: Path) -> list[dict]:
+def plan_rejected(path: Path) -> list[dict[str, Any]]:
     """Failure records of the metadata rows the plan could not use (rows without an id)."""
-    return _plan_metadata(path, "e6ingest.rejected") or []
+    rejected: list[dict[str, Any]] = _plan_metadata(path, "e6ingest.rejected") or []
+    return rejected
 
 
 def plan_commits(path: Path) -> dict[str, str] | None:
     """The commit of each repository a saved plan was made from (None if not recorded)."""
-    return _plan_metadata(path, "e6ingest.commits") or None
+    commits: dict[str, str] | None = _plan_metadata(path, "e6ingest.commits") or None
+    return commits
 
 
 def shard_rows(plan_path: str | Path, shard: int) -> pl.DataFrame:

@@ -78,7 +78,7 @@ class ProgressChannel:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.queue.put(None)  # after every count sent before it
         self._thread.join()
         self.queue.close()

@@ -5,9 +5,10 @@ needs no more memory than one with none), and the summary a person reads."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,7 +55,7 @@ class PullSummary:
         """Samples written by this run per second of its wall time."""
         return self.written_now / self.seconds if self.seconds else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data."""
         data = asdict(self)
         data["out"] = str(self.out)
@@ -89,7 +90,7 @@ class PullSummary:
 
 
 def _failure_rows(records: Iterable[FailureRecord]) -> Iterable[pa.RecordBatch]:
-    batch: list[dict] = []
+    batch: list[dict[str, Any]] = []
     for record in records:
         batch.append(asdict(record))
         if len(batch) >= FAILURE_BATCH:
@@ -102,7 +103,7 @@ def _failure_rows(records: Iterable[FailureRecord]) -> Iterable[pa.RecordBatch]:
 def finalise(
     out: Path,
     manifest: DatasetManifest,
-    fingerprint: dict,
+    fingerprint: Mapping[str, Any],
     commits: dict[str, str],
     rejected: list[FailureRecord],
     stats: Iterable[ShardStats],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +18,15 @@ from e6ingest.query.vocabulary import cached_vocabulary
 from e6ingest.sources import HubError, HubOptions, HubSource, MirrorError, MirrorSource
 
 
-def metadata_source(manifest: DatasetManifest, mirror: str | Path | None, hub: HubOptions):
+def metadata_source(
+    manifest: DatasetManifest, mirror: str | Path | None, hub: HubOptions
+) -> MirrorSource | HubSource:
     """The source that provides the metadata files: the mirror, or the Hub."""
     return MirrorSource(mirror, manifest) if mirror is not None else HubSource(manifest, hub)
 
 
 def pin_commits(
-    manifest: DatasetManifest, mirror, hub: HubOptions, pins: dict[str, str]
+    manifest: DatasetManifest, mirror: str | Path | None, hub: HubOptions, pins: dict[str, str]
 ) -> dict[str, str]:
     """The commit each repository of the dataset is read at for a whole run: the revision
     pinned in ``pins`` (``--revision``) or the manifest, resolved on the Hub now. A mirror
@@ -57,7 +59,9 @@ TABLE_COSTS = {
 }  # fmt: skip
 
 
-def table_file(source, entry: MetadataFile | None, warn: Callable[[str], object]):
+def table_file(
+    source: MirrorSource | HubSource, entry: MetadataFile | None, warn: Callable[[str], object]
+) -> Path | None:
     """The local copy of one of the manifest's tag tables, or None (with a warning that says
     what its absence costs) when the source lacks it."""
     if entry is None:
@@ -169,14 +173,19 @@ class CaptionTables:
 
 
 def caption_tables(
-    spec: CaptionSpec, tag_table: str, manifest, source, files, warn
+    spec: CaptionSpec,
+    tag_table: str,
+    manifest: DatasetManifest,
+    source: MirrorSource | HubSource,
+    files: Sequence[Path],
+    warn: Callable[[str], object],
 ) -> CaptionTables:
     """The tag tables captions use: ``tag_table`` and the spec's implications when given,
     else the dataset's (a missing one is a warning saying what it costs)."""
-    tag_table = tag_table or table_file(source, manifest.tags, warn)
-    implications = spec.implications
+    tags = tag_table or table_file(source, manifest.tags, warn)
+    implications: str | Path | None = spec.implications
     if spec.prune_implied and not implications:
         implications = table_file(source, manifest.implications, warn)
     schemas = tuple(m.schema for m in manifest.metadata)
-    return CaptionTables(spec, str(tag_table or ""), str(implications or ""), tuple(files),
+    return CaptionTables(spec, str(tags or ""), str(implications or ""), tuple(files),
                          schemas)  # fmt: skip

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from e6ingest.buckets import BucketSpec, choose_bucket, fit_to_bucket
 from e6ingest.imaging import ImagePolicy, ImageRecord
@@ -23,11 +24,14 @@ from e6ingest.pipeline.planfile import DUPLICATE_OF, plan_id, shard_rows
 from e6ingest.pipeline.progress import count_post, flush_posts
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
 from e6ingest.shards.layout import OutputError
+from e6ingest.shards.record import SampleRecord
 from e6ingest.shards.stats import FailureRecord, ShardCounts, ShardStats
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "tif", "tiff"})
+
+Row = dict[str, Any]  # one planned post: the plan's columns by name
 
 
 @dataclass(frozen=True)
@@ -52,17 +56,17 @@ class ShardTask:
         return Path(self.out) / SHARDS_DIR
 
 
-def _tags_by_category(row: dict) -> dict[str, list[str]]:
+def _tags_by_category(row: Row) -> dict[str, list[str]]:
     """Every category, empty ones too: readers that declare a schema find each key."""
     return {c: list(row[f"tags_{c}"] or []) for c in TAG_CATEGORIES}
 
 
-def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
+def build_sample(row: Row, webp: bytes, record: ImageRecord, task: ShardTask) -> Sample:
     """The output sample of one post: image, caption text and JSON record."""
     tags = _tags_by_category(row)
     bucket = choose_bucket(record.width, record.height, task.buckets)
     fit = fit_to_bucket(record.width, record.height, bucket)
-    meta = {
+    meta: SampleRecord = {
         "id": row["id"],
         "site": row["site"],
         "key": sample_key(row["site"], row["id"]),
@@ -98,7 +102,7 @@ def build_sample(row: dict, webp: bytes, record: ImageRecord, task: ShardTask) -
     return Sample(meta["key"], webp, row.get("caption_lines") or row["caption"], meta)
 
 
-def check_extension(row: dict) -> None:
+def check_extension(row: Row) -> None:
     """Refuse posts whose file is not an image (videos, flash): they have no WebP."""
     ext = (row["file_ext"] or "").lower()
     if ext not in IMAGE_EXTENSIONS:
@@ -107,7 +111,7 @@ def check_extension(row: dict) -> None:
         )
 
 
-def check_not_duplicate(row: dict) -> None:
+def check_not_duplicate(row: Row) -> None:
     """Refuse a post the plan marked as a duplicate (``--drop-duplicates``: the same file
     as a post of lower id, which is kept)."""
     kept = row.get(DUPLICATE_OF)
@@ -124,7 +128,7 @@ ROW_STEPS = (check_extension, check_not_duplicate)
 
 
 def make_sample(
-    row: dict, fetched: Fetched, normalized: Normalized | PostFailure, task: ShardTask
+    row: Row, fetched: Fetched, normalized: Normalized | PostFailure, task: ShardTask
 ) -> Sample:
     """One fetched and normalised post as a sample; raises PostFailure naming the file."""
     if isinstance(normalized, PostFailure):
@@ -155,7 +159,7 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     writer = ShardWriter(task.shards_dir, task.number)
     counts = ShardCounts(selected=len(rows))
 
-    def fail(row: dict, exc: PostFailure) -> None:
+    def fail(row: Row, exc: PostFailure) -> None:
         counts.fail(FailureRecord.of(row["id"], row["site"], exc))
         count_post(written=False)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class CaptionChoice:
             raise ValueError(f"variant_weights names {missing}, which this output does not have "
                              f"(its variants: {have})")  # fmt: skip
 
-    def caption(self, key: str, epoch: int, meta: dict, text: str) -> tuple[str, str | None]:
+    def caption(
+        self, key: str, epoch: int, meta: Mapping[str, Any], text: str
+    ) -> tuple[str, str | None]:
         """The caption sample ``key`` trains on in ``epoch`` and the variant it is (None
         without weights); ``text``: its ``{key}.txt``, ``meta``: its ``{key}.json``."""
         rng = random.Random(f"{self.seed}:{epoch}:{key}")

@@ -24,9 +24,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -77,7 +78,7 @@ def safe_paths(to: Path, key: str) -> tuple[Path, Path] | None:
     return image, image.with_suffix(".txt")
 
 
-def metadata_entry(meta: dict) -> dict:
+def metadata_entry(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The sd-scripts metadata of one sample from its ``{key}.json`` record.
 
     ``caption`` is always there: sd-scripts 0.10 trains on ``caption`` alone with
@@ -88,7 +89,7 @@ def metadata_entry(meta: dict) -> dict:
     NL text, else ``caption`` is the tags."""
     caption = meta.get("caption") or {}
     if meta.get("captions"):
-        entry: dict = {"caption": wildcard_lines(meta)}
+        entry: dict[str, Any] = {"caption": wildcard_lines(meta)}
     elif caption.get("nl"):
         entry = {"caption": caption["nl"][0], "tags": caption.get("tags", "")}
     else:
@@ -97,7 +98,7 @@ def metadata_entry(meta: dict) -> dict:
     return entry
 
 
-def wildcard_lines(meta: dict) -> str:
+def wildcard_lines(meta: Mapping[str, Any]) -> str:
     """A record's caption variants a line each, the caption first, with ``{`` and ``}``
     doubled (sd-scripts' wildcards read ``{a|b}`` as a choice)."""
     from e6ingest.captions.variants import variant_lines
@@ -266,7 +267,7 @@ class _MetadataWriter:
         self.digest.update(data)
         self.handle.write(data)
 
-    def add(self, image: str, entry: dict) -> None:
+    def add(self, image: str, entry: dict[str, Any]) -> None:
         if self.jsonl:
             self._write(json.dumps({"image_path": image, **entry}, ensure_ascii=False) + "\n")
         else:
@@ -283,7 +284,7 @@ class _MetadataWriter:
         self._file.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def _caption_file(meta: dict, txt: bytes) -> bytes:
+def _caption_file(meta: Mapping[str, Any], txt: bytes) -> bytes:
     """The ``.txt`` beside an exported image: every variant a line when there are variants
     (OneTrainer picks a line per step), else the caption."""
     if not meta.get("captions"):

@@ -6,6 +6,7 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -90,7 +91,7 @@ class ShardSet:
         return self._index
 
     @property
-    def dataset(self):
+    def dataset(self) -> Any:  # a webdataset.WebDataset
         """A fresh ``webdataset.WebDataset`` over the shards (no shuffling), split by node
         (``RANK``/``WORLD_SIZE``) and DataLoader worker, decoded with ``decode`` (``"pil"``
         images, ``json`` as dicts, ``txt`` as str) unless None. Splitting is by shard: with
@@ -122,8 +123,8 @@ class ShardSet:
     def samples(
         self, rank: int | None = None, world_size: int | None = None, worker: int | None = None,
         num_workers: int | None = None, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-        **captions,
-    ) -> Iterator[dict]:  # fmt: skip
+        **captions: Any,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
         """This process's samples of one epoch (``__key__``, ``webp``, ``txt``, ``json``),
         decoded unless the set was opened with ``decode=None``. Ranks default to
         ``RANK``/``WORLD_SIZE``, workers to the torch DataLoader worker; across all of them
@@ -140,8 +141,8 @@ class ShardSet:
         self, batch_size: int, rank: int | None = None, world_size: int | None = None,
         worker: int | None = None, num_workers: int | None = None, shuffle: bool = False,
         seed: int = 0, epoch: int = 0, drop_last: bool = False, as_numpy: bool = True,
-        **captions,
-    ) -> Iterator[dict]:  # fmt: skip
+        **captions: Any,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
         """Batches of this process's samples, each of one aspect bucket: ``images``
         resized and center-cropped to the ``bucket`` as sd-scripts does (a uint8 array
         [B, H, W, 3], or PIL images), with ``keys``, ``captions``, ``original_size``
@@ -153,7 +154,7 @@ class ShardSet:
                             drop_last, as_numpy, choice)  # fmt: skip
 
     @property
-    def features(self):
+    def features(self) -> Any:  # a datasets.Features
         """The samples' members as ``datasets.Features`` (what the dataset card declares),
         for ``load_dataset("webdataset", data_files="OUT/shards/*.tar", features=...)``:
         without them, ``datasets`` infers types from the first samples and fails on a field

@@ -15,7 +15,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 import polars as pl
 
@@ -84,7 +87,7 @@ class _Files:
     def __init__(self, out: Path, keep: int = 8):
         self.out, self.keep = out, keep
         self._handles: OrderedDict[str, BinaryIO] = OrderedDict()
-        self._members: OrderedDict[str, dict] = OrderedDict()
+        self._members: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def read(self, shard: str, offset: int, size: int) -> bytes:
         handle = self._handles.pop(shard, None) or (self.out / shard).open("rb")
@@ -157,7 +160,9 @@ def iter_part(
         files.close()
 
 
-def _fitted(data: bytes, bucket: tuple[int, int]):
+def _fitted(
+    data: bytes, bucket: tuple[int, int]
+) -> tuple[Image.Image, tuple[int, int], tuple[float, float, float, float]]:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
@@ -199,7 +204,7 @@ def iter_batches(
 
 
 def _batch(files: _Files, bucket: tuple[int, int], chunk: pl.DataFrame, as_numpy: bool,
-           choice: CaptionChoice | None, epoch: int) -> dict:  # fmt: skip
+           choice: CaptionChoice | None, epoch: int) -> dict[str, Any]:  # fmt: skip
     images, originals, crops, captions, metas, variants = [], [], [], [], [], []
     for row in chunk.iter_rows(named=True):
         image, original, crop = _fitted(files.read(row["shard"], row["offset"], row["bytes"]),

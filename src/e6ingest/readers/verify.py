@@ -7,9 +7,10 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -18,6 +19,9 @@ from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError
 from e6ingest.shards.manifest import ShardEntry, read_manifest
 from e6ingest.shards.stats import ShardStats
 from e6ingest.shards.writer import MEMBER_ORDER, shard_name, shard_paths
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 SHARD_TAR = re.compile(r"^(\d{5})\.tar$")
 
@@ -48,7 +52,7 @@ class VerifyReport:
 class _HashingReader(io.RawIOBase):
     """A read-only file that hashes what is read through it."""
 
-    def __init__(self, raw):
+    def __init__(self, raw: io.BufferedReader) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -56,7 +60,7 @@ class _HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         n = self.raw.readinto(buffer)
         self.sha256.update(memoryview(buffer)[:n])
         self.size += n
@@ -74,7 +78,7 @@ def _members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
         yield member, handle.read() if handle is not None else b""
 
 
-def _describes(meta: dict, text: str) -> bool:
+def _describes(meta: Mapping[str, Any], text: str) -> bool:
     """Whether ``{key}.txt`` holds what the record says: its caption, or its variants a
     line each, the caption's first."""
     caption = (meta.get("caption") or {}).get("text")
@@ -86,7 +90,9 @@ def _describes(meta: dict, text: str) -> bool:
     return lines[0] == caption.split("\n")[0] and set(lines) == every - {""}
 
 
-def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) -> list[str]:
+def _check_sample_deep(
+    where: str, key: str, data: dict[str, bytes], row: Mapping[str, Any]
+) -> list[str]:
     from PIL import Image
 
     problems = []
@@ -110,7 +116,9 @@ def _check_sample_deep(where: str, key: str, data: dict[str, bytes], row: dict) 
     return problems
 
 
-def _check_listed(where: str, listed: dict, member: tarfile.TarInfo, payload: bytes) -> list[str]:
+def _check_listed(
+    where: str, listed: dict[str, Any], member: tarfile.TarInfo, payload: bytes
+) -> list[str]:
     """A member as the indexed-tar JSON lists it (offset, size, sha256)."""
     entry = listed.pop(member.name, None)
     if not isinstance(entry, dict):
@@ -122,7 +130,7 @@ def _check_listed(where: str, listed: dict, member: tarfile.TarInfo, payload: by
 
 
 def _check_layout(
-    where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: bool, listed: dict
+    where: str, tar: tarfile.TarFile, index: pl.DataFrame, deep: bool, listed: dict[str, Any]
 ) -> list[str]:
     """Members in index order, the members of a sample together and in the fixed order,
     each image where (and as) the index says, and each member as the indexed-tar JSON
@@ -198,7 +206,7 @@ def verify_shard(shards_dir: Path, entry: ShardEntry, deep: bool = False) -> lis
     return problems
 
 
-def _read_tar_index(path: Path) -> dict | str:
+def _read_tar_index(path: Path) -> dict[str, Any] | str:
     """The indexed-tar JSON of a shard, or what is wrong with it."""
     if not path.is_file():
         return {}  # reported as missing with the shard's other files

@@ -9,9 +9,9 @@ member from the first 5 samples and drops keys or fails on types that appear lat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from e6ingest.core import write_atomic
 from e6ingest.metadata import TAG_CATEGORIES
@@ -72,7 +72,7 @@ def _feature_yaml(features: list[tuple[str, object]], indent: int) -> list[str]:
     return lines
 
 
-def variant_names(config: dict) -> list[str]:
+def variant_names(config: Mapping[str, Any]) -> list[str]:
     """The caption variants of a run's config (as its manifest holds it), ``default`` first;
     none without variants."""
     variants = (config.get("caption") or {}).get("variants") or []
@@ -88,12 +88,12 @@ def sample_features(variants: Sequence[str] = ()) -> list[tuple[str, object]]:
     return [(n, json_features if n == "json" else kind) for n, kind in SAMPLE_FEATURES]
 
 
-def datasets_features(variants: Sequence[str] = ()):
+def datasets_features(variants: Sequence[str] = ()) -> Any:
     """The members of a sample as a ``datasets.Features``, for
     ``load_dataset("webdataset", data_files=..., features=...)`` without the card."""
     import datasets
 
-    def feature(kind):
+    def feature(kind: Any) -> Any:  # a datasets feature, or a dict of them
         if isinstance(kind, list):
             return {name: feature(k) for name, k in kind}
         if kind == "image":
@@ -172,7 +172,7 @@ def _describe(manifest: OutputManifest) -> list[str]:
     ]
 
 
-def _variants_line(caption: dict) -> str:
+def _variants_line(caption: Mapping[str, Any]) -> str:
     names = variant_names({"caption": caption})[1:]
     if not names:
         return ""

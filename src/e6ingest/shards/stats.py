@@ -37,7 +37,7 @@ class ShardCounts:
     """What a task counts while it writes a shard."""
 
     selected: int = 0
-    outcomes: Counter = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
     failures: list[FailureRecord] = field(default_factory=list)
     reencoded: int = 0
     image_seconds: float = 0.0

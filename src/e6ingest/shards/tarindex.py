@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class Member:
     offset: int
     size: int
     sha256: str
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -35,7 +36,7 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def image_fields(width: int, height: int, caption: str) -> dict:
+def image_fields(width: int, height: int, caption: str) -> dict[str, object]:
     """The per-image fields webshart reads: size, aspect and the caption (a list when the
     caption holds several lines, one of which a trainer picks)."""
     lines = caption.split("\n")
@@ -47,7 +48,7 @@ def image_fields(width: int, height: int, caption: str) -> dict:
     }
 
 
-def tar_index(tar: Path, sha256: str, members: list[Member]) -> dict:
+def tar_index(tar: Path, sha256: str, members: list[Member]) -> dict[str, object]:
     """The index document of a finished tar."""
     return {
         "filesize": tar.stat().st_size,
@@ -60,6 +61,6 @@ def tar_index(tar: Path, sha256: str, members: list[Member]) -> dict:
     }
 
 
-def write_tar_index(path: Path, document: dict) -> None:
+def write_tar_index(path: Path, document: Mapping[str, object]) -> None:
     """Write the index atomically (compact JSON, keys in a fixed order)."""
     write_atomic(path, json.dumps(document, separators=(",", ":")).encode())

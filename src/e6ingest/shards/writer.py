@@ -16,12 +16,18 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import polars as pl
 
 from e6ingest.core import create_new, kill_point, temp_path, write_atomic
 from e6ingest.shards.stats import ShardCounts, ShardStats
 from e6ingest.shards.tarindex import Member, image_fields, tar_index, write_tar_index
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from e6ingest.shards.record import SampleRecord
 
 # Fixed member metadata: identical inputs give byte-identical tars.
 TAR_MTIME = 1_700_000_000
@@ -102,7 +108,7 @@ def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> b
 class _HashingFile(io.RawIOBase):
     """A write-only file that hashes what passes through it."""
 
-    def __init__(self, raw):
+    def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
 
@@ -112,7 +118,7 @@ class _HashingFile(io.RawIOBase):
     def tell(self) -> int:
         return self.raw.tell()
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         self.sha256.update(data)
         return self.raw.write(data)
 
@@ -124,7 +130,7 @@ class Sample:
     key: str
     webp: bytes
     caption: str
-    meta: dict
+    meta: SampleRecord
 
 
 class ShardWriter:
@@ -141,10 +147,10 @@ class ShardWriter:
         self._tar = tarfile.open(  # noqa: SIM115 - closed in finish() or abort()
             fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT
         )
-        self._rows: list[dict] = []
+        self._rows: list[dict[str, object]] = []
         self._members: list[Member] = []
 
-    def _add_member(self, name: str, data: bytes, extra: dict | None = None) -> int:
+    def _add_member(self, name: str, data: bytes, extra: dict[str, object] | None = None) -> int:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = TAR_MTIME
@@ -168,11 +174,9 @@ class ShardWriter:
             "txt": sample.caption.encode("utf-8"),
             "json": meta_bytes,
         }
-        size = sample.meta.get("size") or [None, None]
-        bucket = sample.meta.get("bucket") or [None, None]
-        width, height = size[0], size[1]
-        image = image_fields(width, height, sample.caption) if width and height else {}
-        extras = {"webp": image}
+        meta = sample.meta
+        (width, height), bucket = meta["size"], meta["bucket"]
+        extras = {"webp": image_fields(width, height, sample.caption)}
         offsets = {
             ext: self._add_member(f"{sample.key}.{ext}", payload[ext], extras.get(ext))
             for ext in MEMBER_ORDER
@@ -181,11 +185,11 @@ class ShardWriter:
         self._rows.append(
             {
                 "key": sample.key,
-                "id": sample.meta.get("id"),
-                "site": sample.meta.get("site"),
-                "rating": sample.meta.get("rating"),
-                "width": size[0],
-                "height": size[1],
+                "id": meta["id"],
+                "site": meta["site"],
+                "rating": meta["rating"],
+                "width": width,
+                "height": height,
                 "bucket_width": bucket[0],
                 "bucket_height": bucket[1],
                 "bytes": len(sample.webp),
