@@ -166,25 +166,25 @@ def verify_shard(shards_dir: Path, entry: ShardEntry, deep: bool = False) -> lis
     """The problems of one shard listed in the manifest; empty when it is whole."""
     number = shard_number(entry.name)
     paths = shard_paths(shards_dir, number)
-    where = f"{SHARDS_DIR}/{paths['tar'].name}"
-    missing = [f"{SHARDS_DIR}/{p.name} is missing" for p in paths.values() if not p.is_file()]
-    if not paths["tar"].is_file() or not paths["index"].is_file():
+    where = f"{SHARDS_DIR}/{paths.tar.name}"
+    missing = [f"{SHARDS_DIR}/{p.name} is missing" for p in paths.all() if not p.is_file()]
+    if not paths.tar.is_file() or not paths.index.is_file():
         return missing
     try:
-        index = pl.read_parquet(paths["index"])
+        index = pl.read_parquet(paths.index)
     except Exception as exc:
-        return [*missing, f"{SHARDS_DIR}/{paths['index'].name} is unreadable: {exc}"]
+        return [*missing, f"{SHARDS_DIR}/{paths.index.name} is unreadable: {exc}"]
     problems = list(missing)
-    listed, tar_index = {}, _read_tar_index(paths["tarindex"])
+    listed, tar_index = {}, _read_tar_index(paths.tarindex)
     if isinstance(tar_index, str):
-        problems.append(f"{SHARDS_DIR}/{paths['tarindex'].name} {tar_index}")
+        problems.append(f"{SHARDS_DIR}/{paths.tarindex.name} {tar_index}")
         tar_index = {}
     listed = dict(tar_index.get("files") or {})
     if index.height != entry.samples:
         problems.append(
             f"{where}: the index has {index.height} samples, the manifest {entry.samples}"
         )
-    with paths["tar"].open("rb") as raw:
+    with paths.tar.open("rb") as raw:
         reader = _HashingReader(raw)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
@@ -197,7 +197,7 @@ def verify_shard(shards_dir: Path, entry: ShardEntry, deep: bool = False) -> lis
     if reader.sha256.hexdigest() != entry.sha256:
         problems.append(f"{where}: sha256 differs from the manifest")
     if tar_index:
-        json_name = f"{SHARDS_DIR}/{paths['tarindex'].name}"
+        json_name = f"{SHARDS_DIR}/{paths.tarindex.name}"
         if (tar_index.get("filesize"), tar_index.get("hash_lfs")) != (
             reader.size, reader.sha256.hexdigest()
         ):  # fmt: skip
@@ -276,7 +276,7 @@ def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: 
     numbers = [shard_number(e.name) for e in entries]
     failed, retryable, problems = [], 0, []
     for number in numbers:
-        stats = ShardStats.read(shard_paths(shards_dir, number)["stats"])
+        stats = ShardStats.read(shard_paths(shards_dir, number).stats)
         if stats is None:
             continue  # reported with the shard's other files
         if plan and stats.plan != plan:
@@ -287,7 +287,7 @@ def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: 
             )
         failed += [f.id for f in stats.failures]
         retryable += stats.retryable
-    indexes = [p for n in numbers if (p := shard_paths(shards_dir, n)["index"]).is_file()]
+    indexes = [p for n in numbers if (p := shard_paths(shards_dir, n).index).is_file()]
     held = pl.concat([
         pl.scan_parquet(indexes).select(pl.col("id").cast(pl.Int64)) if indexes
         else pl.LazyFrame(schema={"id": pl.Int64}),

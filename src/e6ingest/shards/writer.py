@@ -63,20 +63,34 @@ def shard_name(number: int) -> str:
     return f"{number:05d}"
 
 
-def shard_paths(directory: Path, number: int) -> dict[str, Path]:
-    """The tar, index (parquet), indexed-tar JSON and stats paths of shard ``number``."""
+@dataclass(frozen=True)
+class ShardPaths:
+    """The files of one shard: its tar, index (parquet), indexed-tar JSON and stats."""
+
+    tar: Path
+    index: Path
+    tarindex: Path
+    stats: Path
+
+    def all(self) -> tuple[Path, ...]:
+        """Every file, in that order."""
+        return (self.tar, self.index, self.tarindex, self.stats)
+
+
+def shard_paths(directory: Path, number: int) -> ShardPaths:
+    """The files of shard ``number`` in ``directory``."""
     name = shard_name(number)
-    return {
-        "tar": directory / f"{name}.tar",
-        "index": directory / f"{name}.parquet",
-        "tarindex": directory / f"{name}.json",
-        "stats": directory / f"{name}.stats.json",
-    }
+    return ShardPaths(
+        tar=directory / f"{name}.tar",
+        index=directory / f"{name}.parquet",
+        tarindex=directory / f"{name}.json",
+        stats=directory / f"{name}.stats.json",
+    )
 
 
 def read_stats(directory: Path, number: int) -> ShardStats | None:
     """The stats of shard ``number`` as written, or None when it has none (unfinished)."""
-    return ShardStats.read(shard_paths(directory, number)["stats"])
+    return ShardStats.read(shard_paths(directory, number).stats)
 
 
 def file_sha256(path: Path) -> str:
@@ -92,12 +106,12 @@ def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> b
     """Whether shard ``number`` is complete: all its files exist (the stats, written last,
     among them); with ``check_bytes``, also its tar has the size and sha256 its stats give."""
     paths = shard_paths(directory, number)
-    if not all(p.is_file() for p in paths.values()):
+    if not all(p.is_file() for p in paths.all()):
         return False
     if not check_bytes:
         return True
     stats = read_stats(directory, number)
-    tar = paths["tar"]
+    tar = paths.tar
     return (
         stats is not None
         and tar.stat().st_size == stats.tar_bytes
@@ -141,7 +155,7 @@ class ShardWriter:
         self.number = number
         self.paths = shard_paths(self.directory, number)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._tmp_tar = temp_path(self.paths["tar"])
+        self._tmp_tar = temp_path(self.paths.tar)
         self._raw = create_new(self._tmp_tar)
         self._hashing = _HashingFile(self._raw)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in finish() or abort()
@@ -206,19 +220,19 @@ class ShardWriter:
         earlier stats file of the shard goes first, so stats never describe other bytes
         than the tar's.
         """
-        self.paths["stats"].unlink(missing_ok=True)
+        self.paths.stats.unlink(missing_ok=True)
         self._tar.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
         kill_point("tar-written")
-        os.replace(self._tmp_tar, self.paths["tar"])
+        os.replace(self._tmp_tar, self.paths.tar)
         kill_point("tar-renamed")
         index = io.BytesIO()
         pl.DataFrame(self._rows, schema=INDEX_SCHEMA).write_parquet(index, statistics=False)
-        write_atomic(self.paths["index"], index.getvalue())
+        write_atomic(self.paths.index, index.getvalue())
         sha256 = self._hashing.sha256.hexdigest()
-        write_tar_index(self.paths["tarindex"], tar_index(self.paths["tar"], sha256, self._members))
+        write_tar_index(self.paths.tarindex, tar_index(self.paths.tar, sha256, self._members))
         stats = ShardStats(
             shard=shard_name(self.number),
             selected=counts.selected,
@@ -228,12 +242,12 @@ class ShardWriter:
             reencoded=counts.reencoded,
             image_seconds=round(counts.image_seconds, 3),
             seconds=round(seconds, 3),
-            tar_bytes=self.paths["tar"].stat().st_size,
+            tar_bytes=self.paths.tar.stat().st_size,
             tar_sha256=sha256,
             plan=plan,
         )
         kill_point("before-stats")
-        write_atomic(self.paths["stats"], stats.to_json())
+        write_atomic(self.paths.stats, stats.to_json())
         return stats
 
     def abort(self) -> None:
