@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from e6ingest.metadata.schemas import (
     CANONICAL_COLUMNS,
@@ -69,7 +70,10 @@ MAX_ROWS_NAMED = 1000  # rows without an id named one by one; the rest counted
 
 def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
     """One message per row of a metadata file whose id is missing (such a row can never be
-    a post): its file and row number, the first :data:`MAX_ROWS_NAMED` named."""
+    a post): its file and row number, the first :data:`MAX_ROWS_NAMED` named. The file's
+    footer answers when its statistics count no null id in any row group."""
+    if _no_null_ids(path):
+        return []
     rows = (
         pl.scan_parquet(path)
         .select(pl.col("id").is_null().arg_true().alias("row"))
@@ -80,3 +84,20 @@ def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
     if len(rows) > MAX_ROWS_NAMED:
         named.append(f"{where}: {len(rows) - MAX_ROWS_NAMED} more rows with no id")
     return named
+
+
+def _no_null_ids(path: str | Path) -> bool:
+    """Whether the parquet footer's statistics say that no row of ``path`` lacks an id
+    (False when a row group has none to say it)."""
+    metadata = pq.ParquetFile(path).metadata
+    if not metadata.num_row_groups:
+        return True
+    names = [metadata.row_group(0).column(j).path_in_schema for j in range(metadata.num_columns)]
+    if "id" not in names:
+        return False
+    column = names.index("id")
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True

@@ -1,0 +1,44 @@
+"""Rows without an id and repeated ids: the footer's answer and the quick rising check
+agree with reading every id."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from e6ingest.metadata import rows_without_id
+from e6ingest.metadata.schemas import repeated_rows
+
+
+def _write(path, ids, statistics=True, row_group_size=3):
+    table = pa.table({"id": pa.array(ids, pa.int64()), "rating": ["e"] * len(ids)})
+    pq.write_table(table, path, write_statistics=statistics, row_group_size=row_group_size)
+    return path
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_rows_without_an_id_are_named_with_or_without_footer_statistics(tmp_path, statistics):
+    path = _write(tmp_path / "m.parquet", [1, 2, 3, None, 5, 6, 7, None], statistics)
+    assert rows_without_id(path, "m") == ["m row 3: no id", "m row 7: no id"]
+    whole = _write(tmp_path / "whole.parquet", [1, 2, 3, 4], statistics)
+    assert rows_without_id(whole) == []
+
+
+def _plain_repeated(ids):
+    """Every row whose id comes again in a later row."""
+    return [i for i, value in enumerate(ids) if value in ids[i + 1 :]]
+
+
+def test_repeated_rows_match_a_plain_search_on_random_ids(tmp_path):
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        n = int(rng.integers(0, 12))
+        if case % 3 == 0:  # rising, as exports are, sometimes with one step back or a tie
+            ids = sorted(rng.choice(50, n, replace=False).tolist())
+            if n > 1 and case % 2:
+                i = int(rng.integers(1, n))
+                ids[i] = ids[i - 1] - int(rng.integers(0, 2))
+        else:
+            ids = rng.integers(0, 8, n).tolist()
+        path = _write(tmp_path / f"{case}.parquet", ids)
+        assert repeated_rows(path).tolist() == _plain_repeated(ids), ids
