@@ -185,12 +185,12 @@ def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> list[str]:
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
                  variants: bool = False) -> pl.Series:  # fmt: skip
     """(b) e6ingest's bulk path with the equivalent spec, over the posts file a batch of
-    rows at a time (planning's batch size, ``PLAN_BATCH_ROWS``), each read by polars, as
+    rows at a time (planning's batch size, ``PLAN_BATCH_ROWS`` captions), each read by polars, as
     planning reads each part of its selection; the captions stay a polars column, as
     planning keeps them (it writes them to the plan, never to Python strings)."""
     from e6ingest.captions import CaptionSpec, read_nl_captions
     from e6ingest.captions.session import Captioning
-    from e6ingest.captions.variants import with_variants
+    from e6ingest.captions.variants import posts_per_batch, with_variants
     from e6ingest.metadata.schemas import split_tags
 
     spec = CaptionSpec(
@@ -203,9 +203,10 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     captions: list[pl.Series] = []
     posts_file = pl.scan_parquet(data / "posts.parquet")
     rows = posts_file.select(pl.len()).collect().item()
-    for start in range(0, rows, batch_rows):
+    part = posts_per_batch(batch_rows, spec)  # as planning parts its selection
+    for start in range(0, rows, part):
         posts = (
-            posts_file.slice(start, batch_rows)
+            posts_file.slice(start, part)
             .collect()
             .lazy()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
@@ -226,7 +227,18 @@ def write_jsonl(captions: list[str], data: Path) -> None:
             f.write(json.dumps({"id": i, "caption": caption}, ensure_ascii=False) + "\n")
 
 
+def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM) in MB, since :func:`child` reset it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def child(which: str, data: Path, max_tokens: int, variants: bool = False) -> None:
+    # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
+    # generated the posts): its own peak is VmHWM, reset here.
+    Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     if which in ("a", "a'"):
         captions = run_users(data, export=which == "a'")
@@ -237,8 +249,10 @@ def child(which: str, data: Path, max_tokens: int, variants: bool = False) -> No
     else:
         captions = run_e6ingest(data, max_tokens, variants=variants)
     seconds = time.perf_counter() - start
-    usage = resource.RUSAGE_CHILDREN if which in ("c", "d") else resource.RUSAGE_SELF
-    peak = resource.getrusage(usage).ru_maxrss / 1024
+    if which in ("c", "d"):  # the CLI's process, forked from this small one
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    else:
+        peak = _peak_mb()
     if which == "b":  # hashed like (a)'s, after the clock and the peak were taken
         captions = captions.to_list()
     longest = 0

@@ -350,7 +350,7 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
     )
 
 
-CAPTION_BATCH_ROWS = 250_000  # posts captioned and written at a time by write_captions_of
+CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
 
 
 def write_captions_of(
@@ -362,11 +362,13 @@ def write_captions_of(
     batch_rows: int = CAPTION_BATCH_ROWS,
 ) -> int:
     """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
-    JSON lines, atomically, ``batch_rows`` posts at a time: memory holds one batch, however
+    JSON lines, atomically, ``batch_rows`` captions at a time (fewer posts when each has
+    variants, :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
     large the selection (which is streamed to a temporary file beside ``path`` first).
     Returns how many were written; an empty selection raises :class:`EmptySelection`
     (writing nothing) unless ``allow_empty``."""
     from e6ingest.captions import CaptionSelection
+    from e6ingest.captions.variants import posts_per_batch
     from e6ingest.pipeline.plan import EmptySelection
 
     check_captions_out(path)
@@ -385,8 +387,9 @@ def write_captions_of(
             atomic_path(path) as tmp,
             tmp.open("wb") as out,
         ):
-            for start in range(0, total, batch_rows):
-                batch = rows.slice(start, batch_rows).collect()
+            at_once = posts_per_batch(batch_rows, spec)
+            for start in range(0, total, at_once):
+                batch = rows.slice(start, at_once).collect()
                 frame = caption_frame(batch, spec, rarity, implied, shared)
                 _caption_columns(frame, spec).write_ndjson(out)
                 del batch, frame

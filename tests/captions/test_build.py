@@ -192,3 +192,17 @@ def test_sites_keep_their_own_defaults_and_row_order(batch_rows):
 def test_spec_errors_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
         CaptionSpec(**options)
+
+
+def test_batches_are_at_most_the_size_asked_and_shared_evenly_by_the_threads():
+    from e6ingest.captions.build import even_batch_rows
+
+    for rows in (1, 2, 999, 62_500, 250_000, 250_001):
+        for most, threads in ((25_000, 1), (25_000, 2), (7, 3), (1, 4)):
+            size = even_batch_rows(rows, most, threads)
+            batches = -(-rows // size)
+            assert 1 <= size <= most
+            last = rows - (batches - 1) * size
+            if batches <= 4 * threads:  # few batches a thread: none left with a short one
+                assert 2 * last >= size, (rows, most, threads)
+    assert even_batch_rows(62_500, 25_000, 2) == 15_625  # 4 batches, not 25k, 25k, 12.5k

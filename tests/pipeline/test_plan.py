@@ -7,6 +7,7 @@ import pytest
 
 from e6ingest import dataset
 from e6ingest.captions import CaptionSpec
+from e6ingest.captions.variants import posts_per_batch
 from e6ingest.pipeline.plan import PlanRequest, _source_ranges, write_plan
 from e6ingest.pipeline.planfile import plan_fingerprint, shard_sizes
 from e6ingest.query import selection_query
@@ -39,6 +40,23 @@ def test_plan_in_batches_equals_plan_in_one_pass(demo_root, tmp_path, query):
     assert one["shard"].to_list() == [i // 50 for i in range(one.height)]
     assert one["position"].to_list() == [i % 50 for i in range(one.height)]
     assert one["caption"].str.contains("quality|masterpiece").any()
+
+
+def test_posts_with_variants_are_planned_fewer_at_a_time_and_alike(demo_root, tmp_path):
+    metadata = dataset.load_metadata("e621", mirror=demo_root)
+    selection = selection_query("", ("e", "q", "s"))
+    spec = CaptionSpec(variants="standard", max_tokens=75)  # the caption and 3 variants
+    assert posts_per_batch(120, spec) == 30 and posts_per_batch(120, CaptionSpec()) == 120
+    plans = []
+    for batch_rows in (10**9, 120):
+        path = tmp_path / str(batch_rows) / "plan.parquet"
+        path.parent.mkdir()
+        write_plan(metadata, PlanRequest(selection, 50, SOURCE_SHARDS, spec,
+                                         batch_rows=batch_rows), path)  # fmt: skip
+        plans.append(pl.read_parquet(path))
+    one, batched = plans
+    assert len(_source_ranges(one["id"], SOURCE_SHARDS, 30)) > 3
+    assert batched.equals(one) and one["caption_variants"].struct.field("short").len() > 100
 
 
 @pytest.mark.parametrize("query", ["", "solo"])

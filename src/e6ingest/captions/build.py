@@ -296,14 +296,22 @@ def build_many(
     texts: dict[int, NLTexts] = {}  # one lookup table per NL frame
     ready = [_ready(frame, job, captioning.rules(job.spec, aliases or {}), texts) for job in jobs]
     context = (ready, rarity, implied, captioning)
-    starts = list(range(0, max(len(frame), 1), batch_rows))
-    batches = captioning.map(lambda s: _caption_batch(frame.slice(s, batch_rows), *context),
-                             starts)  # fmt: skip
+    size = even_batch_rows(len(frame), batch_rows, captioning.threads)
+    starts = list(range(0, max(len(frame), 1), size))
+    batches = captioning.map(lambda s: _caption_batch(frame.slice(s, size), *context), starts)
     for pool in (pa.default_memory_pool(), pa.system_memory_pool()):
         pool.release_unused()  # what the batches' arrow arrays left behind
     if len(batches) == 1:
         return batches[0]
     return [pl.concat([batch[i] for batch in batches]) for i in range(len(jobs))]
+
+
+def even_batch_rows(rows: int, most: int, threads: int) -> int:
+    """Rows per batch: at most ``most``, in a number of batches that ``threads`` share
+    evenly (no thread left with the last short batch while the others wait)."""
+    batches = -(-max(rows, 1) // max(most, 1))
+    batches = -(-batches // threads) * threads
+    return max(1, -(-rows // batches))
 
 
 def _ready(frame: pl.DataFrame, job: CaptionJob, rules: TagRules, texts: Memo) -> _Ready:

@@ -45,6 +45,13 @@ class NLTextsBySpec:
         return self._read[key]
 
 
+def posts_per_batch(captions: int, spec: CaptionSpec) -> int:
+    """Posts captioned at once so that a batch holds about ``captions`` captions: with
+    variants every post has several, and a batch of as many posts would hold that many
+    times the memory."""
+    return max(1, captions // len(spec.variant_names or (DEFAULT_VARIANT,)))
+
+
 def variant_thresholds(
     frame: pl.DataFrame | pl.LazyFrame, spec: CaptionSpec
 ) -> dict[str, dict[str, list[float | None]]]:

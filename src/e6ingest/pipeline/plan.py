@@ -17,14 +17,19 @@ import pyarrow.parquet as pq
 
 from e6ingest.captions import CaptionSpec, read_aliases
 from e6ingest.captions.session import Captioning
-from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_variants
+from e6ingest.captions.variants import (
+    NLTextsBySpec,
+    posts_per_batch,
+    variant_thresholds,
+    with_variants,
+)
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.planfile import DUPLICATE_OF
 from e6ingest.query import Query, Subset
 
-PLAN_BATCH_ROWS = 250_000  # posts captioned at once: about 1 GB (benchmarks/RESULTS.md)
+PLAN_BATCH_ROWS = 250_000  # captions made at once: about 1 GB (benchmarks/RESULTS.md)
 SHARD_SIZE = 1000  # samples per output shard unless asked otherwise
 MIN_SHARDS = 32  # ... fewer in small pulls, so they make at least this many shards
 
@@ -173,7 +178,8 @@ def write_plan(
     Posts are ordered by source shard (``id % source_shards``) and id, so one output shard
     reads from as few source shards as possible, and the order is the same on every run.
     With a tags table, tag categories are restored first. The selection is streamed to a
-    temporary file and planned ``batch_rows`` posts at a time (ranges of source shards), so
+    temporary file and planned ``batch_rows`` captions at a time (ranges of source shards;
+    fewer posts when each has variants), so
     memory does not grow with the selection; quality percentiles are taken over the whole
     selection (a sample's captions are those of a full run). A post id present in several
     rows is planned once, from the last row.
@@ -199,7 +205,8 @@ def write_plan(
             del keys
             if not request.shard_size:
                 request = replace(request, shard_size=auto_shard_size(len(kept)))
-            ranges = _source_ranges(kept, request.source_shards, request.batch_rows)
+            posts = posts_per_batch(request.batch_rows, spec)
+            ranges = _source_ranges(kept, request.source_shards, posts)
             only = kept if request.subset else None
             parts = partition(selection_file, ranges, request.source_shards, only)
             selection_file.unlink()
