@@ -185,9 +185,10 @@ def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> list[str]:
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
                  variants: bool = False) -> pl.Series:  # fmt: skip
     """(b) e6ingest's bulk path with the equivalent spec, over the posts file a batch of
-    rows at a time (planning's batch size, ``PLAN_BATCH_ROWS`` captions), each read by polars, as
-    planning reads each part of its selection; the captions stay a polars column, as
-    planning keeps them (it writes them to the plan, never to Python strings)."""
+    rows at a time (``PLAN_BATCH_ROWS`` posts, each read by polars), captioned in planning's
+    parts (``PLAN_BATCH_ROWS`` captions: fewer posts with variants); the captions stay a
+    polars column, as planning keeps them (it writes them to the plan, never to Python
+    strings)."""
     from e6ingest.captions import CaptionSpec, read_nl_captions
     from e6ingest.captions.session import Captioning
     from e6ingest.captions.variants import posts_per_batch, with_variants
@@ -204,18 +205,20 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     posts_file = pl.scan_parquet(data / "posts.parquet")
     rows = posts_file.select(pl.len()).collect().item()
     part = posts_per_batch(batch_rows, spec)  # as planning parts its selection
-    for start in range(0, rows, part):
+    for start in range(0, rows, batch_rows):  # read alike whatever the parts
         posts = (
-            posts_file.slice(start, part)
+            posts_file.slice(start, batch_rows)
             .collect()
             .lazy()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
             .collect(engine="streaming")
         )
-        built = with_variants(posts, spec, lambda _: nl, captioning=captioning)
-        captions.append(built["caption"])
-        del posts, built  # before the next batch is read, as planning drops each part
+        for at in range(0, posts.height, part):
+            built = with_variants(posts.slice(at, part), spec, lambda _: nl, captioning=captioning)
+            captions.append(built["caption"])
+            del built  # before the next part, as planning drops each part
+        del posts
     captioning.close()
     return pl.concat(captions)
 
