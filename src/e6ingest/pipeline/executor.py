@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
+Initializer = Callable[[Any, int], None]  # (context, cores), once in each process
 PARENT_POLL_SECONDS = 0.5
 
 
@@ -119,7 +120,7 @@ class Executor(ABC):
         self,
         fn: Callable[[T], R],
         tasks: Sequence[T],
-        initializer: Callable[[Any, int], None] | None = None,
+        initializer: Initializer | None = None,
         context: Any = None,
     ) -> Iterator[R]:
         """Each task's result, as it finishes; ``initializer(context, cores)`` runs once in
@@ -168,7 +169,7 @@ class LocalExecutor(Executor):
         self,
         fn: Callable[[T], R],
         tasks: Sequence[T],
-        initializer: Callable[[Any, int], None] | None = None,
+        initializer: Initializer | None = None,
         context: Any = None,
     ) -> Iterator[R]:
         if self.workers == 1 or len(tasks) < self.workers:

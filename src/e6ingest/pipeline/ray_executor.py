@@ -20,11 +20,10 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from e6ingest.config import ConfigError
-from e6ingest.pipeline.executor import Executor
+from e6ingest.pipeline.executor import Executor, Initializer
 
 T = TypeVar("T")
 R = TypeVar("R")
-Initializer = Callable[[Any, int], None]
 
 
 def _ray() -> ModuleType:

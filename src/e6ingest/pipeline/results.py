@@ -19,7 +19,7 @@ from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from e6ingest.shards.card import write_card
 from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
-from e6ingest.shards.stats import FailureRecord, ShardStats
+from e6ingest.shards.stats import WRITTEN, FailureRecord, ShardStats
 
 FAILURE_SCHEMA = pa.schema(
     [("id", pa.int64()), ("site", pa.string()), ("stage", pa.string()), ("kind", pa.string()),
@@ -133,7 +133,7 @@ def finalise(
         for batch in _failure_rows(records()):
             w.write_batch(batch)
     kill_point("failures-written")
-    summary.written = outcomes.pop("written", 0)
+    summary.written = outcomes.pop(WRITTEN, 0)
     summary.failed = dict(sorted(outcomes.items()))
     summary.examples = examples
     summary.shards = len(entries)

@@ -25,7 +25,7 @@ from e6ingest.pipeline.progress import count_post, flush_posts
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, Sample, ShardWriter, sample_key, shard_complete
 from e6ingest.shards.layout import OutputError
 from e6ingest.shards.record import SampleRecord
-from e6ingest.shards.stats import FailureRecord, ShardCounts, ShardStats
+from e6ingest.shards.stats import WRITTEN, FailureRecord, ShardCounts, ShardStats
 from e6ingest.shards.writer import read_stats
 from e6ingest.sources import FailureKind, Fetched, PostFailure, SourceSpec, open_source
 
@@ -196,7 +196,7 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
                     fail(row, exc)
                     continue
                 writer.add(sample)
-                counts.outcomes["written"] += 1
+                counts.outcomes[WRITTEN] += 1
                 counts.image_seconds += record.seconds
                 counts.reencoded += sample.meta["reencoded"]
                 count_post(written=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from e6ingest.core import FailureKind, PostFailure
 
+WRITTEN = "written"  # the outcome of a post made a sample; the others are FailureKind values
+
 
 @dataclass(frozen=True)
 class FailureRecord:
@@ -55,7 +57,7 @@ class ShardStats:
     shard: str  # "00042"
     selected: int  # posts planned into the shard
     samples: int  # samples written
-    outcomes: dict[str, int]  # "written" and each failure kind
+    outcomes: dict[str, int]  # WRITTEN and each failure kind
     failures: tuple[FailureRecord, ...]
     reencoded: int
     image_seconds: float
@@ -74,7 +76,7 @@ class ShardStats:
     @property
     def written(self) -> int:
         """Samples written."""
-        return self.outcomes.get("written", 0)
+        return self.outcomes.get(WRITTEN, 0)
 
     @property
     def retryable(self) -> int:

@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +32,21 @@ ERROR_BODY_LIMIT = 1 << 20
 API_BODY_LIMIT = 64 << 20
 Span = tuple[int, int]  # (offset, size) of a byte range
 Sink = Callable[[bytes], object]  # takes the body chunk by chunk
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    """One request: a file at a revision, the byte ``span`` asked for (None: all of it),
+    at most ``limit`` bytes, passed to ``sink`` chunk by chunk by ``deadline``
+    (``time.monotonic``)."""
+
+    repo: str
+    path: str
+    revision: str
+    span: Span | None
+    limit: int
+    sink: Sink
+    deadline: float
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -116,66 +132,46 @@ class HubHttp:
             sink(chunk)
         return received
 
-    def _stream(
-        self,
-        repo: str,
-        path: str,
-        revision: str,
-        span: Span | None,
-        limit: int,
-        sink: Sink,
-        deadline: float,
-    ) -> int:
+    def _stream(self, transfer: _Transfer) -> int:
         try:
-            with until(deadline):  # headers included: no socket wait outlives the deadline
-                return self._stream_until(repo, path, revision, span, limit, sink, deadline)
+            with until(transfer.deadline):  # headers included: no socket wait outlives it
+                return self._stream_until(transfer)
         except Exception as exc:
-            if time.monotonic() < deadline or "Timeout" not in type(exc).__name__:
+            if time.monotonic() < transfer.deadline or "Timeout" not in type(exc).__name__:
                 raise
             raise ShortRead(f"not complete after {self.timeout:.0f} s (--timeout)") from None
 
-    def _stream_until(
-        self,
-        repo: str,
-        path: str,
-        revision: str,
-        span: Span | None,
-        limit: int,
-        sink: Sink,
-        deadline: float,
-    ) -> int:
+    def _stream_until(self, transfer: _Transfer) -> int:
         from huggingface_hub import hf_hub_url  # on first use: a light CLI start
         from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-        key = (repo, path, revision)
+        key, span = (transfer.repo, transfer.path, transfer.revision), transfer.span
         ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
-        timeout = max(1.0, min(self.timeout, deadline - time.monotonic()))
+        timeout = max(1.0, min(self.timeout, transfer.deadline - time.monotonic()))
         with self._lock:
             cdn = self._cdn.get(key)
         if cdn is not None:  # no token to the CDN: its address carries its own signature
             with self.session().stream("GET", cdn, headers=ranged, timeout=timeout) as response:
                 if response.status_code not in (401, 403, 404, 410):
-                    return self._body(response, cdn, span, limit, sink, deadline)
+                    return self._body(response, cdn, transfer)
             with self._lock:
                 self._cdn.pop(key, None)
-        url = hf_hub_url(repo, path, repo_type=REPO_TYPE, revision=revision,
-                         endpoint=self.endpoint)  # fmt: skip
+        url = hf_hub_url(transfer.repo, transfer.path, repo_type=REPO_TYPE,
+                         revision=transfer.revision, endpoint=self.endpoint)  # fmt: skip
         headers = {**build_hf_headers(token=self.token), **ranged}
         with self.session().stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.history and response.status_code < 400:
                 with self._lock:
                     self._cdn[key] = str(response.url)
             elif response.history and response.status_code in (401, 403, 410):
-                raise ShortRead(f"the CDN refused {path} (HTTP {response.status_code})")
-            return self._body(response, url, span, limit, sink, deadline)
+                raise ShortRead(f"the CDN refused {transfer.path} (HTTP {response.status_code})")
+            return self._body(response, url, transfer)
 
-    def _body(
-        self, response: Any, url: str, span: Span | None, limit: int, sink: Sink, deadline: float
-    ) -> int:
+    def _body(self, response: Any, url: str, transfer: _Transfer) -> int:
         self._check(response, url)
-        if span is not None and response.status_code != 206:
+        if transfer.span is not None and response.status_code != 206:
             raise ShortRead(f"the server ignored the byte range (HTTP {response.status_code})")
-        return self._receive(response, limit, deadline, sink)
+        return self._receive(response, transfer.limit, transfer.deadline, transfer.sink)
 
     def read(
         self,
@@ -189,7 +185,7 @@ class HubHttp:
         parts: list[bytes] = []
         limit = span[1] if span is not None else (limit or API_BODY_LIMIT)
         deadline = time.monotonic() + self.timeout
-        got = self._stream(repo, path, revision, span, limit, parts.append, deadline)
+        got = self._stream(_Transfer(repo, path, revision, span, limit, parts.append, deadline))
         if span is not None and got != span[1]:
             raise ShortRead(f"{repo}/{path}: {got} of {span[1]} bytes arrived")
         return b"".join(parts)
@@ -214,7 +210,7 @@ class HubHttp:
                 room.check(len(chunk))
                 handle.write(chunk)
 
-            got = self._stream(repo, path, revision, None, limit, sink, deadline)
+            got = self._stream(_Transfer(repo, path, revision, None, limit, sink, deadline))
             if size is not None and got != size:
                 raise ShortRead(f"{repo}/{path}: {got} of {size} bytes arrived")
             if sha256 and digest.hexdigest() != sha256:
