@@ -57,6 +57,7 @@ def test_bundled_manifests_load():
         ("top", "gated", "false", "must be true or false"),
         ("top", "site", "gelbooru", "site"),
         ("top", "name", 5, "must be a string"),
+        ("top", "tags", "deepghs/tags", "must be a table"),
     ],
 )
 def test_hostile_or_mistyped_values_are_refused(table, key, value, says):
@@ -64,6 +65,15 @@ def test_hostile_or_mistyped_values_are_refused(table, key, value, says):
         parse_manifest(_with(table, key, value), "evil.toml")
     message = str(info.value)
     assert "evil.toml" in message and key in message and says in message
+
+
+def test_a_missing_required_key_is_named():
+    data = copy.deepcopy(GOOD)
+    del data["metadata"][0]["path"]
+    with pytest.raises(
+        ManifestError, match=r"evil.toml \[\[metadata\]\]: missing required key 'path'"
+    ):
+        parse_manifest(data, "evil.toml")
 
 
 def test_pinned_manifest_reads_each_repository_at_its_commit():

@@ -157,6 +157,7 @@ _KINDS: dict[type, str] = {
     int: "an integer",
     bool: "true or false",
     list: "a list",
+    dict: "a table",
 }
 
 

@@ -190,7 +190,7 @@ class ShardWriter:
         }
         meta = sample.meta
         (width, height), bucket = meta["size"], meta["bucket"]
-        extras = {"webp": image_fields(width, height, sample.caption)}
+        extras = {"webp": image_fields(width, height, sample.caption) if width and height else {}}
         offsets = {
             ext: self._add_member(f"{sample.key}.{ext}", payload[ext], extras.get(ext))
             for ext in MEMBER_ORDER
