@@ -25,12 +25,12 @@ import pyarrow as pa
 
 from e6ingest.captions.budget import fit_budget, rank_lists
 from e6ingest.captions.codes import Lists, Part, TagBatch, TagRules, extra_part, rewrite
+from e6ingest.captions.files import NO_TEXTS, NLTexts
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import CaptionSpec
 
-EMPTY = pl.lit([], pl.List(pl.String))
 BATCH_ROWS = 25_000
 
 # Per rating, the score each quality tier starts at (None: the rating has no scores).
@@ -209,34 +209,6 @@ class _TagParts:
                 "meta": batch.lists(meta)}  # fmt: skip
 
 
-class NLTexts:
-    """Natural-language texts by post id, looked up by binary search (a batch's posts in a
-    table of millions, without hashing the table again for every batch)."""
-
-    def __init__(self, nl: pl.DataFrame) -> None:
-        if nl["id"].null_count():
-            nl = nl.drop_nulls("id")
-        if not nl["id"].is_sorted():
-            nl = nl.sort("id", maintain_order=True)
-        ids = nl["id"].to_numpy()
-        last = np.append(ids[1:] != ids[:-1], True)  # a later row wins for a repeated id
-        if not last.all():
-            nl, ids = nl.filter(pl.Series(last)), ids[last]
-        self.ids, self.texts = ids, nl["nl"].alias("caption_nl")
-
-    def of(self, ids: pl.Series) -> pl.Series:
-        """The texts of each of ``ids``, in order (an empty list for a post without)."""
-        keys = ids.fill_null(-1).to_numpy()
-        if not len(self.ids):
-            return pl.Series("caption_nl", [[]] * len(ids), pl.List(pl.String))
-        at = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
-        found = pl.Series(self.ids[at] == keys)
-        gathered = self.texts.gather(at)
-        return pl.select(pl.when(found).then(gathered).otherwise(EMPTY).alias("caption_nl"))[
-            "caption_nl"
-        ]
-
-
 @dataclass(frozen=True)
 class CaptionJob:
     """One caption of every post: its ``spec``, natural-language texts ``nl`` (``id``,
@@ -364,7 +336,7 @@ def _with_texts(
         frame = prune_implied(frame, implied)
     if nl is not None:
         return frame.with_columns(nl.of(frame["id"]))
-    return frame.with_columns(caption_nl=EMPTY)
+    return frame.with_columns(caption_nl=NO_TEXTS)
 
 
 def _caption_sites(

@@ -7,12 +7,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from e6ingest import tomlfile
 from e6ingest.captions.spec import CaptionSpec
 
 FINISH_FIELD = "response_finish_reason"
+NO_TEXTS = pl.lit([], pl.List(pl.String))  # a post without natural-language texts
 
 
 class CaptionInputError(ValueError):
@@ -112,3 +114,31 @@ def read_aliases(path: str | Path) -> dict[str, str]:
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise CaptionInputError(f"{path}: aliases must map tag names to tag names")
     return mapping
+
+
+class NLTexts:
+    """Natural-language texts by post id, looked up by binary search (a batch's posts in a
+    table of millions, without hashing the table again for every batch)."""
+
+    def __init__(self, nl: pl.DataFrame) -> None:
+        if nl["id"].null_count():
+            nl = nl.drop_nulls("id")
+        if not nl["id"].is_sorted():
+            nl = nl.sort("id", maintain_order=True)
+        ids = nl["id"].to_numpy()
+        last = np.append(ids[1:] != ids[:-1], True)  # a later row wins for a repeated id
+        if not last.all():
+            nl, ids = nl.filter(pl.Series(last)), ids[last]
+        self.ids, self.texts = ids, nl["nl"].alias("caption_nl")
+
+    def of(self, ids: pl.Series) -> pl.Series:
+        """The texts of each of ``ids``, in order (an empty list for a post without)."""
+        keys = ids.fill_null(-1).to_numpy()
+        if not len(self.ids):
+            return pl.Series("caption_nl", [[]] * len(ids), pl.List(pl.String))
+        at = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
+        found = pl.Series(self.ids[at] == keys)
+        gathered = self.texts.gather(at)
+        return pl.select(pl.when(found).then(gathered).otherwise(NO_TEXTS).alias("caption_nl"))[
+            "caption_nl"
+        ]

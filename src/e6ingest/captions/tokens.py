@@ -81,6 +81,21 @@ def token_ids(text: str) -> list[int]:
     return ids
 
 
+def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
+    """Each text cut at the last word boundary within its ``limit`` of CLIP tokens."""
+    encodings = clip_tokenizer().encode_batch(texts, add_special_tokens=False) if texts else []
+    out = []
+    for text, limit, encoding in zip(texts, limits, encodings, strict=True):
+        if len(encoding.ids) <= limit:
+            out.append(text if limit > 0 else "")
+            continue
+        end = encoding.offsets[max(limit, 0)][0]  # where the first token too many starts
+        head = text[:end]
+        cut = head.rsplit(" ", 1)[0] if " " in head.strip() else ""
+        out.append(cut.rstrip(" ,;:") if limit > 0 else "")
+    return out
+
+
 def count_tokens(texts: Sequence[str]) -> list[int]:
     """The CLIP token count of each text (no start or end token), in parallel."""
     if not texts:
