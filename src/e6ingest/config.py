@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from e6ingest import tomlfile
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
-from e6ingest.core import RatingError
-from e6ingest.core import parse_ratings as core_parse_ratings
+from e6ingest.core import RatingError, parse_ratings as core_parse_ratings
 from e6ingest.imaging import ImagePolicy
 from e6ingest.manifests import REPO_NAME, is_revision
 from e6ingest.query import Subset

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -18,10 +17,21 @@ from typing import Any
 import polars as pl
 
 from e6ingest.cache import cache_dir
-from e6ingest.captions import CaptionSpec, caption_frame
-from e6ingest.captions.variants import VARIANTS_COLUMN
+from e6ingest.captioned import (
+    CAPTION_BATCH_ROWS as CAPTION_BATCH_ROWS,
+    CAPTION_FIELDS as CAPTION_FIELDS,
+    CAPTION_INPUTS as CAPTION_INPUTS,
+    caption_token_lengths as caption_token_lengths,
+    caption_token_stats as caption_token_stats,
+    captions as captions,
+    captions_token_stats as captions_token_stats,
+    check_captions_out as check_captions_out,
+    write_captions as write_captions,
+    write_captions_of as write_captions_of,
+)
+from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
-from e6ingest.core import RATING_ORDER, atomic_path, temp_path
+from e6ingest.core import RATING_ORDER
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
@@ -30,8 +40,6 @@ from e6ingest.query import Query, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags, tags_present
-from e6ingest.shards import sample_key_expr
-from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubOptions, MirrorError
 
 
@@ -312,151 +320,3 @@ def summary(posts: pl.LazyFrame, top: int = 10) -> dict[str, Any]:
         "years": {str(y): n for y, n in posts_per_year(posts).iter_rows()},
         "top_tags": {c: t for c, t in tags.items() if t},
     }
-
-
-CAPTION_INPUTS = ("id", "site", "rating", "score", "created_at")
-
-
-def captions(
-    posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
-) -> pl.DataFrame:
-    """The captions of ``posts`` per ``spec``: ``id``, ``key``, ``caption``, ``tags`` (the
-    tag part), ``nl`` (the natural-language texts) and, with variants, ``captions`` (each
-    variant's caption by name, ``default`` first), built for all posts at once, with
-    ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
-    spec = spec or CaptionSpec()
-    rarity = tables.rarity() if tables is not None else None
-    implied = tables.implied() if tables is not None else None
-    frame = caption_frame(posts.select(_caption_inputs(posts)).collect(), spec, rarity, implied)
-    return _caption_columns(frame, spec)
-
-
-def _caption_inputs(posts: pl.LazyFrame) -> list[str]:
-    """The columns captions are made of."""
-    tags = [c for c in posts.collect_schema().names() if c.startswith("tags_")]
-    return [*CAPTION_INPUTS, *tags]
-
-
-def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
-    """A captioned frame as :func:`captions` returns it."""
-    variants = [pl.col(VARIANTS_COLUMN).alias("captions")] if spec.variants else []
-    return frame.select(
-        "id",
-        sample_key_expr().alias("key"),
-        "caption",
-        pl.col("caption_tags").alias("tags"),
-        pl.col("caption_nl").alias("nl"),
-        *variants,
-    )
-
-
-CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
-
-
-def write_captions_of(
-    posts: pl.LazyFrame,
-    path: str | Path,
-    spec: CaptionSpec | None = None,
-    tables: CaptionTables | None = None,
-    allow_empty: bool = True,
-    batch_rows: int = CAPTION_BATCH_ROWS,
-) -> int:
-    """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
-    JSON lines, atomically, ``batch_rows`` captions at a time (fewer posts when each has
-    variants, :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
-    large the selection (which is streamed to a temporary file beside ``path`` first).
-    Returns how many were written; an empty selection raises :class:`EmptySelection`
-    (writing nothing) unless ``allow_empty``."""
-    from e6ingest.captions import CaptionSelection
-    from e6ingest.captions.variants import posts_per_batch
-    from e6ingest.pipeline.plan import EmptySelection
-
-    check_captions_out(path)
-    spec = spec or CaptionSpec()
-    rarity = tables.rarity() if tables is not None else None
-    implied = tables.implied() if tables is not None else None
-    selection = temp_path(Path(path))
-    try:
-        posts.select(_caption_inputs(posts)).sink_parquet(selection, engine="streaming")
-        rows = pl.scan_parquet(selection)
-        total: int = rows.select(pl.len()).collect().item()
-        if not total and not allow_empty:
-            raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
-        with (
-            CaptionSelection(rows, spec) as shared,
-            atomic_path(path) as tmp,
-            tmp.open("wb") as out,
-        ):
-            at_once = posts_per_batch(batch_rows, spec)
-            for start in range(0, total, at_once):
-                batch = rows.slice(start, at_once).collect()
-                frame = caption_frame(batch, spec, rarity, implied, shared)
-                _caption_columns(frame, spec).write_ndjson(out)
-                del batch, frame
-    finally:
-        selection.unlink(missing_ok=True)
-    return total
-
-
-def caption_token_stats(
-    posts: pl.LazyFrame, spec: CaptionSpec | None = None, tables: CaptionTables | None = None
-) -> dict[str, Any]:
-    """CLIP token lengths of the captions of ``posts`` (a deterministic sample of at most
-    10,000 of them): median, p90, share over 75/150/225 and a histogram; with variants,
-    under ``variants`` the same for each variant by name."""
-    from e6ingest.captions.tokens import STATS_SAMPLE
-
-    return captions_token_stats(captions(Subset(sample=STATS_SAMPLE).pick(posts), spec, tables))
-
-
-def captions_token_stats(frame: pl.DataFrame) -> dict[str, Any]:
-    """:func:`caption_token_stats` of captions already built (a :func:`captions` frame)."""
-    from e6ingest.captions.tokens import token_stats
-
-    stats = token_stats(frame["caption"].to_list())
-    if "captions" in frame.columns:
-        stats["variants"] = {name: token_stats(frame["captions"].struct.field(name).to_list())
-                             for name in frame["captions"].struct.fields}  # fmt: skip
-    return stats
-
-
-def caption_token_lengths(captions_: pl.DataFrame, variant: str | None = None) -> pl.Series:
-    """The CLIP token count of each caption of a :func:`captions` frame (for a histogram),
-    or of each caption of one ``variant``."""
-    from e6ingest.captions.tokens import count_tokens
-
-    texts = captions_["caption"] if variant is None else captions_["captions"].struct.field(variant)
-    return pl.Series("tokens", count_tokens(texts.to_list()))
-
-
-CAPTION_FIELDS = {"id", "key", "caption", "tags", "nl"}
-
-
-def _captions_file_is_ours(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8") as f:
-            first = f.readline()
-        return not first or set(json.loads(first)) - {"captions"} == CAPTION_FIELDS
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def check_captions_out(path: str | Path) -> None:
-    """Fail (``OutputError``) unless :func:`write_captions` may write ``path``: a file in
-    an existing folder that is new or a captions file e6ingest wrote."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"--out {path} is a folder; give a file name, e.g. {path}/captions.jsonl")
-    if path.exists() and (path.is_symlink() or not _captions_file_is_ours(path)):
-        raise OutputError(f"--out {path} exists and is not a captions file e6ingest wrote; "
-                          "choose another file name")  # fmt: skip
-    if not path.parent.is_dir():
-        raise OutputError(f"--out {path}: the folder {path.parent} does not exist")
-
-
-def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
-    """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
-    file is replaced only when it is a captions file e6ingest wrote."""
-    check_captions_out(path)
-    with atomic_path(path) as tmp:  # written by polars straight into the file
-        frame.write_ndjson(tmp)

@@ -24,8 +24,7 @@ from urllib.parse import quote
 
 from e6ingest.core import atomic_file, register_secret
 from e6ingest.manifests import REPO_TYPE
-from e6ingest.sources.deadline import deadline as until
-from e6ingest.sources.deadline import deadline_client
+from e6ingest.sources.deadline import deadline as until, deadline_client
 from e6ingest.sources.retry import BadBytes, HttpStatus, ShortRead
 
 ERROR_BODY_LIMIT = 1 << 20
