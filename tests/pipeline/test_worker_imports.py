@@ -31,3 +31,23 @@ def test_pull_is_the_function_whatever_was_imported_first():
             "assert callable(pull) and pull.__name__ == 'pull', pull\nprint('ok')")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_pull_imports_no_pandas(small_demo, tmp_path):
+    """pandas is for notebooks that ask for it: a pull, its failures file included, runs
+    without importing it (about 0.2 s and 50 MB of a run otherwise)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom e6ingest.cli import main\n"
+        f"code = main(['pull', '--mirror', {str(small_demo)!r}, '--rating', 'e,q,s', "
+        f"'--out', {str(tmp_path / 'out')!r}, '--workers', '1', '--quiet'])\n"
+        "print(code, 'pandas' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "E6INGEST_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    import polars as pl
+
+    assert pl.read_parquet(tmp_path / "out" / "failures.parquet").height > 0  # written
