@@ -33,14 +33,15 @@ def test_pull_is_the_function_whatever_was_imported_first():
     assert done.stdout.strip() == "ok", done.stderr
 
 
-def test_a_pull_imports_no_pandas(small_demo, tmp_path):
-    """pandas is for notebooks that ask for it: a pull, its failures file included, runs
-    without importing it (about 0.2 s and 50 MB of a run otherwise)."""
+def test_an_index_build_and_a_pull_import_no_pandas(small_demo, tmp_path):
+    """pandas is for notebooks that ask for it: building the tag index and a pull, its
+    failures file included, run without importing it (about 0.2 s and 50 MB otherwise)."""
     import subprocess
     import sys
 
     code = (
         "import sys\nfrom e6ingest.cli import main\n"
+        f"assert main(['index', '--mirror', {str(small_demo)!r}]) == 0\n"
         f"code = main(['pull', '--mirror', {str(small_demo)!r}, '--rating', 'e,q,s', "
         f"'--out', {str(tmp_path / 'out')!r}, '--workers', '1', '--quiet'])\n"
         "print(code, 'pandas' in sys.modules)"

@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from e6ingest.arrays import to_arrow, to_numpy
 from e6ingest.captions.lookup import StringNumbers
 from e6ingest.captions.spec import CaptionSpec
 
@@ -157,26 +158,11 @@ class TagRules:
         return self._plain, self._marked
 
 
-def _arrow(values: np.ndarray) -> pa.Array:
-    """A numpy array of numbers as an arrow array, sharing its memory (``pa.array`` would
-    import pandas, a quarter of a second, on its first call)."""
-    values = np.ascontiguousarray(values)
-    kind = pa.from_numpy_dtype(values.dtype)
-    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
-
-
 def _take(texts: pa.Array, numbers: np.ndarray) -> pa.Array:
     """``texts[numbers]``, in memory from the system allocator: the taken texts grow by
     reallocation, which it does in place (page remapping) where arrow's default pool
     copies into fresh memory, two to three times slower here."""
-    return pc.take(texts, _arrow(numbers), memory_pool=pa.system_memory_pool())
-
-
-def _numpy(array: pa.Array) -> np.ndarray:
-    """An arrow array of numbers without nulls as numpy, sharing its memory (read from its
-    buffer: ``np.asarray`` would import pandas)."""
-    values = np.frombuffer(array.buffers()[1], array.type.to_pandas_dtype())
-    return values[array.offset : array.offset + len(array)]
+    return pc.take(texts, to_arrow(numbers), memory_pool=pa.system_memory_pool())
 
 
 def _arrow_strings(texts: list[str]) -> pa.Array:
@@ -242,14 +228,16 @@ class Lists:
     def from_series(cls, lists: pl.Series) -> Lists:
         """From a polars column of lists of numbers."""
         array = lists.rechunk().to_arrow()
-        offsets = _numpy(array.offsets).astype(np.int64, copy=False)
-        numbers = _numpy(array.values)[offsets[0] : offsets[-1]].astype(NUMBER, copy=False)
+        offsets = to_numpy(array.offsets).astype(np.int64, copy=False)
+        numbers = to_numpy(array.values)[offsets[0] : offsets[-1]].astype(NUMBER, copy=False)
         return cls(offsets - offsets[0], numbers)
 
     def series(self) -> pl.Series:
         """As a polars column of lists of numbers."""
         return pl.Series(
-            pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(self.offsets), _arrow(self.numbers)))
+            pl.from_arrow(
+                pa.LargeListArray.from_arrays(to_arrow(self.offsets), to_arrow(self.numbers))
+            )
         )
 
     def lengths(self) -> np.ndarray:
@@ -267,7 +255,7 @@ class Lists:
         """The written tags, as a list of strings per row."""
         plain, _ = rules.arrays()
         values = _take(plain, self.numbers)
-        array = pa.LargeListArray.from_arrays(_arrow(self.offsets), values)
+        array = pa.LargeListArray.from_arrays(to_arrow(self.offsets), values)
         return pl.Series(name, pl.from_arrow(array))
 
     def joined(
@@ -317,7 +305,7 @@ def _flat(lists: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Each row's number of items and the items one after the other (a missing list has
     none), read from the lists' arrow layout without copying."""
     array = lists.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    offsets = _numpy(array.offsets).astype(np.int64, copy=False)
+    offsets = to_numpy(array.offsets).astype(np.int64, copy=False)
     values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
     return np.diff(offsets), pl.Series(pl.from_arrow(values), dtype=pl.String)
 

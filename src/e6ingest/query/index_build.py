@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from e6ingest.arrays import to_arrow, to_numpy
 from e6ingest.core import temp_path, write_atomic
 from e6ingest.metadata.schemas import (
     TAG_CHARACTER,
@@ -216,7 +217,11 @@ def _first_pass(
                 if b not in writers:
                     writers[b] = pa.ipc.new_stream(str(buckets[b]), pair_schema,
                                                    options=PAIRS_FORMAT)  # fmt: skip
-                writers[b].write_table(pa.table([tag_numbers, tag_rows], schema=pair_schema))
+                writers[b].write_table(
+                    pa.Table.from_arrays(
+                        [to_arrow(tag_numbers), to_arrow(tag_rows)], schema=pair_schema
+                    )
+                )
             offset += frame.height
             if report is not None:
                 report(min(offset, total - 1), total)
@@ -254,7 +259,7 @@ def _sorted_pairs(bucket: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
     a radix sort when the bucket's tag numbers fit 16 bits once divided by ``parts``."""
     with pa.ipc.open_stream(pa.memory_map(str(bucket))) as reader:
         table = reader.read_all()
-    numbers, rows = table["n"].to_numpy(), table["row"].to_numpy()
+    numbers, rows = to_numpy(table["n"]), to_numpy(table["row"])
     del table
     local = numbers // parts  # every number of the bucket is b + local * parts
     if len(local) and local.max() < 1 << 16:
@@ -280,7 +285,7 @@ def _write_postings(buckets: list[Path], parts: int, path: Path) -> pl.DataFrame
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for bucket in buckets:
             numbers, rows = _sorted_pairs(bucket, parts)
-            writer.write_table(pa.table({"row": rows}, schema=schema))
+            writer.write_table(pa.Table.from_arrays([to_arrow(rows)], schema=schema))
             starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]][: len(numbers)])
             posts = np.diff(np.append(starts, len(numbers)))
             lists.append(pl.DataFrame({"n": numbers[starts], "posts": posts.astype(np.uint32),
