@@ -9,12 +9,13 @@ out with ``--batched-only``, as it needs tens of GB at 12M rows), (b) in batches
 from a mirror holding the file, in a fresh e6ingest cache, so its tag index is built first;
 stopped once planned). With ``--sample N``, instead: (d) ``e6ingest pull --sample N`` planned
 on the fresh metadata (no tag index: the pull scans) against (e) the scan of the same
-selection, ``e6ingest inspect --rating e,q,s --count --no-index``. It prints time, peak RSS (VmHWM,
-reset when each child starts: a child inherits its parent's peak at fork), their ratios,
-and a hash of each plan's rows (equal when the plans are).
+selection, ``e6ingest inspect --rating e,q,s [--query TAGS] --count --no-index``. It
+prints time, peak RSS (VmHWM, reset when each child starts: a child inherits its
+parent's peak at fork), their ratios, and a hash of each plan's rows (equal when the
+plans are).
 
     python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000] [--batched-only]
-                                    [--pull-only] [--sample 1000]
+                                    [--pull-only] [--sample 1000 [--query TAGS]]
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class PlanWritten(Exception):
     """Raised to stop a pull once its plan is written."""
 
 
-def pull_child(metadata: str, out: str, sample: int = 0) -> None:
+def pull_child(metadata: str, out: str, sample: int = 0, query: str = "") -> None:
     reset_peak()
     from e6ingest.config import make_config
     from e6ingest.pipeline import pull
@@ -75,7 +76,7 @@ def pull_child(metadata: str, out: str, sample: int = 0) -> None:
     if not (repo / "metadata.parquet").exists():
         os.symlink(metadata, repo / "metadata.parquet")
     config = make_config({"dataset": "danbooru2024", "rating": "e,q,s", "shard_size": 1000,
-                          "sample": sample,
+                          "sample": sample, "query": query,
                           "caption": {"quality_tag": True, "rating_tag": True}})  # fmt: skip
     planned: list[Planned] = []
 
@@ -117,16 +118,17 @@ def plan_hash(path: Path) -> int:
     return total % 2**64
 
 
-def sampled_pull(metadata: Path, work: Path, sample: int) -> None:
+def sampled_pull(metadata: Path, work: Path, sample: int, query: str) -> None:
     """(d) a pull of ``sample`` posts planned on fresh metadata, against (e) the scan."""
     from metadata_bench import measure
 
     out = work / "sampled.parquet"
-    command = [sys.executable, __file__, "--child", str(metadata), str(out), f"pull:{sample}"]
+    command = [sys.executable, __file__, "--child", str(metadata), str(out), f"pull:{sample}",
+               query]  # fmt: skip
     seconds, _, printed = measure(command)
     rows, rss = printed.split()
     scan = [sys.executable, "-m", "e6ingest", "inspect", "--metadata", str(metadata),
-            "--rating", "e,q,s", "--count", "--no-index"]  # fmt: skip
+            "--rating", "e,q,s", "--query", query, "--count", "--no-index"]  # fmt: skip
     scan_s, scan_mb, selected = measure(scan)
     shutil.rmtree(work, ignore_errors=True)
     print(f"(d) pull --sample {sample}: {rows} posts planned in {seconds:.1f} s, "
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--batched-only", action="store_true")
     parser.add_argument("--pull-only", action="store_true")
     parser.add_argument("--sample", type=int, default=0)
+    parser.add_argument("--query", default="", help="with --sample: the pull's query")
     args = parser.parse_args()
     # Built in its own process: a child forked from a big parent would report its RSS.
     metadata = CACHE / f"danbooru-shaped-{args.rows}-general.parquet"
@@ -155,7 +158,7 @@ def main() -> None:
     # e6ingest's cache for the children (a pull builds its tag index there): fresh each run
     os.environ["E6INGEST_CACHE"] = str(work / "cache")
     if args.sample:
-        sampled_pull(metadata, work, args.sample)
+        sampled_pull(metadata, work, args.sample, args.query)
         return
     results = {}
     runs = [("one pass", str(10**12)), ("batched", str(args.batch_rows)), ("pull", "pull")]
@@ -178,8 +181,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child" and sys.argv[4].startswith("pull"):
-        pull_child(sys.argv[2], sys.argv[3], int(sys.argv[4].partition(":")[2] or 0))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--child" and sys.argv[4].startswith("pull"):
+        query = sys.argv[5] if len(sys.argv) == 6 else ""
+        pull_child(sys.argv[2], sys.argv[3], int(sys.argv[4].partition(":")[2] or 0), query)
     elif len(sys.argv) == 5 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:

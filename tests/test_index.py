@@ -256,3 +256,27 @@ def test_a_question_without_an_index_looks_for_its_tags_only_until_found(tmp_pat
     assert posts.warnings(posts.query("solo late_tag")) == []
     warned = posts.warnings(posts.query("solo nowhere"))
     assert len(warned) == 1 and "'nowhere' is on no post" in warned[0]
+
+
+def test_a_pull_of_real_tags_on_fresh_metadata_counts_no_vocabulary(
+    small_demo, tmp_path, monkeypatch
+):
+    """A pull checks its query's tags as a first question does: found in the first rows,
+    nothing else is read (no vocabulary counted and cached); a tag no post has is warned
+    of with the closest real tags."""
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+    from e6ingest.pipeline.events import Warned
+
+    monkeypatch.setenv("E6INGEST_CACHE", str(tmp_path / "cache"))
+    vocabularies = tmp_path / "cache" / "vocabulary"
+    events: list[object] = []
+    config = make_config({"rating": "e,q,s", "query": "solo", "sample": 5})
+    pull(config, tmp_path / "real", small_demo, workers=1, progress=events.append)
+    assert not [e for e in events if isinstance(e, Warned)]
+    assert not vocabularies.exists() or not list(vocabularies.iterdir())
+    config = make_config({"rating": "e,q,s", "query": "~solo ~sollo", "sample": 5})
+    pull(config, tmp_path / "typo", small_demo, workers=1, progress=events.append)
+    warned = [e.message for e in events if isinstance(e, Warned)]
+    assert len(warned) == 1 and "'sollo' is on no post" in warned[0] and "solo" in warned[0]
+    assert list(vocabularies.iterdir())  # counted once, to suggest the closest tags

@@ -39,7 +39,7 @@ from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_s
 from e6ingest.query import Query, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
-from e6ingest.query.vocabulary import cached_vocabulary, check_tags, tags_present
+from e6ingest.query.vocabulary import cached_vocabulary, check_tags, query_warnings
 from e6ingest.sources import HubOptions, MirrorError
 
 
@@ -156,10 +156,8 @@ class Dataset:
             return []
         if self.question_index() is not None:
             return check_tags(query, self.vocabulary())
-        names = {t.tag for t in query.tags}
-        if tags_present(self.files, self.schemas, sorted(names), self.include_deleted) == names:
-            return []
-        return check_tags(query, self.vocabulary())
+        return query_warnings(query, self.files, self.schemas, self.vocabulary,
+                              self.include_deleted)  # fmt: skip
 
     def select(
         self, query: Query, subset: Subset = EVERYTHING, tag_table: str | None = None

@@ -51,7 +51,7 @@ from e6ingest.pipeline.sourcing import (
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
 from e6ingest.query.index import TagIndex, built_index, open_index
-from e6ingest.query.vocabulary import cached_vocabulary, check_tags
+from e6ingest.query.vocabulary import cached_vocabulary, check_tags, query_warnings
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.manifest import FORMAT_VERSION
 from e6ingest.shards.stats import FailureRecord
@@ -107,18 +107,26 @@ def caption_window_notes(plan_path: Path, spec: CaptionSpec) -> list[str]:
 
 
 def check_query(
-    query: Query, files: list[Path], schemas: Sequence[str | None], progress: Progress | None
+    query: Query,
+    files: list[Path],
+    schemas: Sequence[str | None],
+    include_deleted: bool,
+    progress: Progress | None,
 ) -> None:
     """Warn of tags no post has (with the closest ones); refuse ``name:value`` terms that
-    are neither metatags nor tags. The dataset's tags are counted once and cached (they
-    are the tag index's, when the query has one)."""
+    are neither metatags nor tags. With the tag index, from its vocabulary; without it, the
+    query's tags are looked for in the first rows and the dataset's tags counted (once,
+    cached) only to suggest the closest to a tag no post has."""
     if not query.tags:
         return
     if query.index is not None:
-        vocabulary = query.index.vocabulary()
+        warnings = check_tags(query, query.index.vocabulary())
     else:
-        vocabulary = cached_vocabulary(files, schemas, cache_dir() / "vocabulary")
-    for warning in check_tags(query, vocabulary):
+        folder = cache_dir() / "vocabulary"
+        warnings = query_warnings(query, files, schemas,
+                                  lambda: cached_vocabulary(files, schemas, folder),
+                                  include_deleted)  # fmt: skip
+    for warning in warnings:
         _notify(progress, Warned(warning))
 
 
@@ -276,7 +284,8 @@ class _Run:
         tables: CaptionTables,
     ) -> None:
         """Check the query against the dataset's tags and write the plan."""
-        check_query(query, files, [m.schema for m in manifest.metadata], self.progress)
+        schemas = [m.schema for m in manifest.metadata]
+        check_query(query, files, schemas, self.config.include_deleted, self.progress)
         rejected = [
             asdict(FailureRecord(None, manifest.site, "metadata", "invalid", message))
             for path, entry in zip(files, manifest.metadata, strict=True)

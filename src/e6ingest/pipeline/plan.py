@@ -28,6 +28,7 @@ from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.planfile import DUPLICATE_OF
 from e6ingest.query import Query, Subset
+from e6ingest.query.parse import SINK_ROW_GROUP
 
 PLAN_BATCH_ROWS = 250_000  # captions made at once: about 1 GB (benchmarks/RESULTS.md)
 SHARD_SIZE = 1000  # samples per output shard unless asked otherwise
@@ -151,14 +152,15 @@ def _select(
     """The selection's keys and kept ids (``_selected_keys``), and its rows written to
     ``selection_file``: every selected row, or with a subset (``--sample``, ``--limit``)
     only the kept ones, chosen first from the small columns (a sample of 1,000 posts does
-    not copy millions of rows' tags)."""
+    not copy millions of rows' tags) and then read by id alone (the query chose them; a
+    tag query is not run on the tags twice)."""
     columns = (*PLAN_COLUMNS, "md5") if request.drop_duplicates else PLAN_COLUMNS
     if not request.subset:
         request.query.sink(metadata, columns, selection_file)
         return _selected_keys(pl.scan_parquet(selection_file), request)
     keys, kept = _selected_keys(request.query.apply(metadata), request)
-    chosen = metadata.filter(pl.col("id").is_in(kept.implode()))
-    request.query.sink(chosen, columns, selection_file)
+    chosen = metadata.filter(pl.col("id").is_in(kept.implode())).select(columns)
+    chosen.sink_parquet(selection_file, engine="streaming", row_group_size=SINK_ROW_GROUP)
     return keys, kept
 
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -131,3 +131,22 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         warnings.append(f"tag {term.tag!r} is on no post of this dataset{hint}")
     return warnings
+
+
+def query_warnings(
+    query: Query,
+    files: Sequence[str | os.PathLike[str]],
+    schemas: Sequence[str | None],
+    vocabulary: Callable[[], pl.DataFrame],
+    include_deleted: bool = False,
+) -> list[str]:
+    """:func:`check_tags` for ``query`` on the metadata ``files``, counting the whole
+    ``vocabulary`` (a pass over every tag, cached) only when some tag of the query is on
+    none of the rows read first (``tags_present``): a query of real tags on fresh metadata
+    is checked in a slice of it."""
+    if not query.tags:
+        return []
+    names = {t.tag for t in query.tags}
+    if tags_present(files, schemas, sorted(names), include_deleted) == names:
+        return []
+    return check_tags(query, vocabulary())
