@@ -118,6 +118,37 @@ def test_tags_split_on_any_whitespace_as_the_scan_does(tmp_path):
     assert scanned.equals(data.tag_index().vocabulary())
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_vocabulary_is_a_plain_count_of_each_posts_tags(tmp_path, seed):
+    """The scan's vocabulary (split at spaces, read again by runs when a tag string holds
+    other whitespace) against a plain count: each post's distinct runs of characters that
+    are neither whitespace nor control characters, deleted posts included."""
+    import unicodedata
+    from collections import Counter
+
+    from e6ingest.query.vocabulary import tag_counts
+
+    rng = random.Random(seed)
+    letters, gaps = "ab_(é", [" ", " ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x00", "\x7f"]
+    gaps = gaps[: 3 if seed % 2 else len(gaps)]  # odd seeds: spaces only (no second read)
+    texts = [
+        "".join(rng.choice([*letters * 3, *gaps]) for _ in range(rng.randrange(0, 30)))
+        for _ in range(150)
+    ]
+    rows = [dict(E621_2024_ROWS[0], id=i + 1, tag_string=t, is_deleted=rng.choice("ft"))
+            for i, t in enumerate(texts)]  # fmt: skip
+    path = tmp_path / "posts.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+    def runs(text: str) -> set[str]:
+        marked = "".join(" " if c.isspace() or unicodedata.category(c) == "Cc" else c for c in text)
+        return set(marked.split())
+
+    counts = Counter(tag for text in texts for tag in runs(text))
+    expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    assert tag_counts([path], [None]).rows() == expected
+
+
 def test_a_later_file_wins_for_a_repeated_id_in_the_index(e621_2024_sample, e621_newest_sample):
     data = dataset.open_dataset(files=[e621_2024_sample, e621_newest_sample], index=True)
     assert _same(data, "retagged") == 1 and _same(data, "balls") == 0  # id 14: the newest row

@@ -233,26 +233,6 @@ def _first_pass(
     return numbering, [b for b in buckets if b.exists()], offset, parts
 
 
-def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataFrame:
-    """Every tag of the metadata ``files`` (deleted posts included) with its number of
-    ``posts``, most used first: the index's vocabulary, counted without building one, in
-    one streaming pass."""
-    numbering = _Numbering()
-    posts = np.zeros(0, dtype=np.int64)
-    offset = 0
-    for frame in _batches(files, schemas, []):
-        numbers, rows, _ = numbering.pairs(frame, offset)
-        each = pl.DataFrame({"n": numbers, "row": rows}).unique()  # a tag named twice: once
-        found = np.bincount(each["n"].to_numpy())
-        if len(found) > len(posts):
-            posts = np.concatenate([posts, np.zeros(len(found) - len(posts), np.int64)])
-        posts[: len(found)] += found
-        offset += frame.height
-    tags = numbering.tags().head(len(posts)).alias("tag")
-    counted = pl.DataFrame([tags, pl.Series("posts", posts, pl.UInt32)])
-    return counted.filter(pl.col("posts") > 0).sort(["posts", "tag"], descending=[True, False])
-
-
 def _sorted_pairs(bucket: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
     """A bucket's pairs sorted by tag number then row, each once: the tag numbers and the
     rows. The pairs were written in row order, so a stable sort by tag number is enough:

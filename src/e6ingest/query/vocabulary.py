@@ -16,9 +16,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from e6ingest.core import atomic_path
+from e6ingest.metadata import scan_files
 from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
-from e6ingest.metadata.schemas import scan_file
-from e6ingest.query.index_build import metadata_rows, tag_counts
+from e6ingest.metadata.schemas import TAG_CHARACTER, TAG_SEPARATOR, scan_file
+from e6ingest.query.index_build import metadata_rows
 from e6ingest.query.metatags import SUPPORTED, supported_list
 from e6ingest.query.parse import Query, QueryError, has_tag
 
@@ -52,8 +53,7 @@ def cached_vocabulary(
     """Every tag of the metadata ``files`` (read with ``schemas``) with its number of posts,
     most used first, kept in ``folder`` under the files' identity (path, schema, size,
     footer hash; ``metadata.identity``) and used again only when their content is
-    unchanged. Counted in one streaming pass, as the tag index counts them
-    (``index_build.tag_counts``)."""
+    unchanged. Counted in one streaming pass (:func:`tag_counts`)."""
     found = identify_all(files, schemas)
     path = folder / f"{_key(found)}.parquet"
     cached = _read(path, found)
@@ -68,6 +68,32 @@ def cached_vocabulary(
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return vocabulary
+
+
+def _counted(rows: pl.LazyFrame, tags: pl.Expr) -> pl.DataFrame:
+    """On how many ``rows`` each of the ``tags`` lists' items is, most used first."""
+    return (
+        rows.select(tags.list.unique().alias("tag"))
+        .explode("tag")
+        .filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
+        .group_by("tag")
+        .agg(pl.len().cast(pl.UInt32).alias("posts"))
+        .sort(["posts", "tag"], descending=[True, False])
+        .collect(engine="streaming")
+    )
+
+
+def tag_counts(files: Sequence[Path], schemas: Sequence[str | None]) -> pl.DataFrame:
+    """Every tag of the metadata ``files`` (deleted posts included) with its number of
+    ``posts``, most used first, as the tag index counts them: a tag string's runs of
+    characters other than whitespace and control characters. Split at spaces in one
+    streaming pass; read again, by those runs, only when some tag string holds other
+    whitespace."""
+    rows = scan_files(files, schemas, include_deleted=True)
+    counted = _counted(rows, pl.col("tags").str.split(" "))
+    if counted["tag"].str.contains(TAG_SEPARATOR).any():
+        counted = _counted(rows, pl.col("tags").str.extract_all(f"{TAG_CHARACTER}+"))
+    return counted
 
 
 FIRST_ROWS = 131_072  # rows read first when looking for tags; each next read twice as many
