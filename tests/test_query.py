@@ -295,3 +295,29 @@ def test_sample_is_deterministic_and_limit_follows_order():
     top = Subset(limit=3).pick(frame.lazy(), ("score", True)).collect()
     assert top["score"].to_list() == [96, 96, 96] and top["id"].to_list() == [96, 193, 290]
     assert Subset(limit=2).pick(frame.lazy()).collect()["id"].to_list() == [1, 2]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_kept_rows_are_the_rows_pick_keeps_in_its_order(seed):
+    """``kept_rows`` picks from the small columns, then reads the wide rows by id: the same
+    rows, in the same order, as ``pick`` over the whole rows."""
+    import random
+
+    from e6ingest.query import Subset
+
+    rng = random.Random(seed)
+    n = rng.randrange(0, 300)
+    ids = rng.sample(range(1, 10_000), n)
+    frame = pl.LazyFrame({
+        "id": ids,
+        "score": [rng.randrange(-5, 5) for _ in ids],
+        "fav_count": [rng.choice([None, 1, 2, 3]) for _ in ids],
+        "tags": [[f"t{rng.randrange(9)}" for _ in range(rng.randrange(4))] for _ in ids],
+    })  # fmt: skip
+    amount = rng.choice([1, 5, 50, 400])
+    subset = rng.choice([Subset(sample=amount, seed=rng.randrange(9)), Subset(limit=amount)])
+    order = rng.choice(
+        [None, ("id", True), ("score", False), ("fav_count", True), ("random", False)]
+    )
+    expected = subset.pick(frame, order).collect()
+    assert subset.kept_rows(frame, order).collect().equals(expected)

@@ -110,7 +110,8 @@ def caption_token_stats(
     under ``variants`` the same for each variant by name."""
     from e6ingest.captions.tokens import STATS_SAMPLE
 
-    return captions_token_stats(captions(Subset(sample=STATS_SAMPLE).pick(posts), spec, tables))
+    sampled = Subset(sample=STATS_SAMPLE).kept_rows(posts)
+    return captions_token_stats(captions(sampled, spec, tables))
 
 
 def captions_token_stats(frame: pl.DataFrame) -> dict[str, Any]:

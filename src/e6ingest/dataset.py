@@ -165,7 +165,7 @@ class Dataset:
         """The posts ``query`` selects (the kept part with ``subset``), lazily, with their
         tag categories restored by ``tag_table`` (e621 ``id,name,category,post_count``;
         default: the dataset's tags table, if it has one)."""
-        selected = subset.pick(query.apply(self.posts), query.order)
+        selected = subset.kept_rows(query.apply(self.posts), query.order)
         tag_table = tag_table or (self.tables.tag_table if self.tables else "")
         if tag_table:
             selected = apply_tag_table(selected, read_tag_table(tag_table))

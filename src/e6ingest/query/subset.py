@@ -69,3 +69,16 @@ class Subset:
             kept = lazy.sort(by, descending=[descending, False][: len(by)], nulls_last=True)
             kept = kept.head(self.limit)
         return kept if isinstance(frame, pl.LazyFrame) else kept.collect()
+
+    def kept_rows(self, frame: pl.LazyFrame, order: tuple[str, bool] | None = None) -> pl.LazyFrame:
+        """:meth:`pick` of a frame of one row per id, chosen from its small columns first
+        (``id`` and the order's column): the kept ids are found now, and the wide rows are
+        read for them alone, in the order that chose them. A sample of 10,000 posts does not
+        carry millions of rows' tag lists through the sort."""
+        if not self:
+            return frame
+        small = frame.select(*dict.fromkeys(["id", *self.columns(order)]))
+        ids = self.pick(small, order).select("id").collect(engine="streaming")
+        chosen = frame.filter(pl.col("id").is_in(ids["id"].implode()))
+        place = ids.with_row_index("__place").lazy()
+        return chosen.join(place, on="id").sort("__place").drop("__place")
