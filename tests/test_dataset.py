@@ -118,3 +118,23 @@ def test_the_api_sees_the_categories_the_cli_sees(small_demo, capsys):
     assert main(["inspect", "--mirror", str(small_demo), "--json", "--top", "5"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert dict(artists.iter_rows()) == info["top_tags"]["artist"]
+
+
+@pytest.mark.parametrize("subset", [{}, {"sample": 150, "seed": 2}, {"limit": 90}])
+def test_a_preview_captions_only_its_posts_as_the_whole_selection_would(demo_root, monkeypatch,
+                                                                        subset):  # fmt: skip
+    """``preview_captions`` reads and captions the first posts and the statistics' sample
+    alone, yet they are the captions of the whole selection (quality tiers over all of it,
+    variants), in its order."""
+    from e6ingest.captions import CaptionSpec, tokens
+    from e6ingest.query import Subset
+
+    monkeypatch.setattr(tokens, "STATS_SAMPLE", 40)
+    data = dataset.open_dataset(mirror=demo_root)
+    posts = data.select(data.query("-comic", ("e", "q", "s")), Subset(**subset))
+    spec = CaptionSpec(quality_tag=True, rating_tag=True, variants="standard", max_tokens=75)
+    whole = dataset.captions(posts, spec, data.tables)
+    head, sample, total = dataset.preview_captions(posts, 7, spec, data.tables)
+    assert total == whole.height > 40
+    assert head.equals(whole.head(7))
+    assert sample.equals(whole.gather_every(whole.height // 40))

@@ -35,6 +35,33 @@ def captions(
     return _caption_columns(frame, spec)
 
 
+def preview_captions(
+    posts: pl.LazyFrame,
+    rows: int,
+    spec: CaptionSpec | None = None,
+    tables: CaptionTables | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The captions of the first ``rows`` posts of ``posts``, those of every n-th post (a
+    sample of at most ``STATS_SAMPLE`` for token statistics) and how many posts there are:
+    as :func:`captions` of all of them gives them (quality percentiles over the whole
+    selection), but only these posts' rows are read and captioned."""
+    from e6ingest.captions import CaptionSelection
+    from e6ingest.captions.tokens import STATS_SAMPLE
+
+    spec = spec or CaptionSpec()
+    ids = posts.select("id").collect(engine="streaming")["id"]
+    head, sampled = ids.head(rows), ids.gather_every(max(1, len(ids) // STATS_SAMPLE))
+    wanted = pl.concat([head, sampled]).unique()
+    chosen = posts.filter(pl.col("id").is_in(wanted.implode())).select(_caption_inputs(posts))
+    rarity = tables.rarity() if tables is not None else None
+    implied = tables.implied() if tables is not None else None
+    with CaptionSelection(posts, spec) as shared:
+        frame = caption_frame(chosen.collect(), spec, rarity, implied, shared)
+    built = _caption_columns(frame, spec)
+    pick = [built.filter(pl.col("id").is_in(some.implode())) for some in (head, sampled)]
+    return pick[0], pick[1], len(ids)
+
+
 def _caption_inputs(posts: pl.LazyFrame) -> list[str]:
     """The columns captions are made of."""
     tags = [c for c in posts.collect_schema().names() if c.startswith("tags_")]

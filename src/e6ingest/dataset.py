@@ -26,6 +26,7 @@ from e6ingest.captioned import (
     captions as captions,
     captions_token_stats as captions_token_stats,
     check_captions_out as check_captions_out,
+    preview_captions as preview_captions,
     write_captions as write_captions,
     write_captions_of as write_captions_of,
 )

@@ -219,10 +219,11 @@ def cmd_captions(args: argparse.Namespace) -> int:
                               "(--allow-empty to write an empty file)")  # fmt: skip
 
     if not args.out:
-        captions = dataset.captions(posts, config.caption, data.tables)
-        if captions.is_empty() and not args.allow_empty:
+        head, sample, total = dataset.preview_captions(posts, args.preview, config.caption,
+                                                       data.tables)  # fmt: skip
+        if not total and not args.allow_empty:
             raise empty()
-        _preview(captions.lazy(), len(captions), args.preview)
+        _print_captions(head, sample)
         return 0
     try:  # a batch at a time: memory does not grow with the selection
         written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,
@@ -238,18 +239,25 @@ def cmd_captions(args: argparse.Namespace) -> int:
 
 
 def _preview(captions: pl.LazyFrame, total: int, rows: int) -> None:
-    """The first ``rows`` captions (each variant on its line) and the token statistics of
-    a sample of all ``total``."""
-    from e6ingest import dataset
-    from e6ingest.captions.tokens import STATS_SAMPLE, describe_stats
+    """The first ``rows`` captions and the token statistics of a sample of all ``total``."""
+    from e6ingest.captions.tokens import STATS_SAMPLE
 
-    for row in captions.head(rows).collect().iter_rows(named=True):
+    sample = captions.gather_every(max(1, total // STATS_SAMPLE)).collect()
+    _print_captions(captions.head(rows).collect(), sample)
+
+
+def _print_captions(head: pl.DataFrame, sample: pl.DataFrame) -> None:
+    """The captions of ``head`` (each variant on its line), then the token statistics of
+    the captions of ``sample``."""
+    from e6ingest import dataset
+    from e6ingest.captions.tokens import describe_stats
+
+    for row in head.iter_rows(named=True):
         print(f"{row['key']}:")
         texts = row.get("captions") or {"": row["caption"]}
         for name, text in texts.items():
             for line in text.split("\n"):
                 print(f"  {name + ': ' if name else ''}{line}")
-    sample = captions.gather_every(max(1, total // STATS_SAMPLE)).collect()
     print(describe_stats(dataset.captions_token_stats(sample)))
 
 
