@@ -249,13 +249,14 @@ def select(
 ) -> pl.LazyFrame:
     """The posts matching booru search ``query`` and ``ratings`` (AND), lazily; with
     ``sample`` a deterministic random N of them (``seed``), or the first ``limit`` in the
-    query's ``order:``.
+    query's ``order:``, chosen now from the small columns (``posts`` has one row per id, as
+    :func:`load_metadata` gives it).
 
     With ``tag_table`` (e621 ``id,name,category,post_count``), tag categories are restored
     on the selected posts.
     """
     parsed = selection_query(query, parse_ratings(ratings), include_deleted=True)
-    selected = Subset(sample, limit, seed).pick(parsed.apply(posts), parsed.order)
+    selected = Subset(sample, limit, seed).kept_rows(parsed.apply(posts), parsed.order)
     if tag_table is not None:
         selected = apply_tag_table(selected, read_tag_table(tag_table))
     return selected
