@@ -78,8 +78,8 @@ class Subset:
         if not self:
             return frame
         small = frame.select(*dict.fromkeys(["id", *self.columns(order)]))
-        ids = self.pick(small, order).select("id").unique(maintain_order=True)
-        ids = ids.collect(engine="streaming")
+        picked = self.pick(small, order).select("id").unique(maintain_order=True)
+        ids = picked.collect(engine="streaming")
         chosen = frame.filter(pl.col("id").is_in(ids["id"].implode()))
         place = ids.with_row_index("__place").lazy()
         return chosen.join(place, on="id").sort("__place").drop("__place")
