@@ -53,6 +53,23 @@ def test_e621_2024_export(e621_2024_sample):
     assert post["created_at"].year == 2007 and post["width"] == 581
 
 
+@pytest.mark.parametrize("stored", ["bool", "text"])
+def test_the_deleted_flag_reads_alike_as_a_boolean_or_as_text(danbooru_sample, tmp_path, stored):
+    """``is_deleted`` stored as a real boolean (with nulls) is read as it is, and as the
+    strings 't'/'f'/'true' it is parsed: the same posts are deleted either way."""
+    table = pq.read_table(danbooru_sample)
+    flags = [True, None, False, True, None][: table.num_rows]
+    column = pa.array(flags, pa.bool_())
+    if stored == "text":
+        short, long = {True: "t", False: "f"}, {True: "true", False: "false"}
+        column = pa.array([(short if i % 2 else long).get(f) for i, f in enumerate(flags)])
+    path = tmp_path / f"{stored}.parquet"
+    index = table.schema.get_field_index("is_deleted")
+    pq.write_table(table.set_column(index, "is_deleted", column), path)
+    deleted = scan_file(path).collect()["is_deleted"].to_list()
+    assert deleted == [bool(f) for f in flags]
+
+
 def test_e621_newest_table(e621_newest_sample):
     assert detect_schema(e621_newest_sample).name == "e621_newest"
     post = scan_file(e621_newest_sample).collect().row(0, named=True)

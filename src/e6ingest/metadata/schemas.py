@@ -78,8 +78,11 @@ def _iso_to_utc(column: str) -> pl.Expr:
     return pl.col(column).str.to_datetime(ISO_FORMAT, time_zone="UTC", strict=False)
 
 
-def _flag(column: str) -> pl.Expr:
-    """A boolean flag stored as a real boolean or as the strings 't'/'f'."""
+def _flag(lf: pl.LazyFrame, column: str) -> pl.Expr:
+    """A boolean flag stored as a real boolean or as the strings 't'/'f' (a real boolean
+    is read as it is: its cast to text cost 0.05 s per 8M rows on every question)."""
+    if lf.collect_schema().get(column) == pl.Boolean:
+        return pl.col(column).fill_null(False)
     return pl.col(column).cast(pl.String).is_in(["t", "true", "True"]).fill_null(False)
 
 
@@ -115,7 +118,7 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
         _iso_to_utc("created_at").alias("created_at"),
         pl.col("md5").cast(pl.String),
         pl.col("parent_id").cast(pl.Int64, strict=False),
-        _flag("is_deleted").alias("is_deleted"),
+        _flag(lf, "is_deleted").alias("is_deleted"),
     )
 
 
@@ -136,7 +139,7 @@ def _e621_common(
         created_at.alias("created_at"),
         pl.col("md5").cast(pl.String),
         pl.col("parent_id").cast(pl.Int64, strict=False),
-        _flag("is_deleted").alias("is_deleted"),
+        _flag(lf, "is_deleted").alias("is_deleted"),
     )
 
 
