@@ -173,3 +173,31 @@ def test_a_small_pull_makes_enough_shards_without_a_shard_size(tmp_path):
     write_plan(metadata, PlanRequest(selection_query("solo", ())), tmp_path / "plan.parquet")
     shards = pl.read_parquet(tmp_path / "plan.parquet")["shard"]
     assert shards.n_unique() == 25 and shards.value_counts()["count"].max() == 4
+
+
+def test_rows_without_an_id_are_never_planned(tmp_path):
+    """A metadata row without an id can be no post: the plan of a file holding such rows
+    is the plan of the file without them, in one batch or in several."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from e6ingest.metadata import scan_files
+    from tests.conftest import E621_2024_ROWS
+
+    rows = [dict(E621_2024_ROWS[0], id=i, is_deleted="f") for i in range(1, 121)]
+    holed = [dict(r, id=None) if r["id"] % 7 == 0 else r for r in rows]
+    clean = [r for r in holed if r["id"] is not None]
+    selection = selection_query("", ("e", "q", "s"))
+    plans = []
+    for name, table in (("holed", holed), ("clean", clean)):
+        metadata_file = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist(table), metadata_file)
+        for batch_rows in (10**9, 25):
+            path = tmp_path / f"{name}-{batch_rows}.parquet"
+            request = PlanRequest(
+                selection, 50, SOURCE_SHARDS, CaptionSpec(), batch_rows=batch_rows
+            )
+            write_plan(scan_files([metadata_file]), request, path)
+            plans.append(pl.read_parquet(path))
+    assert plans[0]["id"].null_count() == 0 and plans[0].height == len(clean)
+    assert all(plan.equals(plans[0]) for plan in plans[1:])

@@ -256,7 +256,8 @@ def partition(
     try:
         for batch in pq.ParquetFile(selection).iter_batches(batch_size=65_536):
             table = pa.Table.from_batches([batch])
-            table = table.filter(pc.is_valid(table["id"]))
+            if table["id"].null_count:  # a copy of every column: only when needed
+                table = table.filter(pc.is_valid(table["id"]))
             if keep is not None:
                 table = table.filter(pc.is_in(table["id"], keep))
             ids = pl.from_arrow(table["id"]).to_numpy()  # (arrow's to_numpy imports pandas)
