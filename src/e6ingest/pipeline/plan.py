@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from e6ingest.arrays import to_arrow
 from e6ingest.captions import CaptionSpec, read_aliases
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.variants import (
@@ -262,11 +263,14 @@ def partition(
                 table = table.filter(pc.is_in(table["id"], keep))
             ids = pl.from_arrow(table["id"]).to_numpy()  # (arrow's to_numpy imports pandas)
             which = np.searchsorted(ends, ids % source_shards, side="right")
-            for number in np.unique(which):
-                rows = table.filter(pl.Series(which == number).to_arrow())
+            order = np.argsort(which, kind="stable")  # by part, rows in their order
+            table, which = table.take(to_arrow(order)), which[order]
+            starts = np.flatnonzero(np.diff(which, prepend=-1))
+            for start, stop in zip(starts, [*starts[1:], len(which)], strict=True):
+                number = int(which[start])
                 if number not in writers:
                     writers[number] = pq.ParquetWriter(files[number], table.schema)
-                writers[number].write_table(rows)
+                writers[number].write_table(table.slice(start, stop - start))
     finally:
         for writer in writers.values():
             writer.close()
