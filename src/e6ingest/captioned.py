@@ -15,6 +15,7 @@ from e6ingest.captions.variants import VARIANTS_COLUMN
 from e6ingest.core import atomic_path, temp_path
 from e6ingest.pipeline.sourcing import CaptionTables
 from e6ingest.query import Subset
+from e6ingest.query.parse import SINK_COMPRESSION
 from e6ingest.shards import sample_key_expr
 from e6ingest.shards.layout import OutputError
 
@@ -108,7 +109,8 @@ def write_captions_of(
     implied = tables.implied() if tables is not None else None
     selection = temp_path(Path(path))
     try:
-        posts.select(_caption_inputs(posts)).sink_parquet(selection, engine="streaming")
+        inputs = posts.select(_caption_inputs(posts))
+        inputs.sink_parquet(selection, engine="streaming", compression=SINK_COMPRESSION)
         rows = pl.scan_parquet(selection)
         total: int = rows.select(pl.len()).collect().item()
         if not total and not allow_empty:

@@ -29,7 +29,7 @@ from e6ingest.metadata import TAG_COLUMNS
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.planfile import DUPLICATE_OF
 from e6ingest.query import Query, Subset
-from e6ingest.query.parse import SINK_ROW_GROUP
+from e6ingest.query.parse import SINK_COMPRESSION, SINK_ROW_GROUP
 
 PLAN_BATCH_ROWS = 250_000  # captions made at once: about 1 GB (benchmarks/RESULTS.md)
 SHARD_SIZE = 1000  # samples per output shard unless asked otherwise
@@ -161,7 +161,12 @@ def _select(
         return _selected_keys(pl.scan_parquet(selection_file), request)
     keys, kept = _selected_keys(request.query.apply(metadata), request)
     chosen = metadata.filter(pl.col("id").is_in(kept.implode())).select(columns)
-    chosen.sink_parquet(selection_file, engine="streaming", row_group_size=SINK_ROW_GROUP)
+    chosen.sink_parquet(
+        selection_file,
+        engine="streaming",
+        row_group_size=SINK_ROW_GROUP,
+        compression=SINK_COMPRESSION,
+    )
     return keys, kept
 
 
