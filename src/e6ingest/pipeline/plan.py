@@ -192,7 +192,6 @@ def write_plan(
     selection (a sample's captions are those of a full run). A post id present in several
     rows is planned once, from the last row.
     """
-    spec = request.caption
     selection_file = temp_path(path.with_name("selection.parquet"))
     parts: list[Path] = []
     try:
@@ -204,47 +203,71 @@ def write_plan(
                     f"the selection is empty: {request.query.explain_empty(metadata)} "
                     "(--allow-empty to write an empty output)"
                 )
-            captions = {
-                "thresholds": variant_thresholds(keys, spec),
-                "aliases": read_aliases(spec.aliases) if spec.aliases else None,
-                "captioning": stack.enter_context(Captioning(request.threads)),
-            }
+            captions = _shared_captioning(keys, request, stack)
             dropped = duplicates(keys, kept) if request.drop_duplicates else None
             del keys
             if not request.shard_size:
                 request = replace(request, shard_size=auto_shard_size(len(kept)))
-            posts = posts_per_batch(request.batch_rows, spec)
+            posts = posts_per_batch(request.batch_rows, request.caption)
             ranges = _source_ranges(kept, request.source_shards, posts)
             only = kept if request.subset else None
             parts = partition(selection_file, ranges, request.source_shards, only)
             selection_file.unlink()
             pa.default_memory_pool().release_unused()  # what reading the selection kept
-            tags = read_tag_table(request.tag_table) if request.tag_table else None
-            notes = {
-                f"e6ingest.{k}": json.dumps(v, sort_keys=True) for k, v in (saved or {}).items()
-            }
-            writer: pq.ParquetWriter | None = None
-            offset = 0
-            todo: list[Path | None] = [*parts] if parts else [None]  # none: one empty part
-            for part_file in todo:
-                part = pl.read_parquet(part_file) if part_file is not None else empty
-                if tags is not None:
-                    part = apply_tag_table(part.lazy(), tags).collect()
-                part = _plan_part(part, request, captions, offset, dropped).to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(plan_file, part.schema.with_metadata(notes))
-                writer.write_table(part.cast(writer.schema), row_group_size=65536)
-                offset += part.num_rows
-                del part
-                pa.default_memory_pool().release_unused()
-                if part_file is not None:
-                    part_file.unlink()
-            if writer is not None:
-                writer.close()
+            planned = _PlanParts(request, captions, dropped, empty)
+            return planned.write(parts, plan_file, saved or {})
     finally:
         for leftover in (selection_file, *parts):
             leftover.unlink(missing_ok=True)
-    return offset
+
+
+def _shared_captioning(
+    keys: pl.DataFrame, request: PlanRequest, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """What every part's captions share: the quality thresholds over the whole selection
+    (``keys``), the tag aliases and the captioning threads (closed with ``stack``)."""
+    spec = request.caption
+    return {
+        "thresholds": variant_thresholds(keys, spec),
+        "aliases": read_aliases(spec.aliases) if spec.aliases else None,
+        "captioning": stack.enter_context(Captioning(request.threads)),
+    }
+
+
+@dataclass
+class _PlanParts:
+    """The plan written from the selection's part files, one after the other: each part
+    captioned, numbered on from the previous one and appended to the plan file."""
+
+    request: PlanRequest
+    captions: dict[str, Any]
+    dropped: pl.DataFrame | None
+    empty: pl.DataFrame  # the selection's columns, planned when there is no part
+
+    def write(self, parts: list[Path], plan_file: Path, saved: Mapping[str, object]) -> int:
+        """Plan ``parts`` (deleting each once planned) into ``plan_file``, with ``saved``
+        in its metadata; the number of posts planned."""
+        tags = read_tag_table(self.request.tag_table) if self.request.tag_table else None
+        notes = {f"e6ingest.{k}": json.dumps(v, sort_keys=True) for k, v in saved.items()}
+        writer: pq.ParquetWriter | None = None
+        offset = 0
+        for part_file in [*parts] if parts else [None]:  # none: one empty part
+            part = pl.read_parquet(part_file) if part_file is not None else self.empty
+            if tags is not None:
+                part = apply_tag_table(part.lazy(), tags).collect()
+            table = _plan_part(part, self.request, self.captions, offset, self.dropped).to_arrow()
+            del part
+            if writer is None:
+                writer = pq.ParquetWriter(plan_file, table.schema.with_metadata(notes))
+            writer.write_table(table.cast(writer.schema), row_group_size=65536)
+            offset += table.num_rows
+            del table
+            pa.default_memory_pool().release_unused()
+            if part_file is not None:
+                part_file.unlink()
+        if writer is not None:
+            writer.close()
+        return offset
 
 
 def partition(
