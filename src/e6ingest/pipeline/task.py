@@ -7,9 +7,10 @@ the output root, and returns the shard's typed stats.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -164,37 +165,12 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
         count_post(written=False)
 
     try:
-        fetchable = []
-        for row in rows:
-            try:
-                for step in ROW_STEPS:
-                    step(row)
-                fetchable.append(row)
-            except PostFailure as exc:
-                fail(row, exc)
-        with open_source(task.source) as source:
-            fetched_all = source.fetch_many(row["id"] for row in fetchable)
-            taken: deque[Fetched | PostFailure] = deque()
-
-            def image_bytes() -> Iterator[bytes | None]:
-                for fetched in fetched_all:
-                    taken.append(fetched)
-                    yield fetched.data if isinstance(fetched, Fetched) else None
-
-            normalized_all = normalize_all(image_bytes(), task.image, images)
-            for row, normalized in zip(fetchable, normalized_all, strict=True):
-                fetched = taken.popleft()
-                try:
-                    if isinstance(fetched, PostFailure):
-                        raise fetched
-                    if normalized is None:  # pragma: no cover - bytes were given
-                        raise RuntimeError(f"post {row['id']}: no image result")
-                    sample = make_sample(row, fetched, normalized, task)
-                    assert not isinstance(normalized, PostFailure)  # make_sample raised it
-                    record = normalized[1]
-                except PostFailure as exc:
-                    fail(row, exc)
+        with contextlib.closing(_samples(task, _fetchable(rows, fail), images)) as samples:
+            for row, made in samples:
+                if isinstance(made, PostFailure):
+                    fail(row, made)
                     continue
+                sample, record = made
                 writer.add(sample)
                 counts.outcomes[WRITTEN] += 1
                 counts.image_seconds += record.seconds
@@ -211,6 +187,50 @@ def run_task(task: ShardTask, images: ImagePool | None = None) -> ShardStats:
     stats = writer.finish(counts, time.perf_counter() - start, task.plan)
     flush_posts()
     return stats
+
+
+def _fetchable(rows: list[Row], fail: Callable[[Row, PostFailure], None]) -> list[Row]:
+    """The rows that pass every step of ``ROW_STEPS``; each other one is given to ``fail``."""
+    fetchable = []
+    for row in rows:
+        try:
+            for step in ROW_STEPS:
+                step(row)
+            fetchable.append(row)
+        except PostFailure as exc:
+            fail(row, exc)
+    return fetchable
+
+
+def _samples(
+    task: ShardTask, rows: list[Row], images: ImagePool | None
+) -> Generator[tuple[Row, tuple[Sample, ImageRecord] | PostFailure], None, None]:
+    """Each of ``rows`` in turn with its sample and image record, or the failure that
+    left it out: fetched from the task's source and normalised (through ``images`` when
+    given) as the rows come."""
+    with open_source(task.source) as source:
+        fetched_all = source.fetch_many(row["id"] for row in rows)
+        taken: deque[Fetched | PostFailure] = deque()
+
+        def image_bytes() -> Iterator[bytes | None]:
+            for fetched in fetched_all:
+                taken.append(fetched)
+                yield fetched.data if isinstance(fetched, Fetched) else None
+
+        normalized_all = normalize_all(image_bytes(), task.image, images)
+        for row, normalized in zip(rows, normalized_all, strict=True):
+            fetched = taken.popleft()
+            try:
+                if isinstance(fetched, PostFailure):
+                    raise fetched
+                if normalized is None:  # pragma: no cover - bytes were given
+                    raise RuntimeError(f"post {row['id']}: no image result")
+                sample = make_sample(row, fetched, normalized, task)
+                assert not isinstance(normalized, PostFailure)  # make_sample raised it
+            except PostFailure as exc:
+                yield row, exc
+                continue
+            yield row, (sample, normalized[1])
 
 
 def _replaced(task: ShardTask) -> ShardStats | None:
