@@ -96,6 +96,26 @@ def test_tag_table_restores_e621_categories(tmp_path):
     assert "anthro" in post["tags_general"] and "red_panda" not in post["tags_general"]
 
 
+@pytest.mark.parametrize("schema", ["e621_newest", "e621_2024"])
+def test_uncategorised_metadata_without_a_tags_table_is_a_warning(
+    schema, e621_newest_sample, e621_2024_sample, danbooru_sample, tmp_path, capsys
+):
+    """e621 metadata keeps every tag in one list: captioned from ``--metadata`` alone, its
+    artists do not lead; a warning names the file and the flag that restores them."""
+    path = {"e621_newest": e621_newest_sample, "e621_2024": e621_2024_sample}[schema]
+    assert main(["captions", "--metadata", str(path), "--preview", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {path}: the {schema} schema has no tag categories" in err
+    assert "artists and characters do not lead the captions" in err and "--tag-table" in err
+    table = tmp_path / "tags.csv"
+    table.write_text("id,name,category,post_count\n1,fleurfurr,1,10\n")
+    assert main(["captions", "--metadata", str(path), "--tag-table", str(table),
+                 "--preview", "1"]) == 0  # fmt: skip
+    assert "tag categories" not in capsys.readouterr().err
+    assert main(["captions", "--metadata", str(danbooru_sample), "--preview", "1"]) == 0
+    assert "tag categories" not in capsys.readouterr().err  # danbooru has its categories
+
+
 def test_tag_table_bad_category_names_the_row(tmp_path):
     table = tmp_path / "tags.csv"
     table.write_text("id,name,category,post_count\n1,solo,0,5\n2,broken,banana,1\n")

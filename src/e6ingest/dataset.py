@@ -35,8 +35,14 @@ from e6ingest.config import parse_ratings
 from e6ingest.core import RATING_ORDER
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
+from e6ingest.metadata.schemas import detect_schema
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
-from e6ingest.pipeline.sourcing import CaptionTables, caption_tables, metadata_source
+from e6ingest.pipeline.sourcing import (
+    TABLE_COSTS,
+    CaptionTables,
+    caption_tables,
+    metadata_source,
+)
 from e6ingest.query import Query, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
@@ -210,6 +216,8 @@ def open_dataset(
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
         given = tuple(Path(f) for f in files)
+        if not tag_table and warn is not None:
+            _warn_uncategorised(given, warn)
         tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)
         return answering(given, (None,) * len(given), None, tables=tables)
     if demo:
@@ -219,6 +227,19 @@ def open_dataset(
     paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
     return answering(tuple(paths), tuple(schemas), site, tables=replace(tables, index=index))
+
+
+def _warn_uncategorised(files: Sequence[Path], warn: Callable[[str], None]) -> None:
+    """Say, once, that the first of ``files`` whose schema keeps its tags uncategorised is
+    read so (no tags table was given) and what that costs the captions."""
+    for path in files:
+        schema = detect_schema(path)
+        if not schema.categorised:
+            cost, flag = TABLE_COSTS["tags"]
+            warn(f"{path}: the {schema.name} schema has no tag categories and no tags table "
+                 f"was given; {cost}. Give the e621 tags export (id,name,category,post_count) "
+                 f"with {flag} FILE")  # fmt: skip
+            return
 
 
 def load_metadata(

@@ -94,6 +94,8 @@ class Schema:
     site: str
     required: frozenset[str]
     adapt: Callable[[pl.LazyFrame], pl.LazyFrame]
+    categorised: bool = True  # False: every tag in one list (tags_general) until a tags
+    # table restores the categories
 
 
 def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -181,6 +183,7 @@ SCHEMAS: dict[str, Schema] = {
                 }
             ),
             _e621_2024,
+            categorised=False,
         ),
         Schema(
             "e621_newest",
@@ -192,6 +195,7 @@ SCHEMAS: dict[str, Schema] = {
                 }
             ),
             _e621_newest,
+            categorised=False,
         ),
     )
 }  # fmt: skip
