@@ -187,6 +187,14 @@ def test_sites_keep_their_own_defaults_and_row_order(batch_rows):
         ({"date_tag": "decade"}, "date_tag"),
         ({"max_tags": -1}, "max_tags"),
         ({"quality_tiers": {"top": 2.0}}, "quality_tiers"),
+        ({"separator": ""}, "separator must not be empty"),
+        ({"separator": ",\n"}, "separator must be one line"),
+        ({"keep_tokens_separator": "|\t|"}, "keep_tokens_separator must be one line"),
+        ({"keep_tokens_separator": "\u2028"}, "keep_tokens_separator must be one line"),
+        ({"rating_names": {"e": "explicit\r"}}, "rating_names.e must be one line"),
+        ({"quality_tiers": {"best\x00": 0.9}}, "quality_tiers must be one line"),
+        ({"periods": {"new\nest": 2022}}, "periods must be one line"),
+        ({"variants": {"short": {"separator": "\n"}}}, "variants: short: separator must be"),
     ],
 )
 def test_spec_errors_name_the_option(options, message):

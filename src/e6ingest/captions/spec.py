@@ -4,6 +4,7 @@ caption a trainer reads, the same for every dataset, with per-site defaults."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar, cast
@@ -184,7 +185,23 @@ class CaptionSpec:
             raise ValueError(f"token_priority must be one of {TOKEN_PRIORITIES}")
         if self.nl_position not in NL_POSITIONS:
             raise ValueError(f"nl_position must be one of {NL_POSITIONS}")
+        if not self.separator:
+            raise ValueError("separator must not be empty: the tags would run together")
+        self._check_one_line()
         self._normalise_variants()
+
+    def _check_one_line(self) -> None:
+        """Every text the spec writes into a caption is one line of printable text: a line
+        break or control character in it would split the caption (a trainer reading a
+        random line of ``{key}.txt`` would read a piece of it)."""
+        texts = [("separator", self.separator)]
+        texts += [("keep_tokens_separator", self.keep_tokens_separator)]
+        texts += [(f"rating_names.{k}", v) for k, v in dict(self.rating_names).items()]
+        texts += [("quality_tiers", k) for k, _ in self.tier_pairs]
+        texts += [("periods", k) for k, _ in self.period_pairs]
+        for name, text in texts:
+            if any((c.isspace() and c != " ") or unicodedata.category(c) == "Cc" for c in text):
+                raise ValueError(f"{name} must be one line of printable text, not {text!r}")
 
     def _normalise_variants(self) -> None:
         """``variants`` as (name, sorted override pairs), each checked by building its spec."""
