@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import e6ingest
@@ -184,3 +185,23 @@ def test_shuffle_and_dropout_keep_the_fixed_head(variant_pull):
         assert all(
             set(a.split(", ")) <= set(b.split(", ")) for a, b in zip(lines, originals, strict=True)
         )
+
+
+@pytest.mark.parametrize(
+    ("weights", "says"),
+    [
+        ({"short": -1, "full": 2}, r"variant_weights\['short'\] must be 0 or more, not -1"),
+        ({"short": float("nan")}, r"variant_weights\['short'\] must be 0 or more, not nan"),
+        ({"full": float("inf")}, r"variant_weights\['full'\] must be 0 or more, not inf"),
+        ({"short": "1"}, r"variant_weights\['short'\] must be a number, not '1'"),
+        ({"short": True}, r"variant_weights\['short'\] must be a number, not True"),
+        ({"short": 0, "full": 0.0}, "variant_weights must not all be 0"),
+    ],
+)
+def test_variant_weights_that_cannot_be_drawn_are_refused_by_name(weights, says):
+    from e6ingest.readers.augment import CaptionChoice
+
+    with pytest.raises(ValueError, match=says):
+        CaptionChoice(weights=weights)
+    numpy_weights = {"short": np.float32(0.5), "full": np.int64(1)}  # as a notebook makes them
+    assert CaptionChoice(weights=numpy_weights).total == 1.5

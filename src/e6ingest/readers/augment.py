@@ -5,6 +5,8 @@ the epoch and the sample's key, so it is the same on every rank, worker and reru
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,8 +33,13 @@ class CaptionChoice:
     def __post_init__(self) -> None:
         if isinstance(self.weights, Mapping):
             object.__setattr__(self, "weights", tuple(self.weights.items()))
-        if any(w < 0 for _, w in self.weights) or (self.weights and not self.total):
-            raise ValueError("variant_weights must be 0 or more, and not all 0")
+        for name, weight in self.weights:
+            if not isinstance(weight, numbers.Real) or isinstance(weight, bool):
+                raise ValueError(f"variant_weights[{name!r}] must be a number, not {weight!r}")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"variant_weights[{name!r}] must be 0 or more, not {weight}")
+        if self.weights and not self.total:
+            raise ValueError("variant_weights must not all be 0")
         if not 0.0 <= self.tag_dropout < 1.0:
             raise ValueError(f"tag_dropout must be within 0..1, not {self.tag_dropout}")
         if self.keep_tokens < 0:
