@@ -192,6 +192,12 @@ def test_export_never_writes_through_symlinks(small_pull, tmp_path):
     with pytest.raises(ExportError, match="did not write"):
         export_kohya(small_pull, to)
     assert victim.read_text() == "precious"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    with pytest.raises(ExportError, match="link is a symbolic link; export kohya follows none"):
+        export_kohya(small_pull, tmp_path / "link")
+    assert not any(elsewhere.iterdir())
 
 
 def test_moved_export_resolves_every_key_from_its_dataset_config(small_pull, tmp_path):

@@ -124,7 +124,10 @@ def _scan_target(to: Path) -> dict[str, str]:
     the sha256 e6ingest recorded for each file it wrote there (by relative path)."""
     if not to.exists():
         return {}
-    if to.is_symlink() or not to.is_dir():
+    if to.is_symlink():
+        raise ExportError(f"--to {to} is a symbolic link; export kohya follows none: give "
+                          "the folder itself")  # fmt: skip
+    if not to.is_dir():
         raise ExportError(f"--to {to} is not a folder")
     entries = sorted(os.scandir(to), key=lambda e: e.name)
     if not entries:
