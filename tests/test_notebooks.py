@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -31,3 +32,12 @@ def test_inspect_ratings_notebook_runs(demo_root, monkeypatch):
     assert scanned and indexed and scanned.group(1) == indexed.group(1)
     assert re.search(r"'solo' +[\d,]+ posts \(\d+ ms\)", text)
     assert not [o for o in outputs if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_valid_as_written(path):
+    """Every cell has its id: nbformat fixes a missing one with a warning today and will
+    refuse the notebook in a later version."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nbformat.validate(nbformat.read(path, as_version=4))
