@@ -425,3 +425,19 @@ def test_the_public_api_is_listed_and_documented():
     for name in ("pull", "dataset", "open_shards", "make_config", "verify_output"):
         assert name in dir(e6ingest) and name in e6ingest.__doc__
         assert getattr(e6ingest, name).__doc__
+
+
+@pytest.mark.parametrize("where", ["flag", "toml"])
+def test_a_pixel_budget_given_in_megapixels_is_refused(where, mirror_args, tmp_path, capsys):
+    """``--max-pixels 4`` meant 4 MP: it would scale every image to 2x2 pixels."""
+    if where == "flag":
+        given = ["--max-pixels", "4"]
+    else:
+        config = tmp_path / "pull.toml"
+        config.write_text("[image]\nmax_pixels = 4\n")
+        given = ["--config", str(config)]
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "pull", *mirror_args, *given, "--out", str(out))
+    line = _one_line(err)
+    assert code == 2 and "max_pixels counts pixels" in line and "4 is less than a 64x64" in line
+    assert not out.exists()

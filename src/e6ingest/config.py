@@ -31,7 +31,7 @@ from e6ingest import tomlfile
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
 from e6ingest.core import RatingError, parse_ratings as core_parse_ratings
-from e6ingest.imaging import ImagePolicy
+from e6ingest.imaging import DEFAULT_MAX_PIXELS, ImagePolicy
 from e6ingest.manifests import REPO_NAME, is_revision
 from e6ingest.query import Subset
 
@@ -51,6 +51,9 @@ def parse_ratings(text: str | Iterable[str] | None, site: str | None = None) -> 
         return core_parse_ratings(text, site)
     except RatingError as exc:
         raise ConfigError(f"--rating: {exc}") from None
+
+
+MIN_MAX_PIXELS = 64 * 64  # a smaller pixel budget is a typo (megapixels for pixels)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class PullConfig:
     drop_duplicates: bool = False  # posts whose file (md5) another selected post has: failed
 
     def __post_init__(self) -> None:
+        if self.image.max_pixels < MIN_MAX_PIXELS:
+            raise ConfigError(
+                f"max_pixels counts pixels (width x height; {DEFAULT_MAX_PIXELS} is 2048x2048): "
+                f"{self.image.max_pixels} is less than a 64x64 image, too small to train on"
+            )
         if self.shard_size < 0:
             raise ConfigError(
                 f"--shard-size must be at least 1 (0: the default), not {self.shard_size}"
