@@ -427,17 +427,19 @@ def test_the_public_api_is_listed_and_documented():
         assert getattr(e6ingest, name).__doc__
 
 
+@pytest.mark.parametrize("name", ["max_pixels", "max_source_pixels"])
 @pytest.mark.parametrize("where", ["flag", "toml"])
-def test_a_pixel_budget_given_in_megapixels_is_refused(where, mirror_args, tmp_path, capsys):
+def test_a_pixel_budget_given_in_megapixels_is_refused(name, where, mirror_args, tmp_path,
+                                                       capsys):  # fmt: skip
     """``--max-pixels 4`` meant 4 MP: it would scale every image to 2x2 pixels."""
     if where == "flag":
-        given = ["--max-pixels", "4"]
+        given = [f"--{name.replace('_', '-')}", "4"]
     else:
         config = tmp_path / "pull.toml"
-        config.write_text("[image]\nmax_pixels = 4\n")
+        config.write_text(f"[image]\n{name} = 4\n")
         given = ["--config", str(config)]
     out = tmp_path / "out"
     code, _, err = _run(capsys, "pull", *mirror_args, *given, "--out", str(out))
     line = _one_line(err)
-    assert code == 2 and "max_pixels counts pixels" in line and "4 is less than a 64x64" in line
+    assert code == 2 and f"{name} counts pixels" in line and "4 is less than a 64x64" in line
     assert not out.exists()

@@ -76,11 +76,13 @@ class PullConfig:
     drop_duplicates: bool = False  # posts whose file (md5) another selected post has: failed
 
     def __post_init__(self) -> None:
-        if self.image.max_pixels < MIN_MAX_PIXELS:
-            raise ConfigError(
-                f"max_pixels counts pixels (width x height; {DEFAULT_MAX_PIXELS} is 2048x2048): "
-                f"{self.image.max_pixels} is less than a 64x64 image, too small to train on"
-            )
+        for name in ("max_pixels", "max_source_pixels"):
+            pixels = getattr(self.image, name)
+            if pixels < MIN_MAX_PIXELS:
+                raise ConfigError(
+                    f"{name} counts pixels (width x height; {DEFAULT_MAX_PIXELS} is 2048x2048): "
+                    f"{pixels} is less than a 64x64 image, too small to train on"
+                )
         if self.shard_size < 0:
             raise ConfigError(
                 f"--shard-size must be at least 1 (0: the default), not {self.shard_size}"
