@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -134,6 +135,41 @@ def test_nl_file_errors_name_the_file(tmp_path):
     broken.write_text('{"id": 1, "regular_summary": "a", "brief_summary": "b", \n')
     with pytest.raises(CaptionInputError, match=r"broken\.jsonl"):
         read_nl_captions(CaptionSpec(nl_captions=(str(broken),), nl_finished=""))
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        (
+            [nl_row(1, "a", "b"), nl_row("abc", "c", "d")],
+            r"x\.jsonl: row 2: id 'abc' is not a post id$",
+        ),
+        ([nl_row(1.5, "a", "b")], r"x\.jsonl: row 1: id 1\.5 is not a post id$"),
+        ([nl_row(1, ["a"], "b")], r"x\.jsonl: regular_summary holds List\(String\), not text$"),
+        ([nl_row(1, "a", {"x": 1})], r"x\.jsonl: brief_summary holds Struct.*, not text$"),
+        ([nl_row([1], "a", "b")], r"x\.jsonl: id holds List\(Int64\), not post ids$"),
+        ([], r"x\.jsonl: an empty file, with no natural-language captions$"),
+    ],
+)
+def test_nl_values_of_the_wrong_kind_are_one_line_naming_file_and_row(tmp_path, rows, says):
+    """A post id that is no whole number would match another post (1.5 read as 1), a
+    list where a text goes is no text: each refused in one line naming the file (and row)."""
+    path = write_jsonl(tmp_path / "x.jsonl", rows)
+    for read in (path, _as_parquet(path) if rows else None):
+        if read is None:
+            continue
+        with pytest.raises(CaptionInputError) as refused:
+            read_nl_captions(CaptionSpec(nl_captions=(str(read),)))
+        message = str(refused.value)
+        assert "\n" not in message
+        assert re.search(says.replace("x\\.jsonl", re.escape(str(read.name))), message), message
+
+
+def _as_parquet(path):
+    """The rows of a JSON lines file as parquet, beside it."""
+    out = path.with_suffix(".parquet")
+    pl.read_ndjson(path, infer_schema_length=None).write_parquet(out)
+    return out
 
 
 def test_aliases_files(tmp_path):

@@ -24,6 +24,8 @@ class CaptionInputError(ValueError):
 def _scan(path: Path) -> pl.LazyFrame:
     if not path.is_file():
         raise CaptionInputError(f"{path}: no such natural-language captions file")
+    if path.stat().st_size == 0:
+        raise CaptionInputError(f"{path}: an empty file, with no natural-language captions")
     if path.suffix == ".parquet":
         return pl.scan_parquet(path)
     if path.suffix in (".jsonl", ".ndjson", ".json"):
@@ -59,9 +61,10 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
         path = Path(name)
         lf = _scan(path)
         try:
-            names = lf.collect_schema().names()
+            schema = lf.collect_schema()
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {exc}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {_first_line(exc)}") from exc
+        names = schema.names()
         missing = [f for f in ("id", *spec.nl_fields) if f not in names]
         if spec.nl_finished and FINISH_FIELD not in names:
             missing.append(FINISH_FIELD)
@@ -70,17 +73,42 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
                 f"{path}: missing field(s) {missing} (has {sorted(names)}); "
                 'set nl_fields, or nl_finished = "" to take every row'
             )
+        _check_types(path, lf, schema, spec.nl_fields)
         lf = lf.select(pl.col("id").cast(pl.Int64), _nl_parts(spec, names).alias("nl"))
         if ids is not None:
             lf = lf.filter(pl.col("id").is_in(ids.implode()))
         try:
             frames.append(lf.collect())
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {exc}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {_first_line(exc)}") from exc
     nl = pl.concat(frames)
     if not nl["id"].null_count() and (nl["id"].diff() > 0).all():  # increasing: no repeats
         return nl
     return nl.unique("id", keep="last", maintain_order=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message (polars appends the query plan)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_types(path: Path, lf: pl.LazyFrame, schema: pl.Schema, fields: Sequence[str]) -> None:
+    """Refuse a natural-language captions file whose ``fields`` hold no text (lists,
+    objects) or whose ``id`` is not a whole number in some row (named, counted from 1)."""
+    for name in fields:
+        if schema[name].is_nested() or schema[name] == pl.Object:
+            raise CaptionInputError(f"{path}: {name} holds {schema[name]}, not text")
+    kind = schema["id"]
+    if kind.is_integer() or kind == pl.Null:
+        return
+    if not (kind.is_float() or kind == pl.String):
+        raise CaptionInputError(f"{path}: id holds {kind}, not post ids")
+    raw, whole = pl.col("id"), pl.col("id").cast(pl.Int64, strict=False)
+    bad = raw.is_not_null() & (whole.is_null() | (whole.cast(kind) != raw))
+    found = lf.with_row_index("row", 1).filter(bad).select("row", "id").head(1).collect()
+    if found.height:
+        row, value = found.row(0)
+        raise CaptionInputError(f"{path}: row {row}: id {value!r} is not a post id")
 
 
 def read_aliases(path: str | Path) -> dict[str, str]:
