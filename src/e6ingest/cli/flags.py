@@ -103,8 +103,8 @@ def selection_flags(p: argparse.ArgumentParser) -> None:
 def image_flags(p: argparse.ArgumentParser) -> None:
     img = p.add_argument_group("images")
     img.add_argument("--max-pixels", type=count, metavar="N",
-                     help=f"pixel budget; larger images are scaled down (default: "
-                     f"{_IMAGE.max_pixels}, 2048x2048)")  # fmt: skip
+                     help=f"pixel budget (width x height, at least 64x64); larger images "
+                     f"are scaled down (default: {_IMAGE.max_pixels}, 2048x2048)")  # fmt: skip
     img.add_argument("--max-source-pixels", type=count, metavar="N",
                      help="sources larger are refused from their header (default: "
                      f"{DEFAULT_MAX_SOURCE_PIXELS})")  # fmt: skip
