@@ -5,6 +5,7 @@ batch at a time (:func:`write_captions_of`), and their CLIP-token statistics. Re
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,35 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
 CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
 
 
+@dataclass
+class CaptionPreview:
+    """What ``captions --out FILE --preview N`` prints of the captions written: the first
+    ``rows`` and every n-th caption of all (at most ``STATS_SAMPLE``, for the token
+    statistics), kept from each batch as :func:`write_captions_of` writes it."""
+
+    rows: int
+    head: list[pl.DataFrame] = field(default_factory=list)
+    sampled: list[pl.DataFrame] = field(default_factory=list)
+
+    def keep(self, frame: pl.DataFrame, start: int, total: int) -> None:
+        """Keep this preview's rows of ``frame``: the captions ``start`` onwards of
+        ``total``."""
+        from e6ingest.captions.tokens import STATS_SAMPLE
+
+        if start < self.rows:
+            self.head.append(frame.head(self.rows - start))
+        every = max(1, total // STATS_SAMPLE)
+        self.sampled.append(frame.gather_every(every, offset=-start % every))
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The first captions and the statistics' sample, each one frame."""
+        return _concat(self.head), _concat(self.sampled)
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
 def write_captions_of(
     posts: pl.LazyFrame,
     path: str | Path,
@@ -92,13 +122,15 @@ def write_captions_of(
     tables: CaptionTables | None = None,
     allow_empty: bool = True,
     batch_rows: int = CAPTION_BATCH_ROWS,
+    preview: CaptionPreview | None = None,
 ) -> int:
     """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
     JSON lines, atomically, ``batch_rows`` captions at a time (fewer posts when each has
     variants, :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
     large the selection (which is streamed to a temporary file beside ``path`` first).
     Returns how many were written; an empty selection raises :class:`EmptySelection`
-    (writing nothing) unless ``allow_empty``."""
+    (writing nothing) unless ``allow_empty``. ``preview`` keeps its rows of each batch as
+    it is written (the file is not read again for them)."""
     from e6ingest.captions import CaptionSelection
     from e6ingest.captions.variants import posts_per_batch
     from e6ingest.pipeline.plan import EmptySelection
@@ -123,8 +155,10 @@ def write_captions_of(
             at_once = posts_per_batch(batch_rows, spec)
             for start in range(0, total, at_once):
                 batch = rows.slice(start, at_once).collect()
-                frame = caption_frame(batch, spec, rarity, implied, shared)
-                _caption_columns(frame, spec).write_ndjson(out)
+                frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
+                frame.write_ndjson(out)
+                if preview is not None:
+                    preview.keep(frame, start, total)
                 del batch, frame
     finally:
         selection.unlink(missing_ok=True)

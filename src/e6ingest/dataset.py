@@ -21,6 +21,7 @@ from e6ingest.captioned import (
     CAPTION_BATCH_ROWS as CAPTION_BATCH_ROWS,
     CAPTION_FIELDS as CAPTION_FIELDS,
     CAPTION_INPUTS as CAPTION_INPUTS,
+    CaptionPreview as CaptionPreview,
     caption_token_lengths as caption_token_lengths,
     caption_token_stats as caption_token_stats,
     captions as captions,

@@ -120,10 +120,13 @@ def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, t
     assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]
 
 
-def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(small_demo, tmp_path):
+def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(
+    small_demo, tmp_path, monkeypatch
+):
     """``captions --out`` captions the selection in batches (memory bounded by a batch):
     quality tiers over the whole selection, NL texts and variants come out as the
-    captions of the whole selection built at once."""
+    captions of the whole selection built at once; the preview kept while writing is the
+    file's first captions and every n-th one."""
     from e6ingest import dataset
     from e6ingest.captions import CaptionSpec
 
@@ -138,8 +141,15 @@ def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(small_demo
                        variants="standard", max_tokens=75)  # fmt: skip
     at_once = dataset.captions(posts, spec, data.tables)
     out = tmp_path / "captions.jsonl"
-    written = dataset.write_captions_of(posts, out, spec, data.tables, batch_rows=7)
+    monkeypatch.setattr("e6ingest.captions.tokens.STATS_SAMPLE", 13)  # every n-th, n > 1
+    preview = dataset.CaptionPreview(10)
+    written = dataset.write_captions_of(posts, out, spec, data.tables, batch_rows=7,
+                                        preview=preview)  # fmt: skip
     batched = pl.read_ndjson(out)
     assert written == len(at_once) == len(batched) > 20
     assert batched.to_dicts() == json.loads(at_once.write_json())
+    head, sampled = preview.frames()
+    assert head.to_dicts() == batched.head(10).to_dicts()
+    assert sampled.to_dicts() == batched.gather_every(written // 13).to_dicts()
+    assert 13 <= sampled.height < written // 2  # a sample, from many batches
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

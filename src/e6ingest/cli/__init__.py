@@ -225,25 +225,18 @@ def cmd_captions(args: argparse.Namespace) -> int:
             raise empty()
         _print_captions(head, sample)
         return 0
+    preview = dataset.CaptionPreview(args.preview) if args.preview else None
     try:  # a batch at a time: memory does not grow with the selection
         written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,
-                                            args.allow_empty)  # fmt: skip
+                                            args.allow_empty, preview=preview)  # fmt: skip
     except EmptySelection:
         raise empty() from None
     from e6ingest.pipeline.results import plural
 
     print(f"{plural(written, 'caption')} written to {args.out}", file=sys.stderr)
-    if args.preview and written:
-        _preview(pl.scan_ndjson(args.out), written, args.preview)
+    if preview is not None and written:
+        _print_captions(*preview.frames())
     return 0
-
-
-def _preview(captions: pl.LazyFrame, total: int, rows: int) -> None:
-    """The first ``rows`` captions and the token statistics of a sample of all ``total``."""
-    from e6ingest.captions.tokens import STATS_SAMPLE
-
-    sample = captions.gather_every(max(1, total // STATS_SAMPLE)).collect()
-    _print_captions(captions.head(rows).collect(), sample)
 
 
 def _print_captions(head: pl.DataFrame, sample: pl.DataFrame) -> None:
