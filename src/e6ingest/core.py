@@ -232,3 +232,12 @@ def kill_point(name: str) -> None:
     _kill_counts[name] = _kill_counts.get(name, 0) + 1
     if _kill_counts[name] >= int(nth or 1):
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or an executor sets
+    it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)

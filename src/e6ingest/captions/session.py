@@ -5,7 +5,6 @@ kept per process."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,20 +15,12 @@ import numpy as np
 from e6ingest.captions.codes import TagRules
 from e6ingest.captions.spec import CaptionSpec
 from e6ingest.captions.tokens import count_tokens, count_with_mark
+from e6ingest.core import available_cores
 
 COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
 _NONE = np.zeros(0, np.int64)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity, as a container or an executor sets
-    it), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class Captioning:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from e6ingest.core import available_cores
 from e6ingest.demo.images import NO_FILE, DemoImage, choose_image, render
 from e6ingest.demo.tables import (
     DemoPost,
@@ -30,7 +31,7 @@ from e6ingest.demo.tables import (
 )
 from e6ingest.demo.vocab import E621_CATEGORY_NUMBERS, IMPLIES, post_tags, vocabulary
 from e6ingest.manifests import DatasetManifest, ImageRepo, load_manifest
-from e6ingest.pipeline.executor import default_workers, process_pool
+from e6ingest.pipeline.executor import process_pool
 from e6ingest.shards.layout import OutputError
 
 DEMO_DATASETS = ("danbooru2024", "e621")
@@ -261,7 +262,7 @@ def build_demo(
         raise OutputError(f"--out {out} is not empty; the demo mirror needs an empty folder")
     if posts < 1:
         raise ValueError(f"--posts must be at least 1, not {posts}")
-    workers = workers or default_workers()
+    workers = workers or available_cores()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

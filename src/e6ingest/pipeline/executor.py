@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from e6ingest.core import available_cores
+
 if TYPE_CHECKING:
     from e6ingest.pipeline.budget import MemoryBudget
     from e6ingest.pipeline.progress import Send
@@ -30,14 +32,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 Initializer = Callable[[Any, int], None]  # (context, cores), once in each process
 PARENT_POLL_SECONDS = 0.5
-
-
-def default_workers() -> int:
-    """The number of cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -151,7 +145,7 @@ class LocalExecutor(Executor):
     workers, the tasks run one after the other in this process, each offered every core."""
 
     def __init__(self, workers: int | None = None):
-        self.workers = max(1, workers or default_workers())
+        self.workers = max(1, workers or available_cores())
 
     def memory_budget(self, total: int) -> MemoryBudget:
         from e6ingest.pipeline.budget import MemoryBudget

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
-from e6ingest.core import PostFailure
+from e6ingest.core import PostFailure, available_cores
 from e6ingest.imaging import (
     Budget,
     ImagePolicy,
@@ -22,7 +22,7 @@ from e6ingest.imaging import (
 )
 from e6ingest.pipeline.budget import current_budget
 from e6ingest.pipeline.context import WorkerContext
-from e6ingest.pipeline.executor import default_workers, process_pool, stop_pool
+from e6ingest.pipeline.executor import process_pool, stop_pool
 
 Normalized = tuple[bytes, ImageRecord]
 
@@ -57,7 +57,7 @@ class ImagePool:
         in_flight: int = 0,
         budget: Budget | None = None,
     ):
-        self.workers = max(1, workers or default_workers())
+        self.workers = max(1, workers or available_cores())
         self.in_flight = in_flight or self.workers * 4
         self._pool = process_pool(self.workers, _start, (policy, WorkerContext(budget)))
 
