@@ -75,6 +75,13 @@ def test_inspect_unknown_schema_names_file(tmp_path, capsys):
     assert "x.parquet: not in a supported metadata schema" in capsys.readouterr().err
 
 
+def test_metadata_given_as_a_folder_says_to_give_its_files(tmp_path, capsys):
+    assert main(["inspect", "--metadata", str(tmp_path), "--count"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: a folder; give its parquet files ({tmp_path}/*.parquet)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_tag_table_restores_e621_categories(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

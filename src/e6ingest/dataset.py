@@ -214,6 +214,9 @@ def open_dataset(
                         notice=notice)  # fmt: skip
     if files:
         missing = [str(f) for f in files if not Path(f).is_file()]
+        if missing and Path(missing[0]).is_dir():
+            raise SchemaError(f"{missing[0]}: a folder; give its parquet files "
+                              f"({Path(missing[0]) / '*.parquet'})")  # fmt: skip
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
         given = tuple(Path(f) for f in files)
