@@ -82,6 +82,17 @@ def test_metadata_given_as_a_folder_says_to_give_its_files(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_metadata_of_two_sites_together_is_refused(danbooru_sample, e621_2024_sample, capsys):
+    """Post ids repeat across sites: read together, e621's post N hid danbooru's post N."""
+    code = main(["inspect", "--metadata", str(danbooru_sample), str(e621_2024_sample), "--count"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{e621_2024_sample}: e621 metadata beside danbooru metadata ({danbooru_sample})" in err
+    assert "give one site's files at a time" in err
+    with pytest.raises(SchemaError, match="post ids repeat across sites"):
+        dataset.load_metadata(files=[e621_2024_sample, danbooru_sample])
+
+
 def test_tag_table_restores_e621_categories(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -36,7 +36,7 @@ from e6ingest.config import parse_ratings
 from e6ingest.core import RATING_ORDER
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
-from e6ingest.metadata.schemas import detect_schema
+from e6ingest.metadata.schemas import Schema, detect_schema
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import (
     TABLE_COSTS,
@@ -78,7 +78,7 @@ class Dataset:
 
     files: tuple[Path, ...]
     schemas: tuple[str | None, ...]
-    site: str | None = None  # None: files of any site (ratings of either accepted)
+    site: str | None = None  # None: given files (all of one site, either; its ratings)
     include_deleted: bool = False
     tables: CaptionTables | None = None  # tags table, implications, tag rarity
     index: bool | None = None  # True: the tag index, built if needed; False: scan;
@@ -220,8 +220,10 @@ def open_dataset(
         if missing:
             raise SchemaError(f"{missing[0]}: no such metadata file")
         given = tuple(Path(f) for f in files)
+        found = [detect_schema(f) for f in given]
+        _check_one_site(given, found)
         if not tag_table and warn is not None:
-            _warn_uncategorised(given, warn)
+            _warn_uncategorised(given, found, warn)
         tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)
         return answering(given, (None,) * len(given), None, tables=tables)
     if demo:
@@ -233,11 +235,24 @@ def open_dataset(
     return answering(tuple(paths), tuple(schemas), site, tables=replace(tables, index=index))
 
 
-def _warn_uncategorised(files: Sequence[Path], warn: Callable[[str], None]) -> None:
+def _check_one_site(files: Sequence[Path], schemas: Sequence[Schema]) -> None:
+    """Refuse metadata files of two sites together: their post ids repeat (danbooru's
+    post 1 is not e621's), and a later file's post would hide the other site's."""
+    first = schemas[0].site
+    for path, schema in zip(files, schemas, strict=True):
+        if schema.site != first:
+            raise SchemaError(
+                f"{path}: {schema.site} metadata beside {first} metadata ({files[0]}); post "
+                "ids repeat across sites, so give one site's files at a time"
+            )
+
+
+def _warn_uncategorised(
+    files: Sequence[Path], schemas: Sequence[Schema], warn: Callable[[str], None]
+) -> None:
     """Say, once, that the first of ``files`` whose schema keeps its tags uncategorised is
     read so (no tags table was given) and what that costs the captions."""
-    for path in files:
-        schema = detect_schema(path)
+    for path, schema in zip(files, schemas, strict=True):
         if not schema.categorised:
             cost, flag = TABLE_COSTS["tags"]
             warn(f"{path}: the {schema.name} schema has no tag categories and no tags table "
