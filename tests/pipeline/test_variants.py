@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 import e6ingest
@@ -20,6 +21,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.captions.tokens import count_tokens
 from e6ingest.config import ConfigError, make_config
 from e6ingest.pipeline import pull
+from e6ingest.pipeline.driver import caption_window_notes
 from e6ingest.readers.kohya import export_kohya
 from e6ingest.readers.reader import iter_samples
 from e6ingest.readers.verify import verify_output
@@ -205,3 +207,18 @@ def test_variant_weights_that_cannot_be_drawn_are_refused_by_name(weights, says)
         CaptionChoice(weights=weights)
     numpy_weights = {"short": np.float32(0.5), "full": np.int64(1)}  # as a notebook makes them
     assert CaptionChoice(weights=numpy_weights).total == 1.5
+
+
+def test_the_window_note_names_the_fix_a_run_with_variants_lacks(tmp_path):
+    plan = tmp_path / "plan.parquet"
+    long = ", ".join(f"tag number {i}" for i in range(60))
+    pl.DataFrame({"caption": [long] * 20}).write_parquet(plan)
+    (plain,) = caption_window_notes(plan, CaptionSpec())
+    assert "100% over 75" in plain and "--variants adds shorter ones" in plain
+    (json_only,) = caption_window_notes(plan, CaptionSpec(variants="standard"))
+    assert "--variants adds" not in json_only  # asked for already
+    assert "(short, medium, full) are in {key}.json only; --variant-lines" in json_only
+    (lines,) = caption_window_notes(plan, CaptionSpec(variants="standard", variant_lines=True))
+    assert "{key}.txt holds the variants (short, medium, full) one per line" in lines
+    assert "--variant-lines" not in lines
+    assert caption_window_notes(plan, CaptionSpec(variants="standard", max_tokens=75)) == []

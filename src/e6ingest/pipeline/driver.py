@@ -100,10 +100,24 @@ def caption_window_notes(plan_path: Path, spec: CaptionSpec) -> list[str]:
     share = stats.get(f"over_{CAPTION_WINDOW}", 0)
     if share < 0.1:
         return []
-    fixes = "--max-tokens 75 fits them, --variants adds shorter ones (docs/CAPTIONS.md)"
     over = f"{share:.0%} over {CAPTION_WINDOW}"
     cut = "SDXL trainers read 75 and cut the rest silently"
-    return [f"captions: median {stats['median']} CLIP tokens, {over}: {cut}; {fixes}"]
+    return [f"captions: median {stats['median']} CLIP tokens, {over}: {cut}; {_window_fixes(spec)}"]
+
+
+def _window_fixes(spec: CaptionSpec) -> str:
+    """The flags that fit captions to the window, for a run that has ``spec``'s variants or
+    none."""
+    fits = "--max-tokens 75 fits them"
+    if not spec.variants:
+        return f"{fits}, --variants adds shorter ones (docs/CAPTIONS.md)"
+    names = ", ".join(name for name, _ in spec.variant_pairs)
+    if spec.variant_lines:
+        where = f"{{key}}.txt holds the variants ({names}) one per line after this caption"
+    else:
+        where = (f"the variants ({names}) are in {{key}}.json only; --variant-lines writes "
+                 "them to {key}.txt as well, one per line")  # fmt: skip
+    return f"{fits} (the default caption); {where} (docs/TRAINERS.md)"
 
 
 def check_query(
