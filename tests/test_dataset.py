@@ -176,3 +176,19 @@ def test_a_preview_captions_only_its_posts_as_the_whole_selection_would(demo_roo
     assert total == whole.height > 40
     assert head.equals(whole.head(7))
     assert sample.equals(whole.gather_every(whole.height // 40))
+
+
+def test_a_dataset_takes_search_text_where_it_takes_a_query(demo_root):
+    """``data.count("solo")`` is what a notebook writes first: it answers as
+    ``data.count(data.query("solo"))``; anything else is named in the refusal."""
+    data = dataset.open_dataset(mirror=demo_root)
+    text = "-comic rating:e,q"
+    assert data.count(text) == data.count(data.query(text)) > 0
+    assert data.count() == data.count(data.query(""))
+    selected = data.select(text).select("id").collect()
+    assert selected.equals(data.select(data.query(text)).select("id").collect())
+    assert data.tag_counts(text, ["solo"]) == data.tag_counts(data.query(text), ["solo"])
+    warned = data.warnings("no_such_tag_xyz")
+    assert warned == data.warnings(data.query("no_such_tag_xyz")) and "no_such_tag_xyz" in warned[0]
+    with pytest.raises(TypeError, match="not LazyFrame"):
+        data.count(data.posts)  # type: ignore[arg-type]

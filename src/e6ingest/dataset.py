@@ -74,7 +74,9 @@ EVERYTHING = Subset()
 @dataclass(frozen=True)
 class Dataset:
     """A dataset's metadata files, read as one canonical frame of posts (``posts``), with
-    queries checked against its site's ratings and its tags."""
+    queries checked against its site's ratings and its tags. Its questions take a query
+    as :meth:`query` parses it (with ratings) or as booru search text
+    (``data.count("solo rating:e")``)."""
 
     files: tuple[Path, ...]
     schemas: tuple[str | None, ...]
@@ -128,6 +130,15 @@ class Dataset:
                                  self.include_deleted)  # fmt: skip
         return self.indexed(parsed)
 
+    def _query(self, query: Query | str) -> Query:
+        """``query`` as given, or a search string parsed by :meth:`query` (any rating)."""
+        if isinstance(query, str):
+            return self.query(query)
+        if not isinstance(query, Query):
+            raise TypeError(f"a query is booru search text or a Dataset.query(...), "
+                            f"not {type(query).__name__}")  # fmt: skip
+        return query
+
     def indexed(self, query: Query) -> Query:
         """``query`` answered from the tag index when :meth:`question_index` gives one."""
         index = self.question_index()
@@ -142,10 +153,11 @@ class Dataset:
         return cached_vocabulary(self.files, self.schemas, cache_dir() / "vocabulary")
 
     def tag_counts(
-        self, query: Query, tags: Sequence[str], subset: Subset = EVERYTHING
+        self, query: Query | str, tags: Sequence[str], subset: Subset = EVERYTHING
     ) -> dict[str, int]:
         """On how many of the posts ``query`` selects (the kept part with ``subset``) each
         of ``tags`` (or ``*`` wildcards) is: from the tag index alone when it can."""
+        query = self._query(query)
         index = self.question_index()
         if index is not None and not subset:
             return index.tag_counts(query, tags)
@@ -154,12 +166,13 @@ class Dataset:
         row = counts.collect(engine="streaming").row(0)
         return {tag: int(n) for tag, n in zip(tags, row, strict=True)}
 
-    def warnings(self, query: Query) -> list[str]:
+    def warnings(self, query: Query | str) -> list[str]:
         """Tags of ``query`` no post has, with the closest ones; raises QueryError for a
         ``name:value`` term that is neither a metatag nor a tag. Without an index, the
         query's tags are looked for in the first rows, read until each is found
         (``tags_present``); the whole vocabulary is counted only to suggest the closest tags
         to one that no post has."""
+        query = self._query(query)
         if not query.tags:
             return []
         if self.question_index() is not None:
@@ -168,19 +181,21 @@ class Dataset:
                               self.include_deleted)  # fmt: skip
 
     def select(
-        self, query: Query, subset: Subset = EVERYTHING, tag_table: str | None = None
+        self, query: Query | str, subset: Subset = EVERYTHING, tag_table: str | None = None
     ) -> pl.LazyFrame:
         """The posts ``query`` selects (the kept part with ``subset``), lazily, with their
         tag categories restored by ``tag_table`` (e621 ``id,name,category,post_count``;
         default: the dataset's tags table, if it has one)."""
+        query = self._query(query)
         selected = subset.kept_rows(query.apply(self.posts), query.order)
         tag_table = tag_table or (self.tables.tag_table if self.tables else "")
         if tag_table:
             selected = apply_tag_table(selected, read_tag_table(tag_table))
         return selected
 
-    def count(self, query: Query, subset: Subset = EVERYTHING) -> int:
+    def count(self, query: Query | str = "", subset: Subset = EVERYTHING) -> int:
         """How many posts ``query`` selects (streamed, the rarest tag first)."""
+        query = self._query(query)
         if subset:
             count: int = self.select(query, subset).select(pl.len()).collect().item()
             return count
