@@ -17,7 +17,13 @@ from e6ingest import tomlfile
 from e6ingest.cli import main
 from e6ingest.readers.kohya import ExportError, export_kohya, metadata_entry, safe_paths
 from e6ingest.readers.reader import iter_samples
-from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
+from e6ingest.shards.manifest import (
+    FORMAT_VERSION,
+    OutputDataset,
+    OutputManifest,
+    OutputTotals,
+    ShardEntry,
+)
 
 
 def _sd_scripts_captions(metadata: dict, image_dir: Path, separator: str = ", ") -> dict[str, str]:
@@ -101,7 +107,8 @@ def _evil_output(tmp_path):
     (out / "shards" / "00000.tar").write_bytes(buf.getvalue())
     data = buf.getvalue()
     shard = ShardEntry("shards/00000.tar", 5, len(data), hashlib.sha256(data).hexdigest())
-    manifest = OutputManifest(FORMAT_VERSION, "0", {}, {}, {"written": 5}, (shard,))
+    manifest = OutputManifest(FORMAT_VERSION, "0", OutputDataset("evil", "e621"), {},
+                              OutputTotals(written=5), (shard,))  # fmt: skip
     (out / "manifest.json").write_bytes(manifest.to_json())
     return out
 

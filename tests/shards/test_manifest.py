@@ -31,6 +31,8 @@ def test_the_manifest_reads_back_as_written(output):
     manifest = read_manifest(output)
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.written == sum(s.samples for s in manifest.shards) > 0
+    totals = manifest.totals
+    assert totals.selected == totals.written + totals.failures and manifest.dataset.site
     assert all((output / s.name).stat().st_size == s.bytes for s in manifest.shards)
     again = OutputManifest.from_dict(json.loads(manifest.to_json()), "again")
     assert again == manifest
@@ -56,6 +58,9 @@ def test_a_newer_format_is_refused_in_one_line(output, capsys):
         (lambda d: d["shards"][0].update(samples="many"), "shard entry"),
         (lambda d: d.update(format_version="4"), "format_version '4'"),
         (lambda d: d.update(shards={"a": 1}), "shards is a dict"),
+        (lambda d: d["totals"].update(written="5"), "totals {"),
+        (lambda d: d["totals"].update(failed={"missing": -1}), "are not counts"),
+        (lambda d: d["dataset"].update(repos=["a"]), "dataset {"),
     ],
 )
 def test_a_malformed_field_is_named(output, change, named):

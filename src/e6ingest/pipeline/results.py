@@ -19,7 +19,13 @@ from e6ingest.core import atomic_path, kill_point, write_atomic
 from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from e6ingest.shards.card import write_card
-from e6ingest.shards.manifest import FORMAT_VERSION, OutputManifest, ShardEntry
+from e6ingest.shards.manifest import (
+    FORMAT_VERSION,
+    OutputDataset,
+    OutputManifest,
+    OutputTotals,
+    ShardEntry,
+)
 from e6ingest.shards.stats import WRITTEN, FailureRecord, ShardStats
 
 FAILURE_SCHEMA = pa.schema(
@@ -150,18 +156,9 @@ def finalise(
     document = OutputManifest(
         format_version=FORMAT_VERSION,
         e6ingest_version=__version__,
-        dataset={
-            "name": manifest.name,
-            "site": manifest.site,
-            "repos": dict(sorted(commits.items())),
-        },
+        dataset=OutputDataset(manifest.name, manifest.site, dict(sorted(commits.items()))),
         config=fingerprint["config"],
-        totals={
-            "selected": summary.selected,
-            "written": summary.written,
-            "failed": summary.failed,
-            "bytes": summary.bytes,
-        },
+        totals=OutputTotals(summary.selected, summary.written, summary.failed, summary.bytes),
         shards=tuple(entries),
         plan=plan,
     )

@@ -129,8 +129,7 @@ def card_front_matter(variants: Sequence[str] = ()) -> str:
 
 def _describe(manifest: OutputManifest) -> list[str]:
     config, totals, dataset = manifest.config, manifest.totals, manifest.dataset
-    failed = sum(totals["failed"].values())
-    repos = "\n".join(f"  - `{repo}` at `{commit}`" for repo, commit in dataset["repos"].items())
+    repos = "\n".join(f"  - `{repo}` at `{commit}`" for repo, commit in dataset.repos.items())
     query = " ".join(filter(None, [config.get("query", ""), "rating:" + ",".join(
         config["ratings"]) if config.get("ratings") else ""])) or "(everything)"  # fmt: skip
     image, caption, buckets = config["image"], config["caption"], config["buckets"]
@@ -139,14 +138,14 @@ def _describe(manifest: OutputManifest) -> list[str]:
     lossless = ", lossless sources kept lossless" if image["lossless"] else ""
     order = ",".join(caption["order"]) if caption.get("order") else "the site's"
     return [
-        f"# {dataset['name']}: {totals['written']:,} samples",
+        f"# {dataset.name}: {totals.written:,} samples",
         "",
         f"Made with e6ingest {manifest.e6ingest_version} (output format "
-        f"{manifest.format_version}) from the {dataset['name']} dataset ({dataset['site']}):",
+        f"{manifest.format_version}) from the {dataset.name} dataset ({dataset.site}):",
         repos,
         "",
         f"- **Selection**: `{query}`, {subset} of the selected posts; "
-        f"{totals['selected']:,} posts planned, {totals['written']:,} written, {failed:,} "
+        f"{totals.selected:,} posts planned, {totals.written:,} written, {totals.failures:,} "
         "failed (one row each, with why, in `failures.parquet`).",
         f"- **Images**: WebP of at most {image['max_pixels']:,} pixels (quality "
         f"{image['quality']}, method {image['method']}{lossless}), EXIF orientation applied, "
@@ -163,7 +162,7 @@ def _describe(manifest: OutputManifest) -> list[str]:
         "webdataset, webshart, or `e6ingest.open_shards`; each sample is `webp`, `txt` and "
         "`json` under the key `{site}/{id}`.",
         "",
-        f"**Licence**: the images and tags are those of {dataset['site']} posts, as the source "
+        f"**Licence**: the images and tags are those of {dataset.site} posts, as the source "
         "repositories above publish them; their authors' rights, the site's terms and those "
         "repositories' licences apply, and this output adds no licence of its own. Booru "
         "posts include adult content (hence `not-for-all-audiences`): check both before "

@@ -27,14 +27,38 @@ class ShardEntry:
 
 
 @dataclass(frozen=True)
+class OutputDataset:
+    """The dataset an output was made from."""
+
+    name: str
+    site: str
+    repos: dict[str, str] = field(default_factory=dict)  # repository -> commit (or "local")
+
+
+@dataclass(frozen=True)
+class OutputTotals:
+    """What the run made of its selection."""
+
+    selected: int = 0  # posts planned
+    written: int = 0  # samples in the shards
+    failed: dict[str, int] = field(default_factory=dict)  # posts not written, by kind
+    bytes: int = 0  # of the shards
+
+    @property
+    def failures(self) -> int:
+        """Posts not written, of every kind."""
+        return sum(self.failed.values())
+
+
+@dataclass(frozen=True)
 class OutputManifest:
     """What ``manifest.json`` holds (docs/FORMAT.md)."""
 
     format_version: int
     e6ingest_version: str
-    dataset: dict[str, Any]  # name, site, repos (repo -> commit)
-    config: dict[str, Any]  # everything that decides the output
-    totals: dict[str, Any]  # selected, written, failed (by kind), bytes
+    dataset: OutputDataset
+    config: dict[str, Any]  # everything that decides the output (the config's fields)
+    totals: OutputTotals
     shards: tuple[ShardEntry, ...] = ()
     plan: str = ""  # the plan's id (``planfile.plan_id``)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # keys of later versions
@@ -42,13 +66,12 @@ class OutputManifest:
     @property
     def written(self) -> int:
         """Samples in the output, as the totals say."""
-        return int(self.totals.get("written", 0) or 0)
+        return self.totals.written
 
     def to_json(self) -> bytes:
         """The file's bytes."""
         data = asdict(self)
         data.pop("extra")
-        data["shards"] = [asdict(s) for s in self.shards]
         return json.dumps(data, indent=1).encode()
 
     @classmethod
@@ -73,9 +96,33 @@ class OutputManifest:
                                   f"{kind.__name__}")  # fmt: skip
         shards = tuple(_entry(e, where) for e in data.get("shards", []))
         known = {*expected, "format_version"}
-        return cls(version, data.get("e6ingest_version", ""), data.get("dataset", {}),
-                   data.get("config", {}), data.get("totals", {}), shards, data.get("plan", ""),
+        dataset = _dataset(data.get("dataset", {}), f"{where}: dataset")
+        totals = _totals(data.get("totals", {}), f"{where}: totals")
+        return cls(version, data.get("e6ingest_version", ""), dataset, data.get("config", {}),
+                   totals, shards, data.get("plan", ""),
                    {k: v for k, v in data.items() if k not in known})  # fmt: skip
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _dataset(value: dict[str, Any], where: str) -> OutputDataset:
+    name, site, repos = value.get("name", ""), value.get("site", ""), value.get("repos", {})
+    texts = isinstance(repos, dict) and all(isinstance(x, str) for x in (*repos, *repos.values()))
+    if not (isinstance(name, str) and isinstance(site, str) and texts):
+        raise OutputError(f"{where} {value!r} is not name, site, repos (repository -> commit)")
+    return OutputDataset(name, site, dict(repos))
+
+
+def _totals(value: dict[str, Any], where: str) -> OutputTotals:
+    counts = {k: value.get(k, 0) for k in ("selected", "written", "bytes")}
+    failed = value.get("failed", {})
+    by_kind = isinstance(failed, dict) and all(_whole(n) for n in failed.values())
+    if not (all(_whole(n) for n in counts.values()) and by_kind):
+        raise OutputError(f"{where} {value!r} are not counts: selected, written, failed by "
+                          "kind, bytes")  # fmt: skip
+    return OutputTotals(failed=dict(failed), **counts)
 
 
 def _entry(value: Any, where: str) -> ShardEntry:
