@@ -75,7 +75,8 @@ def _hub_options(args: argparse.Namespace) -> HubOptions:
 
 
 def _index_report() -> Callable[[int, int], None]:
-    """A progress bar for a tag index build, shown once a build starts."""
+    """A progress bar for a tag index build, shown once a build starts (the line that says
+    why, when it was not asked for, is the dataset's notice)."""
     bar = None
 
     def report(done: int, total: int) -> None:
@@ -83,9 +84,8 @@ def _index_report() -> Callable[[int, int], None]:
         if bar is None:
             from tqdm import tqdm
 
-            print(f"building the tag index of {total:,} posts (once per metadata version)",
-                  file=sys.stderr)  # fmt: skip
-            bar = tqdm(desc="tag index", total=total, unit="post", file=sys.stderr)
+            desc = "tag index (built once per metadata version)"
+            bar = tqdm(desc=desc, total=total, unit="post", file=sys.stderr)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
