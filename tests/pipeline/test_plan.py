@@ -201,3 +201,39 @@ def test_rows_without_an_id_are_never_planned(tmp_path):
             plans.append(pl.read_parquet(path))
     assert plans[0]["id"].null_count() == 0 and plans[0].height == len(clean)
     assert all(plan.equals(plans[0]) for plan in plans[1:])
+
+
+@pytest.mark.slow
+def test_a_continued_run_says_its_metadata_changed_since_it_was_planned(small_demo, tmp_path):
+    """A mirror updated in place between two runs of one output: the second goes on with the
+    posts planned then, and says so, naming the file; another output is planned afresh."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+    from e6ingest.pipeline.events import Warned
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(small_demo, mirror, ignore=shutil.ignore_patterns("E621_dataset_1M"))
+    config = make_config({"limit": 4, "query": "order:id", "shard_size": 2})
+    out = tmp_path / "out"
+
+    def warnings() -> list[str]:
+        heard: list[str] = []
+        pull(config, out, mirror, workers=1, progress=lambda e: heard.extend(
+            [e.message] if isinstance(e, Warned) else []))  # fmt: skip
+        return [w for w in heard if "changed since" in w]
+
+    first = warnings()
+    assert first == [] and warnings() == []  # continued, nothing changed
+    table_path = mirror / "deepghs/e621_newest/table.parquet"
+    table = pq.read_table(table_path)
+    pq.write_table(table.slice(1), table_path)  # its first post gone
+    again = warnings()
+    assert len(again) == 1
+    assert again[0].startswith("deepghs/e621_newest/table.parquet changed since this output")
+    assert "another --out" in again[0]
+    out = tmp_path / "other"
+    assert warnings() == []

@@ -35,9 +35,20 @@ from e6ingest.pipeline.events import (
     Warned,
 )
 from e6ingest.pipeline.executor import Executor, LocalExecutor
-from e6ingest.pipeline.output import make_output_folder, prepare_output, shards_to_run
+from e6ingest.pipeline.output import (
+    changed_metadata,
+    make_output_folder,
+    metadata_footprint,
+    prepare_output,
+    shards_to_run,
+)
 from e6ingest.pipeline.plan import PlanRequest, write_plan
-from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
+from e6ingest.pipeline.planfile import (
+    plan_commits,
+    plan_id,
+    plan_rejected,
+    shard_sizes,
+)
 from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     CaptionTables,
@@ -244,7 +255,10 @@ class _Run:
                 tables = replace(tables, index=self.options.index)
             schemas = [m.schema for m in manifest.metadata]
             metadata = scan_files(files, schemas, config.include_deleted)
-            if not continued:
+            if continued:
+                for warning in changed_metadata(self.out / PLAN_FILE, manifest, files):
+                    self.warn(warning)
+            else:
                 index = self.tag_index(files, schemas)
                 if index is not None:
                     query = query.with_index(index)
@@ -311,7 +325,8 @@ class _Run:
                               self.options.allow_empty, rarity=tables.rarity(),
                               implied=tables.implied(), threads=self.options.workers,
                               drop_duplicates=config.drop_duplicates)  # fmt: skip
-        saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected}
+        saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected,
+                 "metadata": metadata_footprint(manifest, files)}  # fmt: skip
         write_plan(metadata, request, self.out / PLAN_FILE, saved)
         kill_point("planned")
 

@@ -1,16 +1,19 @@
-"""The output folder of a run: made ready (only e6ingest's own files ever removed), and the
-shards still to write found."""
+"""The output folder of a run: made ready (only e6ingest's own files ever removed), the
+shards still to write found, and a continued run told when its metadata changed since it was
+planned."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from e6ingest.core import is_temp_name
+from e6ingest.manifests import DatasetManifest
+from e6ingest.metadata.identity import footer_sha256
 from e6ingest.outdir.folder import OutputContents, foreign_error, remove_ours, scan_output
-from e6ingest.pipeline.planfile import plan_fingerprint
+from e6ingest.pipeline.planfile import plan_fingerprint, plan_metadata_files
 from e6ingest.shards import PLAN_FILE, shard_complete
 from e6ingest.shards.layout import OutputError
 from e6ingest.shards.writer import read_stats
@@ -98,3 +101,30 @@ def shards_to_run(shards_dir: Path, numbers: list[int], retry_failed: bool) -> l
         return retry_failed and (stats is None or stats.retryable > 0)
 
     return [n for n in numbers if redo(n)]
+
+
+def metadata_footprint(manifest: DatasetManifest, files: Sequence[Path]) -> dict[str, str]:
+    """Each metadata file of a plan by name (repository/path): its size and the sha256 of
+    its parquet footer (a file replaced by other data almost always has another)."""
+    marks = (footer_sha256(path) for path in files)
+    return {f"{m.repo}/{m.path}": f"{size}:{footer}"
+            for m, (size, footer) in zip(manifest.metadata, marks, strict=True)}  # fmt: skip
+
+
+def changed_metadata(
+    plan_path: Path, manifest: DatasetManifest, files: Sequence[Path]
+) -> list[str]:
+    """A warning when the metadata a continued run's plan was made from has changed since
+    (a mirror updated in place): the run goes on with the posts planned then."""
+    saved = plan_metadata_files(plan_path)
+    if saved is None:
+        return []
+    now = metadata_footprint(manifest, files)
+    changed = [name for name, mark in now.items() if saved.get(name) != mark]
+    if not changed:
+        return []
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return [
+        f"{changed[0]}{more} changed since this output was planned; this run goes on with "
+        "the posts planned then (for the metadata as it is now, write to another --out)"
+    ]

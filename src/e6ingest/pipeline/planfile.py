@@ -32,6 +32,13 @@ def plan_id(path: Path) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def plan_metadata_files(path: Path) -> dict[str, str] | None:
+    """The metadata files a saved plan was made from, by name (repository/path): each one's
+    size and parquet footer hash (None if not recorded)."""
+    files: dict[str, str] | None = _plan_metadata(path, "e6ingest.metadata")
+    return files
+
+
 def plan_rejected(path: Path) -> list[dict[str, Any]]:
     """Failure records of the metadata rows the plan could not use (rows without an id)."""
     rejected: list[dict[str, Any]] = _plan_metadata(path, "e6ingest.rejected") or []
