@@ -258,6 +258,23 @@ def test_disk_full_is_one_line_and_the_rerun_continues(mirror_args, tmp_path, ca
     assert code == 0 and "already complete" in out_text
 
 
+def test_a_folder_polars_may_not_write_is_no_bug(mirror_args, tmp_path, capsys, monkeypatch):
+    """polars raises PermissionError without an errno, the path in its text (as for a
+    read-only folder): one line, exit 4, never "a bug in e6ingest"."""
+    import polars as pl
+
+    def refused(self, path, *args, **kwargs):
+        raise PermissionError(f"Operation not permitted (os error 1): {path}")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", refused)
+    out = tmp_path / "captions.jsonl"
+    code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(out))
+    line = _one_line(err)
+    assert code == 4 and "bug" not in line and "Traceback" not in err
+    assert line.startswith("e6ingest captions: error: cannot write: Operation not permitted")
+    assert str(tmp_path) in line and not out.exists()
+
+
 def test_log_json_reports_errors(mirror_args, tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")

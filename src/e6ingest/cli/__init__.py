@@ -346,6 +346,8 @@ def failure(exc: BaseException) -> tuple[int, str] | None:
         return 4, f"disk full at {where}; free space and rerun the same command to continue"
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return 4, f"cannot write {exc.filename or ''}: {exc.strerror}"
+    if isinstance(exc, PermissionError):  # polars' carry no errno: the path is in the text
+        return 4, f"cannot write: {exc}"
     return None
 
 
