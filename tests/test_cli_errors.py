@@ -271,8 +271,20 @@ def test_a_folder_polars_may_not_write_is_no_bug(mirror_args, tmp_path, capsys, 
     code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(out))
     line = _one_line(err)
     assert code == 4 and "bug" not in line and "Traceback" not in err
-    assert line.startswith("e6ingest captions: error: cannot write: Operation not permitted")
-    assert str(tmp_path) in line and not out.exists()
+    assert line.startswith(f"e6ingest captions: error: cannot write {tmp_path}")
+    assert line.endswith(": Operation not permitted") and not out.exists()
+
+
+def test_os_errors_without_a_number_are_read_from_their_text():
+    from e6ingest.cli import failure
+
+    full = OSError("No space left on device (os error 28): /data/out/x.parquet")
+    assert failure(full) == (4, "disk full at /data/out/x.parquet; free space and rerun the "
+                                "same command to continue")  # fmt: skip
+    assert failure(OSError("Read-only file system (os error 30)")) == (
+        4, "cannot write: Read-only file system")  # fmt: skip
+    assert failure(OSError("Connection reset by peer (os error 104): x")) is None  # not ours
+    assert failure(OSError("something else")) is None
 
 
 def test_log_json_reports_errors(mirror_args, tmp_path, capsys):

@@ -8,6 +8,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -341,14 +342,26 @@ def failure(exc: BaseException) -> tuple[int, str] | None:
         return 2, str(exc)
     if isinstance(exc, HubError):
         return 3, str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        where = exc.filename or "the output folder"
-        return 4, f"disk full at {where}; free space and rerun the same command to continue"
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return 4, f"cannot write {exc.filename or ''}: {exc.strerror}"
-    if isinstance(exc, PermissionError):  # polars' carry no errno: the path is in the text
-        return 4, f"cannot write: {exc}"
+    if not isinstance(exc, OSError):
+        return None
+    number, where, reason = _os_error(exc)
+    if number == errno.ENOSPC:
+        rerun = "free space and rerun the same command to continue"
+        return 4, f"disk full at {where or 'the output folder'}; {rerun}"
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return 4, f"cannot write {where}: {reason}" if where else f"cannot write: {reason}"
     return None
+
+
+def _os_error(exc: OSError) -> tuple[int | None, str, str]:
+    """An OSError's number, file and reason; polars' carry none of them but say them in
+    their text: "Operation not permitted (os error 1): PATH"."""
+    if exc.errno is not None:
+        return exc.errno, str(exc.filename or ""), str(exc.strerror)
+    said = re.fullmatch(r"(.*?) \(os error (\d+)\)(?:: (.*))?", str(exc), re.S)
+    if said is None:
+        return None, "", str(exc)
+    return int(said.group(2)), said.group(3) or "", said.group(1)
 
 
 def _report(command: str, code: int, message: str, log_json: bool) -> None:
