@@ -192,3 +192,20 @@ def test_a_dataset_takes_search_text_where_it_takes_a_query(demo_root):
     assert warned == data.warnings(data.query("no_such_tag_xyz")) and "no_such_tag_xyz" in warned[0]
     with pytest.raises(TypeError, match="not LazyFrame"):
         data.count(data.posts)  # type: ignore[arg-type]
+
+
+def test_deleted_posts_asked_of_a_frame_without_them_are_refused_not_counted_0(demo_root):
+    """``load_metadata`` leaves deleted posts out: ``status:deleted`` on its frame would
+    count 0 though the dataset has some. It is refused, saying how to keep them."""
+    from e6ingest.query import QueryError
+
+    posts = dataset.load_metadata("e621", mirror=demo_root)
+    with pytest.raises(QueryError, match="include_deleted=True") as refused:
+        dataset.count(posts, "solo status:deleted")
+    assert "bad term 'status:deleted'" in str(refused.value)
+    with pytest.raises(QueryError, match="include_deleted=True"):
+        dataset.select(posts, "status:deleted")
+    everything = dataset.load_metadata("e621", mirror=demo_root, include_deleted=True)
+    deleted = dataset.count(everything, "status:deleted")
+    assert 0 < deleted == everything.filter(pl.col("is_deleted")).collect().height
+    assert dataset.count(posts, "status:active") == dataset.count(posts)

@@ -44,7 +44,7 @@ from e6ingest.pipeline.sourcing import (
     caption_tables,
     metadata_source,
 )
-from e6ingest.query import Query, Subset, has_tag, selection_query
+from e6ingest.query import Query, QueryError, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
 from e6ingest.query.vocabulary import cached_vocabulary, check_tags, query_warnings
@@ -310,7 +310,7 @@ def select(
     With ``tag_table`` (e621 ``id,name,category,post_count``), tag categories are restored
     on the selected posts.
     """
-    parsed = selection_query(query, parse_ratings(ratings), include_deleted=True)
+    parsed = _posts_query(posts, query, ratings)
     selected = Subset(sample, limit, seed).kept_rows(parsed.apply(posts), parsed.order)
     if tag_table is not None:
         selected = apply_tag_table(selected, read_tag_table(tag_table))
@@ -323,7 +323,23 @@ def count(posts: pl.LazyFrame, query: str = "", ratings: str | Sequence[str] = (
     The fast path for "how many match?": streamed, reading the tag column once, with the
     rest of the query run only on the posts that have the query's rarest-looking tag.
     """
-    return selection_query(query, parse_ratings(ratings), include_deleted=True).count(posts)
+    return _posts_query(posts, query, ratings).count(posts)
+
+
+def _posts_query(posts: pl.LazyFrame, query: str, ratings: str | Sequence[str]) -> Query:
+    """``query`` and ``ratings`` parsed for a frame of posts, which holds deleted posts only
+    when loaded with ``include_deleted``: ``status:deleted`` on a frame without a deleted
+    post is refused, not answered 0."""
+    rated = parse_ratings(ratings)
+    parsed = selection_query(query, rated, include_deleted=True)
+    try:
+        selection_query(query, rated)
+    except QueryError as exc:  # parsed only with deleted posts: it asks for them
+        deleted = posts.select(pl.col("is_deleted").any()).collect().item()
+        if not deleted:
+            raise exc.because("these posts hold no deleted post; load_metadata leaves them "
+                              "out unless include_deleted=True") from None  # fmt: skip
+    return parsed
 
 
 def rating_counts(posts: pl.LazyFrame) -> pl.DataFrame:

@@ -55,8 +55,11 @@ class QueryError(ValueError):
     def __init__(self, query: str, start: int, term: str, reason: str):
         pointer = " " * (len("query: ") + start) + "^" * max(1, len(term))
         super().__init__(f"query: {query}\n{pointer}\nbad term {term!r}: {reason}")
-        self.term = term
-        self.reason = reason
+        self.query, self.start, self.term, self.reason = query, start, term, reason
+
+    def because(self, reason: str) -> QueryError:
+        """The same term of the same query, refused for ``reason``."""
+        return QueryError(self.query, self.start, self.term, reason)
 
 
 def tag_pattern(tag: str) -> str:
