@@ -1,5 +1,9 @@
 """Aspect-ratio buckets follow sd-scripts' make_bucket_resolutions and nearest-ratio choice."""
 
+import itertools
+
+import pytest
+
 from e6ingest.buckets import BucketSpec, bucket_resolutions, choose_bucket
 
 
@@ -26,3 +30,20 @@ def test_other_parameters():
     spec = BucketSpec(resolution=512, min_side=256, max_side=1024, step=32)
     assert (512, 512) in bucket_resolutions(spec)
     assert all(w * h <= 512 * 512 for w, h in bucket_resolutions(spec))
+
+
+def test_every_spec_allowed_has_buckets_with_pixels():
+    """A spec the checks let through never makes a bucket with a side of 0 (the nearest
+    bucket of any image would then divide by it)."""
+    for resolution, min_side, max_side, step in itertools.product(
+        (1, 8, 63, 64, 100, 1024), (1, 64, 512), (64, 512, 2048), (1, 8, 64)
+    ):
+        try:
+            spec = BucketSpec(resolution, min_side, max_side, step)
+        except ValueError as exc:
+            assert resolution < step or min_side > max_side, exc
+            continue
+        assert all(w > 0 and h > 0 for w, h in bucket_resolutions(spec)), spec
+        assert choose_bucket(3, 1, spec)[0] > 0
+    with pytest.raises(ValueError, match="square bucket would have no pixels"):
+        BucketSpec(resolution=10)

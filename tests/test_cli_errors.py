@@ -92,6 +92,8 @@ def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_pat
         (["pull", "--out", "x", "--ratings", "e"], "did you mean --rating?"),
         (["pull", "--out", "x", "MIRROR", "--bucket-min", "3000"],
          "--bucket-min 3000 is over --bucket-max 2048"),
+        (["pull", "--out", "x", "MIRROR", "--bucket-resolution", "10"],
+         "--bucket-resolution 10 is under --bucket-step 64: its square bucket would have no"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, monkeypatch):

@@ -24,6 +24,9 @@ class BucketSpec:
             )
         if self.min_side > self.max_side:
             raise ValueError(f"--bucket-min {self.min_side} is over --bucket-max {self.max_side}")
+        if self.resolution < self.step:  # the square bucket's side, in steps, would be 0
+            raise ValueError(f"--bucket-resolution {self.resolution} is under --bucket-step "
+                             f"{self.step}: its square bucket would have no pixels")  # fmt: skip
 
 
 @lru_cache(maxsize=16)
