@@ -234,6 +234,11 @@ def kill_point(name: str) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (polars appends hints and the query plan)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def available_cores() -> int:
     """The cores this process may run on (its affinity, as a container or an executor sets
     it), at least 1."""

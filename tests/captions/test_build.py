@@ -65,6 +65,17 @@ def test_e621_without_and_with_a_tag_table(e621_newest_sample, tmp_path):
     )
 
 
+def test_an_unreadable_tag_table_is_one_line_naming_the_file(tmp_path):
+    from e6ingest.metadata import SchemaError
+
+    ragged = tmp_path / "tags.csv"
+    ragged.write_text("id,name,category,post_count\n1,fox,5,10\n2,wolf,5,10,extra,fields\n")
+    with pytest.raises(SchemaError) as refused:
+        read_tag_table(ragged)
+    said = str(refused.value)
+    assert said.startswith(f"{ragged}: cannot read tag table: ") and "\n" not in said
+
+
 ROW = post(
     general=["1girl", "solo", "long_hair", "^_^", ":3", "holding_(object)", "long_hair"],
     artist=["some_artist"],

@@ -12,6 +12,7 @@ import polars as pl
 
 from e6ingest import tomlfile
 from e6ingest.captions.spec import CaptionSpec
+from e6ingest.core import first_line
 
 FINISH_FIELD = "response_finish_reason"
 NO_TEXTS = pl.lit([], pl.List(pl.String))  # a post without natural-language texts
@@ -63,7 +64,7 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
         try:
             schema = lf.collect_schema()
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {_first_line(exc)}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {first_line(exc)}") from exc
         names = schema.names()
         missing = [f for f in ("id", *spec.nl_fields) if f not in names]
         if spec.nl_finished and FINISH_FIELD not in names:
@@ -80,16 +81,11 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
         try:
             frames.append(lf.collect())
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {_first_line(exc)}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {first_line(exc)}") from exc
     nl = pl.concat(frames)
     if not nl["id"].null_count() and (nl["id"].diff() > 0).all():  # increasing: no repeats
         return nl
     return nl.unique("id", keep="last", maintain_order=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error's message (polars appends the query plan)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check_types(path: Path, lf: pl.LazyFrame, schema: pl.Schema, fields: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.core import first_line
 from e6ingest.metadata.schemas import TAG_COLUMNS, SchemaError
 
 # e621 category numbers (as in the e621 database export) to canonical columns.
@@ -31,7 +32,7 @@ def read_table_file(path: Path, what: str, error: type[Exception]) -> pl.DataFra
             return pl.read_parquet(path)
         return pl.read_csv(path, infer_schema_length=0)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise error(f"{path}: cannot read {what}: {exc}") from exc
+        raise error(f"{path}: cannot read {what}: {first_line(exc)}") from exc
 
 
 def read_tag_table(path: str | Path) -> pl.DataFrame:
