@@ -262,6 +262,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     hub = _hub_options(args)
     mirror = _mirror(args)
     executor = None
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address is the cluster of --executor ray; add --executor ray "
+                          "(without it the run would stay on this machine)")  # fmt: skip
     if args.executor == "ray":
         from e6ingest.pipeline.ray_executor import RayExecutor
 

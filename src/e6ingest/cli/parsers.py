@@ -122,8 +122,8 @@ def _pull_parser(sub: Commands) -> None:
                    help="where shard tasks run: processes here, or a Ray cluster "
                    "(default: local)")  # fmt: skip
     p.add_argument("--ray-address", metavar="ADDR",
-                   help="the Ray cluster to use (default: $RAY_ADDRESS, else a local Ray "
-                   "started for the run)")  # fmt: skip
+                   help="with --executor ray: the Ray cluster to use (default: $RAY_ADDRESS, "
+                   "else a local Ray started for the run)")  # fmt: skip
     p.add_argument("--memory-budget", type=count, metavar="MB",
                    help="memory images being decoded may take at once, over all workers "
                    "(default: half of this machine's memory)")  # fmt: skip
