@@ -92,6 +92,8 @@ def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_pat
         (["pull", "--out", "x", "--ratings", "e"], "did you mean --rating?"),
         (["pull", "--out", "x", "MIRROR", "--bucket-min", "3000"],
          "--bucket-min 3000 is over --bucket-max 2048"),
+        (["inspect", "MIRROR", "--tags", "solo,long hair"],
+         "--tags 'long hair': a tag holds no space; write 'long_hair' for one tag, or"),
         (["pull", "--out", "x", "MIRROR", "--ray-address", "10.0.0.1:6379"],
          "--ray-address is the cluster of --executor ray; add --executor ray"),
         (["pull", "--out", "x", "MIRROR", "--bucket-resolution", "10"],

@@ -170,8 +170,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
     config = make_config(flag_values(args), where=args.config or "flags")
-    data, query = _selection(args, config)
     tags = [t.strip().lower() for t in (args.tags or "").split(",") if t.strip()]
+    for tag in tags:
+        if len(tag.split()) > 1:  # no tag holds a space: it would count 0 posts
+            raise ConfigError(f"--tags {tag!r}: a tag holds no space; write "
+                              f"{'_'.join(tag.split())!r} for one tag, or separate several "
+                              "with commas")  # fmt: skip
+    data, query = _selection(args, config)
     counts = data.tag_counts(query, tags, config.subset) if tags else {}
     if args.count:
         print(data.count(query, config.subset))
