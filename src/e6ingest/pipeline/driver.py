@@ -43,12 +43,7 @@ from e6ingest.pipeline.output import (
     shards_to_run,
 )
 from e6ingest.pipeline.plan import PlanRequest, write_plan
-from e6ingest.pipeline.planfile import (
-    plan_commits,
-    plan_id,
-    plan_rejected,
-    shard_sizes,
-)
+from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
 from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     CaptionTables,
