@@ -293,6 +293,19 @@ def test_os_errors_without_a_number_are_read_from_their_text():
     assert failure(OSError("something else")) is None
 
 
+def test_a_cache_that_is_a_file_is_named(mirror_args, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.write_text("mine")
+    monkeypatch.setenv("E6INGEST_CACHE", str(cache))
+    code, _, err = _run(capsys, "inspect", *mirror_args, "--count")
+    assert code == 2 and "Traceback" not in err
+    assert _one_line(err) == (
+        f"e6ingest inspect: error: $E6INGEST_CACHE {cache} is a file, "
+        "not a folder; set E6INGEST_CACHE to a folder e6ingest may fill"
+    )
+    assert cache.read_text() == "mine"
+
+
 def test_log_json_reports_errors(mirror_args, tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")

@@ -247,7 +247,7 @@ def test_delete_shards_after_use_deletes_only_the_shards_it_downloaded(small_dem
 
 
 def test_a_cache_folder_that_is_not_ours_is_refused(small_demo, tmp_path):
-    from e6ingest.sources.hubcache import CacheError
+    from e6ingest.cache import CacheError
 
     cache = tmp_path / "cache"
     cache.mkdir()

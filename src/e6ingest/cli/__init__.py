@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from e6ingest.cache import CacheError
 from e6ingest.captions import CaptionInputError
 from e6ingest.cli.parsers import build_parser, flag_values
 from e6ingest.cli.progress import BarReporter, JsonReporter
@@ -31,7 +32,6 @@ from e6ingest.query import QueryError, selection_query
 from e6ingest.query.index import TagIndexError
 from e6ingest.shards.layout import OutputError
 from e6ingest.sources import HubError, HubOptions, MirrorError
-from e6ingest.sources.hubcache import CacheError
 
 if TYPE_CHECKING:
     from e6ingest.config import PullConfig

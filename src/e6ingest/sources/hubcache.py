@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from e6ingest.cache import CacheError
 from e6ingest.core import write_atomic
 
 CACHE_MARKER = ".e6ingest-cache"
@@ -21,10 +22,6 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
-
-
-class CacheError(OSError):
-    """The cache folder cannot be used; the message names it."""
 
 
 class HubCache:
