@@ -3,6 +3,7 @@ queries; rebuilt when a file changes; used by inspect, captions, pull and the AP
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -262,6 +263,35 @@ def test_the_first_question_scans_and_the_second_builds_the_index(tmp_path, caps
     assert not [p for p in root.glob("*/index.json") if str(other) in p.read_text()]
     assert main(["inspect", "--metadata", str(other), "--count", "--index"]) == 0
     assert [p for p in root.glob("*/index.json") if str(other) in p.read_text()]
+
+
+def test_a_cache_it_may_not_write_still_answers_by_the_scan(tmp_path, capsys, monkeypatch):
+    """A read-only cache folder (a container's home): questions are answered by the scan,
+    with one line saying why no index is kept, and a tag no post has is still suggested the
+    closest ones (the vocabulary counted, not kept)."""
+    import errno
+
+    from e6ingest.query import indexing, vocabulary
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(tmp_path / "cache"))
+
+    @contextlib.contextmanager
+    def refused_path(*args, **kwargs):
+        refused()
+        yield from ()
+
+    monkeypatch.setattr(indexing, "write_atomic", refused)
+    monkeypatch.setattr(vocabulary, "atomic_path", refused_path)
+    path = tmp_path / "posts.parquet"
+    rows = [dict(E621_NEWEST_ROWS[0], id=i, tags=["solo"]) for i in range(1, 11)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    for _ in range(2):
+        assert main(["inspect", "--metadata", str(path), "--query", "sola", "--count"]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "0" and "tag 'sola' is on no post" in err and "mean solo?" in err
+        assert "the tag index cannot be kept in" in err and "answered by scanning" in err
+    assert not list(cache_dir().glob("index/*/index.json"))
 
 
 def test_a_question_without_an_index_looks_for_its_tags_only_until_found(tmp_path, monkeypatch):

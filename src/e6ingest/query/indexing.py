@@ -52,6 +52,15 @@ def asked_before(
     return before
 
 
+def _scan_without_record(root: Path, exc: OSError, notice: Callable[[str], None] | None) -> None:
+    """Say once that a cache folder e6ingest may not write keeps no index: every question
+    is then answered by the scan."""
+    if notice is not None:
+        notice(f"the tag index cannot be kept in {root} ({exc.strerror or exc}): questions "
+               "are answered by scanning the metadata (set E6INGEST_CACHE to a writable "
+               "folder to have them answered in under a second)")  # fmt: skip
+
+
 def build_notice(files: Sequence[str | os.PathLike[str]]) -> str:
     """The line said when an index is built on its own account."""
     seconds = max(1, round(metadata_rows([Path(f) for f in files]) / BUILD_ROWS_PER_SECOND))
@@ -78,7 +87,11 @@ def index_for_question(
     found = built_index(files, schemas, root)
     if found is not None:
         return found
-    if not asked_before(files, schemas, root):
+    try:
+        if not asked_before(files, schemas, root):
+            return None
+    except OSError as exc:  # a read-only cache: the answer does not need it
+        _scan_without_record(root, exc, notice)
         return None
     if notice is not None:
         notice(build_notice(files))

@@ -61,12 +61,15 @@ def cached_vocabulary(
         return cached
     counted = identify_all(files, schemas, content=True)
     vocabulary = tag_counts([Path(f) for f in files], schemas)
-    folder.mkdir(parents=True, exist_ok=True)
     identity = json.dumps([f.to_dict() for f in counted]).encode()
     table = vocabulary.to_arrow()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), IDENTITY_KEY: identity})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    except OSError:  # a cache folder e6ingest may not write: counted again next time
+        pass
     return vocabulary
 
 
