@@ -184,6 +184,11 @@ def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
         raise ConfigError(f"{where}: unknown option(s) {unknown}{hint} (known: "
                           f"{', '.join(sorted(names))})")  # fmt: skip
     _check_types(cls, values, where)
+    variants = values.get("variants") if cls is CaptionSpec else None
+    if isinstance(variants, dict):  # each variant's options, as the spec's own are checked
+        for name, overrides in variants.items():
+            if isinstance(overrides, dict):
+                _check_types(cls, overrides, f"{where} variants.{name}")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
@@ -219,7 +224,12 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
         for name, cls in _NESTED.items()
     }
     if "ratings" in values:
-        values["ratings"] = parse_ratings(values["ratings"])
+        ratings = values["ratings"]
+        listed = isinstance(ratings, list | tuple) and all(isinstance(r, str) for r in ratings)
+        if not (ratings is None or isinstance(ratings, str) or listed):
+            raise ConfigError(f"{where}: rating must be text such as \"e,q,s\" or a list of "
+                              f"ratings, not {ratings!r}")  # fmt: skip
+        values["ratings"] = parse_ratings(ratings)
     return _build(PullConfig, {**values, **nested}, where)
 
 

@@ -50,6 +50,32 @@ def test_presets_tables_and_refusals():
         make_config({"caption": {"variant_lines": True}})
 
 
+@pytest.mark.parametrize(
+    ("caption", "says"),
+    [
+        ({"variants": 5}, "variants must be preset names"),
+        ({"variants": [5]}, "variants: 5 is not a variant name"),
+        ({"variants": {"short": {"max_tokens": "x"}}},
+         "[caption] variants.short: max_tokens must be a whole number, not 'x'"),
+        ({"variants": {"tiny": {"max_tokens": 20, "people_first": "yes"}}},
+         "[caption] variants.tiny: people_first must be true or false, not 'yes'"),
+    ],
+)  # fmt: skip
+def test_a_variant_option_of_the_wrong_type_is_named_as_the_spec_s_own(caption, says):
+    """A variant's options are checked as the caption's own: "yes" is no boolean (it was
+    taken as true), and a text budget is named, not a comparison error."""
+    with pytest.raises(ConfigError) as refused:
+        make_config({"caption": caption}, where="c.toml")
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize("ratings", [5, ["e", 5], {"e": 1}])
+def test_ratings_of_the_wrong_type_are_named(ratings):
+    with pytest.raises(ConfigError, match=r"c\.toml: rating must be text such as"):
+        make_config({"rating": ratings}, where="c.toml")
+    assert make_config({"rating": ["e", "q"]}).ratings == ("e", "q")
+
+
 def test_toml_and_flags_name_the_same_variants(tmp_path):
     from e6ingest.cli.parsers import build_parser, flag_values
 

@@ -79,11 +79,16 @@ def _variant_table(value: Any, has_nl: bool) -> list[tuple[str, dict[str, object
     names, or a table of name -> overrides or ``true``) as (name, overrides) pairs."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, Mapping | list | tuple):
+        raise ValueError(f"variants must be preset names (\"short,medium\" or a list) or a "
+                         f"table of variants, not {value!r}")  # fmt: skip
     if isinstance(value, Mapping):
         items = list(value.items())
     else:
         names = []
         for name in value:
+            if not isinstance(name, str):
+                raise ValueError(f"variants: {name!r} is not a variant name")
             if name == "standard":
                 names += [*STANDARD_VARIANTS, *(("brief", "tags+nl") if has_nl else ())]
             else:
