@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from e6ingest.core import check_plain_fields
+
 
 @dataclass(frozen=True)
 class BucketSpec:
@@ -17,6 +19,7 @@ class BucketSpec:
     step: int = 64
 
     def __post_init__(self) -> None:
+        check_plain_fields(self)
         if self.step <= 0 or self.min_side <= 0 or self.resolution <= 0:
             raise ValueError(
                 f"--bucket-step, --bucket-min and --bucket-resolution must be positive (step "

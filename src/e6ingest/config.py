@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +29,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from e6ingest import tomlfile
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
-from e6ingest.core import RatingError, parse_ratings as core_parse_ratings
+from e6ingest.core import (
+    RatingError,
+    check_plain_fields,
+    parse_ratings as core_parse_ratings,
+    type_error,
+)
 from e6ingest.imaging import DEFAULT_MAX_PIXELS, ImagePolicy
 from e6ingest.manifests import REPO_NAME, is_revision
 from e6ingest.query import Subset
@@ -76,6 +80,10 @@ class PullConfig:
     drop_duplicates: bool = False  # posts whose file (md5) another selected post has: failed
 
     def __post_init__(self) -> None:
+        try:
+            check_plain_fields(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for name in ("max_pixels", "max_source_pixels"):
             pixels = getattr(self.image, name)
             if pixels < MIN_MAX_PIXELS:
@@ -156,22 +164,14 @@ FLAG_OPTIONS: dict[str, tuple[str | None, str]] = {
     "bucket_resolution": ("buckets", "resolution"), "bucket_min": ("buckets", "min_side"),
     "bucket_max": ("buckets", "max_side"), "bucket_step": ("buckets", "step"),
 }  # fmt: skip
-_PRIMITIVES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
 def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
     """Refuse values of the wrong type for the plain fields of ``cls`` (a TOML
     ``include_deleted = "false"`` is a string, not false; ``shard_size = 1.5`` no count)."""
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        expected = hints.get(name)
-        if expected not in _PRIMITIVES:
-            continue
-        ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
-        if expected is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok:
-            raise ConfigError(f"{where}: {name} must be {_PRIMITIVES[expected]}, not {value!r}")
+    problem = type_error(cls, values)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def _build(cls: type[C], values: dict[str, Any], where: str) -> C:

@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import numbers
 import os
 import re
 import secrets
@@ -12,7 +15,7 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, get_type_hints
 
 
 class FailureKind(str, Enum):
@@ -232,6 +235,50 @@ def kill_point(name: str) -> None:
     _kill_counts[name] = _kill_counts.get(name, 0) + 1
     if _kill_counts[name] >= int(nth or 1):
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+PLAIN_TYPES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _fits(expected: type, value: Any) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, not a count to a user
+        return False
+    kind = {int: numbers.Integral, float: numbers.Real}.get(expected, expected)
+    return isinstance(value, kind)
+
+
+def type_error(cls: type, values: dict[str, Any]) -> str | None:
+    """What is wrong with the first of ``values`` whose type is not its field's in the
+    dataclass ``cls``, for its plain fields (bool, int, float, str): ``"name must be true or
+    false, not 'no'"``; None when every value fits (numpy numbers count as numbers)."""
+    types = _field_types(cls)
+    for name, value in values.items():
+        expected = types.get(name)
+        if expected in PLAIN_TYPES and not _fits(expected, value):
+            return f"{name} must be {PLAIN_TYPES[expected]}, not {value!r}"
+    return None
+
+
+def check_plain_fields(record: Any) -> None:
+    """Refuse (``ValueError``) a dataclass record whose plain field holds a value of another
+    type (``"no"`` is not false, ``"75"`` is no count); a numpy number becomes a Python one."""
+    cls: type = type(record)
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    problem = type_error(cls, fields)
+    if problem is not None:
+        raise ValueError(problem)
+    types = _field_types(cls)
+    for name, value in fields.items():
+        expected = types.get(name)
+        if expected in (int, float) and type(value) not in (int, float):
+            object.__setattr__(record, name, expected(value))
 
 
 def first_line(exc: BaseException) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar, cast
 
+from e6ingest.core import check_plain_fields
+
 DEFAULT_ORDER = {
     "danbooru": ("artist", "character", "copyright", "general", "meta"),
     "e621": ("artist", "copyright", "character", "species", "general", "lore", "meta"),
@@ -158,6 +160,7 @@ class CaptionSpec:
     variant_lines: bool = False
 
     def __post_init__(self) -> None:
+        check_plain_fields(self)
         set_ = object.__setattr__
         set_(self, "rating_names", _pairs(self.rating_names, str))
         set_(self, "quality_tiers", tuple(sorted(_pairs(self.quality_tiers, float),

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from PIL import ImageColor
 
+from e6ingest.core import check_plain_fields
+
 WEBP_MAX_SIDE = 16383
 DEFAULT_MAX_PIXELS = 2048 * 2048
 # Pillow's own decompression-bomb ceiling (2 x Image.MAX_IMAGE_PIXELS, about 13400 x 13400):
@@ -45,6 +47,7 @@ class ImagePolicy:
     backend: str = "auto"  # "pillow", "vips", or "auto": vips when installed
 
     def __post_init__(self) -> None:
+        check_plain_fields(self)
         object.__setattr__(self, "background", parse_colour(self.background))
         if self.verify not in ("decode", "header"):
             raise ValueError(f"verify must be 'decode' or 'header', not {self.verify!r}")
