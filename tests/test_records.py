@@ -13,6 +13,7 @@ from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
 from e6ingest.config import ConfigError, PullConfig, make_config
 from e6ingest.imaging import ImagePolicy
+from e6ingest.pipeline.driver import RunOptions
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,10 @@ from e6ingest.imaging import ImagePolicy
         (lambda: PullConfig(include_deleted="no"), "include_deleted must be true or false"),
         (lambda: CaptionSpec(variants={"tiny": {"people_first": "no"}}),
          "variants: tiny: people_first must be true or false, not 'no'"),
+        (lambda: CaptionSpec(merge=5), "merge must be a string, not 5"),  # str | None
+        (lambda: RunOptions(workers="2"), "workers must be a whole number, not '2'"),
+        (lambda: RunOptions(overwrite="no"), "overwrite must be true or false, not 'no'"),
+        (lambda: RunOptions(index="yes"), "index must be true or false, not 'yes'"),
     ],
 )  # fmt: skip
 def test_a_value_of_the_wrong_type_is_refused_naming_the_field(make, says):
@@ -41,6 +46,7 @@ def test_numpy_numbers_are_numbers_and_the_record_holds_python_ones():
     policy = ImagePolicy(quality=np.int32(80))
     assert spec.max_tokens == 75 and type(spec.max_tokens) is int
     assert type(policy.quality) is int
+    assert RunOptions(workers=np.int64(2)).workers == 2 and RunOptions().workers is None
     json.dumps({"max_tokens": spec.max_tokens, "quality": policy.quality})  # a fingerprint
 
 

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, get_type_hints
+from typing import Any, BinaryIO, get_args, get_type_hints
 
 
 class FailureKind(str, Enum):
@@ -254,14 +254,30 @@ def _fits(expected: type, value: Any) -> bool:
     return isinstance(value, kind)
 
 
+def _plain(annotation: Any) -> tuple[type | None, bool]:
+    """The plain type (bool, int, float, str) of a field's annotation, and whether None is
+    allowed (``int | None``); (None, False) for any other annotation."""
+    if annotation in PLAIN_TYPES:
+        return annotation, False
+    args = get_args(annotation)
+    if len(args) == 2 and type(None) in args:
+        other = args[0] if args[1] is type(None) else args[1]
+        if other in PLAIN_TYPES:
+            return other, True
+    return None, False
+
+
 def type_error(cls: type, values: dict[str, Any]) -> str | None:
     """What is wrong with the first of ``values`` whose type is not its field's in the
-    dataclass ``cls``, for its plain fields (bool, int, float, str): ``"name must be true or
-    false, not 'no'"``; None when every value fits (numpy numbers count as numbers)."""
+    dataclass ``cls``, for its plain fields (bool, int, float, str, or one of them or None):
+    ``"name must be true or false, not 'no'"``; None when every value fits (numpy numbers
+    count as numbers)."""
     types = _field_types(cls)
     for name, value in values.items():
-        expected = types.get(name)
-        if expected in PLAIN_TYPES and not _fits(expected, value):
+        expected, optional = _plain(types.get(name))
+        if expected is None or (optional and value is None):
+            continue
+        if not _fits(expected, value):
             return f"{name} must be {PLAIN_TYPES[expected]}, not {value!r}"
     return None
 
@@ -276,8 +292,8 @@ def check_plain_fields(record: Any) -> None:
         raise ValueError(problem)
     types = _field_types(cls)
     for name, value in fields.items():
-        expected = types.get(name)
-        if expected in (int, float) and type(value) not in (int, float):
+        expected, _ = _plain(types.get(name))
+        if expected in (int, float) and value is not None and type(value) not in (int, float):
             object.__setattr__(record, name, expected(value))
 
 

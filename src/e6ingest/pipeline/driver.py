@@ -18,7 +18,7 @@ import polars as pl
 
 from e6ingest.cache import cache_dir
 from e6ingest.config import ConfigError, PullConfig, parse_ratings
-from e6ingest.core import kill_point
+from e6ingest.core import check_plain_fields, kill_point
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
 from e6ingest.outdir.lock import OutputLock
@@ -163,6 +163,10 @@ class RunOptions:
     index: bool | None = None  # True: build the tag index; None: use one if built; False: scan
 
     def __post_init__(self) -> None:
+        try:
+            check_plain_fields(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
         if self.memory_budget is not None and self.memory_budget < 1:
