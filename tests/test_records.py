@@ -1,6 +1,7 @@
-"""The config records (caption spec, image policy, buckets, pull config) refuse a value of
-the wrong type however they are made, from Python as from a TOML file: a "no" given to a
-boolean was true, and an image kept its alpha or a caption led with people without a word."""
+"""The config records (caption spec, image policy, buckets, pull config, run options, a
+dataset, a caption choice) refuse a value of the wrong type however they are made, from
+Python as from a TOML file: a "no" given to a boolean was true, and an image kept its alpha
+or a caption led with people without a word."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from e6ingest.buckets import BucketSpec
 from e6ingest.captions import CaptionSpec
 from e6ingest.config import ConfigError, PullConfig, make_config
+from e6ingest.dataset import Dataset
 from e6ingest.imaging import ImagePolicy
 from e6ingest.pipeline.driver import RunOptions
+from e6ingest.readers.augment import CaptionChoice
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,9 @@ from e6ingest.pipeline.driver import RunOptions
         (lambda: RunOptions(workers="2"), "workers must be a whole number, not '2'"),
         (lambda: RunOptions(overwrite="no"), "overwrite must be true or false, not 'no'"),
         (lambda: RunOptions(index="yes"), "index must be true or false, not 'yes'"),
+        (lambda: CaptionChoice(shuffle_tags="no"), "shuffle_tags must be true or false"),
+        (lambda: CaptionChoice(seed="a"), "seed must be a whole number, not 'a'"),
+        (lambda: Dataset((), (), include_deleted="no"), "include_deleted must be true or"),
     ],
 )  # fmt: skip
 def test_a_value_of_the_wrong_type_is_refused_naming_the_field(make, says):

@@ -33,7 +33,7 @@ from e6ingest.captioned import (
 )
 from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
-from e6ingest.core import RATING_ORDER
+from e6ingest.core import RATING_ORDER, check_plain_fields
 from e6ingest.manifests import load_manifest
 from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
 from e6ingest.metadata.schemas import Schema, detect_schema
@@ -88,6 +88,9 @@ class Dataset:
     report: Report | None = None  # hears the progress of an index build (done, total)
     notice: Callable[[str], None] | None = None  # hears why an index is being built
     _chosen: list[TagIndex | None] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_plain_fields(self)  # include_deleted="no" is not false
 
     @property
     def posts(self) -> pl.LazyFrame:

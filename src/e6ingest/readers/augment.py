@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from e6ingest.core import check_plain_fields
+
 
 @dataclass(frozen=True)
 class CaptionChoice:
@@ -31,6 +33,7 @@ class CaptionChoice:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_plain_fields(self)
         if isinstance(self.weights, Mapping):
             object.__setattr__(self, "weights", tuple(self.weights.items()))
         for name, weight in self.weights:
