@@ -230,7 +230,23 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
             raise ConfigError(f"{where}: rating must be text such as \"e,q,s\" or a list of "
                               f"ratings, not {ratings!r}")  # fmt: skip
         values["ratings"] = parse_ratings(ratings)
-    return _build(PullConfig, {**values, **nested}, where)
+    config = _build(PullConfig, {**values, **nested}, where)
+    _check_nl_merges(config.caption, where)
+    return config
+
+
+def _check_nl_merges(spec: CaptionSpec, where: str) -> None:
+    """Refuse a caption (or variant) that merges natural-language captions when no file of
+    them is given: every such caption would be the tags, without a word."""
+    if spec.nl_captions:
+        return
+    for name in spec.variant_names or ("default",):
+        merge = spec.variant(name).merge
+        if merge not in (None, "tags"):
+            whose = "" if name == "default" else f"variant {name}: "
+            raise ConfigError(f"{where} [caption]: {whose}merge {merge!r} merges natural-language "
+                              "captions, and none are given: add --nl-captions FILE (.jsonl or "
+                              ".parquet), or merge 'tags'")  # fmt: skip
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -69,6 +69,23 @@ def test_a_variant_option_of_the_wrong_type_is_named_as_the_spec_s_own(caption, 
     assert says in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("caption", "says"),
+    [
+        ({"merge": "nl"}, "[caption]: merge 'nl' merges natural-language captions, and none"),
+        ({"merge": "alternatives"}, "merge 'alternatives' merges natural-language"),
+        ({"variants": "short,brief"}, "[caption]: variant brief: merge 'nl' merges"),
+    ],
+)
+def test_merging_natural_language_captions_without_any_is_refused(caption, says):
+    """Every such caption would be the tags; with the file given, the same options pass."""
+    with pytest.raises(ConfigError) as refused:
+        make_config({"caption": caption}, where="c.toml")
+    assert says in str(refused.value) and "--nl-captions FILE" in str(refused.value)
+    make_config({"caption": {**caption, "nl_captions": ["nl.jsonl"]}})
+    make_config({"caption": {"variants": "standard"}})  # brief and tags+nl only with NL files
+
+
 @pytest.mark.parametrize("ratings", [5, ["e", 5], {"e": 1}])
 def test_ratings_of_the_wrong_type_are_named(ratings):
     with pytest.raises(ConfigError, match=r"c\.toml: rating must be text such as"):
