@@ -515,3 +515,34 @@ def test_the_vips_backend_without_pyvips_is_one_clear_line(monkeypatch, capsys):
     code = main(["pull", "--mirror", ".", "--out", "x", "--image-backend", "vips"])
     err = capsys.readouterr().err
     assert code == 2 and 'pip install "e6ingest[vips]"' in err and len(err.splitlines()) == 1
+
+
+_FREED_BLOCK_RSS = """
+import re, sys
+from e6ingest.imaging.header import configure_malloc
+if sys.argv[1] == "configured":
+    configure_malloc()
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) >> 10
+first = b"x" * (24 << 20)  # freed: glibc alone would now keep blocks under 24 MiB
+del first
+before = rss()
+block = b"x" * (16 << 20)  # touched: 16 MiB resident
+del block
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_configured_malloc_gives_an_image_sized_block_back():
+    """A worker's image-sized block goes back to the system when freed, after an image
+    larger still (glibc's own threshold would rise and keep it): memory stays flat."""
+    import subprocess
+    import sys
+
+    def kept(mode: str) -> int:
+        run = [sys.executable, "-c", _FREED_BLOCK_RSS, mode]
+        return int(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+    assert kept("configured") < 4
+    assert kept("default") >= 12  # the difference the setting makes, on this glibc

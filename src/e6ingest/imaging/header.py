@@ -201,16 +201,28 @@ def _libc_function(name: str) -> Any:
         return None
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
+_MAPPED_FROM = 8 << 20  # a block this large (a bitmap, an encoder's buffer) is mapped apart
+_KEPT_FREE = 32 << 20  # free memory the heap may keep at its top for the next image
 
 
-def share_one_arena() -> None:
-    """Have every thread of this process allocate from one malloc arena, so that
-    :func:`release_free_memory` can give back what a library's threads freed (glibc keeps
-    one arena per thread otherwise, each holding its peak; nothing elsewhere)."""
+def configure_malloc() -> None:
+    """Have every thread of this process allocate from one malloc arena, with fixed limits
+    (:func:`release_free_memory` then gives back what any thread freed):
+    a block of 8 MiB or more is mapped apart and goes back to the system when freed, and
+    the heap keeps up to 32 MiB free for the next image (nothing elsewhere).
+
+    glibc otherwise keeps one arena per thread, each holding its peak, and raises its
+    mapping threshold after each large free, so that later bitmaps stay in the heap: a
+    libvips worker then held 1.2x Pillow's memory. A lower threshold, or a heap that keeps
+    less, costs a page fault per page of every image (3-12% slower, benchmarks/RESULTS.md);
+    a heap that keeps more holds more memory for little gain.
+    """
     mallopt = _libc_function("mallopt")
     if mallopt is not None:
         mallopt(_M_ARENA_MAX, 1)
+        mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM)
+        mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE)
 
 
 def release_free_memory() -> None:

@@ -7,12 +7,13 @@ held. The result comes back as a Pillow image of the target size, encoded by the
 libwebp call as Pillow's backend (for the same pixels the bytes are the same).
 
 Each worker process runs one image at a time, so libvips runs one thread per process and
-keeps no operation cache; its threads share one malloc arena, and after each image the
-memory libvips freed is given back (else a worker kept about twice Pillow's resident memory,
-benchmarks/RESULTS.md). A WebP that passes through is checked by Pillow's decoder, which
-decodes WebP twice as fast as libvips here. BMP, YCbCr and 32-bit greyscale (modes I and F)
-go to Pillow: libvips has no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling
-of 32-bit values is the policy.
+keeps no operation cache; its threads share one malloc arena whose limits are fixed (blocks
+of 8 MiB or more mapped apart, at most 32 MiB kept free), so a worker holds no more memory
+than Pillow's and libvips' own (else it kept 1.2x to twice as much, benchmarks/RESULTS.md).
+A WebP that passes through is checked by Pillow's decoder, which decodes WebP twice as fast
+as libvips here. BMP, YCbCr and 32-bit greyscale (modes I and F) go to Pillow: libvips has
+no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling of 32-bit values is the
+policy.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from e6ingest.core import FailureKind, PostFailure
 from e6ingest.imaging.header import (
     JPEG_FORMATS,
     SWAPPED_ORIENTATIONS,
+    configure_malloc,
     has_alpha,
     refuse,
-    release_free_memory,
-    share_one_arena,
 )
 from e6ingest.imaging.policy import ImagePolicy, fit_size, parse_colour
 
@@ -59,7 +59,7 @@ def _library() -> Any:
 
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
-    share_one_arena()
+    configure_malloc()
     return pyvips
 
 
@@ -75,7 +75,8 @@ def ready() -> None:
         pixels = _render(data, Image.open(io.BytesIO(data)), 6, (10, 20), policy)
     except PostFailure as exc:
         raise RuntimeError(f"libvips failed on a known-good image: {exc}") from exc
-    if pixels.size != (10, 20) or pixels.getpixel((5, 10)) != (200, 10, 10):
+    pixel = pixels.getpixel((5, 10))
+    if pixels.size != (10, 20) or not isinstance(pixel, tuple) or pixel[:3] != (200, 10, 10):
         raise RuntimeError(f"libvips rendered a known-good image wrong: {pixels.size}")
 
 
@@ -102,11 +103,9 @@ def _undecodable(doing: str, exc: Exception) -> PostFailure:
 def render(
     data: bytes, im: Image.Image, turn: int | None, target: tuple[int, int], policy: ImagePolicy
 ) -> Image.Image:
-    """The opened image as RGB (or RGBA when kept) pixels of the target size."""
+    """The opened image as RGB pixels (mode RGBX) or RGBA, when kept, of the target size."""
     ready()
-    pixels = _render(data, im, turn, target, policy)
-    release_free_memory()  # what libvips freed goes back to the system (about 3 ms)
-    return pixels
+    return _render(data, im, turn, target, policy)
 
 
 def _render(
@@ -185,11 +184,13 @@ def _resize(image: Any, target: tuple[int, int]) -> Any:
 
 
 def _to_pillow(image: Any) -> Image.Image:
-    """The pixels computed (here the source is decoded) as a Pillow image."""
+    """The pixels computed (here the source is decoded) as a Pillow image that shares
+    libvips' buffer: RGBA, or RGB padded to RGBX (Pillow's own layout for RGB, which the
+    WebP encoder takes as RGB; an RGB buffer would be copied into it)."""
     pyvips = _library()
-    mode = "RGBA" if image.bands == 4 else "RGB"
+    mode = "RGBA" if image.bands == 4 else "RGBX"
     try:
-        pixels = image.write_to_memory()
+        pixels = (image if image.bands == 4 else image.bandjoin(255)).write_to_memory()
     except pyvips.Error as exc:
         raise _undecodable("cannot decode image", exc) from exc
     return Image.frombuffer(mode, (image.width, image.height), pixels, "raw", mode, 0, 1)
