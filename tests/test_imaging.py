@@ -533,7 +533,6 @@ print(rss() - before)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_configured_malloc_gives_an_image_sized_block_back():
     """A worker's image-sized block goes back to the system when freed, after an image
     larger still (glibc's own threshold would rise and keep it): memory stays flat."""
