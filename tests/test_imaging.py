@@ -309,6 +309,17 @@ def test_header_verification_passes_through_without_decoding(monkeypatch):
     assert normalize(data, ImagePolicy(verify="decode"))[0] == data and loads
 
 
+@pytest.mark.parametrize("kept", [0.999, 0.5, 0.05])
+def test_default_check_refuses_a_truncated_webp_without_decoding(monkeypatch, kept):
+    whole = encode(Image.effect_noise((320, 240), 40).convert("RGB"), "WEBP")
+    loads: list[str] = []
+    spy_on_pixel_loads(monkeypatch, loads)
+    assert ImagePolicy().verify == "header"
+    with pytest.raises(PostFailure) as refused:
+        normalize(whole[: int(len(whole) * kept)])
+    assert refused.value.kind is FailureKind.UNDECODABLE and not loads
+
+
 def test_pass_through_can_be_turned_off():
     data = encode(Image.effect_noise((128, 128), 40).convert("RGB"), "WEBP", quality=100)
     assert normalize(data)[0] == data

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 DEMO_DIGEST = {
-    "pillow": "d53bb8283c8098b84570e3b7cc4ff3b2c351db341e690f742b952b3b82e5de9c",
-    "vips": "a525c25d84aa866efe69a89eb89f7243100e1f3672f2cf6dcb11126d22cdca4f",
+    "pillow": "678262313c8f680094816e8e134b95be35ab7149934dc1fe41124e929fc71cf4",
+    "vips": "c16c4bf9fb0a9ff32d96ea9f04218d46b0f6bfdc0120060a1c442bbdc01cef34",
 }
 
 

@@ -147,7 +147,9 @@ def image_flags(p: argparse.ArgumentParser) -> None:
         "--verify",
         dest="verify_images",
         choices=("decode", "header"),
-        help="how already-compliant WebP is checked (default: decode)",
+        help="how an already-compliant WebP kept as it is is checked: header (its header "
+        "and container read; a truncated file is refused) or decode (every pixel decoded "
+        "too, about 2 ms per image) (default: header)",
     )
 
 

@@ -43,7 +43,14 @@ from e6ingest.pipeline.output import (
     shards_to_run,
 )
 from e6ingest.pipeline.plan import PlanRequest, write_plan
-from e6ingest.pipeline.planfile import plan_commits, plan_id, plan_rejected, shard_sizes
+from e6ingest.pipeline.planfile import (
+    heaviest_last_first,
+    plan_commits,
+    plan_id,
+    plan_rejected,
+    shard_costs,
+    shard_sizes,
+)
 from e6ingest.pipeline.results import PullSummary, finalise
 from e6ingest.pipeline.sourcing import (
     CaptionTables,
@@ -350,9 +357,12 @@ class _Run:
                                  hub.whole_shard_share)  # fmt: skip
             spec = SourceSpec(manifest, hub=hub, whole_shards=whole)
         plan = plan_id(plan_path)
-        tasks = [ShardTask(n, str(self.out), spec, self.config.image, self.config.buckets, plan)
-                 for n in todo]  # fmt: skip
         executor = self.options.executor or LocalExecutor(self.options.workers)
+        image = self.config.image
+        costs = shard_costs(plan_path, image.max_pixels, image.pass_through)
+        order = heaviest_last_first(todo, costs, executor.parallel_tasks())
+        tasks = [ShardTask(n, str(self.out), spec, image, self.config.buckets, plan)
+                 for n in order]  # fmt: skip
         janitor = None
         if mirror is None and hub.delete_shards_after_use and spec.whole_shards:
             janitor = ShardJanitor(

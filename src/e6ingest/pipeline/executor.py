@@ -121,6 +121,10 @@ class Executor(ABC):
         every process that runs tasks, ``cores`` being how many cores each of its tasks may
         use. A task's exception ends the run."""
 
+    def parallel_tasks(self) -> int:
+        """How many tasks run at once (the run's end is ordered for this many)."""
+        return available_cores()
+
     def memory_budget(self, total: int) -> MemoryBudget | None:
         """A budget of ``total`` bytes that every process running tasks decodes under, or
         None when they cannot share one."""
@@ -146,6 +150,10 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or available_cores())
+
+    def parallel_tasks(self) -> int:
+        """The worker processes."""
+        return self.workers
 
     def memory_budget(self, total: int) -> MemoryBudget:
         from e6ingest.pipeline.budget import MemoryBudget

@@ -87,7 +87,7 @@ class RayExecutor(Executor):
         ray = self._connect()
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
         run = remote(_run)
-        limit = self.in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        limit = self._in_flight(ray)
         pending = iter(tasks)
         running: list[Any] = []  # Ray object references
         try:
@@ -106,6 +106,13 @@ class RayExecutor(Executor):
             for ref in running:
                 ray.cancel(ref, force=True)
             raise
+
+    def _in_flight(self, ray: ModuleType) -> int:
+        return self.in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def parallel_tasks(self) -> int:
+        """The tasks in flight: ``in_flight``, else the cluster's CPUs."""
+        return self._in_flight(self._connect())
 
     def on_every_node(self, fn: Callable[..., R], *args: Any) -> list[R]:
         """``fn(*args)`` once on every alive node of the cluster."""
