@@ -15,7 +15,7 @@ parent's peak at fork), their ratios, and a hash of each plan's rows (equal when
 plans are).
 
     python benchmarks/plan_bench.py [--rows 2000000] [--batch-rows 250000] [--batched-only]
-                                    [--pull-only] [--sample 1000 [--query TAGS]]
+                                    [--pull-only] [--sample 1000 [--query TAGS] [--repeat N]]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,24 +119,33 @@ def plan_hash(path: Path) -> int:
     return total % 2**64
 
 
-def sampled_pull(metadata: Path, work: Path, sample: int, query: str) -> None:
-    """(d) a pull of ``sample`` posts planned on fresh metadata, against (e) the scan."""
+def sampled_pull(metadata: Path, work: Path, sample: int, query: str, repeat: int) -> None:
+    """(d) a pull of ``sample`` posts planned on fresh metadata, against (e) the scan;
+    ``repeat`` pairs, alternated, each side in a fresh cache; the ratio of the medians."""
     from metadata_bench import measure
 
-    out = work / "sampled.parquet"
-    command = [sys.executable, __file__, "--child", str(metadata), str(out), f"pull:{sample}",
-               query]  # fmt: skip
-    seconds, _, printed = measure(command)
-    rows, rss = printed.split()
-    scan = [sys.executable, "-m", "e6ingest", "inspect", "--metadata", str(metadata),
-            "--rating", "e,q,s", "--query", query, "--count", "--no-index"]  # fmt: skip
-    scan_s, scan_mb, selected = measure(scan)
+    pulls, scans = [], []
+    for run in range(repeat):
+        env = {**os.environ, "E6INGEST_CACHE": str(work / f"cache{run}")}
+        out = work / "sampled.parquet"
+        command = [sys.executable, __file__, "--child", str(metadata), str(out),
+                   f"pull:{sample}", query]  # fmt: skip
+        seconds, _, printed = measure(command, env)
+        rows, rss = printed.split()
+        scan = [sys.executable, "-m", "e6ingest", "inspect", "--metadata", str(metadata),
+                "--rating", "e,q,s", "--query", query, "--count", "--no-index"]  # fmt: skip
+        scan_s, scan_mb, selected = measure(scan, env)
+        pulls.append(seconds)
+        scans.append(scan_s)
+        print(f"(d) pull --sample {sample}: {rows} posts planned in {seconds:.2f} s, "
+              f"peak RSS {float(rss):.0f} MB; (e) scan, --count --no-index: {selected} posts "
+              f"in {scan_s:.2f} s, peak RSS {scan_mb:.0f} MB; {seconds / scan_s:.2f}x",
+              flush=True)  # fmt: skip
+        out.unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"(d) pull --sample {sample}: {rows} posts planned in {seconds:.1f} s, "
-          f"peak RSS {float(rss):.0f} MB")  # fmt: skip
-    print(f"(e) scan, --count --no-index: {selected} posts in {scan_s:.1f} s, "
-          f"peak RSS {scan_mb:.0f} MB")  # fmt: skip
-    print(f"planning / scan: {seconds / scan_s:.2f}x the time")
+    pull_s, scan_s = statistics.median(pulls), statistics.median(scans)
+    print(f"planning / scan: {pull_s / scan_s:.2f}x the time (medians of {repeat}: "
+          f"{pull_s:.2f} s / {scan_s:.2f} s)")  # fmt: skip
 
 
 def main() -> None:
@@ -149,6 +159,7 @@ def main() -> None:
     parser.add_argument("--pull-only", action="store_true")
     parser.add_argument("--sample", type=int, default=0)
     parser.add_argument("--query", default="", help="with --sample: the pull's query")
+    parser.add_argument("--repeat", type=int, default=1, help="with --sample: pairs to run")
     args = parser.parse_args()
     # Built in its own process: a child forked from a big parent would report its RSS.
     metadata = CACHE / f"danbooru-shaped-{args.rows}-general.parquet"
@@ -158,7 +169,7 @@ def main() -> None:
     # e6ingest's cache for the children (a pull builds its tag index there): fresh each run
     os.environ["E6INGEST_CACHE"] = str(work / "cache")
     if args.sample:
-        sampled_pull(metadata, work, args.sample, args.query)
+        sampled_pull(metadata, work, args.sample, args.query, args.repeat)
         return
     results = {}
     runs = [("one pass", str(10**12)), ("batched", str(args.batch_rows)), ("pull", "pull")]

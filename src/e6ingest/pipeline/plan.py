@@ -210,9 +210,12 @@ def write_plan(
                 request = replace(request, shard_size=auto_shard_size(len(kept)))
             posts = posts_per_batch(request.batch_rows, request.caption)
             ranges = _source_ranges(kept, request.source_shards, posts)
-            only = kept if request.subset else None
-            parts = partition(selection_file, ranges, request.source_shards, only)
-            selection_file.unlink()
+            if request.subset and len(ranges) == 1:  # the file holds only kept rows
+                parts = [selection_file]
+            else:
+                only = kept if request.subset else None
+                parts = partition(selection_file, ranges, request.source_shards, only)
+                selection_file.unlink()
             pa.default_memory_pool().release_unused()  # what reading the selection kept
             planned = _PlanParts(request, captions, dropped, empty)
             return planned.write(parts, plan_file, saved or {})
