@@ -22,7 +22,7 @@ its own process with the process tree's RSS sampled every 50 ms:
 
     python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
     python benchmarks/pipeline_bench.py [--posts 5000] [--img2dataset /tmp/i2d/bin/img2dataset]
-                                        [--ray | --ray-only | --backends-only]
+                                        [--ray | --ray-only | --backends-only [--repeat N]]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -226,17 +227,33 @@ def report(name: str, run: tuple[int, float, int]) -> float:
     return n / seconds
 
 
+def _median_run(runs: list[tuple[int, float, int]]) -> tuple[int, float, int]:
+    """Samples, median seconds and median peak RSS of runs of the same pull."""
+    return runs[0][0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs)
+
+
 def run_backends(args, mirror: Path, work: Path) -> None:
-    """(b), (v) and (d): the two backends against img2dataset; (f), (g): pass-through."""
-    b = pull(mirror, work / "w2", 2, *PILLOW)
-    rate_b = report("(b) workers 2, Pillow", b)
-    v = pull(mirror, work / "vips", 2, "--image-backend", "vips")
-    rate_v = report("(v) workers 2, libvips", v)
-    print(f"    v/b: {rate_v / rate_b:.2f}x; peak RSS v/b: {v[2] / b[2]:.2f}x")
-    if Path(args.img2dataset).exists():
-        rows = extract_sources(mirror, work / "w2", work / "files")
-        d = img2dataset(args.img2dataset, work / "files", rows, work / "i2d", 2)
-        rate_d = report("(d) img2dataset, 2 processes", d)
+    """(b), (v) and (d): the two backends against img2dataset, ``--repeat`` rounds in
+    turn (medians compared); (f), (g), (h): pass-through."""
+    runs: dict[str, list[tuple[int, float, int]]] = {"b": [], "v": [], "d": []}
+    i2d = Path(args.img2dataset).exists()
+    for _ in range(args.repeat):
+        runs["b"].append(pull(mirror, work / "w2", 2, *PILLOW))
+        report("(b) workers 2, Pillow", runs["b"][-1])
+        runs["v"].append(pull(mirror, work / "vips", 2, "--image-backend", "vips"))
+        report("(v) workers 2, libvips", runs["v"][-1])
+        if i2d:
+            rows = extract_sources(mirror, work / "w2", work / "files")
+            runs["d"].append(img2dataset(args.img2dataset, work / "files", rows, work / "i2d", 2))
+            report("(d) img2dataset, 2 processes", runs["d"][-1])
+    b, v = _median_run(runs["b"]), _median_run(runs["v"])
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} runs each:")
+    rate_b, rate_v = report("(b) Pillow", b), report("(v) libvips", v)
+    print(f"    v/b: {rate_v / rate_b:.2f}x; peak RSS v/b: {v[2] / b[2]:.2f}x (target <= 1)")
+    if i2d:
+        d = _median_run(runs["d"])
+        rate_d = report("(d) img2dataset", d)
         print(f"    b/d: {rate_b / rate_d:.2f}x; v/d: {rate_v / rate_d:.2f}x (target >= 2); "
               f"peak RSS v/d: {v[2] / d[2]:.2f}x")  # fmt: skip
     webp = ("--query", "filetype:webp mpixels:<4.19", "--image-backend", "vips")
@@ -257,7 +274,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "e6bench")
     parser.add_argument("--ray", action="store_true", help="also (e), on Ray")
     parser.add_argument("--ray-only", action="store_true", help="only (b) and (e)")
-    parser.add_argument("--backends-only", action="store_true", help="only (b), (v), (d), (f)")
+    parser.add_argument(
+        "--backends-only", action="store_true", help="only (b), (v), (d), (f), (g), (h)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="with --backends-only: rounds of (b), (v), (d)"
+    )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     big, small = demo(args.cache, args.posts), demo(args.cache, args.small_posts)
