@@ -11,9 +11,9 @@ keeps no operation cache; its threads share one malloc arena whose limits are fi
 of 8 MiB or more mapped apart, at most 32 MiB kept free), so a worker holds about a Pillow
 worker's memory (else 1.2x to twice as much, benchmarks/RESULTS.md).
 A WebP that passes through is checked by its header (and, with ``verify="decode"``, by
-Pillow's decoder, which decodes WebP twice as fast as libvips here). BMP, YCbCr and 32-bit greyscale (modes I and F) go to Pillow: libvips has
-no BMP reader here, reads YCbCr TIFF as RGB, and Pillow's scaling of 32-bit values is the
-policy.
+Pillow's decoder, which decodes WebP twice as fast as libvips here). BMP, YCbCr and
+32-bit greyscale (modes I and F) go to Pillow: libvips has no BMP reader here, reads YCbCr
+TIFF as RGB, and Pillow's scaling of 32-bit values is the policy.
 """
 
 from __future__ import annotations
