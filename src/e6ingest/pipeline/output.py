@@ -70,8 +70,8 @@ def prepare_output(out: Path, fingerprint: Mapping[str, Any], overwrite: bool) -
                 changed.insert(0, f"{key} ({saved.get(key)!r} -> {fingerprint[key]!r})")
         raise OutputConflict(
             f"{out} holds a run with a different configuration ({'; '.join(changed[:5])}"
-            f"{' ...' if len(changed) > 5 else ''}); use another --out, or --overwrite to "
-            "replace that run"
+            f"{' ...' if len(changed) > 5 else ''}); to continue it, give the options it "
+            "was started with; else use another --out, or --overwrite to replace that run"
         )  # fmt: skip
     remove_ours(contents)
     return False
