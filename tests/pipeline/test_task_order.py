@@ -26,10 +26,11 @@ def test_a_shard_to_re_encode_costs_more_than_one_passed_through(tmp_path):
         (1, 1000, 1000, "jpg"), (1, 1000, 1000, "png"),  # re-encoded
         (2, 3000, 3000, "webp"), (2, None, None, "webp"),  # over the budget; size unknown
     ])  # fmt: skip
-    kept = shard_costs(plan, MP4, pass_through=True)
+    kept = shard_costs(plan, MP4, True, [0, 1, 2])
     assert kept[1] > kept[0] and kept[2] > kept[1]
     assert kept[1] == kept[0] + 2 * 1000 * 1000
-    every = shard_costs(plan, MP4, pass_through=False)
+    every = shard_costs(plan, MP4, False, [0, 1, 2])
+    assert shard_costs(plan, MP4, True, [1]) == {1: kept[1]}
     assert every[0] == every[1] and every[2] == kept[2]
 
 

@@ -48,6 +48,7 @@ from e6ingest.pipeline.planfile import (
     plan_commits,
     plan_id,
     plan_rejected,
+    run_end,
     shard_costs,
     shard_sizes,
 )
@@ -359,8 +360,10 @@ class _Run:
         plan = plan_id(plan_path)
         executor = self.options.executor or LocalExecutor(self.options.workers)
         image = self.config.image
-        costs = shard_costs(plan_path, image.max_pixels, image.pass_through)
-        order = heaviest_last_first(todo, costs, executor.parallel_tasks())
+        at_once = executor.parallel_tasks()
+        end = run_end(todo, at_once)
+        costs = shard_costs(plan_path, image.max_pixels, image.pass_through, end)
+        order = heaviest_last_first(todo, costs, at_once)
         tasks = [ShardTask(n, str(self.out), spec, image, self.config.buckets, plan)
                  for n in order]  # fmt: skip
         janitor = None

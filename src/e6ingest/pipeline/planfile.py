@@ -67,20 +67,33 @@ def shard_sizes(plan_path: str | Path) -> dict[int, int]:
 _KEPT_POST_PIXELS = 50_000
 
 
-def shard_costs(plan_path: str | Path, max_pixels: int, pass_through: bool) -> dict[int, int]:
-    """Every shard's estimated work, in source pixels: a post whose image is re-encoded
-    counts its pixels, one a WebP within ``max_pixels`` kept as it is a small fixed share
-    (the plan's sizes and file types; a guess that only orders the tasks)."""
+def shard_costs(
+    plan_path: str | Path, max_pixels: int, pass_through: bool, shards: list[int]
+) -> dict[int, int]:
+    """The estimated work of each of ``shards``, in source pixels: a post whose image is
+    re-encoded counts its pixels, one a WebP within ``max_pixels`` kept as it is a small
+    fixed share (the plan's sizes and file types; a guess that only orders the tasks)."""
     pixels = pl.col("width").fill_null(0) * pl.col("height").fill_null(0)
     kept = (pl.col("file_ext").str.to_lowercase() == "webp") & (pixels <= max_pixels)
     cost = pl.when(kept & pass_through).then(0).otherwise(pixels) + _KEPT_POST_PIXELS
-    costs = pl.scan_parquet(plan_path).group_by("shard").agg(cost.sum().alias("cost")).collect()
+    costs = (
+        pl.scan_parquet(plan_path)
+        .filter(pl.col("shard").is_in(shards))
+        .group_by("shard")
+        .agg(cost.sum().alias("cost"))
+        .collect()
+    )
     return dict(costs.iter_rows())
 
 
+def run_end(numbers: list[int], workers: int) -> list[int]:
+    """The last ``4 * workers`` shards of a run: those whose order decides how long the
+    last worker runs alone."""
+    return numbers[max(0, len(numbers) - 4 * max(1, workers)) :]
+
+
 def heaviest_last_first(numbers: list[int], costs: dict[int, int], workers: int) -> list[int]:
-    """The shards in plan order, but the last ``4 * workers`` by falling cost: the run
-    then ends on its lightest shards, and no worker waits long for the last one."""
-    tail = max(0, len(numbers) - 4 * max(1, workers))
-    last = sorted(numbers[tail:], key=lambda n: (-costs.get(n, 0), n))
-    return numbers[:tail] + last
+    """The shards in plan order, but the run's end (:func:`run_end`) by falling cost: the
+    run then ends on its lightest shards, and no worker waits long for the last one."""
+    end = run_end(numbers, workers)
+    return numbers[: len(numbers) - len(end)] + sorted(end, key=lambda n: (-costs.get(n, 0), n))
