@@ -5,9 +5,10 @@ batch at a time (:func:`write_captions_of`), and their CLIP-token statistics. Re
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -115,6 +116,40 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+class _BatchWriter:
+    """Writes caption batches as JSON lines to ``out`` in a thread of its own, one batch
+    at a time: the next batch is captioned while this one is written, and memory holds
+    at most the batch being written and the one being made. A failed write is raised
+    at the next :meth:`write` or when the writer closes."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions-writer")
+        self._pending: Future[None] | None = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Write ``frame`` once the batch before it is written."""
+        self._wait()
+        self._pending = self._pool.submit(frame.write_ndjson, self._out)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        try:
+            self._wait()
+        except Exception:
+            if kind is None:  # else the error already raised is the one to report
+                raise
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def write_captions_of(
     posts: pl.LazyFrame,
     path: str | Path,
@@ -151,12 +186,13 @@ def write_captions_of(
             CaptionSelection(rows, spec) as shared,
             atomic_path(path) as tmp,
             tmp.open("wb") as out,
+            _BatchWriter(out) as writer,
         ):
             at_once = posts_per_batch(batch_rows, spec)
             for start in range(0, total, at_once):
                 batch = rows.slice(start, at_once).collect()
                 frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
-                frame.write_ndjson(out)
+                writer.write(frame)
                 if preview is not None:
                     preview.keep(frame, start, total)
                 del batch, frame

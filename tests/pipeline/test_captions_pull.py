@@ -153,3 +153,50 @@ def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(
     assert sampled.to_dicts() == batched.gather_every(written // 13).to_dicts()
     assert 13 <= sampled.height < written // 2  # a sample, from many batches
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("failing", ["the write", "the captions"])
+def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_cause(
+    small_demo, tmp_path, monkeypatch, capsys, failing
+):
+    """Batches are written while the next is captioned: a disk that fills during a write
+    stops the command with the disk-full line (exit 4), an error while captioning is
+    reported as itself even with a write in flight, and either way the captions file
+    written before stays as it was, with no temporary file left."""
+    import errno
+
+    from e6ingest import captioned
+    from e6ingest.captions import CaptionInputError
+
+    out = tmp_path / "captions.jsonl"
+    args = ["captions", "--mirror", str(small_demo), "--rating", "e,q,s", "--out", str(out)]
+    assert main(args) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr("e6ingest.captions.variants.posts_per_batch", lambda *_: 20)
+    calls = {"write": 0, "caption": 0}
+    real_write, real_caption = pl.DataFrame.write_ndjson, captioned.caption_frame
+
+    def write(frame, target=None):
+        calls["write"] += 1
+        if failing == "the write" and calls["write"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out))
+        return real_write(frame, target)
+
+    def caption(*a, **k):
+        calls["caption"] += 1
+        if failing == "the captions" and calls["caption"] == 3:
+            raise CaptionInputError("nl.jsonl row 3: not an object")
+        return real_caption(*a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "write_ndjson", write)
+    monkeypatch.setattr("e6ingest.captioned.caption_frame", caption)
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    if failing == "the write":
+        assert code == 4 and "disk full" in err and str(out) in err
+    else:
+        assert code == 2 and "nl.jsonl row 3: not an object" in err
+    assert "Traceback" not in err and calls["write"] >= 2
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.jsonl"]
