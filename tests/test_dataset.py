@@ -209,3 +209,20 @@ def test_deleted_posts_asked_of_a_frame_without_them_are_refused_not_counted_0(d
     deleted = dataset.count(everything, "status:deleted")
     assert 0 < deleted == everything.filter(pl.col("is_deleted")).collect().height
     assert dataset.count(posts, "status:active") == dataset.count(posts)
+
+
+def test_top_tags_count_posts_even_when_a_tag_string_repeats_a_tag():
+    """A plain count of the posts each tag is on, over random tag lists that repeat tags:
+    the top tags are those posts' counts (occurrences would put a repeated tag first), in
+    order of posts and then tag."""
+    import random
+    from collections import Counter
+
+    rng = random.Random(7)
+    names = ["solo", "fur", "anthro", "smile", "hi_res", "blue_eyes"]
+    lists = [[rng.choice(names) for _ in range(rng.randint(0, 8))] for _ in range(400)]
+    lists[0] = ["fur"] * 50  # one post that repeats a tag many times
+    posts = pl.LazyFrame({"tags_general": lists}, schema={"tags_general": pl.List(pl.String)})
+    truth = Counter(tag for tags in lists for tag in set(tags))
+    expected = sorted(truth.items(), key=lambda item: (-item[1], item[0]))[:4]
+    assert list(dataset.top_tags(posts, "general", n=4).iter_rows()) == expected

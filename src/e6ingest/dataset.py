@@ -368,12 +368,13 @@ def posts_per_year(posts: pl.LazyFrame) -> pl.DataFrame:
 
 
 def top_tags(posts: pl.LazyFrame, category: str = "general", n: int = 10) -> pl.DataFrame:
-    """The ``n`` most frequent tags of one category, with their post counts."""
+    """The ``n`` most frequent tags of one category, with their post counts: a tag given
+    twice in one post's tag string counts that post once."""
     if category not in TAG_CATEGORIES:
         raise ValueError(f"unknown category {category!r} (known: {TAG_CATEGORIES})")
     column = f"tags_{category}"
     return (
-        posts.select(pl.col(column).alias("tag"))
+        posts.select(pl.col(column).list.unique().alias("tag"))
         .explode("tag")
         .drop_nulls()
         .group_by("tag")
