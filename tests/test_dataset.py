@@ -56,6 +56,17 @@ def test_inspect_json_and_count(small_demo, capsys):
     assert "top general tags:" in text
 
 
+def test_inspect_query_may_start_with_a_minus(small_demo, capsys):
+    args = ["inspect", "--mirror", str(small_demo), "--dataset", "danbooru2024", "--count"]
+    counts = []
+    for query in ([], ["--query", "comic"], ["--query", "-comic"]):
+        assert main([*args, *query]) == 0, capsys.readouterr().err
+        counts.append(int(capsys.readouterr().out))
+    everything, comic, without = counts
+    assert 0 < comic < everything
+    assert without == everything - comic
+
+
 def test_inspect_metadata_files_directly(small_demo, capsys):
     path = small_demo / "deepghs/e621_newest/table.parquet"
     assert main(["inspect", "--metadata", str(path), "--count", "--include-deleted"]) == 0

@@ -40,14 +40,31 @@ _INVERTED = {"allow_animation": ("image", "allow_animation"),
              "underscores_to_spaces": ("caption", "underscores_to_spaces")}  # fmt: skip
 
 
+# Flags whose value may start with "-": argparse takes ``--query -comic`` for two flags.
+DASHED_VALUES = ("--query",)
+
+
+def with_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each value of a ``DASHED_VALUES`` flag that starts with one "-"
+    (``--query -comic``, a search for posts without ``comic``) joined to its flag
+    (``--query=-comic``), so argparse reads it as the value it is."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] in DASHED_VALUES and word.startswith("-") and not word.startswith("--"):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the command and its --help."""
 
     def parse_known_args(  # type: ignore[override]  # typeshed overloads it on namespace
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        self._argv = list(sys.argv[1:] if args is None else args)  # for suggestions
-        return super().parse_known_args(args, namespace)
+        self._argv = with_dashed_values(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._argv, namespace)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}{self._suggestion(message)} "
