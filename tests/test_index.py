@@ -23,7 +23,8 @@ from tests.conftest import E621_2024_ROWS, E621_NEWEST_ROWS
 
 METATAGS = [
     "rating:e", "rating:s,q", "-rating:e", "score:>=10", "score:<0", "favcount:..5",
-    "id:..40", "width:>=1000", "height:<900", "mpixels:>=1", "ratio:<1", "tagcount:>25",
+    "id:..40", "id:..20,60..", "score:<0,>=10", "width:>=1000", "height:<900",
+    "mpixels:>=1", "ratio:<1", "tagcount:>25",
     "tagcount:..20", "gentags:>=10", "arttags:1", "chartags:0", "spectags:>=2",
     "metatags:1..", "date:>=2015-01-01", "date:2019", "ext:png", "filetype:jpg,gif",
     "parent:none", "parent:any", "status:active", "status:any",

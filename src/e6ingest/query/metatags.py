@@ -1,6 +1,7 @@
 """Metatags: ``name:value`` terms answered from the canonical metadata columns.
 
-Ranges take ``N``, ``>N``, ``>=N``, ``<N``, ``<=N``, ``A..B``, ``A..`` and ``..B``. Metatags
+Ranges take ``N``, ``>N``, ``>=N``, ``<N``, ``<=N``, ``A..B``, ``A..`` and ``..B``, or a
+list of them that any may match (``id:1,2,3``, ``score:<0,>=100``), as on the sites. Metatags
 the sites have but the metadata cannot answer (``user:``, ``pool:``, ``fav:``...) are
 refused, as is every other ``name:value`` term that is not a tag of the dataset.
 """
@@ -178,6 +179,16 @@ def _status(value: str, include_deleted: bool) -> pl.Expr:
     raise TermError("status: takes deleted, active or any")
 
 
+def _any_of(value: str, one: Callable[[str], pl.Expr]) -> pl.Expr:
+    """``one`` of each comma-separated item of ``value``, any of which may match."""
+    items = value.split(",")
+    if len(items) == 1:
+        return one(value)
+    if not all(items):
+        raise TermError(f"{value!r}: an empty item in the list")
+    return pl.any_horizontal([one(item) for item in items])
+
+
 COUNTED = ("tagcount", *(n for n in NUMERIC if n.endswith("tags")))  # counts of tags
 
 
@@ -195,13 +206,14 @@ def metatag(
         raise TermError(f"{name}: needs a value")
     if name in NUMERIC:
         column = counts(name) if counts is not None and name in COUNTED else NUMERIC[name]
-        return range_expr(column, value, int)
+        return _any_of(value, lambda one: range_expr(column, one, int))
     if name in DECIMAL:
-        return range_expr(DECIMAL[name], value, _ratio if name == "ratio" else float)
+        parse = _ratio if name == "ratio" else float
+        return _any_of(value, lambda one: range_expr(DECIMAL[name], one, parse))
     if name == "rating":
         return _rating(value, site)
     if name == "date":
-        return _date(value)
+        return _any_of(value, _date)
     if name in ("ext", "filetype", "type"):
         return pl.col("file_ext").is_in(_listing(value, "a file extension such as png"))
     if name == "md5":
