@@ -55,6 +55,29 @@ def test_mirror_that_does_not_exist(tmp_path, capsys):
     assert code == 2 and "does not exist" in _one_line(err)
 
 
+@pytest.mark.parametrize("command", ["pull", "inspect", "captions"])
+def test_an_empty_rating_is_refused_not_read_as_every_rating(command, mirror_args, tmp_path,
+                                                             capsys):  # fmt: skip
+    out = tmp_path / "out"
+    where = {"pull": ["--out", str(out)], "captions": ["--out", str(tmp_path / "c.jsonl")]}
+    for empty in ("", " , "):
+        code, _, err = _run(capsys, command, *mirror_args, "--rating", empty,
+                            *where.get(command, []))  # fmt: skip
+        assert code == 2 and "names no rating" in _one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_max_tokens_0_turns_off_a_config_files_budget(tmp_path):
+    from e6ingest.cli.parsers import flag_values
+    from e6ingest.config import make_config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text("[caption]\nmax_tokens = 75\n")
+    for flags, budget in (([], 75), (["--max-tokens", "0"], 0), (["--max-tokens", "150"], 150)):
+        args = build_parser().parse_args(["captions", "--config", str(toml), *flags])
+        assert make_config(flag_values(args)).caption.max_tokens == budget
+
+
 def test_captions_out_is_a_folder(mirror_args, tmp_path, capsys):
     code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(tmp_path))
     assert code == 2 and "is a folder" in _one_line(err)

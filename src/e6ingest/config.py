@@ -230,6 +230,9 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
             raise ConfigError(f"{where}: rating must be text such as \"e,q,s\" or a list of "
                               f"ratings, not {ratings!r}")  # fmt: skip
         values["ratings"] = parse_ratings(ratings)
+        if isinstance(ratings, str) and not values["ratings"]:  # "$RATINGS" left unset
+            raise ConfigError(f"{where}: rating {ratings!r} names no rating: give ratings "
+                              "such as e,q,s, or leave it out for every rating")  # fmt: skip
     config = _build(PullConfig, {**values, **nested}, where)
     _check_nl_merges(config.caption, where)
     return config

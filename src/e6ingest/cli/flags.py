@@ -224,10 +224,10 @@ def add_caption_flags(parser: argparse.ArgumentParser) -> None:
     cap.add_argument(
         "--aliases", metavar="FILE", help="old,new tag aliases (CSV/TSV/JSON/TOML) (default: none)"
     )
-    cap.add_argument("--max-tokens", type=count, metavar="N",
+    cap.add_argument("--max-tokens", type=whole, metavar="N",
                      help="fit every caption in N CLIP tokens, dropping tags by priority: "
                      "75 (SDXL's 77-token window), 150 or 225 (sd-scripts --max_token_length) "
-                     "(default: no budget)")  # fmt: skip
+                     "(default: no budget; 0: none, over a config file's)")  # fmt: skip
     cap.add_argument("--token-priority", choices=("rare", "common", "order"),
                      help="which tags a budget keeps after the head: the rarest first, the "
                      "commonest, or caption order (default: rare)")  # fmt: skip
