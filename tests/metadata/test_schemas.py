@@ -70,6 +70,38 @@ def test_the_deleted_flag_reads_alike_as_a_boolean_or_as_text(danbooru_sample, t
     assert deleted == [bool(f) for f in flags]
 
 
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ("2007-02-10 04:47:06.839393", datetime(2007, 2, 10, 4, 47, 6, 839393)),  # CSV export
+        ("2007-02-10 04:47:06+00", datetime(2007, 2, 10, 4, 47, 6)),
+        ("2007-02-10 00:47:06-0400", datetime(2007, 2, 10, 4, 47, 6)),
+        ("2007-02-10T00:47:06.000-04:00", datetime(2007, 2, 10, 4, 47, 6)),
+        ("2007-02-10T04:47:06", datetime(2007, 2, 10, 4, 47, 6)),
+        ("2007-02-10", datetime(2007, 2, 10)),
+        ("garbage", None),
+        (datetime(2007, 2, 10, 4, 47, 6), datetime(2007, 2, 10, 4, 47, 6)),  # no time zone
+    ],
+)
+def test_a_date_written_otherwise_is_read_as_utc(e621_2024_sample, tmp_path, stored, expected):
+    """The export's ``created_at`` converted by hand (text from its CSV, a timestamp without
+    a time zone) reads as the same UTC instant; text that is no date is a missing date."""
+    path = tmp_path / "posts.parquet"
+    table = pl.read_parquet(e621_2024_sample).with_columns(created_at=pl.lit(stored))
+    table.write_parquet(path)
+    created = scan_file(path).select("created_at").collect()["created_at"]
+    utc = expected.replace(tzinfo=timezone.utc) if expected else None
+    assert created.to_list() == [utc] * table.height
+
+
+def test_a_date_column_of_another_type_fails_naming_the_file(e621_2024_sample, tmp_path):
+    path = tmp_path / "posts.parquet"
+    table = pl.read_parquet(e621_2024_sample)
+    table.with_columns(pl.col("created_at").dt.epoch("s")).write_parquet(path)
+    with pytest.raises(SchemaError, match=r"posts\.parquet: column 'created_at' is Int64"):
+        scan_file(path)
+
+
 def test_e621_newest_table(e621_newest_sample):
     assert detect_schema(e621_newest_sample).name == "e621_newest"
     post = scan_file(e621_newest_sample).collect().row(0, named=True)

@@ -52,7 +52,16 @@ CANONICAL_COLUMNS = (
     "is_deleted",
 )
 EMPTY_TAGS = pl.lit([], dtype=pl.List(pl.String))
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"  # the exports' text: 2024-04-07T12:00:00.123-04:00
+# Other ways a date is written as text, tried where the first fails: with a space or a T,
+# with a UTC offset (+00, +0000, +00:00) or without one (read as UTC).
+DATE_FORMATS = (
+    ISO_FORMAT,
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d",
+)
 
 
 class SchemaError(ValueError):
@@ -74,8 +83,18 @@ def split_tags(column: str | pl.Expr) -> pl.Expr:
     return spaced.str.split(" ").list.filter(pl.element() != "")
 
 
-def _iso_to_utc(column: str) -> pl.Expr:
-    return pl.col(column).str.to_datetime(ISO_FORMAT, time_zone="UTC", strict=False)
+def _timestamp(lf: pl.LazyFrame, column: str) -> pl.Expr:
+    """A date column as a UTC datetime: a timestamp or date as it is (one without a time
+    zone read as UTC), text in one of :data:`DATE_FORMATS` (text in none of them: null, as
+    a date the metadata does not give)."""
+    dtype = lf.collect_schema().get(column)
+    if dtype is not None and dtype.is_temporal():
+        return pl.col(column).cast(pl.Datetime("us", "UTC"))
+    if dtype != pl.String:
+        raise SchemaError(f"column {column!r} is {dtype}, neither a date nor text")
+    parsed = (pl.col(column).str.to_datetime(f, time_zone="UTC", strict=False)
+              for f in DATE_FORMATS)  # fmt: skip
+    return pl.coalesce(*parsed).cast(pl.Datetime("us", "UTC"))
 
 
 def _flag(lf: pl.LazyFrame, column: str) -> pl.Expr:
@@ -97,6 +116,14 @@ class Schema:
     categorised: bool = True  # False: every tag in one list (tags_general) until a tags
     # table restores the categories
 
+    def canonical(self, lf: pl.LazyFrame, path: str | Path) -> pl.LazyFrame:
+        """``lf``, rows of the file ``path``, as the canonical frame; a column of a type
+        this schema cannot read fails here, naming the file."""
+        try:
+            return self.adapt(lf)
+        except SchemaError as exc:
+            raise SchemaError(f"{path}: {exc}") from None
+
 
 def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     per_category = {
@@ -117,7 +144,7 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("file_ext").cast(pl.String),
         pl.col("score").cast(pl.Int64),
         pl.col("fav_count").cast(pl.Int64),
-        _iso_to_utc("created_at").alias("created_at"),
+        _timestamp(lf, "created_at").alias("created_at"),
         pl.col("md5").cast(pl.String),
         pl.col("parent_id").cast(pl.Int64, strict=False),
         _flag(lf, "is_deleted").alias("is_deleted"),
@@ -147,13 +174,13 @@ def _e621_common(
 
 def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     lf = lf.rename({"image_width": "width", "image_height": "height"})
-    created = pl.col("created_at").cast(pl.Datetime("us", "UTC"))
+    created = _timestamp(lf, "created_at")
     return _e621_common(lf, pl.col("tag_string").fill_null(""), split_tags("tag_string"), created)
 
 
 def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:
     tags = pl.col("tags").fill_null([]).list.join(" ")
-    return _e621_common(lf, tags, split_tags(tags), _iso_to_utc("created_at"))
+    return _e621_common(lf, tags, split_tags(tags), _timestamp(lf, "created_at"))
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -252,10 +279,10 @@ def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
     found = file_schema(path, schema)
     repeated = repeated_rows(path)
     if not len(repeated):
-        return found.adapt(pl.scan_parquet(path))
+        return found.canonical(pl.scan_parquet(path), path)
     rows = pl.scan_parquet(path, row_index_name=_ROW)
     kept = rows.filter(~pl.col(_ROW).is_in(pl.Series(repeated).implode()))
-    return found.adapt(kept.drop(_ROW))
+    return found.canonical(kept.drop(_ROW), path)
 
 
 def file_schema(path: str | Path, schema: str | None = None) -> Schema:

@@ -45,7 +45,7 @@ from e6ingest.metadata.schemas import (
 )
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
-INDEX_VERSION = 3
+INDEX_VERSION = 4  # 4: dates written as text in other formats are read
 MARKER = "index.json"
 DATA_FILES = ("rows.arrow", "postings.arrow", "tags.parquet")  # beside the marker
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",
@@ -86,7 +86,7 @@ def _batches(
         newer = pl.concat(later).collect()["id"] if later else None
         repeated = repeated_rows(path)
         for start in range(0, max(metadata_rows([path]), 1), BATCH_ROWS):
-            frame = found.adapt(_file_batch(path, start, repeated))
+            frame = found.canonical(_file_batch(path, start, repeated), path)
             if newer is not None:
                 frame = frame.filter(~pl.col("id").is_in(newer.implode()))
             yield frame.select(*columns, pl.col("tags").str.split(" ").alias("tokens")).collect()
