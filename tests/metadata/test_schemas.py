@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from polars.testing import assert_frame_equal
 
 from e6ingest.metadata import (
     CANONICAL_COLUMNS,
@@ -100,6 +102,44 @@ def test_a_date_column_of_another_type_fails_naming_the_file(e621_2024_sample, t
     table.with_columns(pl.col("created_at").dt.epoch("s")).write_parquet(path)
     with pytest.raises(SchemaError, match=r"posts\.parquet: column 'created_at' is Int64"):
         scan_file(path)
+
+
+@pytest.mark.parametrize(
+    "converted",
+    [
+        pl.col("id").cast(pl.String),
+        pl.col("score").cast(pl.String),
+        pl.col("parent_id").cast(pl.String),  # "123.0"
+        pl.col("image_width").cast(pl.Float64),
+        pl.col("rating").cast(pl.Categorical),
+        pl.col("is_deleted").cast(pl.Categorical),
+        pl.col("fav_count").cast(pl.Int32),
+    ],
+)
+def test_columns_converted_by_hand_read_as_the_export(e621_2024_sample, tmp_path, converted):
+    """A column of another type than the export's (text from a CSV, a float, a
+    categorical) reads as the export's own."""
+    path = tmp_path / "posts.parquet"
+    pl.read_parquet(e621_2024_sample).with_columns(converted).write_parquet(path)
+    assert_frame_equal(scan_file(path).collect(), scan_file(e621_2024_sample).collect())
+
+
+@pytest.mark.parametrize(
+    ("converted", "message"),
+    [
+        (pl.col("tag_string").str.split(" "), "column 'tag_string' is List(String), not text"),
+        (pl.col("score").cast(pl.String) + "x", None),  # no number: a missing score
+        (pl.col("md5").cast(pl.Binary), "column 'md5' is Binary, not text"),
+    ],
+)
+def test_a_column_of_a_type_that_cannot_be_read(e621_2024_sample, tmp_path, converted, message):
+    path = tmp_path / "posts.parquet"
+    pl.read_parquet(e621_2024_sample).with_columns(converted).write_parquet(path)
+    if message is None:
+        assert scan_file(path).collect()["score"].null_count() == pl.read_parquet(path).height
+        return
+    with pytest.raises(SchemaError, match=f"posts\\.parquet: {re.escape(message)}"):
+        scan_file(path).collect()
 
 
 def test_e621_newest_table(e621_newest_sample):

@@ -83,26 +83,48 @@ def split_tags(column: str | pl.Expr) -> pl.Expr:
     return spaced.str.split(" ").list.filter(pl.element() != "")
 
 
-def _timestamp(lf: pl.LazyFrame, column: str) -> pl.Expr:
+Columns = pl.Schema  # a file's columns and their types, as its adapter reads them
+
+
+def _number(columns: Columns, column: str) -> pl.Expr:
+    """A numeric column as Int64: a number as it is (NaN, like null, a missing value), text
+    (a CSV converted by hand) parsed, where what is no number is a missing value."""
+    dtype = columns.get(column)
+    if dtype == pl.String:
+        return pl.col(column).cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+    if dtype is not None and (dtype.is_numeric() or dtype == pl.Null):
+        return pl.col(column).cast(pl.Int64, strict=False)
+    raise SchemaError(f"column {column!r} is {dtype}, not a number")
+
+
+def _text(columns: Columns, column: str) -> pl.Expr:
+    """A text column (or a categorical one) as String."""
+    dtype = columns.get(column)
+    if dtype in (pl.String, pl.Null) or isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.col(column).cast(pl.String)
+    raise SchemaError(f"column {column!r} is {dtype}, not text")
+
+
+def _timestamp(columns: Columns, column: str) -> pl.Expr:
     """A date column as a UTC datetime: a timestamp or date as it is (one without a time
     zone read as UTC), text in one of :data:`DATE_FORMATS` (text in none of them: null, as
     a date the metadata does not give)."""
-    dtype = lf.collect_schema().get(column)
+    dtype = columns.get(column)
     if dtype is not None and dtype.is_temporal():
         return pl.col(column).cast(pl.Datetime("us", "UTC"))
-    if dtype != pl.String:
+    if dtype != pl.String and dtype != pl.Null:
         raise SchemaError(f"column {column!r} is {dtype}, neither a date nor text")
-    parsed = (pl.col(column).str.to_datetime(f, time_zone="UTC", strict=False)
-              for f in DATE_FORMATS)  # fmt: skip
+    text = pl.col(column).cast(pl.String)
+    parsed = (text.str.to_datetime(f, time_zone="UTC", strict=False) for f in DATE_FORMATS)
     return pl.coalesce(*parsed).cast(pl.Datetime("us", "UTC"))
 
 
-def _flag(lf: pl.LazyFrame, column: str) -> pl.Expr:
+def _flag(columns: Columns, column: str) -> pl.Expr:
     """A boolean flag stored as a real boolean or as the strings 't'/'f' (a real boolean
     is read as it is: its cast to text cost 0.05 s per 8M rows on every question)."""
-    if lf.collect_schema().get(column) == pl.Boolean:
+    if columns.get(column) == pl.Boolean:
         return pl.col(column).fill_null(False)
-    return pl.col(column).cast(pl.String).is_in(["t", "true", "True"]).fill_null(False)
+    return _text(columns, column).is_in(["t", "true", "True"]).fill_null(False)
 
 
 @dataclass(frozen=True)
@@ -126,61 +148,60 @@ class Schema:
 
 
 def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
+    columns = lf.collect_schema()
     per_category = {
-        "tags_general": split_tags("tag_string_general"),
-        "tags_artist": split_tags("tag_string_artist"),
-        "tags_character": split_tags("tag_string_character"),
-        "tags_copyright": split_tags("tag_string_copyright"),
-        "tags_meta": split_tags("tag_string_meta"),
+        f"tags_{c}": split_tags(_text(columns, f"tag_string_{c}"))
+        for c in ("general", "artist", "character", "copyright", "meta")
     }
     return lf.select(
-        pl.col("id").cast(pl.Int64),
+        _number(columns, "id").alias("id"),
         pl.lit("danbooru").alias("site"),
-        pl.col("rating").cast(pl.String),
-        pl.col("tag_string").alias("tags"),
+        _text(columns, "rating").alias("rating"),
+        _text(columns, "tag_string").alias("tags"),
         *(per_category.get(c, EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
-        pl.col("image_width").cast(pl.Int64).alias("width"),
-        pl.col("image_height").cast(pl.Int64).alias("height"),
-        pl.col("file_ext").cast(pl.String),
-        pl.col("score").cast(pl.Int64),
-        pl.col("fav_count").cast(pl.Int64),
-        _timestamp(lf, "created_at").alias("created_at"),
-        pl.col("md5").cast(pl.String),
-        pl.col("parent_id").cast(pl.Int64, strict=False),
-        _flag(lf, "is_deleted").alias("is_deleted"),
+        _number(columns, "image_width").alias("width"),
+        _number(columns, "image_height").alias("height"),
+        *_common(columns),
     )
 
 
-def _e621_common(
-    lf: pl.LazyFrame, tags: pl.Expr, tag_list: pl.Expr, created_at: pl.Expr
-) -> pl.LazyFrame:
+def _common(columns: Columns) -> list[pl.Expr]:
+    """The canonical columns every schema reads alike, from columns of the same name."""
+    return [
+        _text(columns, "file_ext").alias("file_ext"),
+        _number(columns, "score").alias("score"),
+        _number(columns, "fav_count").alias("fav_count"),
+        _timestamp(columns, "created_at").alias("created_at"),
+        _text(columns, "md5").alias("md5"),
+        _number(columns, "parent_id").alias("parent_id"),
+        _flag(columns, "is_deleted").alias("is_deleted"),
+    ]
+
+
+def _e621_common(lf: pl.LazyFrame, tags: pl.Expr) -> pl.LazyFrame:
+    columns = lf.collect_schema()
     return lf.select(
-        pl.col("id").cast(pl.Int64),
+        _number(columns, "id").alias("id"),
         pl.lit("e621").alias("site"),
-        pl.col("rating").cast(pl.String),
+        _text(columns, "rating").alias("rating"),
         tags.alias("tags"),
-        *((tag_list if c == "tags_general" else EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
-        pl.col("width").cast(pl.Int64),
-        pl.col("height").cast(pl.Int64),
-        pl.col("file_ext").cast(pl.String),
-        pl.col("score").cast(pl.Int64),
-        pl.col("fav_count").cast(pl.Int64),
-        created_at.alias("created_at"),
-        pl.col("md5").cast(pl.String),
-        pl.col("parent_id").cast(pl.Int64, strict=False),
-        _flag(lf, "is_deleted").alias("is_deleted"),
+        *((split_tags(tags) if c == "tags_general" else EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
+        _number(columns, "width").alias("width"),
+        _number(columns, "height").alias("height"),
+        *_common(columns),
     )
 
 
 def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     lf = lf.rename({"image_width": "width", "image_height": "height"})
-    created = _timestamp(lf, "created_at")
-    return _e621_common(lf, pl.col("tag_string").fill_null(""), split_tags("tag_string"), created)
+    return _e621_common(lf, _text(lf.collect_schema(), "tag_string").fill_null(""))
 
 
 def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:
-    tags = pl.col("tags").fill_null([]).list.join(" ")
-    return _e621_common(lf, tags, split_tags(tags), _timestamp(lf, "created_at"))
+    dtype = lf.collect_schema().get("tags")
+    if not (isinstance(dtype, pl.List) and dtype.inner == pl.String):
+        raise SchemaError(f"column 'tags' is {dtype}, not a list of tags")
+    return _e621_common(lf, pl.col("tags").fill_null([]).list.join(" "))
 
 
 SCHEMAS: dict[str, Schema] = {
