@@ -9,7 +9,7 @@ import pytest
 
 from e6ingest import dataset
 from e6ingest.cli import main
-from e6ingest.metadata import SchemaError
+from e6ingest.metadata import SchemaError, scan_file
 
 
 def _truth(small_demo, dataset_name):
@@ -152,6 +152,24 @@ def test_tag_table_bad_category_names_the_row(tmp_path):
 
     with pytest.raises(SchemaError, match=r"row 2 \(tag 'broken'\) has category 'banana'"):
         read_tag_table(table)
+
+
+def test_tag_table_giving_a_tag_two_categories_is_refused_and_a_repeated_row_read_once(
+    e621_newest_sample, tmp_path
+):
+    from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
+
+    table = tmp_path / "tags.csv"
+    table.write_text("id,name,category,post_count\n1,solo,0,5\n2,mammal,5,9\n3,mammal,0,9\n")
+    with pytest.raises(
+        SchemaError, match=r"tag 'mammal' has category '5' in row 2 and '0' in row 3"
+    ):
+        read_tag_table(table)
+    table.write_text("id,name,category,post_count\n1,solo,0,5\n2,mammal,5,9\n2,mammal,5,9\n")
+    frame = scan_file(e621_newest_sample).filter(pl.col("id") == 4999999)
+    restored = apply_tag_table(frame, read_tag_table(table)).collect().row(0, named=True)
+    assert restored["tags_species"] == ["mammal"]
+    assert restored["tags_general"].count("solo") == 1 and "mammal" not in restored["tags_general"]
 
 
 def test_the_api_sees_the_categories_the_cli_sees(small_demo, capsys):

@@ -57,11 +57,26 @@ def read_tag_table(path: str | Path) -> pl.DataFrame:
             f"{first['category']!r}; expected one of {sorted(E621_CATEGORIES)}"
             f" ({bad.height} bad rows in all)"
         )
+    _refuse_conflicts(frame, path)
     mapping = pl.DataFrame(
         {"number": list(E621_CATEGORIES), "column": list(E621_CATEGORIES.values())},
         schema={"number": pl.Int64, "column": pl.String},
     )
-    return frame.join(mapping, on="number").select(pl.col("name").cast(pl.String), "column")
+    table = frame.join(mapping, on="number").select(pl.col("name").cast(pl.String), "column")
+    return table.unique("name", keep="first", maintain_order=True)  # a row given twice
+
+
+def _refuse_conflicts(frame: pl.DataFrame, path: Path) -> None:
+    """Refuse a table that gives one tag two categories (the export names each tag once):
+    the tag would be in both on every post, counted and captioned twice."""
+    conflicts = frame.filter(pl.col("number").n_unique().over("name") > 1)
+    if conflicts.height:
+        first = conflicts.filter(pl.col("name") == conflicts["name"][0]).head(2).rows(named=True)
+        raise SchemaError(
+            f"{path}: tag {first[0]['name']!r} has category {first[0]['category']!r} in row "
+            f"{first[0]['row'] + 1} and {first[1]['category']!r} in row {first[1]['row'] + 1} "
+            f"({conflicts['name'].n_unique()} tags with two categories in all)"
+        )
 
 
 def apply_tag_table(frame: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
