@@ -288,6 +288,24 @@ def test_explain_empty_names_the_term():
     )
 
 
+def test_explain_empty_says_when_there_is_no_post_to_select_from(tmp_path, capsys):
+    """Metadata whose every post is deleted (left out) explains the empty selection by that,
+    not by blaming the first term of the query."""
+    from e6ingest.cli import main
+    from tests.conftest import E621_2024_ROWS
+
+    path = tmp_path / "posts.parquet"
+    pl.DataFrame(E621_2024_ROWS).with_columns(is_deleted=pl.lit("t")).write_parquet(path)
+    out = tmp_path / "captions.jsonl"
+    assert main(["captions", "--metadata", str(path), "--query", "solo", "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert "the selection is empty: the metadata holds no post that is not deleted" in said
+    nothing = POSTS.lazy().filter(pl.lit(False))
+    assert parse_query("solo", include_deleted=True).explain_empty(nothing) == (
+        "the metadata holds no post"
+    )
+
+
 def test_sample_is_deterministic_and_limit_follows_order():
     from e6ingest.query import Subset
 

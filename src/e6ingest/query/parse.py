@@ -196,7 +196,11 @@ class Query:
 
     def explain_empty(self, frame: pl.LazyFrame) -> str:
         """Why the query selects nothing: the first term that matches no post alone, else
-        the smallest set of terms that no post has together (pairs first, in one pass)."""
+        the smallest set of terms that no post has together (pairs first, in one pass);
+        or that the metadata holds no post to select from (deleted posts left out)."""
+        if frame.select(pl.len()).collect(engine="streaming").item() == 0:
+            deleted = "" if self.include_deleted else " that is not deleted (--include-deleted)"
+            return f"the metadata holds no post{deleted}"
         if not self.required:
             return "no post matches"
         terms = self.required
