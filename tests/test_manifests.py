@@ -58,6 +58,10 @@ def test_bundled_manifests_load():
         ("top", "site", "gelbooru", "site"),
         ("top", "name", 5, "must be a string"),
         ("top", "tags", "deepghs/tags", "must be a table"),
+        ("top", "ratings", ["s", "g"], "'g' is not one of the e621 ratings"),
+        ("images", "index_rep", "o/index", "unknown key 'index_rep'; did you mean 'index_repo'?"),
+        ("metadata", "shema", "e621_2024", "unknown key 'shema'; did you mean 'schema'?"),
+        ("top", "galted", True, "unknown key 'galted'; did you mean 'gated'?"),
     ],
 )
 def test_hostile_or_mistyped_values_are_refused(table, key, value, says):

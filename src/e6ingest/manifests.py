@@ -8,6 +8,7 @@ folder of the project (packaged as ``e6ingest/manifests`` in the wheel).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from e6ingest import tomlfile
+from e6ingest.core import SITE_RATINGS
 
 REPO_TYPE = "dataset"
 
@@ -170,6 +172,16 @@ class _Table:
         self.data: dict[str, object] = data
         self.where = where
 
+    def only(self, *known: str) -> _Table:
+        """This table, refused when it holds a key not in ``known`` (a misspelt key would
+        otherwise be ignored, and its default used without a word)."""
+        unknown = sorted(set(self.data) - set(known))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(known)})"
+            raise ManifestError(f"{self.where}: unknown key {unknown[0]!r}{hint}")
+        return self
+
     def get(self, key: str, kind: type[T], default: T) -> T:
         """``key``'s value, of type ``kind``, or ``default`` when absent."""
         found = self.optional(key, kind)
@@ -254,7 +266,7 @@ def _template(table: _Table, key: str, shards: int) -> str:
 
 
 def _image_repo(data: object, where: str) -> ImageRepo:
-    table = _Table(data, where)
+    table = _Table(data, where).only("repo", "revision", "tar", "index", "index_repo", "shards")
     shards = table.get("shards", int, 1000)
     if shards < 1:
         raise ManifestError(f"{where}: shards must be at least 1, not {shards}")
@@ -269,7 +281,7 @@ def _image_repo(data: object, where: str) -> ImageRepo:
 
 
 def _metadata_file(data: object, where: str, schema: str | None = None) -> MetadataFile:
-    table = _Table(data, where)
+    table = _Table(data, where).only("repo", "revision", "path", *([] if schema else ["schema"]))
     return MetadataFile(
         repo=table.repo("repo"),
         path=table.relative_path("path"),
@@ -278,13 +290,17 @@ def _metadata_file(data: object, where: str, schema: str | None = None) -> Metad
     )
 
 
+_TOP_KEYS = ("name", "site", "description", "ratings", "gated", "metadata", "images", "tags",
+             "implications")  # fmt: skip
+
+
 def parse_manifest(data: Mapping[str, object], where: str) -> DatasetManifest:
     """Build a :class:`DatasetManifest` from a parsed TOML table; ``where`` names the source.
 
     Every value is checked: names of repositories, revisions and path templates that could
     lead outside a mirror or cache (``..``, absolute paths) are refused, as are wrong types.
     """
-    top = _Table(data, where)
+    top = _Table(data, where).only(*_TOP_KEYS)
     metadata = tuple(
         _metadata_file(m, f"{where} [[metadata]]") for m in top.get("metadata", list, [])
     )
@@ -298,7 +314,11 @@ def parse_manifest(data: Mapping[str, object], where: str) -> DatasetManifest:
     site = top.require("site", str)
     if site not in SITES:
         raise ManifestError(f"{where}: site {site!r} is not one of {list(SITES)}")
-    ratings = tuple(top.get("ratings", list, ["g", "s", "q", "e"]))
+    ratings = tuple(top.get("ratings", list, list(SITE_RATINGS[site])))
+    unknown = [r for r in ratings if r not in SITE_RATINGS[site]]
+    if unknown:
+        raise ManifestError(f"{where}: ratings: {unknown[0]!r} is not one of the {site} "
+                            f"ratings ({', '.join(SITE_RATINGS[site])})")  # fmt: skip
     tables = {
         name: _metadata_file(top.data[name], f"{where} [{name}]", schema=name)
         for name in ("tags", "implications")
