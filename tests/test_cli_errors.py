@@ -117,6 +117,11 @@ def test_captions_never_overwrite_a_file_they_did_not_write(mirror_args, tmp_pat
          "--bucket-min 3000 is over --bucket-max 2048"),
         (["inspect", "MIRROR", "--tags", "solo,long hair"],
          "--tags 'long hair': a tag holds no space; write 'long_hair' for one tag, or"),
+        (["inspect", "MIRROR", "--tags", "solo,-comic"],
+         "--tags '-comic': --tags counts tags, and no tag starts with '-'; for a search, "
+         "--query '-comic' --count"),
+        (["inspect", "MIRROR", "--tags", "~solo"], "no tag starts with '~'"),
+        (["inspect", "MIRROR", "--rating", ""], "rating '' names no rating"),
         (["pull", "--out", "x", "MIRROR", "--ray-address", "10.0.0.1:6379"],
          "--ray-address is the cluster of --executor ray; add --executor ray"),
         (["pull", "--out", "x", "MIRROR", "--bucket-resolution", "10"],

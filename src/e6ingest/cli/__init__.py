@@ -166,16 +166,26 @@ def _selection(args: argparse.Namespace, config: PullConfig) -> tuple[Dataset, Q
     return data, query
 
 
+def _tags_to_count(text: str | None) -> list[str]:
+    """``--tags a,b,c`` as tags (or wildcards); what no tag can be is refused, as it would
+    count 0 posts: a space inside, a search's ``-`` or ``~`` in front."""
+    tags = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
+    for tag in tags:
+        if len(tag.split()) > 1:
+            raise ConfigError(f"--tags {tag!r}: a tag holds no space; write "
+                              f"{'_'.join(tag.split())!r} for one tag, or separate several "
+                              "with commas")  # fmt: skip
+        if tag[0] in "-~":
+            raise ConfigError(f"--tags {tag!r}: --tags counts tags, and no tag starts with "
+                              f"{tag[0]!r}; for a search, --query {tag!r} --count")  # fmt: skip
+    return tags
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from e6ingest import dataset
 
     config = make_config(flag_values(args), where=args.config or "flags")
-    tags = [t.strip().lower() for t in (args.tags or "").split(",") if t.strip()]
-    for tag in tags:
-        if len(tag.split()) > 1:  # no tag holds a space: it would count 0 posts
-            raise ConfigError(f"--tags {tag!r}: a tag holds no space; write "
-                              f"{'_'.join(tag.split())!r} for one tag, or separate several "
-                              "with commas")  # fmt: skip
+    tags = _tags_to_count(args.tags)
     data, query = _selection(args, config)
     counts = data.tag_counts(query, tags, config.subset) if tags else {}
     if args.count:
