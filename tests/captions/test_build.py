@@ -102,6 +102,8 @@ ROW = post(
          "holding \\(object\\), highres"),
         ({"blacklist": ("long_*", "solo")},
          "some artist, hatsune miku, vocaloid, 1girl, ^_^, :3, holding (object), highres"),
+        ({"blacklist": "Long hair, SOLO, hatsune miku"},  # written as the caption shows them
+         "some artist, vocaloid, 1girl, ^_^, :3, holding (object), highres"),
         ({"meta_filter": ()},
          "some artist, hatsune miku, vocaloid, 1girl, solo, long hair, ^_^, :3, "
          "holding (object), highres, commentary request, bad id"),
@@ -130,6 +132,18 @@ ROW = post(
 )  # fmt: skip
 def test_each_option(options, expected):
     assert caption(CaptionSpec(**options), ROW) == [expected]
+
+
+def test_tag_lists_written_as_the_caption_shows_them_match_the_raw_tags():
+    """blacklist, meta_filter and subject_tags name raw tags; written as a caption shows
+    them (spaces, capitals) they match the same tags, never silently nothing."""
+    shown = CaptionSpec(blacklist=("Long Hair", "SOLO"), meta_filter=("HighRes",),
+                        subject_tags=(":3", "Holding (object)"), max_tokens=20)  # fmt: skip
+    raw = CaptionSpec(blacklist=("long_hair", "solo"), meta_filter=("highres",),
+                      subject_tags=(":3", "holding_(object)"), max_tokens=20)  # fmt: skip
+    assert shown == raw
+    assert caption(shown, ROW) == caption(raw, ROW) != caption(CaptionSpec(max_tokens=20), ROW)
+    assert "holding (object)" in caption(shown, ROW)[0] and "solo" not in caption(shown, ROW)[0]
 
 
 def test_all_options_combined(tmp_path):

@@ -114,6 +114,17 @@ def _pairs(value: Any, kind: Callable[[Any], T]) -> tuple[tuple[str, T], ...]:
     return tuple((str(k), kind(v)) for k, v in items)
 
 
+# Options that list raw tags (or glob patterns of them), matched against the tags as the
+# metadata has them.
+RAW_TAG_LISTS = ("blacklist", "meta_filter", "subject_tags")
+
+
+def raw_tag(text: str) -> str:
+    """A tag as a user may write it (as a caption shows it: ``Absurd res``) in its raw form
+    (``absurd_res``): the sites' tags are lower case and never hold a space."""
+    return "_".join(text.strip().lower().split())
+
+
 @dataclass(frozen=True)
 class CaptionSpec:
     """How one post's tags (by category) and natural-language texts become its caption.
@@ -172,6 +183,9 @@ class CaptionSpec:
             if isinstance(value, str):
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
             set_(self, name, None if value is None else tuple(value))
+        for name in RAW_TAG_LISTS:  # as the caption shows a tag, or its raw form
+            raw = (raw_tag(t) for t in getattr(self, name))
+            set_(self, name, tuple(dict.fromkeys(t for t in raw if t)))
         unknown = sorted((set(self.order or ()) | set(self.subject_categories)) - CATEGORIES)
         if unknown:
             raise ValueError(f"order: unknown categories {unknown} (known: {sorted(CATEGORIES)})")
