@@ -183,8 +183,8 @@ def test_aliases_files(tmp_path):
     )
     assert read_aliases(export) == {"kitty": "cat"}
     js = tmp_path / "a.json"
-    js.write_text('{"a": "b"}')
-    assert read_aliases(js) == {"a": "b"}
+    js.write_text('{"a": "b", "Long Hair": "very_long_hair"}')  # as a caption shows the tag
+    assert read_aliases(js) == {"a": "b", "long_hair": "very_long_hair"}
     bad = tmp_path / "bad.tsv"
     bad.write_text("ok\tfine\nlonely\n")
     with pytest.raises(CaptionInputError, match=r"bad\.tsv: line 2"):

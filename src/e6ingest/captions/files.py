@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from e6ingest import tomlfile
-from e6ingest.captions.spec import CaptionSpec
+from e6ingest.captions.spec import CaptionSpec, raw_tag
 from e6ingest.core import first_line
 
 FINISH_FIELD = "response_finish_reason"
@@ -137,7 +137,7 @@ def read_aliases(path: str | Path) -> dict[str, str]:
         raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise CaptionInputError(f"{path}: aliases must map tag names to tag names")
-    return mapping
+    return {raw_tag(old): new for old, new in mapping.items()}  # "Absurd res": absurd_res
 
 
 class NLTexts:
