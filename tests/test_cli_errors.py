@@ -67,6 +67,16 @@ def test_an_empty_rating_is_refused_not_read_as_every_rating(command, mirror_arg
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_rating_is_refused_by_the_api_too(small_demo):
+    from e6ingest import dataset
+    from e6ingest.config import ConfigError
+
+    posts = dataset.load_metadata("e621", mirror=small_demo)
+    with pytest.raises(ConfigError, match="names no rating"):
+        dataset.count(posts, "solo", ratings="")
+    assert dataset.count(posts, "solo") == dataset.count(posts, "solo", ratings=())
+
+
 def test_max_tokens_0_turns_off_a_config_files_budget(tmp_path):
     from e6ingest.cli.parsers import flag_values
     from e6ingest.config import make_config

@@ -52,9 +52,13 @@ class ConfigError(ValueError):
 def parse_ratings(text: str | Iterable[str] | None, site: str | None = None) -> tuple[str, ...]:
     """``--rating`` as rating letters (see :func:`e6ingest.core.parse_ratings`)."""
     try:
-        return core_parse_ratings(text, site)
+        ratings = core_parse_ratings(text, site)
     except RatingError as exc:
         raise ConfigError(f"--rating: {exc}") from None
+    if isinstance(text, str) and not ratings:  # "$RATINGS" left unset: never every rating
+        raise ConfigError(f"--rating {text!r} names no rating: give ratings such as e,q,s, "
+                          "or leave it out for every rating")  # fmt: skip
+    return ratings
 
 
 MIN_MAX_PIXELS = 64 * 64  # a smaller pixel budget is a typo (megapixels for pixels)
@@ -230,9 +234,6 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
             raise ConfigError(f"{where}: rating must be text such as \"e,q,s\" or a list of "
                               f"ratings, not {ratings!r}")  # fmt: skip
         values["ratings"] = parse_ratings(ratings)
-        if isinstance(ratings, str) and not values["ratings"]:  # "$RATINGS" left unset
-            raise ConfigError(f"{where}: rating {ratings!r} names no rating: give ratings "
-                              "such as e,q,s, or leave it out for every rating")  # fmt: skip
     config = _build(PullConfig, {**values, **nested}, where)
     _check_nl_merges(config.caption, where)
     return config
