@@ -102,6 +102,9 @@ def test_a_date_column_of_another_type_fails_naming_the_file(e621_2024_sample, t
     table.with_columns(pl.col("created_at").dt.epoch("s")).write_parquet(path)
     with pytest.raises(SchemaError, match=r"posts\.parquet: column 'created_at' is Int64"):
         scan_file(path)
+    table.with_columns(pl.col("created_at").dt.time()).write_parquet(path)
+    with pytest.raises(SchemaError, match="'created_at' is Time, neither a date nor text"):
+        scan_file(path)
 
 
 @pytest.mark.parametrize(

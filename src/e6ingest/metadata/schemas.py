@@ -110,7 +110,7 @@ def _timestamp(columns: Columns, column: str) -> pl.Expr:
     zone read as UTC), text in one of :data:`DATE_FORMATS` (text in none of them: null, as
     a date the metadata does not give)."""
     dtype = columns.get(column)
-    if dtype is not None and dtype.is_temporal():
+    if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
         return pl.col(column).cast(pl.Datetime("us", "UTC"))
     if dtype != pl.String and dtype != pl.Null:
         raise SchemaError(f"column {column!r} is {dtype}, neither a date nor text")
