@@ -41,9 +41,14 @@ def test_every_spec_allowed_has_buckets_with_pixels():
         try:
             spec = BucketSpec(resolution, min_side, max_side, step)
         except ValueError as exc:
-            assert resolution < step or min_side > max_side, exc
+            assert resolution < step or not min_side <= resolution <= max_side, exc
             continue
         assert all(w > 0 and h > 0 for w, h in bucket_resolutions(spec)), spec
+        assert all(max(w, h) <= max_side for w, h in bucket_resolutions(spec)), spec
         assert choose_bucket(3, 1, spec)[0] > 0
     with pytest.raises(ValueError, match="square bucket would have no pixels"):
         BucketSpec(resolution=10)
+    with pytest.raises(ValueError, match=r"resolution 4096 is outside --bucket-min 512 \.\. --buc"):
+        BucketSpec(resolution=4096)  # sd-scripts asserts min_bucket_reso <= it <= max_bucket_reso
+    with pytest.raises(ValueError, match="resolution 256 is outside --bucket-min 512"):
+        BucketSpec(resolution=256)

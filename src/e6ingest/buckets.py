@@ -30,6 +30,11 @@ class BucketSpec:
         if self.resolution < self.step:  # the square bucket's side, in steps, would be 0
             raise ValueError(f"--bucket-resolution {self.resolution} is under --bucket-step "
                              f"{self.step}: its square bucket would have no pixels")  # fmt: skip
+        if not self.min_side <= self.resolution <= self.max_side:  # sd-scripts asserts it
+            raise ValueError(f"--bucket-resolution {self.resolution} is outside --bucket-min "
+                             f"{self.min_side} .. --bucket-max {self.max_side}: sd-scripts "
+                             "refuses such buckets (and the square one would exceed the "
+                             "largest side)")  # fmt: skip
 
 
 @lru_cache(maxsize=16)
