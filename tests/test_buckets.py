@@ -41,7 +41,8 @@ def test_every_spec_allowed_has_buckets_with_pixels():
         try:
             spec = BucketSpec(resolution, min_side, max_side, step)
         except ValueError as exc:
-            assert resolution < step or not min_side <= resolution <= max_side, exc
+            lo, hi = min_side - min_side % step, -(-max_side // step) * step
+            assert resolution < step or min_side < step or not lo <= resolution <= hi, exc
             continue
         assert all(w > 0 and h > 0 for w, h in bucket_resolutions(spec)), spec
         assert all(max(w, h) <= max_side for w, h in bucket_resolutions(spec)), spec
@@ -52,3 +53,41 @@ def test_every_spec_allowed_has_buckets_with_pixels():
         BucketSpec(resolution=4096)  # sd-scripts asserts min_bucket_reso <= it <= max_bucket_reso
     with pytest.raises(ValueError, match="resolution 256 is outside --bucket-min 512"):
         BucketSpec(resolution=256)
+
+
+def _sd_scripts_buckets(resolution: int, min_side: int, max_side: int, step: int) -> set:
+    """sd-scripts' buckets, plainly: its dataset rounds min_bucket_reso down and
+    max_bucket_reso up to multiples of bucket_reso_steps, then make_bucket_resolutions adds
+    the square of the area and, for each width from the smallest side in steps, the
+    height that keeps the area, both ways round."""
+    if min_side % step:
+        min_side -= min_side % step
+    if max_side % step:
+        max_side += step - max_side % step
+    area = resolution * resolution
+    size = int(area**0.5 // step) * step
+    found = {(size, size)}
+    for width in range(min_side, max_side + 1, step):
+        height = min(max_side, int((area // width) // step) * step)
+        if height >= min_side:
+            found |= {(width, height), (height, width)}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("resolution", "min_side", "max_side", "step"),
+    [(1024, 512, 2048, 64), (1024, 500, 2000, 64), (768, 300, 1500, 64), (512, 260, 1030, 32),
+     (1024, 512, 2047, 64), (896, 513, 2048, 64)],
+)  # fmt: skip
+def test_sides_that_are_no_multiple_of_the_step_round_as_sd_scripts_rounds_them(
+    resolution, min_side, max_side, step
+):
+    spec = BucketSpec(resolution, min_side, max_side, step)
+    assert set(bucket_resolutions(spec)) == _sd_scripts_buckets(
+        resolution, min_side, max_side, step
+    )
+
+
+def test_a_smallest_side_under_the_step_is_refused():
+    with pytest.raises(ValueError, match="--bucket-min 32 is under --bucket-step 64"):
+        BucketSpec(min_side=32)  # sd-scripts rounds it to 0 and divides by it

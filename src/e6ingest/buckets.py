@@ -30,22 +30,33 @@ class BucketSpec:
         if self.resolution < self.step:  # the square bucket's side, in steps, would be 0
             raise ValueError(f"--bucket-resolution {self.resolution} is under --bucket-step "
                              f"{self.step}: its square bucket would have no pixels")  # fmt: skip
-        if not self.min_side <= self.resolution <= self.max_side:  # sd-scripts asserts it
+        if self.min_side < self.step:  # sd-scripts rounds it down to 0 and divides by it
+            raise ValueError(f"--bucket-min {self.min_side} is under --bucket-step "
+                             f"{self.step}: sd-scripts cannot make buckets from it")  # fmt: skip
+        lowest, highest = self.bounds
+        if not lowest <= self.resolution <= highest:  # sd-scripts asserts it
             raise ValueError(f"--bucket-resolution {self.resolution} is outside --bucket-min "
-                             f"{self.min_side} .. --bucket-max {self.max_side}: sd-scripts "
-                             "refuses such buckets (and the square one would exceed the "
-                             "largest side)")  # fmt: skip
+                             f"{lowest} .. --bucket-max {highest}: sd-scripts refuses such "
+                             "buckets (the square one would exceed the largest side)")  # fmt: skip
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The smallest and largest side as sd-scripts uses them: ``min_side`` rounded down
+        and ``max_side`` up to multiples of ``step``."""
+        return self.min_side - self.min_side % self.step, -(-self.max_side // self.step) * self.step
 
 
 @lru_cache(maxsize=16)
 def bucket_resolutions(spec: BucketSpec) -> tuple[tuple[int, int], ...]:
-    """Every (width, height) bucket, sorted, as sd-scripts' ``make_bucket_resolutions``."""
+    """Every (width, height) bucket, sorted, as sd-scripts' ``make_bucket_resolutions``
+    makes them (from the sides as it rounds them, :attr:`BucketSpec.bounds`)."""
     area = spec.resolution * spec.resolution
     resos = {(int(math.sqrt(area) // spec.step) * spec.step,) * 2}
-    width = spec.min_side
-    while width <= spec.max_side:
-        height = min(spec.max_side, int((area // width) // spec.step) * spec.step)
-        if height >= spec.min_side:
+    min_side, max_side = spec.bounds
+    width = min_side
+    while width <= max_side:
+        height = min(max_side, int((area // width) // spec.step) * spec.step)
+        if height >= min_side:
             resos.add((width, height))
             resos.add((height, width))
         width += spec.step

@@ -259,19 +259,22 @@ def bucket_flags(p: argparse.ArgumentParser) -> None:
         "--bucket-resolution",
         type=count,
         metavar="N",
-        help=f"target area N*N (default: {_BUCKETS.resolution})",
+        help=f"target area N*N; N within --bucket-min..--bucket-max, as sd-scripts asks "
+        f"(default: {_BUCKETS.resolution})",
     )
     b.add_argument(
         "--bucket-min",
         type=count,
         metavar="N",
-        help=f"shortest side (default: {_BUCKETS.min_side})",
+        help=f"shortest side, rounded down to --bucket-step as sd-scripts does; at least "
+        f"--bucket-step (default: {_BUCKETS.min_side})",
     )
     b.add_argument(
         "--bucket-max",
         type=count,
         metavar="N",
-        help=f"longest side (default: {_BUCKETS.max_side})",
+        help=f"longest side, rounded up to --bucket-step as sd-scripts does (default: "
+        f"{_BUCKETS.max_side})",
     )
     b.add_argument(
         "--bucket-step",
