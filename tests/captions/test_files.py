@@ -133,8 +133,16 @@ def test_nl_file_errors_name_the_file(tmp_path):
         read_nl_captions(CaptionSpec(nl_captions=(str(tmp_path / "nope.jsonl"),)))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": 1, "regular_summary": "a", "brief_summary": "b", \n')
-    with pytest.raises(CaptionInputError, match=r"broken\.jsonl"):
+    with pytest.raises(CaptionInputError, match=r"broken\.jsonl: cannot read: line 1 is not"):
         read_nl_captions(CaptionSpec(nl_captions=(str(broken),), nl_finished=""))
+    good = '{"id": 1, "regular_summary": "a", "brief_summary": "b"}\n'
+    for bad, says in (
+        ("not json", "line 3 is not JSON"),
+        ("[1, 2]", "line 3 is not a JSON object"),
+    ):
+        broken.write_text(f"{good}\n{bad}\n{good}")
+        with pytest.raises(CaptionInputError, match=rf"broken\.jsonl: cannot read: {says}"):
+            read_nl_captions(CaptionSpec(nl_captions=(str(broken),), nl_finished=""))
 
 
 @pytest.mark.parametrize(

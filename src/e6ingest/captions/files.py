@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Sequence
@@ -34,6 +35,29 @@ def _scan(path: Path) -> pl.LazyFrame:
     raise CaptionInputError(f"{path}: natural-language captions must be .jsonl or .parquet")
 
 
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    """Why ``path`` could not be read: for JSON lines, the first line that is no JSON
+    object (polars' own message does not say which); else the reader's first line."""
+    if path.suffix != ".parquet":
+        with contextlib.suppress(OSError, UnicodeDecodeError), path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                bad = _not_an_object(line)
+                if bad:
+                    return f"line {number} {bad}"
+    return first_line(exc)
+
+
+def _not_an_object(line: str) -> str:
+    """What keeps a line of a JSON lines file from being a row ("" when nothing does)."""
+    if not line.strip():
+        return ""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as bad:
+        return f"is not JSON ({bad.msg})"
+    return "" if isinstance(row, dict) else "is not a JSON object"
+
+
 def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
     """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
     texts = [
@@ -64,7 +88,7 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
         try:
             schema = lf.collect_schema()
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {first_line(exc)}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {_why_unreadable(path, exc)}") from exc
         names = schema.names()
         missing = [f for f in ("id", *spec.nl_fields) if f not in names]
         if spec.nl_finished and FINISH_FIELD not in names:
@@ -81,7 +105,7 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
         try:
             frames.append(lf.collect())
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CaptionInputError(f"{path}: cannot read: {first_line(exc)}") from exc
+            raise CaptionInputError(f"{path}: cannot read: {_why_unreadable(path, exc)}") from exc
     nl = pl.concat(frames)
     if not nl["id"].null_count() and (nl["id"].diff() > 0).all():  # increasing: no repeats
         return nl
