@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +35,22 @@ def read_table_file(path: Path, what: str, error: type[Exception]) -> pl.DataFra
             return pl.read_parquet(path)
         return pl.read_csv(path, infer_schema_length=0)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise error(f"{path}: cannot read {what}: {first_line(exc)}") from exc
+        why = _ragged_row(path) if path.suffix != ".parquet" else None
+        raise error(f"{path}: cannot read {what}: {why or first_line(exc)}") from exc
+
+
+def _ragged_row(path: Path) -> str | None:
+    """The first line of a CSV file (gzip too) with another number of fields than its
+    header, said as such; None when there is none (or it cannot be read as text)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    unreadable = (OSError, UnicodeDecodeError, csv.Error, EOFError)
+    with contextlib.suppress(*unreadable), opener(path, "rt", encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        for row in rows:
+            if row and len(row) != len(header):
+                return f"line {rows.line_num} has {len(row)} fields, the header {len(header)}"
+    return None
 
 
 def read_tag_table(path: str | Path) -> pl.DataFrame:
