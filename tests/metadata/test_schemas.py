@@ -117,6 +117,11 @@ def test_a_date_column_of_another_type_fails_naming_the_file(e621_2024_sample, t
         pl.col("rating").cast(pl.Categorical),
         pl.col("is_deleted").cast(pl.Categorical),
         pl.col("fav_count").cast(pl.Int32),
+        (pl.col("is_deleted") == "t").cast(pl.Int8),  # 1 and 0
+        pl.when(pl.col("is_deleted") == "t")
+        .then(pl.lit("1"))
+        .otherwise(pl.lit("0"))
+        .alias("is_deleted"),
     ],
 )
 def test_columns_converted_by_hand_read_as_the_export(e621_2024_sample, tmp_path, converted):
