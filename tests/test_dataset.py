@@ -67,6 +67,21 @@ def test_inspect_query_may_start_with_a_minus(small_demo, capsys):
     assert without == everything - comic
 
 
+def test_posts_without_a_rating_or_a_date_are_counted_as_unknown(e621_2024_sample, tmp_path):
+    path = tmp_path / "posts.parquet"
+    frame = pl.read_parquet(e621_2024_sample)
+    first = pl.col("id") == frame["id"][0]
+    frame.with_columns(
+        rating=pl.when(first).then(None).otherwise(pl.col("rating")),
+        created_at=pl.when(first).then(None).otherwise(pl.col("created_at")),
+    ).write_parquet(path)
+    info = dataset.summary(scan_file(path))
+    assert info["ratings"]["unknown"] == 1 and info["years"]["unknown"] == 1
+    assert list(info["years"])[-1] == "unknown"  # after the years
+    assert sum(info["ratings"].values()) == sum(info["years"].values()) == frame.height
+    json.dumps(info)  # keys a JSON reader takes as they are
+
+
 def test_inspect_metadata_files_directly(small_demo, capsys):
     path = small_demo / "deepghs/e621_newest/table.parquet"
     assert main(["inspect", "--metadata", str(path), "--count", "--include-deleted"]) == 0

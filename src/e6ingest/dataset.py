@@ -362,7 +362,7 @@ def posts_per_year(posts: pl.LazyFrame) -> pl.DataFrame:
     return (
         posts.group_by(pl.col("created_at").dt.year().alias("year"))
         .agg(pl.len().alias("posts"))
-        .sort("year")
+        .sort("year", nulls_last=True)  # posts without a date last
         .collect()
     )
 
@@ -385,13 +385,20 @@ def top_tags(posts: pl.LazyFrame, category: str = "general", n: int = 10) -> pl.
     )
 
 
+UNKNOWN = "unknown"  # the rating or year of posts whose metadata gives none
+
+
+def _named(value: object) -> str:
+    return UNKNOWN if value is None else str(value)
+
+
 def summary(posts: pl.LazyFrame, top: int = 10) -> dict[str, Any]:
     """Everything ``e6ingest inspect`` shows, as plain data."""
     ratings = rating_counts(posts)
     tags = {c: dict(top_tags(posts, c, top).iter_rows()) for c in TAG_CATEGORIES}
     return {
         "posts": int(ratings["posts"].sum()),
-        "ratings": dict(zip(ratings["rating"], ratings["posts"], strict=True)),
-        "years": {str(y): n for y, n in posts_per_year(posts).iter_rows()},
+        "ratings": {_named(r): n for r, n in zip(ratings["rating"], ratings["posts"], strict=True)},
+        "years": {_named(y): n for y, n in posts_per_year(posts).iter_rows()},
         "top_tags": {c: t for c, t in tags.items() if t},
     }

@@ -136,7 +136,8 @@ def _print_summary(info: Mapping[str, Any], site: str | None) -> None:
     print(f"ratings ({site}: {listing}):" if names else "ratings:")
     for rating, n in info["ratings"].items():
         share = f"  {n / total:6.1%}" if total else ""
-        print(f"  {rating}  {names.get(rating, ''):<13} {n:>10,}{share}")
+        label = f"{rating}  {names.get(rating, '')}"
+        print(f"  {label:<16} {n:>10,}{share}")
     print("posts per year:")
     for year, n in info["years"].items():
         print(f"  {year}  {n:>10,}")
