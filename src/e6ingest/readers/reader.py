@@ -13,6 +13,7 @@ import polars as pl
 from e6ingest.readers.augment import CaptionChoice
 from e6ingest.readers.training import current_part, iter_batches, iter_part
 from e6ingest.shards.card import variant_names
+from e6ingest.shards.layout import OutputError
 from e6ingest.shards.manifest import OutputManifest, read_manifest
 
 
@@ -42,9 +43,16 @@ def tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def shard_files(out: str | Path) -> list[Path]:
-    """The shard tars of the output folder ``out``, in manifest order."""
+    """The shard tars of the output folder ``out``, in manifest order; one the manifest
+    lists that is not there (with its index) fails here, before any sample is read."""
     out = Path(out)
-    return [out / entry.name for entry in read_manifest(out).shards]
+    files = [out / entry.name for entry in read_manifest(out).shards]
+    missing = [p for f in files for p in (f, f.with_suffix(".parquet")) if not p.is_file()]
+    if missing:
+        raise OutputError(f"{missing[0]}: a shard of the manifest is not there ({len(missing)} "
+                          f"in all); e6ingest verify {out} lists them, and the pull that "
+                          "wrote them writes them again")  # fmt: skip
+    return files
 
 
 def read_index(out: str | Path) -> pl.DataFrame:
