@@ -44,10 +44,14 @@ def tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 def shard_files(out: str | Path) -> list[Path]:
     """The shard tars of the output folder ``out``, in manifest order; one the manifest
-    lists that is not there (with its index) fails here, before any sample is read."""
+    lists that is not there fails here, before any sample is read."""
     out = Path(out)
-    files = [out / entry.name for entry in read_manifest(out).shards]
-    missing = [p for f in files for p in (f, f.with_suffix(".parquet")) if not p.is_file()]
+    return _present([out / entry.name for entry in read_manifest(out).shards], out)
+
+
+def _present(files: list[Path], out: Path) -> list[Path]:
+    """``files`` of the output folder ``out``, refused naming the first that is missing."""
+    missing = [f for f in files if not f.is_file()]
     if missing:
         raise OutputError(f"{missing[0]}: a shard of the manifest is not there ({len(missing)} "
                           f"in all); e6ingest verify {out} lists them, and the pull that "
@@ -57,11 +61,11 @@ def shard_files(out: str | Path) -> list[Path]:
 
 def read_index(out: str | Path) -> pl.DataFrame:
     """Every shard's index (docs/FORMAT.md) as one frame, with the ``shard`` tar name."""
+    tars = shard_files(out)
+    indexes = _present([tar.with_suffix(".parquet") for tar in tars], Path(out))
     frames = [
-        pl.read_parquet(tar.with_suffix(".parquet")).with_columns(
-            pl.lit(f"{tar.parent.name}/{tar.name}").alias("shard")
-        )
-        for tar in shard_files(out)
+        pl.read_parquet(index).with_columns(pl.lit(f"{tar.parent.name}/{tar.name}").alias("shard"))
+        for tar, index in zip(tars, indexes, strict=True)
     ]
     return pl.concat(frames) if frames else pl.DataFrame()
 
@@ -187,4 +191,6 @@ def open_shards(out: str | Path, decode: str | None = "pil") -> ShardSet:
     """
     out = Path(out)
     manifest = read_manifest(out)
-    return ShardSet(out, [str(p) for p in shard_files(out)], manifest, decode)
+    tars = shard_files(out)
+    _present([tar.with_suffix(".parquet") for tar in tars], out)  # the index batches() reads
+    return ShardSet(out, [str(p) for p in tars], manifest, decode)
