@@ -2,6 +2,7 @@
 agree with reading every id."""
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -22,6 +23,25 @@ def test_rows_without_an_id_are_named_with_or_without_footer_statistics(tmp_path
     assert rows_without_id(path, "m") == ["m row 3: no id", "m row 7: no id"]
     whole = _write(tmp_path / "whole.parquet", [1, 2, 3, 4], statistics)
     assert rows_without_id(whole) == []
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pa.array([1.0, 2.0, 1.5, float("nan"), 5.0], pa.float64()),  # pandas' ids with NaN
+        pa.array(["1", "2", "1.5", "abc", "5"]),  # a CSV converted by hand
+    ],
+)
+def test_an_id_that_is_no_whole_number_is_a_row_without_id_never_another_post(tmp_path, ids):
+    from e6ingest.metadata.schemas import post_id
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ids}), path)
+    assert rows_without_id(path, "m") == ["m row 2: no id", "m row 3: no id"]
+    frame = pl.scan_parquet(path)
+    assert frame.select(post_id(frame.collect_schema())).collect()["id"].to_list() == [
+        1, 2, None, None, 5,
+    ]  # fmt: skip
 
 
 def _plain_repeated(ids):

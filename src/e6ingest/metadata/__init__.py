@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.metadata.schemas import (
@@ -15,6 +16,7 @@ from e6ingest.metadata.schemas import (
     TAG_COLUMNS,
     SchemaError,
     detect_schema,
+    post_id,
     scan_file,
     split_tags,
 )
@@ -74,13 +76,10 @@ def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
     footer answers when its statistics count no null id in any row group."""
     if _no_null_ids(path):
         return []
-    rows = (
-        pl.scan_parquet(path)
-        .select(pl.col("id").is_null().arg_true().alias("row"))
-        .collect()["row"]
-    )
+    lf = pl.scan_parquet(path)
+    rows = lf.select(post_id(lf.collect_schema()).is_null().arg_true().alias("row")).collect()
     where = name or str(path)
-    named = [f"{where} row {row}: no id" for row in rows.head(MAX_ROWS_NAMED)]
+    named = [f"{where} row {row}: no id" for row in rows["row"].head(MAX_ROWS_NAMED)]
     if len(rows) > MAX_ROWS_NAMED:
         named.append(f"{where}: {len(rows) - MAX_ROWS_NAMED} more rows with no id")
     return named
@@ -88,8 +87,12 @@ def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
 
 def _no_null_ids(path: str | Path) -> bool:
     """Whether the parquet footer's statistics say that no row of ``path`` lacks an id
-    (False when a row group has none to say it)."""
-    metadata = pq.ParquetFile(path).metadata
+    (False when a row group has none to say it, or the ids are not whole numbers)."""
+    file = pq.ParquetFile(path)
+    ids = file.schema_arrow.get_field_index("id")
+    if ids < 0 or not pa.types.is_integer(file.schema_arrow.field(ids).type):
+        return False
+    metadata = file.metadata
     if not metadata.num_row_groups:
         return True
     names = [metadata.row_group(0).column(j).path_in_schema for j in range(metadata.num_columns)]

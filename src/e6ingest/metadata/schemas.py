@@ -87,14 +87,22 @@ Columns = pl.Schema  # a file's columns and their types, as its adapter reads th
 
 
 def _number(columns: Columns, column: str) -> pl.Expr:
-    """A numeric column as Int64: a number as it is (NaN, like null, a missing value), text
-    (a CSV converted by hand) parsed, where what is no number is a missing value."""
+    """A numeric column as Int64: a whole number as it is; text (a CSV converted by hand)
+    parsed; what is no whole number (NaN, 1.5, "abc") a missing value, never rounded to
+    another (an id of 1.5 is not post 1)."""
     dtype = columns.get(column)
-    if dtype == pl.String:
-        return pl.col(column).cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
-    if dtype is not None and (dtype.is_numeric() or dtype == pl.Null):
+    if dtype is not None and (dtype.is_integer() or dtype == pl.Null):
         return pl.col(column).cast(pl.Int64, strict=False)
-    raise SchemaError(f"column {column!r} is {dtype}, not a number")
+    if dtype != pl.String and not (dtype is not None and dtype.is_float()):
+        raise SchemaError(f"column {column!r} is {dtype}, not a number")
+    value = pl.col(column).cast(pl.Float64, strict=False)
+    return pl.when(value == value.floor()).then(value.cast(pl.Int64, strict=False))
+
+
+def post_id(columns: Columns) -> pl.Expr:
+    """The ``id`` column of a metadata file with ``columns`` as the post ids it gives: null
+    where a row gives none (missing, or no whole number)."""
+    return _number(columns, "id")
 
 
 def _text(columns: Columns, column: str) -> pl.Expr:
@@ -158,7 +166,7 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
         for c in ("general", "artist", "character", "copyright", "meta")
     }
     return lf.select(
-        _number(columns, "id").alias("id"),
+        post_id(columns).alias("id"),
         pl.lit("danbooru").alias("site"),
         _text(columns, "rating").alias("rating"),
         _text(columns, "tag_string").alias("tags"),
@@ -182,10 +190,9 @@ def _common(columns: Columns) -> list[pl.Expr]:
     ]
 
 
-def _e621_common(lf: pl.LazyFrame, tags: pl.Expr) -> pl.LazyFrame:
-    columns = lf.collect_schema()
+def _e621_common(lf: pl.LazyFrame, columns: Columns, tags: pl.Expr) -> pl.LazyFrame:
     return lf.select(
-        _number(columns, "id").alias("id"),
+        post_id(columns).alias("id"),
         pl.lit("e621").alias("site"),
         _text(columns, "rating").alias("rating"),
         tags.alias("tags"),
@@ -198,14 +205,16 @@ def _e621_common(lf: pl.LazyFrame, tags: pl.Expr) -> pl.LazyFrame:
 
 def _e621_2024(lf: pl.LazyFrame) -> pl.LazyFrame:
     lf = lf.rename({"image_width": "width", "image_height": "height"})
-    return _e621_common(lf, _text(lf.collect_schema(), "tag_string").fill_null(""))
+    columns = lf.collect_schema()
+    return _e621_common(lf, columns, _text(columns, "tag_string").fill_null(""))
 
 
 def _e621_newest(lf: pl.LazyFrame) -> pl.LazyFrame:
-    dtype = lf.collect_schema().get("tags")
+    columns = lf.collect_schema()
+    dtype = columns.get("tags")
     if not (isinstance(dtype, pl.List) and dtype.inner == pl.String):
         raise SchemaError(f"column 'tags' is {dtype}, not a list of tags")
-    return _e621_common(lf, pl.col("tags").fill_null([]).list.join(" "))
+    return _e621_common(lf, columns, pl.col("tags").fill_null([]).list.join(" "))
 
 
 SCHEMAS: dict[str, Schema] = {
