@@ -45,7 +45,7 @@ from e6ingest.metadata.schemas import (
 )
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
-INDEX_VERSION = 4  # 4: dates written as text in other formats are read
+INDEX_VERSION = 4  # 4: columns of other types than the exports' (dates as text...) are read
 MARKER = "index.json"
 DATA_FILES = ("rows.arrow", "postings.arrow", "tags.parquet")  # beside the marker
 ROW_COLUMNS = ("id", "rating", "width", "height", "file_ext", "score", "fav_count",
