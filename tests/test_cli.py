@@ -80,3 +80,27 @@ def test_gated_dataset_without_access_is_one_message(small_demo, tmp_path, hub_e
     assert len(err.strip().splitlines()) == 1, err
     assert "gated" in err and "HF_TOKEN" in err and "notgoodenough" not in err
     assert not (tmp_path / "out" / "shards").exists()
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "--log-json"])
+def test_quiet_pull_builds_the_demo_without_a_bar(flag, small_demo, tmp_path, monkeypatch):
+    """--quiet and --log-json promise no bars: the demo's first build shows none either."""
+    import e6ingest.demo
+
+    asked = []
+
+    def demo_mirror(posts=1000, seed=0, progress=True):
+        asked.append(progress)
+        return small_demo
+
+    monkeypatch.setattr(e6ingest.demo, "demo_mirror", demo_mirror)
+    out = tmp_path / "out"
+    assert main(["pull", "--demo", "--out", str(out), "--rating", "s", "--sample", "3", flag]) in (
+        0,
+        1,
+    )
+    assert asked == [False]
+    assert main(
+        ["pull", "--demo", "--out", str(tmp_path / "o2"), "--rating", "s", "--sample", "3"]
+    ) in (0, 1)
+    assert asked == [False, True]

@@ -53,7 +53,8 @@ def _mirror(args: argparse.Namespace) -> Path | None:
     if args.demo:
         from e6ingest.demo import demo_mirror
 
-        mirror = demo_mirror()
+        quiet = getattr(args, "quiet", False) or getattr(args, "log_json", False)
+        mirror = demo_mirror(progress=not quiet)
         print(f"using the demo mirror at {mirror} ({DEMO_NOTE})", file=sys.stderr)
         return mirror
     if args.mirror is None:
