@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -267,3 +268,42 @@ def test_a_run_from_before_the_backend_choice_resumes_with_pillow(output, small_
     pytest.importorskip("pyvips")
     assert main([*args, "--image-backend", "vips"]) == 2
     assert "image.backend ('pillow' -> 'vips')" in capsys.readouterr().err
+
+
+def test_a_card_edited_after_the_run_is_never_overwritten(output, small_demo, capsys):
+    """People edit the dataset card before they upload: a rerun keeps their edits (and says
+    so), --overwrite refuses naming the card, and the untouched card is still rewritten."""
+    card = output / "README.md"
+    card.write_text(card.read_text() + "\nMy notes for the Hub.\n")
+    edited = card.read_bytes()
+    assert main(_pull_args(small_demo, output, "--rating", "e,q,s", "--retry-failed")) == 0
+    assert card.read_bytes() == edited
+    assert "README.md was edited after e6ingest wrote it" in capsys.readouterr().out
+    assert main(_pull_args(small_demo, output, "--rating", "e", "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "README.md" in err and "edited" in err and len(err.strip().splitlines()) == 1
+    assert card.read_bytes() == edited and verify_output(output).ok
+    card.rename(output.parent / "my-card.md")
+    assert main(_pull_args(small_demo, output, "--rating", "e", "--overwrite")) == 0
+    assert "My notes" not in card.read_text() and "sha256:" in card.read_text()
+    assert (output.parent / "my-card.md").read_bytes() == edited
+
+
+def test_a_card_of_an_older_version_is_still_ours(output, small_demo):
+    card = output / "README.md"
+    text = card.read_text()
+    older = re.sub(
+        r"<!-- e6ingest dataset card sha256:[0-9a-f]{64} -->",
+        "<!-- e6ingest dataset card -->",
+        text,
+    )
+    assert older != text
+    card.write_text(older)
+    pull(
+        make_config({"ratings": "e", "shard_size": 20}),
+        output,
+        small_demo,
+        workers=1,
+        overwrite=True,
+    )
+    assert "sha256:" in card.read_text()

@@ -13,13 +13,14 @@ from e6ingest.core import is_our_temp, is_temp_name
 from e6ingest.outdir.lock import LOCK_FILE
 from e6ingest.shards.layout import (
     CARD_FILE,
-    CARD_MARKER,
     FAILURES_FILE,
     MANIFEST_FILE,
     PLAN_FILE,
     SHARD_FILE,
     SHARDS_DIR,
+    CardState,
     OutputError,
+    card_state,
 )
 
 
@@ -30,6 +31,7 @@ class OutputContents:
     out: Path
     ours: list[Path] = field(default_factory=list)  # a run's files and temporaries
     foreign: list[Path] = field(default_factory=list)  # files e6ingest did not write
+    edited: list[Path] = field(default_factory=list)  # its card, edited since: kept as is
 
     @property
     def has_run(self) -> bool:
@@ -53,14 +55,6 @@ def _manifest_is_ours(path: Path) -> bool:
         return False
 
 
-def _card_is_ours(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return CARD_MARKER in f.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 # What e6ingest writes through temporaries at the top of an output folder.
 TOP_TEMP_TARGET = re.compile(
     r"^(?:manifest\.json|plan\.parquet|failures\.parquet|README\.md|\.e6ingest\.lock|"
@@ -73,8 +67,9 @@ def scan_output(out: str | os.PathLike[str]) -> OutputContents:
 
     e6ingest's are its temporaries and lock, and, when the folder holds a run of its own
     (a plan or manifest carrying e6ingest's marks), the run's named files: manifest, plan,
-    failures, dataset card (marked) and ``shards/NNNNN.*``. Anything else, symlinks and
-    folders included, is foreign.
+    failures, dataset card (marked) and ``shards/NNNNN.*``. A run's card that a person
+    edited since is neither: it is never removed nor overwritten, and blocks nothing.
+    Anything else, symlinks and folders included, is foreign.
     """
     out = Path(out)
     contents = OutputContents(out)
@@ -84,14 +79,17 @@ def scan_output(out: str | os.PathLike[str]) -> OutputContents:
     run = run or ((out / MANIFEST_FILE).is_file() and _manifest_is_ours(out / MANIFEST_FILE))
     named = {MANIFEST_FILE, PLAN_FILE, FAILURES_FILE}
 
-    def is_ours(entry: os.DirEntry[str]) -> bool:
+    def whose(entry: os.DirEntry[str]) -> list[Path]:
         if not entry.is_file(follow_symlinks=False):
-            return False
+            return contents.foreign
         if entry.name == LOCK_FILE or is_our_temp(entry, TOP_TEMP_TARGET.match):
-            return True
-        if entry.name == CARD_FILE:
-            return run and _card_is_ours(Path(entry.path))
-        return run and entry.name in named
+            return contents.ours
+        if run and entry.name == CARD_FILE:
+            state = card_state(Path(entry.path))
+            return {CardState.OURS: contents.ours, CardState.EDITED: contents.edited}.get(
+                state, contents.foreign
+            )
+        return contents.ours if run and entry.name in named else contents.foreign
 
     for entry in sorted(os.scandir(out), key=lambda e: e.name):
         path = Path(entry.path)
@@ -102,7 +100,7 @@ def scan_output(out: str | os.PathLike[str]) -> OutputContents:
                 )
                 (contents.ours if ours else contents.foreign).append(Path(item.path))
         else:
-            (contents.ours if is_ours(entry) else contents.foreign).append(path)
+            whose(entry).append(path)
     return contents
 
 

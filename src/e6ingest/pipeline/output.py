@@ -73,6 +73,11 @@ def prepare_output(out: Path, fingerprint: Mapping[str, Any], overwrite: bool) -
             f"{' ...' if len(changed) > 5 else ''}); to continue it, give the options it "
             "was started with; else use another --out, or --overwrite to replace that run"
         )  # fmt: skip
+    if contents.edited:
+        raise OutputError(
+            f"{contents.edited[0]} was edited after e6ingest wrote it, and e6ingest never "
+            "overwrites a person's edits: move it out of the folder to replace this run"
+        )
     remove_ours(contents)
     return False
 

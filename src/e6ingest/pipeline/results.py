@@ -19,6 +19,7 @@ from e6ingest.core import atomic_path, kill_point, write_atomic
 from e6ingest.manifests import DatasetManifest
 from e6ingest.shards import FAILURES_FILE, MANIFEST_FILE, SHARDS_DIR
 from e6ingest.shards.card import write_card
+from e6ingest.shards.layout import CARD_FILE
 from e6ingest.shards.manifest import (
     FORMAT_VERSION,
     OutputDataset,
@@ -164,5 +165,9 @@ def finalise(
     )
     write_atomic(out / MANIFEST_FILE, document.to_json())
     kill_point("manifest-written")
-    write_card(out, document)
+    if not write_card(out, document):
+        summary.notes.append(
+            f"{out / CARD_FILE} was edited after e6ingest wrote it: left as it is, so its "
+            "totals may be those of an earlier run (move it away and rerun to have it written)"
+        )
     return document, summary

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from e6ingest.core import write_atomic
 from e6ingest.metadata import TAG_CATEGORIES
-from e6ingest.shards.layout import CARD_FILE, CARD_MARKER, SHARDS_DIR
+from e6ingest.shards.layout import CARD_FILE, SHARDS_DIR, CardState, card_state, mark_card
 
 if TYPE_CHECKING:
     from e6ingest.shards.manifest import OutputManifest
@@ -181,8 +181,14 @@ def _variants_line(caption: Mapping[str, Any]) -> str:
             f"{', '.join(f'`{n}`' for n in names)} (and `default`, the caption).")  # fmt: skip
 
 
-def write_card(out: Path, manifest: OutputManifest) -> None:
-    """Write ``OUT/README.md`` for a finished run (marked as e6ingest's)."""
+def write_card(out: Path, manifest: OutputManifest) -> bool:
+    """Write ``OUT/README.md`` for a finished run (marked as e6ingest's); False, writing
+    nothing, when the card there was edited after e6ingest wrote it (a person's edits are
+    never overwritten)."""
+    card = out / CARD_FILE
+    if card.is_file() and card_state(card) is not CardState.OURS:
+        return False
     front = card_front_matter(variant_names(manifest.config))
-    text = front + CARD_MARKER + "\n" + "\n".join(_describe(manifest))
-    write_atomic(out / CARD_FILE, text.encode("utf-8"))
+    text = mark_card(front, "\n".join(_describe(manifest)))
+    write_atomic(card, text.encode("utf-8"))
+    return True
