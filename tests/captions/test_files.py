@@ -193,7 +193,17 @@ def test_aliases_files(tmp_path):
     js = tmp_path / "a.json"
     js.write_text('{"a": "b", "Long Hair": "very_long_hair"}')  # as a caption shows the tag
     assert read_aliases(js) == {"a": "b", "long_hair": "very_long_hair"}
+    shown = tmp_path / "shown.csv"  # both sides as a caption shows the tags
+    shown.write_text("Absurd res,Hi Res\n")
+    assert read_aliases(shown) == {"absurd_res": "hi_res"}
     bad = tmp_path / "bad.tsv"
     bad.write_text("ok\tfine\nlonely\n")
     with pytest.raises(CaptionInputError, match=r"bad\.tsv: line 2"):
         read_aliases(bad)
+
+
+def test_a_post_holding_an_alias_target_keeps_it_once(posts, tmp_path):
+    aliases = tmp_path / "aliases.csv"
+    aliases.write_text("red_panda,Solo\n")  # the target written as a caption shows it
+    out = caption_frame(posts, CaptionSpec(aliases=str(aliases)))
+    assert out["caption"].to_list() == ["solo"] * 5

@@ -161,7 +161,9 @@ def read_aliases(path: str | Path) -> dict[str, str]:
         raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise CaptionInputError(f"{path}: aliases must map tag names to tag names")
-    return {raw_tag(old): new for old, new in mapping.items()}  # "Absurd res": absurd_res
+    # both sides as raw tags ("Absurd res" is absurd_res): a post holding the new tag as
+    # well keeps it once, and it is categorised and rendered as the site's tag is
+    return {raw_tag(old): raw_tag(new) for old, new in mapping.items()}
 
 
 class NLTexts:
