@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from e6ingest import dataset
 from e6ingest.cli import main
 from e6ingest.metadata import SchemaError, scan_file
+from tests.conftest import E621_2024_ROWS
 
 
 def _truth(small_demo, dataset_name):
@@ -270,3 +273,28 @@ def test_top_tags_count_posts_even_when_a_tag_string_repeats_a_tag():
     truth = Counter(tag for tags in lists for tag in set(tags))
     expected = sorted(truth.items(), key=lambda item: (-item[1], item[0]))[:4]
     assert list(dataset.top_tags(posts, "general", n=4).iter_rows()) == expected
+
+
+@pytest.mark.parametrize("index", [False, True])
+def test_a_name_value_term_that_is_no_metatag_nor_tag_is_refused_not_counted_0(tmp_path, index):
+    """``upvotes:>5`` reads like a metatag e6ingest does not have: counted as a tag no post
+    has, it answered 0 (and ``-upvotes:>5`` everything) in a notebook while the CLI refused
+    it. The API refuses it too; a real tag with a colon still counts."""
+    from e6ingest.query import QueryError
+
+    path = tmp_path / "posts.parquet"
+    template = {**E621_2024_ROWS[0], "is_deleted": "f"}
+    rows = [{**template, "id": i, "tag_string": "solo re:zero" if i % 2 else "solo"}
+            for i in range(1, 11)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    data = dataset.open_dataset(files=[path], index=index)
+    posts = dataset.load_metadata(files=[path])
+    for query in ("upvotes:>5", "-upvotes:>5", "solo ~upvotes:>5"):
+        with pytest.raises(QueryError, match="upvotes: is no metatag"):
+            data.count(query)
+        with pytest.raises(QueryError, match="upvotes: is no metatag"):
+            dataset.count(posts, query)
+        with pytest.raises(QueryError, match="upvotes: is no metatag"):
+            dataset.select(posts, query)
+    assert data.count("re:zero") == dataset.count(posts, "re:zero") == 5
+    assert data.count("-re:zero") == dataset.count(posts, "-re:zero") == 5

@@ -47,7 +47,13 @@ from e6ingest.pipeline.sourcing import (
 from e6ingest.query import Query, QueryError, Subset, has_tag, selection_query
 from e6ingest.query.index import Report, TagIndex, open_index
 from e6ingest.query.indexing import index_for_question
-from e6ingest.query.vocabulary import cached_vocabulary, check_tags, query_warnings
+from e6ingest.query.vocabulary import (
+    cached_vocabulary,
+    check_tags,
+    query_warnings,
+    refuse_unknown_metatags,
+    tags_present,
+)
 from e6ingest.sources import HubOptions, MirrorError
 
 
@@ -131,6 +137,15 @@ class Dataset:
         index unless the dataset was opened with ``index=False``)."""
         parsed = selection_query(query, parse_ratings(ratings, self.site), self.site,
                                  self.include_deleted)  # fmt: skip
+        colon = [t.tag for t in parsed.tags if t.colon]  # upvotes:>5: a metatag or a tag?
+        if colon:
+            index = self.question_index()
+            if index is not None:
+                known = index.vocabulary().filter(pl.col("tag").is_in(colon))["tag"]
+                refuse_unknown_metatags(parsed, set(known))
+            else:
+                present = tags_present(self.files, self.schemas, colon, self.include_deleted)
+                refuse_unknown_metatags(parsed, present)
         return self.indexed(parsed)
 
     def _query(self, query: Query | str) -> Query:
@@ -335,6 +350,10 @@ def _posts_query(posts: pl.LazyFrame, query: str, ratings: str | Sequence[str]) 
     post is refused, not answered 0."""
     rated = parse_ratings(ratings)
     parsed = selection_query(query, rated, include_deleted=True)
+    colon = [t.tag for t in parsed.tags if t.colon]  # upvotes:>5: a metatag or a tag?
+    if colon:
+        found = posts.select(has_tag(t).any().alias(t) for t in colon).collect().row(0)
+        refuse_unknown_metatags(parsed, {t for t, there in zip(colon, found, strict=True) if there})
     try:
         selection_query(query, rated)
     except QueryError as exc:  # parsed only with deleted posts: it asks for them

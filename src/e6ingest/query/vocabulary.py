@@ -148,10 +148,7 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
         if term.tag in known:
             continue
         if term.colon:
-            name = term.tag.split(":", 1)[0]
-            raise QueryError(query.text, term.start, term.text,
-                             f"{name}: is no metatag and {term.tag!r} no tag of this dataset "
-                             f"(supported metatags: {supported_list()})")  # fmt: skip
+            refuse_unknown_metatags(query, known)
         metatag = re.fullmatch(r"([a-z_]+)(>=|<=|>|<|=)(.+)", term.tag)
         if metatag and metatag[1] in SUPPORTED:  # score>=50: the metatag without its colon
             near = [f"{metatag[1]}:{metatag[2]}{metatag[3]}"]
@@ -160,6 +157,18 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         warnings.append(f"tag {term.tag!r} is on no post of this dataset{hint}")
     return warnings
+
+
+def refuse_unknown_metatags(query: Query, present: set[str]) -> None:
+    """Raise :class:`QueryError` for the first ``name:value`` term of ``query`` that is no
+    metatag and not among the tags ``present`` (``upvotes:>5``): never a tag no post has,
+    answered 0 (or everything, negated)."""
+    for term in query.tags:
+        if term.colon and term.tag not in present:
+            name = term.tag.split(":", 1)[0]
+            raise QueryError(query.text, term.start, term.text,
+                             f"{name}: is no metatag and {term.tag!r} no tag of this dataset "
+                             f"(supported metatags: {supported_list()})")  # fmt: skip
 
 
 def query_warnings(
