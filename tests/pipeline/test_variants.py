@@ -210,6 +210,8 @@ def test_open_shards_draws_variants_by_weight_the_same_for_a_seed(variant_pull):
     assert other != picks[: len(other)]
     with pytest.raises(ValueError, match="does not have"):
         next(iter(shards.samples(variant_weights={"nope": 1})))
+    with pytest.raises(TypeError, match="maps variant names to weights"):
+        next(iter(shards.samples(variant_weights="short")))  # type: ignore[arg-type]
 
 
 def test_shuffle_and_dropout_keep_the_fixed_head(variant_pull):

@@ -125,6 +125,9 @@ class ShardSet:
         the fixed head shuffled and dropped out (docs/TRAINERS.md), seeded by ``seed``, the
         epoch and the key. Names the output lacks are refused."""
         caption = self.manifest.config.get("caption", {})
+        if not isinstance(variant_weights, Mapping | None):
+            raise TypeError(f"variant_weights maps variant names to weights, e.g. "
+                            f"{{'short': 1}}, not {variant_weights!r}")  # fmt: skip
         choice = CaptionChoice(
             tuple((variant_weights or {}).items()), shuffle_tags, tag_dropout, keep_tokens,
             caption.get("separator", ", "), caption.get("keep_tokens_separator", ""), seed,
