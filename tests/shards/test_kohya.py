@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -153,6 +154,19 @@ def test_export_refuses_a_folder_that_is_not_its_own(small_pull, tmp_path):
     assert _tree(to) == before
     code = main(["export", "kohya", str(small_pull), "--to", str(to), "--quiet"])
     assert code == 2 and _tree(to) == before
+
+
+@pytest.mark.parametrize("inside", ["train", "shards/train", "."])
+def test_export_into_the_pull_output_is_refused(small_pull, tmp_path, inside, capsys):
+    """An export inside the pull's output would be files the pull did not write: its next
+    run (a resume, --retry-failed) would refuse the folder."""
+    out = tmp_path / "out"
+    shutil.copytree(small_pull, out)
+    before = _tree(out)
+    code = main(["export", "kohya", str(out), "--to", str(out / inside), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "inside the pull's output" in err and len(err.strip().splitlines()) == 1
+    assert _tree(out) == before
 
 
 def test_reexport_never_replaces_hand_edits(small_pull, tmp_path):

@@ -340,6 +340,10 @@ def export_kohya(
     """
     to = Path(os.path.normpath(Path(to).absolute()))  # no ".." in the paths it writes
     manifest = read_manifest(out)
+    if to.resolve().is_relative_to(Path(out).resolve()):
+        raise ExportError(f"--to {to} is inside the pull's output {out}, which then holds "
+                          "files the pull did not write (its reruns refuse such a folder): "
+                          "export to a folder outside it")  # fmt: skip
     recorded = _scan_target(to)
     metadata = to / ("metadata.jsonl" if jsonl else "metadata.json")
     summary = ExportSummary(to, metadata)
