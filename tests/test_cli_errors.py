@@ -529,3 +529,23 @@ def test_a_pixel_budget_given_in_megapixels_is_refused(name, where, mirror_args,
     line = _one_line(err)
     assert code == 2 and f"{name} counts pixels" in line and "4 is less than a 64x64" in line
     assert not out.exists()
+
+
+def test_captions_out_dash_writes_standard_output(demo_root, tmp_path):
+    """``--out -`` is standard output (it wrote a file named ``-``): the same lines as the
+    file, nothing left behind, and a reader that leaves early ends it as ``| head`` does."""
+    file = tmp_path / "captions.jsonl"
+    common = ["captions", "--mirror", str(demo_root), "--rating", "s"]
+    assert _e6ingest(*common, "--out", str(file)).wait(60) == 0
+    proc = _e6ingest(*common, "--out", "-", cwd=tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "written to standard output" in err
+    assert out == file.read_text() and out.count("\n") > 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.jsonl"]
+    proc = _e6ingest("captions", "--mirror", str(demo_root), "--out", "-", cwd=tmp_path)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141 and "Traceback" not in err
+    code = main(["captions", "--mirror", str(demo_root), "--out", "-", "--preview", "2"])
+    assert code == 2

@@ -4,7 +4,12 @@ batch at a time (:func:`write_captions_of`), and their CLIP-token statistics. Re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ from e6ingest.shards import sample_key_expr
 from e6ingest.shards.layout import OutputError
 
 CAPTION_INPUTS = ("id", "site", "rating", "score", "created_at")
+STDOUT = "-"  # the path that means standard output
 
 
 def captions(
@@ -160,7 +166,8 @@ def write_captions_of(
     preview: CaptionPreview | None = None,
 ) -> int:
     """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
-    JSON lines, atomically, ``batch_rows`` captions at a time (fewer posts when each has
+    JSON lines, atomically (``"-"``: to standard output, as they are made), ``batch_rows``
+    captions at a time (fewer posts when each has
     variants, :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
     large the selection (which is streamed to a temporary file beside ``path`` first).
     Returns how many were written; an empty selection raises :class:`EmptySelection`
@@ -174,7 +181,7 @@ def write_captions_of(
     spec = spec or CaptionSpec()
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
-    selection = temp_path(Path(path))
+    selection = _selection_file(path)
     try:
         inputs = posts.select(_caption_inputs(posts))
         inputs.sink_parquet(selection, engine="streaming", compression=SINK_COMPRESSION)
@@ -184,8 +191,7 @@ def write_captions_of(
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
         with (
             CaptionSelection(rows, spec) as shared,
-            atomic_path(path) as tmp,
-            tmp.open("wb") as out,
+            _captions_sink(path) as out,
             _BatchWriter(out) as writer,
         ):
             at_once = posts_per_batch(batch_rows, spec)
@@ -199,6 +205,28 @@ def write_captions_of(
     finally:
         selection.unlink(missing_ok=True)
     return total
+
+
+def _selection_file(path: str | Path) -> Path:
+    """Where the selection is kept while its captions are written: beside ``path``, or in
+    the temporary folder (``TMPDIR``) for standard output."""
+    if str(path) != STDOUT:
+        return temp_path(Path(path))
+    handle, name = tempfile.mkstemp(prefix="e6ingest-captions-", suffix=".parquet")
+    os.close(handle)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _captions_sink(path: str | Path) -> Iterator[BinaryIO]:
+    """The file the JSON lines go to: a temporary that replaces ``path`` once complete, or
+    standard output."""
+    if str(path) == STDOUT:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_path(Path(path)) as tmp, tmp.open("wb") as out:
+        yield out
 
 
 def caption_token_stats(
@@ -248,6 +276,8 @@ def _captions_file_is_ours(path: Path) -> bool:
 def check_captions_out(path: str | Path) -> None:
     """Fail (``OutputError``) unless :func:`write_captions` may write ``path``: a file in
     an existing folder that is new or a captions file e6ingest wrote."""
+    if str(path) == STDOUT:
+        return
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give a file name, e.g. {path}/captions.jsonl")

@@ -226,6 +226,9 @@ def cmd_captions(args: argparse.Namespace) -> int:
 
     if not args.out and not args.preview:
         raise ConfigError("captions: give --out FILE, --preview N, or both")
+    if args.out == "-" and args.preview:
+        raise ConfigError("captions: --preview prints to standard output, which --out - "
+                          "writes the captions to: give one of them")  # fmt: skip
     config = make_config(flag_values(args), where=args.config or "flags")
     if args.out:
         dataset.check_captions_out(args.out)
@@ -251,7 +254,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
         raise empty() from None
     from e6ingest.pipeline.results import plural
 
-    print(f"{plural(written, 'caption')} written to {args.out}", file=sys.stderr)
+    where = "standard output" if args.out == "-" else args.out
+    print(f"{plural(written, 'caption')} written to {where}", file=sys.stderr)
     if preview is not None and written:
         _print_captions(*preview.frames())
     return 0
@@ -394,6 +398,13 @@ def _report(command: str, code: int, message: str, log_json: bool) -> None:
     print(f"e6ingest {command}: error:{sep}{message}", file=sys.stderr)
 
 
+def _reader_left() -> int:
+    """Exit code 141, with standard output sent nowhere (nothing more to be said to it)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -406,10 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         _report(args.command, 130, said + "rerun the same command to continue", log_json)
         return 130
     except BrokenPipeError:  # the reader left (| head): say nothing more
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return _reader_left()
     except Exception as exc:
+        if isinstance(exc, OSError) and _os_error(exc)[0] == errno.EPIPE:
+            return _reader_left()  # the same, said by polars writing to standard output
         known = failure(exc)
         if known is None:
             traceback.print_exc()

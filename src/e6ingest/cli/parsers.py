@@ -211,7 +211,8 @@ def _captions_parser(sub: Commands) -> None:
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="JSONL file: id, key, caption, tags, nl per line (default: none)",
+        help="JSONL file: id, key, caption, tags, nl per line; - for standard output "
+        "(default: none)",
     )
     p.add_argument(
         "--preview", type=whole, default=0, metavar="N", help="print N examples (default: 0)"
