@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -33,9 +32,16 @@ from e6ingest.captioned import (
 )
 from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
-from e6ingest.core import RATING_ORDER, check_plain_fields
+from e6ingest.core import check_plain_fields
 from e6ingest.manifests import load_manifest
-from e6ingest.metadata import TAG_CATEGORIES, SchemaError, scan_files
+from e6ingest.metadata import SchemaError, scan_files
+from e6ingest.metadata.describe import (
+    UNKNOWN as UNKNOWN,  # what inspect shows, re-exported
+    posts_per_year as posts_per_year,
+    rating_counts as rating_counts,
+    summary as summary,
+    top_tags as top_tags,
+)
 from e6ingest.metadata.schemas import Schema, detect_schema
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
 from e6ingest.pipeline.sourcing import (
@@ -137,16 +143,16 @@ class Dataset:
         index unless the dataset was opened with ``index=False``)."""
         parsed = selection_query(query, parse_ratings(ratings, self.site), self.site,
                                  self.include_deleted)  # fmt: skip
-        colon = [t.tag for t in parsed.tags if t.colon]  # upvotes:>5: a metatag or a tag?
-        if colon:
-            index = self.question_index()
-            if index is not None:
-                known = index.vocabulary().filter(pl.col("tag").is_in(colon))["tag"]
-                refuse_unknown_metatags(parsed, set(known))
-            else:
-                present = tags_present(self.files, self.schemas, colon, self.include_deleted)
-                refuse_unknown_metatags(parsed, present)
+        refuse_unknown_metatags(parsed, self.tags_present)  # upvotes:>5: a tag?
         return self.indexed(parsed)
+
+    def tags_present(self, tags: Sequence[str]) -> set[str]:
+        """Which of ``tags`` some post has: from the index's vocabulary, else reading the
+        first rows until each is found (a tag no post has costs a pass)."""
+        index = self.question_index()
+        if index is not None:
+            return set(index.vocabulary().filter(pl.col("tag").is_in(list(tags)))["tag"])
+        return tags_present(self.files, self.schemas, tags, self.include_deleted)
 
     def _query(self, query: Query | str) -> Query:
         """``query`` as given, or a search string parsed by :meth:`query` (any rating)."""
@@ -350,10 +356,7 @@ def _posts_query(posts: pl.LazyFrame, query: str, ratings: str | Sequence[str]) 
     post is refused, not answered 0."""
     rated = parse_ratings(ratings)
     parsed = selection_query(query, rated, include_deleted=True)
-    colon = [t.tag for t in parsed.tags if t.colon]  # upvotes:>5: a metatag or a tag?
-    if colon:
-        found = posts.select(has_tag(t).any().alias(t) for t in colon).collect().row(0)
-        refuse_unknown_metatags(parsed, {t for t, there in zip(colon, found, strict=True) if there})
+    refuse_unknown_metatags(parsed, partial(_present_in, posts))  # upvotes:>5: a tag?
     try:
         selection_query(query, rated)
     except QueryError as exc:  # parsed only with deleted posts: it asks for them
@@ -364,60 +367,6 @@ def _posts_query(posts: pl.LazyFrame, query: str, ratings: str | Sequence[str]) 
     return parsed
 
 
-def rating_counts(posts: pl.LazyFrame) -> pl.DataFrame:
-    """Posts per rating, in g, s, q, e order, with each rating's share."""
-    counts = posts.group_by("rating").agg(pl.len().alias("posts")).collect()
-    order = pl.DataFrame({"rating": RATING_ORDER, "order": range(len(RATING_ORDER))})
-    return (
-        counts.join(order, on="rating", how="left")
-        .sort("order", nulls_last=True)
-        .drop("order")
-        .with_columns((pl.col("posts") / pl.col("posts").sum()).alias("share"))
-    )
-
-
-def posts_per_year(posts: pl.LazyFrame) -> pl.DataFrame:
-    """Posts per year of ``created_at``."""
-    return (
-        posts.group_by(pl.col("created_at").dt.year().alias("year"))
-        .agg(pl.len().alias("posts"))
-        .sort("year", nulls_last=True)  # posts without a date last
-        .collect()
-    )
-
-
-def top_tags(posts: pl.LazyFrame, category: str = "general", n: int = 10) -> pl.DataFrame:
-    """The ``n`` most frequent tags of one category, with their post counts: a tag given
-    twice in one post's tag string counts that post once."""
-    if category not in TAG_CATEGORIES:
-        raise ValueError(f"unknown category {category!r} (known: {TAG_CATEGORIES})")
-    column = f"tags_{category}"
-    return (
-        posts.select(pl.col(column).list.unique().alias("tag"))
-        .explode("tag")
-        .drop_nulls()
-        .group_by("tag")
-        .agg(pl.len().alias("posts"))
-        .sort(["posts", "tag"], descending=[True, False])
-        .head(n)
-        .collect()
-    )
-
-
-UNKNOWN = "unknown"  # the rating or year of posts whose metadata gives none
-
-
-def _named(value: object) -> str:
-    return UNKNOWN if value is None else str(value)
-
-
-def summary(posts: pl.LazyFrame, top: int = 10) -> dict[str, Any]:
-    """Everything ``e6ingest inspect`` shows, as plain data."""
-    ratings = rating_counts(posts)
-    tags = {c: dict(top_tags(posts, c, top).iter_rows()) for c in TAG_CATEGORIES}
-    return {
-        "posts": int(ratings["posts"].sum()),
-        "ratings": {_named(r): n for r, n in zip(ratings["rating"], ratings["posts"], strict=True)},
-        "years": {_named(y): n for y, n in posts_per_year(posts).iter_rows()},
-        "top_tags": {c: t for c, t in tags.items() if t},
-    }
+def _present_in(posts: pl.LazyFrame, tags: Sequence[str]) -> set[str]:
+    found = posts.select(has_tag(t).any().alias(t) for t in tags).collect().row(0)
+    return {tag for tag, there in zip(tags, found, strict=True) if there}

@@ -4,44 +4,38 @@ one line what went wrong (exit codes in ``parsers.EXIT_CODES``)."""
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import json
-import os
-import re
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from e6ingest.cache import CacheError
-from e6ingest.captions import CaptionInputError
+from e6ingest.cli.failures import (
+    exit_code,
+    failure as failure,  # the exit code of an error
+    reader_left,
+    report,
+)
 from e6ingest.cli.parsers import build_parser, flag_values
 from e6ingest.cli.progress import BarReporter, JsonReporter
 from e6ingest.config import ConfigError, make_config, parse_ratings
-from e6ingest.core import SITE_RATINGS, RatingError, redact
-from e6ingest.manifests import ManifestError, load_manifest
-from e6ingest.metadata import SchemaError
+from e6ingest.core import SITE_RATINGS
+from e6ingest.manifests import load_manifest
 from e6ingest.pipeline import EmptySelection
 from e6ingest.pipeline.events import Finished
-from e6ingest.query import QueryError, selection_query
-from e6ingest.query.index import TagIndexError
+from e6ingest.query import selection_query
 from e6ingest.shards.layout import OutputError
-from e6ingest.sources import HubError, HubOptions, MirrorError
+from e6ingest.sources import HubOptions
 
 if TYPE_CHECKING:
     from e6ingest.config import PullConfig
     from e6ingest.dataset import Dataset
     from e6ingest.query import Query
 
-USAGE_ERRORS = (
-    ConfigError, ManifestError, SchemaError, QueryError, MirrorError, OutputError,
-    CaptionInputError, EmptySelection, CacheError, RatingError, TagIndexError,
-)  # fmt: skip
 DEMO_NOTE = (
     "synthetic posts laid out as the real repositories; some are broken on purpose "
     "(missing, corrupt, undecodable, videos) to show how failures are recorded"
@@ -360,51 +354,6 @@ HANDLERS = {
 }  # fmt: skip
 
 
-def failure(exc: BaseException) -> tuple[int, str] | None:
-    """The exit code and one-line message of an error that is not a bug, else None."""
-    if isinstance(exc, USAGE_ERRORS):
-        return 2, str(exc)
-    if isinstance(exc, HubError):
-        return 3, str(exc)
-    if not isinstance(exc, OSError):
-        return None
-    number, where, reason = _os_error(exc)
-    if number == errno.ENOSPC:
-        rerun = "free space and rerun the same command to continue"
-        return 4, f"disk full at {where or 'the output folder'}; {rerun}"
-    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return 4, f"cannot write {where}: {reason}" if where else f"cannot write: {reason}"
-    return None
-
-
-def _os_error(exc: OSError) -> tuple[int | None, str, str]:
-    """An OSError's number, file and reason; polars' carry none of them but say them in
-    their text: "Operation not permitted (os error 1): PATH"."""
-    if exc.errno is not None:
-        return exc.errno, str(exc.filename or ""), str(exc.strerror)
-    said = re.fullmatch(r"(.*?) \(os error (\d+)\)(?:: (.*))?", str(exc), re.S)
-    if said is None:
-        return None, "", str(exc)
-    return int(said.group(2)), said.group(3) or "", said.group(1)
-
-
-def _report(command: str, code: int, message: str, log_json: bool) -> None:
-    message = redact(message)
-    if log_json:
-        record = {"event": "error", "command": command, "exit_code": code, "message": message}
-        print(json.dumps(record), flush=True)
-        return
-    sep = "\n" if "\n" in message else " "  # keep a multi-line message's columns aligned
-    print(f"e6ingest {command}: error:{sep}{message}", file=sys.stderr)
-
-
-def _reader_left() -> int:
-    """Exit code 141, with standard output sent nowhere (nothing more to be said to it)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 141
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -414,18 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         detail = getattr(exc, "detail", "")
         said = f"interrupted; {detail}; " if detail else "interrupted; "
-        _report(args.command, 130, said + "rerun the same command to continue", log_json)
+        report(args.command, 130, said + "rerun the same command to continue", log_json)
         return 130
     except BrokenPipeError:  # the reader left (| head): say nothing more
-        return _reader_left()
+        return reader_left()
     except Exception as exc:
-        if isinstance(exc, OSError) and _os_error(exc)[0] == errno.EPIPE:
-            return _reader_left()  # the same, said by polars writing to standard output
-        known = failure(exc)
-        if known is None:
-            traceback.print_exc()
-            _report(args.command, 70, f"this is a bug in e6ingest ({type(exc).__name__}); "
-                    "please report it with the traceback above", log_json)  # fmt: skip
-            return 70
-        _report(args.command, *known, log_json)
-        return known[0]
+        return exit_code(args.command, exc, log_json)

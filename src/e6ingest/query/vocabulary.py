@@ -148,7 +148,7 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
         if term.tag in known:
             continue
         if term.colon:
-            refuse_unknown_metatags(query, known)
+            refuse_unknown_metatags(query, lambda tags: known)
         metatag = re.fullmatch(r"([a-z_]+)(>=|<=|>|<|=)(.+)", term.tag)
         if metatag and metatag[1] in SUPPORTED:  # score>=50: the metatag without its colon
             near = [f"{metatag[1]}:{metatag[2]}{metatag[3]}"]
@@ -159,12 +159,14 @@ def check_tags(query: Query, vocabulary: pl.DataFrame) -> list[str]:
     return warnings
 
 
-def refuse_unknown_metatags(query: Query, present: set[str]) -> None:
+def refuse_unknown_metatags(query: Query, present: Callable[[list[str]], set[str]]) -> None:
     """Raise :class:`QueryError` for the first ``name:value`` term of ``query`` that is no
-    metatag and not among the tags ``present`` (``upvotes:>5``): never a tag no post has,
-    answered 0 (or everything, negated)."""
-    for term in query.tags:
-        if term.colon and term.tag not in present:
+    metatag and that ``present(tags)`` (which of them some post has) does not find
+    (``upvotes:>5``): never a tag no post has, answered 0 (or everything, negated)."""
+    colon = [term for term in query.tags if term.colon]
+    found = present([term.tag for term in colon]) if colon else set()
+    for term in colon:
+        if term.tag not in found:
             name = term.tag.split(":", 1)[0]
             raise QueryError(query.text, term.start, term.text,
                              f"{name}: is no metatag and {term.tag!r} no tag of this dataset "
