@@ -267,3 +267,16 @@ def test_the_window_note_names_the_fix_a_run_with_variants_lacks(tmp_path):
     assert "{key}.txt holds the variants (short, medium, full) one per line" in lines
     assert "--variant-lines" not in lines
     assert caption_window_notes(plan, CaptionSpec(variants="standard", max_tokens=75)) == []
+
+
+def test_the_short_variant_leads_with_the_people_count(danbooru_sample):
+    """What people type first is how many are pictured: a post with seven characters keeps
+    its 2boys, 2girls in ``short`` (the head's last tags, they went first under the budget)."""
+    from e6ingest import dataset
+
+    data = dataset.open_dataset(files=[danbooru_sample])
+    out = dataset.captions(data.select(""), CaptionSpec(variants="standard"))
+    short = dict(zip(out["id"], out["captions"].struct.field("short"), strict=True))
+    assert short[2].startswith("2boys, 2girls, ") and "nakamura hisashi" in short[2]
+    assert short[1].startswith("1girl, solo, kyogoku shin")
+    assert max(count_tokens(list(short.values()))) <= 20

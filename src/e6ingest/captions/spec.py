@@ -54,7 +54,7 @@ DEFAULT_SUBJECT_TAGS = (
 NL_POSITIONS = ("end", "head")
 # Caption variants: named overrides of the spec, written beside the caption (docs/CAPTIONS.md).
 VARIANT_PRESETS: dict[str, dict[str, object]] = {
-    "short": {"max_tokens": 20, "merge": "tags"},  # the head and the most specific tags
+    "short": {"max_tokens": 20, "merge": "tags", "people_first": True},  # people count first
     "medium": {"max_tokens": 75, "merge": "tags"},
     "full": {"max_tokens": 225, "merge": "tags"},
     "brief": {"merge": "nl", "nl_fields": ("brief_summary",), "max_tokens": 75},
