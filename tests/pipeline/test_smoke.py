@@ -104,6 +104,21 @@ def test_empty_selection_stops_unless_allowed(small_demo, tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["shards"] == []
 
 
+@pytest.mark.parametrize("flag", ["--sample", "--limit"])
+def test_asking_for_more_posts_than_the_selection_holds_says_so(flag, small_demo, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["pull", "--mirror", str(small_demo), "--out", str(out), "--quiet",
+            "--workers", "1", "--rating", "s", flag, "5000"]  # fmt: skip
+    assert main(args) in (0, 1)
+    err = capsys.readouterr().err
+    selected = json.loads((out / "manifest.json").read_text())["totals"]["selected"]
+    assert 0 < selected < 5000
+    assert f"warning: {flag} 5,000: the selection holds only {selected:,} posts" in err
+    args[4] = str(tmp_path / "exact")
+    assert main([*args[:-1], str(selected)]) in (0, 1)  # as many as there are: no warning
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_pull_without_a_source_says_how_to_get_one(tmp_path, capsys, monkeypatch):
     import socket
 

@@ -334,7 +334,12 @@ class _Run:
                               drop_duplicates=config.drop_duplicates)  # fmt: skip
         saved = {"fingerprint": fingerprint, "commits": commits, "rejected": rejected,
                  "metadata": metadata_footprint(manifest, files)}  # fmt: skip
-        write_plan(metadata, request, self.out / PLAN_FILE, saved)
+        planned = write_plan(metadata, request, self.out / PLAN_FILE, saved)
+        subset = config.subset
+        if planned < (asked := subset.sample or subset.limit):  # a smoke test gets fewer
+            flag = "--sample" if subset.sample else "--limit"
+            self.warn(f"{flag} {asked:,}: the selection holds only {planned:,} posts; all "
+                      "of them are planned")  # fmt: skip
         kill_point("planned")
 
     def execute(self, manifest: DatasetManifest, metadata: pl.LazyFrame) -> PullSummary:
