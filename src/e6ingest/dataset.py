@@ -100,6 +100,7 @@ class Dataset:
     report: Report | None = None  # hears the progress of an index build (done, total)
     notice: Callable[[str], None] | None = None  # hears why an index is being built
     _chosen: list[TagIndex | None] = field(default_factory=list, repr=False, compare=False)
+    _present: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_plain_fields(self)  # include_deleted="no" is not false
@@ -148,11 +149,16 @@ class Dataset:
 
     def tags_present(self, tags: Sequence[str]) -> set[str]:
         """Which of ``tags`` some post has: from the index's vocabulary, else reading the
-        first rows until each is found (a tag no post has costs a pass)."""
+        first rows until each is found (a tag no post has costs a pass; each answer is
+        kept, so a question's check and its warnings read the rows once)."""
         index = self.question_index()
         if index is not None:
             return set(index.vocabulary().filter(pl.col("tag").is_in(list(tags)))["tag"])
-        return tags_present(self.files, self.schemas, tags, self.include_deleted)
+        new = sorted(set(tags) - self._present.keys())
+        if new:
+            found = tags_present(self.files, self.schemas, new, self.include_deleted)
+            self._present.update((tag, tag in found) for tag in new)
+        return {tag for tag in tags if self._present[tag]}
 
     def _query(self, query: Query | str) -> Query:
         """``query`` as given, or a search string parsed by :meth:`query` (any rating)."""
@@ -201,8 +207,7 @@ class Dataset:
             return []
         if self.question_index() is not None:
             return check_tags(query, self.vocabulary())
-        return query_warnings(query, self.files, self.schemas, self.vocabulary,
-                              self.include_deleted)  # fmt: skip
+        return query_warnings(query, self.tags_present, self.vocabulary)
 
     def select(
         self, query: Query | str, subset: Subset = EVERYTHING, tag_table: str | None = None

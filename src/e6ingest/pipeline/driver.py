@@ -65,7 +65,7 @@ from e6ingest.pipeline.sourcing import (
 from e6ingest.pipeline.task import ShardTask, run_task
 from e6ingest.query import Query, selection_query
 from e6ingest.query.index import TagIndex, built_index, open_index
-from e6ingest.query.vocabulary import cached_vocabulary, check_tags, query_warnings
+from e6ingest.query.vocabulary import metadata_warnings
 from e6ingest.shards import PLAN_FILE, SHARDS_DIR, shard_complete
 from e6ingest.shards.manifest import FORMAT_VERSION
 from e6ingest.shards.stats import FailureRecord
@@ -132,30 +132,6 @@ def _window_fixes(spec: CaptionSpec) -> str:
         where = (f"the variants ({names}) are in {{key}}.json only; --variant-lines writes "
                  "them to {key}.txt as well, one per line")  # fmt: skip
     return f"{fits} (the default caption); {where} (docs/TRAINERS.md)"
-
-
-def check_query(
-    query: Query,
-    files: list[Path],
-    schemas: Sequence[str | None],
-    include_deleted: bool,
-    progress: Progress | None,
-) -> None:
-    """Warn of tags no post has (with the closest ones); refuse ``name:value`` terms that
-    are neither metatags nor tags. With the tag index, from its vocabulary; without it, the
-    query's tags are looked for in the first rows and the dataset's tags counted (once,
-    cached) only to suggest the closest to a tag no post has."""
-    if not query.tags:
-        return
-    if query.index is not None:
-        warnings = check_tags(query, query.index.vocabulary())
-    else:
-        folder = cache_dir() / "vocabulary"
-        warnings = query_warnings(query, files, schemas,
-                                  lambda: cached_vocabulary(files, schemas, folder),
-                                  include_deleted)  # fmt: skip
-    for warning in warnings:
-        _notify(progress, Warned(warning))
 
 
 @dataclass(frozen=True)
@@ -320,7 +296,8 @@ class _Run:
     ) -> None:
         """Check the query against the dataset's tags and write the plan."""
         schemas = [m.schema for m in manifest.metadata]
-        check_query(query, files, schemas, self.config.include_deleted, self.progress)
+        for warning in metadata_warnings(query, files, schemas, self.config.include_deleted):
+            self.warn(warning)
         rejected = [
             asdict(FailureRecord(None, manifest.site, "metadata", "invalid", message))
             for path, entry in zip(files, manifest.metadata, strict=True)

@@ -10,11 +10,13 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from e6ingest.cache import cache_dir
 from e6ingest.core import atomic_path
 from e6ingest.metadata import scan_files
 from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
@@ -175,18 +177,37 @@ def refuse_unknown_metatags(query: Query, present: Callable[[list[str]], set[str
 
 def query_warnings(
     query: Query,
-    files: Sequence[str | os.PathLike[str]],
-    schemas: Sequence[str | None],
+    present: Callable[[list[str]], set[str]],
     vocabulary: Callable[[], pl.DataFrame],
-    include_deleted: bool = False,
 ) -> list[str]:
-    """:func:`check_tags` for ``query`` on the metadata ``files``, counting the whole
-    ``vocabulary`` (a pass over every tag, cached) only when some tag of the query is on
-    none of the rows read first (``tags_present``): a query of real tags on fresh metadata
-    is checked in a slice of it."""
+    """:func:`check_tags` for ``query`` on metadata without an index: ``present(tags)``
+    (which of them some post has; :func:`tags_present`, reading the first rows until each
+    is found) first, and the whole ``vocabulary`` (a pass over every tag, cached) counted
+    only when some tag of the query is on none of them: a query of real tags on fresh
+    metadata is checked in a slice of it."""
     if not query.tags:
         return []
     names = {t.tag for t in query.tags}
-    if tags_present(files, schemas, sorted(names), include_deleted) == names:
+    if present(sorted(names)) == names:
         return []
     return check_tags(query, vocabulary())
+
+
+def metadata_warnings(
+    query: Query,
+    files: Sequence[str | os.PathLike[str]],
+    schemas: Sequence[str | None],
+    include_deleted: bool = False,
+) -> list[str]:
+    """Warnings for the tags of ``query`` that no post of the metadata ``files`` has (with
+    the closest ones); raises :class:`QueryError` for ``name:value`` terms that are neither
+    metatags nor tags. From the query's tag index when it has one; else its tags are looked
+    for in the first rows and the dataset's tags counted (once, cached by the files) only
+    to suggest the closest to a tag no post has."""
+    if not query.tags:
+        return []
+    if query.index is not None:
+        return check_tags(query, query.index.vocabulary())
+    folder = cache_dir() / "vocabulary"
+    present = partial(tags_present, files, schemas, include_deleted=include_deleted)
+    return query_warnings(query, present, lambda: cached_vocabulary(files, schemas, folder))
