@@ -298,3 +298,26 @@ def test_a_name_value_term_that_is_no_metatag_nor_tag_is_refused_not_counted_0(t
             dataset.select(posts, query)
     assert data.count("re:zero") == dataset.count(posts, "re:zero") == 5
     assert data.count("-re:zero") == dataset.count(posts, "-re:zero") == 5
+
+
+def test_a_dataset_looks_for_a_tag_in_the_rows_once(tmp_path, monkeypatch):
+    """The check of a name:value term and the warnings of the same question share what
+    was read: a rare tag costs one pass over the tags, not two."""
+    import e6ingest.dataset
+
+    path = tmp_path / "posts.parquet"
+    rows = [{**E621_2024_ROWS[0], "is_deleted": "f", "id": i, "tag_string": "solo re:zero"}
+            for i in range(1, 4)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    looked_for = []
+    real = e6ingest.dataset.tags_present
+
+    def counted(files, schemas, tags, include_deleted=False):
+        looked_for.append(list(tags))
+        return real(files, schemas, tags, include_deleted)
+
+    monkeypatch.setattr(e6ingest.dataset, "tags_present", counted)
+    data = dataset.open_dataset(files=[path], index=False)
+    query = data.query("re:zero solo")
+    assert data.warnings(query) == [] and data.count(query) == 3
+    assert looked_for == [["re:zero"], ["solo"]]
