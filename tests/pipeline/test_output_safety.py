@@ -307,3 +307,22 @@ def test_a_card_of_an_older_version_is_still_ours(output, small_demo):
         overwrite=True,
     )
     assert "sha256:" in card.read_text()
+
+
+def test_card_states(tmp_path):
+    from e6ingest.shards.layout import CardState, card_state, mark_card
+
+    card = tmp_path / "README.md"
+    text = mark_card("---\nconfigs: []\n---\n", "# out\n\nmade by e6ingest\n")
+    for written, state in [
+        (text, CardState.OURS),
+        (text.replace("\n", "\r\n"), CardState.EDITED),  # an editor's line ends
+        (text + "my notes\n", CardState.EDITED),
+        (text.replace("made by", "made with"), CardState.EDITED),
+        ("# my own dataset\n", CardState.FOREIGN),
+        ("x" * 5000 + text, CardState.FOREIGN),  # the mark is looked for at the top only
+    ]:
+        card.write_bytes(written.encode())
+        assert card_state(card) is state, written[:40]
+    card.write_bytes(b"\xff\xfe not text")
+    assert card_state(card) is CardState.FOREIGN

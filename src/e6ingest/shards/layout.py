@@ -14,7 +14,7 @@ MANIFEST_FILE = "manifest.json"
 CARD_FILE = "README.md"
 # The mark of a card: e6ingest's, with the sha256 of the card's other lines, so a card a
 # person edited afterwards is told from one e6ingest wrote as it is (older cards: no hash).
-CARD_MARK = re.compile(r"^<!-- e6ingest dataset card(?: sha256:([0-9a-f]{64}))? -->\n", re.M)
+CARD_MARK = re.compile(r"^<!-- e6ingest dataset card(?: sha256:([0-9a-f]{64}))? -->\r?\n", re.M)
 CARD_MARK_WITHIN = 4096  # characters from the start where the mark is looked for
 CARD_MAX_BYTES = 1 << 22  # a bigger README.md is none of e6ingest's cards
 # The files of shard NNNNN: tar, index parquet, indexed-tar JSON and stats.
