@@ -289,8 +289,9 @@ def check_captions_out(path: str | Path) -> None:
 
 
 def write_captions(frame: pl.DataFrame, path: str | Path) -> None:
-    """``frame`` (from :func:`captions`) as JSON lines, written atomically. An existing
-    file is replaced only when it is a captions file e6ingest wrote."""
+    """``frame`` (from :func:`captions`) as JSON lines, written atomically (``"-"``: to
+    standard output). An existing file is replaced only when it is a captions file
+    e6ingest wrote."""
     check_captions_out(path)
-    with atomic_path(path) as tmp:  # written by polars straight into the file
-        frame.write_ndjson(tmp)
+    with _captions_sink(path) as out:
+        frame.write_ndjson(out)

@@ -153,6 +153,20 @@ def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(
     assert sampled.to_dicts() == batched.gather_every(written // 13).to_dicts()
     assert 13 <= sampled.height < written // 2  # a sample, from many batches
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    at_once_file = tmp_path / "at-once.jsonl"
+    dataset.write_captions(at_once, at_once_file)
+    assert at_once_file.read_bytes() == out.read_bytes()
+
+
+def test_write_captions_to_standard_output(capsysbinary, tmp_path, monkeypatch):
+    from e6ingest import dataset
+
+    frame = pl.DataFrame({"id": [1], "key": ["e621/1"], "caption": ["a"], "tags": ["a"],
+                          "nl": [[]]}, schema_overrides={"nl": pl.List(pl.String)})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    dataset.write_captions(frame, "-")
+    assert json.loads(capsysbinary.readouterr().out) == frame.to_dicts()[0]
+    assert not list(tmp_path.iterdir())  # no file named "-"
 
 
 @pytest.mark.parametrize("failing", ["the write", "the captions"])
