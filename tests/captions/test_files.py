@@ -207,3 +207,23 @@ def test_a_post_holding_an_alias_target_keeps_it_once(posts, tmp_path):
     aliases.write_text("red_panda,Solo\n")  # the target written as a caption shows it
     out = caption_frame(posts, CaptionSpec(aliases=str(aliases)))
     assert out["caption"].to_list() == ["solo"] * 5
+
+
+def test_a_folder_of_caption_files_is_its_files_in_name_order(tmp_path, posts):
+    """A snapshot of lodestones/e621-captions is a folder of monthly files: given as it is,
+    its files are read in name order (a later month wins for a repeated id)."""
+    folder = tmp_path / "e621-captions"
+    folder.mkdir()
+    write_jsonl(folder / "2024-04_grouped.jsonl", [nl_row(1, "Old text.", "")])
+    write_jsonl(
+        folder / "2024-05_grouped.jsonl", [nl_row(1, "New text.", ""), nl_row(2, "Two.", "")]
+    )
+    (folder / "README.md").write_text("not captions")
+    nl = read_nl_captions(CaptionSpec(nl_captions=(str(folder),)))
+    assert dict(zip(nl["id"], nl["nl"].to_list(), strict=True)) == {1: ["New text."], 2: ["Two."]}
+    out = caption_frame(posts, CaptionSpec(nl_captions=(str(folder),), merge="nl"))
+    assert out["caption"].to_list()[:2] == ["New text.", "Two."]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CaptionInputError, match="empty: a folder without"):
+        read_nl_captions(CaptionSpec(nl_captions=(str(empty),)))

@@ -23,6 +23,28 @@ class CaptionInputError(ValueError):
     """A natural-language captions or aliases file cannot be used; the message names it."""
 
 
+NL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
+
+
+def nl_caption_files(names: Sequence[str]) -> list[Path]:
+    """The files of ``names``: a folder (a snapshot of lodestones/e621-captions, one
+    ``YYYY-MM_grouped.jsonl`` per month) stands for its JSON lines and parquet files in
+    name order, so that a later month wins for a repeated id; a folder without any is
+    refused, naming it."""
+    files: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix in NL_SUFFIXES and p.is_file())
+        if not found:
+            raise CaptionInputError(f"{path}: a folder without natural-language captions "
+                                    f"files ({', '.join(NL_SUFFIXES)})")  # fmt: skip
+        files += found
+    return files
+
+
 def _scan(path: Path) -> pl.LazyFrame:
     if not path.is_file():
         raise CaptionInputError(f"{path}: no such natural-language captions file")
@@ -77,13 +99,13 @@ def read_nl_captions(spec: CaptionSpec, ids: pl.Series | None = None) -> pl.Data
 
     Default rule (e621-captions): ``regular_summary`` and ``brief_summary`` when
     ``response_finish_reason`` is ``STOP``, else nothing; newlines become spaces. A later
-    file wins for a repeated id. ``ids`` limits the rows kept to those posts.
+    file wins for a repeated id (a folder is its files in name order,
+    :func:`nl_caption_files`). ``ids`` limits the rows kept to those posts.
     """
     if not spec.nl_captions:
         return None
     frames = []
-    for name in spec.nl_captions:
-        path = Path(name)
+    for path in nl_caption_files(spec.nl_captions):
         lf = _scan(path)
         try:
             schema = lf.collect_schema()

@@ -164,7 +164,7 @@ def add_caption_flags(parser: argparse.ArgumentParser) -> None:
                      "(default: tags, or tags+nl with --nl-captions)")  # fmt: skip
     cap.add_argument("--nl-captions", nargs="+", metavar="PATH",
                      help="JSONL or parquet natural-language captions (id, regular_summary, "
-                     "...) (default: none)")  # fmt: skip
+                     "...), or folders of them (default: none)")  # fmt: skip
     cap.add_argument(
         "--order",
         metavar="LIST",
