@@ -321,3 +321,18 @@ def test_a_dataset_looks_for_a_tag_in_the_rows_once(tmp_path, monkeypatch):
     query = data.query("re:zero solo")
     assert data.warnings(query) == [] and data.count(query) == 3
     assert looked_for == [["re:zero"], ["solo"]]
+
+
+def test_an_older_snapshot_given_after_a_newer_one_is_named(
+    e621_2024_sample, e621_newest_sample, capsys
+):
+    """A later file wins for a post in both: the 2024 export after the newest table would
+    give post 14 its 2024 rating and tags. Said, naming both files; the right order is
+    quiet, and so are part files of id ranges that do not overlap."""
+    newest, older = str(e621_newest_sample), str(e621_2024_sample)
+    assert main(["inspect", "--metadata", newest, older, "--count", "--no-index"]) == 0
+    err = capsys.readouterr().err
+    assert f"{older} (post ids up to 15) comes after {newest}" in err and "newest file last" in err
+    assert main(["inspect", "--metadata", older, newest, "--count", "--no-index"]) == 0
+    assert "comes after" not in capsys.readouterr().err
+    assert dataset.open_dataset(files=[older, newest]).count("id:14 rating:q") == 1

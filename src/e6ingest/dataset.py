@@ -34,7 +34,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
 from e6ingest.core import check_plain_fields
 from e6ingest.manifests import load_manifest
-from e6ingest.metadata import SchemaError, scan_files
+from e6ingest.metadata import SchemaError, id_range, scan_files
 from e6ingest.metadata.describe import (
     UNKNOWN as UNKNOWN,  # what inspect shows, re-exported
     posts_per_year as posts_per_year,
@@ -266,6 +266,8 @@ def open_dataset(
         given = tuple(Path(f) for f in files)
         found = [detect_schema(f) for f in given]
         _check_one_site(given, found)
+        if warn is not None:
+            _warn_older_last(given, warn)
         if not tag_table and warn is not None:
             _warn_uncategorised(given, found, warn)
         tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)
@@ -289,6 +291,20 @@ def _check_one_site(files: Sequence[Path], schemas: Sequence[Schema]) -> None:
                 f"{path}: {schema.site} metadata beside {first} metadata ({files[0]}); post "
                 "ids repeat across sites, so give one site's files at a time"
             )
+
+
+def _warn_older_last(files: Sequence[Path], warn: Callable[[str], None]) -> None:
+    """Say, once, when a file comes after one holding higher post ids that overlap its own
+    (an older snapshot after a newer one): for a post in both the later file wins, so the
+    older ratings and tags would."""
+    ranges = [id_range(path) for path in files]
+    for later, (path, mine) in enumerate(zip(files, ranges, strict=True)):
+        for earlier, theirs in enumerate(ranges[:later]):
+            if mine and theirs and theirs[0] <= mine[1] < theirs[1]:
+                warn(f"{path} (post ids up to {mine[1]:,}) comes after {files[earlier]} (up "
+                     f"to {theirs[1]:,}): for a post in both, the later file wins, so this "
+                     "older snapshot's rows would; give the newest file last")  # fmt: skip
+                return
 
 
 def _warn_uncategorised(

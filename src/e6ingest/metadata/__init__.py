@@ -85,22 +85,36 @@ def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
     return named
 
 
-def _no_null_ids(path: str | Path) -> bool:
-    """Whether the parquet footer's statistics say that no row of ``path`` lacks an id
-    (False when a row group has none to say it, or the ids are not whole numbers)."""
+def _id_statistics(path: str | Path) -> list[pq.Statistics | None] | None:
+    """The footer statistics of the ``id`` column, one per row group; None when the ids
+    are not whole numbers or the footer has no such column."""
     file = pq.ParquetFile(path)
     ids = file.schema_arrow.get_field_index("id")
     if ids < 0 or not pa.types.is_integer(file.schema_arrow.field(ids).type):
-        return False
+        return None
     metadata = file.metadata
     if not metadata.num_row_groups:
-        return True
+        return []
     names = [metadata.row_group(0).column(j).path_in_schema for j in range(metadata.num_columns)]
     if "id" not in names:
-        return False
+        return None
     column = names.index("id")
-    for group in range(metadata.num_row_groups):
-        stats = metadata.row_group(group).column(column).statistics
-        if stats is None or not stats.has_null_count or stats.null_count:
-            return False
-    return True
+    return [metadata.row_group(g).column(column).statistics for g in range(metadata.num_row_groups)]
+
+
+def _no_null_ids(path: str | Path) -> bool:
+    """Whether the parquet footer's statistics say that no row of ``path`` lacks an id
+    (False when a row group has none to say it, or the ids are not whole numbers)."""
+    stats = _id_statistics(path)
+    return stats is not None and all(
+        s is not None and s.has_null_count and not s.null_count for s in stats
+    )
+
+
+def id_range(path: str | Path) -> tuple[int, int] | None:
+    """The smallest and largest post id of a metadata file, from its footer's statistics;
+    None when they do not say (or the file holds no row)."""
+    stats = _id_statistics(path)
+    if not stats or any(s is None or not s.has_min_max for s in stats):
+        return None
+    return min(int(s.min) for s in stats if s), max(int(s.max) for s in stats if s)
