@@ -227,3 +227,29 @@ def test_a_folder_of_caption_files_is_its_files_in_name_order(tmp_path, posts):
     empty.mkdir()
     with pytest.raises(CaptionInputError, match="empty: a folder without"):
         read_nl_captions(CaptionSpec(nl_captions=(str(empty),)))
+
+
+def test_aliases_from_the_gzipped_e621_export_and_bad_files_named(tmp_path):
+    """e621 publishes tag_aliases-YYYY-MM-DD.csv.gz: read as it is (it ended in a
+    traceback); a file that is no gzip, no UTF-8 text or a row short of its header is one
+    line naming the file."""
+    import gzip
+
+    export = tmp_path / "tag_aliases-2024-04-07.csv.gz"
+    export.write_bytes(gzip.compress(
+        b"\xef\xbb\xbfid,antecedent_name,consequent_name,created_at,status\n"
+        b"1,kitty,cat,2020-01-01,active\n2,doggo,dog,2020-01-01,deleted\n"
+    ))  # fmt: skip
+    assert read_aliases(export) == {"kitty": "cat"}
+    plain = tmp_path / "aliases.json.gz"
+    plain.write_bytes(gzip.compress(b'{"Long Hair": "very_long_hair"}'))
+    assert read_aliases(plain) == {"long_hair": "very_long_hair"}
+    for name, data, says in [
+        ("junk.csv.gz", b"junk", "cannot read aliases"),
+        ("latin1.csv", "caf\xe9,cafe\n".encode("latin-1"), "cannot read aliases"),
+        ("short.csv", b"id,antecedent_name,consequent_name,status\n1,dog\n", "line 2: 2 fields"),
+    ]:
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(CaptionInputError, match=rf"{re.escape(name)}: .*{says}"):
+            read_aliases(bad)

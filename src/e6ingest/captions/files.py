@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,26 +156,25 @@ def _check_types(path: Path, lf: pl.LazyFrame, schema: pl.Schema, fields: Sequen
 
 def read_aliases(path: str | Path) -> dict[str, str]:
     """Tag aliases (old -> new): a CSV/TSV of ``old,new`` lines (or the e621 ``tag_aliases``
-    export, active rows), or a JSON/TOML mapping."""
+    export, active rows), or a JSON/TOML mapping; gzipped (``.csv.gz``, as e621 publishes
+    its exports) or not."""
     path = Path(path)
+    kind = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8-sig")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise CaptionInputError(f"{path}: cannot read aliases: {exc}") from exc
     try:
-        if path.suffix == ".json":
+        if kind == ".json":
             mapping = json.loads(text)
-        elif path.suffix == ".toml":
+        elif kind == ".toml":
             mapping = tomlfile.loads(text)
         else:
-            delimiter = "\t" if path.suffix == ".tsv" else ","
+            delimiter = "\t" if kind == ".tsv" else ","
             rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r]
-            if rows and "antecedent_name" in rows[0]:  # the e621 tag_aliases export
-                head = rows[0]
-                old, new = head.index("antecedent_name"), head.index("consequent_name")
-                status = head.index("status") if "status" in head else None
-                rows = [[r[old], r[new]] for r in rows[1:]
-                        if status is None or r[status] == "active"]  # fmt: skip
+            if rows and {"antecedent_name", "consequent_name"} <= set(rows[0]):  # e621 export
+                rows = _active_aliases(path, rows)
             bad = [i for i, r in enumerate(rows, 1) if len(r) < 2]
             if bad:
                 raise CaptionInputError(f"{path}: line {bad[0]}: expected old{delimiter}new")
@@ -186,6 +186,23 @@ def read_aliases(path: str | Path) -> dict[str, str]:
     # both sides as raw tags ("Absurd res" is absurd_res): a post holding the new tag as
     # well keeps it once, and it is categorised and rendered as the site's tag is
     return {raw_tag(old): raw_tag(new) for old, new in mapping.items()}
+
+
+def _active_aliases(path: Path, rows: list[list[str]]) -> list[list[str]]:
+    """The ``[old, new]`` pairs of the e621 ``tag_aliases`` export's active rows (all rows
+    when it has no ``status``); a row too short for its header is refused, naming it."""
+    head = rows[0]
+    old, new = head.index("antecedent_name"), head.index("consequent_name")
+    status = head.index("status") if "status" in head else None
+    width = max(old, new, -1 if status is None else status) + 1
+    pairs = []
+    for number, row in enumerate(rows[1:], 2):
+        if len(row) < width:
+            raise CaptionInputError(f"{path}: line {number}: {len(row)} fields, the header "
+                                    f"names {len(head)}")  # fmt: skip
+        if status is None or row[status] == "active":
+            pairs.append([row[old], row[new]])
+    return pairs
 
 
 class NLTexts:
