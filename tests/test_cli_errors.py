@@ -549,3 +549,11 @@ def test_captions_out_dash_writes_standard_output(demo_root, tmp_path):
     assert proc.wait(60) == 141 and "Traceback" not in err
     code = main(["captions", "--mirror", str(demo_root), "--out", "-", "--preview", "2"])
     assert code == 2
+
+
+def test_a_config_file_that_is_no_text_is_one_line(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_bytes(b"\xff\xfe rating = 'e'")
+    for flag in ("--config", "--caption-config"):
+        code, _, err = _run(capsys, "captions", "--demo", flag, str(config), "--preview", "1")
+        assert code == 2 and "run.toml: cannot read config" in _one_line(err)

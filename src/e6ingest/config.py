@@ -258,7 +258,7 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomlfile.loads(Path(path).read_text(encoding="utf-8"))
         return data
-    except (OSError, tomlfile.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomlfile.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
 
 
