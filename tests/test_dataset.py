@@ -172,6 +172,23 @@ def test_tag_table_bad_category_names_the_row(tmp_path):
         read_tag_table(table)
 
 
+@pytest.mark.parametrize(
+    ("category", "says"),
+    [([1.5], r"row 1 \(tag 'cat'\) has category 1\.5"), ([True], "'category' is Boolean"),
+     ([[1]], "'category' holds List")],
+)  # fmt: skip
+def test_a_parquet_tags_table_of_other_types_is_refused_never_rounded(tmp_path, category, says):
+    """A category of 1.5 read as 1 made a general tag an artist's, silently."""
+    from e6ingest.metadata.tagtable import read_tag_table
+
+    table = tmp_path / "tags.parquet"
+    pq.write_table(pa.table({"id": [1], "name": ["cat"], "category": category}), table)
+    with pytest.raises(SchemaError, match=says):
+        read_tag_table(table)
+    pq.write_table(pa.table({"id": [1], "name": ["cat"], "category": [1.0]}), table)
+    assert read_tag_table(table).to_dicts() == [{"name": "cat", "column": "tags_artist"}]
+
+
 def test_tag_table_giving_a_tag_two_categories_is_refused_and_a_repeated_row_read_once(
     e621_newest_sample, tmp_path
 ):

@@ -71,3 +71,18 @@ def test_a_chain_closing_to_too_many_pairs_is_refused(tmp_path):
     path.write_text("antecedent_name,consequent_name\n" + "\n".join(rows) + "\n")
     with pytest.raises(CaptionInputError, match=r"chain\.csv"):
         read_implications(path)
+
+
+def test_implications_from_parquet_of_other_types(tmp_path):
+    """Tag names a CSV or parquet stores as numbers (2024) are names; a column of lists is
+    refused naming it (both ended in a traceback)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "implications.parquet"
+    pq.write_table(pa.table({"antecedent_name": [2024], "consequent_name": ["year"],
+                             "status": ["active"]}), path)  # fmt: skip
+    assert read_implications(path).to_dicts() == [{"antecedent": "2024", "implied": "year"}]
+    pq.write_table(pa.table({"a": [["x"]], "b": [["y"]]}), path)
+    with pytest.raises(CaptionInputError, match="column 'a' holds List"):
+        read_implications(path)

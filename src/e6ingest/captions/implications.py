@@ -32,8 +32,10 @@ def read_implications(path: str | Path) -> pl.DataFrame:
                                     f"consequent_name columns (found {names})")  # fmt: skip
         old, new = names[0], names[1]
     if "status" in names:
-        table = table.filter(pl.col("status") == "active")
-    pairs = table.select(pl.col(old).alias("antecedent"), pl.col(new).alias("implied"))
+        table = table.filter(pl.col("status").cast(pl.String) == "active")
+    # tag names as text, whatever a CSV's inference made of them (a column of 2024, 2025)
+    text = [pl.col(c).cast(pl.String) for c in (old, new)]
+    pairs = table.select(text[0].alias("antecedent"), text[1].alias("implied"))
     return close_transitively(pairs.drop_nulls().unique(maintain_order=True), str(path))
 
 

@@ -86,7 +86,7 @@ def split_tags(column: str | pl.Expr) -> pl.Expr:
 Columns = pl.Schema  # a file's columns and their types, as its adapter reads them
 
 
-def _number(columns: Columns, column: str) -> pl.Expr:
+def whole_number(columns: Columns, column: str) -> pl.Expr:
     """A numeric column as Int64: a whole number as it is; text (a CSV converted by hand)
     parsed; what is no whole number (NaN, 1.5, "abc") a missing value, never rounded to
     another (an id of 1.5 is not post 1)."""
@@ -102,7 +102,7 @@ def _number(columns: Columns, column: str) -> pl.Expr:
 def post_id(columns: Columns) -> pl.Expr:
     """The ``id`` column of a metadata file with ``columns`` as the post ids it gives: null
     where a row gives none (missing, or no whole number)."""
-    return _number(columns, "id")
+    return whole_number(columns, "id")
 
 
 def _text(columns: Columns, column: str) -> pl.Expr:
@@ -171,8 +171,8 @@ def _danbooru2024(lf: pl.LazyFrame) -> pl.LazyFrame:
         _text(columns, "rating").alias("rating"),
         _text(columns, "tag_string").alias("tags"),
         *(per_category.get(c, EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
-        _number(columns, "image_width").alias("width"),
-        _number(columns, "image_height").alias("height"),
+        whole_number(columns, "image_width").alias("width"),
+        whole_number(columns, "image_height").alias("height"),
         *_common(columns),
     )
 
@@ -181,11 +181,11 @@ def _common(columns: Columns) -> list[pl.Expr]:
     """The canonical columns every schema reads alike, from columns of the same name."""
     return [
         _text(columns, "file_ext").alias("file_ext"),
-        _number(columns, "score").alias("score"),
-        _number(columns, "fav_count").alias("fav_count"),
+        whole_number(columns, "score").alias("score"),
+        whole_number(columns, "fav_count").alias("fav_count"),
         _timestamp(columns, "created_at").alias("created_at"),
         _text(columns, "md5").alias("md5"),
-        _number(columns, "parent_id").alias("parent_id"),
+        whole_number(columns, "parent_id").alias("parent_id"),
         _flag(columns, "is_deleted").alias("is_deleted"),
     ]
 
@@ -197,8 +197,8 @@ def _e621_common(lf: pl.LazyFrame, columns: Columns, tags: pl.Expr) -> pl.LazyFr
         _text(columns, "rating").alias("rating"),
         tags.alias("tags"),
         *((split_tags(tags) if c == "tags_general" else EMPTY_TAGS).alias(c) for c in TAG_COLUMNS),
-        _number(columns, "width").alias("width"),
-        _number(columns, "height").alias("height"),
+        whole_number(columns, "width").alias("width"),
+        whole_number(columns, "height").alias("height"),
         *_common(columns),
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.core import first_line
-from e6ingest.metadata.schemas import TAG_COLUMNS, SchemaError
+from e6ingest.metadata.schemas import TAG_COLUMNS, SchemaError, whole_number
 
 # e621 category numbers (as in the e621 database export) to canonical columns.
 E621_CATEGORIES = {
@@ -32,11 +32,17 @@ def read_table_file(path: Path, what: str, error: type[Exception]) -> pl.DataFra
     ``error`` naming the file and ``what`` it should hold."""
     try:
         if path.suffix == ".parquet":
-            return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=0)
+            table = pl.read_parquet(path)
+        else:
+            return pl.read_csv(path, infer_schema_length=0)
     except (OSError, pl.exceptions.PolarsError) as exc:
         why = _ragged_row(path) if path.suffix != ".parquet" else None
         raise error(f"{path}: cannot read {what}: {why or first_line(exc)}") from exc
+    for name, dtype in table.schema.items():
+        if dtype.is_nested() or dtype == pl.Object:
+            raise error(f"{path}: column {name!r} holds {dtype}, not text or numbers: "
+                        f"a {what} file holds one value per cell")  # fmt: skip
+    return table
 
 
 def _ragged_row(path: Path) -> str | None:
@@ -63,9 +69,11 @@ def read_tag_table(path: str | Path) -> pl.DataFrame:
             f"{path}: tag table needs columns {list(TAG_TABLE_COLUMNS)}, lacks {missing} "
             f"(found {frame.columns})"
         )
-    frame = frame.with_row_index("row").with_columns(
-        pl.col("category").cast(pl.Int64, strict=False).alias("number")
-    )
+    try:
+        number = whole_number(frame.schema, "category")  # 1.5 is no category, never 1
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
+    frame = frame.with_row_index("row").with_columns(number.alias("number"))
     known = pl.col("number").is_in(list(E621_CATEGORIES)).fill_null(False)
     bad = frame.filter(~known | pl.col("name").is_null())
     if bad.height:
