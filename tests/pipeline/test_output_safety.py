@@ -326,3 +326,34 @@ def test_card_states(tmp_path):
         assert card_state(card) is state, written[:40]
     card.write_bytes(b"\xff\xfe not text")
     assert card_state(card) is CardState.FOREIGN
+
+
+def test_a_damaged_shard_index_or_tar_json_is_named_and_a_rerun_repairs_it(output, small_demo):
+    """An index parquet or indexed-tar JSON damaged beside an intact tar: verify names it
+    (it crashed on the index), open_shards refuses it naming it (a bare polars or JSON
+    error before), and rerunning the pull writes the shard again, byte for byte (the tar's
+    hash alone passed it as complete)."""
+    import e6ingest
+
+    index, tar_json = output / "shards" / "00000.parquet", output / "shards" / "00001.json"
+    before = {p: p.read_bytes() for p in (index, tar_json)}
+    index.write_bytes(before[index][:100])
+    tar_json.write_text("{")
+    problems = verify_output(output).problems
+    assert any("00000.parquet is unreadable" in p for p in problems)
+    assert any("00001.json is unreadable" in p for p in problems)
+    with pytest.raises(OutputError, match=r"00000\.parquet: an unreadable shard index"):
+        list(e6ingest.open_shards(output).samples())
+    index.write_bytes(before[index])
+    with pytest.raises(OutputError, match=r"00001\.json: an unreadable indexed-tar JSON"):
+        list(e6ingest.open_shards(output).batches(4))
+    index.write_bytes(before[index][:100])
+    pull(make_config({"ratings": "e,q,s", "shard_size": 20}), output, small_demo, workers=1)
+    assert {p: p.read_bytes() for p in before} == before
+    assert verify_output(output).ok
+
+
+def test_verify_names_an_unreadable_plan(output):
+    plan = output / "plan.parquet"
+    plan.write_bytes(plan.read_bytes()[:50])
+    assert "plan.parquet is unreadable: not a parquet file" in verify_output(output).problems

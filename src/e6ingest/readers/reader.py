@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 
+from e6ingest.core import first_line
 from e6ingest.readers.augment import CaptionChoice
 from e6ingest.readers.training import current_part, iter_batches, iter_part
 from e6ingest.shards.card import variant_names
@@ -64,10 +65,24 @@ def read_index(out: str | Path) -> pl.DataFrame:
     tars = shard_files(out)
     indexes = _present([tar.with_suffix(".parquet") for tar in tars], Path(out))
     frames = [
-        pl.read_parquet(index).with_columns(pl.lit(f"{tar.parent.name}/{tar.name}").alias("shard"))
+        _shard_index(index, out).with_columns(
+            pl.lit(f"{tar.parent.name}/{tar.name}").alias("shard")
+        )
         for tar, index in zip(tars, indexes, strict=True)
     ]
     return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _shard_index(path: Path, out: str | Path) -> pl.DataFrame:
+    """One shard's index; a damaged one refused naming it."""
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise OutputError(
+            f"{path}: an unreadable shard index ({first_line(exc)}); "
+            f"e6ingest verify {out} checks the whole output, and rerunning "
+            "the pull that wrote it repairs it"
+        ) from None
 
 
 def iter_samples(out: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -24,6 +24,7 @@ import polars as pl
 
 from e6ingest.buckets import fit_to_bucket
 from e6ingest.readers.augment import CaptionChoice
+from e6ingest.shards.layout import OutputError
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,13 @@ class _Files:
         files = self._members.pop(shard, None)
         if files is None:
             path = (self.out / shard).with_suffix(".json")
-            files = json.loads(path.read_bytes())["files"]
+            try:
+                files = json.loads(path.read_bytes())["files"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise OutputError(
+                    f"{path}: an unreadable indexed-tar JSON ({exc}); e6ingest "
+                    f"verify {self.out} checks the whole output"
+                ) from None
         self._members[shard] = files
         if len(self._members) > self.keep:
             self._members.popitem(last=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from e6ingest.readers.reader import split_name
 from e6ingest.shards.layout import PLAN_FILE, SHARDS_DIR, OutputError
@@ -219,13 +220,18 @@ def _read_tar_index(path: Path) -> dict[str, Any] | str:
     return document
 
 
-def _repeated_keys(shards_dir: Path, entries: list[ShardEntry]) -> list[str]:
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a parquet file whose footer reads (an unreadable one is reported
+    by the check of its own file, and left out of the checks across files)."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _repeated_keys(indexes: list[Path]) -> list[str]:
     """A key must name one sample in the whole output (readers reject repeats)."""
-    indexes = [
-        shards_dir / Path(e.name).with_suffix(".parquet").name
-        for e in entries
-        if (shards_dir / Path(e.name).with_suffix(".parquet").name).is_file()
-    ]
     if not indexes:
         return []
     keys = pl.scan_parquet(indexes, include_file_paths="index").select("key", "index")
@@ -254,8 +260,6 @@ def _stray_shards(shards_dir: Path, listed: set[str]) -> list[str]:
 
 
 def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
-    if not (out / PLAN_FILE).is_file():
-        return []
     planned = pl.scan_parquet(out / PLAN_FILE).select(pl.col("shard").unique()).collect()
     missing = sorted(
         n for n in planned["shard"] if f"{SHARDS_DIR}/{shard_name(n)}.tar" not in listed
@@ -267,11 +271,13 @@ def _unfinished_plan(out: Path, listed: set[str]) -> list[str]:
             "the run is unfinished; rerun the same pull to complete it"]  # fmt: skip
 
 
-def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: str) -> list[str]:
+def _against_plan(
+    out: Path, shards_dir: Path, entries: list[ShardEntry], plan: str, indexes: list[Path]
+) -> list[str]:
     """Every shard was written for the manifest's ``plan``; every post the plan put in a
     listed shard is in it or recorded as failed; posts that failed for a reason a rerun
     may fix (their source unavailable) are missing from the output, and said so."""
-    if not (out / PLAN_FILE).is_file() or not entries:
+    if not entries:
         return []
     numbers = [shard_number(e.name) for e in entries]
     failed, retryable, problems = [], 0, []
@@ -287,7 +293,6 @@ def _against_plan(out: Path, shards_dir: Path, entries: list[ShardEntry], plan: 
             )
         failed += [f.id for f in stats.failures]
         retryable += stats.retryable
-    indexes = [p for n in numbers if (p := shard_paths(shards_dir, n).index).is_file()]
     held = pl.concat([
         pl.scan_parquet(indexes).select(pl.col("id").cast(pl.Int64)) if indexes
         else pl.LazyFrame(schema={"id": pl.Int64}),
@@ -331,10 +336,16 @@ def verify_output(out: str | Path, deep: bool = False) -> VerifyReport:
         report.problems += verify_shard(shards_dir, entry, deep)
         report.shards += 1
         report.samples += entry.samples
-    report.problems += _repeated_keys(shards_dir, entries)
+    indexes = [p for e in entries if _readable(p := shards_dir / Path(e.name).with_suffix(
+        ".parquet").name)]  # fmt: skip
+    report.problems += _repeated_keys(indexes)
     report.problems += _stray_shards(shards_dir, listed)
-    report.problems += _unfinished_plan(out, listed)
-    report.problems += _against_plan(out, shards_dir, entries, manifest.plan)
+    plan_file = out / PLAN_FILE
+    if plan_file.is_file() and not _readable(plan_file):
+        report.problems.append(f"{PLAN_FILE} is unreadable: not a parquet file")
+    elif plan_file.is_file():
+        report.problems += _unfinished_plan(out, listed)
+        report.problems += _against_plan(out, shards_dir, entries, manifest.plan, indexes)
     if manifest.written != report.samples:
         report.problems.append(
             f"manifest.json: totals say {manifest.written} written, "

@@ -104,7 +104,8 @@ def file_sha256(path: Path) -> str:
 
 def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> bool:
     """Whether shard ``number`` is complete: all its files exist (the stats, written last,
-    among them); with ``check_bytes``, also its tar has the size and sha256 its stats give."""
+    among them); with ``check_bytes``, also its tar has the size and sha256 its stats give,
+    and its index and indexed-tar JSON read (a damaged one has the shard written again)."""
     paths = shard_paths(directory, number)
     if not all(p.is_file() for p in paths.all()):
         return False
@@ -115,8 +116,18 @@ def shard_complete(directory: Path, number: int, check_bytes: bool = False) -> b
     return (
         stats is not None
         and tar.stat().st_size == stats.tar_bytes
+        and _readable_beside(paths)
         and file_sha256(tar) == stats.tar_sha256
     )
+
+
+def _readable_beside(paths: ShardPaths) -> bool:
+    """Whether a shard's index parquet (its footer) and indexed-tar JSON read."""
+    try:
+        pl.read_parquet_schema(paths.index)
+        return isinstance(json.loads(paths.tarindex.read_bytes()).get("files"), dict)
+    except (OSError, ValueError, AttributeError, pl.exceptions.PolarsError):
+        return False
 
 
 class _HashingFile(io.RawIOBase):
