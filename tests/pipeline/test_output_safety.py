@@ -357,3 +357,14 @@ def test_verify_names_an_unreadable_plan(output):
     plan = output / "plan.parquet"
     plan.write_bytes(plan.read_bytes()[:50])
     assert "plan.parquet is unreadable: not a parquet file" in verify_output(output).problems
+
+
+def test_a_tar_cut_short_is_named_when_read(output):
+    """A partial copy of a tar gave PIL's 'could not create decoder object' mid-epoch."""
+    import e6ingest
+
+    tar = output / "shards" / "00000.tar"
+    tar.write_bytes(tar.read_bytes()[:2000])
+    for read in (lambda s: list(s.samples()), lambda s: list(s.batches(4))):
+        with pytest.raises(OutputError, match=r"00000\.tar: ends [\d,]+ bytes short"):
+            read(e6ingest.open_shards(output))

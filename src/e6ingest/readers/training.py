@@ -96,7 +96,12 @@ class _Files:
         if len(self._handles) > self.keep:
             self._handles.popitem(last=False)[1].close()
         handle.seek(offset)
-        return handle.read(size)
+        data = handle.read(size)
+        if len(data) != size:  # the tar was cut short since it was written
+            raise OutputError(f"{self.out / shard}: ends {size - len(data):,} bytes short of "
+                              f"the member at offset {offset:,}; e6ingest verify {self.out} "
+                              "checks the whole output")  # fmt: skip
+        return data
 
     def member(self, shard: str, name: str) -> bytes:
         files = self._members.pop(shard, None)
