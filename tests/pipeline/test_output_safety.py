@@ -368,3 +368,5 @@ def test_a_tar_cut_short_is_named_when_read(output):
     for read in (lambda s: list(s.samples()), lambda s: list(s.batches(4))):
         with pytest.raises(OutputError, match=r"00000\.tar: ends [\d,]+ bytes short"):
             read(e6ingest.open_shards(output))
+    code = main(["export", "kohya", str(output), "--to", str(output.parent / "kohya"), "--quiet"])
+    assert code == 2  # one line naming the tar (a tarfile traceback before)

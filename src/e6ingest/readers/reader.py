@@ -88,8 +88,15 @@ def _shard_index(path: Path, out: str | Path) -> pl.DataFrame:
 def iter_samples(out: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Every sample of ``out`` as (key, {extension: bytes}), streaming, in shard order."""
     for path in shard_files(out):
-        with tarfile.open(path, mode="r|") as tar:
-            yield from tar_samples(tar)
+        try:
+            with tarfile.open(path, mode="r|") as tar:
+                yield from tar_samples(tar)
+        except (tarfile.TarError, EOFError) as exc:
+            raise OutputError(
+                f"{path}: an unreadable tar ({exc}); e6ingest verify {out} "
+                "checks the whole output, and rerunning the pull that wrote it "
+                "writes it again"
+            ) from None
 
 
 @dataclass
