@@ -105,6 +105,23 @@ def test_bytes_rotted_in_the_middle_are_noticed(tmp_path):
     assert _count(root, path, "rating:e") == 3
 
 
+@pytest.mark.parametrize("name", ["tags.parquet", "rows.arrow", "postings.arrow"])
+def test_an_index_file_whose_footer_rotted_is_built_again(tmp_path, name):
+    """The index's own files, damaged in place (the same size): a footer that no longer
+    reads has the index built again, never read as it is (a polars traceback before)."""
+    from e6ingest.query.index import built_index
+
+    path, root = tmp_path / "posts.parquet", tmp_path / "index"
+    _write(path, "eeeeeeesss")
+    assert _count(root, path, "rating:e") == 7
+    (damaged,) = root.glob(f"*/{name}")
+    data = bytearray(damaged.read_bytes())
+    data[-40:-8] = bytes(b ^ 0x5A for b in data[-40:-8])
+    damaged.write_bytes(bytes(data))
+    assert built_index([path], [None], root) is None  # refused, and removed
+    assert _count(root, path, "rating:e") == 7
+
+
 def test_the_vocabulary_cache_follows_the_content(tmp_path):
     path, folder = tmp_path / "posts.parquet", tmp_path / "vocabulary"
     rows = [dict(E621_NEWEST_ROWS[0], id=1, tags=["aaaa", "bbbb"])]

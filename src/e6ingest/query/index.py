@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from e6ingest.core import write_atomic
 from e6ingest.metadata.identity import FileIdentity, identify_all, still_valid
@@ -79,6 +80,9 @@ class TagIndex:
             if sizes != self.record["sizes"]:
                 raise ValueError(f"file sizes {sizes}, built as {self.record['sizes']}")
             self.rows: int = self.record["rows"]
+            pq.read_metadata(self.folder / "tags.parquet")  # footers a damaged file fails
+            for name in ("rows.arrow", "postings.arrow"):
+                pa.ipc.open_file(pa.memory_map(str(self.folder / name))).schema  # noqa: B018
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TagIndexError(f"{self.folder}: not a complete tag index ({exc})") from None
 
