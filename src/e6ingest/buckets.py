@@ -8,6 +8,8 @@ from functools import lru_cache
 
 from e6ingest.core import check_plain_fields
 
+MOST_SIDE = 16_384  # the largest bucket side: WebP images are at most 16,383 pixels a side
+
 
 @dataclass(frozen=True)
 class BucketSpec:
@@ -25,6 +27,10 @@ class BucketSpec:
                 f"--bucket-step, --bucket-min and --bucket-resolution must be positive (step "
                 f"{self.step}, min {self.min_side}, resolution {self.resolution})"
             )
+        largest = max(self.resolution, self.max_side, self.step)
+        if largest > MOST_SIDE:
+            raise ValueError(f"bucket sides are at most {MOST_SIDE:,} pixels (WebP's largest "
+                             f"side is 16,383), not {largest:,}")  # fmt: skip
         if self.min_side > self.max_side:
             raise ValueError(f"--bucket-min {self.min_side} is over --bucket-max {self.max_side}")
         if self.resolution < self.step:  # the square bucket's side, in steps, would be 0

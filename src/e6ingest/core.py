@@ -279,6 +279,8 @@ def type_error(cls: type, values: dict[str, Any]) -> str | None:
             continue
         if not _fits(expected, value):
             return f"{name} must be {PLAIN_TYPES[expected]}, not {value!r}"
+        if expected is int and not -(2**63) <= value < 2**63:
+            return f"{name} must be a whole number that fits 64 bits, not {value}"
     return None
 
 

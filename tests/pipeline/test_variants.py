@@ -41,7 +41,8 @@ def test_presets_tables_and_refusals():
     assert custom.variant("tiny").people_first
     for bad, says in [
         ("nosuch", "no preset"), ({"x": {"aliases": "a.csv"}}, "cannot set"),
-        ({"short": {"max_tokens": 3}}, "at least 8"), ({"default": {}}, "not a variant name"),
+        ({"short": {"max_tokens": 3}}, "within 8..1,000,000"),
+        ({"default": {}}, "not a variant name"),
         ({"x": {"nope": 1}}, "cannot set"),
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=says):

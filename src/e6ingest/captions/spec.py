@@ -64,6 +64,7 @@ VARIANT_PRESETS: dict[str, dict[str, object]] = {
 # --variants standard; with NL captions also brief and tags+nl.
 STANDARD_VARIANTS = ("short", "medium", "full")
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_+-]{0,31}$")
+MOST_TOKENS = 1_000_000  # a budget far past any text encoder's window
 DEFAULT_VARIANT = "default"  # the spec's own caption ({key}.txt), among the variants by name
 T = TypeVar("T")
 # Options a variant cannot change: they read files or shape the variants themselves.
@@ -199,10 +200,9 @@ class CaptionSpec:
             raise ValueError("quality_tiers: each percentile must be within 0..1")
         if not self.nl_fields:
             raise ValueError("nl_fields: name at least one field")
-        if self.max_tokens < 0 or 0 < self.max_tokens < 8:
-            raise ValueError(
-                f"max_tokens must be 0 (no budget) or at least 8, not {self.max_tokens}"
-            )
+        if self.max_tokens < 0 or 0 < self.max_tokens < 8 or self.max_tokens > MOST_TOKENS:
+            raise ValueError(f"max_tokens must be 0 (no budget) or within 8..{MOST_TOKENS:,}, "
+                             f"not {self.max_tokens:,}")  # fmt: skip
         if self.token_priority not in TOKEN_PRIORITIES:
             raise ValueError(f"token_priority must be one of {TOKEN_PRIORITIES}")
         if self.nl_position not in NL_POSITIONS:

@@ -15,8 +15,11 @@ from e6ingest.sources import HubOptions
 _IMAGE, _BUCKETS, _HUB = ImagePolicy(), BucketSpec(), HubOptions()
 
 
-def at_least(lowest: int) -> Callable[[str], int]:
-    """A flag type: a whole number of at least ``lowest``."""
+LARGEST = 2**63 - 1  # what a parquet file, numpy and polars hold as a whole number
+
+
+def at_least(lowest: int, most: int = LARGEST) -> Callable[[str], int]:
+    """A flag type: a whole number of at least ``lowest`` (and at most ``most``)."""
 
     def parse(text: str) -> int:
         try:
@@ -25,6 +28,8 @@ def at_least(lowest: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < lowest:
             raise argparse.ArgumentTypeError(f"must be at least {lowest}, not {value}")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:,}, not {value:,}")
         return value
 
     return parse
@@ -32,6 +37,7 @@ def at_least(lowest: int) -> Callable[[str], int]:
 
 count = at_least(1)  # a positive whole number
 whole = at_least(0)  # a whole number, 0 or more
+megabytes = at_least(1, LARGEST >> 20)  # a positive number of MB whose bytes fit 64 bits
 
 
 def source_flags(p: argparse.ArgumentParser, metadata: bool = False) -> None:

@@ -16,6 +16,7 @@ from e6ingest.cli.flags import (
     count,
     hub_flags,
     image_flags,
+    megabytes,
     report_flags,
     selection_flags,
     source_flags,
@@ -141,7 +142,7 @@ def _pull_parser(sub: Commands) -> None:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --executor ray: the Ray cluster to use (default: $RAY_ADDRESS, "
                    "else a local Ray started for the run)")  # fmt: skip
-    p.add_argument("--memory-budget", type=count, metavar="MB",
+    p.add_argument("--memory-budget", type=megabytes, metavar="MB",
                    help="memory images being decoded may take at once, over all workers "
                    "(default: half of this machine's memory)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",

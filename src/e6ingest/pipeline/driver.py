@@ -134,6 +134,9 @@ def _window_fixes(spec: CaptionSpec) -> str:
     return f"{fits} (the default caption); {where} (docs/TRAINERS.md)"
 
 
+MOST_WORKERS = 65_536  # processes a run may ask for (the system counts them as C ints)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a pull runs (nothing here changes what it writes)."""
@@ -151,8 +154,8 @@ class RunOptions:
             check_plain_fields(self)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, not {self.workers}")
+        if self.workers is not None and not 1 <= self.workers <= MOST_WORKERS:
+            raise ConfigError(f"--workers must be within 1..{MOST_WORKERS:,}, not {self.workers:,}")
         if self.memory_budget is not None and self.memory_budget < 1:
             raise ConfigError(f"--memory-budget must be positive, not {self.memory_budget}")
 

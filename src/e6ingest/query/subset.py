@@ -29,6 +29,9 @@ def stable_rank(seed: int, column: str = "id") -> pl.Expr:
     return rank
 
 
+MOST_POSTS = 2**32 - 1  # the most rows a selection can keep
+
+
 @dataclass(frozen=True)
 class Subset:
     """How much of a selection to keep: ``sample`` random posts or the first ``limit``."""
@@ -42,6 +45,10 @@ class Subset:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"--{name} must be a whole number, 0 or more, not {value!r}")
+        for name in ("sample", "limit"):
+            if getattr(self, name) > MOST_POSTS:  # polars counts rows in 32 bits
+                raise ValueError(f"--{name} must be at most {MOST_POSTS:,} (more posts than "
+                                 f"any dataset holds), not {getattr(self, name):,}")  # fmt: skip
         if self.sample and self.limit:
             raise ValueError("--sample and --limit: give one of them")
 
