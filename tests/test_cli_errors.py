@@ -179,6 +179,12 @@ def test_usage_errors_are_one_line(argv, says, small_demo, tmp_path, capsys, mon
         ('workers = "many"', "workers: 'many' is not a whole number"),
         ('overwrite = "yes"', "overwrite must be true or false"),
         ("this is not toml", "cannot read config"),
+        # a ValueError, AttributeError and TypeError traceback before
+        ('caption = "x"', "caption must be a table ([caption] with its options), not 'x'"),
+        ("image = 5", "image must be a table"),
+        ("[caption]\nblacklist = [1, 2]", "blacklist must be text or a list of text"),
+        ("[caption.variants]\nshort = { meta_filter = [3] }", "meta_filter must be text or"),
+        ("sample = 99999999999999999999", "sample must be a whole number that fits 64 bits"),
     ],
 )
 def test_config_file_types_are_checked(toml, says, mirror_args, tmp_path, capsys):

@@ -223,6 +223,10 @@ def make_config(values: dict[str, Any], where: str = "config") -> PullConfig:
     Keys are option names (``ratings``, ``shard_size``, ``[image] quality``) or flag
     names (``rating``, ``shard-size``, ``quality``)."""
     values = _by_option(values)
+    for name in _NESTED:
+        if not isinstance(values.get(name) or {}, dict):
+            raise ConfigError(f"{where}: {name} must be a table ([{name}] with its options), "
+                              f"not {values[name]!r}")  # fmt: skip
     nested: dict[str, object] = {
         name: _build(cls, dict(values.pop(name, {}) or {}), f"{where} [{name}]")
         for name, cls in _NESTED.items()

@@ -267,6 +267,13 @@ def _plain(annotation: Any) -> tuple[type | None, bool]:
     return None, False
 
 
+def _texts(value: Any) -> bool:
+    """Whether ``value`` is what a field of texts takes: text, or a list of texts."""
+    return isinstance(value, str) or (
+        isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    )
+
+
 def type_error(cls: type, values: dict[str, Any]) -> str | None:
     """What is wrong with the first of ``values`` whose type is not its field's in the
     dataclass ``cls``, for its plain fields (bool, int, float, str, or one of them or None):
@@ -274,6 +281,8 @@ def type_error(cls: type, values: dict[str, Any]) -> str | None:
     count as numbers)."""
     types = _field_types(cls)
     for name, value in values.items():
+        if types.get(name) == tuple[str, ...] and not _texts(value):
+            return f"{name} must be text or a list of text, not {value!r}"
         expected, optional = _plain(types.get(name))
         if expected is None or (optional and value is None):
             continue
