@@ -12,7 +12,8 @@ import polars as pl
 
 from e6ingest.core import first_line
 from e6ingest.readers.augment import CaptionChoice
-from e6ingest.readers.training import current_part, iter_batches, iter_part
+from e6ingest.readers.epoch import current_part
+from e6ingest.readers.training import iter_batches, iter_part
 from e6ingest.shards.card import variant_names
 from e6ingest.shards.layout import OutputError
 from e6ingest.shards.manifest import OutputManifest, read_manifest
@@ -106,7 +107,8 @@ class ShardSet:
     - ``index``: the shard indexes, one row per sample (size, bucket, offset), polars;
     - ``samples()``: every sample once per epoch across ranks and DataLoader workers,
       optionally shuffled; ``batches()``: batches of one aspect bucket, resized and
-      center-cropped as sd-scripts does, for latent caching;
+      center-cropped as sd-scripts does, for latent caching; with several ranks, as many
+      of either on every rank (a few repeated);
     - ``dataset``: a ``webdataset.WebDataset`` split by node and worker.
     """
 
@@ -165,8 +167,10 @@ class ShardSet:
         """This process's samples of one epoch (``__key__``, ``webp``, ``txt``, ``json``),
         decoded unless the set was opened with ``decode=None``. Ranks default to
         ``RANK``/``WORLD_SIZE``, workers to the torch DataLoader worker; across all of them
-        every sample comes exactly once, each part an equal run of consecutive samples
-        (within one). ``shuffle`` orders them by ``seed`` and ``epoch``. ``captions``
+        every sample comes once, each part a run of consecutive samples, the runs' sizes
+        within one of each other; with several ranks a shorter run repeats its first
+        sample, so every rank takes as many steps (as torch's ``DistributedSampler``).
+        ``shuffle`` orders them by ``seed`` and ``epoch``. ``captions``
         (``variant_weights``, ``shuffle_tags``, ``tag_dropout``, ``keep_tokens``): the
         caption ``txt`` holds, as :meth:`caption_choice` says."""
         part = current_part(rank, world_size, worker, num_workers)
@@ -184,7 +188,10 @@ class ShardSet:
         resized and center-cropped to the ``bucket`` as sd-scripts does (a uint8 array
         [B, H, W, 3], or PIL images), with ``keys``, ``captions``, ``original_size``
         [(W, H)] and ``crop_ltrb`` (what sd-scripts' latent files record) and ``json``.
-        Parts and ``captions`` as in :meth:`samples`."""
+        Parts and ``captions`` as in :meth:`samples`. With several ranks every part makes
+        as many batches as the part with the most (the others repeat some of theirs), or
+        with ``drop_last`` as the part with the fewest full ones, so no rank waits at the
+        end of an epoch for a step the others never take."""
         part = current_part(rank, world_size, worker, num_workers)
         choice = self.caption_choice(seed=seed, **captions)
         return iter_batches(self.out, self.index, part, batch_size, shuffle, seed, epoch,

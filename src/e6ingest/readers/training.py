@@ -1,5 +1,5 @@
-"""Reading an output for training, without torch: every sample exactly once per epoch across
-ranks (``RANK``/``WORLD_SIZE``) and DataLoader workers, optionally shuffled with a seed, and
+"""Reading an output for training, without torch: each part's samples of an epoch
+(:mod:`e6ingest.readers.epoch` says which, across ranks and DataLoader workers), and
 batches of one aspect bucket each, resized and center-cropped as sd-scripts does, for a
 latent-caching stage. Samples are read by offset (the shard indexes say where), so no
 image is decoded to learn its size or bucket."""
@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import random
-import sys
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -24,62 +20,8 @@ import polars as pl
 
 from e6ingest.buckets import fit_to_bucket
 from e6ingest.readers.augment import CaptionChoice
+from e6ingest.readers.epoch import Part, batch_plan, sample_rows
 from e6ingest.shards.layout import OutputError
-
-
-@dataclass(frozen=True)
-class Part:
-    """Which share of an epoch one process reads: its rank among ``world_size`` processes
-    and its DataLoader worker among ``num_workers``."""
-
-    rank: int = 0
-    world_size: int = 1
-    worker: int = 0
-    num_workers: int = 1
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.rank < self.world_size and 0 <= self.worker < self.num_workers):
-            raise ValueError(f"no such part: {self}")
-
-    @property
-    def index(self) -> int:
-        """This part's number among all of them."""
-        return self.rank * self.num_workers + self.worker
-
-    @property
-    def total(self) -> int:
-        """How many parts an epoch is split into."""
-        return self.world_size * self.num_workers
-
-
-def current_part(
-    rank: int | None = None,
-    world_size: int | None = None,
-    worker: int | None = None,
-    num_workers: int | None = None,
-) -> Part:
-    """The part of the calling process: arguments, else ``RANK``/``WORLD_SIZE`` (as set by
-    torchrun and accelerate) and the torch DataLoader worker when torch is in use."""
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0"))
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if worker is None or num_workers is None:
-        info = None
-        if "torch" in sys.modules:  # torch users only; never imported here
-            info = sys.modules["torch"].utils.data.get_worker_info()
-        worker = worker if worker is not None else (info.id if info else 0)
-        num_workers = num_workers if num_workers is not None else (info.num_workers if info else 1)
-    return Part(rank, world_size, worker, num_workers)
-
-
-def assign(index: pl.DataFrame, part: Part) -> pl.DataFrame:
-    """The rows of ``index`` (every sample, in shard order) that ``part`` reads: one of
-    ``part.total`` consecutive runs of samples, their sizes within one of each other (every
-    part gets its share whatever the shards' sizes, and reads few shards, by offset)."""
-    n = index.height
-    start, end = part.index * n // part.total, (part.index + 1) * n // part.total
-    return index.slice(start, end - start)
 
 
 class _Files:
@@ -126,15 +68,6 @@ class _Files:
         self._handles.clear()
 
 
-def _order(rows: pl.DataFrame, shuffle: bool, seed: int, epoch: int) -> pl.DataFrame:
-    if not shuffle:
-        return rows
-    rng = random.Random(f"{seed}:{epoch}")
-    order = list(range(rows.height))
-    rng.shuffle(order)
-    return rows[order]
-
-
 def _chosen(
     choice: CaptionChoice | None, key: str, epoch: int, txt: bytes, meta: bytes
 ) -> tuple[bytes, str | None]:
@@ -154,7 +87,7 @@ def iter_part(
     caption ``choice`` picks for the epoch, when given."""
     files = _Files(out)
     try:
-        for row in _order(assign(index, part), shuffle, seed, epoch).iter_rows(named=True):
+        for row in sample_rows(index, part, shuffle, seed, epoch).iter_rows(named=True):
             webp = files.read(row["shard"], row["offset"], row["bytes"])
             txt = files.member(row["shard"], f"{row['key']}.txt")
             meta = files.member(row["shard"], f"{row['key']}.json")
@@ -193,20 +126,9 @@ def iter_batches(
     out: Path, index: pl.DataFrame, part: Part, batch_size: int, shuffle: bool, seed: int,
     epoch: int, drop_last: bool, as_numpy: bool, choice: CaptionChoice | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Batches of ``part``'s samples, each of one aspect bucket (module doc)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    rows = _order(assign(index, part), shuffle, seed, epoch)
-    plans = []
-    for (width, height), group in rows.group_by(
-        "bucket_width", "bucket_height", maintain_order=True
-    ):
-        for start in range(0, group.height, batch_size):
-            chunk = group.slice(start, batch_size)
-            if chunk.height == batch_size or not drop_last:
-                plans.append(((width, height), chunk))
-    if shuffle:
-        random.Random(f"{seed}:{epoch}:batches").shuffle(plans)
+    """Batches of ``part``'s samples, each of one aspect bucket (module doc), as
+    :func:`~e6ingest.readers.epoch.batch_plan` plans them."""
+    plans = batch_plan(index, part, batch_size, shuffle, seed, epoch, drop_last)
     files = _Files(out)
     try:
         for bucket, chunk in plans:
