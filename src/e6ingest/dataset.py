@@ -44,6 +44,7 @@ from e6ingest.metadata.describe import (
 )
 from e6ingest.metadata.schemas import Schema, detect_schema
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
+from e6ingest.metadata.values import file_warnings
 from e6ingest.pipeline.sourcing import (
     TABLE_COSTS,
     CaptionTables,
@@ -268,6 +269,8 @@ def open_dataset(
         _check_one_site(given, found)
         if warn is not None:
             _warn_older_last(given, warn)
+            for message in (m for path in given for m in file_warnings(path)):
+                warn(message)
         if not tag_table and warn is not None:
             _warn_uncategorised(given, found, warn)
         tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)

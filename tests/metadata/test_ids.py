@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from e6ingest.metadata import rows_without_id
-from e6ingest.metadata.schemas import repeated_rows
+from e6ingest.metadata.schemas import rows_left_out
 
 
 def _write(path, ids, statistics=True, row_group_size=3):
@@ -44,12 +44,12 @@ def test_an_id_that_is_no_whole_number_is_a_row_without_id_never_another_post(tm
     ]  # fmt: skip
 
 
-def _plain_repeated(ids):
-    """Every row whose id comes again in a later row."""
-    return [i for i, value in enumerate(ids) if value in ids[i + 1 :]]
+def _plain_left_out(ids):
+    """Every row without an id, or whose id comes again in a later row."""
+    return [i for i, value in enumerate(ids) if value is None or value in ids[i + 1 :]]
 
 
-def test_repeated_rows_match_a_plain_search_on_random_ids(tmp_path):
+def test_rows_left_out_match_a_plain_search_on_random_ids(tmp_path):
     rng = np.random.default_rng(7)
     for case in range(200):
         n = int(rng.integers(0, 12))
@@ -60,5 +60,8 @@ def test_repeated_rows_match_a_plain_search_on_random_ids(tmp_path):
                 ids[i] = ids[i - 1] - int(rng.integers(0, 2))
         else:
             ids = rng.integers(0, 8, n).tolist()
+        if n and case % 5 == 0:  # rows without an id, once or more
+            ids[int(rng.integers(0, n))] = None
+            ids[int(rng.integers(0, n))] = None
         path = _write(tmp_path / f"{case}.parquet", ids)
-        assert repeated_rows(path).tolist() == _plain_repeated(ids), ids
+        assert rows_left_out(path).tolist() == _plain_left_out(ids), ids

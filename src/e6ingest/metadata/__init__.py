@@ -29,6 +29,7 @@ __all__ = [
     "SchemaError",
     "combine",
     "detect_schema",
+    "id_less_rows",
     "rows_without_id",
     "scan_file",
     "scan_files",
@@ -74,15 +75,22 @@ def rows_without_id(path: str | Path, name: str | None = None) -> list[str]:
     """One message per row of a metadata file whose id is missing (such a row can never be
     a post): its file and row number, the first :data:`MAX_ROWS_NAMED` named. The file's
     footer answers when its statistics count no null id in any row group."""
-    if _no_null_ids(path):
-        return []
-    lf = pl.scan_parquet(path)
-    rows = lf.select(post_id(lf.collect_schema()).is_null().arg_true().alias("row")).collect()
+    rows = id_less_rows(path)
     where = name or str(path)
-    named = [f"{where} row {row}: no id" for row in rows["row"].head(MAX_ROWS_NAMED)]
+    named = [f"{where} row {row}: no id" for row in rows.head(MAX_ROWS_NAMED)]
     if len(rows) > MAX_ROWS_NAMED:
         named.append(f"{where}: {len(rows) - MAX_ROWS_NAMED} more rows with no id")
     return named
+
+
+def id_less_rows(path: str | Path) -> pl.Series:
+    """The row numbers of a metadata file whose id is missing or no whole number; the
+    file's footer answers when its statistics count no null id in any row group."""
+    if _no_null_ids(path):
+        return pl.Series("row", [], pl.UInt32)
+    lf = pl.scan_parquet(path)
+    missing = post_id(lf.collect_schema()).is_null()
+    return lf.select(missing.arg_true().alias("row")).collect()["row"]
 
 
 def _id_statistics(path: str | Path) -> list[pq.Statistics | None] | None:

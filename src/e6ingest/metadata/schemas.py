@@ -113,7 +113,7 @@ def _text(columns: Columns, column: str) -> pl.Expr:
     raise SchemaError(f"column {column!r} is {dtype}, not text")
 
 
-def _timestamp(columns: Columns, column: str) -> pl.Expr:
+def timestamp(columns: Columns, column: str) -> pl.Expr:
     """A date column as a UTC datetime: a timestamp or date as it is (one without a time
     zone read as UTC), text in one of :data:`DATE_FORMATS` (text in none of them: null, as
     a date the metadata does not give)."""
@@ -127,6 +127,10 @@ def _timestamp(columns: Columns, column: str) -> pl.Expr:
     return pl.coalesce(*parsed).cast(pl.Datetime("us", "UTC"))
 
 
+FLAG_TRUE = ("t", "true", "True", "1")  # a flag stored as text: what means true
+FLAG_FALSE = ("f", "false", "False", "0", "")
+
+
 def _flag(columns: Columns, column: str) -> pl.Expr:
     """A boolean flag stored as a real boolean, as the strings 't'/'f' (or true, 1), or as
     the numbers 1/0 (a real boolean is read as it is: its cast to text cost 0.05 s per 8M
@@ -136,7 +140,7 @@ def _flag(columns: Columns, column: str) -> pl.Expr:
         return pl.col(column).fill_null(False)
     if dtype is not None and dtype.is_numeric():  # 0 and 1
         return (pl.col(column) != 0).fill_null(False)
-    return _text(columns, column).is_in(["t", "true", "True", "1"]).fill_null(False)
+    return _text(columns, column).is_in(FLAG_TRUE).fill_null(False)
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ def _common(columns: Columns) -> list[pl.Expr]:
         _text(columns, "file_ext").alias("file_ext"),
         whole_number(columns, "score").alias("score"),
         whole_number(columns, "fav_count").alias("fav_count"),
-        _timestamp(columns, "created_at").alias("created_at"),
+        timestamp(columns, "created_at").alias("created_at"),
         _text(columns, "md5").alias("md5"),
         whole_number(columns, "parent_id").alias("parent_id"),
         _flag(columns, "is_deleted").alias("is_deleted"),
@@ -289,33 +293,41 @@ def detect_schema(path: str | Path) -> Schema:
 _ROW = "__e6ingest_row"
 
 
-def repeated_rows(path: str | Path) -> np.ndarray:
-    """The row numbers of a metadata file whose id comes again in a later row (a post is
-    its last row, never a blend of several), read from the id column alone; none when the
-    ids rise, as the exports' do."""
-    ids = pl.scan_parquet(path).select(pl.col("id")).collect()["id"]
+def rows_left_out(path: str | Path) -> np.ndarray:
+    """The row numbers of a metadata file that are no post of their own: those without
+    an id (missing, or no whole number), and those whose id comes again in a later row (a
+    post is its last row, never a blend of several); read from the id column alone, none
+    when the ids rise, as the exports' do."""
+    lf = pl.scan_parquet(path)
+    try:
+        ids = lf.select(post_id(lf.collect_schema())).collect()["id"]
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
     if ids.null_count() == 0:
         rising = ids.to_numpy()
         if bool((rising[1:] > rising[:-1]).all()):
             return np.zeros(0, np.int64)
-    repeated: np.ndarray = (~ids.is_last_distinct()).arg_true().cast(pl.Int64).to_numpy()
-    return repeated
+    left_out = ids.is_null() | ~ids.is_last_distinct()
+    rows: np.ndarray = left_out.arg_true().cast(pl.Int64).to_numpy()
+    return rows
 
 
 def scan_file(path: str | Path, schema: str | None = None) -> pl.LazyFrame:
-    """One metadata parquet file as a canonical lazy frame, one row per id (the last).
+    """One metadata parquet file as a canonical lazy frame, one row per id (the last), no
+    row without one.
 
     ``schema`` names the expected schema (as in a dataset manifest); without it the schema
     is recognised from the file's columns. A file lacking a needed column fails here with
-    the file name, the schema and the missing columns. The rows are streamed: the ids
-    repeated later in the file are found first, from the id column alone.
+    the file name, the schema and the missing columns. The rows are streamed: the rows
+    without an id or whose id comes again later in the file are found first, from the id
+    column alone (:func:`rows_left_out`).
     """
     found = file_schema(path, schema)
-    repeated = repeated_rows(path)
-    if not len(repeated):
+    left_out = rows_left_out(path)
+    if not len(left_out):
         return found.canonical(pl.scan_parquet(path), path)
     rows = pl.scan_parquet(path, row_index_name=_ROW)
-    kept = rows.filter(~pl.col(_ROW).is_in(pl.Series(repeated).implode()))
+    kept = rows.filter(~pl.col(_ROW).is_in(pl.Series(left_out).implode()))
     return found.canonical(kept.drop(_ROW), path)
 
 

@@ -21,6 +21,7 @@ from e6ingest.config import ConfigError, PullConfig, parse_ratings
 from e6ingest.core import check_plain_fields, kill_point
 from e6ingest.manifests import DatasetManifest, load_manifest
 from e6ingest.metadata import rows_without_id, scan_files
+from e6ingest.metadata.values import unreadable_values
 from e6ingest.outdir.lock import OutputLock
 from e6ingest.pipeline.budget import default_budget_bytes
 from e6ingest.pipeline.context import WorkerContext, enter_context
@@ -300,6 +301,8 @@ class _Run:
         """Check the query against the dataset's tags and write the plan."""
         schemas = [m.schema for m in manifest.metadata]
         for warning in metadata_warnings(query, files, schemas, self.config.include_deleted):
+            self.warn(warning)
+        for warning in (w for path in files for w in unreadable_values(path)):
             self.warn(warning)
         rejected = [
             asdict(FailureRecord(None, manifest.site, "metadata", "invalid", message))
