@@ -10,7 +10,7 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from e6ingest.readers.epoch import Part, batch_plan, sample_rows
+from e6ingest.readers.epoch import Part, batch_plan, current_part, sample_rows
 
 BUCKETS = [(1024, 1024), (832, 1216), (1216, 832), (768, 1344)]
 
@@ -133,3 +133,16 @@ def test_samples_of_ranks_are_as_many_each_and_cover_every_sample():
 def test_a_batch_size_below_one_is_refused():
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         batch_plan(_index(3, random.Random(0)), Part(), 0)
+
+
+def test_the_part_is_read_from_the_environment_torchrun_sets(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert current_part() == Part(1, 4, 0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "four")
+    with pytest.raises(ValueError, match=r"\$WORLD_SIZE is 'four', not a whole number"):
+        current_part()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="no such part"):
+        current_part()

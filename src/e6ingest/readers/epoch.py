@@ -66,9 +66,9 @@ def current_part(
     """The part of the calling process: arguments, else ``RANK``/``WORLD_SIZE`` (as set by
     torchrun and accelerate) and the torch DataLoader worker when torch is in use."""
     if rank is None:
-        rank = int(os.environ.get("RANK", "0"))
+        rank = _environ_number("RANK", 0)
     if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        world_size = _environ_number("WORLD_SIZE", 1)
     if worker is None or num_workers is None:
         info = None
         if "torch" in sys.modules:  # torch users only; never imported here
@@ -76,6 +76,15 @@ def current_part(
         worker = worker if worker is not None else (info.id if info else 0)
         num_workers = num_workers if num_workers is not None else (info.num_workers if info else 1)
     return Part(rank, world_size, worker, num_workers)
+
+
+def _environ_number(name: str, default: int) -> int:
+    """The whole number in the environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise ValueError(f"${name} is {text!r}, not a whole number") from None
 
 
 def assign(index: pl.DataFrame, part: Part) -> pl.DataFrame:
