@@ -91,3 +91,9 @@ def test_sides_that_are_no_multiple_of_the_step_round_as_sd_scripts_rounds_them(
 def test_a_smallest_side_under_the_step_is_refused():
     with pytest.raises(ValueError, match="--bucket-min 32 is under --bucket-step 64"):
         BucketSpec(min_side=32)  # sd-scripts rounds it to 0 and divides by it
+
+
+def test_a_step_sdxl_cannot_take_is_warned_of_as_sd_scripts_does():
+    assert BucketSpec().warnings() == [] and BucketSpec(step=32).warnings() == []
+    (warning,) = BucketSpec(step=8, min_side=512).warnings()
+    assert "--bucket-step 8 is not a multiple of 32" in warning and "SDXL" in warning

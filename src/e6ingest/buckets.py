@@ -9,6 +9,7 @@ from functools import lru_cache
 from e6ingest.core import check_plain_fields
 
 MOST_SIDE = 16_384  # the largest bucket side: WebP images are at most 16,383 pixels a side
+SDXL_STEP = 32  # bucket sides SDXL's VAE and UNet take: multiples of this
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class BucketSpec:
             raise ValueError(f"--bucket-resolution {self.resolution} is outside --bucket-min "
                              f"{lowest} .. --bucket-max {highest}: sd-scripts refuses such "
                              "buckets (the square one would exceed the largest side)")  # fmt: skip
+
+    def warnings(self) -> list[str]:
+        """What to say of these buckets before a run, as sd-scripts says it."""
+        if self.step % SDXL_STEP:
+            return [f"--bucket-step {self.step} is not a multiple of {SDXL_STEP}: bucket sides "
+                    f"of such steps do not work with SDXL (sd-scripts warns the same); the "
+                    f"default is 64"]  # fmt: skip
+        return []
 
     @property
     def bounds(self) -> tuple[int, int]:

@@ -304,6 +304,8 @@ class _Run:
             self.warn(warning)
         for warning in (w for path in files for w in unreadable_values(path)):
             self.warn(warning)
+        for warning in self.config.buckets.warnings():
+            self.warn(warning)
         rejected = [
             asdict(FailureRecord(None, manifest.site, "metadata", "invalid", message))
             for path, entry in zip(files, manifest.metadata, strict=True)
