@@ -286,7 +286,7 @@ def bucket_flags(p: argparse.ArgumentParser) -> None:
         "--bucket-step",
         type=count,
         metavar="N",
-        help=f"sides in steps of N (default: {_BUCKETS.step})",
+        help=f"sides in steps of N; SDXL needs a multiple of 32 (default: {_BUCKETS.step})",
     )
 
 
