@@ -130,9 +130,10 @@ def test_samples_of_ranks_are_as_many_each_and_cover_every_sample():
         assert sorted(single[0] + single[1]) == sorted(index["key"])  # one rank: no repeat
 
 
-def test_a_batch_size_below_one_is_refused():
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        batch_plan(_index(3, random.Random(0)), Part(), 0)
+@pytest.mark.parametrize("size", [0, -2, 2.5, True, "16"])
+def test_a_batch_size_that_is_no_whole_number_over_zero_is_refused(size):
+    with pytest.raises(ValueError, match="batch_size must be a whole number, at least 1"):
+        batch_plan(_index(3, random.Random(0)), Part(), size)
 
 
 def test_the_part_is_read_from_the_environment_torchrun_sets(monkeypatch):

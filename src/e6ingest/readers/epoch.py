@@ -170,8 +170,8 @@ def batch_plan(
     With several ranks every part makes as many as the part with the most (the others
     repeat their own from the first; a part with no samples repeats the whole epoch's),
     or with ``drop_last`` as many as the part with the fewest."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
     rows = _order(assign(index, part), shuffle, seed, epoch)
     batches = _shuffled_batches(rows, batch_size, shuffle, seed, epoch, drop_last)
     if not part.in_step:
