@@ -10,7 +10,7 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from e6ingest.readers.epoch import Part, batch_plan, current_part, sample_rows
+from e6ingest.readers.epoch import Part, batch_plan, current_part, epoch_steps, sample_rows
 
 BUCKETS = [(1024, 1024), (832, 1216), (1216, 832), (768, 1344)]
 
@@ -88,6 +88,10 @@ def test_batch_plans_equal_the_plain_restatement_on_random_indexes():
                 got = batch_plan(index, part, size, shuffle, seed, epoch, drop_last)
                 want = _plain_plan(index, part, size, shuffle, seed, epoch, drop_last)
                 assert _as_pairs(got) == want, (index.height, part, size, shuffle, drop_last)
+            plans = [_plain_plan(index, Part(rank, ranks, w, workers), size, shuffle, seed,
+                                 epoch, drop_last) for w in range(workers)]  # fmt: skip
+            steps = sum(map(len, plans))
+            assert epoch_steps(index, ranks, workers, size, drop_last) == steps
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -134,6 +138,8 @@ def test_samples_of_ranks_are_as_many_each_and_cover_every_sample():
 def test_a_batch_size_that_is_no_whole_number_over_zero_is_refused(size):
     with pytest.raises(ValueError, match="batch_size must be a whole number, at least 1"):
         batch_plan(_index(3, random.Random(0)), Part(), size)
+    with pytest.raises(ValueError, match="batch_size must be a whole number, at least 1"):
+        epoch_steps(_index(3, random.Random(0)), 2, 1, size, False)
 
 
 def test_the_part_is_read_from_the_environment_torchrun_sets(monkeypatch):

@@ -223,6 +223,7 @@ def test_ranks_and_workers_read_every_sample_once(small_demo, tmp_path, shard_si
     assert sorted(set(every)) == sorted(shards.index["key"])  # each at least once
     assert len(set(shares)) == 1 and sum(every.values()) - len(every) < 4  # one repeat at most
     assert len(set(steps.values())) == 1  # the ranks stay in step to the epoch's end
+    assert shards.steps(3, num_workers=2, world_size=2) == steps[0]  # without reading images
     alone = Counter(s["__key__"] for w in range(2) for s in shards.samples(0, 1, w, 2))
     assert sorted(alone) == sorted(shards.index["key"]) and set(alone.values()) == {1}
     shuffled = [s["__key__"] for s in shards.samples(0, 1, 0, 1, shuffle=True, seed=3)]

@@ -141,6 +141,11 @@ def _shuffled_batches(
     return batches
 
 
+def _check_batch_size(batch_size: object) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
+
+
 def batch_counts(index: pl.DataFrame, parts: int, batch_size: int, drop_last: bool) -> list[int]:
     """How many batches each of ``parts`` parts makes of its share of ``index``."""
     n = index.height
@@ -161,6 +166,18 @@ def batch_counts(index: pl.DataFrame, parts: int, batch_size: int, drop_last: bo
     return counts
 
 
+def epoch_steps(
+    index: pl.DataFrame, world_size: int, num_workers: int, batch_size: int, drop_last: bool
+) -> int:
+    """How many batches one rank's DataLoader workers make together in an epoch
+    (:func:`batch_plan`'s, summed): the same on every rank when there are several."""
+    _check_batch_size(batch_size)
+    counts = batch_counts(index, world_size * num_workers, batch_size, drop_last)
+    if world_size == 1:
+        return sum(counts)
+    return (min(counts) if drop_last else max(counts)) * num_workers
+
+
 def batch_plan(
     index: pl.DataFrame, part: Part, batch_size: int, shuffle: bool = False, seed: int = 0,
     epoch: int = 0, drop_last: bool = False,
@@ -170,8 +187,7 @@ def batch_plan(
     With several ranks every part makes as many as the part with the most (the others
     repeat their own from the first; a part with no samples repeats the whole epoch's),
     or with ``drop_last`` as many as the part with the fewest."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
+    _check_batch_size(batch_size)
     rows = _order(assign(index, part), shuffle, seed, epoch)
     batches = _shuffled_batches(rows, batch_size, shuffle, seed, epoch, drop_last)
     if not part.in_step:

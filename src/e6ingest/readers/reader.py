@@ -12,7 +12,7 @@ import polars as pl
 
 from e6ingest.core import first_line
 from e6ingest.readers.augment import CaptionChoice
-from e6ingest.readers.epoch import current_part
+from e6ingest.readers.epoch import current_part, epoch_steps
 from e6ingest.readers.training import iter_batches, iter_part
 from e6ingest.shards.card import variant_names
 from e6ingest.shards.layout import OutputError
@@ -108,7 +108,7 @@ class ShardSet:
     - ``samples()``: every sample once per epoch across ranks and DataLoader workers,
       optionally shuffled; ``batches()``: batches of one aspect bucket, resized and
       center-cropped as sd-scripts does, for latent caching; with several ranks, as many
-      of either on every rank (a few repeated);
+      of either on every rank (a few repeated); ``steps()``: how many batches a rank gets;
     - ``dataset``: a ``webdataset.WebDataset`` split by node and worker.
     """
 
@@ -196,6 +196,17 @@ class ShardSet:
         choice = self.caption_choice(seed=seed, **captions)
         return iter_batches(self.out, self.index, part, batch_size, shuffle, seed, epoch,
                             drop_last, as_numpy, choice)  # fmt: skip
+
+    def steps(
+        self, batch_size: int, num_workers: int = 0, world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> int:  # fmt: skip
+        """How many batches :meth:`batches` gives one rank in an epoch, all its DataLoader
+        workers together (``num_workers``: the DataLoader's, 0 and 1 alike): the steps per
+        epoch an LR schedule needs, found without reading an image. The same on every
+        rank; ``world_size`` defaults to ``WORLD_SIZE``."""
+        part = current_part(0, world_size, 0, max(num_workers, 1))
+        return epoch_steps(self.index, part.world_size, part.num_workers, batch_size, drop_last)
 
     @property
     def features(self) -> Any:  # a datasets.Features
