@@ -40,9 +40,11 @@ def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A one-node Ray cluster with 2 CPUs on loopback; its address."""
-    env = {**os.environ, **RAY_ENV}
-    port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
+    # a home of its own: Ray turns token auth on for a cluster started where an earlier
+    # local Ray left ~/.ray/auth_token, and this test's driver has no token to give
+    env = {**os.environ, **RAY_ENV, "HOME": str(temp)}
+    port = _free_port()
     started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
                    f"--temp-dir={temp}", env=env)  # fmt: skip

@@ -16,7 +16,7 @@ from e6ingest.config import ConfigError
 from e6ingest.core import RatingError, redact
 from e6ingest.manifests import ManifestError
 from e6ingest.metadata import SchemaError
-from e6ingest.pipeline import EmptySelection
+from e6ingest.pipeline import ClusterUnavailable, EmptySelection
 from e6ingest.query import QueryError
 from e6ingest.query.index import TagIndexError
 from e6ingest.shards.layout import OutputError
@@ -32,7 +32,7 @@ def failure(exc: BaseException) -> tuple[int, str] | None:
     """The exit code and one-line message of an error that is not a bug, else None."""
     if isinstance(exc, USAGE_ERRORS):
         return 2, str(exc)
-    if isinstance(exc, HubError):
+    if isinstance(exc, HubError | ClusterUnavailable):
         return 3, str(exc)
     if not isinstance(exc, OSError):
         return None

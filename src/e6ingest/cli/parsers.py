@@ -29,7 +29,8 @@ EXIT_CODES = """exit codes:
   1    done, but some posts failed for a reason a rerun may fix (--retry-failed), or
        verify/export found problems
   2    usage or input error (flags, config, query, manifest, output folder, empty selection)
-  3    a source is unavailable (the Hub unreachable, no access, a metadata file not served)
+  3    a source or the cluster is unavailable (the Hub unreachable, no access, a metadata
+       file not served, a Ray cluster that cannot be joined)
   4    cannot write (disk full, no permission)
   70   a bug in e6ingest (the traceback is printed)
   130  interrupted (Ctrl-C); rerun the same command to continue

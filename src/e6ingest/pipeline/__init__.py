@@ -18,6 +18,7 @@ from typing import Any
 # Imported on first use: a worker process imports ``pipeline.task`` (and this package with
 # it) and must not load the driver's planner, pull, captions or tag index on the way.
 _API = {
+    "ClusterUnavailable": "e6ingest.pipeline.executor",
     "EmptySelection": "e6ingest.pipeline.plan",
     "Executor": "e6ingest.pipeline.executor",
     "LocalExecutor": "e6ingest.pipeline.executor",

@@ -104,6 +104,10 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
         process.join(5)
 
 
+class ClusterUnavailable(Exception):
+    """The cluster an executor was told to run on cannot be reached or joined."""
+
+
 class Executor(ABC):
     """Runs ``fn(task)`` for every task, yielding results as tasks finish, and offers what
     the processes running them may share: a decode-memory budget and a progress channel

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from e6ingest.config import ConfigError
-from e6ingest.pipeline.executor import Executor, Initializer
+from e6ingest.pipeline.executor import ClusterUnavailable, Executor, Initializer
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,16 @@ def _run(fn: Callable[[T], R], task: T, initializer: Initializer | None, context
 
 def _call(fn: Callable[..., R], *args: Any) -> R:
     return fn(*args)
+
+
+def _unreachable(address: str | None, exc: BaseException) -> str:
+    """What to say when Ray cannot reach or join the cluster at ``address``."""
+    said = " ".join(str(exc).split())
+    said = said if len(said) <= 300 else said[:300] + "..."
+    where = f"the Ray cluster at {address}" if address else "a local Ray"
+    return (f"cannot join {where} ({type(exc).__name__}: {said}); check --ray-address or "
+            "RAY_ADDRESS, and that this machine holds the credentials the cluster asks for "
+            "(Ray's RAY_AUTH_MODE)")  # fmt: skip
 
 
 class RayExecutor(Executor):
@@ -71,7 +81,12 @@ class RayExecutor(Executor):
                 options["_node_ip_address"] = self.node_ip_address
             if self.address is None:
                 options.update(num_cpus=self.num_cpus, include_dashboard=False)
-            ray.init(address=self.address, **options)
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "connect" not in str(exc).lower():
+                    raise  # not a cluster out of reach
+                raise ClusterUnavailable(_unreachable(self.address, exc)) from None
             self._started = True
         return ray
 
