@@ -32,6 +32,7 @@ def test_the_real_exports_rows_raise_no_warning(danbooru_sample, e621_2024_sampl
         ({"image_width": 581.5}, "column 'image_width' row 0: 581.5 is not a whole number"),
         ({"created_at": "04/07/2024"}, "'04/07/2024' is not a date in a format e6ingest reads"),
         ({"is_deleted": "maybe"}, "column 'is_deleted' row 0: 'maybe' is not true or false"),
+        ({"rating": "E"}, "column 'rating' row 0: 'E' is not a rating of e621 (s, q, e)"),
     ],
 )
 def test_a_value_read_as_unknown_is_said(tmp_path, changed, said):

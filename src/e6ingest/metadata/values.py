@@ -1,8 +1,8 @@
 """Values of a metadata file that e6ingest reads as unknown: a number that is no whole
-number (``"12x"``, ``1.5``), a date in no format it reads, a deleted flag that is neither
-true nor false. The schemas read them so (a post is never given another's number or
-date), and this says so, naming the file, the column, a row and its value, instead of
-letting ``date:2024`` answer 0 without a word."""
+number (``"12x"``, ``1.5``), a date in no format it reads, a rating the site does not have
+(``"E"``), a deleted flag that is neither true nor false. The schemas read them so (a post
+is never given another's number or date), and this says so, naming the file, the column, a
+row and its value, instead of letting ``date:2024`` answer 0 without a word."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ from pathlib import Path
 
 import polars as pl
 
+from e6ingest.core import SITE_RATINGS
 from e6ingest.metadata import id_less_rows
-from e6ingest.metadata.schemas import FLAG_FALSE, FLAG_TRUE, Columns, timestamp, whole_number
+from e6ingest.metadata.schemas import (
+    FLAG_FALSE,
+    FLAG_TRUE,
+    Columns,
+    detect_schema,
+    timestamp,
+    whole_number,
+)
 
 ROWS_CHECKED = 65_536  # the first rows of a file whose values are checked
 
@@ -31,9 +39,9 @@ def _unreadable(raw: pl.Expr, read: pl.Expr) -> pl.Expr:
     return raw.is_not_null() & read.is_null()
 
 
-def _checks(columns: Columns) -> dict[str, tuple[pl.Expr, str, str]]:
-    """Per raw column of ``columns`` to check: which of its values are read as unknown,
-    what a value should be, and what an unknown one costs."""
+def _checks(columns: Columns, site: str) -> dict[str, tuple[pl.Expr, str, str]]:
+    """Per raw column of ``columns`` (a file of ``site``) to check: which of its values
+    are read as unknown, what a value should be, and what an unknown one costs."""
     checks = {}
     for name, cost in NUMBERS.items():
         if name in columns and (columns[name] == pl.String or columns[name].is_float()):
@@ -43,6 +51,11 @@ def _checks(columns: Columns) -> dict[str, tuple[pl.Expr, str, str]]:
         if columns.get(name) == pl.String:
             checks[name] = (_unreadable(pl.col(name), timestamp(columns, name)),
                             "a date in a format e6ingest reads", cost)  # fmt: skip
+    if site in SITE_RATINGS and columns.get("rating") == pl.String:
+        letters = list(SITE_RATINGS[site])
+        checks["rating"] = (pl.col("rating").is_not_null() & ~pl.col("rating").is_in(letters),
+                            f"a rating of {site} ({', '.join(letters)})",
+                            "--rating and rating: select no such post")  # fmt: skip
     if columns.get("is_deleted") == pl.String:
         known = pl.col("is_deleted").is_in([*FLAG_TRUE, *FLAG_FALSE])
         checks["is_deleted"] = (pl.col("is_deleted").is_not_null() & ~known,
@@ -50,11 +63,14 @@ def _checks(columns: Columns) -> dict[str, tuple[pl.Expr, str, str]]:
     return checks
 
 
-def unreadable_values(path: str | Path, rows: int = ROWS_CHECKED) -> list[str]:
+def unreadable_values(
+    path: str | Path, site: str | None = None, rows: int = ROWS_CHECKED
+) -> list[str]:
     """One message per column of the metadata file ``path`` whose values in its first
-    ``rows`` rows are read as unknown, with how many, the first such row and its value."""
+    ``rows`` rows are read as unknown, with how many, the first such row and its value
+    (``site``: the file's, recognised from its columns when not given)."""
     lf = pl.scan_parquet(path).head(rows)
-    checks = _checks(lf.collect_schema())
+    checks = _checks(lf.collect_schema(), site or detect_schema(path).site)
     if not checks:
         return []
     bad = lf.select(expr.alias(name) for name, (expr, _, _) in checks.items()).collect()

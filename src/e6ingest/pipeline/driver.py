@@ -302,7 +302,7 @@ class _Run:
         schemas = [m.schema for m in manifest.metadata]
         for warning in metadata_warnings(query, files, schemas, self.config.include_deleted):
             self.warn(warning)
-        for warning in (w for path in files for w in unreadable_values(path)):
+        for warning in (w for path in files for w in unreadable_values(path, manifest.site)):
             self.warn(warning)
         for warning in self.config.buckets.warnings():
             self.warn(warning)
