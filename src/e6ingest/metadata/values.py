@@ -6,6 +6,7 @@ row and its value, instead of letting ``date:2024`` answer 0 without a word."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -35,31 +36,41 @@ NUMBERS = {
 DATES = {"created_at": "date: queries, order:date and date tags skip such posts"}
 
 
+@dataclass(frozen=True)
+class _Check:
+    """Which values of a column are read as unknown, what a value should be, and what an
+    unknown one costs."""
+
+    unknown: pl.Expr
+    should_be: str
+    cost: str
+
+
 def _unreadable(raw: pl.Expr, read: pl.Expr) -> pl.Expr:
     return raw.is_not_null() & read.is_null()
 
 
-def _checks(columns: Columns, site: str) -> dict[str, tuple[pl.Expr, str, str]]:
-    """Per raw column of ``columns`` (a file of ``site``) to check: which of its values
-    are read as unknown, what a value should be, and what an unknown one costs."""
+def _checks(columns: Columns, site: str) -> dict[str, _Check]:
+    """The checks of the raw columns of ``columns`` (a file of ``site``), by column."""
     checks = {}
     for name, cost in NUMBERS.items():
         if name in columns and (columns[name] == pl.String or columns[name].is_float()):
-            checks[name] = (_unreadable(pl.col(name), whole_number(columns, name)),
-                            "a whole number", cost)  # fmt: skip
+            read = whole_number(columns, name)
+            checks[name] = _Check(_unreadable(pl.col(name), read), "a whole number", cost)
     for name, cost in DATES.items():
         if columns.get(name) == pl.String:
-            checks[name] = (_unreadable(pl.col(name), timestamp(columns, name)),
-                            "a date in a format e6ingest reads", cost)  # fmt: skip
+            read = timestamp(columns, name)
+            checks[name] = _Check(_unreadable(pl.col(name), read),
+                                  "a date in a format e6ingest reads", cost)  # fmt: skip
     if site in SITE_RATINGS and columns.get("rating") == pl.String:
-        letters = list(SITE_RATINGS[site])
-        checks["rating"] = (pl.col("rating").is_not_null() & ~pl.col("rating").is_in(letters),
-                            f"a rating of {site} ({', '.join(letters)})",
-                            "--rating and rating: select no such post")  # fmt: skip
+        letters, rating = list(SITE_RATINGS[site]), pl.col("rating")
+        checks["rating"] = _Check(rating.is_not_null() & ~rating.is_in(letters),
+                                  f"a rating of {site} ({', '.join(letters)})",
+                                  "--rating and rating: select no such post")  # fmt: skip
     if columns.get("is_deleted") == pl.String:
-        known = pl.col("is_deleted").is_in([*FLAG_TRUE, *FLAG_FALSE])
-        checks["is_deleted"] = (pl.col("is_deleted").is_not_null() & ~known,
-                                "true or false", "such posts count as not deleted")  # fmt: skip
+        flag = pl.col("is_deleted")
+        unknown = flag.is_not_null() & ~flag.is_in([*FLAG_TRUE, *FLAG_FALSE])
+        checks["is_deleted"] = _Check(unknown, "true or false", "such posts count as not deleted")
     return checks
 
 
@@ -73,16 +84,16 @@ def unreadable_values(
     checks = _checks(lf.collect_schema(), site or detect_schema(path).site)
     if not checks:
         return []
-    bad = lf.select(expr.alias(name) for name, (expr, _, _) in checks.items()).collect()
+    bad = lf.select(check.unknown.alias(name) for name, check in checks.items()).collect()
     messages = []
-    for name, (_, should, cost) in checks.items():
+    for name, check in checks.items():
         count = int(bad[name].sum())
         if count:
             row = int(bad[name].arg_true()[0])
             value = pl.scan_parquet(path).select(name).slice(row, 1).collect().item()
             messages.append(
-                f"{path}: column {name!r} row {row}: {value!r} is not {should} ({count:,} of "
-                f"the first {min(rows, bad.height):,} rows); read as unknown: {cost}"
+                f"{path}: column {name!r} row {row}: {value!r} is not {check.should_be} "
+                f"({count:,} of the first {bad.height:,} rows); read as unknown: {check.cost}"
             )
     return messages
 
