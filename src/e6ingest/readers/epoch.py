@@ -175,7 +175,13 @@ def epoch_steps(
     counts = batch_counts(index, world_size * num_workers, batch_size, drop_last)
     if world_size == 1:
         return sum(counts)
-    return (min(counts) if drop_last else max(counts)) * num_workers
+    return _in_step(counts, drop_last) * num_workers
+
+
+def _in_step(counts: list[int], drop_last: bool) -> int:
+    """How many batches every part makes when the parts keep in step: as many as the part
+    with the most, or with ``drop_last`` as the part with the fewest."""
+    return min(counts) if drop_last else max(counts)
 
 
 def batch_plan(
@@ -192,8 +198,7 @@ def batch_plan(
     batches = _shuffled_batches(rows, batch_size, shuffle, seed, epoch, drop_last)
     if not part.in_step:
         return batches
-    counts = batch_counts(index, part.total, batch_size, drop_last)
-    wanted = min(counts) if drop_last else max(counts)
+    wanted = _in_step(batch_counts(index, part.total, batch_size, drop_last), drop_last)
     if len(batches) >= wanted:
         return batches[:wanted]
     if batches:
