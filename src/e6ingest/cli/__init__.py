@@ -275,7 +275,6 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     config = make_config(flag_values(args), where=args.config or "flags")
     hub = _hub_options(args)
-    mirror = _mirror(args)
     executor = None
     if args.ray_address and args.executor != "ray":
         raise ConfigError("--ray-address is the cluster of --executor ray; add --executor ray "
@@ -284,6 +283,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         from e6ingest.pipeline.ray_executor import RayExecutor
 
         executor = RayExecutor(args.ray_address, num_cpus=args.workers)
+        executor.check_address()  # before the demo is built or anything planned
+    mirror = _mirror(args)
     reporter = JsonReporter() if args.log_json else BarReporter(quiet=args.quiet)
     try:
         summary = pull(

@@ -15,6 +15,8 @@ owned by a driver that dies are stopped by Ray with their owner.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -54,6 +56,23 @@ def _unreachable(address: str | None, exc: BaseException) -> str:
             "(Ray's RAY_AUTH_MODE)")  # fmt: skip
 
 
+CONNECT_SECONDS = 10.0  # how long a cluster's address may take to answer at all
+_HOST_PORT = re.compile(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)")
+
+
+def _check_answers(address: str | None) -> None:
+    """Fail at once when nothing answers at a cluster's ``host:port`` (Ray itself would
+    retry for minutes before saying so); other address forms are left to Ray."""
+    found = _HOST_PORT.fullmatch(address or "")
+    if found is None:
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterUnavailable(_unreachable(address, exc)) from None
+
+
 class RayExecutor(Executor):
     """Runs each task as a Ray task (one CPU each), at most ``in_flight`` at a time
     (default: the cluster's CPUs), yielding results as they finish."""
@@ -73,6 +92,11 @@ class RayExecutor(Executor):
         self.node_ip_address = node_ip_address  # this machine's address on the cluster
         self._started = False
 
+    def check_address(self) -> None:
+        """Fail at once (:class:`ClusterUnavailable`) when nothing answers at the cluster's
+        address: before a run plans, not after."""
+        _check_answers(self.address)
+
     def _connect(self) -> ModuleType:
         ray = _ray()
         if not ray.is_initialized():
@@ -81,6 +105,7 @@ class RayExecutor(Executor):
                 options["_node_ip_address"] = self.node_ip_address
             if self.address is None:
                 options.update(num_cpus=self.num_cpus, include_dashboard=False)
+            _check_answers(self.address)
             try:
                 ray.init(address=self.address, **options)
             except (ConnectionError, RuntimeError) as exc:
