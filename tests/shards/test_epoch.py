@@ -146,6 +146,7 @@ def test_the_part_is_read_from_the_environment_torchrun_sets(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert current_part() == Part(1, 4, 0, 1)
+    assert current_part(worker=0, num_workers=0) == Part(1, 4, 0, 1)  # a DataLoader's own
     monkeypatch.setenv("WORLD_SIZE", "four")
     with pytest.raises(ValueError, match=r"\$WORLD_SIZE is 'four', not a whole number"):
         current_part()

@@ -64,7 +64,8 @@ def current_part(
     num_workers: int | None = None,
 ) -> Part:
     """The part of the calling process: arguments, else ``RANK``/``WORLD_SIZE`` (as set by
-    torchrun and accelerate) and the torch DataLoader worker when torch is in use."""
+    torchrun and accelerate) and the torch DataLoader worker when torch is in use.
+    ``num_workers=0`` is a DataLoader's own process: one part, as 1."""
     if rank is None:
         rank = _environ_number("RANK", 0)
     if world_size is None:
@@ -75,7 +76,7 @@ def current_part(
             info = sys.modules["torch"].utils.data.get_worker_info()
         worker = worker if worker is not None else (info.id if info else 0)
         num_workers = num_workers if num_workers is not None else (info.num_workers if info else 1)
-    return Part(rank, world_size, worker, num_workers)
+    return Part(rank, world_size, worker, num_workers or 1)
 
 
 def _environ_number(name: str, default: int) -> int:

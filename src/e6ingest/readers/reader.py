@@ -205,7 +205,7 @@ class ShardSet:
         workers together (``num_workers``: the DataLoader's, 0 and 1 alike): the steps per
         epoch an LR schedule needs, found without reading an image. The same on every
         rank; ``world_size`` defaults to ``WORLD_SIZE``."""
-        part = current_part(0, world_size, 0, max(num_workers, 1))
+        part = current_part(0, world_size, 0, num_workers)
         return epoch_steps(self.index, part.world_size, part.num_workers, batch_size, drop_last)
 
     @property
