@@ -138,11 +138,8 @@ def _selected_keys(selection: pl.LazyFrame, request: PlanRequest) -> tuple[pl.Da
     order = request.query.order
     extra = [c for c in request.subset.columns(order) if c not in ("id", "rating", "score")]
     extra += ["md5"] if request.drop_duplicates and "md5" not in extra else []
-    keys = (
-        selection.select("id", "rating", "score", *extra)
-        .drop_nulls("id")
-        .collect(engine="streaming")  # one row per id: metadata.scan_files
-    )
+    # one row per id, and none without: metadata.scan_files
+    keys = selection.select("id", "rating", "score", *extra).collect(engine="streaming")
     kept = request.subset.pick(keys, order)["id"] if request.subset else keys["id"]
     return keys, kept
 
