@@ -171,7 +171,11 @@ class Dataset:
         return query
 
     def indexed(self, query: Query) -> Query:
-        """``query`` answered from the tag index when :meth:`question_index` gives one."""
+        """``query`` answered from the tag index when :meth:`question_index` gives one (a
+        query that selects every post asks nothing of an index: none is built for it
+        unless the dataset was opened with ``index=True``)."""
+        if query.expr is None and self.index is not True:
+            return query
         index = self.question_index()
         return query.with_index(index) if index is not None else query
 

@@ -130,6 +130,8 @@ class Query:
 
     def apply(self, frame: Frame) -> Frame:
         """``frame`` filtered by the query (lazy or eager)."""
+        if self.expr is None:  # every post: nothing to look up in an index
+            return frame
         if self.index is not None:
             return frame.filter(self._ids())
         return frame if self.expr is None else frame.filter(self.expr)
