@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ def captions(
     spec = spec or CaptionSpec()
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
-    frame = caption_frame(posts.select(_caption_inputs(posts)).collect(), spec, rarity, implied)
+    frame = caption_frame(posts.select(caption_inputs(posts)).collect(), spec, rarity, implied)
     return _caption_columns(frame, spec)
 
 
@@ -61,7 +61,7 @@ def preview_captions(
     ids = posts.select("id").collect(engine="streaming")["id"]
     head, sampled = ids.head(rows), ids.gather_every(max(1, len(ids) // STATS_SAMPLE))
     wanted = pl.concat([head, sampled]).unique()
-    chosen = posts.filter(pl.col("id").is_in(wanted.implode())).select(_caption_inputs(posts))
+    chosen = posts.filter(pl.col("id").is_in(wanted.implode())).select(caption_inputs(posts))
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
     with CaptionSelection(posts, spec) as shared:
@@ -71,8 +71,8 @@ def preview_captions(
     return pick[0], pick[1], len(ids)
 
 
-def _caption_inputs(posts: pl.LazyFrame) -> list[str]:
-    """The columns captions are made of."""
+def caption_inputs(posts: pl.LazyFrame) -> list[str]:
+    """The columns of ``posts`` captions are made of."""
     tags = [c for c in posts.collect_schema().names() if c.startswith("tags_")]
     return [*CAPTION_INPUTS, *tags]
 
@@ -164,15 +164,18 @@ def write_captions_of(
     allow_empty: bool = True,
     batch_rows: int = CAPTION_BATCH_ROWS,
     preview: CaptionPreview | None = None,
+    batches: Iterable[pl.DataFrame] | None = None,
 ) -> int:
     """The captions of ``posts`` (as :func:`captions` makes them) written to ``path`` as
     JSON lines, atomically (``"-"``: to standard output, as they are made), ``batch_rows``
-    captions at a time (fewer posts when each has
-    variants, :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
-    large the selection (which is streamed to a temporary file beside ``path`` first).
-    Returns how many were written; an empty selection raises :class:`EmptySelection`
-    (writing nothing) unless ``allow_empty``. ``preview`` keeps its rows of each batch as
-    it is written (the file is not read again for them)."""
+    captions at a time (fewer posts when each has variants,
+    :func:`~e6ingest.captions.variants.posts_per_batch`): memory holds one batch, however
+    large the selection. The posts are read from ``batches`` (their caption inputs, in
+    order: ``Dataset.select_in_batches``) when given, else from a copy of the selection
+    streamed to a temporary file beside ``path`` first. Returns how many were written; an
+    empty selection raises :class:`EmptySelection` (writing nothing) unless
+    ``allow_empty``. ``preview`` keeps its rows of each batch as it is written (the file
+    is not read again for them)."""
     from e6ingest.captions import CaptionSelection
     from e6ingest.captions.variants import posts_per_batch
     from e6ingest.pipeline.plan import EmptySelection
@@ -181,30 +184,48 @@ def write_captions_of(
     spec = spec or CaptionSpec()
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
-    selection = _selection_file(path)
-    try:
-        inputs = posts.select(_caption_inputs(posts))
-        inputs.sink_parquet(selection, engine="streaming", compression=SINK_COMPRESSION)
-        rows = pl.scan_parquet(selection)
-        total: int = rows.select(pl.len()).collect().item()
+    at_once = posts_per_batch(batch_rows, spec)
+    with contextlib.ExitStack() as stack:
+        if batches is None:
+            posts = stack.enter_context(_selection_copy(posts, path))
+        total: int = posts.select(pl.len()).collect().item()
+        if batches is None:
+            copy = posts
+            batches = (copy.slice(start, at_once).collect() for start in range(0, total, at_once))
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
-        with (
-            CaptionSelection(rows, spec) as shared,
-            _captions_sink(path) as out,
-            _BatchWriter(out) as writer,
-        ):
-            at_once = posts_per_batch(batch_rows, spec)
-            for start in range(0, total, at_once):
-                batch = rows.slice(start, at_once).collect()
-                frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
-                writer.write(frame)
-                if preview is not None:
-                    preview.keep(frame, start, total)
-                del batch, frame
+        shared = stack.enter_context(CaptionSelection(posts, spec))
+        writer = stack.enter_context(_BatchWriter(stack.enter_context(_captions_sink(path))))
+        written = 0
+        for batch in _at_most(batches, at_once):
+            frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
+            writer.write(frame)
+            if preview is not None:
+                preview.keep(frame, written, total)
+            written += frame.height
+            del batch, frame
+    return written
+
+
+def _at_most(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """``batches`` in order, each cut into parts of at most ``rows`` rows."""
+    for batch in batches:
+        for start in range(0, batch.height, rows):
+            yield batch.slice(start, rows)
+
+
+@contextlib.contextmanager
+def _selection_copy(posts: pl.LazyFrame, path: str | Path) -> Iterator[pl.LazyFrame]:
+    """The caption inputs of ``posts`` streamed to a temporary file (beside ``path``) and
+    read from it, a batch at a time: the selection is read from the metadata once. The
+    file goes at the end."""
+    selection = _selection_file(path)
+    try:
+        inputs = posts.select(caption_inputs(posts))
+        inputs.sink_parquet(selection, engine="streaming", compression=SINK_COMPRESSION)
+        yield pl.scan_parquet(selection)
     finally:
         selection.unlink(missing_ok=True)
-    return total
 
 
 def _selection_file(path: str | Path) -> Path:

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from e6ingest.captioned import (
     CAPTION_FIELDS as CAPTION_FIELDS,
     CAPTION_INPUTS as CAPTION_INPUTS,
     CaptionPreview as CaptionPreview,
+    caption_inputs as caption_inputs,
     caption_token_lengths as caption_token_lengths,
     caption_token_stats as caption_token_stats,
     captions as captions,
@@ -34,7 +35,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
 from e6ingest.core import check_plain_fields
 from e6ingest.manifests import load_manifest
-from e6ingest.metadata import SchemaError, id_range, scan_files
+from e6ingest.metadata import SchemaError, canonical_batches, id_range, scan_files
 from e6ingest.metadata.describe import (
     UNKNOWN as UNKNOWN,  # what inspect shows, re-exported
     posts_per_year as posts_per_year,
@@ -226,6 +227,31 @@ class Dataset:
         if tag_table:
             selected = apply_tag_table(selected, read_tag_table(tag_table))
         return selected
+
+    def reads_in_batches(self, query: Query | str, subset: Subset = EVERYTHING) -> bool:
+        """Whether :meth:`select_in_batches` suits the selection: every post it keeps,
+        with a query that reads no tags (answered from the tag index, or by ratings and
+        numbers alone), which each pass over the selection then runs again cheaply."""
+        return not subset and not self._query(query).reads_tags()
+
+    def select_in_batches(
+        self, query: Query | str, columns: Sequence[str], rows: int
+    ) -> Iterator[pl.DataFrame]:
+        """The ``columns`` of the posts ``query`` selects, as :meth:`select` gives them and
+        in its order (tag categories restored by the dataset's tags table), read ``rows``
+        metadata rows at a time: each batch reads only its own row groups, and no copy of
+        the selection is made. Best when :meth:`reads_in_batches`."""
+        query = self._query(query).resolved()
+        tag_table = self.tables.tag_table if self.tables else ""
+        tags = read_tag_table(tag_table) if tag_table else None
+        files = canonical_batches(list(self.files), list(self.schemas), rows, self.include_deleted)
+        for batch in files:
+            selected = query.apply(batch)
+            if tags is not None:
+                selected = apply_tag_table(selected, tags)
+            frame = selected.select(columns).collect()
+            if frame.height:
+                yield frame
 
     def count(self, query: Query | str = "", subset: Subset = EVERYTHING) -> int:
         """How many posts ``query`` selects (streamed, the rarest tag first)."""

@@ -241,9 +241,14 @@ def cmd_captions(args: argparse.Namespace) -> int:
         _print_captions(head, sample)
         return 0
     preview = dataset.CaptionPreview(args.preview) if args.preview else None
+    batches = None  # else the selection is copied once, then read a batch at a time
+    if data.reads_in_batches(query, config.subset):
+        columns = dataset.caption_inputs(posts)
+        batches = data.select_in_batches(query, columns, dataset.CAPTION_BATCH_ROWS)
     try:  # a batch at a time: memory does not grow with the selection
         written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,
-                                            args.allow_empty, preview=preview)  # fmt: skip
+                                            args.allow_empty, preview=preview,
+                                            batches=batches)  # fmt: skip
     except EmptySelection:
         raise empty() from None
     from e6ingest.pipeline.results import plural

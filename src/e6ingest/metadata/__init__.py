@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,9 @@ from e6ingest.metadata.schemas import (
     TAG_COLUMNS,
     SchemaError,
     detect_schema,
+    file_schema,
     post_id,
+    rows_left_out,
     scan_file,
     split_tags,
 )
@@ -27,6 +30,7 @@ __all__ = [
     "TAG_CATEGORIES",
     "TAG_COLUMNS",
     "SchemaError",
+    "canonical_batches",
     "combine",
     "detect_schema",
     "id_less_rows",
@@ -66,6 +70,47 @@ def scan_files(
     schemas = list(schemas) if schemas is not None else [None] * len(paths)
     frames = [scan_file(p, s) for p, s in zip(paths, schemas, strict=True)]
     return combine(frames, include_deleted=include_deleted)
+
+
+def _file_rows(path: Path, start: int, rows: int, left_out: np.ndarray) -> pl.LazyFrame:
+    """``rows`` rows of a metadata file from row ``start`` (read from the row groups
+    holding them), less the rows ``left_out`` (no id, or one that comes again later)."""
+    part = pl.scan_parquet(path).slice(start, rows)
+    inside = left_out[(left_out >= start) & (left_out < start + rows)] - start
+    if not len(inside):
+        return part
+    row = "__e6ingest_row"
+    kept = part.with_row_index(row).filter(~pl.col(row).is_in(pl.Series(inside).implode()))
+    return kept.drop(row)
+
+
+def file_ids(path: str | Path) -> pl.LazyFrame:
+    """The post ids of a metadata file's rows, as its schema reads them."""
+    lf = pl.scan_parquet(path)
+    return lf.select(post_id(lf.collect_schema()))
+
+
+def canonical_batches(
+    paths: Sequence[Path],
+    schemas: Sequence[str | None],
+    rows: int,
+    include_deleted: bool = False,
+) -> Iterator[pl.LazyFrame]:
+    """The posts of :func:`scan_files`, in its order, as lazy frames of at most ``rows``
+    consecutive rows of one file each: every batch reads only its own row groups, so a
+    caller can work through millions of posts a part at a time without copying them. A
+    later file wins for a repeated id, as in :func:`combine`, and a later row of the same
+    file; a row without an id is no post (``rows_left_out``)."""
+    for i, (path, schema) in enumerate(zip(paths, schemas, strict=True)):
+        found = file_schema(path, schema)
+        later = [file_ids(f) for f in paths[i + 1 :]]
+        newer = pl.concat(later).collect()["id"] if later else None
+        left_out = rows_left_out(path)
+        for start in range(0, max(pq.ParquetFile(path).metadata.num_rows, 1), rows):
+            frame = found.canonical(_file_rows(path, start, rows, left_out), path)
+            if newer is not None:
+                frame = frame.filter(~pl.col("id").is_in(newer.implode()))
+            yield frame if include_deleted else frame.filter(~pl.col("is_deleted"))
 
 
 MAX_ROWS_NAMED = 1000  # rows without an id named one by one; the rest counted

@@ -37,13 +37,8 @@ import pyarrow.parquet as pq
 
 from e6ingest.arrays import to_arrow, to_numpy
 from e6ingest.core import temp_path, write_atomic
-from e6ingest.metadata.schemas import (
-    TAG_CHARACTER,
-    TAG_SEPARATOR,
-    file_schema,
-    post_id,
-    rows_left_out,
-)
+from e6ingest.metadata import canonical_batches
+from e6ingest.metadata.schemas import TAG_CHARACTER, TAG_SEPARATOR
 from e6ingest.query.metatags import COUNTED, NUMERIC
 
 INDEX_VERSION = 5  # 5: rows without an id left out; 4: columns of other types read
@@ -63,41 +58,14 @@ def metadata_rows(files: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _file_batch(path: Path, start: int, left_out: np.ndarray) -> pl.LazyFrame:
-    """``BATCH_ROWS`` rows of a metadata file from row ``start`` (read from the row groups
-    holding them), less the rows ``left_out`` (no id, or one that comes again later)."""
-    part = pl.scan_parquet(path).slice(start, BATCH_ROWS)
-    inside = left_out[(left_out >= start) & (left_out < start + BATCH_ROWS)] - start
-    if not len(inside):
-        return part
-    row = "__e6ingest_row"
-    kept = part.with_row_index(row).filter(~pl.col(row).is_in(pl.Series(inside).implode()))
-    return kept.drop(row)
-
-
-def _ids(path: Path) -> pl.LazyFrame:
-    """The post ids of a metadata file's rows, as its schema reads them."""
-    lf = pl.scan_parquet(path)
-    return lf.select(post_id(lf.collect_schema()))
-
-
 def _batches(
     files: Sequence[Path], schemas: Sequence[str | None], columns: Sequence[pl.Expr | str]
 ) -> Iterator[pl.DataFrame]:
-    """The canonical rows of the metadata, a batch at a time: ``columns`` and the
-    space-separated ``tokens`` of each tag string. A later file wins for a repeated id, as
-    in ``metadata.combine``, and a later row of the same file; a row without an id is no
-    post (``rows_left_out``)."""
-    for i, (path, schema) in enumerate(zip(files, schemas, strict=True)):
-        found = file_schema(path, schema)
-        later = [_ids(f) for f in files[i + 1 :]]
-        newer = pl.concat(later).collect()["id"] if later else None
-        left_out = rows_left_out(path)
-        for start in range(0, max(metadata_rows([path]), 1), BATCH_ROWS):
-            frame = found.canonical(_file_batch(path, start, left_out), path)
-            if newer is not None:
-                frame = frame.filter(~pl.col("id").is_in(newer.implode()))
-            yield frame.select(*columns, pl.col("tags").str.split(" ").alias("tokens")).collect()
+    """The canonical rows of the metadata (deleted posts included), a batch at a time:
+    ``columns`` and the space-separated ``tokens`` of each tag string."""
+    tokens = pl.col("tags").str.split(" ").alias("tokens")
+    for frame in canonical_batches(files, schemas, BATCH_ROWS, include_deleted=True):
+        yield frame.select(*columns, tokens).collect()
 
 
 def _read_ahead(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:

@@ -118,6 +118,20 @@ class Query:
         on): the posts are chosen there, and only their rows are read from the metadata."""
         return replace(self, index=index)
 
+    def reads_tags(self) -> bool:
+        """Whether answering the query reads the posts' tags (a tag, wildcard or tag
+        count in it, with no tag index to answer from)."""
+        if self.expr is None or self.index is not None:
+            return False
+        return any(n == "tags" or n.startswith("tags_") for n in self.expr.meta.root_names())
+
+    def resolved(self) -> Query:
+        """This query with the posts its tag index chose as its expression (an id list,
+        looked up once however many frames it is applied to); itself without an index."""
+        if self.index is None or self.expr is None:
+            return self
+        return replace(self, expr=self._ids(), anchors=(), index=None)
+
     def _ids(self) -> pl.Expr:
         if self.index is None:
             raise ValueError("the query has no index to take its ids from")
