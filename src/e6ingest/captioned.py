@@ -19,7 +19,7 @@ import polars as pl
 
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.captions.variants import VARIANTS_COLUMN
-from e6ingest.core import atomic_path, temp_path
+from e6ingest.core import atomic_path, read_ahead, temp_path
 from e6ingest.pipeline.sourcing import CaptionTables
 from e6ingest.query import Subset
 from e6ingest.query.parse import SINK_COMPRESSION
@@ -90,6 +90,7 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
     )
 
 
+_SYNC_DATA = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
 
 
@@ -128,15 +129,23 @@ class _BatchWriter:
     at most the batch being written and the one being made. A failed write is raised
     at the next :meth:`write` or when the writer closes."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
+    def __init__(self, out: BinaryIO, durable: bool = False) -> None:
+        self._out, self._durable = out, durable
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions-writer")
         self._pending: Future[None] | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         """Write ``frame`` once the batch before it is written."""
         self._wait()
-        self._pending = self._pool.submit(frame.write_ndjson, self._out)
+        self._pending = self._pool.submit(self._written, frame)
+
+    def _written(self, frame: pl.DataFrame) -> None:
+        """``frame`` written, and with ``durable`` on disk: its pages go while the next
+        batch is captioned, not all in the file's final fsync."""
+        frame.write_ndjson(self._out)
+        if self._durable:
+            self._out.flush()
+            _SYNC_DATA(self._out.fileno())
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -195,9 +204,10 @@ def write_captions_of(
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
         shared = stack.enter_context(CaptionSelection(posts, spec))
-        writer = stack.enter_context(_BatchWriter(stack.enter_context(_captions_sink(path))))
+        out = stack.enter_context(_captions_sink(path))
+        writer = stack.enter_context(_BatchWriter(out, durable=str(path) != STDOUT))
         written = 0
-        for batch in _at_most(batches, at_once):
+        for batch in _at_most(read_ahead(iter(batches)), at_once):
             frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
             writer.write(frame)
             if preview is not None:

@@ -13,9 +13,10 @@ import re
 import secrets
 import signal
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, get_args, get_type_hints
+from typing import Any, BinaryIO, TypeVar, get_args, get_type_hints
 
 
 class FailureKind(str, Enum):
@@ -320,3 +321,17 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+Item = TypeVar("Item")
+
+
+def read_ahead(items: Iterator[Item]) -> Iterator[Item]:
+    """``items`` in order, the next one made in a thread of its own while the caller works
+    on this one (for work that leaves the interpreter, as reading a file with polars)."""
+    done = object()  # what the thread gives once ``items`` has no more
+    with ThreadPoolExecutor(1, "e6ingest-read-ahead") as reader:
+        ahead = reader.submit(next, items, done)
+        while (item := ahead.result()) is not done:
+            ahead = reader.submit(next, items, done)
+            yield item  # type: ignore[misc]

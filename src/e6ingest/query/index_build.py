@@ -27,7 +27,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.arrays import to_arrow, to_numpy
-from e6ingest.core import temp_path, write_atomic
+from e6ingest.core import read_ahead, temp_path, write_atomic
 from e6ingest.metadata import canonical_batches
 from e6ingest.metadata.schemas import TAG_CHARACTER, TAG_SEPARATOR
 from e6ingest.query.metatags import COUNTED, NUMERIC
@@ -66,15 +65,6 @@ def _batches(
     tokens = pl.col("tags").str.split(" ").alias("tokens")
     for frame in canonical_batches(files, schemas, BATCH_ROWS, include_deleted=True):
         yield frame.select(*columns, tokens).collect()
-
-
-def _read_ahead(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """``batches``, the next one read in a thread while the caller works on this one."""
-    with ThreadPoolExecutor(1, "e6ingest-index-read") as reader:
-        ahead = reader.submit(next, batches, None)
-        while (batch := ahead.result()) is not None:
-            ahead = reader.submit(next, batches, None)
-            yield batch
 
 
 class _Numbering:
@@ -180,7 +170,7 @@ def _first_pass(
     try:
         # tagcount from the tokens split anyway (a regex over every tag string costs more)
         counts = [NUMERIC[name].alias(name) for name in COUNTED if name != "tagcount"]
-        for frame in _read_ahead(_batches(files, schemas, [*ROW_COLUMNS, *counts])):
+        for frame in read_ahead(_batches(files, schemas, [*ROW_COLUMNS, *counts])):
             numbers, rows, tagcount = numbering.pairs(frame, offset)
             frame = frame.drop("tokens").insert_column(
                 len(ROW_COLUMNS), pl.Series("tagcount", tagcount, pl.UInt32)
