@@ -328,9 +328,11 @@ def test_a_folder_polars_may_not_write_is_no_bug(mirror_args, tmp_path, capsys, 
     import polars as pl
 
     def refused(self, path, *args, **kwargs):
-        raise PermissionError(f"Operation not permitted (os error 1): {path}")
+        where = getattr(path, "name", path)  # a path, or the file opened at it
+        raise PermissionError(f"Operation not permitted (os error 1): {where}")
 
-    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", refused)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", refused)  # a selection copied once
+    monkeypatch.setattr(pl.DataFrame, "write_ndjson", refused)  # or read a batch at a time
     out = tmp_path / "captions.jsonl"
     code, _, err = _run(capsys, "captions", *mirror_args, "--out", str(out))
     line = _one_line(err)
@@ -355,7 +357,7 @@ def test_a_cache_that_is_a_file_is_named(mirror_args, tmp_path, capsys, monkeypa
     cache = tmp_path / "cache"
     cache.write_text("mine")
     monkeypatch.setenv("E6INGEST_CACHE", str(cache))
-    code, _, err = _run(capsys, "inspect", *mirror_args, "--count")
+    code, _, err = _run(capsys, "inspect", *mirror_args, "--query", "solo", "--count")
     assert code == 2 and "Traceback" not in err
     assert _one_line(err) == (
         f"e6ingest inspect: error: $E6INGEST_CACHE {cache} is a file, "
