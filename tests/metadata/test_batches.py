@@ -43,17 +43,28 @@ def _batched(data, query: str, rows: int) -> pl.DataFrame:
     return pl.concat([data.select(query).clear(), *batches]).collect()
 
 
+def _tag_table(tmp_path) -> str:
+    """An e621 tags table putting some of the tags in other categories."""
+    path = tmp_path / "tags.csv"
+    path.write_text("id,name,category,post_count\n1,fox,5,9\n2,red_panda,5,3\n"
+                    "3,hi_res,7,4\n4,solo,0,8\n")  # fmt: skip
+    return str(path)
+
+
 @pytest.mark.parametrize("index", [False, True])
 def test_batches_give_the_posts_of_the_selection_in_its_order(tmp_path, index):
-    rng = random.Random(11 + index)
+    rng, species = random.Random(11 + index), 0
     for case in range(15):
         files = _files(tmp_path, rng, case)
-        data = dataset.open_dataset(files=files, index=index,
+        tag_table = _tag_table(tmp_path) if case % 2 else ""
+        data = dataset.open_dataset(files=files, index=index, tag_table=tag_table,
                                     include_deleted=rng.random() < 0.3)  # fmt: skip
         for query in QUERIES:
             whole = data.select(query).collect()
             got = _batched(data, query, rng.randint(1, 9))
             assert got.equals(whole), (case, query)
+            species += int(whole["tags_species"].list.len().sum())
+    assert species  # the tags table moved tags out of general
 
 
 def test_a_query_that_reads_tags_is_copied_once_instead(tmp_path):
