@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -13,7 +14,7 @@ import re
 import secrets
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, get_args, get_type_hints
@@ -324,6 +325,7 @@ def available_cores() -> int:
 
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def read_ahead(items: Iterator[Item]) -> Iterator[Item]:
@@ -335,3 +337,20 @@ def read_ahead(items: Iterator[Item]) -> Iterator[Item]:
         while (item := ahead.result()) is not done:
             ahead = reader.submit(next, items, done)
             yield item  # type: ignore[misc]
+
+
+def map_ahead(
+    work: Callable[[Item], Result], items: Iterable[Item], threads: int
+) -> Iterator[Result]:
+    """``work(item)`` for each of ``items``, in order, on ``threads`` threads (for work
+    that leaves the interpreter, as numpy's sorts): besides the result the caller holds,
+    at most ``threads`` are made or kept at a time."""
+    threads = max(1, threads)
+    with ThreadPoolExecutor(threads, "e6ingest-map-ahead") as pool:
+        pending: collections.deque[Future[Result]] = collections.deque()
+        for item in items:
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+            pending.append(pool.submit(work, item))
+        while pending:
+            yield pending.popleft().result()

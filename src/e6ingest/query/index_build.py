@@ -22,11 +22,13 @@ tags.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from e6ingest.arrays import to_arrow, to_numpy
-from e6ingest.core import read_ahead, temp_path, write_atomic
+from e6ingest.core import available_cores, map_ahead, read_ahead, temp_path, write_atomic
 from e6ingest.metadata import canonical_batches
 from e6ingest.metadata.schemas import TAG_CHARACTER, TAG_SEPARATOR
 from e6ingest.query.metatags import COUNTED, NUMERIC
@@ -209,10 +211,11 @@ def _sorted_pairs(bucket: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
     del table
     local = numbers // parts  # every number of the bucket is b + local * parts
     if len(local) and local.max() < 1 << 16:
-        order = np.argsort(local.astype(np.uint16), kind="stable")
-    else:
-        order = np.argsort(local, kind="stable")
+        local = local.astype(np.uint16)
+    order = np.argsort(local, kind="stable")
+    del local  # each array goes once used: buckets are sorted side by side
     numbers, rows = numbers[order], rows[order]
+    del order
     if len(numbers):
         first = np.empty(len(numbers), bool)
         first[0] = True
@@ -222,6 +225,15 @@ def _sorted_pairs(bucket: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
     return numbers, rows
 
 
+def _big_with_small(buckets: list[Path]) -> list[Path]:
+    """``buckets`` in the order first, last, second, last but one...: tags are numbered as
+    first met, so the first buckets hold the most common tags and the last the fewest
+    postings, and buckets sorted side by side pair a large one with a small one."""
+    half = (len(buckets) + 1) // 2
+    paired = itertools.zip_longest(buckets[:half], reversed(buckets[half:]))
+    return [bucket for pair in paired for bucket in pair if bucket is not None]
+
+
 def _write_postings(buckets: list[Path], parts: int, path: Path) -> pl.DataFrame:
     """Every bucket's rows, sorted by tag number then row, as one Arrow file; each tag
     number's ``posts`` and ``start`` in it."""
@@ -229,8 +241,11 @@ def _write_postings(buckets: list[Path], parts: int, path: Path) -> pl.DataFrame
     lists = []
     written = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for bucket in buckets:
-            numbers, rows = _sorted_pairs(bucket, parts)
+        sorted_pairs = partial(_sorted_pairs, parts=parts)  # buckets sorted on every core
+        buckets = _big_with_small(buckets)
+        for bucket, (numbers, rows) in zip(
+            buckets, map_ahead(sorted_pairs, buckets, available_cores()), strict=True
+        ):
             writer.write_table(pa.Table.from_arrays([to_arrow(rows)], schema=schema))
             starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]][: len(numbers)])
             posts = np.diff(np.append(starts, len(numbers)))
@@ -252,6 +267,7 @@ def build(files: Sequence[Path], schemas: Sequence[str | None], folder: Path,
     work_folder.mkdir(parents=True)
     try:
         numbering, buckets, rows, parts = _first_pass(files, schemas, work_folder, report, total)
+        pa.default_memory_pool().release_unused()  # what the first pass's batches held
         lists = _write_postings(buckets, parts, work_folder / "postings.arrow")
         tags = numbering.tags().gather(lists["n"]).alias("tag")
         vocabulary = lists.select(tags, "posts", "start").sort("tag")
