@@ -106,23 +106,19 @@ def _refuse_conflicts(frame: pl.DataFrame, path: Path) -> None:
 
 
 def apply_tag_table(frame: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
-    """Split every post's ``tags_general`` into categories by the table.
+    """Split every post's ``tags_general`` into categories by the table (the other tag
+    columns are made from it alone), each tag in its order, null tags left out.
 
-    Tags the table does not know stay general. Only posts that reach this step are
-    exploded, so apply it after filtering for large datasets.
-    """
-    exploded = (
-        frame.select("id", pl.col("tags_general").alias("tag"))
-        .explode("tag")
-        .join(table.lazy(), left_on="tag", right_on="name", how="left", maintain_order="left")
-        .with_columns(pl.col("column").fill_null("tags_general"))
-    )
-    grouped = exploded.group_by("id", maintain_order=True).agg(
-        [
-            pl.col("tag").filter((pl.col("column") == c) & pl.col("tag").is_not_null()).alias(c)
-            for c in TAG_COLUMNS
-        ]
-    )
+    Tags the table does not know stay general. Each tag is looked up once; then each
+    category takes its tags' positions in the list."""
+    codes = {column: number for number, column in enumerate(TAG_COLUMNS)}
+    general = codes["tags_general"]
+    known = table["column"].replace_strict(codes, return_dtype=pl.UInt8)
+    tags = pl.col("tags_general").list.drop_nulls().fill_null(pl.lit([], pl.List(pl.String)))
+    where = tags.list.eval(pl.element().replace_strict(table["name"], known, default=general,
+                                                       return_dtype=pl.UInt8))  # fmt: skip
+    at = "__e6ingest_category"
     columns = frame.collect_schema().names()
-    joined = frame.drop(TAG_COLUMNS).join(grouped, on="id", how="left", maintain_order="left")
-    return joined.select(columns)
+    placed = {column: tags.list.gather(pl.col(at).list.eval((pl.element() == number).arg_true()))
+              for column, number in codes.items()}  # fmt: skip
+    return frame.with_columns(where.alias(at)).with_columns(**placed).select(columns)
