@@ -197,10 +197,8 @@ def write_captions_of(
     with contextlib.ExitStack() as stack:
         if batches is None:
             posts = stack.enter_context(_selection_copy(posts, path))
+            batches = _slices(posts, at_once)
         total: int = posts.select(pl.len()).collect().item()
-        if batches is None:
-            copy = posts
-            batches = (copy.slice(start, at_once).collect() for start in range(0, total, at_once))
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
         shared = stack.enter_context(CaptionSelection(posts, spec))
@@ -215,6 +213,13 @@ def write_captions_of(
             written += frame.height
             del batch, frame
     return written
+
+
+def _slices(rows: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
+    """``rows`` (a file's), read ``size`` at a time."""
+    total: int = rows.select(pl.len()).collect().item()
+    for start in range(0, total, size):
+        yield rows.slice(start, size).collect()
 
 
 def _at_most(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
