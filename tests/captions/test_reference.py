@@ -8,6 +8,7 @@ agree on, and each must equal the reference for its own spec."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import polars as pl
@@ -15,6 +16,7 @@ import pytest
 
 from e6ingest import dataset
 from e6ingest.captions import CaptionSpec, build_captions, with_variants
+from e6ingest.captions.budget import Ranked
 from e6ingest.captions.implications import close_transitively
 from e6ingest.captions.spec import DEFAULT_META_FILTER, DEFAULT_PERIODS
 from e6ingest.captions.tokens import count_tokens
@@ -235,3 +237,61 @@ def test_tags_nl_with_a_keep_tokens_separator_keeps_the_head_within_the_budget(a
     assert caption.startswith("some artist |||" if artist else "A fluffy red panda")
     assert "tag_" not in caption  # the general tags go before the NL text is cut
     assert [caption] == [c for c, _ in reference_captions([post], spec, {1: [LONG_NL]})]
+
+
+def _people_first_variants(rng: random.Random, tags: list[str]) -> CaptionSpec:
+    """A random spec whose caption keeps people-count tags in place and whose variants
+    differ in their budget and in moving them first, as the standard presets do."""
+    spec = _random_spec(rng, tags)
+    merge = rng.choice(["tags", "tags+nl"])
+    variants = {"short": {"people_first": True, "max_tokens": rng.choice([8, 12, 20, 30, 75]),
+                          "merge": merge},
+                "medium": {"max_tokens": rng.choice([20, 75, 225]), "merge": merge}}  # fmt: skip
+    return replace(spec, people_first=False, max_tags=0, keep_tokens_separator="",
+                   variants=variants)  # fmt: skip
+
+
+def test_people_first_variants_reordered_from_the_caption_equal_the_reference(
+    small_demo, monkeypatch
+):
+    """A variant that moves people-count tags first reorders the tag lists and ranking
+    the other variants made (without building them again) and still gives the bytes the
+    reference gives."""
+    reordered = []
+    original = Ranked.reordered
+    monkeypatch.setattr(Ranked, "reordered",
+                        lambda self, *a: reordered.append(1) or original(self, *a))  # fmt: skip
+    base = _demo_posts(small_demo)
+    for seed in range(40):
+        rng = random.Random(1000 + seed)
+        posts = base + _hostile_posts(rng, 10**9)
+        nl, tags, aliases, closure = _inputs(rng, posts)
+        spec = _people_first_variants(rng, tags)
+        rarity = _rarity(posts, spec) if rng.random() < 0.7 else None
+        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, rarity)
+    assert len(reordered) > 40  # most batches took the reordering
+
+
+def test_people_first_is_built_anew_when_two_tags_write_the_same_text(monkeypatch):
+    """``multiple_girls`` (a people-count tag) and ``multiple girls`` (none) both write
+    ``multiple girls``: moving people-count tags first is then no mere reordering of the
+    caption's tags, and the variant is built anew, still equal to the reference."""
+    reordered = []
+    original = Ranked.reordered
+    monkeypatch.setattr(Ranked, "reordered",
+                        lambda self, *a: reordered.append(1) or original(self, *a))  # fmt: skip
+    both = ["multiple_girls", "multiple girls"]
+    posts = [_post(1, ["an_artist"], ["long_hair", *both, "solo"]),
+             _post(2, ["other_artist"], ["smile", both[1], "1girl", both[0]])]  # fmt: skip
+    spec = CaptionSpec(variants={"short": {"people_first": True, "max_tokens": 12},
+                                 "medium": {"max_tokens": 75}})  # fmt: skip
+    _check(posts, spec, {}, {}, close_transitively(_NO_PAIRS), None)
+    assert not reordered
+    short = with_variants(pl.DataFrame(posts), spec, lambda _: None)["caption_variants"]
+    assert short.struct.field("short").to_list() == [
+        "multiple girls, solo, an artist, long hair",
+        "1girl, multiple girls, other artist, smile",
+    ]
+
+
+_NO_PAIRS = pl.DataFrame(schema={"antecedent": pl.String, "implied": pl.String})

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from e6ingest.captions.build import build_captions, caption_rarity, score_thresholds
+from e6ingest.captions.build import build_captions, caption_rarity
 from e6ingest.captions.codes import glob_regex
+from e6ingest.captions.extras import score_thresholds
 from e6ingest.captions.files import CaptionInputError, read_aliases, read_nl_captions
 from e6ingest.captions.implications import read_implications
 from e6ingest.captions.session import Captioning

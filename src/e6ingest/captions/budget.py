@@ -24,7 +24,7 @@ space) are counted whole; the rare line still over loses its last tags until it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,7 +71,7 @@ def text_tokens(texts: pl.Series, captioning: Captioning) -> np.ndarray:
 
 def _rows(lists: Lists) -> np.ndarray:
     """The row of each item of ``lists``."""
-    return np.repeat(np.arange(len(lists.offsets) - 1, dtype=np.int64), lists.lengths())
+    return lists.rows()
 
 
 def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
@@ -175,6 +175,24 @@ class Ranked:
     nl: pl.Series | None
     nl_cost: np.ndarray
     classes: np.ndarray  # per tag: CLASS_HEAD, CLASS_TAG or CLASS_META
+    keys: np.ndarray | None  # per tag: its order within its class (None: caption order)
+
+    def reordered(self, lists: dict[str, Lists], order: np.ndarray) -> Ranked:
+        """The same tags ranked for ``lists``, whose ``whole`` holds each row's tags of
+        this ranking in another caption order (``order``: for each of its tags, the index
+        of the same tag here, only head tags moving) and whose other lists are these. The
+        tags of the other classes keep their order among themselves, hence what each row
+        spends up to each; what it spends up to each head tag is summed again."""
+        classes, cost, alone = self.classes[order], self.cost[order], self.alone[order]
+        keys = None if self.keys is None else self.keys[order]
+        rows, spent = lists["whole"].rows(), self.spent[order]
+        head = np.flatnonzero(classes == CLASS_HEAD)  # in caption order
+        if keys is not None:  # by key, ties in caption order
+            head = head[np.lexsort((keys[head], rows[head]))]
+        counts = np.bincount(rows[head], minlength=len(self.head))
+        spent[head], _ = _running_sums(np.concatenate([[0], np.cumsum(counts)]), cost[head])
+        return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes,
+                       keys=keys)  # fmt: skip
 
     def fit(self, budget: int, lines_as_counted: bool = False) -> Fitted:
         """The tags fitted to ``budget`` tokens (module doc). With ``lines_as_counted``
@@ -242,9 +260,16 @@ def rank_lists(
     keys = _priority_keys(whole, rules, rarity, priority)
     n = len(whole.offsets) - 1
     nl_cost = text_tokens(nl, captioning) if nl is not None else np.zeros(n, np.int64)
-    nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
-    spent, head = _spent(whole.offsets, _rows(whole), classes, cost, keys, nl_item)
-    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes)
+    spent, head = _spent(
+        whole.offsets, _rows(whole), classes, cost, keys, _nl_items(nl_cost, sep_cost)
+    )
+    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes, keys)
+
+
+def _nl_items(nl_cost: np.ndarray, sep_cost: int) -> np.ndarray:
+    """Per row, what its NL text costs as an item of the budget (with its separator)."""
+    items: np.ndarray = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
+    return items
 
 
 def fit_lists(

@@ -13,7 +13,6 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -23,8 +22,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from e6ingest.captions.budget import fit_budget, rank_lists
-from e6ingest.captions.codes import Lists, Part, TagBatch, TagRules, extra_part, rewrite
+from e6ingest.captions.budget import Ranked, fit_budget, rank_lists
+from e6ingest.captions.codes import (
+    NUMBER,
+    Lists,
+    Part,
+    TagBatch,
+    TagRules,
+    extra_part,
+    rewrite,
+)
+from e6ingest.captions.extras import Thresholds, extra_tags, score_thresholds
 from e6ingest.captions.files import NO_TEXTS, NLTexts
 from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
@@ -33,76 +41,9 @@ from e6ingest.captions.spec import CaptionSpec
 
 BATCH_ROWS = 25_000
 
-# Per rating, the score each quality tier starts at (None: the rating has no scores).
-Thresholds = Mapping[str, list[float | None]]
 # What captions of one batch made, by what it depends on (see :func:`_shared`).
 Memo = dict[Any, Any]
 T = TypeVar("T")
-
-
-def score_counts(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
-    """How many posts of each ``rating`` have each ``score`` (as floats), in score order."""
-    return (
-        frame.lazy()
-        .group_by("rating", pl.col("score").cast(pl.Float64))
-        .len()
-        .sort("rating", "score", nulls_last=True)
-        .collect()
-    )
-
-
-def score_thresholds(
-    frame: pl.LazyFrame | pl.DataFrame, spec: CaptionSpec, counts: pl.DataFrame | None = None
-) -> dict[str, list[float | None]]:
-    """Per rating, the score each quality tier starts at: the tier's percentile of the
-    rating's scores in ``frame`` (nulls left out; polars' ``quantile(p, "higher")``, the
-    ``ceil(p * (n - 1))``-th smallest), found in ``counts`` (:func:`score_counts` of
-    ``frame``, counted here when not given) instead of sorting every score."""
-    if not spec.quality_tag:
-        return {}
-    counts = score_counts(frame) if counts is None else counts
-    starts: dict[str, list[float | None]] = {}
-    for (rating,), scores in counts.partition_by("rating", as_dict=True).items():
-        scores = scores.drop_nulls("score")  # a rating whose scores are all null: no tiers
-        ends = scores["len"].cum_sum().to_numpy()
-        at = [math.ceil(p * (ends[-1] - 1)) if len(ends) else None for _, p in spec.tier_pairs]
-        starts[rating] = [
-            None if i is None else scores["score"][int(np.searchsorted(ends, i, "right"))]
-            for i in at
-        ]
-    return starts
-
-
-def _quality_tag(spec: CaptionSpec, thresholds: Thresholds) -> pl.Expr:
-    tier = pl.lit(None, pl.String)
-    for i, (name, _) in reversed(list(enumerate(spec.tier_pairs))):
-        start = pl.col("rating").replace_strict(
-            {r: t[i] for r, t in thresholds.items()}, default=None, return_dtype=pl.Float64
-        )
-        tier = pl.when(pl.col("score") >= start).then(pl.lit(name)).otherwise(tier)
-    return tier
-
-
-def _date_tag(spec: CaptionSpec) -> pl.Expr:
-    year = pl.col("created_at").dt.year()
-    if spec.date_tag == "year":
-        return pl.lit("year ") + year.cast(pl.String)
-    tag = pl.lit(None, pl.String)
-    for name, first_year in spec.period_pairs:
-        tag = pl.when(year >= first_year).then(pl.lit(name)).otherwise(tag)
-    return tag
-
-
-def _extras(spec: CaptionSpec, site: str, thresholds: Thresholds) -> pl.Expr | None:
-    extras = []
-    if spec.rating_tag:
-        names = spec.ratings(site)
-        extras.append(pl.col("rating").replace_strict(names, default=None, return_dtype=pl.String))
-    if spec.quality_tag:
-        extras.append(_quality_tag(spec, thresholds))
-    if spec.date_tag != "none":
-        extras.append(_date_tag(spec))
-    return pl.concat_list(extras).list.drop_nulls() if extras else None
 
 
 # Options a caption's tag lists do not depend on (the budget, the NL texts, the variants):
@@ -147,10 +88,34 @@ def _tag_lists(
     key = _lists_key(spec, thresholds)
     parts = _shared(memo, ("parts", key),
                     lambda: _TagParts(frame, spec, site, rules, thresholds, memo))  # fmt: skip
-    lists = _shared(memo, ("lists", key), parts.caption_lists)
+    moved = partial(_people_moved_first, spec, thresholds, memo)
+    lists = _shared(memo, ("lists", key), lambda: moved() or parts.caption_lists())
     if not spec.max_tokens:
         return lists
-    return _shared(memo, ("budget lists", key), lambda: {**lists, **parts.budget_lists()})
+    in_place = _lists_key(replace(spec, people_first=False), thresholds)  # keep, meta alike
+    budget = _shared(memo, ("keep and meta", in_place), parts.budget_lists)
+    return _shared(memo, ("budget lists", key), lambda: {**lists, **budget})
+
+
+def _people_moved_first(
+    spec: CaptionSpec, thresholds: Thresholds, memo: Memo
+) -> dict[str, Lists] | None:
+    """With ``people_first``, the lists of the same spec without it, made before for this
+    batch, with each row's people-count tags moved first (the order recorded in ``memo``
+    for :func:`_ranked`): the same lists as made anew whenever the tags' numbers tell
+    people-count tags apart (:meth:`_TagParts.people_numbers`), nothing is cut at
+    ``max_tags`` and there is no fixed head. None otherwise (they are made anew)."""
+    if not spec.people_first or spec.max_tags or spec.keep_tokens_separator:
+        return None
+    in_place = _lists_key(replace(spec, people_first=False), thresholds)
+    lists, parts = memo.get(("lists", in_place)), memo.get(("parts", in_place))
+    people = None if parts is None else parts.people_numbers()
+    if lists is None or people is None:
+        return None
+    whole = lists["whole"]
+    order = whole.front_first(np.isin(whole.numbers, people))
+    memo[("moved", _lists_key(spec, thresholds))] = (in_place, order)
+    return {"whole": Lists(whole.offsets, whole.numbers[order])}
 
 
 class _TagParts:
@@ -173,7 +138,7 @@ class _TagParts:
         self.ordered = self.fixed + tuple(c for c in categories if c not in self.fixed)
         self.batch = _shared(memo, ("batch", self.ordered, rules),
                              lambda: TagBatch(frame, self.ordered, rules))  # fmt: skip
-        extras = _extras(spec, site, thresholds)
+        extras = extra_tags(spec, site, thresholds)
         self.extra = None if extras is None else extra_part(frame.select(extras).to_series(),
                                                             rules)  # fmt: skip
         self._people: list[Part | None] | None = None
@@ -197,6 +162,18 @@ class _TagParts:
         if self.split:
             lists["head"] = batch.lists(head).deduplicated(0, spec.dedupe)
         return lists
+
+    def people_numbers(self) -> np.ndarray | None:
+        """The written numbers of the batch's people-count tags; None when one of them is
+        also written for a tag that is none (or an extra tag), as two tags that write the
+        same text may be."""
+        people, others = [], [self.extra.numbers] if self.extra is not None else []
+        for _, codes, numbers in self.batch.blocks.values():
+            kept, is_people = numbers >= 0, self.batch.rules.people[codes]
+            people.append(numbers[kept & is_people])
+            others.append(numbers[kept & ~is_people])
+        found = np.unique(np.concatenate([np.zeros(0, NUMBER), *people]))
+        return None if np.isin(np.concatenate(others or [found[:0]]), found).any() else found
 
     def budget_lists(self) -> dict[str, Lists]:
         """``keep`` and ``meta``, for a token budget."""
@@ -315,17 +292,19 @@ def _caption_batch(
     captioning: Captioning,
 ) -> list[pl.DataFrame]:
     """Each job's captions of one batch of rows; jobs whose texts and pruning agree share
-    the rows as prepared, and what they share beyond (:func:`_tag_lists`)."""
+    the rows as prepared, and what they share beyond (:func:`_tag_lists`). Jobs with
+    people-count tags first come last, to reorder what the others made."""
     prepared: Memo = {}
     memos: dict[tuple[int, int], Memo] = {}
-    out = []
-    for job in jobs:
+    out: dict[int, pl.DataFrame] = {}
+    for i in sorted(range(len(jobs)), key=lambda i: jobs[i].spec.people_first):
+        job = jobs[i]
         prune = implied if job.spec.prune_implied else None
         key = (id(prune), id(job.nl))
         rows = _shared(prepared, key, lambda: _with_texts(frame, job.nl, prune))  # noqa: B023
         captioned = _caption_sites(rows, job, rarity, captioning, memos.setdefault(key, {}))
-        out.append(captioned.select(job.columns) if job.columns else captioned)
-    return out
+        out[i] = captioned.select(job.columns) if job.columns else captioned
+    return [out[i] for i in range(len(jobs))]
 
 
 def _with_texts(
@@ -370,10 +349,11 @@ def _caption_site(
     whole = lists["whole"]
     if spec.max_tokens:
         with_nl = spec.merge_mode == "tags+nl"
-        key = ("ranked", _lists_key(spec, job.thresholds), with_nl, spec.token_priority)
+        how = (with_nl, spec.token_priority)
         nl = frame["caption_nl"].list.join(" ") if with_nl else None
-        ranked = _shared(memo, key, lambda: rank_lists(lists, rules, spec.token_priority,
-                                                       rarity, nl, captioning))  # fmt: skip
+        make = partial(rank_lists, lists, rules, spec.token_priority, rarity, nl, captioning)
+        key = _lists_key(spec, job.thresholds)
+        ranked = _shared(memo, ("ranked", key, how), lambda: _ranked(memo, key, how, lists, make))
         return fit_budget(frame, ranked, spec, rarity)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
@@ -384,6 +364,21 @@ def _caption_site(
         split = np.minimum(lists["head"].lengths(), whole.lengths())
     texts = dict(zip(("_fixed", "_rest"), whole.joined(rules, split), strict=False))
     return render(frame.with_columns(**texts), spec).drop(texts)
+
+
+def _ranked(
+    memo: Memo, key: Hashable, how: Hashable, lists: dict[str, Lists], make: Callable[[], Ranked]
+) -> Ranked:
+    """``lists`` (of lists key ``key``) ranked (``how``: with NL text, priority): when
+    they are lists made before with people-count tags moved first
+    (:func:`_people_moved_first`) and those were ranked alike, that ranking reordered;
+    else ``make()``."""
+    moved = memo.get(("moved", key))
+    if moved is None:
+        return make()
+    in_place, order = moved
+    ranked: Ranked | None = memo.get(("ranked", in_place, how))
+    return make() if ranked is None else ranked.reordered(lists, order)
 
 
 def caption_rarity(vocabulary: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:

@@ -244,6 +244,16 @@ class Lists:
         """The number of tags of each row."""
         return np.diff(self.offsets)
 
+    def rows(self) -> np.ndarray:
+        """The row of each item."""
+        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.lengths())
+
+    def front_first(self, front: np.ndarray) -> np.ndarray:
+        """The order that puts each row's ``front`` items (a mask over ``numbers``) before
+        its others, each group in its order: ``numbers[order]`` are the lists reordered."""
+        order: np.ndarray = np.lexsort((~front, self.rows()))
+        return order
+
     def take(self, rows: np.ndarray) -> Lists:
         """The lists of ``rows`` only, in that order."""
         starts, lengths = self.offsets[rows], self.lengths()[rows]

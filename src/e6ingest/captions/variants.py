@@ -14,13 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from e6ingest.captions.build import (
-    CaptionJob,
-    Thresholds,
-    build_many,
-    score_counts,
-    score_thresholds,
-)
+from e6ingest.captions.build import CaptionJob, build_many
+from e6ingest.captions.extras import Thresholds, score_counts, score_thresholds
 from e6ingest.captions.files import read_nl_captions
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_VARIANT, CaptionSpec
