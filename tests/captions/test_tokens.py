@@ -237,3 +237,23 @@ def test_a_tag_with_a_mark_counts_as_the_tokenizer_counts_it():
     for mark in (",", ";", "|", "|||", ":", ".", "&", "'", "-", "x", ",x", "。"):
         alone = count_tokens(texts)
         assert count_with_mark(texts, alone, mark) == count_tokens([t + mark for t in texts]), mark
+
+
+def test_text_costs_summed_over_words_equal_the_tokenizer():
+    """A written tag's tokens, summed over its words (each distinct word counted once), and
+    with the separator's mark after it, against the tokenizer on the whole text."""
+    from e6ingest.captions.codes import TagRules
+    from e6ingest.captions.session import Captioning
+
+    rng = random.Random(11)
+    alphabet = "ab Z9_()'&;#!?^.,:-|/ éßΣς中ー\t\u00a0\u0301½"
+    texts = [*AWKWARD, "a &amp b", "&amp lt;", "x  y", " lead", "trail ", "a \u0301b", "it 's"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(600)]
+    texts = list(dict.fromkeys(texts))
+    for mark in (",", "", "|"):
+        rules = TagRules(CaptionSpec(separator=f"{mark} "), {})
+        rules.number(texts)
+        with Captioning() as captioning:
+            alone, marked = captioning.text_costs(rules, mark)
+        assert alone.tolist() == count_tokens(texts), mark
+        assert marked.tolist() == count_tokens([t + mark for t in texts]), mark

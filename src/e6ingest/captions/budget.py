@@ -50,25 +50,6 @@ UNKNOWN = -1  # a line's count that does not follow from its parts
 REPAIR_ROUNDS = 4  # tags dropped one at a time from lines counted exactly, at most
 
 
-def text_tokens(texts: pl.Series, captioning: Captioning) -> np.ndarray:
-    """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
-    pre-tokens never span one), each distinct word counted once per ``captioning``."""
-    words = (
-        texts.fill_null("").str.split(" ").alias("word").to_frame()
-        .with_row_index("text").explode("word")
-    )  # fmt: skip
-    distinct = words["word"].unique()
-    costs = captioning.costs(distinct.to_list(), "", count_tokens)
-    table = pl.DataFrame({"word": distinct, "tokens": [c[0] for c in costs]},
-                         schema={"word": pl.String, "tokens": pl.Int64})  # fmt: skip
-    summed = (
-        words.join(table, on="word", how="left")
-        .group_by("text").agg(pl.col("tokens").sum())
-        .sort("text")
-    )  # fmt: skip
-    return summed["tokens"].to_numpy().astype(np.int64)
-
-
 def _rows(lists: Lists) -> np.ndarray:
     """The row of each item of ``lists``."""
     return lists.rows()
@@ -259,7 +240,7 @@ def rank_lists(
     classes = _classes(lists, len(rules.texts) + 1)
     keys = _priority_keys(whole, rules, rarity, priority)
     n = len(whole.offsets) - 1
-    nl_cost = text_tokens(nl, captioning) if nl is not None else np.zeros(n, np.int64)
+    nl_cost = captioning.text_tokens(nl) if nl is not None else np.zeros(n, np.int64)
     spent, head = _spent(
         whole.offsets, _rows(whole), classes, cost, keys, _nl_items(nl_cost, sep_cost)
     )

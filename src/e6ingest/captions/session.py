@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+import polars as pl
 
 from e6ingest.captions.codes import TagRules
 from e6ingest.captions.spec import CaptionSpec
@@ -73,11 +74,30 @@ class Captioning:
             alone, marked = self._text_costs.get((rules, mark), (_NONE, _NONE))
             texts = rules.texts[len(alone) :]  # numbered since the last call
             if texts:
-                costs = np.array(self.costs(texts, mark, count_tokens), np.int64).reshape(-1, 2)
-                alone = np.concatenate([alone, costs[:, 0]])
-                marked = np.concatenate([marked, costs[:, 1]])
+                new = self.text_tokens(pl.Series(texts, dtype=pl.String))
+                with_mark = count_with_mark(texts, new.tolist(), mark) if mark else new
+                alone = np.concatenate([alone, new])
+                marked = np.concatenate([marked, np.asarray(with_mark, np.int64)])
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
+
+    def text_tokens(self, texts: pl.Series) -> np.ndarray:
+        """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
+        pre-tokens never span one), each distinct word counted once."""
+        words = (
+            texts.fill_null("").str.split(" ").alias("word").to_frame()
+            .with_row_index("text").explode("word")
+        )  # fmt: skip
+        distinct = words["word"].unique()
+        costs = self.costs(distinct.to_list(), "", count_tokens)
+        table = pl.DataFrame({"word": distinct, "tokens": [c[0] for c in costs]},
+                             schema={"word": pl.String, "tokens": pl.Int64})  # fmt: skip
+        summed = (
+            words.join(table, on="word", how="left")
+            .group_by("text").agg(pl.col("tokens").sum())
+            .sort("text")
+        )  # fmt: skip
+        return summed["tokens"].to_numpy().astype(np.int64)
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when
