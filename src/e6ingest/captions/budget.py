@@ -284,15 +284,14 @@ def _fitted(
     counts = np.bincount(rows[kept], minlength=n)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     fitted = Lists(offsets, whole.numbers[kept])
-    head = lists.get("head")
-    head_end = np.minimum(head.lengths(), whole.lengths()) if head is not None else np.zeros(n)
-    at = np.arange(len(kept)) - whole.offsets[rows]  # each item's place in its row
-    n_head = np.bincount(rows[kept & (at < head_end[rows])], minlength=n)
-    total = np.bincount(rows[kept], cost[kept], minlength=n).astype(np.int64)
+    n_head = _head_counts(lists, rows, kept)
+    kept_cost = cost[kept]
+    summed = np.concatenate([[0], np.cumsum(kept_cost)])
+    total = summed[offsets[1:]] - summed[offsets[:-1]]
     has = counts > 0
     last = offsets[1:][has] - 1  # each row's last kept tag
     line = total.copy()
-    line[has] += alone[kept][last] - cost[kept][last]
+    line[has] += alone[kept][last] - kept_cost[last]
     additive = rules.spec.separator[-1:].isspace()
     if nl is None:
         exact = line if additive else np.full(n, UNKNOWN)
@@ -300,6 +299,17 @@ def _fitted(
     texts, kept_cost = _nl_fitted(nl, nl_cost, np.where(nl_cost > 0, room, 0))
     exact = np.where(kept_cost == 0, line, np.where(has, total + kept_cost, UNKNOWN))
     return Fitted(fitted, n_head, texts, exact if additive else np.full(n, UNKNOWN))
+
+
+def _head_counts(lists: dict[str, Lists], rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Per row, how many of its ``kept`` tags belong to its fixed head (none without one)."""
+    whole, head = lists["whole"], lists.get("head")
+    if head is None:
+        return np.zeros(len(whole.offsets) - 1, np.int64)
+    head_end = np.minimum(head.lengths(), whole.lengths())
+    at = np.arange(len(kept)) - whole.offsets[rows]  # each item's place in its row
+    counts: np.ndarray = np.bincount(rows[kept & (at < head_end[rows])], minlength=len(head_end))
+    return counts
 
 
 def _nl_fitted(nl: pl.Series, cost: np.ndarray, room: np.ndarray) -> tuple[pl.Series, np.ndarray]:
