@@ -50,17 +50,12 @@ UNKNOWN = -1  # a line's count that does not follow from its parts
 REPAIR_ROUNDS = 4  # tags dropped one at a time from lines counted exactly, at most
 
 
-def _rows(lists: Lists) -> np.ndarray:
-    """The row of each item of ``lists``."""
-    return lists.rows()
-
-
 def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
     """Per item of ``whole``: whether its row's list in ``other`` holds the same number."""
     if not len(other.numbers) or not len(whole.numbers):
         return np.zeros(len(whole.numbers), bool)
-    mine = _rows(whole) * width + whole.numbers
-    theirs = _rows(other) * width + other.numbers
+    mine = whole.rows() * width + whole.numbers
+    theirs = other.rows() * width + other.numbers
     return pl.Series(mine).is_in(pl.Series(theirs).implode()).to_numpy()
 
 
@@ -201,7 +196,7 @@ class Ranked:
         over = (fitted.exact != UNKNOWN) & (fitted.exact > budget)
         if not over.any():
             return np.zeros(0, np.int64)
-        rows = _rows(self.lists["whole"])
+        rows = self.lists["whole"].rows()
         candidate = kept & over[rows]
         n = len(over)
         odd = np.bincount(rows[candidate & (self.cost <= 0)], minlength=n) > 0
@@ -241,16 +236,9 @@ def rank_lists(
     keys = _priority_keys(whole, rules, rarity, priority)
     n = len(whole.offsets) - 1
     nl_cost = captioning.text_tokens(nl) if nl is not None else np.zeros(n, np.int64)
-    spent, head = _spent(
-        whole.offsets, _rows(whole), classes, cost, keys, _nl_items(nl_cost, sep_cost)
-    )
+    nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
+    spent, head = _spent(whole.offsets, whole.rows(), classes, cost, keys, nl_item)
     return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes, keys)
-
-
-def _nl_items(nl_cost: np.ndarray, sep_cost: int) -> np.ndarray:
-    """Per row, what its NL text costs as an item of the budget (with its separator)."""
-    items: np.ndarray = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
-    return items
 
 
 def fit_lists(
@@ -279,7 +267,7 @@ def _fitted(
 ) -> Fitted:
     """The kept tags as :class:`Fitted`, the NL texts cut to their ``room``."""
     whole = lists["whole"]
-    rows = _rows(whole)
+    rows = whole.rows()
     n = len(whole.offsets) - 1
     counts = np.bincount(rows[kept], minlength=n)
     offsets = np.concatenate([[0], np.cumsum(counts)])
