@@ -20,6 +20,7 @@ import polars as pl
 from e6ingest.captions import CaptionSpec, caption_frame
 from e6ingest.captions.variants import VARIANTS_COLUMN
 from e6ingest.core import atomic_path, read_ahead, temp_path
+from e6ingest.metadata import row_ranges
 from e6ingest.pipeline.sourcing import CaptionTables
 from e6ingest.query import Subset
 from e6ingest.query.parse import SINK_COMPRESSION
@@ -92,6 +93,9 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
 
 _SYNC_DATA = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
+# The first batch read and the last captioned are this short: the captions start sooner,
+# and the last write, which nothing overlaps, is short.
+CAPTION_END_ROWS = CAPTION_BATCH_ROWS // 4
 
 
 @dataclass
@@ -197,7 +201,7 @@ def write_captions_of(
     with contextlib.ExitStack() as stack:
         if batches is None:
             posts = stack.enter_context(_selection_copy(posts, path))
-            batches = _slices(posts, at_once)
+            batches = _slices(posts, at_once, _end_rows(at_once))
         total: int = posts.select(pl.len()).collect().item()
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
@@ -205,7 +209,7 @@ def write_captions_of(
         out = stack.enter_context(_captions_sink(path))
         writer = stack.enter_context(_BatchWriter(out, durable=str(path) != STDOUT))
         written = 0
-        for batch in _at_most(read_ahead(iter(batches)), at_once):
+        for batch in _parts(read_ahead(iter(batches)), at_once, total, _end_rows(at_once)):
             frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
             writer.write(frame)
             if preview is not None:
@@ -215,18 +219,34 @@ def write_captions_of(
     return written
 
 
-def _slices(rows: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
-    """``rows`` (a file's), read ``size`` at a time."""
+def _end_rows(batch_rows: int) -> int:
+    """The rows of the first batch read and of the last captioned, for batches of
+    ``batch_rows``."""
+    return max(1, min(batch_rows // 4, CAPTION_END_ROWS))
+
+
+def _slices(rows: pl.LazyFrame, size: int, first: int) -> Iterator[pl.DataFrame]:
+    """``rows`` (a file's), read ``size`` at a time, ``first`` the first time."""
     total: int = rows.select(pl.len()).collect().item()
-    for start in range(0, total, size):
-        yield rows.slice(start, size).collect()
+    for start, end in row_ranges(total, size, first) if total else []:
+        yield rows.slice(start, end - start).collect()
 
 
-def _at_most(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
-    """``batches`` in order, each cut into parts of at most ``rows`` rows."""
+def _parts(
+    batches: Iterable[pl.DataFrame], rows: int, total: int, last: int
+) -> Iterator[pl.DataFrame]:
+    """``batches`` in order, each cut into parts of at most ``rows`` rows; the ``last``
+    rows of all (``total``) a part of their own."""
+    seen = 0
     for batch in batches:
         for start in range(0, batch.height, rows):
-            yield batch.slice(start, rows)
+            part = batch.slice(start, rows)
+            cut = total - last - seen  # the part's rows before the last ones
+            seen += part.height
+            if 0 < cut < part.height:
+                yield part.head(cut)
+                part = part.slice(cut)
+            yield part
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import polars as pl
 from e6ingest.cache import cache_dir
 from e6ingest.captioned import (
     CAPTION_BATCH_ROWS as CAPTION_BATCH_ROWS,
+    CAPTION_END_ROWS as CAPTION_END_ROWS,
     CAPTION_FIELDS as CAPTION_FIELDS,
     CAPTION_INPUTS as CAPTION_INPUTS,
     CaptionPreview as CaptionPreview,
@@ -235,16 +236,19 @@ class Dataset:
         return not subset and not self._query(query).reads_tags()
 
     def select_in_batches(
-        self, query: Query | str, columns: Sequence[str], rows: int
+        self, query: Query | str, columns: Sequence[str], rows: int, first: int = 0
     ) -> Iterator[pl.DataFrame]:
         """The ``columns`` of the posts ``query`` selects, as :meth:`select` gives them and
         in its order (tag categories restored by the dataset's tags table), read ``rows``
-        metadata rows at a time: each batch reads only its own row groups, and no copy of
-        the selection is made. Best when :meth:`reads_in_batches`."""
+        metadata rows at a time (``first`` rows the first time, when given): each batch
+        reads only its own row groups, and no copy of the selection is made. Best when
+        :meth:`reads_in_batches`."""
         query = self._query(query).resolved()
         tag_table = self.tables.tag_table if self.tables else ""
         tags = read_tag_table(tag_table) if tag_table else None
-        files = canonical_batches(list(self.files), list(self.schemas), rows, self.include_deleted)
+        files = canonical_batches(
+            list(self.files), list(self.schemas), rows, self.include_deleted, first
+        )
         for batch in files:
             selected = query.apply(batch)
             if tags is not None:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from e6ingest import dataset
+from e6ingest.metadata import row_ranges
 from tests.conftest import E621_NEWEST_ROWS
 
 TAGS = ["solo", "duo", "fox", "red_panda", "hi_res", "2024"]
@@ -37,9 +38,9 @@ def _files(tmp_path, rng: random.Random, case: int) -> list:
     return paths
 
 
-def _batched(data, query: str, rows: int) -> pl.DataFrame:
+def _batched(data, query: str, rows: int, first: int = 0) -> pl.DataFrame:
     columns = data.select(query).collect_schema().names()
-    batches = [batch.lazy() for batch in data.select_in_batches(query, columns, rows)]
+    batches = [batch.lazy() for batch in data.select_in_batches(query, columns, rows, first)]
     return pl.concat([data.select(query).clear(), *batches]).collect()
 
 
@@ -61,10 +62,20 @@ def test_batches_give_the_posts_of_the_selection_in_its_order(tmp_path, index):
                                     include_deleted=rng.random() < 0.3)  # fmt: skip
         for query in QUERIES:
             whole = data.select(query).collect()
-            got = _batched(data, query, rng.randint(1, 9))
+            got = _batched(data, query, rng.randint(1, 9), rng.choice([0, 1, 2, 5]))
             assert got.equals(whole), (case, query)
             species += int(whole["tags_species"].list.len().sum())
     assert species  # the tags table moved tags out of general
+
+
+def test_row_ranges_cut_every_row_once_in_order_the_first_range_short_when_asked():
+    rng = random.Random(3)
+    for _ in range(300):
+        total, rows, first = rng.randint(1, 40), rng.randint(1, 9), rng.randint(0, 12)
+        ranges = row_ranges(total, rows, first)
+        assert [r for start, end in ranges for r in range(start, end)] == list(range(total))
+        assert all(0 < end - start <= rows for start, end in ranges)
+        assert ranges[0][1] == min(total, first or rows, rows)
 
 
 def test_a_query_that_reads_tags_is_copied_once_instead(tmp_path):

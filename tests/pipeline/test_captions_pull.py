@@ -158,6 +158,31 @@ def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(
     assert at_once_file.read_bytes() == out.read_bytes()
 
 
+def test_the_first_and_last_captions_are_made_in_short_batches(small_demo, tmp_path, monkeypatch):
+    """The captions start after a short first batch and end with a short last one (the
+    write nothing overlaps), each batch at most ``batch_rows``; the file is the same."""
+    from e6ingest import captioned, dataset
+
+    data = dataset.open_dataset(mirror=small_demo)
+    posts = data.select(selection_query("", (), "e621"))
+    sizes: list[int] = []
+    caption_frame = captioned.caption_frame
+
+    def counted(batch, *args):
+        sizes.append(batch.height)
+        return caption_frame(batch, *args)
+
+    monkeypatch.setattr(captioned, "caption_frame", counted)
+    written = []
+    for batches in (None, data.select_in_batches("", dataset.caption_inputs(posts), 12, 3)):
+        sizes.clear()
+        out = tmp_path / f"captions-{len(written)}.jsonl"
+        assert dataset.write_captions_of(posts, out, batch_rows=12, batches=batches) > 30
+        assert sizes[0] <= 3 and sizes[-1] == 3 and max(sizes) <= 12, sizes
+        written.append(out.read_bytes())
+    assert written[0] == written[1] == dataset.captions(posts).write_ndjson().encode()
+
+
 def test_write_captions_to_standard_output(capsysbinary, tmp_path, monkeypatch):
     from e6ingest import dataset
 

@@ -34,6 +34,7 @@ __all__ = [
     "combine",
     "detect_schema",
     "id_less_rows",
+    "row_ranges",
     "rows_without_id",
     "scan_file",
     "scan_files",
@@ -72,6 +73,14 @@ def scan_files(
     return combine(frames, include_deleted=include_deleted)
 
 
+def row_ranges(total: int, rows: int, first: int = 0) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges cutting ``total`` rows into ranges of at most ``rows``, the
+    first of at most ``first`` rows when given."""
+    head = min(first, rows) if first > 0 else rows
+    starts = [0, *range(head, total, rows)]
+    return list(zip(starts, [*starts[1:], total], strict=True))
+
+
 def _file_rows(path: Path, start: int, rows: int, left_out: np.ndarray) -> pl.LazyFrame:
     """``rows`` rows of a metadata file from row ``start`` (read from the row groups
     holding them), less the rows ``left_out`` (no id, or one that comes again later)."""
@@ -95,19 +104,22 @@ def canonical_batches(
     schemas: Sequence[str | None],
     rows: int,
     include_deleted: bool = False,
+    first: int = 0,
 ) -> Iterator[pl.LazyFrame]:
     """The posts of :func:`scan_files`, in its order, as lazy frames of at most ``rows``
     consecutive rows of one file each: every batch reads only its own row groups, so a
     caller can work through millions of posts a part at a time without copying them. A
     later file wins for a repeated id, as in :func:`combine`, and a later row of the same
-    file; a row without an id is no post (``rows_left_out``)."""
+    file; a row without an id is no post (``rows_left_out``). ``first``, when smaller than
+    ``rows``: the rows of the very first batch (its reader's work can start sooner)."""
     for i, (path, schema) in enumerate(zip(paths, schemas, strict=True)):
         found = file_schema(path, schema)
         later = [file_ids(f) for f in paths[i + 1 :]]
         newer = pl.concat(later).collect()["id"] if later else None
         left_out = rows_left_out(path)
-        for start in range(0, max(pq.ParquetFile(path).metadata.num_rows, 1), rows):
-            frame = found.canonical(_file_rows(path, start, rows, left_out), path)
+        total = max(pq.ParquetFile(path).metadata.num_rows, 1)
+        for start, end in row_ranges(total, rows, first if i == 0 else 0):
+            frame = found.canonical(_file_rows(path, start, end - start, left_out), path)
             if newer is not None:
                 frame = frame.filter(~pl.col("id").is_in(newer.implode()))
             yield frame if include_deleted else frame.filter(~pl.col("is_deleted"))
