@@ -36,7 +36,7 @@ from e6ingest.captions import CaptionSpec
 from e6ingest.config import parse_ratings
 from e6ingest.core import check_plain_fields
 from e6ingest.manifests import load_manifest
-from e6ingest.metadata import SchemaError, canonical_batches, id_range, scan_files
+from e6ingest.metadata import canonical_batches, scan_files
 from e6ingest.metadata.describe import (
     UNKNOWN as UNKNOWN,  # what inspect shows, re-exported
     posts_per_year as posts_per_year,
@@ -44,9 +44,9 @@ from e6ingest.metadata.describe import (
     summary as summary,
     top_tags as top_tags,
 )
-from e6ingest.metadata.schemas import Schema, detect_schema
+from e6ingest.metadata.given import given_files
+from e6ingest.metadata.schemas import Schema
 from e6ingest.metadata.tagtable import apply_tag_table, read_tag_table
-from e6ingest.metadata.values import file_warnings
 from e6ingest.pipeline.sourcing import (
     TABLE_COSTS,
     CaptionTables,
@@ -292,19 +292,7 @@ def open_dataset(
     answering = partial(Dataset, include_deleted=include_deleted, index=index, report=report,
                         notice=notice)  # fmt: skip
     if files:
-        missing = [str(f) for f in files if not Path(f).is_file()]
-        if missing and Path(missing[0]).is_dir():
-            raise SchemaError(f"{missing[0]}: a folder; give its parquet files "
-                              f"({Path(missing[0]) / '*.parquet'})")  # fmt: skip
-        if missing:
-            raise SchemaError(f"{missing[0]}: no such metadata file")
-        given = tuple(Path(f) for f in files)
-        found = [detect_schema(f) for f in given]
-        _check_one_site(given, found)
-        if warn is not None:
-            _warn_older_last(given, warn)
-            for message in (m for path in given for m in file_warnings(path)):
-                warn(message)
+        given, found = given_files(files, warn)
         if not tag_table and warn is not None:
             _warn_uncategorised(given, found, warn)
         tables = CaptionTables(caption, tag_table, caption.implications, given, index=index)
@@ -316,32 +304,6 @@ def open_dataset(
     paths, schemas, tables = metadata_files(dataset, mirror, hub, caption, tag_table, warn)
     site = load_manifest(dataset).site
     return answering(tuple(paths), tuple(schemas), site, tables=replace(tables, index=index))
-
-
-def _check_one_site(files: Sequence[Path], schemas: Sequence[Schema]) -> None:
-    """Refuse metadata files of two sites together: their post ids repeat (danbooru's
-    post 1 is not e621's), and a later file's post would hide the other site's."""
-    first = schemas[0].site
-    for path, schema in zip(files, schemas, strict=True):
-        if schema.site != first:
-            raise SchemaError(
-                f"{path}: {schema.site} metadata beside {first} metadata ({files[0]}); post "
-                "ids repeat across sites, so give one site's files at a time"
-            )
-
-
-def _warn_older_last(files: Sequence[Path], warn: Callable[[str], None]) -> None:
-    """Say, once, when a file comes after one holding higher post ids that overlap its own
-    (an older snapshot after a newer one): for a post in both the later file wins, so the
-    older ratings and tags would."""
-    ranges = [id_range(path) for path in files]
-    for later, (path, mine) in enumerate(zip(files, ranges, strict=True)):
-        for earlier, theirs in enumerate(ranges[:later]):
-            if mine and theirs and theirs[0] <= mine[1] < theirs[1]:
-                warn(f"{path} (post ids up to {mine[1]:,}) comes after {files[earlier]} (up "
-                     f"to {theirs[1]:,}): for a post in both, the later file wins, so this "
-                     "older snapshot's rows would; give the newest file last")  # fmt: skip
-                return
 
 
 def _warn_uncategorised(
