@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from e6ingest.captions import CaptionSpec, caption_frame
-from e6ingest.captions.variants import VARIANTS_COLUMN
+from e6ingest.captions.variants import VARIANTS_COLUMN, posts_per_batch
 from e6ingest.core import atomic_path, read_ahead, temp_path
 from e6ingest.metadata import row_ranges
 from e6ingest.pipeline.sourcing import CaptionTables
@@ -93,9 +93,6 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
 
 _SYNC_DATA = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
-# The first batch read and the last captioned are this short: the captions start sooner,
-# and the last write, which nothing overlaps, is short.
-CAPTION_END_ROWS = CAPTION_BATCH_ROWS // 4
 
 
 @dataclass
@@ -190,7 +187,6 @@ def write_captions_of(
     ``allow_empty``. ``preview`` keeps its rows of each batch as it is written (the file
     is not read again for them)."""
     from e6ingest.captions import CaptionSelection
-    from e6ingest.captions.variants import posts_per_batch
     from e6ingest.pipeline.plan import EmptySelection
 
     check_captions_out(path)
@@ -198,10 +194,11 @@ def write_captions_of(
     rarity = tables.rarity() if tables is not None else None
     implied = tables.implied() if tables is not None else None
     at_once = posts_per_batch(batch_rows, spec)
+    short = end_batch_rows(spec, batch_rows)
     with contextlib.ExitStack() as stack:
         if batches is None:
             posts = stack.enter_context(_selection_copy(posts, path))
-            batches = _slices(posts, at_once, _end_rows(at_once))
+            batches = _slices(posts, at_once, short)
         total: int = posts.select(pl.len()).collect().item()
         if not total and not allow_empty:
             raise EmptySelection("the selection is empty (--allow-empty to write an empty file)")
@@ -209,7 +206,7 @@ def write_captions_of(
         out = stack.enter_context(_captions_sink(path))
         writer = stack.enter_context(_BatchWriter(out, durable=str(path) != STDOUT))
         written = 0
-        for batch in _parts(read_ahead(iter(batches)), at_once, total, _end_rows(at_once)):
+        for batch in _parts(read_ahead(iter(batches)), at_once, total, short):
             frame = _caption_columns(caption_frame(batch, spec, rarity, implied, shared), spec)
             writer.write(frame)
             if preview is not None:
@@ -219,16 +216,17 @@ def write_captions_of(
     return written
 
 
-def _end_rows(batch_rows: int) -> int:
-    """The rows of the first batch read and of the last captioned, for batches of
-    ``batch_rows``."""
-    return max(1, min(batch_rows // 4, CAPTION_END_ROWS))
+def end_batch_rows(spec: CaptionSpec | None = None, batch_rows: int = CAPTION_BATCH_ROWS) -> int:
+    """The posts of the first batch :func:`write_captions_of` reads and of the last it
+    captions: a quarter of a batch, so the captions start sooner and the last write, which
+    nothing overlaps, is short."""
+    return max(1, posts_per_batch(batch_rows, spec or CaptionSpec()) // 4)
 
 
 def _slices(rows: pl.LazyFrame, size: int, first: int) -> Iterator[pl.DataFrame]:
     """``rows`` (a file's), read ``size`` at a time, ``first`` the first time."""
     total: int = rows.select(pl.len()).collect().item()
-    for start, end in row_ranges(total, size, first) if total else []:
+    for start, end in row_ranges(total, size, first):
         yield rows.slice(start, end - start).collect()
 
 

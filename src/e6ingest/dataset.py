@@ -18,7 +18,6 @@ import polars as pl
 from e6ingest.cache import cache_dir
 from e6ingest.captioned import (
     CAPTION_BATCH_ROWS as CAPTION_BATCH_ROWS,
-    CAPTION_END_ROWS as CAPTION_END_ROWS,
     CAPTION_FIELDS as CAPTION_FIELDS,
     CAPTION_INPUTS as CAPTION_INPUTS,
     CaptionPreview as CaptionPreview,
@@ -28,6 +27,7 @@ from e6ingest.captioned import (
     captions as captions,
     captions_token_stats as captions_token_stats,
     check_captions_out as check_captions_out,
+    end_batch_rows as end_batch_rows,
     preview_captions as preview_captions,
     write_captions as write_captions,
     write_captions_of as write_captions_of,

@@ -76,6 +76,7 @@ def test_row_ranges_cut_every_row_once_in_order_the_first_range_short_when_asked
         assert [r for start, end in ranges for r in range(start, end)] == list(range(total))
         assert all(0 < end - start <= rows for start, end in ranges)
         assert ranges[0][1] == min(total, first or rows, rows)
+    assert row_ranges(0, 5, 2) == []
 
 
 def test_a_query_that_reads_tags_is_copied_once_instead(tmp_path):

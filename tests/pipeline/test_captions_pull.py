@@ -212,7 +212,7 @@ def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_c
     assert main(args) == 0
     before = out.read_bytes()
     capsys.readouterr()
-    monkeypatch.setattr("e6ingest.captions.variants.posts_per_batch", lambda *_: 20)
+    monkeypatch.setattr("e6ingest.captioned.posts_per_batch", lambda *_: 20)
     calls = {"write": 0, "caption": 0}
     real_write, real_caption = pl.DataFrame.write_ndjson, captioned.caption_frame
 

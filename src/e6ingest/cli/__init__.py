@@ -245,7 +245,7 @@ def cmd_captions(args: argparse.Namespace) -> int:
     if data.reads_in_batches(query, config.subset):
         columns = dataset.caption_inputs(posts)
         batches = data.select_in_batches(
-            query, columns, dataset.CAPTION_BATCH_ROWS, dataset.CAPTION_END_ROWS
+            query, columns, dataset.CAPTION_BATCH_ROWS, dataset.end_batch_rows(config.caption)
         )
     try:  # a batch at a time: memory does not grow with the selection
         written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,

@@ -75,8 +75,10 @@ def scan_files(
 
 def row_ranges(total: int, rows: int, first: int = 0) -> list[tuple[int, int]]:
     """``[start, end)`` ranges cutting ``total`` rows into ranges of at most ``rows``, the
-    first of at most ``first`` rows when given."""
+    first of at most ``first`` rows when given (none for no rows)."""
     head = min(first, rows) if first > 0 else rows
+    if total <= 0:
+        return []
     starts = [0, *range(head, total, rows)]
     return list(zip(starts, [*starts[1:], total], strict=True))
 
