@@ -143,7 +143,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_export_refuses_a_folder_that_is_not_its_own(small_pull, tmp_path):
+def test_export_refuses_a_folder_that_is_not_its_own(small_pull, tmp_path, capsys):
     to = tmp_path / "kohya"
     (to / "e621").mkdir(parents=True)
     (to / "metadata.json").write_text('{"mine": {"caption": "my own dataset"}}')
@@ -154,6 +154,10 @@ def test_export_refuses_a_folder_that_is_not_its_own(small_pull, tmp_path):
     assert _tree(to) == before
     code = main(["export", "kohya", str(small_pull), "--to", str(to), "--quiet"])
     assert code == 2 and _tree(to) == before
+    capsys.readouterr()
+    code = main(["export", "kohya", str(small_pull), "--to", str(to)])  # with its progress bar
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "did not write" in err, err
 
 
 @pytest.mark.parametrize("inside", ["train", "shards/train", "."])

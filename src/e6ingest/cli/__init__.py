@@ -338,7 +338,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(desc="export", total=total, unit="sample", file=sys.stderr)
+        # shown after a moment: a refused --to is said alone, with no bar before it
+        bar = tqdm(desc="export", total=total, unit="sample", file=sys.stderr, delay=0.5)
     try:
         summary = export_kohya(args.out, args.to, jsonl=args.jsonl, absolute=args.absolute,
                                progress=bar.update if bar else None)  # fmt: skip
