@@ -39,8 +39,8 @@ def captions(
     variant's caption by name, ``default`` first), built for all posts at once, with
     ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
     spec = spec or CaptionSpec()
-    rarity = tables.rarity() if tables is not None else None
-    implied = tables.implied() if tables is not None else None
+    rarity = tables.rarity(spec) if tables is not None else None
+    implied = tables.implied(spec) if tables is not None else None
     frame = caption_frame(posts.select(caption_inputs(posts)).collect(), spec, rarity, implied)
     return _caption_columns(frame, spec)
 
@@ -63,8 +63,8 @@ def preview_captions(
     head, sampled = ids.head(rows), ids.gather_every(max(1, len(ids) // STATS_SAMPLE))
     wanted = pl.concat([head, sampled]).unique()
     chosen = posts.filter(pl.col("id").is_in(wanted.implode())).select(caption_inputs(posts))
-    rarity = tables.rarity() if tables is not None else None
-    implied = tables.implied() if tables is not None else None
+    rarity = tables.rarity(spec) if tables is not None else None
+    implied = tables.implied(spec) if tables is not None else None
     with CaptionSelection(posts, spec) as shared:
         frame = caption_frame(chosen.collect(), spec, rarity, implied, shared)
     built = _caption_columns(frame, spec)
@@ -191,8 +191,8 @@ def write_captions_of(
 
     check_captions_out(path)
     spec = spec or CaptionSpec()
-    rarity = tables.rarity() if tables is not None else None
-    implied = tables.implied() if tables is not None else None
+    rarity = tables.rarity(spec) if tables is not None else None
+    implied = tables.implied(spec) if tables is not None else None
     at_once = posts_per_batch(batch_rows, spec)
     short = end_batch_rows(spec, batch_rows)
     with contextlib.ExitStack() as stack:

@@ -13,7 +13,7 @@ The rules, in order (docs/CAPTIONS.md says them for users):
    last; duplicates removed (first kept); at most ``max_tags``.
 4. Text: tags joined by the separator; the fixed head, `` ||| ``, the rest; merged with the
    NL texts by ``merge``.
-5. A token budget: items in priority order (head tags, the NL text, other tags by
+5. A token budget: items in priority order (head tags in caption order, the NL text, other tags by
    rarity/commonness/order, meta tags); the longest prefix whose additive cost fits; the NL
    text cut to the room left at a word boundary; then, while the line is over (counted
    whole), the last item in priority order goes (a tag), or the NL text loses its last word.
@@ -77,12 +77,29 @@ def _written(tag: str, ctx: Context) -> tuple[str, bool, bool] | None:
         return None
     people = re.search(PEOPLE_PATTERN, tag) is not None
     subject = tag in spec.subject_tags
+    return _writing(tag, spec), people, subject
+
+
+def _writing(tag: str, spec: CaptionSpec) -> str:
+    """A tag as ``spec`` writes it: underscores to spaces (not in emoticons), parentheses
+    escaped."""
     text = tag
     if spec.underscores_to_spaces and len(text) > EMOTICON_MAX_LEN and re.search("[A-Za-z]", text):
         text = text.replace("_", " ")
     if spec.escape_parentheses:
         text = text.replace("(", r"\(").replace(")", r"\)")
-    return text, people, subject
+    return text
+
+
+def written_rarity(vocabulary: dict | None, spec: CaptionSpec) -> dict | None:
+    """Posts per tag as ``spec`` writes it, from the dataset's posts per tag."""
+    if vocabulary is None:
+        return None
+    posts: dict = {}
+    for tag, n in vocabulary.items():
+        text = _writing(tag, spec)
+        posts[text] = posts.get(text, 0) + n
+    return posts
 
 
 def _extras(post: dict, ctx: Context) -> list[str]:
@@ -194,12 +211,13 @@ class Costs:
 
 
 def _priority(whole: list[str], lists: dict, ctx: Context) -> list[tuple[int, int]]:
-    """(class, position) of each tag of ``whole``, in the order a budget keeps them."""
+    """(class, position) of each tag of ``whole``, in the order a budget keeps them (the
+    head in caption order)."""
     spec = ctx.spec
     ranked = []
     for pos, tag in enumerate(whole):
         cls = HEAD if tag in lists["keep"] else META if tag in lists["meta"] else TAG
-        if ctx.rarity is not None and spec.token_priority != "order":
+        if ctx.rarity is not None and spec.token_priority != "order" and cls != HEAD:
             key = ctx.rarity.get(tag, 0) * (1 if spec.token_priority == "rare" else -1)
         else:
             key = pos
@@ -284,9 +302,10 @@ def caption_of(post: dict, ctx: Context, costs: Costs) -> tuple[str, str]:
 
 
 def reference_captions(posts: list[dict], spec: CaptionSpec, nl=None, aliases=None,
-                       rarity=None, implied=None) -> list[tuple[str, str]]:  # fmt: skip
-    """(caption, caption_tags) of each post (dicts of canonical columns), in order."""
-    ctx = Context(spec, nl or {}, aliases or {}, rarity,
+                       vocabulary=None, implied=None) -> list[tuple[str, str]]:  # fmt: skip
+    """(caption, caption_tags) of each post (dicts of canonical columns), in order;
+    ``vocabulary``: the dataset's posts per tag (as it has tags), for a budget's priority."""
+    ctx = Context(spec, nl or {}, aliases or {}, written_rarity(vocabulary, spec),
                   implied if spec.prune_implied else None,
                   quality_thresholds(posts, spec) if spec.quality_tag else {})  # fmt: skip
     costs = Costs()

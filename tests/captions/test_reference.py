@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from e6ingest import dataset
-from e6ingest.captions import CaptionSpec, build_captions, with_variants
+from e6ingest.captions import CaptionSpec, build_captions, variant_rarity, with_variants
 from e6ingest.captions.budget import Ranked
 from e6ingest.captions.implications import close_transitively
 from e6ingest.captions.spec import DEFAULT_META_FILTER, DEFAULT_PERIODS
@@ -112,6 +112,8 @@ VARIANT_OPTIONS = {
     "nl_position": ["end", "head"],
     "dedupe": [True, False],
     "order": [("artist", "general"), ("general", "character", "artist", "meta")],
+    "underscores_to_spaces": [True, False],  # a rarity of its own: tags written otherwise
+    "escape_parentheses": [True, False],
 }
 
 
@@ -136,44 +138,37 @@ def _inputs(rng: random.Random, posts: list[dict]):
     return nl, tags, aliases, close_transitively(pairs)
 
 
-def _rarity(posts: list[dict], spec: CaptionSpec) -> dict:
-    """Posts per written tag (a dataset's rarity, as captions write tags)."""
-    from tests.captions.reference import Context, _written
-
-    ctx = Context(spec, {}, {}, None, None, {})
+def _vocabulary(posts: list[dict]) -> dict:
+    """Posts per tag, as the dataset has tags (its vocabulary)."""
     counts: dict = {}
     for post in posts:
         for c in CATEGORIES:
             for tag in post[f"tags_{c}"] or []:
-                written = _written(tag or "", ctx) if tag else None  # (text, people, subject)
-                if written:
-                    counts[written[0]] = counts.get(written[0], 0) + 1
+                if tag:
+                    counts[tag] = counts.get(tag, 0) + 1
     return counts
 
 
-def _check(posts, spec, nl, aliases, closure, rarity) -> None:
+def _check(posts, spec, nl, aliases, closure, vocabulary) -> None:
     frame = pl.DataFrame(posts, infer_schema_length=None)
     nl_frame = pl.DataFrame({"id": list(nl), "nl": list(nl.values())},
                             schema={"id": pl.Int64, "nl": pl.List(pl.String)})  # fmt: skip
-    rarity_frame = (
-        pl.DataFrame(
-            {"tag": list(rarity), "posts": list(rarity.values())},
-            schema={"tag": pl.String, "posts": pl.Int64},
-        )
-        if rarity is not None
-        else None
-    )
-    fast = with_variants(frame, spec, lambda _: nl_frame, aliases=aliases, rarity=rarity_frame,
+    rarity = None
+    if vocabulary is not None:
+        table = pl.DataFrame({"tag": list(vocabulary), "posts": list(vocabulary.values())},
+                             schema={"tag": pl.String, "posts": pl.Int64})  # fmt: skip
+        rarity = variant_rarity(table, spec)
+    fast = with_variants(frame, spec, lambda _: nl_frame, aliases=aliases, rarity=rarity,
                          implied=closure, batch_rows=37)  # fmt: skip
     implied = set(closure.iter_rows())
-    expected = reference_captions(posts, spec, nl, aliases, rarity, implied)
+    expected = reference_captions(posts, spec, nl, aliases, vocabulary, implied)
     got = list(zip(fast["caption"], fast["caption_tags"], strict=True))
     for post, want, have in zip(posts, expected, got, strict=True):
         assert have == want, (spec, post["id"])
     _check_budget(spec, [c for c, _ in got])
     for name in spec.variant_names[1:]:
         variant = spec.variant(name)
-        expected = reference_captions(posts, variant, nl, aliases, rarity, implied)
+        expected = reference_captions(posts, variant, nl, aliases, vocabulary, implied)
         got = fast["caption_variants"].struct.field(name).to_list()
         for post, (want, _), have in zip(posts, expected, got, strict=True):
             assert have == want, (name, variant, post["id"])
@@ -197,8 +192,8 @@ def _run(small_demo, seeds) -> None:
         spec = _random_spec(rng, tags)
         if not spec.nl_captions and spec.merge is None:
             spec = CaptionSpec(**{**spec.__dict__, "merge": "tags+nl"})
-        rarity = _rarity(posts, spec) if rng.random() < 0.7 else None
-        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, rarity)
+        vocabulary = _vocabulary(posts) if rng.random() < 0.7 else None
+        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, vocabulary)
 
 
 def test_the_fast_path_equals_the_reference_on_60_random_specs(small_demo):
@@ -267,8 +262,8 @@ def test_people_first_variants_reordered_from_the_caption_equal_the_reference(
         posts = base + _hostile_posts(rng, 10**9)
         nl, tags, aliases, closure = _inputs(rng, posts)
         spec = _people_first_variants(rng, tags)
-        rarity = _rarity(posts, spec) if rng.random() < 0.7 else None
-        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, rarity)
+        vocabulary = _vocabulary(posts) if rng.random() < 0.7 else None
+        _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, vocabulary)
     assert len(reordered) > 40  # most batches took the reordering
 
 

@@ -17,6 +17,7 @@ from e6ingest.captions import CaptionSpec, build_captions
 from e6ingest.captions.implications import close_transitively, prune_implied
 from e6ingest.captions.tokens import VOCAB_FILE, count_tokens, token_ids
 from e6ingest.metadata import TAG_COLUMNS
+from tests.captions.reference import reference_captions
 
 # -- the tokenizer -------------------------------------------------------------------------
 
@@ -122,6 +123,25 @@ def test_subject_tags_stay_when_the_rarest_are_kept_first():
     plain = build_captions(pl.DataFrame([post]), CaptionSpec(max_tokens=20, subject_tags=(),
                            subject_categories=()), rarity=rarity)["caption"][0]  # fmt: skip
     assert "anthro" not in plain.split(", ")
+
+
+@pytest.mark.parametrize("priority", ["rare", "common"])
+def test_a_head_over_the_budget_keeps_its_first_tags_whatever_the_priority(priority):
+    """The head is kept in caption order: ``2girls`` (on many posts) leads a short caption
+    and the last names go, however rare (the head was once ranked by rarity too)."""
+    post = _post(artist=["an_artist"], character=[f"character_{i}" for i in range(8)],
+                 general=["2girls", "smile"])  # fmt: skip
+    names = ["2girls", "smile", "an artist", *(f"character {i}" for i in range(8))]
+    rarity = pl.DataFrame({"tag": names, "posts": [900_000, 800_000, *range(1, 10)]})
+    spec = CaptionSpec(max_tokens=12, people_first=True, token_priority=priority)
+    caption = build_captions(pl.DataFrame([post]), spec, rarity=rarity)["caption"][0]
+    assert count_tokens([caption])[0] <= 12
+    kept = caption.split(", ")
+    assert kept[:3] == ["2girls", "an artist", "character 0"] and "character 7" not in kept
+    full = ["2girls", "an artist", *(f"character {i}" for i in range(8))]
+    assert kept == full[: len(kept)]
+    assert [caption] == [c for c, _ in reference_captions([post], spec, vocabulary={
+        t.replace(" ", "_"): n for t, n in rarity.iter_rows()})]  # fmt: skip
 
 
 def test_priority_keeps_the_rarest_tags_first():

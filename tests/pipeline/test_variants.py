@@ -281,3 +281,34 @@ def test_the_short_variant_leads_with_the_people_count(danbooru_sample):
     assert short[2].startswith("2boys, 2girls, ") and "nakamura hisashi" in short[2]
     assert short[1].startswith("1girl, solo, kyogoku shin")
     assert max(count_tokens(list(short.values()))) <= 20
+
+
+def _captions_file(small_demo: Path, out: Path, *flags: str) -> dict[int, dict]:
+    from e6ingest.cli import main
+
+    selection = ["--mirror", str(small_demo), "--dataset", "e621", "--rating", "e,q,s"]
+    assert main(["captions", *selection, *flags, "--out", str(out)]) == 0
+    return {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+
+
+def test_each_variant_is_the_caption_its_options_give_alone(small_demo, tmp_path):
+    """A variant's budget keeps the dataset's rarest tags first, as the same budget asked
+    for the caption does, also when no caption option asks for a budget (the variants once
+    kept tags in caption order then, silently) and for a variant that writes tags otherwise
+    (its own tag rarity, keyed as it writes them)."""
+    config = tmp_path / "caption.toml"
+    config.write_text("[variants]\nshort = true\nmedium = true\nfull = true\n"
+                      "raw = { max_tokens = 30, underscores_to_spaces = false }\n")  # fmt: skip
+    both = _captions_file(small_demo, tmp_path / "v.jsonl", "--caption-config", str(config))
+    alone = {
+        "short": ["--max-tokens", "20", "--people-first"],
+        "medium": ["--max-tokens", "75"],
+        "full": ["--max-tokens", "225"],
+        "raw": ["--max-tokens", "30", "--keep-underscores"],
+    }
+    for name, flags in alone.items():
+        single = _captions_file(small_demo, tmp_path / f"{name}.jsonl", *flags)
+        assert single.keys() == both.keys() and len(both) > 50
+        differ = [i for i in both if both[i]["captions"][name] != single[i]["caption"]]
+        assert not differ, (name, both[differ[0]]["captions"][name], single[differ[0]]["caption"])
+    assert any("_" in row["captions"]["raw"] for row in both.values())

@@ -6,6 +6,8 @@ selection at once (reading the spec's natural-language and aliases files).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from e6ingest.captions.build import build_captions, caption_rarity
@@ -15,7 +17,13 @@ from e6ingest.captions.files import CaptionInputError, read_aliases, read_nl_cap
 from e6ingest.captions.implications import read_implications
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import DEFAULT_ORDER, MERGE_MODES, CaptionSpec
-from e6ingest.captions.variants import NLTextsBySpec, variant_thresholds, with_variants
+from e6ingest.captions.variants import (
+    NLTextsBySpec,
+    ranks_by_rarity,
+    variant_rarity,
+    variant_thresholds,
+    with_variants,
+)
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -27,17 +35,19 @@ __all__ = [
     "caption_frame",
     "caption_rarity",
     "glob_regex",
+    "ranks_by_rarity",
     "read_aliases",
     "read_implications",
     "read_nl_captions",
     "score_thresholds",
+    "variant_rarity",
 ]
 
 
 def caption_frame(
     frame: pl.DataFrame,
     spec: CaptionSpec,
-    rarity: pl.DataFrame | None = None,
+    rarity: Mapping[str, pl.DataFrame] | None = None,
     implied: pl.DataFrame | None = None,
     selection: CaptionSelection | None = None,
 ) -> pl.DataFrame:
@@ -47,8 +57,8 @@ def caption_frame(
     Reads the spec's natural-language captions (for these posts only), aliases and
     implications files (``implied`` when given instead); quality percentiles are taken over
     ``frame``, or over the whole ``selection`` that ``frame`` is a batch of (whose NL texts
-    and rules it then shares). ``rarity`` (``tag``, ``posts``) orders what a token budget
-    keeps.
+    and rules it then shares). ``rarity`` (per variant, from :func:`variant_rarity`) orders
+    what a token budget keeps.
     """
     aliases = read_aliases(spec.aliases) if spec.aliases else None
     if implied is None and spec.prune_implied and spec.implications:

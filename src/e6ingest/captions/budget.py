@@ -234,6 +234,8 @@ def rank_lists(
     alone, cost = alone[whole.numbers], marked[whole.numbers] + (0 if additive else sep_cost)
     classes = _classes(lists, len(rules.texts) + 1)
     keys = _priority_keys(whole, rules, rarity, priority)
+    if keys is not None:  # the head is kept in caption order, whatever the priority
+        keys = np.where(classes == CLASS_HEAD, 0, keys)
     n = len(whole.offsets) - 1
     nl_cost = captioning.text_tokens(nl) if nl is not None else np.zeros(n, np.int64)
     nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)

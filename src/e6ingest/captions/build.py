@@ -189,14 +189,17 @@ class _TagParts:
 @dataclass(frozen=True)
 class CaptionJob:
     """One caption of every post: its ``spec``, natural-language texts ``nl`` (``id``,
-    ``nl``: a list of texts, from :func:`read_nl_captions`) and quality ``thresholds`` (from
+    ``nl``: a list of texts, from :func:`read_nl_captions`), quality ``thresholds`` (from
     :func:`score_thresholds`; over the frame itself when the spec asks for quality tags and
-    none are given); ``columns``: the columns of the result kept (all when empty)."""
+    none are given) and ``rarity`` (``tag`` as this spec writes it, ``posts``: from
+    :func:`caption_rarity`, for a token budget's priority); ``columns``: the columns of the
+    result kept (all when empty)."""
 
     spec: CaptionSpec
     nl: pl.DataFrame | None = None
     thresholds: Thresholds | None = None
     columns: tuple[str, ...] = ()
+    rarity: pl.DataFrame | None = None
 
 
 def build_captions(
@@ -212,17 +215,16 @@ def build_captions(
 ) -> pl.DataFrame:
     """``frame`` with ``caption``, ``caption_tags`` and ``caption_nl`` added, in order.
 
-    ``nl``, ``thresholds``: as :class:`CaptionJob` takes them.
+    ``nl``, ``thresholds``, ``rarity``: as :class:`CaptionJob` takes them.
     ``aliases``: old -> new tag names, from :func:`read_aliases`.
-    ``rarity``: ``tag`` (as in captions), ``posts``, for a token budget's priority.
     ``implied``: ``antecedent``, ``implied`` pairs (closed), for ``prune_implied``.
     ``captioning``: the caches and threads kept across calls (a plan's batches share one);
     without it, this call's own. Rows are captioned ``batch_rows`` at a time, bounding the
     intermediate lists in memory, as many batches at once as it has threads (the heavy steps
     release the GIL).
     """
-    job = CaptionJob(spec, nl, thresholds)
-    return build_many(frame, [job], aliases, batch_rows, rarity, implied, captioning)[0]
+    job = CaptionJob(spec, nl, thresholds, rarity=rarity)
+    return build_many(frame, [job], aliases, batch_rows, implied, captioning)[0]
 
 
 def build_many(
@@ -230,7 +232,6 @@ def build_many(
     jobs: list[CaptionJob],
     aliases: Mapping[str, str] | None = None,
     batch_rows: int = BATCH_ROWS,
-    rarity: pl.DataFrame | None = None,
     implied: pl.DataFrame | None = None,
     captioning: Captioning | None = None,
 ) -> list[pl.DataFrame]:
@@ -239,12 +240,12 @@ def build_many(
     the tag lists, a budget's ranking of the tags) is made once per batch."""
     if captioning is None:
         with Captioning() as own:
-            return build_many(frame, jobs, aliases, batch_rows, rarity, implied, own)
+            return build_many(frame, jobs, aliases, batch_rows, implied, own)
     if frame.schema.get("created_at") == pl.Null:  # a frame whose dates are all missing
         frame = frame.with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     texts: dict[int, NLTexts] = {}  # one lookup table per NL frame
     ready = [_ready(frame, job, captioning.rules(job.spec, aliases or {}), texts) for job in jobs]
-    context = (ready, rarity, implied, captioning)
+    context = (ready, implied, captioning)
     size = even_batch_rows(len(frame), batch_rows, captioning.threads)
     starts = list(range(0, max(len(frame), 1), size))
     batches = captioning.map(lambda s: _caption_batch(frame.slice(s, size), *context), starts)
@@ -270,7 +271,7 @@ def _ready(frame: pl.DataFrame, job: CaptionJob, rules: TagRules, texts: Memo) -
     thresholds = job.thresholds or {}
     if job.spec.quality_tag and job.thresholds is None:
         thresholds = score_thresholds(frame, job.spec)
-    return _Ready(job.spec, rules, nl, thresholds, job.columns)
+    return _Ready(job.spec, rules, nl, thresholds, job.columns, job.rarity)
 
 
 @dataclass(frozen=True)
@@ -282,12 +283,12 @@ class _Ready:
     nl: NLTexts | None
     thresholds: Thresholds
     columns: tuple[str, ...]
+    rarity: pl.DataFrame | None
 
 
 def _caption_batch(
     frame: pl.DataFrame,
     jobs: list[_Ready],
-    rarity: pl.DataFrame | None,
     implied: pl.DataFrame | None,
     captioning: Captioning,
 ) -> list[pl.DataFrame]:
@@ -302,7 +303,7 @@ def _caption_batch(
         prune = implied if job.spec.prune_implied else None
         key = (id(prune), id(job.nl))
         rows = _shared(prepared, key, lambda: _with_texts(frame, job.nl, prune))  # noqa: B023
-        captioned = _caption_sites(rows, job, rarity, captioning, memos.setdefault(key, {}))
+        captioned = _caption_sites(rows, job, captioning, memos.setdefault(key, {}))
         out[i] = captioned.select(job.columns) if job.columns else captioned
     return [out[i] for i in range(len(jobs))]
 
@@ -319,14 +320,10 @@ def _with_texts(
 
 
 def _caption_sites(
-    frame: pl.DataFrame,
-    job: _Ready,
-    rarity: pl.DataFrame | None,
-    captioning: Captioning,
-    memo: Memo,
+    frame: pl.DataFrame, job: _Ready, captioning: Captioning, memo: Memo
 ) -> pl.DataFrame:
     sites = frame["site"].unique(maintain_order=True).to_list() if len(frame) else ["danbooru"]
-    context = (job, rarity, captioning)
+    context = (job, captioning)
     if len(sites) == 1:
         return _caption_site(frame, sites[0], *context, memo.setdefault(sites[0], {}))
     frame = frame.with_row_index("_order")
@@ -340,16 +337,15 @@ def _caption_site(
     frame: pl.DataFrame,
     site: str,
     job: _Ready,
-    rarity: pl.DataFrame | None,
     captioning: Captioning,
     memo: Memo,
 ) -> pl.DataFrame:
-    spec, rules = job.spec, job.rules
+    spec, rules, rarity = job.spec, job.rules, job.rarity
     lists = _tag_lists(frame, spec, site, rules, job.thresholds, memo)
     whole = lists["whole"]
     if spec.max_tokens:
         with_nl = spec.merge_mode == "tags+nl"
-        how = (with_nl, spec.token_priority)
+        how = (with_nl, spec.token_priority, id(rarity))
         nl = frame["caption_nl"].list.join(" ") if with_nl else None
         make = partial(rank_lists, lists, rules, spec.token_priority, rarity, nl, captioning)
         key = _lists_key(spec, job.thresholds)

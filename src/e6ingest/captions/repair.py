@@ -83,12 +83,13 @@ def repair_lines(
 def _priority(
     tags: list[str], keep: set[str], meta: set[str], posts: dict[str, int] | None, priority: str
 ) -> list[tuple[int, int]]:
-    """(class, index) of each tag of a caption, in the order a budget keeps them."""
+    """(class, index) of each tag of a caption, in the order a budget keeps them (the
+    head in caption order)."""
     ranked = []
     for at, tag in enumerate(tags):
         cls = CLASS_HEAD if tag in keep else CLASS_META if tag in meta else CLASS_TAG
         key = at
-        if posts is not None and priority != "order":
+        if posts is not None and priority != "order" and cls != CLASS_HEAD:
             key = posts.get(tag, 0) * (1 if priority == "rare" else -1)
         ranked.append((cls, key, at))
     return [(cls, at) for cls, _, at in sorted(ranked)]

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from e6ingest.captions.build import CaptionJob, build_many
+from e6ingest.captions.build import CaptionJob, build_many, caption_rarity
 from e6ingest.captions.extras import Thresholds, score_counts, score_thresholds
 from e6ingest.captions.files import read_nl_captions
 from e6ingest.captions.session import Captioning
@@ -57,27 +57,56 @@ def variant_thresholds(
     return {name: score_thresholds(frame, s, counts) for name, s in specs.items()}
 
 
+def _by_rarity(spec: CaptionSpec) -> bool:
+    """Whether ``spec``'s token budget keeps tags by how many posts of the dataset they
+    are on (``rare`` or ``common``)."""
+    return bool(spec.max_tokens) and spec.token_priority != "order"
+
+
+def ranks_by_rarity(spec: CaptionSpec) -> bool:
+    """Whether ``spec`` or one of its variants keeps tags by rarity under a budget."""
+    return any(_by_rarity(spec.variant(n)) for n in spec.variant_names or (DEFAULT_VARIANT,))
+
+
+def variant_rarity(vocabulary: pl.DataFrame, spec: CaptionSpec) -> dict[str, pl.DataFrame]:
+    """Per variant (``default`` too) whose budget keeps tags by rarity: ``tag`` as that
+    variant writes it and its ``posts`` (:func:`caption_rarity` of ``vocabulary``, the
+    dataset's ``tag``, ``posts``), one table for the variants that write tags alike."""
+    tables: dict[tuple[bool, bool], pl.DataFrame] = {}
+    out = {}
+    for name in spec.variant_names or (DEFAULT_VARIANT,):
+        variant = spec.variant(name)
+        if _by_rarity(variant):
+            writing = (variant.underscores_to_spaces, variant.escape_parentheses)
+            if writing not in tables:
+                tables[writing] = caption_rarity(vocabulary, variant)
+            out[name] = tables[writing]
+    return out
+
+
 def with_variants(
     frame: pl.DataFrame,
     spec: CaptionSpec,
     nl_of: Callable[[CaptionSpec], pl.DataFrame | None],
     thresholds: Mapping[str, Thresholds] | None = None,
     captioning: Captioning | None = None,
+    rarity: Mapping[str, pl.DataFrame] | None = None,
     **context: Any,
 ) -> pl.DataFrame:
     """``frame`` with its captions (``build_captions``) and, when ``spec`` has variants,
     ``caption_variants``: a struct of every variant's caption by name, ``default`` first.
-    ``nl_of(spec)`` gives a spec's NL texts; ``thresholds``: each variant's quality
-    thresholds by name (from :func:`variant_thresholds`); ``context``: aliases, rarity,
-    implied, as ``build_captions`` takes them; ``captioning``: the caches and threads they
-    share (this call's own when None)."""
+    ``nl_of(spec)`` gives a spec's NL texts; ``thresholds`` and ``rarity``: each variant's
+    quality thresholds and tag rarity by name (from :func:`variant_thresholds` and
+    :func:`variant_rarity`); ``context``: aliases, implied, as ``build_captions`` takes
+    them; ``captioning``: the caches and threads they share (this call's own when None)."""
     if captioning is None:
         with Captioning() as own:
-            return with_variants(frame, spec, nl_of, thresholds, own, **context)
-    thresholds = thresholds or {}
+            return with_variants(frame, spec, nl_of, thresholds, own, rarity, **context)
+    thresholds, rarity = thresholds or {}, rarity or {}
     names = spec.variant_names or (DEFAULT_VARIANT,)
     specs = [spec.variant(name) for name in names]
-    jobs = [CaptionJob(s, nl_of(s), thresholds.get(name), () if i == 0 else ("caption",))
+    jobs = [CaptionJob(s, nl_of(s), thresholds.get(name), () if i == 0 else ("caption",),
+                       rarity.get(name))
             for i, (name, s) in enumerate(zip(names, specs, strict=True))]  # fmt: skip
     built = build_many(frame, jobs, captioning=captioning, **context)
     out = built[0]

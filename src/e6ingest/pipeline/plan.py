@@ -91,7 +91,7 @@ class PlanRequest:
     subset: Subset = field(default_factory=Subset)
     allow_empty: bool = True
     batch_rows: int = PLAN_BATCH_ROWS
-    rarity: pl.DataFrame | None = None  # tag -> posts, for a token budget's priority
+    rarity: Mapping[str, pl.DataFrame] | None = None  # per variant: tag -> posts (budgets)
     implied: pl.DataFrame | None = None  # closed implications, for prune_implied
     threads: int | None = None  # captioning threads (default: the cores this process may use)
     drop_duplicates: bool = False  # mark posts whose file (md5) a lower id of the selection has

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from e6ingest.cache import cache_dir
-from e6ingest.captions import CaptionSpec, caption_rarity, read_implications
+from e6ingest.captions import CaptionSpec, ranks_by_rarity, read_implications, variant_rarity
 from e6ingest.config import ConfigError
 from e6ingest.manifests import DatasetManifest, MetadataFile
 from e6ingest.query.index import built_index, open_index
@@ -148,16 +148,20 @@ class CaptionTables:
     schemas: tuple[str | None, ...] = ()  # default: each recognised from its columns
     index: bool | None = None  # True: build the index; None: one already built; False: none
 
-    def implied(self) -> pl.DataFrame | None:
-        """The closed implications when the spec prunes implied tags."""
-        if not (self.spec.prune_implied and self.implications):
+    def implied(self, spec: CaptionSpec | None = None) -> pl.DataFrame | None:
+        """The closed implications when ``spec`` (default: the tables' own) prunes implied
+        tags."""
+        if not ((spec or self.spec).prune_implied and self.implications):
             return None
         return read_implications(self.implications)
 
-    def rarity(self) -> pl.DataFrame | None:
-        """Posts per tag (as captions write tags) when a token budget orders by it."""
-        if not self.spec.max_tokens or self.spec.token_priority == "order":
-            return None
+    def rarity(self, spec: CaptionSpec | None = None) -> dict[str, pl.DataFrame]:
+        """Per variant of ``spec`` (default: the tables' own; ``default`` too) whose token
+        budget orders tags by how many posts they are on: posts per tag, as that variant
+        writes tags (none when none does)."""
+        spec = spec or self.spec
+        if not ranks_by_rarity(spec):
+            return {}
         schemas = list(self.schemas) or [None] * len(self.files)
         root = cache_dir() / "index"
         index = None
@@ -169,7 +173,7 @@ class CaptionTables:
             vocabulary = index.vocabulary()
         else:
             vocabulary = cached_vocabulary(self.files, schemas, cache_dir() / "vocabulary")
-        return caption_rarity(vocabulary, self.spec)
+        return variant_rarity(vocabulary, spec)
 
 
 def caption_tables(
