@@ -17,8 +17,9 @@ files:
 
 It prints both times, the ratio and each process's peak memory, and checks that both
 produce the same captions (sha256 over all of them, in order). With ``--max-tokens N``,
-(b) also fits every caption to N CLIP tokens (the loop has no such step, so the captions
-differ by design): it is then checked that none is longer, by the tokenizer.
+(b) also fits every caption to N CLIP tokens, the rarest tags kept first by the posts' tag
+counts, as the command does (the loop has no such step, so the captions differ by design):
+it is then checked that none is longer, by the tokenizer.
 
 Each side runs ``--repeat`` times (default 3), the two alternated, in fresh processes; the
 median of each side is compared (this machine's timings vary by 20-30% between runs).
@@ -126,6 +127,20 @@ def export_file(data: Path) -> Path:
     return path
 
 
+def vocabulary_file(data: Path) -> Path:
+    """The posts' tags and on how many posts each is (``tag``, ``posts``): what the
+    ``captions`` command reads from its tag index (or cached count) for a budget's
+    ``rare`` priority; made once, as the command's cache is."""
+    path = data / "vocabulary.parquet"
+    if not path.exists():
+        from e6ingest.metadata.schemas import split_tags
+
+        tags = pl.concat_list(split_tags(f"tag_string_{c}") for c in ORDER).list.unique()
+        posts = pl.scan_parquet(data / "posts.parquet").select(tags.alias("tag"))
+        posts.explode("tag").group_by("tag").len("posts").collect().write_parquet(path)
+    return path
+
+
 def run_users(data: Path, export: bool = False) -> list[str]:
     """(a) The loop people write today (over the export file's ``tag_string`` with
     ``export``)."""
@@ -190,10 +205,11 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     rows at a time (``PLAN_BATCH_ROWS`` posts, each read by polars), captioned in planning's
     parts (``PLAN_BATCH_ROWS`` captions: fewer posts with variants); the captions stay a
     polars column, as planning keeps them (it writes them to the plan, never to Python
-    strings)."""
+    strings). A budget keeps the rarest tags first, by the posts' tag counts
+    (:func:`vocabulary_file`), as the command does."""
     from e6ingest.captions import CaptionSpec, read_nl_captions
     from e6ingest.captions.session import Captioning
-    from e6ingest.captions.variants import posts_per_batch, with_variants
+    from e6ingest.captions.variants import posts_per_batch, variant_rarity, with_variants
     from e6ingest.metadata.schemas import split_tags
 
     spec = CaptionSpec(
@@ -202,6 +218,7 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
         variants=("short", "medium", "full") if variants else (),
     )  # fmt: skip
     nl = read_nl_captions(spec)
+    rarity = variant_rarity(pl.read_parquet(data / "vocabulary.parquet"), spec)
     captioning = Captioning()
     captions: list[pl.Series] = []
     posts_file = pl.scan_parquet(data / "posts.parquet")
@@ -217,7 +234,8 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
             .collect(engine="streaming")
         )
         for at in range(0, posts.height, part):
-            built = with_variants(posts.slice(at, part), spec, lambda _: nl, captioning=captioning)
+            built = with_variants(posts.slice(at, part), spec, lambda _: nl,
+                                  captioning=captioning, rarity=rarity)  # fmt: skip
             captions.append(built["caption"])
             del built  # before the next part, as planning drops each part
         del posts
@@ -329,11 +347,12 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     if not (data / f"posts-{args.posts}.done").exists():
         print(f"generating {args.posts:,} posts in {data} ...", flush=True)
-        for name in ("export.parquet",):
+        for name in ("export.parquet", "vocabulary.parquet"):
             (data / name).unlink(missing_ok=True)
         generate(args.posts, data)
         (data / f"posts-{args.posts}.done").touch()
     sides = ["b", "v", "a"] if args.variants else ["b", "a"]
+    vocabulary_file(data)
     if args.cli:
         export_file(data)
         sides = ["c", "d", "a'"]

@@ -277,3 +277,22 @@ def test_text_costs_summed_over_words_equal_the_tokenizer():
             alone, marked = captioning.text_costs(rules, mark)
         assert alone.tolist() == count_tokens(texts), mark
         assert marked.tolist() == count_tokens([t + mark for t in texts]), mark
+
+
+def test_a_budget_orders_each_row_by_key_ties_in_caption_order_as_a_plain_sort():
+    """``_row_order`` (one stable sort of a combined key) against Python's sort of (row,
+    key, position), with keys narrow, negative and too wide to combine with the row."""
+    import numpy as np
+
+    from e6ingest.captions.budget import _row_order
+
+    rng = random.Random(5)
+    for case in range(200):
+        rows = np.sort(np.array([rng.randrange(50) for _ in range(rng.randrange(0, 300))],
+                                np.int64))  # fmt: skip
+        wide = [2**62, 10**6, 40][case % 3]
+        keys = np.array([rng.randrange(-wide, wide) for _ in rows], np.int64)
+        if case % 5 == 0:
+            keys //= 10**5  # many ties
+        want = sorted(range(len(rows)), key=lambda i: (rows[i], keys[i], i))
+        assert _row_order(rows, keys).tolist() == want

@@ -66,12 +66,10 @@ def _priority_keys(
     most for ``common``); None for caption order."""
     if rarity is None or priority == "order" or not len(whole.numbers):
         return None
-    plain, _ = rules.arrays()
-    distinct = np.unique(whole.numbers)
-    texts = pl.Series("tag", plain.take(distinct))
-    posts = texts.to_frame().join(rarity, on="tag", how="left", maintain_order="left")
-    by_number = posts["posts"].fill_null(0).to_numpy().astype(np.int64)
-    keys = by_number[np.searchsorted(distinct, whole.numbers)]
+    plain, _ = rules.arrays()  # every text numbered so far: a tag's number indexes it
+    texts = pl.Series("tag", plain).to_frame()
+    posts = texts.join(rarity, on="tag", how="left", maintain_order="left")["posts"]
+    keys = posts.fill_null(0).cast(pl.Int64).to_numpy()[whole.numbers]
     return keys if priority == "rare" else -keys
 
 
@@ -104,6 +102,18 @@ def _classes(lists: dict[str, Lists], width: int) -> np.ndarray:
     return np.where(is_keep, CLASS_HEAD, np.where(is_meta, CLASS_META, CLASS_TAG))
 
 
+def _row_order(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The items (in row order) ordered by row, then key, ties in caption order: one stable
+    sort of a key made of both (the keys replaced by their ranks when their range is too
+    wide to share an int64 with the row)."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    low, span = int(keys.min()), int(keys.max()) - int(keys.min()) + 1
+    if span * (int(rows[-1]) + 1) >= 2**62:
+        keys, low, span = np.unique(keys, return_inverse=True)[1], 0, len(keys)
+    return np.argsort(rows.astype(np.int64) * span + (keys - low), kind="stable")
+
+
 def _spent(
     offsets: np.ndarray,
     rows: np.ndarray,
@@ -117,9 +127,7 @@ def _spent(
     each row's cost of its head."""
     order = None
     if keys is not None:  # within each row by key, ties in caption order
-        order = pl.DataFrame({"r": rows, "k": keys}).select(
-            pl.arg_sort_by("r", "k", maintain_order=True)
-        ).to_series().to_numpy()  # fmt: skip
+        order = _row_order(rows, keys)
         classes, cost = classes[order], cost[order]
     is_head, is_meta = classes == CLASS_HEAD, classes == CLASS_META
     within, total = _running_sums(offsets, cost)
@@ -162,9 +170,7 @@ class Ranked:
         classes, cost, alone = self.classes[order], self.cost[order], self.alone[order]
         keys = None if self.keys is None else self.keys[order]
         rows, spent = lists["whole"].rows(), self.spent[order]
-        head = np.flatnonzero(classes == CLASS_HEAD)  # in caption order
-        if keys is not None:  # by key, ties in caption order
-            head = head[np.lexsort((keys[head], rows[head]))]
+        head = np.flatnonzero(classes == CLASS_HEAD)  # in caption order, as a budget keeps it
         counts = np.bincount(rows[head], minlength=len(self.head))
         spent[head], _ = _running_sums(np.concatenate([[0], np.cumsum(counts)]), cost[head])
         return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes,
