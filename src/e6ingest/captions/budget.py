@@ -69,7 +69,7 @@ def _priority_keys(
     plain, _ = rules.arrays()  # every text numbered so far: a tag's number indexes it
     texts = pl.Series("tag", plain).to_frame()
     posts = texts.join(rarity, on="tag", how="left", maintain_order="left")["posts"]
-    keys = posts.fill_null(0).cast(pl.Int64).to_numpy()[whole.numbers]
+    keys: np.ndarray = posts.fill_null(0).cast(pl.Int64).to_numpy()[whole.numbers]
     return keys if priority == "rare" else -keys
 
 
