@@ -60,16 +60,17 @@ def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
 
 
 def _priority_keys(
-    whole: Lists, rules: TagRules, rarity: pl.DataFrame | None, priority: str
+    whole: Lists,
+    rules: TagRules,
+    rarity: pl.DataFrame | None,
+    priority: str,
+    captioning: Captioning,
 ) -> np.ndarray | None:
     """Per item: the key that orders tags of a class (fewest posts first for ``rare``,
     most for ``common``); None for caption order."""
     if rarity is None or priority == "order" or not len(whole.numbers):
         return None
-    plain, _ = rules.arrays()  # every text numbered so far: a tag's number indexes it
-    texts = pl.Series("tag", plain).to_frame()
-    posts = texts.join(rarity, on="tag", how="left", maintain_order="left")["posts"]
-    keys: np.ndarray = posts.fill_null(0).cast(pl.Int64).to_numpy()[whole.numbers]
+    keys: np.ndarray = captioning.text_posts(rules, rarity)[whole.numbers]
     return keys if priority == "rare" else -keys
 
 
@@ -239,7 +240,7 @@ def rank_lists(
     alone, marked = captioning.text_costs(rules, mark if additive else "")
     alone, cost = alone[whole.numbers], marked[whole.numbers] + (0 if additive else sep_cost)
     classes = _classes(lists, len(rules.texts) + 1)
-    keys = _priority_keys(whole, rules, rarity, priority)
+    keys = _priority_keys(whole, rules, rarity, priority, captioning)
     if keys is not None:  # the head is kept in caption order, whatever the priority
         keys = np.where(classes == CLASS_HEAD, 0, keys)
     n = len(whole.offsets) - 1

@@ -34,6 +34,7 @@ class Captioning:
         self._rules: dict[tuple[Hashable, ...], TagRules] = {}
         self._costs: dict[tuple[str, str], tuple[int, int]] = {}
         self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._posts: dict[tuple[TagRules, int], tuple[pl.DataFrame, np.ndarray]] = {}
         self._text_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -80,6 +81,20 @@ class Captioning:
                 marked = np.concatenate([marked, np.asarray(with_mark, np.int64)])
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
+
+    def text_posts(self, rules: TagRules, rarity: pl.DataFrame) -> np.ndarray:
+        """Per written text of ``rules`` (by number): on how many posts it is, by ``rarity``
+        (``tag``, ``posts``; 0 for a text it lacks), covering every text numbered so far."""
+        plain, _ = rules.arrays()
+        with self._text_lock:
+            # the table is kept beside its texts' posts: its id names no other while here
+            _, known = self._posts.get((rules, id(rarity)), (rarity, _NONE))
+            if len(known) < len(plain):
+                new = pl.Series("tag", plain[len(known) :]).to_frame()
+                found = new.join(rarity, on="tag", how="left", maintain_order="left")["posts"]
+                known = np.concatenate([known, found.fill_null(0).cast(pl.Int64).to_numpy()])
+                self._posts[(rules, id(rarity))] = (rarity, known)
+            return known
 
     def text_tokens(self, texts: pl.Series) -> np.ndarray:
         """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
