@@ -149,3 +149,27 @@ def test_nl_texts_unsorted_repeated_or_without_id():
     spec = CaptionSpec(merge="tags+nl", nl_captions=("x",))
     out = build_captions(pl.DataFrame(rows), spec, nl=nl)
     assert out["caption"].to_list() == ["a, Five.", "a", "a, New."]  # a later row wins
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_each_written_text_has_its_posts_as_a_plain_join_gives(seed):
+    """``text_posts``, a binary search in the table sorted once, against a plain left
+    join per call, over texts numbered across several calls: texts the table lacks, texts
+    differing only in case or a trailing space, non-ASCII, a null tag and null posts."""
+    rng = np.random.default_rng(seed)
+    words = ["a", "A", "a ", "b_c", "é", "猫", "", "z" * 30, *(f"t{i}" for i in range(40))]
+    table = [w for w in words if rng.random() < 0.6]
+    posts = [None if rng.random() < 0.1 else int(rng.integers(0, 10**7)) for _ in table]
+    rarity = pl.DataFrame({"tag": [*table, None], "posts": [*posts, 5]},
+                          schema={"tag": pl.String, "posts": pl.UInt32})  # fmt: skip
+    captioning = Captioning(threads=1)
+    rules = captioning.rules(CaptionSpec(), {})
+    for _ in range(3):  # texts are numbered batch after batch
+        rules.number([w for w in words if rng.random() < 0.3])
+        got = captioning.text_posts(rules, rarity)
+        joined = pl.DataFrame({"tag": rules.texts}, schema={"tag": pl.String}).join(
+            rarity, on="tag", how="left", maintain_order="left", nulls_equal=False
+        )
+        assert got.tolist() == joined["posts"].fill_null(0).to_list()
+    empty = rarity.clear()
+    assert captioning.text_posts(rules, empty).tolist() == [0] * len(rules.texts)
