@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import unicodedata
 from datetime import datetime, timezone
 
 import polars as pl
@@ -17,6 +19,7 @@ from e6ingest.metadata import (
     detect_schema,
     scan_file,
     scan_files,
+    split_tags,
 )
 
 
@@ -191,3 +194,35 @@ def test_not_a_parquet_file(tmp_path):
 def test_projection_reads_only_needed_columns(danbooru_sample):
     plan = scan_file(danbooru_sample).select("id", "rating", "tags").explain()
     assert "tag_string_general" not in plan and "media_asset" not in plan
+
+
+# Unicode's White_Space property (what the regex's \s is); with the control characters (Cc),
+# what separates tags
+WHITE_SPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+
+
+def _split_plainly(text: str | None) -> list[str]:
+    """The reference: characters one by one, a tag ended by any separator."""
+    tags, tag = [], ""
+    for char in f"{text or ''} ":  # a space ends the last tag
+        if char in WHITE_SPACE or unicodedata.category(char) == "Cc":
+            if tag:
+                tags.append(tag)
+            tag = ""
+        else:
+            tag += char
+    return tags
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
+    rng = random.Random(seed)
+    alphabet = "ab_(é猫 \t\n\r\x00\x1b\x7f\x85\xa0\u2028\u3000\u200b\u2003"  # \u200b: no space
+    texts = [None, "", *("".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+                         for _ in range(2000))]  # fmt: skip
+    split = pl.DataFrame({"t": texts}, schema={"t": pl.String}).lazy().select(split_tags("t"))
+    expected = [_split_plainly(t) for t in texts]
+    assert split.collect()["t"].to_list() == expected
+    assert split.collect(engine="streaming")["t"].to_list() == expected

@@ -75,12 +75,18 @@ TAG_SEPARATOR = r"[\s\p{Cc}]"
 TAG_CHARACTER = r"[^\s\p{Cc}]"
 
 
+# A run of separators that is not one space: with another separator in it, or spaces alone.
+_SEPARATOR_RUN = r"[\s\p{Cc}]*[[\s\p{Cc}]&&[^ ]][\s\p{Cc}]*| {2,}"
+_NO_TAGS = pl.lit([], pl.List(pl.String))
+
+
 def split_tags(column: str | pl.Expr) -> pl.Expr:
     """A tag string as a list of tags, split on :data:`TAG_SEPARATOR` (empty and null give
-    ``[]``)."""
+    ``[]``). Each run of separators becomes one space and the ends are stripped, so the
+    split makes no empty tag (filtering them out of every list took twice as long)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    spaced = expr.fill_null("").str.replace_all(r"[[\s\p{Cc}]&&[^ ]]", " ")
-    return spaced.str.split(" ").list.filter(pl.element() != "")
+    spaced = expr.fill_null("").str.replace_all(_SEPARATOR_RUN, " ").str.strip_chars(" ")
+    return pl.when(spaced != "").then(spaced.str.split(" ")).otherwise(_NO_TAGS)
 
 
 Columns = pl.Schema  # a file's columns and their types, as its adapter reads them
