@@ -353,3 +353,30 @@ def test_an_older_snapshot_given_after_a_newer_one_is_named(
     assert main(["inspect", "--metadata", older, newest, "--count", "--no-index"]) == 0
     assert "comes after" not in capsys.readouterr().err
     assert dataset.open_dataset(files=[older, newest]).count("id:14 rating:q") == 1
+
+
+def test_captions_refuse_a_spec_their_tables_cannot_serve(small_demo, tmp_path):
+    """A budget that keeps the rarest tags first needs the dataset's tag counts, pruning
+    needs the implications: without them the captions would keep tags in caption order or
+    prune nothing, silently. Refused, naming what to pass; served when given."""
+    from e6ingest.captions import CaptionSpec
+
+    data = dataset.open_dataset(mirror=small_demo)  # opened without pruning
+    posts = data.select(data.query("", ("e", "q", "s")))
+    with pytest.raises(ValueError, match=r"tables=data\.tables"):
+        dataset.captions(posts, CaptionSpec(max_tokens=20))
+    with pytest.raises(ValueError, match=r"tables=data\.tables"):
+        dataset.captions(posts, CaptionSpec(variants="standard"))
+    with pytest.raises(ValueError, match=r"prune_implied.*implications=FILE"):
+        dataset.captions(posts, CaptionSpec(prune_implied=True), data.tables)
+    order = dataset.captions(posts, CaptionSpec(max_tokens=20, token_priority="order"))
+    rare = dataset.captions(posts, CaptionSpec(max_tokens=20), data.tables)
+    assert order["caption"].to_list() != rare["caption"].to_list()
+
+    implications = tmp_path / "implications.csv"
+    implications.write_text("antecedent_name,consequent_name,status\nsolo,female,active\n")
+    spec = CaptionSpec(prune_implied=True, implications=str(implications))
+    pruned, plain = dataset.captions(posts, spec), dataset.captions(posts)
+    both = [i for i, tags in enumerate(plain["caption"]) if "solo" in tags and "female" in tags]
+    assert both and all("female" not in pruned["caption"][i].split(", ") for i in both)
+    assert pruned.equals(dataset.captions(posts, spec, data.tables))

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
-from e6ingest.captions import CaptionSpec, caption_frame
+from e6ingest.captions import CaptionSpec, caption_frame, ranks_by_rarity
 from e6ingest.captions.variants import VARIANTS_COLUMN, posts_per_batch
 from e6ingest.core import atomic_path, read_ahead, temp_path
 from e6ingest.metadata import row_ranges
@@ -39,10 +39,33 @@ def captions(
     variant's caption by name, ``default`` first), built for all posts at once, with
     ``tables`` (a dataset's implications and tag rarity) where the spec needs them."""
     spec = spec or CaptionSpec()
-    rarity = tables.rarity(spec) if tables is not None else None
-    implied = tables.implied(spec) if tables is not None else None
+    rarity, implied = tables_for(spec, tables)
     frame = caption_frame(posts.select(caption_inputs(posts)).collect(), spec, rarity, implied)
     return _caption_columns(frame, spec)
+
+
+def tables_for(
+    spec: CaptionSpec, tables: CaptionTables | None
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame | None]:
+    """What ``spec`` takes from ``tables`` (a dataset's, ``Dataset.tables``): each variant's
+    tag rarity and the implications. Without tables, a spec whose token budget keeps the
+    rarest tags first, or that prunes implied tags without its own ``implications`` file,
+    is refused: it would keep tags in caption order or prune none, silently."""
+    if tables is not None:
+        return tables.rarity(spec), tables.implied(spec)
+    if ranks_by_rarity(spec):
+        raise ValueError(
+            "this caption spec's token budget keeps the rarest tags first, by the dataset's "
+            "tag counts: pass tables=data.tables (a Dataset from open_dataset), or "
+            "token_priority='order'"
+        )
+    if spec.prune_implied and not spec.implications:
+        raise ValueError(
+            "prune_implied needs the implications table: pass tables=data.tables (a "
+            "Dataset opened with caption=CaptionSpec(prune_implied=True)) or give "
+            "implications=FILE"
+        )
+    return {}, None  # caption_frame reads the spec's own implications file
 
 
 def preview_captions(
@@ -63,8 +86,7 @@ def preview_captions(
     head, sampled = ids.head(rows), ids.gather_every(max(1, len(ids) // STATS_SAMPLE))
     wanted = pl.concat([head, sampled]).unique()
     chosen = posts.filter(pl.col("id").is_in(wanted.implode())).select(caption_inputs(posts))
-    rarity = tables.rarity(spec) if tables is not None else None
-    implied = tables.implied(spec) if tables is not None else None
+    rarity, implied = tables_for(spec, tables)
     with CaptionSelection(posts, spec) as shared:
         frame = caption_frame(chosen.collect(), spec, rarity, implied, shared)
     built = _caption_columns(frame, spec)
@@ -191,8 +213,7 @@ def write_captions_of(
 
     check_captions_out(path)
     spec = spec or CaptionSpec()
-    rarity = tables.rarity(spec) if tables is not None else None
-    implied = tables.implied(spec) if tables is not None else None
+    rarity, implied = tables_for(spec, tables)
     at_once = posts_per_batch(batch_rows, spec)
     short = end_batch_rows(spec, batch_rows)
     with contextlib.ExitStack() as stack:

@@ -120,6 +120,20 @@ def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, t
     assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]
 
 
+def test_pruning_on_a_dataset_without_implications_is_a_warning(small_demo, tmp_path):
+    """danbooru2024's manifest names no implications table: ``--prune-implied`` says it has
+    nothing to prune with (it once pruned nothing, silently)."""
+    from e6ingest.config import make_config
+    from e6ingest.pipeline import pull
+
+    config = make_config({"dataset": "danbooru2024", "rating": "e", "prune-implied": True})
+    events = []
+    pull(config, tmp_path / "out", small_demo, workers=1, progress=events.append)
+    warnings = [e.message for e in events if isinstance(e, Warned)]
+    assert len(warnings) == 1 and "danbooru2024 names none" in warnings[0]
+    assert "nothing to prune" in warnings[0] and "--implications FILE" in warnings[0]
+
+
 def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(
     small_demo, tmp_path, monkeypatch
 ):

@@ -276,7 +276,7 @@ def test_the_short_variant_leads_with_the_people_count(danbooru_sample):
     from e6ingest import dataset
 
     data = dataset.open_dataset(files=[danbooru_sample])
-    out = dataset.captions(data.select(""), CaptionSpec(variants="standard"))
+    out = dataset.captions(data.select(""), CaptionSpec(variants="standard"), data.tables)
     short = dict(zip(out["id"], out["captions"].struct.field("short"), strict=True))
     assert short[2].startswith("2boys, 2girls, ") and "nakamura hisashi" in short[2]
     assert short[1].startswith("1girl, solo, kyogoku shin")

@@ -150,10 +150,21 @@ class CaptionTables:
 
     def implied(self, spec: CaptionSpec | None = None) -> pl.DataFrame | None:
         """The closed implications when ``spec`` (default: the tables' own) prunes implied
-        tags."""
-        if not ((spec or self.spec).prune_implied and self.implications):
+        tags: its own ``implications`` file, else the tables'. Tables made for a spec that
+        did not prune looked for none: asked then, it is refused, never pruning nothing."""
+        spec = spec or self.spec
+        if not spec.prune_implied:
             return None
-        return read_implications(self.implications)
+        path = spec.implications or self.implications
+        if path:
+            return read_implications(path)
+        if self.spec.prune_implied:  # looked for, and its absence said when they were made
+            return None
+        raise ValueError(
+            "prune_implied: these tag tables were made without an implications table; "
+            "open the dataset with caption=CaptionSpec(prune_implied=True) (the dataset's "
+            "own table) or give implications=FILE"
+        )
 
     def rarity(self, spec: CaptionSpec | None = None) -> dict[str, pl.DataFrame]:
         """Per variant of ``spec`` (default: the tables' own; ``default`` too) whose token
@@ -190,6 +201,10 @@ def caption_tables(
     implications: str | Path | None = spec.implications
     if spec.prune_implied and not implications:
         implications = table_file(source, manifest.implications, warn)
+        if manifest.implications is None:
+            cost, flag = TABLE_COSTS["implications"]
+            warn(f"no implications table ({manifest.name} names none); {cost}. "
+                 f"Give one with {flag} FILE")  # fmt: skip
     schemas = tuple(m.schema for m in manifest.metadata)
     return CaptionTables(spec, str(tags or ""), str(implications or ""), tuple(files),
                          schemas)  # fmt: skip
