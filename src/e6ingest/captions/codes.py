@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from e6ingest.arrays import to_arrow, to_numpy
-from e6ingest.captions.lookup import StringNumbers
+from e6ingest.captions.lookup import SortedTable, StringNumbers
 from e6ingest.captions.spec import CaptionSpec
 
 # Tags giving the number of people: 1girl, 2boys, 6+others, solo, duo, multiple_girls...
@@ -78,7 +78,11 @@ class TagRules:
     rating's name shares the numbering, so equal words deduplicate whatever their origin)."""
 
     def __init__(self, spec: CaptionSpec, aliases: Mapping[str, str]):
-        self.spec, self.aliases = spec, dict(aliases)
+        self.spec = spec
+        self._aliased = None  # old -> new tag name, looked up once per new tag
+        if aliases:
+            old = pl.Series(list(aliases), dtype=pl.String)
+            self._aliased = SortedTable(old, pl.Series(list(aliases.values()), dtype=pl.String))
         self.people = np.zeros(0, bool)  # code -> whether a people-count tag
         self.subject = np.zeros(0, bool)  # code -> whether a subject tag (spec.subject_tags)
         self.written = np.full(0, -1, NUMBER)  # code -> number of its written text, -1: dropped
@@ -125,8 +129,9 @@ class TagRules:
 
     def _learn(self, codes: np.ndarray, tags: pl.Series) -> None:
         tag = pl.col("tag")
-        if self.aliases:
-            tag = tag.replace(self.aliases)
+        if self._aliased is not None:  # each tag its alias's new name
+            new, found = self._aliased.find(tags)
+            tags = new.zip_with(pl.Series(found), tags)
         rules = (
             tags.alias("tag")
             .to_frame()

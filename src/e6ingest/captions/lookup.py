@@ -160,3 +160,22 @@ class StringNumbers:
     def publish(self, table: Table) -> None:
         """Put ``table`` (from :meth:`number`) in place for every later lookup."""
         self.table = table
+
+
+class SortedTable:
+    """A table of ``key`` -> ``value`` strings or numbers (one row per key), sorted once and
+    searched by bisection: a batch's few keys are found without hashing a table of millions
+    again for every batch, as a join or ``replace`` would."""
+
+    def __init__(self, keys: pl.Series, values: pl.Series) -> None:
+        table = pl.DataFrame({"key": keys, "value": values}).drop_nulls("key").sort("key")
+        self.keys, self.values = table["key"], table["value"]
+
+    def find(self, wanted: pl.Series) -> tuple[pl.Series, np.ndarray]:
+        """For each of ``wanted``: its row's value (any row's where absent) and whether
+        the table holds it."""
+        if not len(self.keys):
+            return self.values.clear(len(wanted)), np.zeros(len(wanted), bool)
+        at = self.keys.search_sorted(wanted).clip(0, len(self.keys) - 1)
+        found = (self.keys.gather(at) == wanted).fill_null(False).to_numpy()
+        return self.values.gather(at), found

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from e6ingest.captions.codes import TagRules
+from e6ingest.captions.lookup import SortedTable
 from e6ingest.captions.spec import CaptionSpec
 from e6ingest.captions.tokens import count_tokens, count_with_mark
 from e6ingest.core import available_cores
@@ -34,7 +35,7 @@ class Captioning:
         self._rules: dict[tuple[Hashable, ...], TagRules] = {}
         self._costs: dict[tuple[str, str], tuple[int, int]] = {}
         self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._posts: dict[tuple[TagRules, int], tuple[pl.DataFrame, pl.DataFrame, np.ndarray]] = {}
+        self._posts: dict[tuple[TagRules, int], tuple[pl.DataFrame, SortedTable, np.ndarray]] = {}
         self._text_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -85,18 +86,19 @@ class Captioning:
     def text_posts(self, rules: TagRules, rarity: pl.DataFrame) -> np.ndarray:
         """Per written text of ``rules`` (by number): on how many posts it is, by ``rarity``
         (``tag``, ``posts``, one row per tag; 0 for a text it lacks), covering every text
-        numbered so far. The table is sorted once and the new texts of each call found in
-        it by binary search: a join would hash the whole table again every batch."""
+        numbered so far; each call finds only the texts numbered since the last."""
         with self._text_lock:
             key = (rules, id(rarity))  # the table is kept here: its id names no other
             if key not in self._posts:
-                by_tag = rarity.select("tag", pl.col("posts").fill_null(0).cast(pl.Int64))
-                self._posts[key] = (rarity, by_tag.drop_nulls("tag").sort("tag"), _NONE)
-            _, by_tag, known = self._posts[key]
-            texts = rules.texts[len(known) :]  # numbered since the last call
+                posts = rarity["posts"].fill_null(0).cast(pl.Int64)
+                self._posts[key] = (rarity, SortedTable(rarity["tag"], posts), _NONE)
+            _, table, known = self._posts[key]
+            texts = rules.texts[len(known) :]
             if texts:
-                known = np.concatenate([known, _posts_of(by_tag, texts)])
-                self._posts[key] = (rarity, by_tag, known)
+                posts, found = table.find(pl.Series(texts, dtype=pl.String))
+                new = np.where(found, posts.to_numpy(), 0).astype(np.int64)
+                known = np.concatenate([known, new])
+                self._posts[key] = (rarity, table, known)
             return known
 
     def text_tokens(self, texts: pl.Series) -> np.ndarray:
@@ -139,14 +141,3 @@ class Captioning:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _posts_of(by_tag: pl.DataFrame, texts: list[str]) -> np.ndarray:
-    """Per text: its ``posts`` in ``by_tag`` (``tag``, ``posts``, sorted by tag), 0 when
-    the table lacks it."""
-    if by_tag.is_empty():
-        return np.zeros(len(texts), np.int64)
-    wanted = pl.Series(texts, dtype=pl.String)
-    at = by_tag["tag"].search_sorted(wanted).clip(0, by_tag.height - 1)
-    found = (by_tag["tag"].gather(at) == wanted).to_numpy()
-    return np.where(found, by_tag["posts"].gather(at).to_numpy(), 0).astype(np.int64)
