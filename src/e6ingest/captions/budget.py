@@ -109,10 +109,31 @@ def _row_order(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     wide to share an int64 with the row)."""
     if not len(keys):
         return np.zeros(0, np.int64)
+    keys = _narrow(keys, int(rows[-1]) + 1)
     low, span = int(keys.min()), int(keys.max()) - int(keys.min()) + 1
-    if span * (int(rows[-1]) + 1) >= 2**62:
-        keys, low, span = np.unique(keys, return_inverse=True)[1], 0, len(keys)
     return np.argsort(rows.astype(np.int64) * span + (keys - low), kind="stable")
+
+
+def _narrow(keys: np.ndarray, times: int) -> np.ndarray:
+    """``keys``, or their ranks (the same order) when ``times`` their range overflows."""
+    span = int(keys.max()) - int(keys.min()) + 1
+    if span * times < 2**62:
+        return keys
+    ranks: np.ndarray = np.unique(keys, return_inverse=True)[1]
+    return ranks
+
+
+def _priority_order(rows: np.ndarray, classes: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
+    """The items ordered as a budget keeps them: by row, then class (head, other tags,
+    meta), then ``keys`` when given, ties in caption order."""
+    if not len(classes):
+        return np.zeros(0, np.int64)
+    key = classes.astype(np.int64)
+    if keys is not None:
+        keys = _narrow(keys, CLASS_META + 1)
+        low = int(keys.min())
+        key = key * (int(keys.max()) - low + 1) + (keys - low)
+    return _row_order(rows, key)
 
 
 def _spent(
@@ -124,24 +145,18 @@ def _spent(
     nl_item: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What each row has spent up to and including each tag, tags taken in priority order
-    (class, then ``keys`` when given, then caption order; the NL item after the head), and
-    each row's cost of its head."""
-    order = None
-    if keys is not None:  # within each row by key, ties in caption order
-        order = _row_order(rows, keys)
-        classes, cost = classes[order], cost[order]
-    is_head, is_meta = classes == CLASS_HEAD, classes == CLASS_META
-    within, total = _running_sums(offsets, cost)
-    within_head, head = _running_sums(offsets, cost * is_head)
-    within_meta, meta = _running_sums(offsets, cost * is_meta)
-    lengths = np.diff(offsets)
-    before_tags = np.repeat(head + nl_item, lengths)  # the head and the NL text
-    before_meta = np.repeat(nl_item + total - meta, lengths)  # ... and every other tag
-    tags = before_tags + within - within_head - within_meta
-    spent = np.where(is_head, within_head, np.where(is_meta, before_meta + within_meta, tags))
-    if order is not None:
-        spent[order] = spent.copy()
-    return spent, head
+    (:func:`_priority_order`; the NL item after the head): one running sum in that order,
+    the NL item added past the head; and each row's cost of its head."""
+    order = _priority_order(rows, classes, keys)
+    in_order = cost[order]
+    is_head = classes[order] == CLASS_HEAD
+    within, _ = _running_sums(offsets, in_order)
+    after_head = np.repeat(nl_item, np.diff(offsets))[~is_head]
+    within[~is_head] += after_head
+    head = np.bincount(rows[is_head], weights=in_order[is_head], minlength=len(offsets) - 1)
+    spent = np.empty_like(within)
+    spent[order] = within
+    return spent, head.astype(np.int64)
 
 
 @dataclass(frozen=True)
