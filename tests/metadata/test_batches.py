@@ -102,8 +102,8 @@ def test_captions_written_from_batches_are_those_of_the_copied_selection(tmp_pat
         for batches in (None, data.select_in_batches(query, dataset.caption_inputs(posts), 5)):
             out = tmp_path / f"captions-{len(written)}.jsonl"
             preview = dataset.CaptionPreview(3)
-            count = dataset.write_captions_of(posts, out, spec, batch_rows=4, preview=preview,
-                                              batches=batches)  # fmt: skip
+            count = dataset.write_captions_of(posts, out, spec, data.tables, batch_rows=4,
+                                              preview=preview, batches=batches)  # fmt: skip
             assert count == posts.select(pl.len()).collect().item() > 0
             written.append(out.read_bytes())
             previews.append(preview.frames())
