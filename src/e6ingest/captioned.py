@@ -19,6 +19,7 @@ import polars as pl
 
 from e6ingest.captions import CaptionSpec, caption_frame, ranks_by_rarity
 from e6ingest.captions.variants import VARIANTS_COLUMN, posts_per_batch
+from e6ingest.config import ConfigError
 from e6ingest.core import atomic_path, read_ahead, temp_path
 from e6ingest.metadata import row_ranges
 from e6ingest.pipeline.sourcing import CaptionTables
@@ -54,13 +55,13 @@ def tables_for(
     if tables is not None:
         return tables.rarity(spec), tables.implied(spec)
     if ranks_by_rarity(spec):
-        raise ValueError(
+        raise ConfigError(
             "this caption spec's token budget keeps the rarest tags first, by the dataset's "
             "tag counts: pass tables=data.tables (a Dataset from open_dataset), or "
             "token_priority='order'"
         )
     if spec.prune_implied and not spec.implications:
-        raise ValueError(
+        raise ConfigError(
             "prune_implied needs the implications table: pass tables=data.tables (a "
             "Dataset opened with caption=CaptionSpec(prune_implied=True)) or give "
             "implications=FILE"

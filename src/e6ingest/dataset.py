@@ -51,6 +51,7 @@ from e6ingest.pipeline.sourcing import (
     TABLE_COSTS,
     CaptionTables,
     caption_tables,
+    check_implications,
     metadata_source,
 )
 from e6ingest.query import Query, QueryError, Subset, has_tag, selection_query
@@ -292,6 +293,7 @@ def open_dataset(
     answering = partial(Dataset, include_deleted=include_deleted, index=index, report=report,
                         notice=notice)  # fmt: skip
     if files:
+        check_implications(caption, False, "metadata files given alone name none")
         given, found = given_files(files, warn)
         if not tag_table and warn is not None:
             _warn_uncategorised(given, found, warn)

@@ -9,6 +9,8 @@ import pytest
 import webdataset as wds
 
 from e6ingest.cli import main
+from e6ingest.config import ConfigError, make_config
+from e6ingest.pipeline import pull
 from e6ingest.pipeline.events import Warned
 from e6ingest.query import selection_query
 
@@ -120,18 +122,24 @@ def test_a_missing_tags_table_is_a_warning_that_says_what_it_costs(small_demo, t
     assert "every tag counts as general" in warnings[0] and "--tag-table" in warnings[0]
 
 
-def test_pruning_on_a_dataset_without_implications_is_a_warning(small_demo, tmp_path):
-    """danbooru2024's manifest names no implications table: ``--prune-implied`` says it has
-    nothing to prune with (it once pruned nothing, silently)."""
-    from e6ingest.config import make_config
-    from e6ingest.pipeline import pull
-
-    config = make_config({"dataset": "danbooru2024", "rating": "e", "prune-implied": True})
-    events = []
-    pull(config, tmp_path / "out", small_demo, workers=1, progress=events.append)
-    warnings = [e.message for e in events if isinstance(e, Warned)]
-    assert len(warnings) == 1 and "danbooru2024 names none" in warnings[0]
-    assert "nothing to prune" in warnings[0] and "--implications FILE" in warnings[0]
+def test_pruning_without_an_implications_table_is_refused(small_demo, tmp_path, capsys):
+    """danbooru2024's manifest names no implications table, nor do metadata files given
+    alone: ``--prune-implied`` is refused in one line naming the flag that gives one (it
+    once pruned nothing, silently)."""
+    metadata = next(small_demo.rglob("posts-*.parquet"))
+    for where in (["--mirror", str(small_demo), "--dataset", "danbooru2024"],
+                  ["--metadata", str(metadata)]):  # fmt: skip
+        assert main(["captions", *where, "--prune-implied", "--preview", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--prune-implied: no implications table" in err[0], err
+        assert "--implications FILE" in err[0]
+        with_file = ["--implications", str(tmp_path / "implications.csv")]
+        (tmp_path / "implications.csv").write_text("antecedent_name,consequent_name\na,b\n")
+        assert main(["captions", *where, "--prune-implied", *with_file, "--preview", "1"]) == 0
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"no implications table \(danbooru2024 names none\)"):
+        pull(make_config({"dataset": "danbooru2024", "prune-implied": True}), out, small_demo)
+    assert not out.exists()
 
 
 def test_captions_written_a_batch_at_a_time_equal_those_built_at_once(

@@ -58,6 +58,7 @@ from e6ingest.pipeline.sourcing import (
     CaptionTables,
     ShardJanitor,
     caption_tables,
+    check_implications,
     discard_source_shard,
     metadata_source,
     pin_commits,
@@ -224,6 +225,8 @@ class _Run:
         parse_ratings(config.ratings, manifest.site)  # a rating the site lacks: refused
         query = selection_query(config.query, config.ratings, manifest.site,
                                 config.include_deleted)  # fmt: skip
+        check_implications(config.caption, manifest.implications is not None,
+                           f"{manifest.name} names none")  # fmt: skip
         make_output_folder(self.out)
         with OutputLock(self.out) as lock:
             self.lock = lock

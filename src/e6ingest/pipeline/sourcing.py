@@ -160,7 +160,7 @@ class CaptionTables:
             return read_implications(path)
         if self.spec.prune_implied:  # looked for, and its absence said when they were made
             return None
-        raise ValueError(
+        raise ConfigError(
             "prune_implied: these tag tables were made without an implications table; "
             "open the dataset with caption=CaptionSpec(prune_implied=True) (the dataset's "
             "own table) or give implications=FILE"
@@ -187,6 +187,15 @@ class CaptionTables:
         return variant_rarity(vocabulary, spec)
 
 
+def check_implications(spec: CaptionSpec, named: bool, why_none: str) -> None:
+    """Refuse ``prune_implied`` when no implications table can be had: neither the spec
+    nor the dataset names one (``named``; ``why_none`` says why not), so it would prune
+    nothing."""
+    if spec.prune_implied and not spec.implications and not named:
+        raise ConfigError(f"--prune-implied: no implications table ({why_none}); give one "
+                          "with --implications FILE")  # fmt: skip
+
+
 def caption_tables(
     spec: CaptionSpec,
     tag_table: str,
@@ -200,11 +209,8 @@ def caption_tables(
     tags = tag_table or table_file(source, manifest.tags, warn)
     implications: str | Path | None = spec.implications
     if spec.prune_implied and not implications:
+        check_implications(spec, manifest.implications is not None, f"{manifest.name} names none")
         implications = table_file(source, manifest.implications, warn)
-        if manifest.implications is None:
-            cost, flag = TABLE_COSTS["implications"]
-            warn(f"no implications table ({manifest.name} names none); {cost}. "
-                 f"Give one with {flag} FILE")  # fmt: skip
     schemas = tuple(m.schema for m in manifest.metadata)
     return CaptionTables(spec, str(tags or ""), str(implications or ""), tuple(files),
                          schemas)  # fmt: skip
