@@ -293,7 +293,7 @@ def open_dataset(
     answering = partial(Dataset, include_deleted=include_deleted, index=index, report=report,
                         notice=notice)  # fmt: skip
     if files:
-        check_implications(caption, False, "metadata files given alone name none")
+        check_implications(caption, None)
         given, found = given_files(files, warn)
         if not tag_table and warn is not None:
             _warn_uncategorised(given, found, warn)

@@ -105,22 +105,21 @@ def _classes(lists: dict[str, Lists], width: int) -> np.ndarray:
 
 def _row_order(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """The items (in row order) ordered by row, then key, ties in caption order: one stable
-    sort of a key made of both (the keys replaced by their ranks when their range is too
-    wide to share an int64 with the row)."""
+    sort of a key made of both."""
     if not len(keys):
         return np.zeros(0, np.int64)
-    keys = _narrow(keys, int(rows[-1]) + 1)
-    low, span = int(keys.min()), int(keys.max()) - int(keys.min()) + 1
-    return np.argsort(rows.astype(np.int64) * span + (keys - low), kind="stable")
+    keys, span = _from_zero(keys, int(rows[-1]) + 1)
+    return np.argsort(rows.astype(np.int64) * span + keys, kind="stable")
 
 
-def _narrow(keys: np.ndarray, times: int) -> np.ndarray:
-    """``keys``, or their ranks (the same order) when ``times`` their range overflows."""
-    span = int(keys.max()) - int(keys.min()) + 1
-    if span * times < 2**62:
-        return keys
+def _from_zero(keys: np.ndarray, times: int) -> tuple[np.ndarray, int]:
+    """``keys`` less their minimum, and their range: in the same order, each below the
+    range, so that ``times`` ranges fit an int64 (their ranks when the range is too wide)."""
+    low, high = int(keys.min()), int(keys.max())
+    if (high - low + 1) * times < 2**62:
+        return keys - low, high - low + 1
     ranks: np.ndarray = np.unique(keys, return_inverse=True)[1]
-    return ranks
+    return ranks, len(keys)
 
 
 def _priority_order(rows: np.ndarray, classes: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
@@ -130,9 +129,8 @@ def _priority_order(rows: np.ndarray, classes: np.ndarray, keys: np.ndarray | No
         return np.zeros(0, np.int64)
     key = classes.astype(np.int64)
     if keys is not None:
-        keys = _narrow(keys, CLASS_META + 1)
-        low = int(keys.min())
-        key = key * (int(keys.max()) - low + 1) + (keys - low)
+        keys, span = _from_zero(keys, CLASS_META + 1)
+        key = key * span + keys
     return _row_order(rows, key)
 
 
@@ -153,6 +151,7 @@ def _spent(
     within, _ = _running_sums(offsets, in_order)
     after_head = np.repeat(nl_item, np.diff(offsets))[~is_head]
     within[~is_head] += after_head
+    # the order moves items only within their row: rows[is_head] are the head items' rows
     head = np.bincount(rows[is_head], weights=in_order[is_head], minlength=len(offsets) - 1)
     spent = np.empty_like(within)
     spent[order] = within

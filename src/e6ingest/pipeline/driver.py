@@ -225,8 +225,7 @@ class _Run:
         parse_ratings(config.ratings, manifest.site)  # a rating the site lacks: refused
         query = selection_query(config.query, config.ratings, manifest.site,
                                 config.include_deleted)  # fmt: skip
-        check_implications(config.caption, manifest.implications is not None,
-                           f"{manifest.name} names none")  # fmt: skip
+        check_implications(config.caption, manifest)  # before the output folder is made
         make_output_folder(self.out)
         with OutputLock(self.out) as lock:
             self.lock = lock

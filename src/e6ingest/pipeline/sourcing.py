@@ -187,12 +187,15 @@ class CaptionTables:
         return variant_rarity(vocabulary, spec)
 
 
-def check_implications(spec: CaptionSpec, named: bool, why_none: str) -> None:
+def check_implications(spec: CaptionSpec, manifest: DatasetManifest | None) -> None:
     """Refuse ``prune_implied`` when no implications table can be had: neither the spec
-    nor the dataset names one (``named``; ``why_none`` says why not), so it would prune
-    nothing."""
-    if spec.prune_implied and not spec.implications and not named:
-        raise ConfigError(f"--prune-implied: no implications table ({why_none}); give one "
+    nor the dataset (``manifest``; None for metadata files given alone) names one, so it
+    would prune nothing."""
+    if not spec.prune_implied or spec.implications:
+        return
+    if manifest is None or manifest.implications is None:
+        names = "metadata files given alone name" if manifest is None else f"{manifest.name} names"
+        raise ConfigError(f"--prune-implied: no implications table ({names} none); give one "
                           "with --implications FILE")  # fmt: skip
 
 
@@ -209,7 +212,7 @@ def caption_tables(
     tags = tag_table or table_file(source, manifest.tags, warn)
     implications: str | Path | None = spec.implications
     if spec.prune_implied and not implications:
-        check_implications(spec, manifest.implications is not None, f"{manifest.name} names none")
+        check_implications(spec, manifest)
         implications = table_file(source, manifest.implications, warn)
     schemas = tuple(m.schema for m in manifest.metadata)
     return CaptionTables(spec, str(tags or ""), str(implications or ""), tuple(files),
