@@ -114,9 +114,11 @@ def export_file(data: Path) -> Path:
         return path
     posts = pl.scan_parquet(data / "posts.parquet")
     n = posts.select(pl.len()).collect().item()
-    tags = pl.concat_str([pl.col(f"tag_string_{c}") for c in ORDER], separator=" ")
+    # one space between tags, as the export has them: a category without tags adds none
+    given = [pl.when(pl.col(f"tag_string_{c}") != "").then(f"tag_string_{c}") for c in ORDER]
+    tags = pl.concat_str(given, separator=" ", ignore_nulls=True)
     posts.select(
-        "id", "rating", tags.str.strip_chars(" ").alias("tag_string"),
+        "id", "rating", tags.alias("tag_string"),
         pl.lit(1000).alias("image_width"), pl.lit(800).alias("image_height"),
         pl.lit("png").alias("file_ext"), "score", pl.lit(0).alias("fav_count"),
         pl.lit("2024-01-01").str.to_datetime(time_zone="UTC").alias("created_at"),

@@ -219,10 +219,19 @@ def _split_plainly(text: str | None) -> list[str]:
 @pytest.mark.parametrize("seed", range(5))
 def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
     rng = random.Random(seed)
-    alphabet = "ab_(é猫 \t\n\r\x00\x1b\x7f\x85\xa0\u2028\u3000\u200b\u2003"  # \u200b: no space
-    texts = [None, "", *("".join(rng.choices(alphabet, k=rng.randint(0, 12)))
-                         for _ in range(2000))]  # fmt: skip
-    split = pl.DataFrame({"t": texts}, schema={"t": pl.String}).lazy().select(split_tags("t"))
+    odd = "ab_(é猫 \t\n\r\x00\x1b\x7f\x85\xa0\u2028\u3000\u200b\u2003"  # \u200b: no space
+    plain = "ab_(é猫\u200b"  # tags one space apart, as most tag strings are
+    texts: list[str | None] = [None, ""]
+    for _ in range(2000):
+        if rng.random() < 0.5:
+            texts.append("".join(rng.choices(odd, k=rng.randint(0, 12))))
+        else:
+            tags = ["".join(rng.choices(plain, k=rng.randint(1, 5))) for _ in range(4)]
+            texts.append(" ".join(tags[: rng.randint(0, 4)]))
+    frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    split = frame.lazy().select(split_tags("t"))
     expected = [_split_plainly(t) for t in texts]
     assert split.collect()["t"].to_list() == expected
     assert split.collect(engine="streaming")["t"].to_list() == expected
+    assert frame.select(split_tags("t"))["t"].to_list() == expected
+    assert frame["t"].to_list() == texts  # the texts split are left as they were
