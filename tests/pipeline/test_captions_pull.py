@@ -216,12 +216,13 @@ def test_write_captions_to_standard_output(capsysbinary, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # no file named "-"
 
 
-@pytest.mark.parametrize("failing", ["the write", "the captions"])
+@pytest.mark.parametrize("failing", ["the write", "the sync", "the captions"])
 def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_cause(
     small_demo, tmp_path, monkeypatch, capsys, failing
 ):
     """Batches are written while the next is captioned: a disk that fills during a write
-    stops the command with the disk-full line (exit 4), an error while captioning is
+    or while a written batch is synced stops the command with the disk-full line (exit
+    4), an error while captioning is
     reported as itself even with a write in flight, and either way the captions file
     written before stays as it was, with no temporary file left."""
     import errno
@@ -235,14 +236,21 @@ def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_c
     before = out.read_bytes()
     capsys.readouterr()
     monkeypatch.setattr("e6ingest.captioned.posts_per_batch", lambda *_: 20)
-    calls = {"write": 0, "caption": 0}
+    calls = {"write": 0, "caption": 0, "sync": 0}
     real_write, real_caption = pl.DataFrame.write_ndjson, captioned.caption_frame
+    real_sync = captioned._SYNC_DATA
 
     def write(frame, target=None):
         calls["write"] += 1
         if failing == "the write" and calls["write"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(out))
         return real_write(frame, target)
+
+    def sync(fd):
+        calls["sync"] += 1
+        if failing == "the sync" and calls["sync"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out))
+        return real_sync(fd)
 
     def caption(*a, **k):
         calls["caption"] += 1
@@ -252,9 +260,10 @@ def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_c
 
     monkeypatch.setattr(pl.DataFrame, "write_ndjson", write)
     monkeypatch.setattr("e6ingest.captioned.caption_frame", caption)
+    monkeypatch.setattr("e6ingest.captioned._SYNC_DATA", sync)
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    if failing == "the write":
+    if failing in ("the write", "the sync"):
         assert code == 4 and "disk full" in err and str(out) in err
     else:
         assert code == 2 and "nl.jsonl row 3: not an object" in err
