@@ -115,6 +115,7 @@ def _caption_columns(frame: pl.DataFrame, spec: CaptionSpec) -> pl.DataFrame:
 
 
 _SYNC_DATA = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+_ADVISE = getattr(os, "posix_fadvise", None)  # not on macOS or Windows
 CAPTION_BATCH_ROWS = 250_000  # captions made and written at a time by write_captions_of
 
 
@@ -165,11 +166,17 @@ class _BatchWriter:
 
     def _written(self, frame: pl.DataFrame) -> None:
         """``frame`` written, and with ``durable`` on disk: its pages go while the next
-        batch is captioned, not all in the file's final fsync."""
+        batch is captioned, not all in the file's final fsync. Once on disk they leave the
+        page cache, where the next batch's pages take their memory again: a file of
+        gigabytes written into ever new page cache costs more system time than making its
+        JSON, and would push out the metadata being read."""
         frame.write_ndjson(self._out)
         if self._durable:
             self._out.flush()
             _SYNC_DATA(self._out.fileno())
+            if _ADVISE is not None:  # a hint: where it is not taken, nothing is lost
+                with contextlib.suppress(OSError):
+                    _ADVISE(self._out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
