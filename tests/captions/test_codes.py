@@ -113,6 +113,22 @@ def test_batches_in_threads_give_the_captions_of_one_batch():
     assert one["caption"][3] == "solo, artist 0, tag 3, sensitive, Text 3."
 
 
+def test_tags_read_in_several_chunks_give_the_captions_of_one_chunk():
+    """Metadata read a row group at a time holds its tag lists in several chunks; their
+    tags are read chunk by chunk, in order, a slice across chunks included."""
+    rows = [post(general=[f"tag_{i % 7}", None, f"tag_{i % 5}"] if i % 4 else None,
+                 artist=[f"artist_{i % 3}"] if i % 3 else []) | {"id": i}
+            for i in range(60)]  # fmt: skip
+    one = pl.DataFrame(rows)
+    chunked = pl.concat([one.slice(0, 25), one.slice(25, 10), one.slice(35)], rechunk=False)
+    assert chunked["tags_general"].n_chunks() == 3
+    spec = CaptionSpec(people_first=True)
+    for start, length in ((0, 60), (20, 30), (30, 3)):
+        expected = build_captions(one.slice(start, length), spec)["caption"].to_list()
+        got = build_captions(chunked.slice(start, length), spec)["caption"].to_list()
+        assert got == expected and len(got) == length
+
+
 def test_rules_are_kept_per_spec_and_aliases():
     spec = CaptionSpec()
     with Captioning(threads=3) as captioning:

@@ -318,11 +318,16 @@ class Lists:
 
 def _flat(lists: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Each row's number of items and the items one after the other (a missing list has
-    none), read from the lists' arrow layout without copying."""
-    array = lists.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    offsets = to_numpy(array.offsets).astype(np.int64, copy=False)
-    values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
-    return np.diff(offsets), pl.Series(pl.from_arrow(values), dtype=pl.String)
+    none), read from the lists' arrow layout chunk by chunk without copying (joining the
+    chunks first would copy every item's view)."""
+    counts, items = [np.zeros(0, np.int64)], [pl.Series(dtype=pl.String)]
+    for chunk in lists.get_chunks():
+        array = chunk.to_arrow(compat_level=pl.CompatLevel.newest())
+        offsets = to_numpy(array.offsets).astype(np.int64, copy=False)
+        values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+        counts.append(np.diff(offsets))
+        items.append(pl.Series(pl.from_arrow(values), dtype=pl.String))
+    return np.concatenate(counts), pl.concat(items)
 
 
 class TagBatch:
