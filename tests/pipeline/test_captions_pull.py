@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import webdataset as wds
 
+from e6ingest.captioned import _BatchWriter
 from e6ingest.cli import main
 from e6ingest.config import ConfigError, make_config
 from e6ingest.pipeline import pull
@@ -275,20 +276,25 @@ def test_a_failure_while_captions_are_written_keeps_the_old_file_and_names_its_c
 def test_captions_written_whole_where_the_page_cache_hint_is_refused(
     small_demo, tmp_path, monkeypatch
 ):
-    """Each written batch's pages are let go of once synced; a file system that refuses
-    that hint costs nothing: the file is the same, byte for byte."""
+    """Each written batch is written in pieces, each piece's pages let go of once synced;
+    a file system that refuses that hint costs nothing: the file is the same, byte for
+    byte, with every caption once and in order."""
     import errno
 
     args = ["captions", "--mirror", str(small_demo), "--rating", "e,q,s", "--out"]
     assert main([*args, str(tmp_path / "first.jsonl")]) == 0
     monkeypatch.setattr("e6ingest.captioned.posts_per_batch", lambda *_: 20)
+    monkeypatch.setattr("e6ingest.captioned.WRITTEN_AT_ONCE", 4_000)  # a few rows a piece
     hints = []
 
     def refuse(fd, offset, length, advice):
         hints.append(advice)
         raise OSError(errno.EINVAL, "Invalid argument")
 
+    batches = []
+    real_write = _BatchWriter.write
+    monkeypatch.setattr(_BatchWriter, "write", lambda w, f: batches.append(1) or real_write(w, f))
     monkeypatch.setattr("e6ingest.captioned._ADVISE", refuse)
     assert main([*args, str(tmp_path / "second.jsonl")]) == 0
-    assert len(hints) > 1  # one per batch
+    assert len(hints) > len(batches) > 1  # one per piece, several pieces per batch
     assert (tmp_path / "second.jsonl").read_bytes() == (tmp_path / "first.jsonl").read_bytes()
