@@ -149,13 +149,11 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def _pieces(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
-    """``frame`` in row slices of about ``size`` bytes each (by its estimated size), at
-    least one."""
+def _pieces(frame: pl.DataFrame, size: int) -> list[pl.DataFrame]:
+    """``frame`` in row slices of about ``size`` bytes each (by its estimated size)."""
     pieces = max(1, -(-int(frame.estimated_size()) // size))
     rows = max(1, -(-frame.height // pieces))
-    for start in range(0, max(frame.height, 1), rows):
-        yield frame.slice(start, rows)
+    return [frame.slice(start, end - start) for start, end in row_ranges(frame.height, rows)]
 
 
 class _BatchWriter:
