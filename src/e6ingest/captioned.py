@@ -178,8 +178,8 @@ class _BatchWriter:
         about ``WRITTEN_AT_ONCE`` bytes, and once on disk each piece's pages leave the
         page cache, where the next piece's take their memory again: a file of gigabytes
         written into ever new page cache costs more system time than making its JSON, and
-        would push out the metadata being read (pieces of 64 MB took a quarter of the
-        system time of batches of 330 MB)."""
+        would push out the metadata being read (writing 1.33 GB took 0.5 to 0.6 s of
+        system time in pieces of 64 MB, 1.3 to 2.6 s in batches of 330 MB)."""
         if not self._durable:
             frame.write_ndjson(self._out)
             return
