@@ -221,16 +221,27 @@ def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
     rng = random.Random(seed)
     odd = "ab_(é猫 \t\n\r\x00\x1b\x7f\x85\xa0\u2028\u3000\u200b\u2003"  # \u200b: no space
     plain = "ab_(é猫\u200b"  # tags one space apart, as most tag strings are
+    ascii = "ab_(:~!/"  # printable ASCII: no separator but the space
     texts: list[str | None] = [None, ""]
     for _ in range(2000):
-        if rng.random() < 0.5:
+        kind = rng.random()
+        if kind < 0.3:
             texts.append("".join(rng.choices(odd, k=rng.randint(0, 12))))
         else:
-            tags = ["".join(rng.choices(plain, k=rng.randint(1, 5))) for _ in range(4)]
-            texts.append(" ".join(tags[: rng.randint(0, 4)]))
+            letters = plain if kind < 0.6 else ascii
+            tags = ["".join(rng.choices(letters, k=rng.randint(1, 5))) for _ in range(4)]
+            ends = " " if kind > 0.9 else ""  # a space before and after: stripped
+            between = "  " if kind > 0.85 else " "  # two spaces: one separator
+            texts.append(ends + between.join(tags[: rng.randint(0, 4)]) + ends)
     frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
     split = frame.lazy().select(split_tags("t"))
     expected = [_split_plainly(t) for t in texts]
     assert split.collect()["t"].to_list() == expected
     assert split.collect(engine="streaming")["t"].to_list() == expected
     assert frame.select(split_tags("t"))["t"].to_list() == expected
+    # a batch with no string for the separator regex, and one with nothing else
+    plainly = [t is None or (t.isascii() and t.isprintable() and "  " not in t) for t in texts]
+    for wanted in (True, False):
+        strings = [t for t, plain in zip(texts, plainly, strict=True) if plain == wanted]
+        alike = pl.DataFrame({"t": strings}, schema={"t": pl.String}).select(split_tags("t"))
+        assert alike["t"].to_list() == [_split_plainly(t) for t in strings]
