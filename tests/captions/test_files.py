@@ -45,6 +45,19 @@ def posts():
     return pl.DataFrame(rows)
 
 
+def test_texts_keep_one_space_between_words_whatever_separated_them(tmp_path):
+    # ASCII sentences with one space pass as they are; every other run of spaces, tabs,
+    # line breaks, control or Unicode spaces becomes one space, and the ends go
+    texts = ["A plain sentence, as most are.", " Two  spaces\tand\x00a\x1fNUL ",
+             "Über\u3000das\xa0Bild\u2028neu", "\r\n", "ends with a space "]  # fmt: skip
+    rows = [nl_row(i, text, "Brief.") for i, text in enumerate(texts, 1)]
+    nl = read_nl_captions(CaptionSpec(nl_captions=(str(write_jsonl(tmp_path / "t.jsonl", rows)),)))
+    assert [texts[0] for texts in nl["nl"].to_list()] == [
+        "A plain sentence, as most are.", "Two spaces and a NUL", "Über das Bild neu",
+        "Brief.", "ends with a space",
+    ]  # fmt: skip
+
+
 def test_selection_rule(nl_file):
     nl = read_nl_captions(CaptionSpec(nl_captions=(str(nl_file),)))
     by_id = dict(zip(nl["id"], nl["nl"].to_list(), strict=True))

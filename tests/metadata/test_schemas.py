@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 from e6ingest.metadata import (
     CANONICAL_COLUMNS,
     SchemaError,
+    collapse_separators,
     detect_schema,
     scan_file,
     scan_files,
@@ -216,8 +217,24 @@ def _split_plainly(text: str | None) -> list[str]:
     return tags
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
+def _collapsed_plainly(text: str | None) -> str | None:
+    """The reference: characters one by one, each run of separators one space."""
+    if text is None:
+        return None
+    out = []
+    for char in text:
+        if char in WHITE_SPACE or unicodedata.category(char) == "Cc":
+            if not out or out[-1] != " ":
+                out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _tag_strings(seed: int) -> list[str | None]:
+    """Random tag strings: odd ones (every kind of separator), and tags one space apart,
+    some of printable ASCII (no separator but the space), some with two spaces between
+    or a space at both ends."""
     rng = random.Random(seed)
     odd = "ab_(é猫 \t\n\r\x00\x1b\x7f\x85\xa0\u2028\u3000\u200b\u2003"  # \u200b: no space
     plain = "ab_(é猫\u200b"  # tags one space apart, as most tag strings are
@@ -233,15 +250,33 @@ def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
             ends = " " if kind > 0.9 else ""  # a space before and after: stripped
             between = "  " if kind > 0.85 else " "  # two spaces: one separator
             texts.append(ends + between.join(tags[: rng.randint(0, 4)]) + ends)
+    return texts
+
+
+def _batches(texts: list[str | None]) -> list[list[str | None]]:
+    """``texts``, those with no string for the separator regex alone, and the others."""
+    plainly = [t is None or (t.isascii() and t.isprintable() and "  " not in t) for t in texts]
+    return [texts] + [
+        [t for t, plain in zip(texts, plainly, strict=True) if plain == wanted]
+        for wanted in (True, False)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
+    texts = _tag_strings(seed)
     frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
     split = frame.lazy().select(split_tags("t"))
     expected = [_split_plainly(t) for t in texts]
     assert split.collect()["t"].to_list() == expected
     assert split.collect(engine="streaming")["t"].to_list() == expected
-    assert frame.select(split_tags("t"))["t"].to_list() == expected
-    # a batch with no string for the separator regex, and one with nothing else
-    plainly = [t is None or (t.isascii() and t.isprintable() and "  " not in t) for t in texts]
-    for wanted in (True, False):
-        strings = [t for t, plain in zip(texts, plainly, strict=True) if plain == wanted]
+    for strings in _batches(texts):
         alike = pl.DataFrame({"t": strings}, schema={"t": pl.String}).select(split_tags("t"))
         assert alike["t"].to_list() == [_split_plainly(t) for t in strings]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_separator_runs_collapse_as_a_plain_walk_over_the_characters(seed):
+    for strings in _batches(_tag_strings(seed)):
+        collapsed = collapse_separators(pl.Series("t", strings, pl.String))
+        assert collapsed.to_list() == [_collapsed_plainly(t) for t in strings]

@@ -15,6 +15,7 @@ import polars as pl
 from e6ingest import tomlfile
 from e6ingest.captions.spec import CaptionSpec, raw_tag
 from e6ingest.core import first_line
+from e6ingest.metadata import collapse_separators
 
 FINISH_FIELD = "response_finish_reason"
 NO_TEXTS = pl.lit([], pl.List(pl.String))  # a post without natural-language texts
@@ -83,8 +84,9 @@ def _not_an_object(line: str) -> str:
 
 def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
     """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
+    one_space = {"return_dtype": pl.String, "is_elementwise": True}
     texts = [
-        pl.col(f).cast(pl.String).str.replace_all(r"[\s\p{Cc}]+", " ").str.strip_chars()
+        pl.col(f).cast(pl.String).map_batches(collapse_separators, **one_space).str.strip_chars()
         for f in spec.nl_fields
     ]
     # an array of the fields made a list: three times faster than concat_list here

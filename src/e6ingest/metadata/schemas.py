@@ -90,21 +90,27 @@ def split_tags(column: str | pl.Expr) -> pl.Expr:
 
 
 def split_tag_strings(texts: pl.Series) -> pl.Series:
-    """Tag strings as lists of tags, as :func:`split_tags` gives them. Each run of
-    separators becomes one space and the ends are stripped, so the split makes no empty tag
-    (filtering them out of every list took twice as long). Only the strings that are not
-    printable ASCII one space apart go through the separator regex, which leaves those as
-    they are. Most tag strings are, and the regex over all of them took 9% of the CPU time
-    of ``e6ingest captions`` (``benchmarks/split_bench.py`` measures the two ways)."""
-    text = texts.fill_null("")
-    printable = pl.Series(pc.ascii_is_printable(text.to_arrow()))
-    odd = text.str.contains("  ", literal=True) | ~printable
-    if odd.any():
-        rows = odd.arg_true()
-        text = text.scatter(rows, text.gather(rows).str.replace_all(_SEPARATOR_RUN, " "))
+    """Tag strings as lists of tags, as :func:`split_tags` gives them: each run of
+    separators made one space (:func:`collapse_separators`) and the ends stripped, so the
+    split makes no empty tag (filtering them out of every list took twice as long)."""
     spaced = pl.col("text").str.strip_chars(" ")
     tags = pl.when(spaced != "").then(spaced.str.split(" ")).otherwise(_NO_TAGS)
+    text = collapse_separators(texts.fill_null(""))
     return text.to_frame("text").select(tags).to_series().alias(texts.name)
+
+
+def collapse_separators(texts: pl.Series) -> pl.Series:
+    """``texts`` (strings) with each run of separators (:data:`TAG_SEPARATOR`) made one
+    space. Only the strings that are not printable ASCII one space apart go through the
+    separator regex, which leaves those as they are. Most tag strings are, and the regex
+    over all of them took 9% of the CPU time of ``e6ingest captions``
+    (``benchmarks/split_bench.py`` measures the two ways)."""
+    printable = pl.Series(pc.ascii_is_printable(texts.to_arrow()))
+    odd = texts.str.contains("  ", literal=True) | ~printable
+    if not odd.any():
+        return texts
+    rows = odd.arg_true()
+    return texts.scatter(rows, texts.gather(rows).str.replace_all(_SEPARATOR_RUN, " "))
 
 
 Columns = pl.Schema  # a file's columns and their types, as its adapter reads them
