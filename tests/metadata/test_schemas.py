@@ -278,5 +278,6 @@ def test_tag_strings_split_as_a_plain_split_on_every_separator(seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_separator_runs_collapse_as_a_plain_walk_over_the_characters(seed):
     for strings in _batches(_tag_strings(seed)):
-        collapsed = collapse_separators(pl.Series("t", strings, pl.String))
+        frame = pl.DataFrame({"t": strings}, schema={"t": pl.String})
+        collapsed = frame.select(collapse_separators(pl.col("t")))["t"]
         assert collapsed.to_list() == [_collapsed_plainly(t) for t in strings]

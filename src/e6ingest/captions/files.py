@@ -85,11 +85,7 @@ def _not_an_object(line: str) -> str:
 def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
     """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
     texts = [
-        pl.col(f)
-        .cast(pl.String)
-        .map_batches(collapse_separators, return_dtype=pl.String, is_elementwise=True)
-        .str.strip_chars()
-        for f in spec.nl_fields
+        collapse_separators(pl.col(f).cast(pl.String)).str.strip_chars() for f in spec.nl_fields
     ]
     # an array of the fields made a list: three times faster than concat_list here
     parts = pl.concat_arr(texts).arr.to_list().list.filter(pl.element() != "")

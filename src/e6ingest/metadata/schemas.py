@@ -83,33 +83,40 @@ _NO_TAGS = pl.lit([], pl.List(pl.String))
 
 def split_tags(column: str | pl.Expr) -> pl.Expr:
     """A tag string as a list of tags, split on :data:`TAG_SEPARATOR` (empty and null give
-    ``[]``): :func:`split_tag_strings` over each batch of the column."""
+    ``[]``). Each run of separators becomes one space (:func:`collapse_separators`) and the
+    ends are stripped, so the split makes no empty tag (filtering them out of every list
+    took twice as long)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    split = pl.List(pl.String)
-    return expr.map_batches(split_tag_strings, return_dtype=split, is_elementwise=True)
+    spaced = collapse_separators(expr.fill_null("")).str.strip_chars(" ")
+    return pl.when(spaced != "").then(spaced.str.split(" ")).otherwise(_NO_TAGS)
 
 
-def split_tag_strings(texts: pl.Series) -> pl.Series:
-    """Tag strings as lists of tags, as :func:`split_tags` gives them: each run of
-    separators made one space (:func:`collapse_separators`) and the ends stripped, so the
-    split makes no empty tag (filtering them out of every list took twice as long)."""
-    spaced = pl.col("text").str.strip_chars(" ")
-    tags = pl.when(spaced != "").then(spaced.str.split(" ")).otherwise(_NO_TAGS)
-    text = collapse_separators(texts.fill_null(""))
-    return text.to_frame("text").select(tags).to_series().alias(texts.name)
-
-
-def collapse_separators(texts: pl.Series) -> pl.Series:
+def collapse_separators(texts: pl.Expr) -> pl.Expr:
     """``texts`` (strings) with each run of separators (:data:`TAG_SEPARATOR`) made one
     space. Only the strings that are not printable ASCII one space apart go through the
     separator regex, which leaves those as they are. Most tag strings are, and the regex
     over all of them took 9% of the CPU time of ``e6ingest captions``
     (``benchmarks/split_bench.py`` measures the two ways)."""
-    printable = pl.Series(pc.ascii_is_printable(texts.to_arrow()))
-    odd = texts.str.contains("  ", literal=True) | ~printable
-    if not odd.any():
+    spaces = texts.str.contains("  ", literal=True).alias(_SPACES)
+    marked = pl.struct(texts, spaces)  # named as texts
+    return marked.map_batches(_collapsed, return_dtype=pl.String, is_elementwise=True)
+
+
+_SPACES = "__e6ingest_two_spaces"
+
+
+def _collapsed(marked: pl.Series) -> pl.Series:
+    """The texts of ``marked`` (its first field; the second, whether each has two spaces
+    in a row) with each run of separators made one space, by the regex where needed. The
+    checks are pyarrow's: a polars call costs more than their work on the small batches
+    of a filtered read."""
+    columns = marked.to_arrow()
+    printable = pc.ascii_is_printable(columns.field(0))
+    odd = pc.or_kleene(columns.field(1), pc.invert(printable))
+    texts = marked.struct.unnest().to_series(0)
+    if not pc.any(odd).as_py():
         return texts
-    rows = odd.arg_true()
+    rows = np.flatnonzero(pc.fill_null(odd, False).to_numpy(zero_copy_only=False))
     return texts.scatter(rows, texts.gather(rows).str.replace_all(_SEPARATOR_RUN, " "))
 
 
