@@ -203,9 +203,9 @@ def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> tuple[float, list[s
 
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
                  variants: bool = False) -> pl.Series:  # fmt: skip
-    """(b) e6ingest's bulk path with the equivalent spec, over the posts file a batch of
-    rows at a time (``PLAN_BATCH_ROWS`` posts, each read by polars), captioned in planning's
-    parts (``PLAN_BATCH_ROWS`` captions: fewer posts with variants); the captions stay a
+    """(b) e6ingest's bulk path with the equivalent spec, over the posts file a part at a
+    time, as planning and ``captions --out`` read and caption them (``PLAN_BATCH_ROWS``
+    captions: fewer posts with variants), each part read by polars; the captions stay a
     polars column, as planning keeps them (it writes them to the plan, never to Python
     strings). A budget keeps the rarest tags first, by the posts' tag counts
     (:func:`vocabulary_file`), as the command does."""
@@ -226,21 +226,18 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     posts_file = pl.scan_parquet(data / "posts.parquet")
     rows = posts_file.select(pl.len()).collect().item()
     part = posts_per_batch(batch_rows, spec)  # as planning parts its selection
-    for start in range(0, rows, batch_rows):  # read alike whatever the parts
+    for start in range(0, rows, part):
         posts = (
-            posts_file.slice(start, batch_rows)
+            posts_file.slice(start, part)
             .collect()
             .lazy()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
             .collect(engine="streaming")
         )
-        for at in range(0, posts.height, part):
-            built = with_variants(posts.slice(at, part), spec, lambda _: nl,
-                                  captioning=captioning, rarity=rarity)  # fmt: skip
-            captions.append(built["caption"])
-            del built  # before the next part, as planning drops each part
-        del posts
+        built = with_variants(posts, spec, lambda _: nl, captioning=captioning, rarity=rarity)
+        captions.append(built["caption"])
+        del posts, built  # before the next part is read, as planning drops each part
     captioning.close()
     return pl.concat(captions)
 

@@ -235,7 +235,7 @@ def write_captions_of(
     check_captions_out(path)
     spec = spec or CaptionSpec()
     rarity, implied = tables_for(spec, tables)
-    at_once = posts_per_batch(batch_rows, spec)
+    at_once = batch_posts(spec, batch_rows)
     short = end_batch_rows(spec, batch_rows)
     with contextlib.ExitStack() as stack:
         if batches is None:
@@ -258,11 +258,18 @@ def write_captions_of(
     return written
 
 
+def batch_posts(spec: CaptionSpec | None = None, batch_rows: int = CAPTION_BATCH_ROWS) -> int:
+    """The posts :func:`write_captions_of` captions at once, and the rows to read at a time
+    for it: ``batch_rows`` captions, fewer posts when each has variants (a batch read of
+    as many posts would hold them all until their parts are written)."""
+    return posts_per_batch(batch_rows, spec or CaptionSpec())
+
+
 def end_batch_rows(spec: CaptionSpec | None = None, batch_rows: int = CAPTION_BATCH_ROWS) -> int:
     """The posts of the first batch :func:`write_captions_of` reads and of the last it
     captions: a quarter of a batch, so the captions start sooner and the last write, which
     nothing overlaps, is short."""
-    return max(1, posts_per_batch(batch_rows, spec or CaptionSpec()) // 4)
+    return max(1, batch_posts(spec, batch_rows) // 4)
 
 
 def _slices(rows: pl.LazyFrame, size: int, first: int) -> Iterator[pl.DataFrame]:

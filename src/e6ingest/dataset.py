@@ -21,6 +21,7 @@ from e6ingest.captioned import (
     CAPTION_FIELDS as CAPTION_FIELDS,
     CAPTION_INPUTS as CAPTION_INPUTS,
     CaptionPreview as CaptionPreview,
+    batch_posts as batch_posts,
     caption_inputs as caption_inputs,
     caption_token_lengths as caption_token_lengths,
     caption_token_stats as caption_token_stats,

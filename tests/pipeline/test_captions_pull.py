@@ -206,6 +206,31 @@ def test_the_first_and_last_captions_are_made_in_short_batches(small_demo, tmp_p
     assert written[0] == written[1] == dataset.captions(posts).write_ndjson().encode()
 
 
+def test_captions_command_reads_fewer_posts_at_once_with_variants(
+    small_demo, tmp_path, monkeypatch
+):
+    """``captions --out`` reads the metadata a part at a time: as many posts as it
+    captions at once, so with the caption and 3 variants a quarter as many rows per read
+    (a read of a full batch would hold four times the posts until they are written)."""
+    from e6ingest import captioned, dataset
+
+    asked: list[tuple[int, int]] = []
+    real = dataset.Dataset.select_in_batches
+
+    def recorded(self, query, columns, rows, first=0):
+        asked.append((rows, first))
+        return real(self, query, columns, rows, first)
+
+    monkeypatch.setattr(dataset.Dataset, "select_in_batches", recorded)
+    base = ["captions", "--mirror", str(small_demo), "--rating", "e,q,s", "--out"]
+    assert main([*base, str(tmp_path / "plain.jsonl")]) == 0
+    assert main([*base, str(tmp_path / "v.jsonl"), "--variants", "short,medium,full"]) == 0
+    full = captioned.CAPTION_BATCH_ROWS
+    assert asked == [(full, full // 4), (full // 4, full // 16)]
+    written = pl.read_ndjson(tmp_path / "v.jsonl")
+    assert written["id"].to_list() == pl.read_ndjson(tmp_path / "plain.jsonl")["id"].to_list()
+
+
 def test_write_captions_to_standard_output(capsysbinary, tmp_path, monkeypatch):
     from e6ingest import dataset
 

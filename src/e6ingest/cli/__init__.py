@@ -244,9 +244,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
     batches = None  # else the selection is copied once, then read a batch at a time
     if data.reads_in_batches(query, config.subset):
         columns = dataset.caption_inputs(posts)
-        batches = data.select_in_batches(
-            query, columns, dataset.CAPTION_BATCH_ROWS, dataset.end_batch_rows(config.caption)
-        )
+        rows, first = dataset.batch_posts(config.caption), dataset.end_batch_rows(config.caption)
+        batches = data.select_in_batches(query, columns, rows, first)
     try:  # a batch at a time: memory does not grow with the selection
         written = dataset.write_captions_of(posts, args.out, config.caption, data.tables,
                                             args.allow_empty, preview=preview,
