@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -250,8 +251,14 @@ class Lists:
         return np.diff(self.offsets)
 
     def rows(self) -> np.ndarray:
-        """The row of each item."""
-        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.lengths())
+        """The row of each item (read-only: made once, shared by every caller)."""
+        return self._rows
+
+    @cached_property
+    def _rows(self) -> np.ndarray:
+        rows = np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.lengths())
+        rows.flags.writeable = False
+        return rows
 
     def front_first(self, front: np.ndarray) -> np.ndarray:
         """The order that puts each row's ``front`` items (a mask over ``numbers``) before
