@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from e6ingest.arrays import to_arrow, to_numpy
+from e6ingest.arrays import groups, repeat, to_arrow, to_numpy
 
 
 def test_numbers_go_to_arrow_and_back_unchanged():
@@ -18,3 +18,18 @@ def test_numbers_go_to_arrow_and_back_unchanged():
             assert np.array_equal(to_numpy(array.slice(n // 3)), values[n // 3 :])
             chunked = pa.chunked_array([array.slice(0, n // 2), array.slice(n // 2)])
             assert np.array_equal(to_numpy(chunked), values)
+
+
+def test_repeat_as_numpy_repeats():
+    """``repeat`` and ``groups`` against numpy's ``repeat``: random counts with empty groups
+    anywhere (first, last, all), values of several types."""
+    rng = np.random.default_rng(2)
+    cases = [np.zeros(0, np.int64), np.zeros(5, np.int64), np.array([0, 0, 3]), np.array([2, 0, 0])]
+    cases += [rng.integers(0, 5, rng.integers(1, 60)) * (rng.random() < 0.9) for _ in range(300)]
+    for counts in cases:
+        expected = np.repeat(np.arange(len(counts)), counts)
+        assert np.array_equal(groups(counts), expected) and groups(counts).dtype == np.int64
+        for dtype in (np.int32, np.int64, np.float64, bool):
+            values = (rng.random(len(counts)) * 100).astype(dtype)
+            got = repeat(values, counts)
+            assert got.dtype == values.dtype and np.array_equal(got, np.repeat(values, counts))

@@ -1,4 +1,5 @@
-"""numpy arrays of numbers to and from arrow arrays, sharing their memory.
+"""numpy arrays of numbers to and from arrow arrays, sharing their memory, and numpy's
+``repeat`` for work shared by threads.
 
 pyarrow's own conversions (``pa.array``, ``np.asarray`` of an arrow array) import pandas on
 their first call: a quarter of a second and tens of MB of a run that never uses it."""
@@ -26,3 +27,20 @@ def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.zeros(0, dtype)
     values = np.frombuffer(array.buffers()[1], dtype)
     return values[array.offset : array.offset + len(array)]
+
+
+def groups(counts: np.ndarray) -> np.ndarray:
+    """For groups of ``counts`` items, one group after the other: each item's group, as
+    ``np.repeat(np.arange(len(counts)), counts)`` gives it, but made by running sums, which
+    let other threads run meanwhile (numpy's ``repeat`` holds the interpreter lock for its
+    whole run, stopping every other captioning thread)."""
+    ends = np.cumsum(counts, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    starts = np.bincount(ends[:-1], minlength=total + 1)[:total]  # groups begun at each item
+    return np.cumsum(starts, dtype=np.int64)
+
+
+def repeat(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``np.repeat(values, counts)``, by :func:`groups`."""
+    repeated: np.ndarray = values[groups(counts)]
+    return repeated

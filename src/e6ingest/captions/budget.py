@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from e6ingest.arrays import repeat
 from e6ingest.captions.codes import Lists, TagRules
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.repair import (
@@ -80,7 +81,7 @@ def _running_sums(offsets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, 
     running = np.cumsum(values)
     first = np.concatenate([[0], running])
     start, total = first[offsets[:-1]], first[offsets[1:]] - first[offsets[:-1]]
-    return running - np.repeat(start, np.diff(offsets)), total
+    return running - repeat(start, np.diff(offsets)), total
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _spent(
     in_order = cost[order]
     is_head = classes[order] == CLASS_HEAD
     within, _ = _running_sums(offsets, in_order)
-    after_head = np.repeat(nl_item, np.diff(offsets))[~is_head]
+    after_head = nl_item[rows[~is_head]]  # the order keeps each item in its row
     within[~is_head] += after_head
     # the order moves items only within their row: rows[is_head] are the head items' rows
     head = np.bincount(rows[is_head], weights=in_order[is_head], minlength=len(offsets) - 1)

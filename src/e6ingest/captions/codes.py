@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from e6ingest.arrays import to_arrow, to_numpy
+from e6ingest.arrays import groups, repeat, to_arrow, to_numpy
 from e6ingest.captions.lookup import SortedTable, StringNumbers
 from e6ingest.captions.spec import CaptionSpec
 
@@ -224,7 +224,7 @@ class Lists:
         base = offsets[:-1].copy()
         for part in parts:
             first = np.cumsum(part.counts) - part.counts  # where each row's tags start in the part
-            at = np.repeat(base - first, part.counts)
+            at = repeat(base - first, part.counts)
             at += np.arange(len(part.numbers), dtype=np.int32)
             numbers[at] = part.numbers
             base += part.counts
@@ -256,7 +256,7 @@ class Lists:
 
     @cached_property
     def _rows(self) -> np.ndarray:
-        rows = np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.lengths())
+        rows = groups(self.lengths())
         rows.flags.writeable = False
         return rows
 
@@ -270,7 +270,7 @@ class Lists:
         """The lists of ``rows`` only, in that order."""
         starts, lengths = self.offsets[rows], self.lengths()[rows]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        at = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        at = repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
         return Lists(offsets, self.numbers[at])
 
     def strings(self, rules: TagRules, name: str) -> pl.Series:
