@@ -3,8 +3,9 @@
 On the e621-export-shaped file of ``captions_bench.py`` (``--posts`` posts, its
 ``tag_string``), read ``--batch-rows`` rows at a time as ``Dataset.select_in_batches`` reads
 them, it splits every tag string (a) as ``split_tags`` did before, the separator regex over
-every string, then strip and split, and (b) with ``split_tags``, which runs the regex only
-on the strings that are not printable ASCII one space apart. With ``--odd SHARE`` that share
+every string, then strip and split, and (b) with ``split_tags``, which runs the regex and
+the strip only on the strings that are not printable ASCII one space apart with no space at
+an end. With ``--odd SHARE`` that share
 of the strings gets a non-ASCII tag (e621 has tags such as ``pokémon``), so it takes the
 regex. The two are alternated ``--repeat`` times; it prints the CPU and wall seconds of
 each (medians), their ratio, and whether both gave the same lists.

@@ -218,7 +218,8 @@ def _split_plainly(text: str | None) -> list[str]:
 
 
 def _collapsed_plainly(text: str | None) -> str | None:
-    """The reference: characters one by one, each run of separators one space."""
+    """The reference: characters one by one, each run of separators one space, none at
+    either end."""
     if text is None:
         return None
     out = []
@@ -228,7 +229,7 @@ def _collapsed_plainly(text: str | None) -> str | None:
                 out.append(" ")
         else:
             out.append(char)
-    return "".join(out)
+    return "".join(out).strip(" ")
 
 
 def _tag_strings(seed: int) -> list[str | None]:
@@ -255,7 +256,10 @@ def _tag_strings(seed: int) -> list[str | None]:
 
 def _batches(texts: list[str | None]) -> list[list[str | None]]:
     """``texts``, those with no string for the separator regex alone, and the others."""
-    plainly = [t is None or (t.isascii() and t.isprintable() and "  " not in t) for t in texts]
+    plainly = [
+        t is None or (t.isascii() and t.isprintable() and "  " not in t and t == t.strip(" "))
+        for t in texts
+    ]
     return [texts] + [
         [t for t, plain in zip(texts, plainly, strict=True) if plain == wanted]
         for wanted in (True, False)

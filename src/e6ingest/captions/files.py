@@ -84,9 +84,7 @@ def _not_an_object(line: str) -> str:
 
 def _nl_parts(spec: CaptionSpec, names: Sequence[str]) -> pl.Expr:
     """The selected texts of one row, cleaned: a list of non-empty single-line strings."""
-    texts = [
-        collapse_separators(pl.col(f).cast(pl.String)).str.strip_chars() for f in spec.nl_fields
-    ]
+    texts = [collapse_separators(pl.col(f).cast(pl.String)) for f in spec.nl_fields]
     # an array of the fields made a list: three times faster than concat_list here
     parts = pl.concat_arr(texts).arr.to_list().list.filter(pl.element() != "")
     if spec.nl_finished and FINISH_FIELD in names:

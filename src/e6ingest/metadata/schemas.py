@@ -83,33 +83,35 @@ _NO_TAGS = pl.lit([], pl.List(pl.String))
 
 def split_tags(column: str | pl.Expr) -> pl.Expr:
     """A tag string as a list of tags, split on :data:`TAG_SEPARATOR` (empty and null give
-    ``[]``). Each run of separators becomes one space (:func:`collapse_separators`) and the
-    ends are stripped, so the split makes no empty tag (filtering them out of every list
-    took twice as long)."""
+    ``[]``). Each run of separators becomes one space and the ends are stripped
+    (:func:`collapse_separators`), so the split makes no empty tag (filtering them out of
+    every list took twice as long)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    spaced = collapse_separators(expr.fill_null("")).str.strip_chars(" ")
+    spaced = collapse_separators(expr.fill_null(""))
     return pl.when(spaced != "").then(spaced.str.split(" ")).otherwise(_NO_TAGS)
 
 
 def collapse_separators(texts: pl.Expr) -> pl.Expr:
     """``texts`` (strings) with each run of separators (:data:`TAG_SEPARATOR`) made one
-    space. Only the strings that are not printable ASCII one space apart go through the
-    separator regex, which leaves those as they are. Most tag strings are, and the regex
-    over all of them took 9% of the CPU time of ``e6ingest captions``
+    space, and none at either end. Only the strings that are not printable ASCII one space
+    apart, with no space at an end, go through the separator regex and the strip, which
+    leave those as they are. Most tag strings are: the regex over all of them took 9% of
+    the CPU time of ``e6ingest captions``, the strip copied every string
     (``benchmarks/split_bench.py`` measures the two ways)."""
-    spaces = texts.str.contains("  ", literal=True).alias(_SPACES)
-    marked = pl.struct(texts, spaces)  # named as texts
+    spaces = texts.str.contains("  ", literal=True)
+    ends = texts.str.starts_with(" ") | texts.str.ends_with(" ")
+    marked = pl.struct(texts, (spaces | ends).alias(_SPACES))  # named as texts
     return marked.map_batches(_collapsed, return_dtype=pl.String, is_elementwise=True)
 
 
-_SPACES = "__e6ingest_two_spaces"
+_SPACES = "__e6ingest_spaced"
 
 
 def _collapsed(marked: pl.Series) -> pl.Series:
     """The texts of ``marked`` (its first field; the second, whether each has two spaces
-    in a row) with each run of separators made one space, by the regex where needed. The
-    checks are pyarrow's: a polars call costs more than their work on the small batches
-    of a filtered read."""
+    in a row or one at an end) with each run of separators made one space and the ends
+    stripped, by the regex where needed. The checks are pyarrow's: a polars call costs
+    more than their work on the small batches of a filtered read."""
     columns = marked.to_arrow()
     printable = pc.ascii_is_printable(columns.field(0))
     odd = pc.or_kleene(columns.field(1), pc.invert(printable))
@@ -117,7 +119,8 @@ def _collapsed(marked: pl.Series) -> pl.Series:
     if not pc.any(odd).as_py():
         return texts
     rows = np.flatnonzero(pc.fill_null(odd, False).to_numpy(zero_copy_only=False))
-    return texts.scatter(rows, texts.gather(rows).str.replace_all(_SEPARATOR_RUN, " "))
+    collapsed = texts.gather(rows).str.replace_all(_SEPARATOR_RUN, " ").str.strip_chars(" ")
+    return texts.scatter(rows, collapsed)
 
 
 Columns = pl.Schema  # a file's columns and their types, as its adapter reads them
