@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from e6ingest.arrays import repeat
 from e6ingest.captions.codes import Lists, TagRules
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.repair import (
@@ -75,13 +74,13 @@ def _priority_keys(
     return keys if priority == "rare" else -keys
 
 
-def _running_sums(offsets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For values in row order: the running sum of each item within its row (itself
-    included), and each row's total."""
+def _running_sums(offsets: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For values in row order (row ``i``'s from ``offsets[i]``; ``rows``: each item's
+    row): the running sum of each item within its row, itself included."""
     running = np.cumsum(values)
-    first = np.concatenate([[0], running])
-    start, total = first[offsets[:-1]], first[offsets[1:]] - first[offsets[:-1]]
-    return running - repeat(start, np.diff(offsets)), total
+    before = np.concatenate([[0], running])[offsets[:-1]]  # what the rows before spent
+    within: np.ndarray = running - before[rows]
+    return within
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def _spent(
     order = _priority_order(rows, classes, keys)
     in_order = cost[order]
     is_head = classes[order] == CLASS_HEAD
-    within, _ = _running_sums(offsets, in_order)
+    within = _running_sums(offsets, rows, in_order)
     after_head = nl_item[rows[~is_head]]  # the order keeps each item in its row
     within[~is_head] += after_head
     # the order moves items only within their row: rows[is_head] are the head items' rows
@@ -188,7 +187,8 @@ class Ranked:
         rows, spent = lists["whole"].rows(), self.spent[order]
         head = np.flatnonzero(classes == CLASS_HEAD)  # in caption order, as a budget keeps it
         counts = np.bincount(rows[head], minlength=len(self.head))
-        spent[head], _ = _running_sums(np.concatenate([[0], np.cumsum(counts)]), cost[head])
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        spent[head] = _running_sums(offsets, rows[head], cost[head])
         return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes,
                        keys=keys)  # fmt: skip
 
