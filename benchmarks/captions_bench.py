@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> tuple[float, list[s
            "--meta-filter", "", "--blacklist", ",".join(BLACKLIST), "--out", str(out)]  # fmt: skip
     if max_tokens:
         cmd += ["--max-tokens", str(max_tokens)]
-    env = {**__import__("os").environ, "E6INGEST_CACHE": str(cache)}
+    env = {**os.environ, "E6INGEST_CACHE": str(cache)}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     seconds = time.perf_counter() - start
@@ -312,7 +313,7 @@ SIDES = {
 
 def build_index(data: Path, cache: Path) -> None:
     """The tag index of the export file, built ahead (``e6ingest index``) in ``cache``."""
-    env = {**__import__("os").environ, "E6INGEST_CACHE": str(cache)}
+    env = {**os.environ, "E6INGEST_CACHE": str(cache)}
     cmd = ["e6ingest", "index", "--metadata", str(data / "export.parquet")]
     subprocess.run(cmd, check=True, capture_output=True, env=env)
 
@@ -322,6 +323,7 @@ def _run_side(which: str, data: Path, max_tokens: int) -> dict:
         import shutil
 
         shutil.rmtree(data / "cache-c", ignore_errors=True)
+    os.sync()  # the side before wrote its captions: none pays for another's writeback
     cmd = [sys.executable, __file__, "--child", which, "--data", str(data),
            "--max-tokens", str(max_tokens)]  # fmt: skip
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
