@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from e6ingest.arrays import groups, repeat, to_arrow, to_numpy
+from e6ingest.arrays import groups, repeat, running_count, to_arrow, to_numpy
 
 
 def test_numbers_go_to_arrow_and_back_unchanged():
@@ -33,3 +33,15 @@ def test_repeat_as_numpy_repeats():
             values = (rng.random(len(counts)) * 100).astype(dtype)
             got = repeat(values, counts)
             assert got.dtype == values.dtype and np.array_equal(got, np.repeat(values, counts))
+
+
+def test_running_count_counts_the_trues_before_each_item():
+    """``running_count`` against a plain count: empty, all false, all true, random masks."""
+    rng = np.random.default_rng(3)
+    cases = [np.zeros(0, bool), np.zeros(4, bool), np.ones(6, bool)]
+    cases += [rng.random(rng.integers(1, 200)) < rng.random() for _ in range(200)]
+    for mask in cases:
+        expected = [0]
+        for value in mask.tolist():
+            expected.append(expected[-1] + int(value))
+        assert running_count(mask).tolist() == expected

@@ -1,5 +1,5 @@
-"""numpy arrays of numbers to and from arrow arrays, sharing their memory, and numpy's
-``repeat`` for work shared by threads.
+"""numpy arrays of numbers to and from arrow arrays, sharing their memory, numpy's
+``repeat`` for work shared by threads, and running counts of a mask.
 
 pyarrow's own conversions (``pa.array``, ``np.asarray`` of an arrow array) import pandas on
 their first call: a quarter of a second and tens of MB of a run that never uses it."""
@@ -44,3 +44,12 @@ def repeat(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``np.repeat(values, counts)``, by :func:`groups`."""
     repeated: np.ndarray = values[groups(counts)]
     return repeated
+
+
+def running_count(mask: np.ndarray) -> np.ndarray:
+    """How many items of ``mask`` (booleans) are true before each item, and in all: ``len(mask)
+    + 1`` counts, the first 0. Counted in 32 bits when they fit: numpy's running sum of
+    booleans into 64 bits casts on the way and takes several times as long."""
+    running = np.zeros(len(mask) + 1, np.int32 if len(mask) < 2**31 else np.int64)
+    np.cumsum(mask, out=running[1:])
+    return running

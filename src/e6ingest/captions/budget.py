@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from e6ingest.arrays import running_count
 from e6ingest.captions.codes import Lists, TagRules
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.repair import (
@@ -51,12 +52,20 @@ REPAIR_ROUNDS = 4  # tags dropped one at a time from lines counted exactly, at m
 
 
 def _member(whole: Lists, other: Lists, width: int) -> np.ndarray:
-    """Per item of ``whole``: whether its row's list in ``other`` holds the same number."""
+    """Per item of ``whole``: whether its row's list in ``other`` holds the same number
+    (``width``: more than any number). A number in no list of ``other`` is in none of
+    them: only the items whose number is somewhere in ``other`` are looked up by row."""
+    found = np.zeros(len(whole.numbers), bool)
     if not len(other.numbers) or not len(whole.numbers):
-        return np.zeros(len(whole.numbers), bool)
-    mine = whole.rows() * width + whole.numbers
-    theirs = other.rows() * width + other.numbers
-    return pl.Series(mine).is_in(pl.Series(theirs).implode()).to_numpy()
+        return found
+    listed = np.zeros(width, bool)
+    listed[other.numbers] = True
+    maybe = np.flatnonzero(listed[whole.numbers])
+    if len(maybe):
+        mine = whole.rows()[maybe] * width + whole.numbers[maybe]
+        theirs = other.rows() * width + other.numbers
+        found[maybe] = pl.Series(mine).is_in(pl.Series(theirs).implode()).to_numpy()
+    return found
 
 
 def _priority_keys(
@@ -291,19 +300,19 @@ def _fitted(
 ) -> Fitted:
     """The kept tags as :class:`Fitted`, the NL texts cut to their ``room``."""
     whole = lists["whole"]
-    rows = whole.rows()
     n = len(whole.offsets) - 1
-    counts = np.bincount(rows[kept], minlength=n)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    fitted = Lists(offsets, whole.numbers[kept])
-    n_head = _head_counts(lists, rows, kept)
-    kept_cost = cost[kept]
+    items = np.flatnonzero(kept)
+    offsets = running_count(kept)[whole.offsets].astype(np.int64)
+    counts = np.diff(offsets)
+    fitted = Lists(offsets, whole.numbers[items])
+    n_head = _head_counts(lists, whole.rows(), kept)
+    kept_cost = cost[items]
     summed = np.concatenate([[0], np.cumsum(kept_cost)])
     total = summed[offsets[1:]] - summed[offsets[:-1]]
     has = counts > 0
     last = offsets[1:][has] - 1  # each row's last kept tag
     line = total.copy()
-    line[has] += alone[kept][last] - kept_cost[last]
+    line[has] += alone[items[last]] - kept_cost[last]
     additive = rules.spec.separator[-1:].isspace()
     if nl is None:
         exact = line if additive else np.full(n, UNKNOWN)

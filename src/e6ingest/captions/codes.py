@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from e6ingest.arrays import groups, repeat, to_arrow, to_numpy
+from e6ingest.arrays import groups, repeat, running_count, to_arrow, to_numpy
 from e6ingest.captions.lookup import SortedTable, StringNumbers
 from e6ingest.captions.spec import CaptionSpec
 
@@ -202,10 +202,10 @@ class Part:
         """The tags ``kept`` (a mask over ``numbers``) of rows holding ``counts`` each."""
         if kept.all():
             return cls(counts, numbers)
-        running = np.zeros(len(kept) + 1, np.int64)
-        np.cumsum(kept, out=running[1:])
+        running = running_count(kept)
         ends = np.cumsum(counts)
-        return cls(running[ends] - running[ends - counts], numbers[kept])
+        kept_counts = (running[ends] - running[ends - counts]).astype(np.int64)
+        return cls(kept_counts, numbers[kept])
 
 
 @dataclass(frozen=True)
