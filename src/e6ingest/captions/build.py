@@ -294,7 +294,10 @@ def _caption_batch(
 ) -> list[pl.DataFrame]:
     """Each job's captions of one batch of rows; jobs whose texts and pruning agree share
     the rows as prepared, and what they share beyond (:func:`_tag_lists`). Jobs with
-    people-count tags first come last, to reorder what the others made."""
+    people-count tags first come last, to reorder what the others made. The rows are made
+    one chunk per column first: polars joins the chunks of every column again each time an
+    expression runs on a frame whose new column has fewer (the captions' columns have one)."""
+    frame = frame.rechunk()
     prepared: Memo = {}
     memos: dict[tuple[int, int], Memo] = {}
     out: dict[int, pl.DataFrame] = {}
