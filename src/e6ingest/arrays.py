@@ -48,8 +48,11 @@ def repeat(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def running_count(mask: np.ndarray) -> np.ndarray:
     """How many items of ``mask`` (booleans) are true before each item, and in all: ``len(mask)
-    + 1`` counts, the first 0. Counted in 32 bits when they fit: numpy's running sum of
-    booleans into 64 bits casts on the way and takes several times as long."""
-    running = np.zeros(len(mask) + 1, np.int32 if len(mask) < 2**31 else np.int64)
-    np.cumsum(mask, out=running[1:])
+    + 1`` counts, the first 0. Counted in 32 bits when they fit, over the mask made numbers
+    of that type first: numpy's running sum that casts on the way (booleans to 64 bits)
+    takes several times as long, and one that only casts booleans holds the interpreter
+    lock, stopping every other captioning thread."""
+    kind = np.int32 if len(mask) < 2**31 else np.int64
+    running = np.zeros(len(mask) + 1, kind)
+    np.cumsum(mask.astype(kind), out=running[1:])
     return running
