@@ -296,3 +296,27 @@ def test_a_budget_orders_each_row_by_key_ties_in_caption_order_as_a_plain_sort()
             keys //= 10**5  # many ties
         want = sorted(range(len(rows)), key=lambda i: (rows[i], keys[i], i))
         assert _row_order(rows, keys).tolist() == want
+
+
+def test_a_budget_finds_a_rows_head_tags_as_a_plain_set_lookup():
+    """``_member`` (only numbers somewhere in the other lists looked up by row) against a
+    set of each row's other list: numbers shared between rows, in one row's list and
+    another's whole only, repeated, and empty rows and lists."""
+    import numpy as np
+
+    from e6ingest.captions.budget import _member
+    from e6ingest.captions.codes import Lists
+
+    def lists(rows: list[list[int]]) -> Lists:
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+        return Lists(offsets, np.array([n for r in rows for n in r], np.int32))
+
+    rng = random.Random(6)
+    for case in range(200):
+        n, width = rng.randrange(0, 30), rng.choice([3, 12, 200])
+        whole = [rng.sample(range(width), rng.randrange(0, min(width, 9))) for _ in range(n)]
+        other = [[rng.randrange(width) for _ in range(rng.randrange(0, 5 if case % 4 else 1))]
+                 for _ in range(n)]  # fmt: skip
+        want = [number in set(other[row]) for row, numbers in enumerate(whole)
+                for number in numbers]  # fmt: skip
+        assert _member(lists(whole), lists(other), width + 1).tolist() == want
