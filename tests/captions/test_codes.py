@@ -27,6 +27,22 @@ def test_parts_are_placed_row_by_row_part_after_part():
     assert _numbers(lists.deduplicated(limit=2)) == [[10, 11], [20], [12, 21], []]
 
 
+def test_parts_are_placed_as_a_plain_loop_places_them():
+    """``Lists.of`` against a loop over rows and parts: random parts, some of them empty,
+    and one part with tags among empty ones (e621's export: only general tags)."""
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        n = int(rng.integers(0, 12))
+        filled = rng.random(int(rng.integers(0, 5))) < (0.3 if case % 2 else 0.8)
+        counts = [rng.integers(0, 4, n) * int(f) for f in filled]
+        parts = [Part(c, rng.integers(0, 50, int(c.sum())).astype(np.int32)) for c in counts]
+        starts = [np.concatenate([[0], np.cumsum(p.counts)]) for p in parts]
+        want = [[int(x) for p, at in zip(parts, starts, strict=True)
+                 for x in p.numbers[at[row] : at[row + 1]]] for row in range(n)]  # fmt: skip
+        got = Lists.of(parts, n)
+        assert _numbers(got) == want and got.numbers.dtype == np.int32
+
+
 def test_a_part_keeps_its_rows_when_tags_are_dropped():
     part = Part.kept(np.array([2, 0, 3, 1]), np.array([1, 2, 3, 4, 5, 6]),
                      np.array([True, False, False, True, False, False]))  # fmt: skip

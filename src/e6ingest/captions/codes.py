@@ -220,9 +220,13 @@ class Lists:
         """Per row, the tags of every part, part after part (order kept within a part)."""
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(sum(p.counts for p in parts) if parts else np.zeros(n, np.int64), out=offsets[1:])
+        filled = [p for p in parts if len(p.numbers)]
+        if len(filled) == 1:  # one part's tags are row after row already (e621's export
+            # without a tags table has only general tags)
+            return cls(offsets, filled[0].numbers.astype(NUMBER, copy=False))
         numbers = np.empty(int(offsets[-1]), NUMBER)
         base = offsets[:-1].copy()
-        for part in parts:
+        for part in filled:
             first = np.cumsum(part.counts) - part.counts  # where each row's tags start in the part
             at = repeat(base - first, part.counts)
             at += np.arange(len(part.numbers), dtype=np.int32)
