@@ -285,3 +285,19 @@ def test_separator_runs_collapse_as_a_plain_walk_over_the_characters(seed):
         frame = pl.DataFrame({"t": strings}, schema={"t": pl.String})
         collapsed = frame.select(collapse_separators(pl.col("t")))["t"]
         assert collapsed.to_list() == [_collapsed_plainly(t) for t in strings]
+
+
+def test_tag_strings_split_without_importing_pandas():
+    """Collapsing odd separators (double spaces, spaces at an end, non-ASCII text) goes
+    through pyarrow without a Python value: pyarrow imports pandas (about 0.2 s of every
+    ``captions`` run) to convert one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport polars as pl\nfrom e6ingest.metadata import split_tags\n"
+        "texts = pl.DataFrame({'t': ['a  b', ' \\u00e9 c ', None, 'x y']})\n"
+        "print(texts.select(split_tags('t'))['t'].to_list(), 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[['a', 'b'], ['é', 'c'], [], ['x', 'y']] False", done.stderr

@@ -25,6 +25,8 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from e6ingest.arrays import to_numpy
+
 TAG_CATEGORIES = (
     "general",
     "artist",
@@ -118,7 +120,7 @@ def _collapsed(marked: pl.Series) -> pl.Series:
     texts = marked.struct.unnest().to_series(0)
     if not pc.any(odd).as_py():
         return texts
-    rows = np.flatnonzero(pc.fill_null(odd, False).to_numpy(zero_copy_only=False))
+    rows = to_numpy(pc.indices_nonzero(odd)).astype(np.int64)  # a missing text: no
     collapsed = texts.gather(rows).str.replace_all(_SEPARATOR_RUN, " ").str.strip_chars(" ")
     return texts.scatter(rows, collapsed)
 
