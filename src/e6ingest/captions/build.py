@@ -14,7 +14,7 @@ quality, date) at the end or the front, duplicates removed, at most ``max_tags``
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -51,15 +51,19 @@ T = TypeVar("T")
 _NOT_IN_LISTS = ("max_tokens", "merge", "nl_position", "nl_captions", "nl_fields", "nl_finished",
                  "token_priority", "variants", "variant_lines", "aliases", "implications",
                  "prune_implied")  # fmt: skip
-_NEUTRAL: dict[str, Any] = {
-    name: CaptionSpec.__dataclass_fields__[name].default for name in _NOT_IN_LISTS
-}
+_IN_LISTS = tuple(name for name in CaptionSpec.__dataclass_fields__ if name not in _NOT_IN_LISTS)
 
 
-def _lists_key(spec: CaptionSpec, thresholds: Thresholds) -> tuple[CaptionSpec, tuple[Any, ...]]:
-    """What a caption's tag lists depend on: two specs with the same key have the same."""
+def _lists_key(spec: CaptionSpec, thresholds: Thresholds, in_place: bool = False) -> Hashable:
+    """What a caption's tag lists depend on: two specs with the same key have the same
+    (``in_place``: the key of the same spec with people-count tags in place). Made of the
+    spec's values, not a copy of the spec: a copy checks every option again, a cost paid for
+    every batch and every variant."""
+    values = {name: getattr(spec, name) for name in _IN_LISTS}
+    if in_place:
+        values["people_first"] = False
     quality = sorted((k, tuple(v)) for k, v in thresholds.items()) if spec.quality_tag else []
-    return replace(spec, **_NEUTRAL), tuple(quality)
+    return tuple(values.values()), tuple(quality)
 
 
 def _shared(memo: Memo, key: Hashable, make: Callable[[], T]) -> T:
@@ -92,7 +96,7 @@ def _tag_lists(
     lists = _shared(memo, ("lists", key), lambda: moved() or parts.caption_lists())
     if not spec.max_tokens:
         return lists
-    in_place = _lists_key(replace(spec, people_first=False), thresholds)  # keep, meta alike
+    in_place = _lists_key(spec, thresholds, in_place=True)  # keep, meta alike
     budget = _shared(memo, ("keep and meta", in_place), parts.budget_lists)
     return _shared(memo, ("budget lists", key), lambda: {**lists, **budget})
 
@@ -107,7 +111,7 @@ def _people_moved_first(
     ``max_tags`` and there is no fixed head. None otherwise (they are made anew)."""
     if not spec.people_first or spec.max_tags or spec.keep_tokens_separator:
         return None
-    in_place = _lists_key(replace(spec, people_first=False), thresholds)
+    in_place = _lists_key(spec, thresholds, in_place=True)
     lists, parts = memo.get(("lists", in_place)), memo.get(("parts", in_place))
     people = None if parts is None else parts.people_numbers()
     if lists is None or people is None:
