@@ -56,3 +56,19 @@ def running_count(mask: np.ndarray) -> np.ndarray:
     running = np.zeros(len(mask) + 1, kind)
     np.cumsum(mask.astype(kind), out=running[1:])
     return running
+
+
+def stable_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` for non-negative whole numbers. When each value
+    and its index fit 63 bits together, they are sorted as one number (the value above, the
+    index below: equal values keep their order) and the indices read back: a plain sort of
+    numbers, which numpy does several times faster than an indirect stable one."""
+    n = len(values)
+    index_bits = max(n - 1, 0).bit_length()
+    if not n or int(values.max()).bit_length() + index_bits > 63:
+        order: np.ndarray = np.argsort(values, kind="stable")
+        return order
+    packed = (values.astype(np.int64) << index_bits) | np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << index_bits) - 1
+    return packed

@@ -43,6 +43,22 @@ def test_parts_are_placed_as_a_plain_loop_places_them():
         assert _numbers(got) == want and got.numbers.dtype == np.int32
 
 
+def test_front_items_come_first_as_a_plain_loop_puts_them():
+    """``Lists.front_first`` against a loop over rows: each row's front items, then its
+    others, each in their order; rows empty, all front, none front."""
+    rng = np.random.default_rng(8)
+    for case in range(200):
+        counts = rng.integers(0, 6, int(rng.integers(0, 12)))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        lists = Lists(offsets, rng.integers(0, 50, int(offsets[-1])).astype(np.int32))
+        front = rng.random(len(lists.numbers)) < (0.2, 0.5, 1.0, 0.0)[case % 4]
+        want = []
+        for lo, hi in itertools.pairwise(offsets.tolist()):
+            items = list(range(lo, hi))
+            want += [i for i in items if front[i]] + [i for i in items if not front[i]]
+        assert lists.front_first(front).tolist() == want
+
+
 def test_a_part_keeps_its_rows_when_tags_are_dropped():
     part = Part.kept(np.array([2, 0, 3, 1]), np.array([1, 2, 3, 4, 5, 6]),
                      np.array([True, False, False, True, False, False]))  # fmt: skip

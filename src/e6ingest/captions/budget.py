@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from e6ingest.arrays import running_count
+from e6ingest.arrays import running_count, stable_argsort
 from e6ingest.captions.codes import Lists, TagRules
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.repair import (
@@ -118,7 +118,7 @@ def _row_order(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if not len(keys):
         return np.zeros(0, np.int64)
     keys, span = _from_zero(keys, int(rows[-1]) + 1)
-    return np.argsort(rows.astype(np.int64) * span + keys, kind="stable")
+    return stable_argsort(rows.astype(np.int64) * span + keys)
 
 
 def _from_zero(keys: np.ndarray, times: int) -> tuple[np.ndarray, int]:
