@@ -266,17 +266,8 @@ class Lists:
 
     def front_first(self, front: np.ndarray) -> np.ndarray:
         """The order that puts each row's ``front`` items (a mask over ``numbers``) before
-        its others, each group in its order: ``numbers[order]`` are the lists reordered.
-        Counted, not sorted: each item's place is its row's start, plus the row's front
-        items before it (a front item) or all of them and its other items before it."""
-        rows, starts = self.rows(), self.offsets[:-1]
-        before = running_count(front)  # front items before each item, and in all
-        in_row = before[:-1] - before[starts][rows]  # front items of its row before it
-        n_front = (before[self.offsets[1:]] - before[starts])[rows]
-        at = np.arange(len(front), dtype=np.int64) - starts[rows]  # its place in its row
-        place = starts[rows] + np.where(front, in_row, n_front + at - in_row)
-        order = np.empty(len(front), np.int64)
-        order[place] = np.arange(len(front))
+        its others, each group in its order: ``numbers[order]`` are the lists reordered."""
+        order: np.ndarray = np.lexsort((~front, self.rows()))
         return order
 
     def take(self, rows: np.ndarray) -> Lists:
