@@ -158,13 +158,18 @@ def _spent(
     in_order = cost[order]
     is_head = classes[order] == CLASS_HEAD
     within = _running_sums(offsets, rows, in_order)
-    after_head = nl_item[rows[~is_head]]  # the order keeps each item in its row
-    within[~is_head] += after_head
-    # the order moves items only within their row: rows[is_head] are the head items' rows
-    head = np.bincount(rows[is_head], weights=in_order[is_head], minlength=len(offsets) - 1)
+    # the order moves items only within their row, the head first: each row's head is
+    # its first items, what they spend the running sum at the last of them
+    heads = running_count(is_head)
+    n_head = heads[offsets[1:]] - heads[offsets[:-1]]
+    has_head = n_head > 0
+    head = np.zeros(len(n_head), np.int64)
+    head[has_head] = within[(offsets[:-1] + n_head - 1)[has_head]]
+    if nl_item.any():  # the NL item after the head
+        within[~is_head] += nl_item[rows[~is_head]]
     spent = np.empty_like(within)
     spent[order] = within
-    return spent, head.astype(np.int64)
+    return spent, head
 
 
 @dataclass(frozen=True)
@@ -260,7 +265,7 @@ def rank_lists(
     ``posts``; ``nl``: the natural-language text of each row (``tags+nl``), or None."""
     whole, separator = lists["whole"], rules.spec.separator
     mark, additive = separator.strip(), separator[-1:].isspace()
-    sep_cost = count_tokens([mark])[0] if mark else 0
+    sep_cost = captioning.tokens(mark) if mark else 0
     alone, marked = captioning.text_costs(rules, mark if additive else "")
     alone, cost = alone[whole.numbers], marked[whole.numbers] + (0 if additive else sep_cost)
     classes = _classes(lists, len(rules.texts) + 1)

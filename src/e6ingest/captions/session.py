@@ -69,6 +69,10 @@ class Captioning:
             self._costs.update(((t, mark), c) for t, c in counted.items())
         return [counted[t] if c is None else c for t, c in zip(tags, found, strict=True)]
 
+    def tokens(self, text: str) -> int:
+        """The CLIP tokens of ``text``, counted once."""
+        return self.costs([text], "", count_tokens)[0][0]
+
     def text_costs(self, rules: TagRules, mark: str) -> tuple[np.ndarray, np.ndarray]:
         """Per written text of ``rules`` (by number): its CLIP tokens alone and with
         ``mark`` after it, as arrays covering every text numbered so far."""
