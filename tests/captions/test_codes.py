@@ -57,6 +57,9 @@ def test_front_items_come_first_as_a_plain_loop_puts_them():
             items = list(range(lo, hi))
             want += [i for i in items if front[i]] + [i for i in items if not front[i]]
         assert lists.front_first(front).tolist() == want
+        moved = lists.reordered(lists.front_first(front))
+        assert moved.numbers.tolist() == lists.numbers[want].tolist()
+        assert moved.rows().tolist() == np.repeat(np.arange(len(counts)), counts).tolist()
 
 
 def test_a_part_keeps_its_rows_when_tags_are_dropped():

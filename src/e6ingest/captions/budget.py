@@ -188,7 +188,6 @@ class Ranked:
     nl: pl.Series | None
     nl_cost: np.ndarray
     classes: np.ndarray  # per tag: CLASS_HEAD, CLASS_TAG or CLASS_META
-    keys: np.ndarray | None  # per tag: its order within its class (None: caption order)
 
     def reordered(self, lists: dict[str, Lists], order: np.ndarray) -> Ranked:
         """The same tags ranked for ``lists``, whose ``whole`` holds each row's tags of
@@ -197,14 +196,12 @@ class Ranked:
         tags of the other classes keep their order among themselves, hence what each row
         spends up to each; what it spends up to each head tag is summed again."""
         classes, cost, alone = self.classes[order], self.cost[order], self.alone[order]
-        keys = None if self.keys is None else self.keys[order]
         rows, spent = lists["whole"].rows(), self.spent[order]
         head = np.flatnonzero(classes == CLASS_HEAD)  # in caption order, as a budget keeps it
         counts = np.bincount(rows[head], minlength=len(self.head))
         offsets = np.concatenate([[0], np.cumsum(counts)])
         spent[head] = _running_sums(offsets, rows[head], cost[head])
-        return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes,
-                       keys=keys)  # fmt: skip
+        return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes)
 
     def fit(self, budget: int, lines_as_counted: bool = False) -> Fitted:
         """The tags fitted to ``budget`` tokens (module doc). With ``lines_as_counted``
@@ -276,7 +273,7 @@ def rank_lists(
     nl_cost = captioning.text_tokens(nl) if nl is not None else np.zeros(n, np.int64)
     nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
     spent, head = _spent(whole.offsets, whole.rows(), classes, cost, keys, nl_item)
-    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes, keys)
+    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes)
 
 
 def fit_lists(

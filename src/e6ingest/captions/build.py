@@ -119,7 +119,7 @@ def _people_moved_first(
     whole = lists["whole"]
     order = whole.front_first(np.isin(whole.numbers, people))
     memo[("moved", _lists_key(spec, thresholds))] = (in_place, order)
-    return {"whole": Lists(whole.offsets, whole.numbers[order])}
+    return {"whole": whole.reordered(order)}
 
 
 class _TagParts:

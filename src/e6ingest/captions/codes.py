@@ -264,6 +264,13 @@ class Lists:
         rows.flags.writeable = False
         return rows
 
+    def reordered(self, order: np.ndarray) -> Lists:
+        """These lists with their items in ``order`` (each row's items staying in the row,
+        as :meth:`front_first` orders them): the same rows, found once for both."""
+        lists = Lists(self.offsets, self.numbers[order])
+        lists.__dict__["_rows"] = self._rows  # what the cached property would make again
+        return lists
+
     def front_first(self, front: np.ndarray) -> np.ndarray:
         """The order that puts each row's ``front`` items (a mask over ``numbers``) before
         its others, each group in its order: ``numbers[order]`` are the lists reordered."""
