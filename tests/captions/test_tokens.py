@@ -279,6 +279,30 @@ def test_text_costs_summed_over_words_equal_the_tokenizer():
         assert marked.tolist() == count_tokens([t + mark for t in texts]), mark
 
 
+def test_text_tokens_summed_over_pre_tokens_equal_the_tokenizer():
+    """A text's tokens summed over CLIP's pre-tokens (printable ASCII without ``&``) or its
+    words (any other), each distinct piece counted once, against the tokenizer on the
+    whole text: contractions in both cases, digits, runs of symbols, spaces, entities,
+    empty and missing texts."""
+    import polars as pl
+
+    from e6ingest.captions.session import Captioning
+
+    rng = random.Random(12)
+    ascii_only = "aZ09'sStTdDmMlLrReEvV_()-:;!?.,/\\\"#$%*+<=>@[]^`{|}~  "
+    mixed = ascii_only + "&é\t中"
+    texts = [*AWKWARD, "it's", "IT'S", "we'RE", "'ll'd", "x''s", "1girl", "48610", "(series)"]
+    texts += ["&amp;", "a &lt; b", "", " ", "Pokémon (series)", "tab\there"]
+    for alphabet in (ascii_only, mixed):
+        texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+                  for _ in range(800)]  # fmt: skip
+    with Captioning() as captioning:
+        got = captioning.text_tokens(pl.Series([*texts, None], dtype=pl.String)).tolist()
+        again = captioning.text_tokens(pl.Series(texts[::-1], dtype=pl.String)).tolist()
+    assert got == [*count_tokens(texts), 0]
+    assert again == got[:-1][::-1]
+
+
 def test_a_budget_orders_each_row_by_key_ties_in_caption_order_as_a_plain_sort():
     """``_row_order`` (one stable sort of a combined key) against Python's sort of (row,
     key, position), with keys narrow, negative and too wide to combine with the row."""

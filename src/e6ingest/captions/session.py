@@ -16,7 +16,7 @@ import polars as pl
 from e6ingest.captions.codes import TagRules
 from e6ingest.captions.lookup import SortedTable
 from e6ingest.captions.spec import CaptionSpec
-from e6ingest.captions.tokens import count_tokens, count_with_mark
+from e6ingest.captions.tokens import PLAIN_TEXT, count_tokens, count_with_mark, pre_tokens
 from e6ingest.core import available_cores
 
 COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
@@ -106,22 +106,27 @@ class Captioning:
             return known
 
     def text_tokens(self, texts: pl.Series) -> np.ndarray:
-        """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
-        pre-tokens never span one), each distinct word counted once."""
-        words = (
-            texts.fill_null("").str.split(" ").alias("word").to_frame()
-            .with_row_index("text").explode("word")
-        )  # fmt: skip
-        distinct = words["word"].unique()
+        """The CLIP tokens of each text, as the sum of its pieces' tokens, each distinct
+        piece counted once: CLIP's own pre-tokens for a text of printable ASCII holding no
+        ``&`` (:func:`~.tokens.pre_tokens`), its words (split on spaces: CLIP's pre-tokens
+        never span one) for any other."""
+        frame = texts.fill_null("").to_frame("t").with_row_index("text")
+        plain = frame["t"].str.contains(PLAIN_TEXT)
+        pieces = pl.concat([
+            frame.filter(plain).select("text", pre_tokens(pl.col("t")).alias("piece")),
+            frame.filter(~plain).select("text", pl.col("t").str.split(" ").alias("piece")),
+        ]).explode("piece")  # fmt: skip
+        distinct = pieces["piece"].drop_nulls().unique()
         costs = self.costs(distinct.to_list(), "", count_tokens)
-        table = pl.DataFrame({"word": distinct, "tokens": [c[0] for c in costs]},
-                             schema={"word": pl.String, "tokens": pl.Int64})  # fmt: skip
+        table = pl.DataFrame({"piece": distinct, "tokens": [c[0] for c in costs]},
+                             schema={"piece": pl.String, "tokens": pl.Int64})  # fmt: skip
         summed = (
-            words.join(table, on="word", how="left")
+            pieces.join(table, on="piece", how="left")
             .group_by("text").agg(pl.col("tokens").sum())
-            .sort("text")
         )  # fmt: skip
-        return summed["tokens"].to_numpy().astype(np.int64)
+        tokens = np.zeros(len(texts), np.int64)  # a text of no pieces has none
+        tokens[summed["text"].to_numpy()] = summed["tokens"].to_numpy()
+        return tokens
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when

@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -94,6 +96,19 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
         cut = head.rsplit(" ", 1)[0] if " " in head.strip() else ""
         out.append(cut.rstrip(" ,;:") if limit > 0 else "")
     return out
+
+
+# CLIP's pre-tokens (PATTERN) of lower-case ASCII; a text is of PLAIN_TEXT (printable ASCII
+# without "&", which could start an HTML entity) when lower-casing is all its normalising does
+ASCII_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+"
+PLAIN_TEXT = r"^[ -%'-~]*$"
+
+
+def pre_tokens(texts: pl.Expr) -> pl.Expr:
+    """Each text of ``PLAIN_TEXT`` cut into CLIP's pre-tokens, as the tokenizer cuts it
+    (lower-cased first): the tokenizer encodes each pre-token alone, so a text's tokens are
+    the sum of its pre-tokens' (``tests/captions/test_tokens.py`` holds the two alike)."""
+    return texts.str.to_lowercase().str.extract_all(ASCII_PATTERN)
 
 
 def count_tokens(texts: Sequence[str]) -> list[int]:
