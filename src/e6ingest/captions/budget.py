@@ -17,7 +17,7 @@ cost is looked up by its number (:meth:`.Captioning.text_costs`, counted once pe
 tag), and what each row spends up to each tag, in priority order, is a running sum per
 class. CLIP's pre-tokens never span whitespace, so with a separator ending in a space
 (``", "``) a line's count is the sum of its tags' costs (the last without the mark) plus its
-NL text's (itself the sum of its words' costs), exactly, and such lines are not tokenised
+NL text's (itself the sum of its pieces' costs), exactly, and such lines are not tokenised
 again. Other lines (NL text in the head, a keep-tokens separator, a separator without a
 space) are counted whole; the rare line still over loses its last tags until it fits.
 """
