@@ -261,8 +261,8 @@ def test_a_tag_with_a_mark_counts_as_the_tokenizer_counts_it():
 
 def test_text_costs_summed_over_pieces_equal_the_tokenizer():
     """A written tag's tokens, summed over its pieces (CLIP's pre-tokens or its words, each
-    distinct piece counted once), and
-    with the separator's mark after it, against the tokenizer on the whole text."""
+    distinct piece counted once), and with the separator's mark after it, against the
+    tokenizer on the whole text."""
     from e6ingest.captions.codes import TagRules
     from e6ingest.captions.session import Captioning
 
