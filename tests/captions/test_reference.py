@@ -35,6 +35,8 @@ SENTENCES = [
     "An anthro dragon stands in a city at night, with neon signs behind it!",
     "The image shows a close-up of a cat's face: green eyes, white whiskers.",
     "A long description " + "that keeps going " * 30 + "and ends here.",
+    "Tom &amp; Jerry: a cat & a mouse, together again.",
+    "  Spaces around this one, and a tab\tinside.  ",
 ]
 
 

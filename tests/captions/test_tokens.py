@@ -15,7 +15,13 @@ import pytest
 
 from e6ingest.captions import CaptionSpec, build_captions
 from e6ingest.captions.implications import close_transitively, prune_implied
-from e6ingest.captions.tokens import VOCAB_FILE, count_tokens, token_ids
+from e6ingest.captions.tokens import (
+    VOCAB_FILE,
+    count_tokens,
+    cut_counted,
+    cut_to_tokens,
+    token_ids,
+)
 from e6ingest.metadata import TAG_COLUMNS
 from tests.captions.reference import reference_captions
 
@@ -75,6 +81,25 @@ def test_ids_equal_the_published_bpe(text):
 
 def test_counts_exclude_start_and_end():
     assert count_tokens(["a photo of a cat", ""]) == [5, 0]
+
+
+def test_a_cut_counts_the_texts_it_leaves_whole_as_counting_them_would():
+    rng = random.Random(5)
+    plain = ["a", "fox", "don't", "ünï", "12", "...", "panda,"]
+    hostile = [*plain, "&amp;", "&", " ", "\t"]
+
+    def text() -> str:
+        words = rng.choices(hostile if rng.random() < 0.3 else plain, k=rng.randint(0, 30))
+        return " ".join(words)
+
+    texts = [text() for _ in range(400)]
+    limits = [rng.choice([0, 1, 5, 20, 75]) for _ in texts]
+    cut, counts = cut_counted(texts, limits)
+    assert cut == cut_to_tokens(texts, limits)
+    known = [i for i, n in enumerate(counts) if n >= 0]
+    assert len(known) > 100 and len(known) < len(texts)  # whole ones counted, others not
+    assert [counts[i] for i in known] == count_tokens([cut[i] for i in known])
+    assert all(cut[i] == texts[i] for i in known)
 
 
 # -- the budget ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from e6ingest.captions.repair import (
     repair_lines,
     repair_rows,
 )
-from e6ingest.captions.tokens import count_tokens, cut_to_tokens
+from e6ingest.captions.tokens import count_tokens, cut_counted, cut_to_tokens
 
 if TYPE_CHECKING:
     from e6ingest.captions.session import Captioning
@@ -381,11 +381,12 @@ def fit_budget(
     exact = fit.exact
     if mode == "tags+nl" and fit.nl is not None:
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
-    elif mode == "nl":
+    elif mode == "nl":  # a line is the NL text as the tokenizer counted it, or the tags
         joined = frame["caption_nl"].list.join(" ")
-        cut = pl.Series(cut_to_tokens(joined.to_list(), [budget] * len(joined)))
-        frame = frame.with_columns(_as_lists(cut).alias("caption_nl"))
-        exact = np.full(len(exact), UNKNOWN)  # a line is the NL text or the tags
+        cut, counts = cut_counted(joined.to_list(), [budget] * len(joined))
+        has_text = pl.Series(cut, dtype=pl.String) != ""
+        frame = frame.with_columns(_as_lists(pl.Series(cut, dtype=pl.String)).alias("caption_nl"))
+        exact = np.where(has_text.to_numpy(), np.array(counts, np.int64), exact)
     elif mode == "alternatives":
         frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
     if spec.keep_tokens_separator or nl_in_head(spec):
