@@ -10,15 +10,16 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from itertools import pairwise
 
+import numpy as np
 import polars as pl
 import pytest
 
 from e6ingest.captions import CaptionSpec, build_captions
 from e6ingest.captions.implications import close_transitively, prune_implied
+from e6ingest.captions.session import Captioning
 from e6ingest.captions.tokens import (
     VOCAB_FILE,
     count_tokens,
-    cut_counted,
     cut_to_tokens,
     token_ids,
 )
@@ -83,23 +84,24 @@ def test_counts_exclude_start_and_end():
     assert count_tokens(["a photo of a cat", ""]) == [5, 0]
 
 
-def test_a_cut_counts_the_texts_it_leaves_whole_as_counting_them_would():
+def test_texts_cut_by_their_pieces_equal_the_tokenizers_cut_and_count():
     rng = random.Random(5)
-    plain = ["a", "fox", "don't", "ünï", "12", "...", "panda,"]
-    hostile = [*plain, "&amp;", "&", " ", "\t"]
+    plain = ["a", "fox", "don't", "12", "...", "panda,", "A", "Sits"]
+    hostile = [*plain, "ünï", "&amp;", "&", " ", "\t", ""]
 
     def text() -> str:
         words = rng.choices(hostile if rng.random() < 0.3 else plain, k=rng.randint(0, 30))
         return " ".join(words)
 
     texts = [text() for _ in range(400)]
-    limits = [rng.choice([0, 1, 5, 20, 75]) for _ in texts]
-    cut, counts = cut_counted(texts, limits)
-    assert cut == cut_to_tokens(texts, limits)
-    known = [i for i, n in enumerate(counts) if n >= 0]
-    assert len(known) > 100 and len(known) < len(texts)  # whole ones counted, others not
-    assert [counts[i] for i in known] == count_tokens([cut[i] for i in known])
-    assert all(cut[i] == texts[i] for i in known)
+    for limit in (1, 5, 20, 75):
+        with Captioning(threads=1) as captioning:
+            cut, counts = captioning.cut_texts(pl.Series([*texts, None]), limit)
+        assert cut.to_list() == cut_to_tokens([*texts, ""], [limit] * (len(texts) + 1))
+        known = np.flatnonzero(counts >= 0)
+        assert 0 < len(known) < len(texts)  # the plain ones it left whole, no other
+        assert counts[known].tolist() == count_tokens(cut.gather(known).to_list())
+        assert all(cut[int(i)] == [*texts, ""][i] for i in known)
 
 
 # -- the budget ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from e6ingest.captions.repair import (
     repair_lines,
     repair_rows,
 )
-from e6ingest.captions.tokens import count_tokens, cut_counted, cut_to_tokens
+from e6ingest.captions.tokens import count_tokens, cut_to_tokens
 
 if TYPE_CHECKING:
     from e6ingest.captions.session import Captioning
@@ -369,11 +369,16 @@ def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
 
 
 def fit_budget(
-    frame: pl.DataFrame, ranked: Ranked, spec: CaptionSpec, rarity: pl.DataFrame | None
+    frame: pl.DataFrame,
+    ranked: Ranked,
+    spec: CaptionSpec,
+    rarity: pl.DataFrame | None,
+    captioning: Captioning,
 ) -> pl.DataFrame:
     """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its
     ``ranked`` tag lists (:func:`rank_lists`, with this spec's NL texts when ``tags+nl``),
-    every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc)."""
+    every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc);
+    ``captioning`` counts and cuts NL texts that make a line alone (``merge = "nl"``)."""
     budget, mode = spec.max_tokens, spec.merge_mode
     lists, rules = ranked.lists, ranked.rules
     as_counted = mode != "nl" and not spec.keep_tokens_separator and not nl_in_head(spec)
@@ -381,12 +386,10 @@ def fit_budget(
     exact = fit.exact
     if mode == "tags+nl" and fit.nl is not None:
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))
-    elif mode == "nl":  # a line is the NL text as the tokenizer counted it, or the tags
-        joined = frame["caption_nl"].list.join(" ")
-        cut, counts = cut_counted(joined.to_list(), [budget] * len(joined))
-        has_text = pl.Series(cut, dtype=pl.String) != ""
-        frame = frame.with_columns(_as_lists(pl.Series(cut, dtype=pl.String)).alias("caption_nl"))
-        exact = np.where(has_text.to_numpy(), np.array(counts, np.int64), exact)
+    elif mode == "nl":  # a line is the NL text, or else the tags, as fitted
+        nl, nl_tokens = captioning.cut_texts(frame["caption_nl"].list.join(" "), budget)
+        frame = frame.with_columns(_as_lists(nl).alias("caption_nl"))
+        exact = np.where((nl != "").to_numpy(), nl_tokens, exact)
     elif mode == "alternatives":
         frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
     if spec.keep_tokens_separator or nl_in_head(spec):

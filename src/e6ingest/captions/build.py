@@ -357,7 +357,7 @@ def _caption_site(
         make = partial(rank_lists, lists, rules, spec.token_priority, rarity, nl, captioning)
         key = _lists_key(spec, job.thresholds)
         ranked = _shared(memo, ("ranked", key, how), lambda: _ranked(memo, key, how, lists, make))
-        return fit_budget(frame, ranked, spec, rarity)
+        return fit_budget(frame, ranked, spec, rarity, captioning)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
         tags, caption = whole.joined(rules, after=frame["caption_nl"].list.join(" "))

@@ -16,7 +16,13 @@ import polars as pl
 from e6ingest.captions.codes import TagRules
 from e6ingest.captions.lookup import SortedTable
 from e6ingest.captions.spec import CaptionSpec
-from e6ingest.captions.tokens import PLAIN_TEXT, count_tokens, count_with_mark, pre_tokens
+from e6ingest.captions.tokens import (
+    PLAIN_TEXT,
+    count_tokens,
+    count_with_mark,
+    cut_to_tokens,
+    pre_tokens,
+)
 from e6ingest.core import available_cores
 
 COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
@@ -86,6 +92,24 @@ class Captioning:
                 marked = np.concatenate([marked, np.asarray(with_mark, np.int64)])
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
+
+    def cut_texts(self, texts: pl.Series, limit: int) -> tuple[pl.Series, np.ndarray]:
+        """Each text cut to ``limit`` CLIP tokens, as :func:`~.tokens.cut_to_tokens` cuts
+        it, and the tokens of each it leaves whole, as :func:`~.tokens.count_tokens` counts
+        them: known for a text of printable ASCII without ``&`` or a space at an end, -1
+        for the others. Only the texts that its pieces (:meth:`text_tokens`) do not show
+        within the limit are encoded whole."""
+        texts = texts.fill_null("")
+        plain = texts.str.contains(PLAIN_TEXT) & ~texts.str.starts_with(" ")
+        rows = np.flatnonzero((plain & ~texts.str.ends_with(" ")).to_numpy())
+        counts = np.full(len(texts), -1, np.int64)
+        counts[rows] = self.text_tokens(texts.gather(rows))
+        cut = np.flatnonzero((counts < 0) | (counts > limit))
+        if len(cut):
+            shorter = cut_to_tokens(texts.gather(cut).to_list(), [limit] * len(cut))
+            texts = texts.scatter(cut, pl.Series(shorter, dtype=pl.String))
+            counts[cut] = -1
+        return texts, counts
 
     def text_posts(self, rules: TagRules, rarity: pl.DataFrame) -> np.ndarray:
         """Per written text of ``rules`` (by number): on how many posts it is, by ``rarity``

@@ -85,27 +85,17 @@ def token_ids(text: str) -> list[int]:
 
 def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
     """Each text cut at the last word boundary within its ``limit`` of CLIP tokens."""
-    return cut_counted(texts, limits)[0]
-
-
-def cut_counted(texts: list[str], limits: list[int]) -> tuple[list[str], list[int]]:
-    """:func:`cut_to_tokens`, and the token count of each text it leaves whole, as
-    :func:`count_tokens` gives it (-1 for a text it cut, or one that counting cleans:
-    an ``&``, a space at an end)."""
     encodings = clip_tokenizer().encode_batch(texts, add_special_tokens=False) if texts else []
-    out, counts = [], []
+    out = []
     for text, limit, encoding in zip(texts, limits, encodings, strict=True):
         if len(encoding.ids) <= limit:
             out.append(text if limit > 0 else "")
-            clean = limit > 0 and "&" not in text and text == text.strip()
-            counts.append(len(encoding.ids) if clean else -1)
             continue
         end = encoding.offsets[max(limit, 0)][0]  # where the first token too many starts
         head = text[:end]
         cut = head.rsplit(" ", 1)[0] if " " in head.strip() else ""
         out.append(cut.rstrip(" ,;:") if limit > 0 else "")
-        counts.append(-1)
-    return out, counts
+    return out
 
 
 # CLIP's pre-tokens (PATTERN) of lower-case ASCII; a text is of PLAIN_TEXT (printable ASCII
