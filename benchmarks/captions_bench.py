@@ -25,7 +25,9 @@ Each side runs ``--repeat`` times (default 3), the two alternated, in fresh proc
 median of each side is compared (this machine's timings vary by 20-30% between runs).
 
 ``--variants``: (b) builds the caption and the ``standard`` variants (short, medium, full:
-three budgeted captions more), and the ratio to one caption is printed as well.
+three budgeted captions more), and, as ``--variants`` does with NL captions, those and
+brief and tags+nl (five budgeted captions more, brief from each post's brief summary);
+the ratio of each to one caption is printed as well.
 
 ``--cli``: the case as users run it, end to end: the posts as one e621-export-shaped
 metadata file (``tag_string``), (a) the loop over it, writing a JSON line (id, caption)
@@ -203,7 +205,7 @@ def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> tuple[float, list[s
 
 
 def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
-                 variants: bool = False) -> pl.Series:  # fmt: skip
+                 variants: tuple[str, ...] = ()) -> pl.Series:  # fmt: skip
     """(b) e6ingest's bulk path with the equivalent spec, over the posts file a part at a
     time, as planning and ``captions --out`` read and caption them (``PLAN_BATCH_ROWS``
     captions: fewer posts with variants), each part read by polars; the captions stay a
@@ -218,9 +220,18 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     spec = CaptionSpec(
         blacklist=BLACKLIST, meta_filter=(), merge="tags+nl",
         nl_captions=(str(data / "nl.parquet"),), max_tokens=max_tokens,
-        variants=("short", "medium", "full") if variants else (),
+        variants=variants,
     )  # fmt: skip
-    nl = read_nl_captions(spec)
+    read: dict[tuple[object, ...], pl.DataFrame | None] = {}
+
+    def nl(variant: CaptionSpec) -> pl.DataFrame | None:
+        """The NL texts of every post for ``variant``'s fields, read once."""
+        key = (variant.nl_fields, variant.nl_finished)
+        if key not in read:
+            read[key] = read_nl_captions(variant)
+        return read[key]
+
+    nl(spec)
     rarity = variant_rarity(pl.read_parquet(data / "vocabulary.parquet"), spec)
     captioning = Captioning()
     captions: list[pl.Series] = []
@@ -236,7 +247,7 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
             .drop(f"tag_string_{c}" for c in ORDER)
             .collect(engine="streaming")
         )
-        built = with_variants(posts, spec, lambda _: nl, captioning=captioning, rarity=rarity)
+        built = with_variants(posts, spec, nl, captioning=captioning, rarity=rarity)
         captions.append(built["caption"])
         del posts, built  # before the next part is read, as planning drops each part
     captioning.close()
@@ -258,7 +269,7 @@ def _peak_mb() -> float:
     return 0.0
 
 
-def child(which: str, data: Path, max_tokens: int, variants: bool = False) -> None:
+def child(which: str, data: Path, max_tokens: int, variants: str = "") -> None:
     # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
     # generated the posts): its own peak is VmHWM, reset here.
     Path("/proc/self/clear_refs").write_text("5")
@@ -270,7 +281,7 @@ def child(which: str, data: Path, max_tokens: int, variants: bool = False) -> No
     elif which in ("c", "d"):
         cli_seconds, captions = run_cli(data, data / f"cache-{which}", max_tokens)
     else:
-        captions = run_e6ingest(data, max_tokens, variants=variants)
+        captions = run_e6ingest(data, max_tokens, variants=VARIANTS.get(variants, ()))
     seconds = time.perf_counter() - start
     if which in ("c", "d"):  # the command alone: reading its file back is the check's
         seconds = cli_seconds
@@ -305,10 +316,16 @@ SIDES = {
     "a": "(a) pandas itertuples, per-row join",
     "b": "(b) e6ingest bulk",
     "v": "(b) e6ingest bulk, caption + 3 variants",
+    "w": "(b) e6ingest bulk, caption + 5 variants (with NL)",
     "a'": "(a) pandas itertuples over the export file",
     "c": "(c) e6ingest captions CLI, fresh cache",
     "d": "(d) e6ingest captions CLI, index built",
 }
+
+
+# the variants of sides v and w: --variants standard, without and with NL captions
+VARIANTS = {"v": ("short", "medium", "full"),
+            "w": ("short", "medium", "full", "brief", "tags+nl")}  # fmt: skip
 
 
 def build_index(data: Path, cache: Path) -> None:
@@ -336,14 +353,14 @@ def main() -> None:
     parser.add_argument("--data", help="folder for the generated files (default: a temp dir)")
     parser.add_argument("--max-tokens", type=int, default=0, help="(b) with this token budget")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side (median kept)")
-    parser.add_argument("--variants", action="store_true", help="also (b) with 3 variants")
+    parser.add_argument("--variants", action="store_true", help="also (b) with variants")
     parser.add_argument("--cli", action="store_true", help="the captions command, end to end")
     parser.add_argument("--child", choices=tuple(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = Path(args.data or tempfile.mkdtemp(prefix="captions-bench-"))
     if args.child:
-        child("b" if args.child == "v" else args.child, data, args.max_tokens,
-              variants=args.child == "v")  # fmt: skip
+        child("b" if args.child in VARIANTS else args.child, data, args.max_tokens,
+              variants=args.child)  # fmt: skip
         return
     data.mkdir(parents=True, exist_ok=True)
     if not (data / f"posts-{args.posts}.done").exists():
@@ -352,7 +369,7 @@ def main() -> None:
             (data / name).unlink(missing_ok=True)
         generate(args.posts, data)
         (data / f"posts-{args.posts}.done").touch()
-    sides = ["b", "v", "a"] if args.variants else ["b", "a"]
+    sides = ["b", "v", "w", "a"] if args.variants else ["b", "a"]
     vocabulary_file(data)
     if args.cli:
         export_file(data)
@@ -375,8 +392,8 @@ def main() -> None:
         if which not in ("a", "a'"):
             print(f"{SIDES[which]}: {loop['seconds'] / r['seconds']:.1f}x the loop (medians), "
                   f"{r['peak_mb'] / loop['peak_mb']:.2f}x its peak memory")  # fmt: skip
-    if args.variants:
-        print(f"caption + 3 variants cost {summary['v']['seconds'] / summary['b']['seconds']:.2f}x "
+    for which in ("v", "w") if args.variants else ():
+        print(f"{SIDES[which][4:]}: {summary[which]['seconds'] / summary['b']['seconds']:.2f}x "
               "one caption (target: at most 2x)")  # fmt: skip
     ours = [r for w, r in summary.items() if w not in ("a", "a'")]
     if args.max_tokens:

@@ -149,11 +149,10 @@ def _spent(
     classes: np.ndarray,
     cost: np.ndarray,
     keys: np.ndarray | None,
-    nl_item: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What each row has spent up to and including each tag, tags taken in priority order
-    (:func:`_priority_order`; the NL item after the head): one running sum in that order,
-    the NL item added past the head; and each row's cost of its head."""
+    (:func:`_priority_order`): one running sum in that order; and each row's cost of its
+    head."""
     order = _priority_order(rows, classes, keys)
     in_order = cost[order]
     is_head = classes[order] == CLASS_HEAD
@@ -165,8 +164,6 @@ def _spent(
     has_head = n_head > 0
     head = np.zeros(len(n_head), np.int64)
     head[has_head] = within[(offsets[:-1] + n_head - 1)[has_head]]
-    if nl_item.any():  # the NL item after the head
-        within[~is_head] += nl_item[rows[~is_head]]
     spent = np.empty_like(within)
     spent[order] = within
     return spent, head
@@ -202,6 +199,14 @@ class Ranked:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         spent[head] = _running_sums(offsets, rows[head], cost[head])
         return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes)
+
+    def with_text(self, nl: pl.Series, nl_cost: np.ndarray) -> Ranked:
+        """These tags ranked with a natural-language text per row (``nl``, of ``nl_cost``
+        tokens), kept right after the head (``tags+nl``): each row spends its text and a
+        separator before any tag past its head."""
+        nl_item = np.where(nl_cost > 0, nl_cost + self.sep_cost, 0)
+        past_head = np.where(self.classes != CLASS_HEAD, nl_item[self.lists["whole"].rows()], 0)
+        return replace(self, spent=self.spent + past_head, nl=nl, nl_cost=nl_cost)
 
     def fit(self, budget: int, lines_as_counted: bool = False) -> Fitted:
         """The tags fitted to ``budget`` tokens (module doc). With ``lines_as_counted``
@@ -269,11 +274,10 @@ def rank_lists(
     keys = _priority_keys(whole, rules, rarity, priority, captioning)
     if keys is not None:  # the head is kept in caption order, whatever the priority
         keys = np.where(classes == CLASS_HEAD, 0, keys)
-    n = len(whole.offsets) - 1
-    nl_cost = captioning.text_tokens(nl) if nl is not None else np.zeros(n, np.int64)
-    nl_item = np.where(nl_cost > 0, nl_cost + sep_cost, 0)
-    spent, head = _spent(whole.offsets, whole.rows(), classes, cost, keys, nl_item)
-    return Ranked(lists, rules, spent, head, cost, alone, sep_cost, nl, nl_cost, classes)
+    spent, head = _spent(whole.offsets, whole.rows(), classes, cost, keys)
+    no_text = np.zeros(len(whole.offsets) - 1, np.int64)
+    ranked = Ranked(lists, rules, spent, head, cost, alone, sep_cost, None, no_text, classes)
+    return ranked if nl is None else ranked.with_text(nl, captioning.text_tokens(nl))
 
 
 def fit_lists(

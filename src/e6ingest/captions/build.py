@@ -351,12 +351,13 @@ def _caption_site(
     lists = _tag_lists(frame, spec, site, rules, job.thresholds, memo)
     whole = lists["whole"]
     if spec.max_tokens:
-        with_nl = spec.merge_mode == "tags+nl"
-        how = (with_nl, spec.token_priority, id(rarity))
-        nl = frame["caption_nl"].list.join(" ") if with_nl else None
-        make = partial(rank_lists, lists, rules, spec.token_priority, rarity, nl, captioning)
+        how = (spec.token_priority, id(rarity))  # the NL texts' share is added to it
+        make = partial(rank_lists, lists, rules, spec.token_priority, rarity, None, captioning)
         key = _lists_key(spec, job.thresholds)
         ranked = _shared(memo, ("ranked", key, how), lambda: _ranked(memo, key, how, lists, make))
+        if spec.merge_mode == "tags+nl":
+            nl = frame["caption_nl"].list.join(" ")
+            ranked = ranked.with_text(nl, captioning.text_tokens(nl))
         return fit_budget(frame, ranked, spec, rarity, captioning)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
@@ -372,7 +373,7 @@ def _caption_site(
 def _ranked(
     memo: Memo, key: Hashable, how: Hashable, lists: dict[str, Lists], make: Callable[[], Ranked]
 ) -> Ranked:
-    """``lists`` (of lists key ``key``) ranked (``how``: with NL text, priority): when
+    """``lists`` (of lists key ``key``) ranked (``how``: priority and rarity): when
     they are lists made before with people-count tags moved first
     (:func:`_people_moved_first`) and those were ranked alike, that ranking reordered;
     else ``make()``."""
