@@ -151,26 +151,33 @@ def _vocabulary(posts: list[dict]) -> dict:
     return counts
 
 
-def _check(posts, spec, nl, aliases, closure, vocabulary) -> None:
+def _nl_frame(nl: dict) -> pl.DataFrame:
+    return pl.DataFrame({"id": list(nl), "nl": list(nl.values())},
+                        schema={"id": pl.Int64, "nl": pl.List(pl.String)})  # fmt: skip
+
+
+def _check(posts, spec, nl, aliases, closure, vocabulary, nl_of=None) -> None:
+    """The fast path's caption and variants equal the reference's, and fit their budgets;
+    ``nl_of(spec)``: the NL texts of a spec's fields, when not ``nl`` for every spec."""
+    nl_of = nl_of or (lambda _: nl)
     frame = pl.DataFrame(posts, infer_schema_length=None)
-    nl_frame = pl.DataFrame({"id": list(nl), "nl": list(nl.values())},
-                            schema={"id": pl.Int64, "nl": pl.List(pl.String)})  # fmt: skip
     rarity = None
     if vocabulary is not None:
         table = pl.DataFrame({"tag": list(vocabulary), "posts": list(vocabulary.values())},
                              schema={"tag": pl.String, "posts": pl.Int64})  # fmt: skip
         rarity = variant_rarity(table, spec)
-    fast = with_variants(frame, spec, lambda _: nl_frame, aliases=aliases, rarity=rarity,
-                         implied=closure, batch_rows=37)  # fmt: skip
+    fast = with_variants(frame, spec, lambda s: _nl_frame(nl_of(s)), aliases=aliases,
+                         rarity=rarity, implied=closure, batch_rows=37)  # fmt: skip
     implied = set(closure.iter_rows())
-    expected = reference_captions(posts, spec, nl, aliases, vocabulary, implied)
+    expected = reference_captions(posts, spec, nl_of(spec), aliases, vocabulary, implied)
     got = list(zip(fast["caption"], fast["caption_tags"], strict=True))
     for post, want, have in zip(posts, expected, got, strict=True):
         assert have == want, (spec, post["id"])
     _check_budget(spec, [c for c, _ in got])
     for name in spec.variant_names[1:]:
         variant = spec.variant(name)
-        expected = reference_captions(posts, variant, nl, aliases, vocabulary, implied)
+        expected = reference_captions(posts, variant, nl_of(variant), aliases, vocabulary,
+                                      implied)  # fmt: skip
         got = fast["caption_variants"].struct.field(name).to_list()
         for post, (want, _), have in zip(posts, expected, got, strict=True):
             assert have == want, (name, variant, post["id"])
@@ -267,6 +274,27 @@ def test_people_first_variants_reordered_from_the_caption_equal_the_reference(
         vocabulary = _vocabulary(posts) if rng.random() < 0.7 else None
         _check(posts, spec, nl, aliases if rng.random() < 0.5 else {}, closure, vocabulary)
     assert len(reordered) > 40  # most batches took the reordering
+
+
+def test_variants_of_other_nl_texts_share_the_tags_and_equal_the_reference(small_demo):
+    """Variants whose NL texts are other fields (as brief is) share the caption's tag lists
+    and ranking, yet each gives the bytes the reference gives with its own texts."""
+    base = _demo_posts(small_demo)
+    for seed in range(20):
+        rng = random.Random(2000 + seed)
+        posts = base + _hostile_posts(rng, 10**9)
+        regular, tags, aliases, closure = _inputs(rng, posts)
+        texts = {("regular",): regular, ("brief",): _inputs(rng, posts)[0]}
+        budgets = [8, 20, 75, 225]
+        variants = {"brief": {"merge": "nl", "nl_fields": ("brief",),
+                              "max_tokens": rng.choice(budgets)},
+                    "tags+nl": {"nl_fields": ("brief",), "max_tokens": rng.choice(budgets)},
+                    "medium": {"merge": "tags", "max_tokens": rng.choice(budgets)},
+                    "short": {"merge": "tags", "people_first": True, "max_tokens": 20}}  # fmt: skip
+        spec = replace(_random_spec(rng, tags), merge="tags+nl", nl_fields=("regular",),
+                       max_tags=0, keep_tokens_separator="", variants=variants)  # fmt: skip
+        vocabulary = _vocabulary(posts) if rng.random() < 0.7 else None
+        _check(posts, spec, {}, aliases, closure, vocabulary, lambda s, t=texts: t[s.nl_fields])
 
 
 def test_people_first_is_built_anew_when_two_tags_write_the_same_text(monkeypatch):

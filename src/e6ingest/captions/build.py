@@ -297,20 +297,21 @@ def _caption_batch(
     captioning: Captioning,
 ) -> list[pl.DataFrame]:
     """Each job's captions of one batch of rows; jobs whose texts and pruning agree share
-    the rows as prepared, and what they share beyond (:func:`_tag_lists`). Jobs with
+    the rows as prepared, and jobs whose pruning agrees what they share beyond, their NL
+    texts aside (:func:`_tag_lists`, the rankings of a budget). Jobs with
     people-count tags first come last, to reorder what the others made. The rows are made
     one chunk per column first: polars joins the chunks of every column again each time an
     expression runs on a frame whose new column has fewer (the captions' columns have one)."""
     frame = frame.rechunk()
     prepared: Memo = {}
-    memos: dict[tuple[int, int], Memo] = {}
+    memos: dict[int, Memo] = {}
     out: dict[int, pl.DataFrame] = {}
     for i in sorted(range(len(jobs)), key=lambda i: jobs[i].spec.people_first):
         job = jobs[i]
         prune = implied if job.spec.prune_implied else None
         key = (id(prune), id(job.nl))
         rows = _shared(prepared, key, lambda: _with_texts(frame, job.nl, prune))  # noqa: B023
-        captioned = _caption_sites(rows, job, captioning, memos.setdefault(key, {}))
+        captioned = _caption_sites(rows, job, captioning, memos.setdefault(id(prune), {}))
         out[i] = captioned.select(job.columns) if job.columns else captioned
     return [out[i] for i in range(len(jobs))]
 
