@@ -363,13 +363,14 @@ def _as_lists(texts: pl.Series) -> pl.Series:
     ).to_series()
 
 
-def _cut_lists(texts: pl.Series, budget: int) -> pl.Series:
+def _cut_lists(texts: pl.Series, budget: int, captioning: Captioning) -> pl.Series:
     """Each list of NL texts with every text cut to ``budget`` tokens (empty ones gone)."""
-    lists = texts.to_list()
-    flat = [t for texts_ in lists for t in texts_]
-    cut = iter(cut_to_tokens(flat, [budget] * len(flat)))
-    kept = [[c for c in (next(cut) for _ in texts_) if c] for texts_ in lists]
-    return pl.Series(texts.name, kept, dtype=pl.List(pl.String))
+    rows = np.repeat(np.arange(len(texts)), texts.list.len().fill_null(0).to_numpy())
+    cut, _ = captioning.cut_texts(pl.Series(texts.to_arrow().flatten()), budget)
+    kept = pl.DataFrame({"row": rows, "t": cut}).filter(pl.col("t") != "")
+    lists = kept.group_by("row", maintain_order=True).agg("t")
+    every = pl.DataFrame({"row": np.arange(len(texts))}).join(lists, on="row", how="left")
+    return every["t"].fill_null(pl.lit([], pl.List(pl.String))).alias(texts.name)
 
 
 def fit_budget(
@@ -382,7 +383,7 @@ def fit_budget(
     """``frame`` (with ``caption_nl``) with ``caption`` and ``caption_tags`` made of its
     ``ranked`` tag lists (:func:`rank_lists`, with this spec's NL texts when ``tags+nl``),
     every line of every caption within ``spec.max_tokens`` CLIP tokens (module doc);
-    ``captioning`` counts and cuts NL texts that make a line alone (``merge = "nl"``)."""
+    ``captioning`` counts and cuts NL texts that make lines alone (``nl``, ``alternatives``)."""
     budget, mode = spec.max_tokens, spec.merge_mode
     lists, rules = ranked.lists, ranked.rules
     as_counted = mode != "nl" and not spec.keep_tokens_separator and not nl_in_head(spec)
@@ -395,7 +396,7 @@ def fit_budget(
         frame = frame.with_columns(_as_lists(nl).alias("caption_nl"))
         exact = np.where((nl != "").to_numpy(), nl_tokens, exact)
     elif mode == "alternatives":
-        frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget))
+        frame = frame.with_columns(_cut_lists(frame["caption_nl"], budget, captioning))
     if spec.keep_tokens_separator or nl_in_head(spec):
         exact = np.full(len(exact), UNKNOWN)  # lines not written as tags joined by the separator
     split = fit.n_head if spec.keep_tokens_separator else None
