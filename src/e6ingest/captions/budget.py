@@ -369,7 +369,9 @@ def _cut_lists(texts: pl.Series, budget: int, captioning: Captioning) -> pl.Seri
     cut, _ = captioning.cut_texts(pl.Series(texts.to_arrow().flatten()), budget)
     kept = pl.DataFrame({"row": rows, "t": cut}).filter(pl.col("t") != "")
     lists = kept.group_by("row", maintain_order=True).agg("t")
-    every = pl.DataFrame({"row": np.arange(len(texts))}).join(lists, on="row", how="left")
+    every = pl.DataFrame({"row": np.arange(len(texts))}).join(
+        lists, on="row", how="left", maintain_order="left"
+    )
     return every["t"].fill_null(pl.lit([], pl.List(pl.String))).alias(texts.name)
 
 

@@ -356,9 +356,11 @@ def _caption_site(
         make = partial(rank_lists, lists, rules, spec.token_priority, rarity, None, captioning)
         key = _lists_key(spec, job.thresholds)
         ranked = _shared(memo, ("ranked", key, how), lambda: _ranked(memo, key, how, lists, make))
-        if spec.merge_mode == "tags+nl":
-            nl = frame["caption_nl"].list.join(" ")
-            ranked = ranked.with_text(nl, captioning.text_tokens(nl))
+        if spec.merge_mode == "tags+nl":  # the texts' tokens shared by jobs of the same texts
+            nl, tokens = _shared(
+                memo, ("nl tokens", id(job.nl)), lambda: _nl_tokens(frame, captioning)
+            )
+            ranked = ranked.with_text(nl, tokens)
         return fit_budget(frame, ranked, spec, rarity, captioning)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
@@ -369,6 +371,12 @@ def _caption_site(
         split = np.minimum(lists["head"].lengths(), whole.lengths())
     texts = dict(zip(("_fixed", "_rest"), whole.joined(rules, split), strict=False))
     return render(frame.with_columns(**texts), spec).drop(texts)
+
+
+def _nl_tokens(frame: pl.DataFrame, captioning: Captioning) -> tuple[pl.Series, np.ndarray]:
+    """Each row's NL text, and its CLIP tokens."""
+    nl = frame["caption_nl"].list.join(" ")
+    return nl, captioning.text_tokens(nl)
 
 
 def _ranked(
