@@ -308,10 +308,10 @@ def test_text_costs_summed_over_pieces_equal_the_tokenizer():
 
 
 def test_text_tokens_summed_over_pre_tokens_equal_the_tokenizer():
-    """A text's tokens summed over CLIP's pre-tokens (printable ASCII without ``&``) or its
-    words (any other), each distinct piece counted once, against the tokenizer on the
-    whole text: contractions in both cases, digits, runs of symbols, spaces, entities,
-    empty and missing texts."""
+    """A text's tokens summed over its words, and a word's over CLIP's pre-tokens (printable
+    ASCII without ``&``) or by the tokenizer (any other), each distinct piece counted once,
+    against the tokenizer on the whole text: contractions in both cases, digits, runs of
+    symbols, spaces, entities, empty and missing texts."""
     import polars as pl
 
     from e6ingest.captions.session import Captioning

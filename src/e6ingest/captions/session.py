@@ -130,27 +130,36 @@ class Captioning:
             return known
 
     def text_tokens(self, texts: pl.Series) -> np.ndarray:
-        """The CLIP tokens of each text, as the sum of its pieces' tokens, each distinct
-        piece counted once: CLIP's own pre-tokens for a text of printable ASCII holding no
-        ``&`` (:func:`~.tokens.pre_tokens`), its words (split on spaces: CLIP's pre-tokens
-        never span one) for any other."""
-        frame = texts.fill_null("").to_frame("t").with_row_index("text")
-        plain = frame["t"].str.contains(PLAIN_TEXT)
-        pieces = pl.concat([
-            frame.filter(plain).select("text", pre_tokens(pl.col("t")).alias("piece")),
-            frame.filter(~plain).select("text", pl.col("t").str.split(" ").alias("piece")),
-        ]).explode("piece")  # fmt: skip
-        distinct = pieces["piece"].drop_nulls().unique()
-        costs = self.costs(distinct.to_list(), "", count_tokens)
-        table = pl.DataFrame({"piece": distinct, "tokens": [c[0] for c in costs]},
-                             schema={"piece": pl.String, "tokens": pl.Int64})  # fmt: skip
-        summed = (
-            pieces.join(table, on="piece", how="left")
-            .group_by("text").agg(pl.col("tokens").sum())
-        )  # fmt: skip
-        tokens = np.zeros(len(texts), np.int64)  # a text of no pieces has none
-        tokens[summed["text"].to_numpy()] = summed["tokens"].to_numpy()
-        return tokens
+        """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
+        pre-tokens never span one), each distinct word counted once (:meth:`word_tokens`)."""
+        return self._summed(texts.fill_null("").str.split(" "), self.word_tokens)
+
+    def word_tokens(self, words: Sequence[str]) -> list[int]:
+        """The CLIP tokens of each word (a text without a space): the sum of CLIP's own
+        pre-tokens' (:func:`~.tokens.pre_tokens`), each distinct one counted once, for a
+        word of printable ASCII holding no ``&``; the tokenizer's count for any other."""
+        series = pl.Series(words, dtype=pl.String)
+        plain = series.str.contains(PLAIN_TEXT).to_numpy()
+        tokens = np.zeros(len(series), np.int64)
+        other = np.flatnonzero(~plain)
+        tokens[other] = count_tokens(series.gather(other).to_list())
+        rows = np.flatnonzero(plain)
+        pieces = series.gather(rows).to_frame("w").select(pre_tokens(pl.col("w")))["w"]
+        tokens[rows] = self._summed(pieces, count_tokens)
+        return tokens.tolist()
+
+    def _summed(self, pieces: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
+        """Per list of ``pieces`` (texts), the sum of its pieces' tokens, each distinct
+        piece counted once (``count(texts)`` counts the ones not seen before)."""
+        every = pieces.explode(empty_as_null=False, keep_nulls=False)
+        distinct = every.unique()
+        costs = [c[0] for c in self.costs(distinct.to_list(), "", count)]
+        tokens = every.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64))
+        running = np.concatenate([[0], np.cumsum(tokens.to_numpy(), dtype=np.int64)])
+        lengths = pieces.list.len().fill_null(0).cast(pl.Int64).to_numpy()
+        ends = np.cumsum(lengths)
+        summed: np.ndarray = running[ends] - running[ends - lengths]
+        return summed
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when
