@@ -146,7 +146,8 @@ class Captioning:
         rows = np.flatnonzero(plain)
         pieces = series.gather(rows).to_frame("w").select(pre_tokens(pl.col("w")))["w"]
         tokens[rows] = self._summed(pieces, count_tokens)
-        return tokens.tolist()
+        counts: list[int] = tokens.tolist()
+        return counts
 
     def _summed(self, pieces: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
         """Per list of ``pieces`` (texts), the sum of its pieces' tokens, each distinct
