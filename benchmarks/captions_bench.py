@@ -2,8 +2,10 @@
 
 Generates N synthetic e621-shaped posts (tags as space-separated strings per category, the
 way the e621 export reads once a tags table restored categories) and natural-language
-captions for 60% of them (e621-captions fields; 90% finished with "STOP", some with
-newlines or empty summaries), both as parquet. Then, each in its own process, from the same
+captions for 60% of them (e621-captions fields: a regular summary of two to six sentences
+and a brief one of one, about 60 and 15 words, each post's own, drawn from 50,000 made-up
+sentences; 90% finished with "STOP", some with newlines or empty summaries), both as
+parquet. Then, each in its own process, from the same
 files:
 
 (a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
@@ -98,15 +100,66 @@ def generate(n: int, out: Path, seed: int = 0) -> None:
     posts.write_parquet(out / "posts.parquet")
     with_nl = np.sort(rng.choice(n, int(n * 0.6), replace=False)) + 1
     m = len(with_nl)
-    sentences = pl.Series(["A character stands in a field.", "Two figures talk\nat night.",
-                           "A close-up portrait with soft light.", ""])  # fmt: skip
+    sentences = _sentences(rng)
+    regular = _paragraphs(sentences, m, 2, 6, rng)
+    brief = _paragraphs(sentences, m, 1, 1, rng)
     nl = pl.DataFrame({
         "id": with_nl,
-        "regular_summary": sentences.gather(rng.integers(0, 4, m)),
-        "brief_summary": sentences.gather(rng.integers(0, 4, m)),
+        "regular_summary": _some_empty(regular, rng),
+        "brief_summary": _some_empty(brief, rng),
         "response_finish_reason": np.where(rng.random(m) < 0.9, "STOP", "MAX_TOKENS"),
     })  # fmt: skip
     nl.write_parquet(out / "nl.parquet")
+
+
+WORDS = ("a", "the", "with", "and", "of", "in", "on", "her", "his", "their", "is", "are")
+
+
+def _sentences(rng, count: int = 50_000, vocabulary: int = 20_000) -> pl.Series:
+    """``count`` distinct sentences of 6 to 24 words, like a captioning model's: common words
+    and a Zipf-like draw from ``vocabulary`` made-up words, capitalised, a comma in some,
+    possessives, a full stop at the end."""
+    syllables = ["ka", "ri", "mo", "sen", "tal", "or", "ve", "lin", "dra", "pu", "ex", "th"]
+    made = ["".join(rng.choice(syllables, int(k))) for k in rng.integers(1, 5, vocabulary)]
+    words = np.array([*WORDS, *made, *[w + "'s" for w in made[:500]]], dtype=object)
+    out = []
+    for length in rng.integers(6, 25, count):
+        picks = np.minimum((rng.pareto(1.1, length) * 20).astype(np.int64), len(words) - 1)
+        chosen = list(words[picks])
+        if length > 10:
+            chosen[int(length) // 2] += ","
+        out.append(" ".join(chosen).capitalize() + ".")
+    return pl.Series(out)
+
+
+def _paragraphs(sentences: pl.Series, m: int, lo: int, hi: int, rng) -> pl.Series:
+    """``m`` texts of ``lo`` to ``hi`` sentences each, some on a new line."""
+    k = rng.integers(lo, hi + 1, m)
+    picks = sentences.gather(rng.integers(0, len(sentences), int(k.sum())))
+    breaks = pl.Series(np.where(rng.random(len(picks)) < 0.05, "\n", " "))
+    texts = pl.DataFrame({"s": picks + breaks, "text": np.repeat(np.arange(m), k)})
+    joined = texts.group_by("text", maintain_order=True).agg(pl.col("s").str.join(""))
+    return joined["s"].str.strip_chars()
+
+
+def _some_empty(texts: pl.Series, rng) -> pl.Series:
+    """``texts`` with one in ten emptied, as some summaries are."""
+    kept = pl.Series(rng.random(len(texts)) >= 0.1)
+    return texts.zip_with(kept, pl.Series([""] * len(texts)))
+
+
+DATA_VERSION = 2  # made again when what generate() makes changes
+
+
+def prepare(data: Path, posts: int) -> None:
+    """The generated files for ``posts`` posts in ``data``, made unless made before."""
+    done = data / f"posts-{posts}-v{DATA_VERSION}.done"
+    if not done.exists():
+        print(f"generating {posts:,} posts in {data} ...", flush=True)
+        for name in ("export.parquet", "vocabulary.parquet"):
+            (data / name).unlink(missing_ok=True)
+        generate(posts, data)
+        done.touch()
 
 
 def export_file(data: Path) -> Path:
@@ -363,12 +416,7 @@ def main() -> None:
               variants=args.child)  # fmt: skip
         return
     data.mkdir(parents=True, exist_ok=True)
-    if not (data / f"posts-{args.posts}.done").exists():
-        print(f"generating {args.posts:,} posts in {data} ...", flush=True)
-        for name in ("export.parquet", "vocabulary.parquet"):
-            (data / name).unlink(missing_ok=True)
-        generate(args.posts, data)
-        (data / f"posts-{args.posts}.done").touch()
+    prepare(data, args.posts)
     sides = ["b", "v", "w", "a"] if args.variants else ["b", "a"]
     vocabulary_file(data)
     if args.cli:

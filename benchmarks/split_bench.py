@@ -66,9 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data or tempfile.mkdtemp(prefix="split-bench-"))
     data.mkdir(parents=True, exist_ok=True)
-    if not (data / f"posts-{args.posts}.done").exists():
-        captions_bench.generate(args.posts, data)
-        (data / f"posts-{args.posts}.done").touch()
+    captions_bench.prepare(data, args.posts)
     parts = batches(captions_bench.export_file(data), args.batch_rows, args.odd)
     sides = {"(a) regex over every string": regex_everywhere("tag_string"),
              "(b) split_tags": split_tags("tag_string")}  # fmt: skip

@@ -25,10 +25,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from e6ingest.captions.budget import cut_to_tokens
 from e6ingest.captions.codes import EMOTICON_MAX_LEN, PEOPLE_PATTERN
 from e6ingest.captions.spec import CaptionSpec
-from e6ingest.captions.tokens import count_tokens
+from e6ingest.captions.tokens import count_tokens, cut_to_tokens
 
 CATEGORIES = ("general", "artist", "character", "copyright", "meta", "species", "lore",
               "invalid")  # fmt: skip

@@ -84,9 +84,12 @@ def test_counts_exclude_start_and_end():
     assert count_tokens(["a photo of a cat", ""]) == [5, 0]
 
 
-def test_texts_cut_by_their_pieces_equal_the_tokenizers_cut_and_count():
+def test_texts_cut_at_their_words_equal_the_tokenizers_cut_and_count():
+    """``cut_texts`` against the tokenizer's cut (:func:`cut_to_tokens`) and count, over
+    random texts of plain and hostile words (double spaces, entities, tabs, symbols only),
+    at one limit for all and at a limit per text (none, exact fits and over)."""
     rng = random.Random(5)
-    plain = ["a", "fox", "don't", "12", "...", "panda,", "A", "Sits"]
+    plain = ["a", "fox", "don't", "12", "...", "panda,", "A", "Sits", ",", ":;", "x:"]
     hostile = [*plain, "ünï", "&amp;", "&", " ", "\t", ""]
 
     def text() -> str:
@@ -94,14 +97,20 @@ def test_texts_cut_by_their_pieces_equal_the_tokenizers_cut_and_count():
         return " ".join(words)
 
     texts = [text() for _ in range(400)]
-    for limit in (1, 5, 20, 75):
+    given = pl.Series([*texts, None])
+    whole = [*texts, ""]
+    per_text = [rng.randint(-1, 40) for _ in whole]
+    plain_rows = [i for i, t in enumerate(whole) if t == t.strip(" ") and all(
+        " " <= c <= "~" and c != "&" for c in t)]  # fmt: skip
+    for limits in ([1] * len(whole), [5] * len(whole), [75] * len(whole), per_text):
         with Captioning(threads=1) as captioning:
-            cut, counts = captioning.cut_texts(pl.Series([*texts, None]), limit)
-        assert cut.to_list() == cut_to_tokens([*texts, ""], [limit] * (len(texts) + 1))
+            cut, counts = captioning.cut_texts(given, np.array(limits))
+        assert cut.to_list() == cut_to_tokens(whole, limits)
         known = np.flatnonzero(counts >= 0)
-        assert 0 < len(known) < len(texts)  # the plain ones it left whole, no other
+        assert known.tolist() == plain_rows  # counted at their words: the plain ones
         assert counts[known].tolist() == count_tokens(cut.gather(known).to_list())
-        assert all(cut[int(i)] == [*texts, ""][i] for i in known)
+    with Captioning(threads=1) as captioning:  # one limit for all, as an int
+        assert captioning.cut_texts(given, 5)[0].to_list() == cut_to_tokens(whole, [5] * 401)
 
 
 # -- the budget ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from e6ingest.captions.repair import (
     repair_lines,
     repair_rows,
 )
-from e6ingest.captions.tokens import count_tokens, cut_to_tokens
+from e6ingest.captions.tokens import count_tokens
 
 if TYPE_CHECKING:
     from e6ingest.captions.session import Captioning
@@ -208,16 +208,18 @@ class Ranked:
         past_head = np.where(self.classes != CLASS_HEAD, nl_item[self.lists["whole"].rows()], 0)
         return replace(self, spent=self.spent + past_head, nl=nl, nl_cost=nl_cost)
 
-    def fit(self, budget: int, lines_as_counted: bool = False) -> Fitted:
-        """The tags fitted to ``budget`` tokens (module doc). With ``lines_as_counted``
-        (each line written as its counted parts: no keep-tokens separator, NL text at the
-        end), a line whose exact count is still over (a tag whose separator merges into
-        its last token) loses its last kept tag in priority order here, as the repair of
-        a line counted whole would."""
+    def fit(self, budget: int, captioning: Captioning, lines_as_counted: bool = False) -> Fitted:
+        """The tags fitted to ``budget`` tokens (module doc), the NL texts cut to the room
+        left after the head by ``captioning``. With ``lines_as_counted`` (each line written
+        as its counted parts: no keep-tokens separator, NL text at the end), a line whose
+        exact count is still over (a tag whose separator merges into its last token) loses
+        its last kept tag in priority order here, as the repair of a line counted whole
+        would."""
         limit = budget + self.sep_cost  # the last item has no separator after it
         room = limit - self.head - self.sep_cost  # for the NL text, after the head
         kept = self.spent <= limit
-        context = (self.cost, self.alone, self.nl, self.nl_cost, room)
+        nl = None if self.nl is None else _nl_fitted(self.nl, self.nl_cost, room, captioning)
+        context = (self.cost, self.alone, nl)
         fitted = _fitted(self.lists, self.rules, kept, *context)
         for _ in range(REPAIR_ROUNDS if lines_as_counted else 0):
             drop = self._last_kept(kept, fitted, budget)
@@ -291,7 +293,7 @@ def fit_lists(
 ) -> Fitted:
     """The tag lists fitted to ``budget`` tokens with their separators (as
     :func:`rank_lists` takes them)."""
-    return rank_lists(lists, rules, priority, rarity, nl, captioning).fit(budget)
+    return rank_lists(lists, rules, priority, rarity, nl, captioning).fit(budget, captioning)
 
 
 def _fitted(
@@ -300,11 +302,10 @@ def _fitted(
     kept: np.ndarray,
     cost: np.ndarray,
     alone: np.ndarray,
-    nl: pl.Series | None,
-    nl_cost: np.ndarray,
-    room: np.ndarray,
+    nl: tuple[pl.Series, np.ndarray] | None,
 ) -> Fitted:
-    """The kept tags as :class:`Fitted`, the NL texts cut to their ``room``."""
+    """The kept tags as :class:`Fitted`, with ``nl``: the NL texts as cut to their room
+    and their tokens (:func:`_nl_fitted`)."""
     whole = lists["whole"]
     n = len(whole.offsets) - 1
     items = np.flatnonzero(kept)
@@ -323,7 +324,7 @@ def _fitted(
     if nl is None:
         exact = line if additive else np.full(n, UNKNOWN)
         return Fitted(fitted, n_head, None, exact)
-    texts, kept_cost = _nl_fitted(nl, nl_cost, np.where(nl_cost > 0, room, 0))
+    texts, kept_cost = nl
     exact = np.where(kept_cost == 0, line, np.where(has, total + kept_cost, UNKNOWN))
     return Fitted(fitted, n_head, texts, exact if additive else np.full(n, UNKNOWN))
 
@@ -339,18 +340,23 @@ def _head_counts(lists: dict[str, Lists], rows: np.ndarray, kept: np.ndarray) ->
     return counts
 
 
-def _nl_fitted(nl: pl.Series, cost: np.ndarray, room: np.ndarray) -> tuple[pl.Series, np.ndarray]:
-    """Each NL text kept whole when it fits its ``room`` of tokens, else cut to it (empty
-    without room), and the tokens of what is kept: only the texts cut are tokenised again."""
-    texts = nl.fill_null("").to_list()
+def _nl_fitted(
+    nl: pl.Series, cost: np.ndarray, room: np.ndarray, captioning: Captioning
+) -> tuple[pl.Series, np.ndarray]:
+    """Each NL text (of ``cost`` tokens) kept whole when it fits its ``room`` of tokens,
+    else cut to it (empty without room), and the tokens of what is kept: only the texts
+    cut are counted again."""
+    room = np.where(cost > 0, room, 0)
     kept = np.where(room <= 0, 0, cost)
+    texts = nl.fill_null("").alias("caption_nl").scatter(np.flatnonzero(room <= 0), "")
     cut = np.flatnonzero((room > 0) & (room < cost))
-    shorter = cut_to_tokens([texts[i] for i in cut], room[cut].tolist())
-    for i, text, n in zip(cut, shorter, count_tokens(shorter), strict=True):
-        texts[i], kept[i] = text, n
-    for i in np.flatnonzero(room <= 0):
-        texts[i] = ""
-    return pl.Series("caption_nl", texts, pl.String), kept
+    if not len(cut):
+        return texts, kept
+    shorter, counts = captioning.cut_texts(texts.gather(cut), room[cut])
+    unknown = np.flatnonzero(counts < 0)  # cut by the tokenizer: counted by it
+    counts[unknown] = count_tokens(shorter.gather(unknown).to_list())
+    kept[cut] = counts
+    return texts.scatter(cut, shorter), kept
 
 
 def _as_lists(texts: pl.Series) -> pl.Series:
@@ -389,7 +395,7 @@ def fit_budget(
     budget, mode = spec.max_tokens, spec.merge_mode
     lists, rules = ranked.lists, ranked.rules
     as_counted = mode != "nl" and not spec.keep_tokens_separator and not nl_in_head(spec)
-    fit = ranked.fit(budget, as_counted)
+    fit = ranked.fit(budget, captioning, as_counted)
     exact = fit.exact
     if mode == "tags+nl" and fit.nl is not None:
         frame = frame.with_columns(_as_lists(fit.nl).alias("caption_nl"))

@@ -20,6 +20,7 @@ from e6ingest.captions.tokens import (
     PLAIN_TEXT,
     count_tokens,
     count_with_mark,
+    cut_at_words,
     cut_to_tokens,
     pre_tokens,
 )
@@ -93,23 +94,28 @@ class Captioning:
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
 
-    def cut_texts(self, texts: pl.Series, limit: int) -> tuple[pl.Series, np.ndarray]:
-        """Each text cut to ``limit`` CLIP tokens, as :func:`~.tokens.cut_to_tokens` cuts
-        it, and the tokens of each it leaves whole, as :func:`~.tokens.count_tokens` counts
-        them: known for a text of printable ASCII without ``&`` or a space at an end, -1
-        for the others. Only the texts that its pieces (:meth:`text_tokens`) do not show
-        within the limit are encoded whole."""
+    def cut_texts(self, texts: pl.Series, limits: int | np.ndarray) -> tuple[pl.Series, np.ndarray]:
+        """Each text cut to its limit of CLIP tokens (``limits``: one for all, or one per
+        text), as :func:`~.tokens.cut_to_tokens` cuts it, and the tokens of each text it
+        gives, as :func:`~.tokens.count_tokens` counts them. A text of printable ASCII
+        without ``&`` or a space at an end is cut at its words, whose tokens are known
+        (:meth:`word_tokens`); any other is encoded whole, and its count is -1."""
         texts = texts.fill_null("")
-        plain = texts.str.contains(PLAIN_TEXT) & ~texts.str.starts_with(" ")
-        rows = np.flatnonzero((plain & ~texts.str.ends_with(" ")).to_numpy())
+        limits = np.broadcast_to(np.asarray(limits, np.int64), (len(texts),))
+        edges = texts.str.starts_with(" ") | texts.str.ends_with(" ")
+        plain = (texts.str.contains(PLAIN_TEXT) & ~edges).to_numpy()
+        rows, other = np.flatnonzero(plain), np.flatnonzero(~plain)
         counts = np.full(len(texts), -1, np.int64)
-        counts[rows] = self.text_tokens(texts.gather(rows))
-        cut = np.flatnonzero((counts < 0) | (counts > limit))
-        if len(cut):
-            shorter = cut_to_tokens(texts.gather(cut).to_list(), [limit] * len(cut))
-            texts = texts.scatter(cut, pl.Series(shorter, dtype=pl.String))
-            counts[cut] = -1
-        return texts, counts
+        given = texts.gather(rows)
+        words = given.str.split(" ")
+        cost, _ = self._piece_costs(words, self.word_tokens)
+        cut, known = cut_at_words(given, words, cost, limits[rows])
+        recount = np.flatnonzero(known < 0)  # the texts cut short
+        known[recount] = self.text_tokens(cut.gather(recount))
+        counts[rows] = known
+        shorter = cut_to_tokens(texts.gather(other).to_list(), limits[other].tolist())
+        out = _scattered(texts, rows, cut)
+        return _scattered(out, other, pl.Series(shorter, dtype=pl.String)), counts
 
     def text_posts(self, rules: TagRules, rarity: pl.DataFrame) -> np.ndarray:
         """Per written text of ``rules`` (by number): on how many posts it is, by ``rarity``
@@ -150,17 +156,25 @@ class Captioning:
         return counts
 
     def _summed(self, pieces: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
-        """Per list of ``pieces`` (texts), the sum of its pieces' tokens, each distinct
-        piece counted once (``count(texts)`` counts the ones not seen before)."""
+        """Per list of ``pieces`` (texts), the sum of its pieces' tokens (:meth:`_piece_costs`)."""
+        cost, lengths = self._piece_costs(pieces, count)
+        running = np.concatenate([[0], np.cumsum(cost)])
+        ends = np.cumsum(lengths)
+        summed: np.ndarray = running[ends] - running[ends - lengths]
+        return summed
+
+    def _piece_costs(
+        self, pieces: pl.Series, count: Callable[[list[str]], list[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens of every piece of every list of ``pieces`` (texts), in order, each
+        distinct piece counted once (``count(texts)`` counts the ones not seen before), and
+        each list's length."""
         every = pieces.explode(empty_as_null=False, keep_nulls=False)
         distinct = every.unique()
         costs = [c[0] for c in self.costs(distinct.to_list(), "", count)]
         tokens = every.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64))
-        running = np.concatenate([[0], np.cumsum(tokens.to_numpy(), dtype=np.int64)])
         lengths = pieces.list.len().fill_null(0).cast(pl.Int64).to_numpy()
-        ends = np.cumsum(lengths)
-        summed: np.ndarray = running[ends] - running[ends - lengths]
-        return summed
+        return tokens.to_numpy().astype(np.int64, copy=False), lengths
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when
@@ -184,3 +198,8 @@ class Captioning:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _scattered(texts: pl.Series, rows: np.ndarray, values: pl.Series) -> pl.Series:
+    """``texts`` with ``values`` at ``rows``."""
+    return texts.scatter(rows, values) if len(rows) else texts

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:
@@ -96,6 +97,42 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
         cut = head.rsplit(" ", 1)[0] if " " in head.strip() else ""
         out.append(cut.rstrip(" ,;:") if limit > 0 else "")
     return out
+
+
+def cut_at_words(
+    texts: pl.Series, words: pl.Series, cost: np.ndarray, limits: np.ndarray
+) -> tuple[pl.Series, np.ndarray]:
+    """``texts`` (printable ASCII, no space at an end) cut as :func:`cut_to_tokens` cuts
+    them, from their ``words`` alone (each text split on single spaces; ``cost``: the tokens
+    of every word, in order). A text over its limit ends before its first word that does
+    not fit whole (no text when that is its first word, or when the words before it hold no
+    space: the tokenizer's cut at a word's start keeps none), then loses ``" ,;:"`` at its
+    end. The texts and their tokens, -1 for the ones cut short."""
+    lengths = words.list.len().cast(pl.Int64).to_numpy()
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    running = np.concatenate([[0], np.cumsum(cost)])
+    total = running[ends] - running[starts]
+    gone = limits <= 0
+    counts = np.where(gone, 0, total)
+    over = np.flatnonzero((total > limits) & ~gone)
+    out = texts.scatter(np.flatnonzero(gone), "")
+    if not len(over):
+        return out, counts
+    word_rows = np.repeat(np.arange(len(lengths)), lengths)
+    before = running[:-1] - running[starts][word_rows]  # the text's tokens before each word
+    is_over = np.zeros(len(lengths), bool)
+    is_over[over] = True
+    past = np.flatnonzero(is_over[word_rows] & (before + cost > limits[word_rows]))
+    at = past[np.unique(word_rows[past], return_index=True)[1]]  # each text's first
+    kept = at - starts[over]
+    head = pl.col("w").list.head(pl.lit(kept)).list.join(" ")
+    heads = words.gather(over).to_frame("w").select(head).to_series()
+    spaced = heads.str.strip_chars_end(" ").str.contains(" ", literal=True).to_numpy()
+    empty = (kept == 0) | ((before[at] == limits[over]) & ~spaced)
+    shorter = heads.str.strip_chars_end(" ,;:").scatter(np.flatnonzero(empty), "")
+    counts[over] = -1
+    return out.scatter(over, shorter), counts
 
 
 # CLIP's pre-tokens (PATTERN) of lower-case ASCII; a text is of PLAIN_TEXT (printable ASCII
