@@ -110,7 +110,7 @@ class Captioning:
         words = given.str.split(" ")
         cost, _ = self._piece_costs(words, self.word_tokens)
         cut, known = cut_at_words(given, words, cost, limits[rows])
-        recount = np.flatnonzero(known < 0)  # the texts cut short
+        recount = np.flatnonzero(known < 0)  # the texts cut within a word
         known[recount] = self.text_tokens(cut.gather(recount))
         counts[rows] = known
         shorter = cut_to_tokens(texts.gather(other).to_list(), limits[other].tolist())

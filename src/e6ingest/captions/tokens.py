@@ -107,7 +107,7 @@ def cut_at_words(
     of every word, in order). A text over its limit ends before its first word that does
     not fit whole (no text when that is its first word, or when the words before it hold no
     space: the tokenizer's cut at a word's start keeps none), then loses ``" ,;:"`` at its
-    end. The texts and their tokens, -1 for the ones cut short."""
+    end. The texts and their tokens: -1 for a text that lost part of a word at its end."""
     lengths = words.list.len().cast(pl.Int64).to_numpy()
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -131,7 +131,8 @@ def cut_at_words(
     spaced = heads.str.strip_chars_end(" ").str.contains(" ", literal=True).to_numpy()
     empty = (kept == 0) | ((before[at] == limits[over]) & ~spaced)
     shorter = heads.str.strip_chars_end(" ,;:").scatter(np.flatnonzero(empty), "")
-    counts[over] = -1
+    whole_words = (shorter.str.len_bytes() == heads.str.len_bytes()).to_numpy()
+    counts[over] = np.where(empty, 0, np.where(whole_words, before[at], -1))
     return out.scatter(over, shorter), counts
 
 
