@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,7 @@ from e6ingest.captions.tokens import (
 )
 from e6ingest.core import available_cores
 
-COST_CACHE_SIZE = 2_000_000  # distinct (tag, mark) token costs kept
+COST_CACHE_SIZE = 2_000_000  # distinct texts whose token counts are kept
 _NONE = np.zeros(0, np.int64)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -40,7 +40,7 @@ class Captioning:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = max(1, threads or available_cores())
         self._rules: dict[tuple[Hashable, ...], TagRules] = {}
-        self._costs: dict[tuple[str, str], tuple[int, int]] = {}
+        self._tokens: dict[str, int] = {}
         self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
         self._posts: dict[tuple[TagRules, int], tuple[pl.DataFrame, SortedTable, np.ndarray]] = {}
         self._text_lock = threading.Lock()
@@ -58,27 +58,24 @@ class Captioning:
                 self._rules[key] = TagRules(spec, aliases)
             return self._rules[key]
 
-    def costs(
-        self, tags: list[str], mark: str, count: Callable[[list[str]], list[int]]
-    ) -> list[tuple[int, int]]:
-        """Per tag: its CLIP tokens alone and with ``mark`` after it, each counted once
-        (``count(texts)`` counts the new ones)."""
-        found = [self._costs.get((t, mark)) for t in tags]  # read once: threads share it
-        new = [t for t, c in zip(tags, found, strict=True) if c is None]
+    def counted(self, texts: list[str], count: Callable[[list[str]], list[int]]) -> list[int]:
+        """Per text: its CLIP tokens, each text counted once across batches (``count(texts)``
+        counts the ones not seen before)."""
+        known = self._tokens  # read once: threads share it
+        found = [known.get(t) for t in texts]
+        new = list(dict.fromkeys(t for t, c in zip(texts, found, strict=True) if c is None))
         if not new:
-            return [c for c in found if c is not None]
-        alone = count(new)
-        marked = count_with_mark(new, alone, mark) if mark else alone
-        counted = dict(zip(new, zip(alone, marked, strict=True), strict=True))
+            return cast(list[int], found)  # none is None
+        counts = dict(zip(new, count(new), strict=True))
         with self._lock:
-            if len(self._costs) + len(new) > COST_CACHE_SIZE:
-                self._costs.clear()
-            self._costs.update(((t, mark), c) for t, c in counted.items())
-        return [counted[t] if c is None else c for t, c in zip(tags, found, strict=True)]
+            if len(self._tokens) + len(new) > COST_CACHE_SIZE:
+                self._tokens = {}
+            self._tokens.update(counts)
+        return [counts[t] if c is None else c for t, c in zip(texts, found, strict=True)]
 
     def tokens(self, text: str) -> int:
         """The CLIP tokens of ``text``, counted once."""
-        return self.costs([text], "", count_tokens)[0][0]
+        return self.counted([text], count_tokens)[0]
 
     def text_costs(self, rules: TagRules, mark: str) -> tuple[np.ndarray, np.ndarray]:
         """Per written text of ``rules`` (by number): its CLIP tokens alone and with
@@ -171,7 +168,7 @@ class Captioning:
         each list's length."""
         every = pieces.explode(empty_as_null=False, keep_nulls=False)
         distinct = every.unique()
-        costs = [c[0] for c in self.costs(distinct.to_list(), "", count)]
+        costs = self.counted(distinct.to_list(), count)
         tokens = every.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64))
         lengths = pieces.list.len().fill_null(0).cast(pl.Int64).to_numpy()
         return tokens.to_numpy().astype(np.int64, copy=False), lengths
