@@ -113,6 +113,27 @@ def test_texts_cut_at_their_words_equal_the_tokenizers_cut_and_count():
         assert captioning.cut_texts(given, 5)[0].to_list() == cut_to_tokens(whole, [5] * 401)
 
 
+def test_word_counts_of_some_texts_equal_those_counted_alone():
+    """``WordCounts.gather`` (rows in any order, repeated, none) against the words and
+    tokens of the same texts counted on their own, and each text's tokens the
+    tokenizer's."""
+    rng = random.Random(8)
+    words = ["a", "fox", "it's", "", "12,", "Pokémon", "&amp;"]
+    texts = [" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(60)]
+    with Captioning(threads=1) as captioning:
+        counted = captioning.word_counts(pl.Series([*texts, None]))
+        assert counted.tokens.tolist() == count_tokens([*texts, ""])
+        for rows in ([], [3], [59, 0, 0, 7], list(range(60, -1, -2))):
+            part = counted.gather(np.array(rows, np.int64))
+            alone = captioning.word_counts(
+                pl.Series([[*texts, ""][i] for i in rows], dtype=pl.String)
+            )
+            assert part.texts.to_list() == alone.texts.to_list()
+            assert part.words.to_list() == alone.words.to_list()
+            assert part.cost.tolist() == alone.cost.tolist()
+            assert part.tokens.tolist() == alone.tokens.tolist()
+
+
 # -- the budget ----------------------------------------------------------------------------
 
 

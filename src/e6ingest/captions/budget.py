@@ -41,7 +41,7 @@ from e6ingest.captions.repair import (
     repair_lines,
     repair_rows,
 )
-from e6ingest.captions.tokens import count_tokens
+from e6ingest.captions.tokens import WordCounts, count_tokens
 
 if TYPE_CHECKING:
     from e6ingest.captions.session import Captioning
@@ -182,7 +182,7 @@ class Ranked:
     cost: np.ndarray  # per tag: its tokens with the separator after it
     alone: np.ndarray  # per tag: its tokens alone (the last of a line)
     sep_cost: int
-    nl: pl.Series | None
+    nl: WordCounts | None  # per row: its natural-language text (tags+nl), or none
     nl_cost: np.ndarray
     classes: np.ndarray  # per tag: CLASS_HEAD, CLASS_TAG or CLASS_META
 
@@ -200,10 +200,11 @@ class Ranked:
         spent[head] = _running_sums(offsets, rows[head], cost[head])
         return replace(self, lists=lists, spent=spent, cost=cost, alone=alone, classes=classes)
 
-    def with_text(self, nl: pl.Series, nl_cost: np.ndarray) -> Ranked:
-        """These tags ranked with a natural-language text per row (``nl``, of ``nl_cost``
+    def with_text(self, nl: WordCounts) -> Ranked:
+        """These tags ranked with a natural-language text per row (``nl``, with its
         tokens), kept right after the head (``tags+nl``): each row spends its text and a
         separator before any tag past its head."""
+        nl_cost = nl.tokens
         nl_item = np.where(nl_cost > 0, nl_cost + self.sep_cost, 0)
         past_head = np.where(self.classes != CLASS_HEAD, nl_item[self.lists["whole"].rows()], 0)
         return replace(self, spent=self.spent + past_head, nl=nl, nl_cost=nl_cost)
@@ -279,7 +280,7 @@ def rank_lists(
     spent, head = _spent(whole.offsets, whole.rows(), classes, cost, keys)
     no_text = np.zeros(len(whole.offsets) - 1, np.int64)
     ranked = Ranked(lists, rules, spent, head, cost, alone, sep_cost, None, no_text, classes)
-    return ranked if nl is None else ranked.with_text(nl, captioning.text_tokens(nl))
+    return ranked if nl is None else ranked.with_text(captioning.word_counts(nl))
 
 
 def fit_lists(
@@ -341,18 +342,18 @@ def _head_counts(lists: dict[str, Lists], rows: np.ndarray, kept: np.ndarray) ->
 
 
 def _nl_fitted(
-    nl: pl.Series, cost: np.ndarray, room: np.ndarray, captioning: Captioning
+    nl: WordCounts, cost: np.ndarray, room: np.ndarray, captioning: Captioning
 ) -> tuple[pl.Series, np.ndarray]:
     """Each NL text (of ``cost`` tokens) kept whole when it fits its ``room`` of tokens,
     else cut to it (empty without room), and the tokens of what is kept: only the texts
     cut are counted again."""
     room = np.where(cost > 0, room, 0)
     kept = np.where(room <= 0, 0, cost)
-    texts = nl.fill_null("").alias("caption_nl").scatter(np.flatnonzero(room <= 0), "")
+    texts = nl.texts.alias("caption_nl").scatter(np.flatnonzero(room <= 0), "")
     cut = np.flatnonzero((room > 0) & (room < cost))
     if not len(cut):
         return texts, kept
-    shorter, counts = captioning.cut_texts(texts.gather(cut), room[cut])
+    shorter, counts = captioning.cut_texts(nl.texts.gather(cut), room[cut], nl.gather(cut))
     unknown = np.flatnonzero(counts < 0)  # cut by the tokenizer: counted by it
     counts[unknown] = count_tokens(shorter.gather(unknown).to_list())
     kept[cut] = counts

@@ -38,6 +38,7 @@ from e6ingest.captions.implications import prune_implied
 from e6ingest.captions.render import nl_in_head, render
 from e6ingest.captions.session import Captioning
 from e6ingest.captions.spec import CaptionSpec
+from e6ingest.captions.tokens import WordCounts
 
 BATCH_ROWS = 25_000
 
@@ -357,10 +358,8 @@ def _caption_site(
         key = _lists_key(spec, job.thresholds)
         ranked = _shared(memo, ("ranked", key, how), lambda: _ranked(memo, key, how, lists, make))
         if spec.merge_mode == "tags+nl":  # the texts' tokens shared by jobs of the same texts
-            nl, tokens = _shared(
-                memo, ("nl tokens", id(job.nl)), lambda: _nl_tokens(frame, captioning)
-            )
-            ranked = ranked.with_text(nl, tokens)
+            nl = _shared(memo, ("nl tokens", id(job.nl)), lambda: _nl_tokens(frame, captioning))
+            ranked = ranked.with_text(nl)
         return fit_budget(frame, ranked, spec, rarity, captioning)
     if spec.merge_mode == "tags+nl" and not spec.keep_tokens_separator and not nl_in_head(spec):
         # the NL text joins the tags in the same buffer: one copy of every caption
@@ -373,10 +372,9 @@ def _caption_site(
     return render(frame.with_columns(**texts), spec).drop(texts)
 
 
-def _nl_tokens(frame: pl.DataFrame, captioning: Captioning) -> tuple[pl.Series, np.ndarray]:
-    """Each row's NL text, and its CLIP tokens."""
-    nl = frame["caption_nl"].list.join(" ")
-    return nl, captioning.text_tokens(nl)
+def _nl_tokens(frame: pl.DataFrame, captioning: Captioning) -> WordCounts:
+    """Each row's NL text, with its words' CLIP tokens."""
+    return captioning.word_counts(frame["caption_nl"].list.join(" "))
 
 
 def _ranked(

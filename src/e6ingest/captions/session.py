@@ -18,6 +18,7 @@ from e6ingest.captions.lookup import SortedTable
 from e6ingest.captions.spec import CaptionSpec
 from e6ingest.captions.tokens import (
     PLAIN_TEXT,
+    WordCounts,
     count_tokens,
     count_with_mark,
     cut_at_words,
@@ -91,22 +92,23 @@ class Captioning:
                 self._text_costs[(rules, mark)] = (alone, marked)
             return alone, marked
 
-    def cut_texts(self, texts: pl.Series, limits: int | np.ndarray) -> tuple[pl.Series, np.ndarray]:
+    def cut_texts(
+        self, texts: pl.Series, limits: int | np.ndarray, counted: WordCounts | None = None
+    ) -> tuple[pl.Series, np.ndarray]:
         """Each text cut to its limit of CLIP tokens (``limits``: one for all, or one per
         text), as :func:`~.tokens.cut_to_tokens` cuts it, and the tokens of each text it
         gives, as :func:`~.tokens.count_tokens` counts them. A text of printable ASCII
         without ``&`` or a space at an end is cut at its words, whose tokens are known
-        (:meth:`word_tokens`); any other is encoded whole, and its count is -1."""
+        (:meth:`word_counts`, or ``counted``: those of these texts); any other is encoded
+        whole, and its count is -1."""
         texts = texts.fill_null("")
         limits = np.broadcast_to(np.asarray(limits, np.int64), (len(texts),))
         edges = texts.str.starts_with(" ") | texts.str.ends_with(" ")
         plain = (texts.str.contains(PLAIN_TEXT) & ~edges).to_numpy()
         rows, other = np.flatnonzero(plain), np.flatnonzero(~plain)
         counts = np.full(len(texts), -1, np.int64)
-        given = texts.gather(rows)
-        words = given.str.split(" ")
-        cost, _ = self._piece_costs(words, self.word_tokens)
-        cut, known = cut_at_words(given, words, cost, limits[rows])
+        given = self.word_counts(texts.gather(rows)) if counted is None else counted.gather(rows)
+        cut, known = cut_at_words(given, limits[rows])
         recount = np.flatnonzero(known < 0)  # the texts cut within a word
         known[recount] = self.text_tokens(cut.gather(recount))
         counts[rows] = known
@@ -135,7 +137,14 @@ class Captioning:
     def text_tokens(self, texts: pl.Series) -> np.ndarray:
         """The CLIP tokens of each text, as the sum of its words' (split on spaces: CLIP's
         pre-tokens never span one), each distinct word counted once (:meth:`word_tokens`)."""
-        return self._summed(texts.fill_null("").str.split(" "), self.word_tokens)
+        return self.word_counts(texts).tokens
+
+    def word_counts(self, texts: pl.Series) -> WordCounts:
+        """The texts (a missing one empty), each split on single spaces, with the CLIP
+        tokens of each word, each distinct word counted once (:meth:`word_tokens`)."""
+        texts = texts.fill_null("")
+        words = texts.str.split(" ")
+        return WordCounts(texts, words, *self._piece_costs(words, self.word_tokens))
 
     def word_tokens(self, words: Sequence[str]) -> list[int]:
         """The CLIP tokens of each word (a text without a space): the sum of CLIP's own

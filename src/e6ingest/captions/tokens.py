@@ -16,6 +16,7 @@ import gzip
 import html
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,16 +100,42 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
     return out
 
 
-def cut_at_words(
-    texts: pl.Series, words: pl.Series, cost: np.ndarray, limits: np.ndarray
-) -> tuple[pl.Series, np.ndarray]:
-    """``texts`` (printable ASCII, no space at an end) cut as :func:`cut_to_tokens` cuts
-    them, from their ``words`` alone (each text split on single spaces; ``cost``: the tokens
-    of every word, in order). A text over its limit ends before its first word that does
-    not fit whole (no text when that is its first word, or when the words before it hold no
-    space: the tokenizer's cut at a word's start keeps none), then loses ``" ,;:"`` at its
-    end. The texts and their tokens: -1 for a text that lost part of a word at its end."""
-    lengths = words.list.len().cast(pl.Int64).to_numpy()
+@dataclass(frozen=True)
+class WordCounts:
+    """Texts, each split on single spaces, and the CLIP tokens of each word."""
+
+    texts: pl.Series
+    words: pl.Series  # per text: its words
+    cost: np.ndarray  # per word: its tokens, the texts' words one after another
+    lengths: np.ndarray  # per text: how many words
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Per text: its CLIP tokens, the sum of its words' (CLIP's pre-tokens never span
+        a space)."""
+        running = np.concatenate([[0], np.cumsum(self.cost)])
+        ends = np.cumsum(self.lengths)
+        summed: np.ndarray = running[ends] - running[ends - self.lengths]
+        return summed
+
+    def gather(self, rows: np.ndarray) -> WordCounts:
+        """The texts at ``rows``, with their words' tokens."""
+        lengths = self.lengths[rows]
+        starts = np.cumsum(self.lengths) - self.lengths
+        first = np.cumsum(lengths) - lengths  # where each text's words start in the result
+        items = np.arange(int(lengths.sum())) + np.repeat(starts[rows] - first, lengths)
+        gathered = (self.texts.gather(rows), self.words.gather(rows), self.cost[items], lengths)
+        return WordCounts(*gathered)
+
+
+def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np.ndarray]:
+    """The texts of ``counted`` (printable ASCII, no space at an end) cut as
+    :func:`cut_to_tokens` cuts them, from their words alone. A text over its limit ends
+    before its first word that does not fit whole (no text when that is its first word,
+    or when the words before it hold no space: the tokenizer's cut at a word's start keeps
+    none), then loses ``" ,;:"`` at its end. The texts and their tokens: -1 for a text that
+    lost part of a word at its end."""
+    words, cost, lengths = counted.words, counted.cost, counted.lengths
     ends = np.cumsum(lengths)
     starts = ends - lengths
     running = np.concatenate([[0], np.cumsum(cost)])
@@ -116,7 +143,7 @@ def cut_at_words(
     gone = limits <= 0
     counts = np.where(gone, 0, total)
     over = np.flatnonzero((total > limits) & ~gone)
-    out = texts.scatter(np.flatnonzero(gone), "")
+    out = counted.texts.scatter(np.flatnonzero(gone), "")
     if not len(over):
         return out, counts
     word_rows = np.repeat(np.arange(len(lengths)), lengths)
