@@ -23,6 +23,7 @@ from e6ingest.captions.tokens import (
     count_with_mark,
     cut_at_words,
     cut_to_tokens,
+    per_text,
     pre_tokens,
 )
 from e6ingest.core import available_cores
@@ -144,7 +145,10 @@ class Captioning:
         tokens of each word, each distinct word counted once (:meth:`word_tokens`)."""
         texts = texts.fill_null("")
         words = texts.str.split(" ")
-        return WordCounts(texts, words, *self._piece_costs(words, self.word_tokens))
+        every = words.explode(empty_as_null=False, keep_nulls=False)
+        size = every.str.len_bytes().cast(pl.Int64).to_numpy()
+        lengths = words.list.len().cast(pl.Int64).to_numpy()
+        return WordCounts(texts, self._costs_of(every, self.word_tokens), size, lengths)
 
     def word_tokens(self, words: Sequence[str]) -> list[int]:
         """The CLIP tokens of each word (a text without a space): the sum of CLIP's own
@@ -162,25 +166,18 @@ class Captioning:
         return counts
 
     def _summed(self, pieces: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
-        """Per list of ``pieces`` (texts), the sum of its pieces' tokens (:meth:`_piece_costs`)."""
-        cost, lengths = self._piece_costs(pieces, count)
-        running = np.concatenate([[0], np.cumsum(cost)])
-        ends = np.cumsum(lengths)
-        summed: np.ndarray = running[ends] - running[ends - lengths]
-        return summed
-
-    def _piece_costs(
-        self, pieces: pl.Series, count: Callable[[list[str]], list[int]]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The tokens of every piece of every list of ``pieces`` (texts), in order, each
-        distinct piece counted once (``count(texts)`` counts the ones not seen before), and
-        each list's length."""
+        """Per list of ``pieces`` (texts), the sum of its pieces' tokens (:meth:`_costs_of`)."""
         every = pieces.explode(empty_as_null=False, keep_nulls=False)
-        distinct = every.unique()
-        costs = self.counted(distinct.to_list(), count)
-        tokens = every.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64))
         lengths = pieces.list.len().fill_null(0).cast(pl.Int64).to_numpy()
-        return tokens.to_numpy().astype(np.int64, copy=False), lengths
+        return per_text(self._costs_of(every, count), lengths)
+
+    def _costs_of(self, texts: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
+        """The tokens of each of ``texts``, each distinct one counted once (``count(texts)``
+        counts the ones not seen before)."""
+        distinct = texts.unique()
+        costs = self.counted(distinct.to_list(), count)
+        tokens = texts.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64)).to_numpy()
+        return np.asarray(tokens, np.int64)
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when

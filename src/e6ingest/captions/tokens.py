@@ -102,30 +102,34 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
 
 @dataclass(frozen=True)
 class WordCounts:
-    """Texts, each split on single spaces, and the CLIP tokens of each word."""
+    """Texts, each split on single spaces, and the CLIP tokens and bytes of each word."""
 
     texts: pl.Series
-    words: pl.Series  # per text: its words
     cost: np.ndarray  # per word: its tokens, the texts' words one after another
+    size: np.ndarray  # per word: its bytes
     lengths: np.ndarray  # per text: how many words
 
     @property
     def tokens(self) -> np.ndarray:
         """Per text: its CLIP tokens, the sum of its words' (CLIP's pre-tokens never span
         a space)."""
-        running = np.concatenate([[0], np.cumsum(self.cost)])
-        ends = np.cumsum(self.lengths)
-        summed: np.ndarray = running[ends] - running[ends - self.lengths]
-        return summed
+        return per_text(self.cost, self.lengths)
 
     def gather(self, rows: np.ndarray) -> WordCounts:
-        """The texts at ``rows``, with their words' tokens."""
+        """The texts at ``rows``, with their words."""
         lengths = self.lengths[rows]
         starts = np.cumsum(self.lengths) - self.lengths
         first = np.cumsum(lengths) - lengths  # where each text's words start in the result
         items = np.arange(int(lengths.sum())) + np.repeat(starts[rows] - first, lengths)
-        gathered = (self.texts.gather(rows), self.words.gather(rows), self.cost[items], lengths)
-        return WordCounts(*gathered)
+        return WordCounts(self.texts.gather(rows), self.cost[items], self.size[items], lengths)
+
+
+def per_text(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per text (of ``lengths`` words): the sum of its words' ``values``."""
+    running = np.concatenate([[0], np.cumsum(values)])
+    ends = np.cumsum(lengths)
+    summed: np.ndarray = running[ends] - running[ends - lengths]
+    return summed
 
 
 def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np.ndarray]:
@@ -135,26 +139,24 @@ def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np
     or when the words before it hold no space: the tokenizer's cut at a word's start keeps
     none), then loses ``" ,;:"`` at its end. The texts and their tokens: -1 for a text that
     lost part of a word at its end."""
-    words, cost, lengths = counted.words, counted.cost, counted.lengths
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    running = np.concatenate([[0], np.cumsum(cost)])
-    total = running[ends] - running[starts]
+    total = counted.tokens
     gone = limits <= 0
     counts = np.where(gone, 0, total)
     over = np.flatnonzero((total > limits) & ~gone)
     out = counted.texts.scatter(np.flatnonzero(gone), "")
     if not len(over):
         return out, counts
-    word_rows = np.repeat(np.arange(len(lengths)), lengths)
-    before = running[:-1] - running[starts][word_rows]  # the text's tokens before each word
-    is_over = np.zeros(len(lengths), bool)
-    is_over[over] = True
-    past = np.flatnonzero(is_over[word_rows] & (before + cost > limits[word_rows]))
-    at = past[np.unique(word_rows[past], return_index=True)[1]]  # each text's first
-    kept = at - starts[over]
-    head = pl.col("w").list.head(pl.lit(kept)).list.join(" ")
-    heads = words.gather(over).to_frame("w").select(head).to_series()
+    part = counted.gather(over)  # the texts over their limit, their words
+    word_rows = np.repeat(np.arange(len(over)), part.lengths)
+    first = np.cumsum(part.lengths) - part.lengths
+    running = np.concatenate([[0], np.cumsum(part.cost)])
+    before = running[:-1] - running[first][word_rows]  # the text's tokens before each word
+    past = np.flatnonzero(before + part.cost > limits[over][word_rows])
+    at = past[np.flatnonzero(np.diff(word_rows[past], prepend=-1))]  # each text's first
+    kept = at - first
+    written = np.concatenate([[0], np.cumsum(part.size + 1)])  # each word and a space
+    head = np.where(kept > 0, written[at] - written[first] - 1, 0)  # ASCII: bytes are chars
+    heads = part.texts.str.head(pl.Series(head))
     spaced = heads.str.strip_chars_end(" ").str.contains(" ", literal=True).to_numpy()
     empty = (kept == 0) | ((before[at] == limits[over]) & ~spaced)
     shorter = heads.str.strip_chars_end(" ,;:").scatter(np.flatnonzero(empty), "")
