@@ -111,6 +111,11 @@ def test_texts_cut_at_their_words_equal_the_tokenizers_cut_and_count():
         assert counts[known].tolist() == count_tokens(cut.gather(known).to_list())
     with Captioning(threads=1) as captioning:  # one limit for all, as an int
         assert captioning.cut_texts(given, 5)[0].to_list() == cut_to_tokens(whole, [5] * 401)
+        every_over = [t for t in texts if len(t) > 12 and t in [whole[i] for i in plain_rows]]
+        assert len(every_over) > 50
+        cut, counts = captioning.cut_texts(pl.Series(every_over), 2)
+        assert cut.to_list() == cut_to_tokens(every_over, [2] * len(every_over))
+        assert counts.tolist() == count_tokens(cut.to_list())
 
 
 def test_word_counts_of_some_texts_equal_those_counted_alone():

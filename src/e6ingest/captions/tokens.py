@@ -146,7 +146,8 @@ def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np
     out = counted.texts.scatter(np.flatnonzero(gone), "")
     if not len(over):
         return out, counts
-    part = counted.gather(over)  # the texts over their limit, their words
+    every = len(over) == len(total)  # the texts over their limit, their words:
+    part = counted if every else counted.gather(over)
     word_rows = np.repeat(np.arange(len(over)), part.lengths)
     first = np.cumsum(part.lengths) - part.lengths
     running = np.concatenate([[0], np.cumsum(part.cost)])
