@@ -94,13 +94,13 @@ class Captioning:
             return alone, marked
 
     def cut_texts(
-        self, texts: pl.Series, limits: int | np.ndarray, counted: WordCounts | None = None
+        self, texts: pl.Series, limits: int | np.ndarray, words: WordCounts | None = None
     ) -> tuple[pl.Series, np.ndarray]:
         """Each text cut to its limit of CLIP tokens (``limits``: one for all, or one per
         text), as :func:`~.tokens.cut_to_tokens` cuts it, and the tokens of each text it
         gives, as :func:`~.tokens.count_tokens` counts them. A text of printable ASCII
         without ``&`` or a space at an end is cut at its words, whose tokens are known
-        (:meth:`word_counts`, or ``counted``: those of these texts); any other is encoded
+        (:meth:`word_counts`, or ``words``: those of these texts); any other is encoded
         whole, and its count is -1."""
         texts = texts.fill_null("")
         limits = np.broadcast_to(np.asarray(limits, np.int64), (len(texts),))
@@ -108,7 +108,7 @@ class Captioning:
         plain = (texts.str.contains(PLAIN_TEXT) & ~edges).to_numpy()
         rows, other = np.flatnonzero(plain), np.flatnonzero(~plain)
         counts = np.full(len(texts), -1, np.int64)
-        given = self.word_counts(texts.gather(rows)) if counted is None else counted.gather(rows)
+        given = self.word_counts(texts.gather(rows)) if words is None else words.gather(rows)
         cut, known = cut_at_words(given, limits[rows])
         recount = np.flatnonzero(known < 0)  # the texts cut within a word
         known[recount] = self.text_tokens(cut.gather(recount))
