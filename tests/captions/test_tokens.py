@@ -20,6 +20,7 @@ from e6ingest.captions.session import Captioning
 from e6ingest.captions.tokens import (
     VOCAB_FILE,
     count_tokens,
+    cut_at_words,
     cut_to_tokens,
     token_ids,
 )
@@ -137,6 +138,8 @@ def test_word_counts_of_some_texts_equal_those_counted_alone():
             assert part.cost.tolist() == alone.cost.tolist()
             assert part.size.tolist() == alone.size.tolist()
             assert part.tokens.tolist() == alone.tokens.tolist()
+        cut_at_words(counted, np.zeros(61, np.int64))  # a cut leaves the texts cut from as they are
+        assert counted.texts.to_list() == [*texts, ""]
 
 
 # -- the budget ----------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np
     gone = limits <= 0
     counts = np.where(gone, 0, total)
     over = np.flatnonzero((total > limits) & ~gone)
-    out = counted.texts.scatter(np.flatnonzero(gone), "")
+    out = counted.texts.clone().scatter(np.flatnonzero(gone), "")  # scatter writes in place
     if not len(over):
         return out, counts
     every = len(over) == len(total)  # the texts over their limit, their words:
