@@ -151,15 +151,27 @@ def _some_empty(texts: pl.Series, rng) -> pl.Series:
 DATA_VERSION = 2  # made again when what generate() makes changes
 
 
+GENERATED = ("posts.parquet", "nl.parquet", "export.parquet", "vocabulary.parquet")
+
+
 def prepare(data: Path, posts: int) -> None:
-    """The generated files for ``posts`` posts in ``data``, made unless made before."""
+    """The generated files for ``posts`` posts in ``data``, made unless made before. Files
+    of those names are replaced only in a folder this benchmark made files in before (a
+    ``posts-*.done`` beside them); elsewhere it stops, naming the first."""
     done = data / f"posts-{posts}-v{DATA_VERSION}.done"
-    if not done.exists():
-        print(f"generating {posts:,} posts in {data} ...", flush=True)
-        for name in ("export.parquet", "vocabulary.parquet"):
-            (data / name).unlink(missing_ok=True)
-        generate(posts, data)
-        done.touch()
+    if done.exists():
+        return
+    ours = any(data.glob("posts-*.done"))
+    for name in GENERATED:
+        if (data / name).exists() and not ours:
+            sys.exit(f"{data / name}: not made by this benchmark; give --data an empty folder")
+    print(f"generating {posts:,} posts in {data} ...", flush=True)
+    for name in ("export.parquet", "vocabulary.parquet"):  # made from the posts: again
+        (data / name).unlink(missing_ok=True)
+    generate(posts, data)
+    for old in data.glob("posts-*.done"):
+        old.unlink()
+    done.touch()
 
 
 def export_file(data: Path) -> Path:
