@@ -5,8 +5,7 @@ way the e621 export reads once a tags table restored categories) and natural-lan
 captions for 60% of them (e621-captions fields: a regular summary of two to six sentences
 and a brief one of one, about 60 and 15 words, each post's own, drawn from 50,000 made-up
 sentences; 90% finished with "STOP", some with newlines or empty summaries), both as
-parquet. Then, each in its own process, from the same
-files:
+parquet. Then, each in its own process, from the same files:
 
 (a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
     NL texts looked up in a dict built from the captions file;
