@@ -153,24 +153,35 @@ DATA_VERSION = 2  # made again when what generate() makes changes
 GENERATED = ("posts.parquet", "nl.parquet", "export.parquet", "vocabulary.parquet")
 
 
+MARK = "made by e6ingest benchmarks/captions_bench.py\n"  # what its .done files hold
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a marker this benchmark wrote (it holds :data:`MARK`)."""
+    try:
+        return path.read_text(encoding="utf-8") == MARK
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def prepare(data: Path, posts: int) -> None:
     """The generated files for ``posts`` posts in ``data``, made unless made before. Files
-    of those names are replaced only in a folder this benchmark made files in before (a
-    ``posts-*.done`` beside them); elsewhere it stops, naming the first."""
+    of those names are replaced only in a folder where this benchmark left its marker (a
+    ``posts-*.done`` holding :data:`MARK`); elsewhere it stops, naming the first."""
     done = data / f"posts-{posts}-v{DATA_VERSION}.done"
-    if done.exists():
+    if _ours(done):
         return
-    ours = any(data.glob("posts-*.done"))
-    for name in GENERATED:
-        if (data / name).exists() and not ours:
+    markers = [m for m in data.glob("posts-*.done") if _ours(m)]
+    for name in (*GENERATED, done.name):
+        if (data / name).exists() and not markers:
             sys.exit(f"{data / name}: not made by this benchmark; give --data an empty folder")
     print(f"generating {posts:,} posts in {data} ...", flush=True)
     for name in ("export.parquet", "vocabulary.parquet"):  # made from the posts: again
         (data / name).unlink(missing_ok=True)
     generate(posts, data)
-    for old in data.glob("posts-*.done"):
+    for old in markers:  # the markers of what it made before, each checked above
         old.unlink()
-    done.touch()
+    done.write_text(MARK, encoding="utf-8")
 
 
 def export_file(data: Path) -> Path:
