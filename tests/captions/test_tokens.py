@@ -120,9 +120,9 @@ def test_texts_cut_at_their_words_equal_the_tokenizers_cut_and_count():
 
 
 def test_word_counts_of_some_texts_equal_those_counted_alone():
-    """``WordCounts.gather`` (rows in any order, repeated, none) against the words and
-    tokens of the same texts counted on their own, and each text's tokens the
-    tokenizer's."""
+    """``WordCounts.gather`` (rows in any order, repeated, none) against the same texts
+    counted on their own: their tokens and their cuts at random limits; and each text's
+    tokens the tokenizer's."""
     rng = random.Random(8)
     words = ["a", "fox", "it's", "", "12,", "Pokémon", "&amp;"]
     texts = [" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(60)]
@@ -135,9 +135,12 @@ def test_word_counts_of_some_texts_equal_those_counted_alone():
                 pl.Series([[*texts, ""][i] for i in rows], dtype=pl.String)
             )
             assert part.texts.to_list() == alone.texts.to_list()
-            assert part.cost.tolist() == alone.cost.tolist()
-            assert part.size.tolist() == alone.size.tolist()
             assert part.tokens.tolist() == alone.tokens.tolist()
+            limits = np.array([rng.randint(0, 12) for _ in rows], np.int64)
+            cut, counts = cut_at_words(part, limits)
+            cut_alone, counts_alone = cut_at_words(alone, limits)
+            assert cut.to_list() == cut_alone.to_list()
+            assert counts.tolist() == counts_alone.tolist()
         cut_at_words(counted, np.zeros(61, np.int64))  # a cut leaves the texts cut from as they are
         assert counted.texts.to_list() == [*texts, ""]
 

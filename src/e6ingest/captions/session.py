@@ -148,7 +148,7 @@ class Captioning:
         every = words.explode(empty_as_null=False, keep_nulls=False)
         size = every.str.len_bytes().cast(pl.Int64).to_numpy()
         lengths = words.list.len().cast(pl.Int64).to_numpy()
-        return WordCounts(texts, self._costs_of(every, self.word_tokens), size, lengths)
+        return WordCounts.of(texts, self._costs_of(every, self.word_tokens), size, lengths)
 
     def word_tokens(self, words: Sequence[str]) -> list[int]:
         """The CLIP tokens of each word (a text without a space): the sum of CLIP's own

@@ -102,26 +102,37 @@ def cut_to_tokens(texts: list[str], limits: list[int]) -> list[str]:
 
 @dataclass(frozen=True)
 class WordCounts:
-    """Texts, each split on single spaces, and the CLIP tokens and bytes of each word."""
+    """Texts, each split on single spaces, with their words' CLIP tokens and bytes kept as
+    running sums over every word counted together (:meth:`of`): a text's words are a range
+    of them, so a part of the texts (:meth:`gather`) shares the sums."""
 
     texts: pl.Series
-    cost: np.ndarray  # per word: its tokens, the texts' words one after another
-    size: np.ndarray  # per word: its bytes
+    spent: np.ndarray  # tokens of the words before each word (and of all, last)
+    written: np.ndarray  # bytes of the words before each word, a space after each
+    starts: np.ndarray  # per text: where its words start
     lengths: np.ndarray  # per text: how many words
+
+    @classmethod
+    def of(cls, texts: pl.Series, cost: np.ndarray, size: np.ndarray, lengths: np.ndarray
+           ) -> WordCounts:  # fmt: skip
+        """``texts`` with each word's ``cost`` (tokens) and ``size`` (bytes), the texts'
+        words one after another, ``lengths`` words each."""
+        spent = np.concatenate([[0], np.cumsum(cost, dtype=np.int64)])
+        written = np.concatenate([[0], np.cumsum(size + 1, dtype=np.int64)])
+        starts = np.cumsum(lengths) - lengths
+        return cls(texts, spent, written, starts, lengths)
 
     @property
     def tokens(self) -> np.ndarray:
         """Per text: its CLIP tokens, the sum of its words' (CLIP's pre-tokens never span
         a space)."""
-        return per_text(self.cost, self.lengths)
+        tokens: np.ndarray = self.spent[self.starts + self.lengths] - self.spent[self.starts]
+        return tokens
 
     def gather(self, rows: np.ndarray) -> WordCounts:
         """The texts at ``rows``, with their words."""
-        lengths = self.lengths[rows]
-        starts = np.cumsum(self.lengths) - self.lengths
-        first = np.cumsum(lengths) - lengths  # where each text's words start in the result
-        items = np.arange(int(lengths.sum())) + np.repeat(starts[rows] - first, lengths)
-        return WordCounts(self.texts.gather(rows), self.cost[items], self.size[items], lengths)
+        texts, starts, lengths = self.texts.gather(rows), self.starts[rows], self.lengths[rows]
+        return WordCounts(texts, self.spent, self.written, starts, lengths)
 
 
 def per_text(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -146,23 +157,19 @@ def cut_at_words(counted: WordCounts, limits: np.ndarray) -> tuple[pl.Series, np
     out = counted.texts.clone().scatter(np.flatnonzero(gone), "")  # scatter writes in place
     if not len(over):
         return out, counts
-    every = len(over) == len(total)  # the texts over their limit, their words:
-    part = counted if every else counted.gather(over)
-    word_rows = np.repeat(np.arange(len(over)), part.lengths)
-    first = np.cumsum(part.lengths) - part.lengths
-    running = np.concatenate([[0], np.cumsum(part.cost)])
-    before = running[:-1] - running[first][word_rows]  # the text's tokens before each word
-    past = np.flatnonzero(before + part.cost > limits[over][word_rows])
-    at = past[np.flatnonzero(np.diff(word_rows[past], prepend=-1))]  # each text's first
-    kept = at - first
-    written = np.concatenate([[0], np.cumsum(part.size + 1)])  # each word and a space
-    head = np.where(kept > 0, written[at] - written[first] - 1, 0)  # ASCII: bytes are chars
-    heads = part.texts.str.head(pl.Series(head))
+    first, limit = counted.starts[over], limits[over]
+    base = counted.spent[first]
+    # its first word that does not fit: the first whose tokens and those before pass the
+    # limit (the running sums never fall: a search finds it)
+    at = np.searchsorted(counted.spent, base + limit, side="right") - 1
+    kept, before = at - first, counted.spent[at] - base
+    head = np.where(kept > 0, counted.written[at] - counted.written[first] - 1, 0)  # ASCII
+    heads = counted.texts.gather(over).str.head(pl.Series(head))
     spaced = heads.str.strip_chars_end(" ").str.contains(" ", literal=True).to_numpy()
-    empty = (kept == 0) | ((before[at] == limits[over]) & ~spaced)
+    empty = (kept == 0) | ((before == limit) & ~spaced)
     shorter = heads.str.strip_chars_end(" ,;:").scatter(np.flatnonzero(empty), "")
     whole_words = (shorter.str.len_bytes() == heads.str.len_bytes()).to_numpy()
-    counts[over] = np.where(empty, 0, np.where(whole_words, before[at], -1))
+    counts[over] = np.where(empty, 0, np.where(whole_words, before, -1))
     return out.scatter(over, shorter), counts
 
 
