@@ -3,9 +3,11 @@ priority, implied-tag pruning, and the e621 tags table used without being asked 
 
 from __future__ import annotations
 
+import gc
 import gzip
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import lru_cache
 from itertools import pairwise
@@ -14,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from e6ingest.captions import CaptionSpec, build_captions
+from e6ingest.captions import CaptionSpec, build_captions, session
 from e6ingest.captions.implications import close_transitively, prune_implied
-from e6ingest.captions.session import Captioning
+from e6ingest.captions.session import Captioning, TextTokens
 from e6ingest.captions.tokens import (
     VOCAB_FILE,
     count_tokens,
@@ -143,6 +145,39 @@ def test_word_counts_of_some_texts_equal_those_counted_alone():
             assert counts.tolist() == counts_alone.tolist()
         cut_at_words(counted, np.zeros(61, np.int64))  # a cut leaves the texts cut from as they are
         assert counted.texts.to_list() == [*texts, ""]
+
+
+def test_text_tokens_count_each_text_once_across_calls_and_threads(monkeypatch):
+    """``TextTokens`` against the tokenizer: each distinct text counted once over calls
+    (the calls' own columns gone in between), right from several threads at once, and
+    right again after its table, grown past ``TEXTS_KEPT``, starts afresh."""
+    asked: list[str] = []
+
+    def count(texts: list[str]) -> list[int]:
+        asked.extend(texts)
+        return count_tokens(texts)
+
+    tokens = TextTokens(count)
+    first = pl.Series(["cat", "a fox", "rokazu", "cat", ""])
+    assert tokens.of(first).tolist() == count_tokens(first.to_list())
+    del first
+    gc.collect()
+    second = pl.Series(["rokazu", "zebra", "a fox", "Pokémon &amp; co"])
+    assert tokens.of(second).tolist() == count_tokens(second.to_list())
+    assert sorted(asked) == sorted(["cat", "a fox", "rokazu", "", "zebra", "Pokémon &amp; co"])
+    rng = random.Random(3)
+    words = [f"w{i}x" for i in range(300)]
+    batches = [pl.Series(rng.choices(words, k=400)) for _ in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(tokens.of, batches))
+    for batch, result in zip(batches, results, strict=True):
+        assert result.tolist() == count_tokens(batch.to_list())
+    seen = len(asked)
+    tokens.of(pl.concat([second, *batches]))  # all met before: none counted again
+    assert len(asked) == seen
+    monkeypatch.setattr(session, "TEXTS_KEPT", 50)
+    for batch in batches[:3]:  # past 50 texts: a fresh table, and the same counts
+        assert tokens.of(batch).tolist() == count_tokens(batch.to_list())
 
 
 # -- the budget ----------------------------------------------------------------------------

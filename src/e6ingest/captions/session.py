@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -28,10 +28,65 @@ from e6ingest.captions.tokens import (
 )
 from e6ingest.core import available_cores
 
-COST_CACHE_SIZE = 2_000_000  # distinct texts whose token counts are kept
+TEXTS_KEPT = 2_000_000  # distinct texts whose token counts are kept; past it, kept anew
 _NONE = np.zeros(0, np.int64)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class TextTokens:
+    """The CLIP tokens of texts, each distinct text counted once (by ``count``, given the
+    texts not seen before) for as long as the object lives. The texts are numbered by a
+    polars categories mapping of the object's own, which grows as new texts come: a batch's
+    texts are looked up by one cast, no table hashed again for each batch. Each number's
+    tokens are kept in an array. Any thread may call :meth:`of` (two threads meeting a new
+    text at once may both count it)."""
+
+    def __init__(self, count: Callable[[list[str]], list[int]]) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+        self._kind, self._tokens, self._anchor = _fresh_numbering()
+
+    def of(self, texts: pl.Series) -> np.ndarray:
+        """The tokens of each of ``texts`` (none missing)."""
+        with self._lock:
+            kind, tokens = self._kind, self._tokens
+        numbers = texts.cast(kind).to_physical().cast(pl.Int64).to_numpy()
+        found = np.full(len(numbers), -1, np.int64)
+        known = numbers < len(tokens)
+        found[known] = tokens[numbers[known]]  # -1 where another thread is counting it
+        missing = np.flatnonzero(found < 0)
+        if not len(missing):
+            return found
+        new, first, back = np.unique(numbers[missing], return_index=True, return_inverse=True)
+        counted = np.asarray(self._count(texts.gather(missing[first]).to_list()), np.int64)
+        found[missing] = counted[back]
+        self._keep(kind, new, counted)
+        return found
+
+    def _keep(self, kind: pl.Categorical, numbers: np.ndarray, counted: np.ndarray) -> None:
+        """Keep the tokens of the texts of ``numbers`` (in ``kind``'s numbering): in place,
+        as an entry only ever goes from -1 to its count, or in a larger array."""
+        with self._lock:
+            if kind is not self._kind:  # the numbering was started afresh meanwhile
+                return
+            size = int(numbers.max()) + 1
+            if size > TEXTS_KEPT:
+                self._kind, self._tokens, self._anchor = _fresh_numbering()
+                return
+            if size > len(self._tokens):
+                grown = np.full(max(size, 2 * len(self._tokens)), -1, np.int64)
+                grown[: len(self._tokens)] = self._tokens
+                self._tokens = grown
+            self._tokens[numbers] = counted
+
+
+def _fresh_numbering() -> tuple[pl.Categorical, np.ndarray, pl.Series]:
+    """A categories mapping of its own, no tokens known, and an empty column of the
+    mapping's kind: polars keeps a mapping only while a column of its kind lives (else the
+    next cast numbers from 0 again)."""
+    kind = pl.Categorical(pl.Categories.random())
+    return kind, np.zeros(0, np.int64), pl.Series([], dtype=kind)
 
 
 class Captioning:
@@ -42,7 +97,8 @@ class Captioning:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = max(1, threads or available_cores())
         self._rules: dict[tuple[Hashable, ...], TagRules] = {}
-        self._tokens: dict[str, int] = {}
+        self._texts = TextTokens(count_tokens)  # by the tokenizer
+        self._words = TextTokens(self.word_tokens)  # words, by their pre-tokens
         self._text_costs: dict[tuple[TagRules, str], tuple[np.ndarray, np.ndarray]] = {}
         self._posts: dict[tuple[TagRules, int], tuple[pl.DataFrame, SortedTable, np.ndarray]] = {}
         self._text_lock = threading.Lock()
@@ -60,24 +116,9 @@ class Captioning:
                 self._rules[key] = TagRules(spec, aliases)
             return self._rules[key]
 
-    def counted(self, texts: list[str], count: Callable[[list[str]], list[int]]) -> list[int]:
-        """Per text: its CLIP tokens, each text counted once across batches (``count(texts)``
-        counts the ones not seen before)."""
-        known = self._tokens  # read once: threads share it
-        found = [known.get(t) for t in texts]
-        new = list(dict.fromkeys(t for t, c in zip(texts, found, strict=True) if c is None))
-        if not new:
-            return cast(list[int], found)  # none is None
-        counts = dict(zip(new, count(new), strict=True))
-        with self._lock:
-            if len(self._tokens) + len(new) > COST_CACHE_SIZE:
-                self._tokens = {}
-            self._tokens.update(counts)
-        return [counts[t] if c is None else c for t, c in zip(texts, found, strict=True)]
-
     def tokens(self, text: str) -> int:
         """The CLIP tokens of ``text``, counted once."""
-        return self.counted([text], count_tokens)[0]
+        return int(self._texts.of(pl.Series([text], dtype=pl.String))[0])
 
     def text_costs(self, rules: TagRules, mark: str) -> tuple[np.ndarray, np.ndarray]:
         """Per written text of ``rules`` (by number): its CLIP tokens alone and with
@@ -148,7 +189,7 @@ class Captioning:
         every = words.explode(empty_as_null=False, keep_nulls=False)
         size = every.str.len_bytes().cast(pl.Int64).to_numpy()
         lengths = words.list.len().cast(pl.Int64).to_numpy()
-        return WordCounts.of(texts, self._costs_of(every, self.word_tokens), size, lengths)
+        return WordCounts.of(texts, self._words.of(every), size, lengths)
 
     def word_tokens(self, words: Sequence[str]) -> list[int]:
         """The CLIP tokens of each word (a text without a space): the sum of CLIP's own
@@ -161,23 +202,11 @@ class Captioning:
         tokens[other] = count_tokens(series.gather(other).to_list())
         rows = np.flatnonzero(plain)
         pieces = series.gather(rows).to_frame("w").select(pre_tokens(pl.col("w")))["w"]
-        tokens[rows] = self._summed(pieces, count_tokens)
-        counts: list[int] = tokens.tolist()
-        return counts
-
-    def _summed(self, pieces: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
-        """Per list of ``pieces`` (texts), the sum of its pieces' tokens (:meth:`_costs_of`)."""
         every = pieces.explode(empty_as_null=False, keep_nulls=False)
         lengths = pieces.list.len().fill_null(0).cast(pl.Int64).to_numpy()
-        return per_text(self._costs_of(every, count), lengths)
-
-    def _costs_of(self, texts: pl.Series, count: Callable[[list[str]], list[int]]) -> np.ndarray:
-        """The tokens of each of ``texts``, each distinct one counted once (``count(texts)``
-        counts the ones not seen before)."""
-        distinct = texts.unique()
-        costs = self.counted(distinct.to_list(), count)
-        tokens = texts.replace_strict(distinct, pl.Series(costs, dtype=pl.Int64)).to_numpy()
-        return np.asarray(tokens, np.int64)
+        tokens[rows] = per_text(self._texts.of(every), lengths)
+        counts: list[int] = tokens.tolist()
+        return counts
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """``work`` over ``items`` on the threads, results in order (in this thread when
