@@ -1,13 +1,18 @@
-"""Strings numbered by hash: one number per distinct string, in the order first met."""
+"""Strings numbered as they are met: by hash (``StringNumbers``) and by a polars categories
+mapping (``Numbering``); one number per distinct string, in the order first met."""
 
 from __future__ import annotations
+
+import gc
+import random
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 import pytest
 
 from e6ingest.captions import lookup
-from e6ingest.captions.lookup import StringNumbers
+from e6ingest.captions.lookup import Numbering, StringNumbers
 
 
 def _number(numbers: StringNumbers, strings: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +116,36 @@ def test_an_old_table_still_answers_for_its_own_strings(monkeypatch):
         assert old.find(*numbers.hashes(old_words)).tolist() == [0, 1, 2]
         new = pl.Series([f"new_{batch}_{i}" for i in range(5)])
         assert old.find(*numbers.hashes(new)).tolist() == [-1] * 5
+
+
+def test_numbers_in_the_order_met_kept_across_batches():
+    """Each new string gets the next number where first met; a string met again, in a
+    later batch whose earlier columns are gone, keeps its number."""
+    numbering = Numbering()
+    first = numbering.numbers(pl.Series(["fox", "cat", "fox", ""]))
+    assert first.tolist() == [0, 1, 0, 2]
+    del first
+    gc.collect()
+    again = numbering.numbers(pl.Series(["owl", "", "cat", "owl", "Pokémon"]))
+    assert again.tolist() == [3, 2, 1, 3, 4]
+    assert numbering.numbers(pl.Series([], dtype=pl.String)).tolist() == []
+    assert Numbering().numbers(pl.Series(["cat"])).tolist() == [0]  # each its own
+
+
+def test_numbers_from_threads_are_one_per_string():
+    """Batches numbered by four threads at once: every string one number, no two strings
+    the same, and the same numbers when asked again."""
+    rng = random.Random(2)
+    words = [f"tag_{i}" for i in range(5000)]
+    batches = [rng.choices(words, k=3000) for _ in range(24)]
+    numbering = Numbering()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: numbering.numbers(pl.Series(b)), batches))
+    seen: dict[str, int] = {}
+    for batch, numbers in zip(batches, results, strict=True):
+        for word, number in zip(batch, numbers.tolist(), strict=True):
+            assert seen.setdefault(word, number) == number
+    assert len(set(seen.values())) == len(seen)
+    assert sorted(seen.values()) == list(range(len(seen)))
+    for batch, numbers in zip(batches, results, strict=True):
+        assert numbering.numbers(pl.Series(batch)).tolist() == numbers.tolist()

@@ -1,4 +1,5 @@
-"""Distinct strings numbered in the order they are met, found again by hash.
+"""Distinct strings numbered in the order they are met, found again by hash
+(:class:`StringNumbers`) or by a polars categories mapping (:class:`Numbering`).
 
 A batch of tags is hashed twice by polars (two 64-bit hashes with seeds drawn per
 :class:`StringNumbers`, so no input can be made to collide on purpose) and each hash pair
@@ -160,6 +161,25 @@ class StringNumbers:
     def publish(self, table: Table) -> None:
         """Put ``table`` (from :meth:`number`) in place for every later lookup."""
         self.table = table
+
+
+class Numbering:
+    """Distinct strings numbered 0, 1, ... as they are met, by a polars categories mapping of
+    the object's own that grows as new strings come: a batch is numbered by one cast, from
+    any thread, and no table is hashed again for each batch. A number never changes. (For
+    the tags, whose numbers the rules are kept by, :class:`StringNumbers` measured faster
+    with two threads: ``benchmarks/RESULTS.md``.)"""
+
+    def __init__(self) -> None:
+        self._kind = pl.Categorical(pl.Categories.random())
+        # polars keeps a mapping only while a column of its kind lives (else the next cast
+        # numbers from 0 again): an empty one lives as long as this object
+        self._anchor = pl.Series([], dtype=self._kind)
+
+    def numbers(self, strings: pl.Series) -> np.ndarray:
+        """The number of each of ``strings`` (none missing), new ones numbered now."""
+        numbers: np.ndarray = strings.cast(self._kind).to_physical().cast(pl.Int64).to_numpy()
+        return numbers
 
 
 class SortedTable:

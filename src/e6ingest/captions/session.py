@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from e6ingest.captions.codes import TagRules
-from e6ingest.captions.lookup import SortedTable
+from e6ingest.captions.lookup import Numbering, SortedTable
 from e6ingest.captions.spec import CaptionSpec
 from e6ingest.captions.tokens import (
     PLAIN_TEXT,
@@ -36,22 +36,20 @@ Result = TypeVar("Result")
 
 class TextTokens:
     """The CLIP tokens of texts, each distinct text counted once (by ``count``, given the
-    texts not seen before) for as long as the object lives. The texts are numbered by a
-    polars categories mapping of the object's own, which grows as new texts come: a batch's
-    texts are looked up by one cast, no table hashed again for each batch. Each number's
-    tokens are kept in an array. Any thread may call :meth:`of` (two threads meeting a new
-    text at once may both count it)."""
+    texts not seen before) for as long as the object lives: the texts are numbered as they
+    come (:class:`~.lookup.Numbering`), and each number's tokens kept in an array. Any
+    thread may call :meth:`of` (two threads meeting a new text at once may both count it)."""
 
     def __init__(self, count: Callable[[list[str]], list[int]]) -> None:
         self._count = count
         self._lock = threading.Lock()
-        self._kind, self._tokens, self._anchor = _fresh_numbering()
+        self._numbering, self._tokens = Numbering(), _NONE
 
     def of(self, texts: pl.Series) -> np.ndarray:
         """The tokens of each of ``texts`` (none missing)."""
         with self._lock:
-            kind, tokens = self._kind, self._tokens
-        numbers = texts.cast(kind).to_physical().cast(pl.Int64).to_numpy()
+            numbering, tokens = self._numbering, self._tokens
+        numbers = numbering.numbers(texts)
         found = np.full(len(numbers), -1, np.int64)
         known = numbers < len(tokens)
         found[known] = tokens[numbers[known]]  # -1 where another thread is counting it
@@ -61,32 +59,25 @@ class TextTokens:
         new, first, back = np.unique(numbers[missing], return_index=True, return_inverse=True)
         counted = np.asarray(self._count(texts.gather(missing[first]).to_list()), np.int64)
         found[missing] = counted[back]
-        self._keep(kind, new, counted)
+        self._keep(numbering, new, counted)
         return found
 
-    def _keep(self, kind: pl.Categorical, numbers: np.ndarray, counted: np.ndarray) -> None:
-        """Keep the tokens of the texts of ``numbers`` (in ``kind``'s numbering): in place,
-        as an entry only ever goes from -1 to its count, or in a larger array."""
+    def _keep(self, numbering: Numbering, numbers: np.ndarray, counted: np.ndarray) -> None:
+        """Keep the tokens of the texts of ``numbers`` (in ``numbering``): in place, as an
+        entry only ever goes from -1 to its count, or in a larger array; past
+        ``TEXTS_KEPT`` texts, numbering starts afresh."""
         with self._lock:
-            if kind is not self._kind:  # the numbering was started afresh meanwhile
+            if numbering is not self._numbering:  # started afresh meanwhile
                 return
             size = int(numbers.max()) + 1
             if size > TEXTS_KEPT:
-                self._kind, self._tokens, self._anchor = _fresh_numbering()
+                self._numbering, self._tokens = Numbering(), _NONE
                 return
             if size > len(self._tokens):
                 grown = np.full(max(size, 2 * len(self._tokens)), -1, np.int64)
                 grown[: len(self._tokens)] = self._tokens
                 self._tokens = grown
             self._tokens[numbers] = counted
-
-
-def _fresh_numbering() -> tuple[pl.Categorical, np.ndarray, pl.Series]:
-    """A categories mapping of its own, no tokens known, and an empty column of the
-    mapping's kind: polars keeps a mapping only while a column of its kind lives (else the
-    next cast numbers from 0 again)."""
-    kind = pl.Categorical(pl.Categories.random())
-    return kind, np.zeros(0, np.int64), pl.Series([], dtype=kind)
 
 
 class Captioning:
