@@ -151,6 +151,8 @@ DATA_VERSION = 2  # made again when what generate() makes changes
 
 
 GENERATED = ("posts.parquet", "nl.parquet", "export.parquet", "vocabulary.parquet")
+# what its runs write there: replaced, or removed, run after run
+WRITTEN = ("captions.jsonl", "captions-loop.jsonl", "cache-c", "cache-d")
 
 
 MARK = "made by e6ingest benchmarks/captions_bench.py\n"  # what its .done files hold
@@ -166,13 +168,14 @@ def _ours(path: Path) -> bool:
 
 def prepare(data: Path, posts: int) -> None:
     """The generated files for ``posts`` posts in ``data``, made unless made before. Files
-    of those names are replaced only in a folder where this benchmark left its marker (a
-    ``posts-*.done`` holding :data:`MARK`); elsewhere it stops, naming the first."""
+    of those names, and those its runs write (:data:`WRITTEN`), are replaced only in a
+    folder where this benchmark left its marker (a ``posts-*.done`` holding :data:`MARK`);
+    elsewhere it stops, naming the first."""
     done = data / f"posts-{posts}-v{DATA_VERSION}.done"
     if _ours(done):
         return
     markers = [m for m in data.glob("posts-*.done") if _ours(m)]
-    for name in (*GENERATED, done.name):
+    for name in (*GENERATED, *WRITTEN, done.name):
         if (data / name).exists() and not markers:
             sys.exit(f"{data / name}: not made by this benchmark; give --data an empty folder")
     print(f"generating {posts:,} posts in {data} ...", flush=True)
