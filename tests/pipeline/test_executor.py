@@ -3,7 +3,9 @@ and a run stopped early leaves no worker process behind."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 import time
 
 import pytest
@@ -86,3 +88,30 @@ def test_a_run_stopped_early_kills_its_workers():
     while _alive(first) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(first)
+
+
+def hold_write_lock(queue) -> None:
+    queue._wlock.acquire()  # what a worker killed while sending a count leaves behind
+    time.sleep(60)
+
+
+def _interrupted_with_a_dead_sender(received: list) -> None:
+    channel = LocalExecutor(2).progress_channel(lambda w, f: received.append((w, f)))
+    with pytest.raises(KeyboardInterrupt), channel as queue:
+        worker = multiprocessing.get_context("spawn").Process(target=hold_write_lock, args=(queue,))
+        worker.start()
+        while queue._wlock.acquire(timeout=0.05):  # until the worker holds it
+            queue._wlock.release()
+            time.sleep(0.05)
+        worker.kill()
+        worker.join()
+        raise KeyboardInterrupt
+
+
+def test_a_channel_left_by_an_interrupt_does_not_wait_for_a_killed_worker():
+    received: list = []
+    run = threading.Thread(target=_interrupted_with_a_dead_sender, args=(received,), daemon=True)
+    run.start()
+    run.join(30)
+    assert not run.is_alive(), "the channel waited for a worker that was killed while sending"
+    assert received == []

@@ -63,22 +63,32 @@ def flush_posts() -> None:
 
 class ProgressChannel:
     """The driver's end: a queue that worker processes send counts to (handed to them at
-    their start), read by a thread calling ``receive(written, failed)``."""
+    their start), read by a thread calling ``receive(written, failed)``.
+
+    Left normally (every worker ended), it reads every count sent before it closes. Left by
+    an exception (an interrupted or failed run, whose workers were killed), it stops at
+    once: a worker killed while sending holds the queue's write lock for good, so nothing
+    more is sent on the queue or waited for, and counts still arriving are dropped."""
 
     def __init__(self, receive: Send):
         self.receive = receive
         self.queue = multiprocessing.get_context("spawn").Queue()
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._read, name="e6ingest-progress", daemon=True)
 
     def _read(self) -> None:
         while (item := self.queue.get()) is not None:
-            self.receive(*item)
+            if not self._stopped.is_set():
+                self.receive(*item)
 
     def __enter__(self) -> ProgressChannel:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, failure: type[BaseException] | None, *exc: object) -> None:
+        if failure is not None:
+            self._stopped.set()  # the reading thread is a daemon, blocked on a dead queue
+            return
         self.queue.put(None)  # after every count sent before it
         self._thread.join()
         self.queue.close()
