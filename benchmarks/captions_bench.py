@@ -35,9 +35,11 @@ metadata file (``tag_string``), (a) the loop over it, writing a JSON line (id, c
 per post, (c) ``e6ingest captions --metadata
 FILE --nl-captions nl.parquet --out captions.jsonl`` (process start, reading, the tag index
 and writing included) in a fresh cache, and (d) the same again, its tag index built.
+With ``--no-nl`` as well, both without the NL captions: the loop joins the tags alone and
+the command is ``e6ingest captions --metadata FILE --out captions.jsonl``.
 
     python benchmarks/captions_bench.py [--posts 5000000] [--data DIR] [--max-tokens 75]
-                                        [--repeat 3] [--variants] [--cli]
+                                        [--repeat 3] [--variants] [--cli [--no-nl]]
 """
 
 from __future__ import annotations
@@ -224,9 +226,9 @@ def vocabulary_file(data: Path) -> Path:
     return path
 
 
-def run_users(data: Path, export: bool = False) -> list[str]:
+def run_users(data: Path, export: bool = False, nl: bool = True) -> list[str]:
     """(a) The loop people write today (over the export file's ``tag_string`` with
-    ``export``)."""
+    ``export``; the tags alone without ``nl``)."""
     import re
 
     import pandas as pd
@@ -234,7 +236,7 @@ def run_users(data: Path, export: bool = False) -> list[str]:
     letter = re.compile("[A-Za-z]")
     newlines = re.compile(r"[\r\n]+")
     blacklist = set(BLACKLIST)
-    nl_frame = pd.read_parquet(data / "nl.parquet")
+    nl_frame = pd.read_parquet(data / "nl.parquet") if nl else pd.DataFrame()
     nl_text = {}
     for row in nl_frame.itertuples(index=False):
         if row.response_finish_reason != "STOP":
@@ -265,14 +267,17 @@ def run_users(data: Path, export: bool = False) -> list[str]:
     return captions
 
 
-def run_cli(data: Path, cache: Path, max_tokens: int = 0) -> tuple[float, list[str]]:
+def run_cli(
+    data: Path, cache: Path, max_tokens: int = 0, nl: bool = True
+) -> tuple[float, list[str]]:
     """(c)/(d) ``e6ingest captions`` as users run it, in its own process: its seconds
     (process start to exit) and the captions it wrote (read back after the clock)."""
     out = data / "captions.jsonl"
     out.unlink(missing_ok=True)
     cmd = ["e6ingest", "captions", "--metadata", str(data / "export.parquet"),
-           "--nl-captions", str(data / "nl.parquet"), "--merge", "tags+nl",
            "--meta-filter", "", "--blacklist", ",".join(BLACKLIST), "--out", str(out)]  # fmt: skip
+    if nl:
+        cmd += ["--nl-captions", str(data / "nl.parquet"), "--merge", "tags+nl"]
     if max_tokens:
         cmd += ["--max-tokens", str(max_tokens)]
     env = {**os.environ, "E6INGEST_CACHE": str(cache)}
@@ -347,17 +352,17 @@ def _peak_mb() -> float:
     return 0.0
 
 
-def child(which: str, data: Path, max_tokens: int, variants: str = "") -> None:
+def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool = True) -> None:
     # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
     # generated the posts): its own peak is VmHWM, reset here.
     Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     if which in ("a", "a'"):
-        captions = run_users(data, export=which == "a'")
+        captions = run_users(data, export=which == "a'", nl=nl)
         if which == "a'":  # as the CLI does: the captions written to a file
             write_jsonl(captions, data)
     elif which in ("c", "d"):
-        cli_seconds, captions = run_cli(data, data / f"cache-{which}", max_tokens)
+        cli_seconds, captions = run_cli(data, data / f"cache-{which}", max_tokens, nl)
     else:
         captions = run_e6ingest(data, max_tokens, variants=VARIANTS.get(variants, ()))
     seconds = time.perf_counter() - start
@@ -413,14 +418,14 @@ def build_index(data: Path, cache: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True, env=env)
 
 
-def _run_side(which: str, data: Path, max_tokens: int) -> dict:
+def _run_side(which: str, data: Path, max_tokens: int, nl: bool = True) -> dict:
     if which == "c":  # a fresh cache every time: the first question on new metadata
         import shutil
 
         shutil.rmtree(data / "cache-c", ignore_errors=True)
     os.sync()  # the side before wrote its captions: none pays for another's writeback
     cmd = [sys.executable, __file__, "--child", which, "--data", str(data),
-           "--max-tokens", str(max_tokens)]  # fmt: skip
+           "--max-tokens", str(max_tokens), *([] if nl else ["--no-nl"])]  # fmt: skip
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout)
 
@@ -433,12 +438,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side (median kept)")
     parser.add_argument("--variants", action="store_true", help="also (b) with variants")
     parser.add_argument("--cli", action="store_true", help="the captions command, end to end")
+    parser.add_argument("--no-nl", action="store_true", help="with --cli: no NL captions")
     parser.add_argument("--child", choices=tuple(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_nl and not (args.cli or args.child in ("a'", "c", "d")):
+        parser.error("--no-nl is a case of --cli")
     data = Path(args.data or tempfile.mkdtemp(prefix="captions-bench-"))
     if args.child:
         child("b" if args.child in VARIANTS else args.child, data, args.max_tokens,
-              variants=args.child)  # fmt: skip
+              variants=args.child, nl=not args.no_nl)  # fmt: skip
         return
     data.mkdir(parents=True, exist_ok=True)
     prepare(data, args.posts)
@@ -451,9 +459,10 @@ def main() -> None:
     runs: dict[str, list[dict]] = {w: [] for w in sides}
     for _ in range(args.repeat):  # alternated, so every side meets the same machine
         for which in sides:
-            runs[which].append(_run_side(which, data, args.max_tokens))
+            runs[which].append(_run_side(which, data, args.max_tokens, not args.no_nl))
     summary = {w: _summary(runs[w]) for w in sides}
-    print(f"posts: {args.posts:,}, NL captions for 60%; {args.repeat} runs each, alternated")
+    nl = "none used" if args.no_nl else "NL captions for 60%"
+    print(f"posts: {args.posts:,}, {nl}; {args.repeat} runs each, alternated")
     print("| run | seconds (median) | min - max | posts/s | peak memory (max) |")
     print("|---|---|---|---|---|")
     for which, r in summary.items():
@@ -463,7 +472,7 @@ def main() -> None:
     print()
     for which, r in summary.items():
         if which not in ("a", "a'"):
-            print(f"{SIDES[which]}: {loop['seconds'] / r['seconds']:.1f}x the loop (medians), "
+            print(f"{SIDES[which]}: {loop['seconds'] / r['seconds']:.2f}x the loop (medians), "
                   f"{r['peak_mb'] / loop['peak_mb']:.2f}x its peak memory")  # fmt: skip
     for which in ("v", "w") if args.variants else ():
         print(f"{SIDES[which][4:]}: {summary[which]['seconds'] / summary['b']['seconds']:.2f}x "
