@@ -115,3 +115,4 @@ def test_a_channel_left_by_an_interrupt_does_not_wait_for_a_killed_worker():
     run.join(30)
     assert not run.is_alive(), "the channel waited for a worker that was killed while sending"
     assert received == []
+    assert "e6ingest-progress" not in [t.name for t in threading.enumerate()]  # nothing left

@@ -8,12 +8,14 @@ when the task runs in the driver. The driver turns them into ``posts`` events.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable
 
 Send = Callable[[int, int], None]  # (written, failed) since the last send
 SEND_EVERY_SECONDS = 0.2
+READ_POLL_SECONDS = 0.1  # how soon the driver's reading thread sees a stop
 
 
 class PostCounter:
@@ -68,7 +70,8 @@ class ProgressChannel:
     Left normally (every worker ended), it reads every count sent before it closes. Left by
     an exception (an interrupted or failed run, whose workers were killed), it stops at
     once: a worker killed while sending holds the queue's write lock for good, so nothing
-    more is sent on the queue or waited for, and counts still arriving are dropped."""
+    more is sent on the queue or waited for; the reading thread sees the stop within
+    ``READ_POLL_SECONDS`` and counts still arriving are dropped."""
 
     def __init__(self, receive: Send):
         self.receive = receive
@@ -77,9 +80,14 @@ class ProgressChannel:
         self._thread = threading.Thread(target=self._read, name="e6ingest-progress", daemon=True)
 
     def _read(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if not self._stopped.is_set():
-                self.receive(*item)
+        while not self._stopped.is_set():
+            try:
+                item = self.queue.get(timeout=READ_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            self.receive(*item)
 
     def __enter__(self) -> ProgressChannel:
         self._thread.start()
@@ -87,7 +95,8 @@ class ProgressChannel:
 
     def __exit__(self, failure: type[BaseException] | None, *exc: object) -> None:
         if failure is not None:
-            self._stopped.set()  # the reading thread is a daemon, blocked on a dead queue
+            self._stopped.set()
+            self._thread.join(READ_POLL_SECONDS * 5)
             return
         self.queue.put(None)  # after every count sent before it
         self._thread.join()
