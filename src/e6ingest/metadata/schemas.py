@@ -339,7 +339,8 @@ def rows_left_out(path: str | Path) -> np.ndarray:
     """The row numbers of a metadata file that are no post of their own: those without
     an id (missing, or no whole number), and those whose id comes again in a later row (a
     post is its last row, never a blend of several); read from the id column alone, none
-    when the ids rise, as the exports' do."""
+    when the ids rise, as the exports' do. That is checked first without holding the ids
+    in memory; only a file whose ids do not rise has them read again, to find its rows."""
     lf = pl.scan_parquet(path)
     try:
         id_ = post_id(lf.collect_schema())
