@@ -62,19 +62,24 @@ def test_posts_with_variants_are_planned_fewer_at_a_time_and_alike(demo_root, tm
 @pytest.mark.parametrize("query", ["", "solo"])
 def test_a_sample_plans_the_rows_a_full_run_plans_for_its_posts(demo_root, tmp_path, query):
     """A sample reads only its posts' rows, yet each is planned as the full run plans it
-    (quality tags from the whole selection's scores), and it is the sample Subset picks."""
+    (quality tags from the whole selection's scores), and it is the sample Subset picks:
+    read at once when it is planned in one part, streamed to disk when in several."""
     metadata = dataset.load_metadata("e621", mirror=demo_root)
     selection = selection_query(query, ("e", "q", "s"))
     spec = CaptionSpec(quality_tag=True, rating_tag=True)
+    sample = Subset(sample=40, seed=5)
     plans = {}
-    for name, subset in (("full", Subset()), ("sample", Subset(sample=40, seed=5))):
+    for name, subset, batch_rows in (("full", Subset(), 10**9), ("sample", sample, 10**9),
+                                     ("batched", sample, 12)):  # fmt: skip
         path = tmp_path / f"{name}.parquet"
-        write_plan(metadata, PlanRequest(selection, 50, SOURCE_SHARDS, spec, subset=subset), path)
-        plans[name] = pl.read_parquet(path).drop("shard", "position")
-    full, sample = plans["full"], plans["sample"]
-    picked = Subset(sample=40, seed=5).pick(selection.apply(metadata)).collect()["id"]
-    assert sample.height == 40 and set(sample["id"]) == set(picked)
-    assert sample.sort("id").equals(full.filter(pl.col("id").is_in(picked.implode())).sort("id"))
+        request = PlanRequest(selection, 50, SOURCE_SHARDS, spec, subset=subset,
+                              batch_rows=batch_rows)  # fmt: skip
+        write_plan(metadata, request, path)
+        plans[name] = pl.read_parquet(path).drop("shard", "position").sort("id")
+    picked = sample.pick(selection.apply(metadata)).collect()["id"]
+    assert plans["sample"].height == 40 and set(plans["sample"]["id"]) == set(picked)
+    assert plans["sample"].equals(plans["full"].filter(pl.col("id").is_in(picked.implode())))
+    assert plans["batched"].equals(plans["sample"])
 
 
 def test_empty_selection_gives_an_empty_plan(small_demo, tmp_path):

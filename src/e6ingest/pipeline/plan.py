@@ -158,12 +158,14 @@ def _select(
         return _selected_keys(pl.scan_parquet(selection_file), request)
     keys, kept = _selected_keys(request.query.apply(metadata), request)
     chosen = metadata.filter(pl.col("id").is_in(kept.implode())).select(columns)
-    chosen.sink_parquet(
-        selection_file,
-        engine="streaming",
-        row_group_size=SINK_ROW_GROUP,
-        compression=SINK_COMPRESSION,
-    )
+    if len(kept) > posts_per_batch(request.batch_rows, request.caption):
+        chosen.sink_parquet(selection_file, row_group_size=SINK_ROW_GROUP,
+                            compression=SINK_COMPRESSION, engine="streaming")  # fmt: skip
+        return keys, kept
+    # planned as one part, read whole anyway: the in-memory engine reads rows scattered
+    # over the file sooner (the canonical columns made once, not once a row group)
+    frame = chosen.collect(engine="in-memory")
+    frame.write_parquet(selection_file, row_group_size=SINK_ROW_GROUP, compression=SINK_COMPRESSION)
     return keys, kept
 
 
