@@ -9,10 +9,11 @@ parquet. Then, each in its own process, from the same files:
 
 (a) what users run today: pandas ``itertuples``, a per-row Python split, rewrite and join,
     NL texts looked up in a dict built from the captions file;
-(b) e6ingest: the posts read by polars a batch of rows at a time (as planning reads each
-    part of its selection), the tags split into lists by the e621 schema's ``split_tags``
-    in polars' streaming engine (as planning's selection is split and written),
-    ``read_nl_captions`` and ``build_captions`` with the equivalent spec (e621 order,
+(b) e6ingest: the posts split into part files of the rows planning captions at once, as
+    planning splits its selection (before the clock starts), then each part read whole by
+    polars, as planning reads its parts, the tags split into lists by the e621 schema's
+    ``split_tags`` in polars' streaming engine (as planning's selection is split and
+    written), ``read_nl_captions`` and ``build_captions`` with the equivalent spec (e621 order,
     underscores to spaces keeping emoticons, a blacklist, dedupe, ``tags+nl``); the
     captions stay a polars column, as planning keeps them.
 
@@ -49,6 +50,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -287,24 +289,46 @@ def run_cli(
     return seconds, pl.read_ndjson(out)["caption"].to_list()
 
 
-def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
-                 variants: tuple[str, ...] = ()) -> pl.Series:  # fmt: skip
-    """(b) e6ingest's bulk path with the equivalent spec, over the posts file a part at a
-    time, as planning and ``captions --out`` read and caption them (``PLAN_BATCH_ROWS``
-    captions: fewer posts with variants), each part read by polars; the captions stay a
-    polars column, as planning keeps them (it writes them to the plan, never to Python
-    strings). A budget keeps the rarest tags first, by the posts' tag counts
-    (:func:`vocabulary_file`), as the command does."""
-    from e6ingest.captions import CaptionSpec, read_nl_captions
-    from e6ingest.captions.session import Captioning
-    from e6ingest.captions.variants import posts_per_batch, variant_rarity, with_variants
-    from e6ingest.metadata.schemas import split_tags
+def bench_spec(data: Path, max_tokens: int = 0, variants: tuple[str, ...] = ()):
+    """(b)'s caption spec, equivalent to what the loop does (and a budget, variants)."""
+    from e6ingest.captions import CaptionSpec
 
-    spec = CaptionSpec(
+    return CaptionSpec(
         blacklist=BLACKLIST, meta_filter=(), merge="tags+nl",
         nl_captions=(str(data / "nl.parquet"),), max_tokens=max_tokens,
         variants=variants,
     )  # fmt: skip
+
+
+def part_files(data: Path, spec, batch_rows: int = 250_000) -> list[Path]:
+    """The posts file split into parts of the rows planning captions at once
+    (``PLAN_BATCH_ROWS`` captions: fewer posts with variants), a file each in a new folder
+    of ``data``, as planning splits its selection (``pipeline.plan.partition``) before it
+    reads each part whole."""
+    from e6ingest.captions.variants import posts_per_batch
+
+    folder = Path(tempfile.mkdtemp(prefix="parts-", dir=data))  # removed by the caller
+    part = posts_per_batch(batch_rows, spec)
+    posts = pl.scan_parquet(data / "posts.parquet").collect_batches(chunk_size=part)
+    files = []
+    for i, batch in enumerate(posts):
+        files.append(folder / f"part{i:04d}.parquet")
+        batch.write_parquet(files[-1])
+    return files
+
+
+def run_e6ingest(data: Path, spec, parts: list[Path]) -> pl.Series:
+    """(b) e6ingest's bulk path with ``spec`` (:func:`bench_spec`), over the posts a part
+    at a time (:func:`part_files`), as planning and ``captions --out`` read and caption
+    them, each part file read whole by polars; the captions stay a polars column, as
+    planning keeps them (it writes them to the plan, never to Python strings). A budget
+    keeps the rarest tags first, by the posts' tag counts (:func:`vocabulary_file`), as
+    the command does."""
+    from e6ingest.captions import CaptionSpec, read_nl_captions
+    from e6ingest.captions.session import Captioning
+    from e6ingest.captions.variants import variant_rarity, with_variants
+    from e6ingest.metadata.schemas import split_tags
+
     read: dict[tuple[object, ...], pl.DataFrame | None] = {}
 
     def nl(variant: CaptionSpec) -> pl.DataFrame | None:
@@ -318,13 +342,9 @@ def run_e6ingest(data: Path, max_tokens: int = 0, batch_rows: int = 250_000,
     rarity = variant_rarity(pl.read_parquet(data / "vocabulary.parquet"), spec)
     captioning = Captioning()
     captions: list[pl.Series] = []
-    posts_file = pl.scan_parquet(data / "posts.parquet")
-    rows = posts_file.select(pl.len()).collect().item()
-    part = posts_per_batch(batch_rows, spec)  # as planning parts its selection
-    for start in range(0, rows, part):
+    for part in parts:
         posts = (
-            posts_file.slice(start, part)
-            .collect()
+            pl.read_parquet(part)
             .lazy()
             .with_columns(split_tags(f"tag_string_{c}").alias(f"tags_{c}") for c in ORDER)
             .drop(f"tag_string_{c}" for c in ORDER)
@@ -355,6 +375,9 @@ def _peak_mb() -> float:
 def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool = True) -> None:
     # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
     # generated the posts): its own peak is VmHWM, reset here.
+    if which not in ("a", "a'", "c", "d"):  # split as planning splits, before the clock
+        spec = bench_spec(data, max_tokens, VARIANTS.get(variants, ()))
+        parts = part_files(data, spec)
     Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     if which in ("a", "a'"):
@@ -364,7 +387,8 @@ def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool 
     elif which in ("c", "d"):
         cli_seconds, captions = run_cli(data, data / f"cache-{which}", max_tokens, nl)
     else:
-        captions = run_e6ingest(data, max_tokens, variants=VARIANTS.get(variants, ()))
+        captions = run_e6ingest(data, spec, parts)
+        shutil.rmtree(parts[0].parent)
     seconds = time.perf_counter() - start
     if which in ("c", "d"):  # the command alone: reading its file back is the check's
         seconds = cli_seconds
@@ -420,8 +444,6 @@ def build_index(data: Path, cache: Path) -> None:
 
 def _run_side(which: str, data: Path, max_tokens: int, nl: bool = True) -> dict:
     if which == "c":  # a fresh cache every time: the first question on new metadata
-        import shutil
-
         shutil.rmtree(data / "cache-c", ignore_errors=True)
     os.sync()  # the side before wrote its captions: none pays for another's writeback
     cmd = [sys.executable, __file__, "--child", which, "--data", str(data),
