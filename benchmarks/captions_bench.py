@@ -300,14 +300,13 @@ def bench_spec(data: Path, max_tokens: int = 0, variants: tuple[str, ...] = ()):
     )  # fmt: skip
 
 
-def part_files(data: Path, spec, batch_rows: int = 250_000) -> list[Path]:
+def part_files(data: Path, spec, folder: Path, batch_rows: int = 250_000) -> list[Path]:
     """The posts file split into parts of the rows planning captions at once
-    (``PLAN_BATCH_ROWS`` captions: fewer posts with variants), a file each in a new folder
-    of ``data``, as planning splits its selection (``pipeline.plan.partition``) before it
-    reads each part whole."""
+    (``PLAN_BATCH_ROWS`` captions: fewer posts with variants), a file each in ``folder``,
+    as planning splits its selection (``pipeline.plan.partition``) before it reads each
+    part whole."""
     from e6ingest.captions.variants import posts_per_batch
 
-    folder = Path(tempfile.mkdtemp(prefix="parts-", dir=data))  # removed by the caller
     part = posts_per_batch(batch_rows, spec)
     posts = pl.scan_parquet(data / "posts.parquet").collect_batches(chunk_size=part)
     files = []
@@ -373,11 +372,12 @@ def _peak_mb() -> float:
 
 
 def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool = True) -> None:
-    # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
-    # generated the posts): its own peak is VmHWM, reset here.
     if which not in ("a", "a'", "c", "d"):  # split as planning splits, before the clock
         spec = bench_spec(data, max_tokens, VARIANTS.get(variants, ()))
-        parts = part_files(data, spec)
+        folder = Path(tempfile.mkdtemp(prefix="parts-", dir=data))
+        parts = part_files(data, spec, folder)
+    # A child's ru_maxrss keeps the parent's size at fork (the parent may have just
+    # generated the posts): its own peak is VmHWM, reset here.
     Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     if which in ("a", "a'"):
@@ -388,8 +388,9 @@ def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool 
         cli_seconds, captions = run_cli(data, data / f"cache-{which}", max_tokens, nl)
     else:
         captions = run_e6ingest(data, spec, parts)
-        shutil.rmtree(parts[0].parent)
     seconds = time.perf_counter() - start
+    if which not in ("a", "a'", "c", "d"):
+        shutil.rmtree(folder)
     if which in ("c", "d"):  # the command alone: reading its file back is the check's
         seconds = cli_seconds
     if which in ("c", "d"):  # the CLI's process, forked from this small one
