@@ -390,7 +390,7 @@ def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool 
         captions = run_e6ingest(data, spec, parts)
     seconds = time.perf_counter() - start
     if which not in ("a", "a'", "c", "d"):
-        shutil.rmtree(folder)
+        shutil.rmtree(folder)  # the fresh folder made above: its part files alone
     if which in ("c", "d"):  # the command alone: reading its file back is the check's
         seconds = cli_seconds
     if which in ("c", "d"):  # the CLI's process, forked from this small one
