@@ -372,7 +372,8 @@ def _peak_mb() -> float:
 
 
 def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool = True) -> None:
-    if which not in ("a", "a'", "c", "d"):  # split as planning splits, before the clock
+    bulk = which not in ("a", "a'", "c", "d")  # (b): e6ingest's bulk path
+    if bulk:  # the posts split as planning splits its selection, before the clock
         spec = bench_spec(data, max_tokens, VARIANTS.get(variants, ()))
         folder = Path(tempfile.mkdtemp(prefix="parts-", dir=data))
         parts = part_files(data, spec, folder)
@@ -389,7 +390,7 @@ def child(which: str, data: Path, max_tokens: int, variants: str = "", nl: bool 
     else:
         captions = run_e6ingest(data, spec, parts)
     seconds = time.perf_counter() - start
-    if which not in ("a", "a'", "c", "d"):
+    if bulk:
         shutil.rmtree(folder)  # the fresh folder made above: its part files alone
     if which in ("c", "d"):  # the command alone: reading its file back is the check's
         seconds = cli_seconds
