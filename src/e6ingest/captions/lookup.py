@@ -18,6 +18,7 @@ misses, as if the slot were still free.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,8 +121,8 @@ class StringNumbers:
     at a time (the caller's lock), which puts it in place with :meth:`publish`."""
 
     def __init__(self, seed: int | None = None):
-        rng = np.random.default_rng(seed)
-        self._seeds = [int(s) for s in rng.integers(0, 2**63, 2, dtype=np.int64)]
+        draw = random.Random(seed)  # without a seed, from the system's randomness
+        self._seeds = [draw.getrandbits(63) for _ in range(2)]
         self.table = _empty_table()
 
     def __len__(self) -> int:
