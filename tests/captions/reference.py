@@ -143,8 +143,11 @@ def _lists(post: dict, ctx: Context) -> dict:
     fixed = [c for c in categories if c in spec.fixed_categories] if split else list(categories)
     ordered = fixed + [c for c in categories if c not in fixed]
 
+    written = {c: [w for w in (_written(t, ctx) for t in tags) if w is not None]
+               for c, tags in raw.items()}  # fmt: skip
+
     def part(category: str, people: bool | None = None, subject: bool = False) -> list[str]:
-        kept = [w for w in map(lambda t: _written(t, ctx), raw[category]) if w is not None]
+        kept = written[category]
         wanted = [(p is None or people is None or p == people) and (s or not subject)
                   for _, p, s in kept]  # fmt: skip
         return [text for (text, _, _), keep in zip(kept, wanted, strict=True) if keep]
