@@ -255,6 +255,7 @@ def test_the_first_question_scans_and_the_second_builds_the_index(tmp_path, caps
             assert not built and not notices  # answered by the scan
         elif turn == 1:
             assert built and notices == [notices[0]] and "next questions take under a" in err
+            assert "sorting and writing the index" in err  # the bar says why it waits at the end
             key = built[0].parent
         else:
             assert built[0].parent == key and not notices  # read, not built again

@@ -83,6 +83,8 @@ def _index_report() -> Callable[[int, int], None]:
             desc = "tag index (built once per metadata version)"
             bar = tqdm(desc=desc, total=total, unit="post", file=sys.stderr)
         bar.update(done - bar.n)
+        if done == total - 1 > 0:  # every post read: the posting lists are being sorted
+            bar.set_postfix_str("sorting and writing the index")
         if done >= total:
             bar.close()
 

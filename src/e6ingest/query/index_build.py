@@ -51,7 +51,9 @@ BATCH_ROWS = 131_072  # posts read and split into tags at a time
 BUCKET_POSTS = 200_000  # posts per part the posting pairs are kept in (by tag number)
 MIN_BUCKETS = 32  # ... in at least this many parts, each sorted alone
 PAIRS_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")  # the buckets' (a writer holds no pages)
-Report = Callable[[int, int], None]  # (posts done, posts in all)
+# (posts done, posts in all): every post read is reported as ``total - 1`` while the posting
+# lists are sorted and written, and ``total`` once the index is complete
+Report = Callable[[int, int], None]
 
 
 def metadata_rows(files: Sequence[Path]) -> int:
